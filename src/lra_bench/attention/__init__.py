@@ -1,0 +1,33 @@
+"""Attention variants: the interface, the registry and every registered variant.
+
+Importing this package registers every variant module listed in ``VARIANT_MODULES``.
+"""
+
+from importlib import import_module
+
+from lra_bench.attention.base import Attention, AttentionConfig, SampledAttention
+from lra_bench.attention.registry import (
+    REGISTRY,
+    available,
+    build_attention,
+    make_config,
+    register_attention,
+    validate_attention_config,
+)
+
+VARIANT_MODULES = ["softmax", "skyformer"]
+
+for _module in VARIANT_MODULES:
+    import_module(f"lra_bench.attention.{_module}")
+
+__all__ = [
+    "REGISTRY",
+    "Attention",
+    "AttentionConfig",
+    "SampledAttention",
+    "available",
+    "build_attention",
+    "make_config",
+    "register_attention",
+    "validate_attention_config",
+]

@@ -1,0 +1,98 @@
+"""The attention interface shared by every variant, and its sampling helpers.
+
+Every variant maps ``q, k, v`` of shape ``[batch, heads, n, d]`` and an optional
+boolean ``mask`` of shape ``[batch, n]`` (True = real token) to ``[batch, heads, n, d]``.
+Padded keys must never influence real queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class AttentionConfig:
+    """Fields every variant accepts; variants subclass this with their own hyper-parameters."""
+
+    name: str = "softmax"
+    dropout: float = 0.0  # dropout on attention weights (where a variant has them)
+    seed: int = 1234  # seed of the fixed eval-mode draws (sampling variants)
+
+    def check(self, *, max_len: int, head_dim: int) -> None:
+        """Raise ValueError('key: rule') on an invalid value; max_len/head_dim are the task's."""
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
+
+
+class Attention(nn.Module):
+    """Base class: holds the validated config and the shapes the variant was built for."""
+
+    def __init__(self, cfg: AttentionConfig, *, head_dim: int, num_heads: int, max_len: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.head_dim = head_dim
+        self.num_heads = num_heads
+        self.max_len = max_len
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class SampledAttention(Attention):
+    """A variant that draws random numbers (landmarks, features, hashes, random blocks).
+
+    Training draws come from the module's own generator, seeded from the global torch
+    RNG at construction (so a seeded run is deterministic) and saved in the state dict
+    (so a resumed run continues the same stream). Eval draws restart from ``cfg.seed``
+    on every call, so evaluation is reproducible whatever happened before.
+    """
+
+    def __init__(self, cfg: AttentionConfig, *, head_dim: int, num_heads: int, max_len: int) -> None:
+        super().__init__(cfg, head_dim=head_dim, num_heads=num_heads, max_len=max_len)
+        self.train_generator = torch.Generator()
+        self.train_generator.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+
+    def generator(self) -> torch.Generator:
+        """The generator for the current call: the running one in training, a fresh seeded one in eval."""
+        if self.training:
+            return self.train_generator
+        g = torch.Generator()
+        g.manual_seed(self.cfg.seed)
+        return g
+
+    def get_extra_state(self) -> torch.Tensor:
+        return self.train_generator.get_state()
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        self.train_generator.set_state(state)
+
+
+def key_padding_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Additive bias ``[batch, 1, 1, n]``: 0 for real keys, -inf-like for padded keys."""
+    if mask is None:
+        return None
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    bias.masked_fill_(~mask, torch.finfo(dtype).min)
+    return bias[:, None, None, :]
+
+
+def valid_lengths(mask: torch.Tensor | None, batch: int, n: int, device: torch.device) -> torch.Tensor:
+    """Number of real tokens per sequence, ``[batch]`` (all n when there is no mask)."""
+    if mask is None:
+        return torch.full((batch,), n, dtype=torch.long, device=device)
+    return mask.sum(dim=-1)
+
+
+def uniform_indices(lengths: torch.Tensor, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Indices drawn uniformly with replacement from ``[0, lengths[b])``, shape ``[batch, *shape]``.
+
+    Uniform numbers are drawn on the CPU with a fixed shape, so the same generator state
+    gives the same indices whatever the padding (the draw is padding-invariant).
+    """
+    u = torch.rand((lengths.shape[0], *shape), generator=generator, dtype=torch.float64)
+    u = u.to(lengths.device)
+    lens = lengths.to(torch.float64).clamp(min=1).view(-1, *([1] * len(shape)))
+    return torch.minimum((u * lens).long(), lens.long() - 1)

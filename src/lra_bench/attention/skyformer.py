@@ -1,0 +1,86 @@
+"""Skyformer (Chen et al., 2021, arXiv 2111.00035): Gaussian-kernel attention approximated by Nystrom.
+
+out = k(Q,L) D^-1/2 pinv(M) D^-1/2 (k(L,K) V), with W = k(L,L) + gamma I, D = rowsum(W),
+M = D^-1/2 W D^-1/2, k(x, y) = exp(-||x - y||^2 / 2) on q, k scaled by d^-1/4, and pinv(M) by
+Newton-Schulz iterations. No row normalisation. Cost O(n m d + m^3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lra_bench.attention.base import AttentionConfig, SampledAttention, uniform_indices, valid_lengths
+from lra_bench.attention.kernels import gaussian_kernel
+from lra_bench.attention.pinv import newton_schulz_pinv
+from lra_bench.attention.registry import register_attention
+
+
+@dataclass
+class SkyformerConfig(AttentionConfig):
+    name: str = "skyformer"
+    dropout: float = 0.0
+    num_landmarks: int = 128
+    gamma: float = 0.1  # nugget added to the landmark kernel matrix W
+    pinv_iters: int = 6
+    landmarks_from: str = "split"  # split: half from Q, half from K | joint: uniform over all 2n rows (the paper)
+    pinv_init: str = "per_matrix"  # per_matrix | batch (peer code: one max over the whole batch)
+
+    def check(self, *, max_len: int, head_dim: int) -> None:
+        super().check(max_len=max_len, head_dim=head_dim)
+        if not 1 <= self.num_landmarks <= max_len:
+            raise ValueError(f"num_landmarks: must be between 1 and the task's max length {max_len}, got {self.num_landmarks}")
+        if self.gamma < 0:
+            raise ValueError(f"gamma: must be >= 0, got {self.gamma}")
+        if self.pinv_iters < 1:
+            raise ValueError(f"pinv_iters: must be >= 1, got {self.pinv_iters}")
+        if self.landmarks_from not in ("split", "joint"):
+            raise ValueError(f"landmarks_from: choose split or joint, got {self.landmarks_from!r}")
+        if self.pinv_init not in ("per_matrix", "batch"):
+            raise ValueError(f"pinv_init: choose per_matrix or batch, got {self.pinv_init!r}")
+
+
+@register_attention("skyformer", SkyformerConfig)
+class SkyformerAttention(SampledAttention):
+    cfg: SkyformerConfig
+
+    def draw_landmarks(self, lengths: torch.Tensor, n: int, heads: int) -> torch.Tensor:
+        """Indices into the rows of [Q; K] (K row j is n + j), shape ``[batch, heads, m]``.
+
+        Drawn uniformly with replacement from valid tokens only. Tests may replace this
+        method to pin the landmarks.
+        """
+        m, g = self.cfg.num_landmarks, self.generator()
+        if self.cfg.landmarks_from == "joint":
+            idx = uniform_indices(2 * lengths, (heads, m), g)
+            from_k = idx >= lengths.view(-1, 1, 1)
+            return torch.where(from_k, idx - lengths.view(-1, 1, 1) + n, idx)
+        m_q = (m + 1) // 2
+        idx_q = uniform_indices(lengths, (heads, m_q), g)
+        idx_k = uniform_indices(lengths, (heads, m - m_q), g) + n
+        return torch.cat([idx_q, idx_k], dim=-1)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        in_dtype = q.dtype
+        if in_dtype in (torch.float16, torch.bfloat16):  # the Gram matrix and pinv need fp32
+            q, k, v = q.float(), k.float(), v.float()
+        b, h, n, d = q.shape
+        scale = d ** -0.25
+        q, k = q * scale, k * scale
+        if mask is not None:
+            v = v * mask[:, None, :, None].to(v.dtype)
+        idx = self.draw_landmarks(valid_lengths(mask, b, n, q.device), n, h).to(q.device)
+        rows = torch.cat([q, k], dim=2)
+        landmarks = torch.gather(rows, 2, idx.unsqueeze(-1).expand(-1, -1, -1, d))
+        k_ql = gaussian_kernel(q, landmarks)  # [b, h, n, m]
+        k_lk = gaussian_kernel(landmarks, k)  # [b, h, m, n]
+        if mask is not None:
+            k_lk = k_lk * mask[:, None, None, :].to(k_lk.dtype)
+        m = landmarks.shape[2]
+        w = gaussian_kernel(landmarks, landmarks) + self.cfg.gamma * torch.eye(m, dtype=q.dtype, device=q.device)
+        d_inv_sqrt = w.sum(dim=-1).rsqrt().unsqueeze(-1)  # [b, h, m, 1]
+        m_norm = d_inv_sqrt * w * d_inv_sqrt.transpose(-1, -2)
+        z = newton_schulz_pinv(m_norm, self.cfg.pinv_iters, per_matrix_init=self.cfg.pinv_init == "per_matrix")
+        out = k_ql @ (d_inv_sqrt * (z @ (d_inv_sqrt * (k_lk @ v))))
+        return out.to(in_dtype)

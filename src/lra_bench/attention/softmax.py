@@ -1,0 +1,50 @@
+"""Exact softmax attention: torch SDPA by default, or the materialised n x n form the papers timed."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lra_bench.attention.base import Attention, AttentionConfig, key_padding_bias
+from lra_bench.attention.registry import register_attention
+
+
+@dataclass
+class SoftmaxConfig(AttentionConfig):
+    name: str = "softmax"
+    dropout: float = 0.1
+    impl: str = "sdpa"  # sdpa (torch's fused kernels) | math (materialise softmax(QK^T/sqrt d))
+
+    def check(self, *, max_len: int, head_dim: int) -> None:
+        super().check(max_len=max_len, head_dim=head_dim)
+        if self.impl not in ("sdpa", "math"):
+            raise ValueError(f"impl: choose sdpa or math, got {self.impl!r}")
+
+
+def softmax_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(QK^T/sqrt(d) + key mask) V, materialised (also the float64 reference in tests)."""
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    bias = key_padding_bias(mask, scores.dtype)
+    if bias is not None:
+        scores = scores + bias
+    return torch.softmax(scores, dim=-1) @ v
+
+
+@register_attention("softmax", SoftmaxConfig)
+class SoftmaxAttention(Attention):
+    cfg: SoftmaxConfig
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        p = self.cfg.dropout if self.training else 0.0
+        if self.cfg.impl == "sdpa":
+            attn_mask = None if mask is None else mask[:, None, None, :]
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        bias = key_padding_bias(mask, scores.dtype)
+        if bias is not None:
+            scores = scores + bias
+        weights = F.dropout(torch.softmax(scores, dim=-1), p=p, training=self.training)
+        return weights @ v
