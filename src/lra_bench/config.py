@@ -52,6 +52,7 @@ class DataConfig:
     min_length: int | None = None  # listops generator: keep min_length < length < max_length
     max_length: int | None = None  # (None = LRA's 500 and 2000)
     difficulty: str | None = None  # pathfinder: easy | intermediate | hard
+    max_bytes: int = 4000  # text/retrieval: bytes kept per document (LRA: 4000, then padded to max_len)
     dev_split: str = "default"  # text: "default" uses test as dev (LRA); "heldout" splits train
     heldout_fraction: float = 0.1
     loader_workers: int = 0
@@ -70,7 +71,7 @@ class ModelConfig:
     num_layers: int = 2
     num_heads: int = 2
     dropout: float = 0.1
-    pooling: str = "mean"  # mean (over valid tokens) | mean_padded (peers' quirk) | cls
+    pooling: str = "mean"  # mean (over valid tokens) | mean_padded (over the padded length, as peer code)
     classifier_dim: int = 128
     attn_fp32: bool = True  # run the attention itself in fp32 under mixed precision
 
@@ -114,6 +115,7 @@ class PathsConfig:
     data_dir: str = "data"
     cache_dir: str = MISSING
     runs_dir: str = "runs"
+    run_dir: str | None = None  # this run's folder (None = Hydra's output folder)
     leaderboard: str = "results/leaderboard.csv"
 
 
@@ -165,6 +167,8 @@ def validate(cfg: DictConfig) -> None:
         ["steps", "batch_size", "lr", "eval_every", "eval_batch_size", "grad_accum", "ckpt_every", "log_every"],
     )
     _check_positive(cfg.trainer, "trainer", ["warmup_steps", "weight_decay", "clip_value"], strict=False)
+    if cfg.trainer.warmup_steps == 1:
+        _fail("trainer.warmup_steps", 1, "must be 0 or at least 2 (OneCycleLR needs a warm-up phase of two steps)")
     if cfg.trainer.warmup_steps >= cfg.trainer.steps:
         _fail("trainer.warmup_steps", cfg.trainer.warmup_steps, f"must be < trainer.steps ({cfg.trainer.steps})")
     if cfg.trainer.batch_size % cfg.trainer.grad_accum:
@@ -174,8 +178,8 @@ def validate(cfg: DictConfig) -> None:
         _fail("model.dim", cfg.model.dim, f"must be divisible by model.num_heads ({cfg.model.num_heads})")
     if not 0.0 <= cfg.model.dropout < 1.0:
         _fail("model.dropout", cfg.model.dropout, "must be in [0, 1)")
-    if cfg.model.pooling not in ("mean", "mean_padded", "cls"):
-        _fail("model.pooling", cfg.model.pooling, "choose mean, mean_padded or cls")
+    if cfg.model.pooling not in ("mean", "mean_padded"):
+        _fail("model.pooling", cfg.model.pooling, "choose mean or mean_padded")
     if cfg.data.pad_to not in ("max_len", "batch"):
         _fail("data.pad_to", cfg.data.pad_to, "choose max_len or batch")
     _check_positive(cfg.data, "data", ["train_size", "val_size", "test_size", "size", "gen_workers", "limit_train", "limit_eval"])

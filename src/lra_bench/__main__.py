@@ -1,0 +1,25 @@
+"""``python -m lra_bench task=<task> attn=<attention> [overrides]``: one run (or a sweep with -m)."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from lra_bench.config import register_configs
+from lra_bench.paths import conf_dir
+from lra_bench.train import main as train_main
+
+register_configs()
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    status = train_main(cfg)
+    if status:
+        sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()
