@@ -53,7 +53,8 @@ class DataConfig:
     max_length: int | None = None  # (None = LRA's 500 and 2000)
     difficulty: str | None = None  # pathfinder: easy | intermediate | hard
     max_bytes: int = 4000  # text/retrieval: bytes kept per document (LRA: 4000, then padded to max_len)
-    dev_split: str = "default"  # text: "default" uses test as dev (LRA); "heldout" splits train
+    split_seed: int = 0  # seed of held-out splits cut from a source (independent of the training seed)
+    dev_split: str = "default"  # text: "default" uses test as dev (LRA); "heldout" splits train (image: always the last 10% of train)
     heldout_fraction: float = 0.1
     loader_workers: int = 0
     pad_to: str = "max_len"  # max_len (protocol: fixed shapes) | batch (pad to the longest in the batch)
@@ -182,7 +183,14 @@ def validate(cfg: DictConfig) -> None:
         _fail("model.pooling", cfg.model.pooling, "choose mean or mean_padded")
     if cfg.data.pad_to not in ("max_len", "batch"):
         _fail("data.pad_to", cfg.data.pad_to, "choose max_len or batch")
-    _check_positive(cfg.data, "data", ["train_size", "val_size", "test_size", "size", "gen_workers", "limit_train", "limit_eval"])
+    _check_positive(cfg.data, "data", ["train_size", "val_size", "test_size", "size", "gen_workers", "limit_train", "limit_eval", "max_bytes"])
+    _check_positive(cfg.data, "data", ["gen_seed", "split_seed", "min_length", "loader_workers"], strict=False)
+    if cfg.data.min_length is not None and cfg.data.max_length is not None and cfg.data.max_length <= cfg.data.min_length + 1:
+        _fail("data.max_length", cfg.data.max_length, f"must exceed data.min_length + 1 ({cfg.data.min_length + 1})")
+    if cfg.data.dev_split not in ("default", "heldout"):
+        _fail("data.dev_split", cfg.data.dev_split, "choose default (dev = test, as LRA) or heldout")
+    if not 0.0 < cfg.data.heldout_fraction < 1.0:
+        _fail("data.heldout_fraction", cfg.data.heldout_fraction, "must be in (0, 1)")
     if cfg.logger.name not in ("none", "wandb"):
         _fail("logger.name", cfg.logger.name, "choose none or wandb")
     if cfg.seed < 0:

@@ -230,6 +230,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         # --- train ----------------------------------------------------------------------------
         stream = train_stream(splits["train"], collate, micro_batch, cfg.seed, progress.step * tc.grad_accum, cfg.data.loader_workers)
         model.train()
+        print(f"training {cfg.task.name}/{cfg.attn.name} seed {cfg.seed} in {run_dir} from step {progress.step} of {tc.steps}", flush=True)
         bar = tqdm(total=tc.steps, initial=progress.step, disable=not tc.progress, desc=f"{cfg.task.name}/{cfg.attn.name}", dynamic_ncols=True)
         tokens_per_step = 0
         with StopFlag() as stop:

@@ -16,6 +16,9 @@ from omegaconf import DictConfig
 
 TASK_MODULES = {
     "listops": "lra_bench.data.listops",
+    "text": "lra_bench.data.text",
+    "retrieval": "lra_bench.data.retrieval",
+    "image": "lra_bench.data.image",
 }
 
 

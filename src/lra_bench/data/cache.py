@@ -62,12 +62,16 @@ def cached_splits(
             shutil.rmtree(entry)
         splits = build()
         tmp = entry.with_name(f".{entry.name}.tmp-{uuid.uuid4().hex[:8]}")
+        bars_were_on = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()
         try:
             for split in SPLITS:
                 splits[split].save_to_disk(str(tmp / split))
             (tmp / "key.json").write_text(json.dumps({"task": task, **key}, indent=1, sort_keys=True, default=str))
             tmp.rename(entry)
         finally:
+            if bars_were_on:
+                datasets.enable_progress_bars()
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     loaded = _load(entry)

@@ -1,0 +1,179 @@
+"""Text (IMDB reviews, byte level) as LRA defines it.
+
+Tokens are the review's UTF-8 bytes + 1 (vocabulary 257, 0 = padding), truncated to
+``data.max_bytes`` (4000); the model pads to ``task.max_len`` (4096). Labels: 0 negative,
+1 positive. LRA evaluates on the test set as its dev set too (``data.dev_split=default``);
+``data.dev_split=heldout`` instead holds out a seeded ``data.heldout_fraction`` of train.
+
+Sources (``data.source``): ``local`` is an ``aclImdb/{train,test}/{pos,neg}/*.txt`` tree
+(file names sorted, negatives first) or the Hub's Parquet/Arrow shards
+(``plain_text/{train,test}-*.parquet``, columns ``text``, ``label``); ``hub`` downloads
+``stanfordnlp/imdb``; ``auto`` uses a local copy when there is one, else the Hub.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pyarrow as pa
+from omegaconf import DictConfig
+
+from lra_bench.config import ConfigError
+from lra_bench.data import DataError
+from lra_bench.data.sources import (
+    Located,
+    SplitWriter,
+    byte_tokens,
+    candidate_dirs,
+    check_labels,
+    find_table_shards,
+    hub_table,
+    load_hub,
+    max_bytes,
+    not_found,
+    prepare_cached,
+    read_table_shards,
+    source_of,
+    split_seed,
+    token_schema,
+)
+
+TASK = "text"
+HUB_NAME = "stanfordnlp/imdb"
+URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz (or the Hub's stanfordnlp/imdb)"
+SUBDIRS = ("aclImdb", "imdb")
+SPLITS = ("train", "test")
+LABELS = {"neg": 0, "pos": 1}
+EXPECTED = "an aclImdb/{train,test}/{pos,neg}/*.txt tree or {train,test}-*.parquet shards"
+READER_VERSION = 1  # bump when the reading or tokenisation below changes
+CHUNK = 4096  # reviews per Arrow record batch
+
+
+def tree_files(folder: Path) -> dict[str, list[Path]] | None:
+    """The review files of an aclImdb tree (``<split>/<neg|pos>/*.txt``, sorted), or None if not a tree."""
+    wanted = [folder / split / label for split in SPLITS for label in LABELS]
+    present = [d.is_dir() for d in wanted]
+    if not any(present):
+        return None
+    if not all(present):
+        gap = next(d for d, ok in zip(wanted, present, strict=True) if not ok)
+        raise DataError(f"incomplete aclImdb tree in {folder}: {gap} is missing; unpack the full archive from {URL}")
+    files: dict[str, list[Path]] = {}
+    for split in SPLITS:
+        files[split] = []
+        for label in LABELS:
+            with os.scandir(folder / split / label) as it:
+                names = sorted(e.name for e in it if e.name.endswith(".txt") and e.is_file())
+            files[split] += [folder / split / label / name for name in names]
+    return files
+
+
+def locate_local(cfg: DictConfig) -> tuple[Located | None, list[Path]]:
+    """The first local copy among the candidate folders (tree before shards), and where it looked."""
+    looked = candidate_dirs(cfg, SUBDIRS)
+    for folder in looked:
+        if not folder.is_dir():
+            continue
+        files = tree_files(folder)
+        if files is not None:
+            return Located("tree", str(folder), files), looked
+        shards = find_table_shards(folder, SPLITS)
+        if shards is not None:
+            return Located("shards", str(folder), shards), looked
+    return None, looked
+
+
+def locate(cfg: DictConfig) -> Located:
+    """Resolve ``data.source``: a local copy (``auto`` tries one first) or the Hub."""
+    source = source_of(cfg, ("auto", "local", "hub"))
+    if source == "hub":
+        return Located("hub", HUB_NAME, hub_hint="use a local copy instead: data.source=local data.root=<folder holding aclImdb>")
+    found, looked = locate_local(cfg)
+    if found is not None:
+        return found
+    missing = not_found("IMDB", EXPECTED, looked, URL)
+    if source == "local":
+        raise DataError(missing)
+    return Located("hub", HUB_NAME, hub_hint=f"no local copy either: {missing}")
+
+
+def dev_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The dev-split part of the cache key (and a check of its settings)."""
+    mode = str(cfg.data.dev_split)
+    if mode == "default":
+        return {"dev_split": "test"}
+    if mode != "heldout":
+        raise ConfigError(f"invalid setting data.dev_split={mode!r}: choose default (dev = test, as LRA) or heldout")
+    fraction = float(cfg.data.heldout_fraction)
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"invalid setting data.heldout_fraction={fraction!r}: must be in (0, 1)")
+    return {"dev_split": "heldout", "heldout_fraction": fraction, "split_seed": split_seed(cfg)}
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def write_texts(writer: SplitWriter, texts: list[bytes], labels: np.ndarray, limit: int) -> None:
+    for start in range(0, len(texts), CHUNK):
+        writer.write(input_ids=byte_tokens(texts[start : start + CHUNK], limit), label=labels[start : start + CHUNK])
+
+
+def tree_split(files: list[Path], writer: SplitWriter, limit: int) -> None:
+    for start in range(0, len(files), CHUNK):
+        chunk = files[start : start + CHUNK]
+        labels = np.array([LABELS[p.parent.name] for p in chunk], dtype=np.int64)
+        write_texts(writer, [p.read_bytes() for p in chunk], labels, limit)
+
+
+def table_split(tables: list[tuple[str, pa.Table]], writer: SplitWriter, limit: int) -> None:
+    """Rows of Hub-format tables (``text`` string, ``label`` int) into ``writer``."""
+    for where, table in tables:
+        text, label = table.column("text"), table.column("label")
+        if text.null_count or label.null_count:
+            col = text if text.null_count else label
+            row = next(i for i, v in enumerate(col.to_pylist()) if v is None)
+            raise DataError(f"{where} row {row + 1}: empty {'text' if col is text else 'label'}")
+        labels = check_labels(label.to_numpy().astype(np.int64), 2, where)
+        write_texts(writer, [s.encode("utf-8") for s in text.to_pylist()], labels, limit)
+
+
+def build(cfg: DictConfig, located: Located, scratch: Path) -> dict[str, datasets.Dataset]:
+    limit = max_bytes(cfg)
+    schema = token_schema("input_ids", value_type=pa.int16())
+    hub = load_hub(HUB_NAME, located.hub_hint) if located.kind == "hub" else None
+    out: dict[str, datasets.Dataset] = {}
+    for split in SPLITS:
+        origin = f"{located.where} ({split})" if located.kind != "hub" else f"{HUB_NAME} {split}"
+        writer = SplitWriter(scratch / f"{split}.arrow", schema, origin)
+        if located.kind == "tree":
+            tree_split(located.files[split], writer, limit)
+        elif located.kind == "shards":
+            table_split([(str(p), t) for p, t in read_table_shards(located.files[split], ("text", "label"))], writer, limit)
+        else:
+            assert hub is not None
+            table_split([(f"{HUB_NAME} {split}", hub_table(hub, HUB_NAME, split, ("text", "label")))], writer, limit)
+        out[split] = writer.finish()
+    return dev_split(cfg, out["train"], out["test"])
+
+
+def dev_split(cfg: DictConfig, train: datasets.Dataset, test: datasets.Dataset) -> dict[str, datasets.Dataset]:
+    """LRA: dev = test; ``heldout``: a seeded ``heldout_fraction`` of train (both parts keep file order)."""
+    settings = dev_settings(cfg)
+    if settings["dev_split"] == "test":
+        return {"train": train, "val": test, "test": test}
+    n = len(train)
+    n_val = max(1, round(settings["heldout_fraction"] * n))
+    perm = np.random.default_rng(settings["split_seed"]).permutation(n)
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    return {"train": train.select(train_idx), "val": train.select(val_idx), "test": test}
+
+
+def prepare(cfg: DictConfig) -> dict[str, datasets.Dataset]:
+    """IMDB splits ``train``/``val``/``test`` with byte tokens ``input_ids`` and ``label`` (cached)."""
+    located = locate(cfg)
+    key = {"reader": READER_VERSION, **located.fingerprint(), "max_bytes": max_bytes(cfg), **dev_settings(cfg)}
+    return prepare_cached(cfg, TASK, key, lambda scratch: build(cfg, located, scratch))

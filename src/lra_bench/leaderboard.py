@@ -1,0 +1,166 @@
+"""``python -m lra_bench.leaderboard show|compare|plot``: reports from leaderboard CSVs.
+
+Exit status: 0 done; 1 ``compare --fail-below`` found a larger accuracy drop;
+2 bad input (unreadable or malformed CSV, nothing left after filtering, missing matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lra_bench.report import ReportError
+from lra_bench.report.load import Record, load_all, load_csv
+from lra_bench.report.render import FORMATS, render
+
+EXAMPLES = """examples:
+  python -m lra_bench.leaderboard show results/leaderboard.csv results/published/skyformer_paper.csv
+  python -m lra_bench.leaderboard show results/leaderboard.csv --task listops,text --format latex
+  python -m lra_bench.leaderboard compare results/published/skyformer_paper.csv results/leaderboard.csv --fail-below 2
+  python -m lra_bench.leaderboard plot results/published/skyformer_paper.csv -o chart.png
+"""
+
+
+def names(text: str) -> list[str]:
+    """'a,b' -> ['a', 'b'] (filters take commas or repetition)."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_filters(p: argparse.ArgumentParser, devices: bool = True) -> None:
+    p.add_argument("--task", type=names, action="extend", help="only these tasks (comma-separated or repeated)")
+    p.add_argument("--attn", type=names, action="extend", help="only these attentions")
+    if devices:
+        p.add_argument("--device", type=names, action="extend", help="only devices containing this text (case-insensitive)")
+        p.add_argument("--precision", type=names, action="extend", help="only these precisions (fp32, bf16-amp, …)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="python -m lra_bench.leaderboard",
+        description="Tables, comparisons and charts from leaderboard CSVs (results/leaderboard.csv, results/published/*.csv).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = top.add_subparsers(dest="command", required=True, metavar="{show,compare,plot}")
+
+    show = sub.add_parser("show", help="accuracy and efficiency tables per (source, device, precision)")
+    show.add_argument("files", nargs="+", metavar="FILE")
+    show.add_argument("--format", choices=FORMATS, default="markdown",
+                      help="markdown tables (default), latex tables, or csv/json records with full numbers")
+    show.add_argument("-o", "--output", help="write here instead of stdout")
+    add_filters(show)
+
+    cmp = sub.add_parser("compare", help="accuracy deltas and time/memory ratios of NEW against BASE")
+    cmp.add_argument("base", metavar="BASE")
+    cmp.add_argument("new", metavar="NEW")
+    cmp.add_argument("--fail-below", type=float, metavar="X",
+                     help="exit 1 when any accuracy delta is below -X points")
+    cmp.add_argument("--format", choices=FORMATS, default="markdown")
+    cmp.add_argument("-o", "--output", help="write here instead of stdout")
+    add_filters(cmp, devices=False)
+    for side in ("base", "new"):
+        cmp.add_argument(f"--{side}-device", type=names, action="extend", help=f"only {side} rows on devices containing this text")
+        cmp.add_argument(f"--{side}-precision", type=names, action="extend", help=f"only {side} rows of these precisions")
+        cmp.add_argument(f"--{side}-source", type=names, action="extend", help=f"only {side} rows of these sources")
+
+    plot = sub.add_parser("plot", help="LRA-style chart: speed vs average accuracy, marker area = peak memory")
+    plot.add_argument("files", nargs="+", metavar="FILE")
+    plot.add_argument("-o", "--output", required=True, help="image file (.png, .pdf, .svg)")
+    plot.add_argument("--acc-source", help="take accuracies from rows of this source (when several could pair with the times)")
+    plot.add_argument("--title")
+    add_filters(plot)
+    return top
+
+
+def keep(records: list[Record], task=None, attn=None, device=None, precision=None, source=None) -> list[Record]:
+    """Rows passing every given filter (device: case-insensitive substring; others: exact)."""
+    def ok(r: Record) -> bool:
+        return (
+            (not task or r.task in task)
+            and (not attn or r.attn in attn)
+            and (not device or any(d.lower() in r.device.lower() for d in device))
+            and (not precision or r.precision in precision)
+            and (not source or r.source in source)
+        )
+
+    return [r for r in records if ok(r)]
+
+
+def filtered(records: list[Record], what: str, **filters: list[str] | None) -> list[Record]:
+    rows = keep(records, **filters)
+    if not rows:
+        used = ", ".join(f"--{k.replace('_', '-')} {','.join(v)}" for k, v in filters.items() if v)
+        raise ReportError(f"{what}: no rows left after {used}" if used else f"{what}: no rows")
+    return rows
+
+
+def emit(text: str, output: str | None) -> None:
+    if output:
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as err:
+            raise ReportError(f"{output}: cannot write: {err.strerror}") from None
+        print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from lra_bench.report.show import show_tables
+
+    rows = filtered(load_all(args.files), ", ".join(args.files),
+                    task=args.task, attn=args.attn, device=args.device, precision=args.precision)
+    emit(render(show_tables(rows, args.task), args.format), args.output)
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from lra_bench.report.compare import Side, compare
+
+    sides = []
+    for option, path in (("base", args.base), ("new", args.new)):
+        rows = filtered(load_csv(path), path, task=args.task, attn=args.attn,
+                        device=getattr(args, f"{option}_device"),
+                        precision=getattr(args, f"{option}_precision"),
+                        source=getattr(args, f"{option}_source"))
+        sides.append(Side(path, option, rows))
+    result = compare(*sides)
+    emit(render([result.table], args.format), args.output)
+    if args.fail_below is not None:
+        drops = [(t, a, d) for t, a, d in result.deltas if d < -args.fail_below]
+        if drops:
+            listed = ", ".join(f"{t}/{a} {d:+.2f}" for t, a, d in drops)
+            print(f"accuracy dropped by more than {args.fail_below:g} points: {listed}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from lra_bench.report.plot import draw, plot_data
+
+    rows = filtered(load_all(args.files), ", ".join(args.files),
+                    task=args.task, attn=args.attn, device=args.device, precision=args.precision)
+    data = plot_data(rows, args.acc_source)
+    out = draw(data, args.output, args.title)
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; returns the exit status (errors are one line on stderr)."""
+    args = parser().parse_args(argv)
+    try:
+        return {"show": run_show, "compare": run_compare, "plot": run_plot}[args.command](args)
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""``compare``: per (task, attention) accuracy deltas and time / memory ratios of two leaderboards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lra_bench.report import ReportError
+from lra_bench.report.load import Record
+from lra_bench.report.render import MISSING, Table
+from lra_bench.report.show import acc_text
+from lra_bench.report.stats import (
+    TASK_TITLES,
+    Stat,
+    accuracy,
+    attns_of,
+    cell,
+    comparable_times,
+    group_records,
+    has_acc,
+    has_mem,
+    has_time,
+    rounded,
+    tasks_of,
+)
+
+
+@dataclass
+class Side:
+    """One leaderboard of the comparison: a name for messages and its (filtered) records."""
+
+    name: str
+    option: str  # "base" or "new", for the hint naming the filter options
+    records: list[Record]
+
+
+@dataclass
+class Comparison:
+    table: Table
+    deltas: list[tuple[str, str, float]] = field(default_factory=list)  # (task, attn, points)
+
+
+def pick(side: Side, task: str, attn: str, wanted: Callable[[Record], bool], what: str) -> list[Record]:
+    """The rows of one group holding ``what`` for (task, attn); several groups is an error."""
+    rows = [r for r in side.records if r.task == task and r.attn == attn and wanted(r)]
+    groups = group_records(rows)
+    if len(groups) > 1:
+        labels = "; ".join(g.label() for g in groups)
+        raise ReportError(
+            f"{side.name}: {task}/{attn} has {what} from several groups ({labels}); "
+            f"keep one with --{side.option}-device, --{side.option}-precision or --{side.option}-source"
+        )
+    return rows
+
+
+def spread(a: Stat | None, b: Stat | None) -> float | None:
+    stds = [s.std for s in (a, b) if s is not None and s.std is not None]
+    return max(stds) if stds else None
+
+
+def time_ratio(base: list[Record], new: list[Record], task: str, attn: str) -> tuple[str, float] | None:
+    """(measure, new time / base time) on the first measure both sides have."""
+    pair = comparable_times(base, new, task, attn, attn)
+    return (pair[0], pair[2].mean / pair[1].mean) if pair and pair[1].mean > 0 else None
+
+
+def compare(base: Side, new: Side) -> Comparison:
+    """One row per (task, attention) present in either side."""
+    both = base.records + new.records
+    table = Table(
+        title=f"{new.name} against {base.name}",
+        header=["Task", "Attention", "Base acc (%)", "New acc (%)", "Δ (pts)", "Beyond spread", "Time new/base", "Memory new/base"],
+        label_columns=2,
+    )
+    result = Comparison(table)
+    keys_b = {(r.task, r.attn) for r in base.records}
+    keys_n = {(r.task, r.attn) for r in new.records}
+    for task in tasks_of(both):
+        for attn in attns_of(r for r in both if r.task == task):
+            if (task, attn) not in keys_b or (task, attn) not in keys_n:
+                continue
+            acc_b = accuracy(pick(base, task, attn, has_acc, "accuracies"), task, attn)
+            acc_n = accuracy(pick(new, task, attn, has_acc, "accuracies"), task, attn)
+            delta = acc_n.mean - acc_b.mean if acc_b and acc_n else None
+            sp = spread(acc_b, acc_n)
+            beyond = None if delta is None or sp is None else abs(delta) > sp
+            timing = time_ratio(pick(base, task, attn, has_time, "times"), pick(new, task, attn, has_time, "times"), task, attn)
+            mem_b = cell(pick(base, task, attn, has_mem, "memory figures"), task, attn, "peak_mem_mb")
+            mem_n = cell(pick(new, task, attn, has_mem, "memory figures"), task, attn, "peak_mem_mb")
+            mem = mem_n.mean / mem_b.mean if mem_b and mem_n and mem_b.mean > 0 else None
+            if delta is not None:
+                result.deltas.append((task, attn, delta))
+            table.rows.append([
+                TASK_TITLES.get(task, task),
+                attn,
+                acc_text(acc_b),
+                acc_text(acc_n),
+                MISSING if delta is None else f"{delta:+.2f}",
+                MISSING if delta is None else ("n/a" if beyond is None else ("yes" if beyond else "no")),
+                MISSING if timing is None else f"{timing[1]:.2f}× ({timing[0]})",
+                MISSING if mem is None else f"{mem:.2f}×",
+            ])
+            table.records.append({
+                "task": task, "attn": attn,
+                "base_mean": rounded(acc_b and acc_b.mean), "base_std": rounded(acc_b and acc_b.std), "base_n": acc_b.n if acc_b else 0,
+                "new_mean": rounded(acc_n and acc_n.mean), "new_std": rounded(acc_n and acc_n.std), "new_n": acc_n.n if acc_n else 0,
+                "delta": rounded(delta), "spread": rounded(sp), "beyond_spread": beyond,
+                "time_measure": timing[0] if timing else None, "time_ratio": rounded(timing and timing[1]), "mem_ratio": rounded(mem),
+            })
+    if not table.rows:
+        raise ReportError(f"{base.name} and {new.name} have no (task, attention) in common")
+    table.notes += [
+        f"base: {base.name} ({groups_used(base)}).",
+        f"new: {new.name} ({groups_used(new)}).",
+        *unmatched("only in base", keys_b - keys_n, both),
+        *unmatched("only in new", keys_n - keys_b, both),
+        "Δ = new − base mean accuracy in points; beyond spread: |Δ| > the larger sample std of the two (n/a when neither side has two seeds).",
+        "time: step_ms where both sides have it, else train_s per step, else train_s; ratios below 1 = new is faster / smaller.",
+    ]
+    return result
+
+
+def groups_used(side: Side) -> str:
+    return "; ".join(g.label() for g in group_records(side.records)) or "no rows"
+
+
+def unmatched(what: str, keys: set[tuple[str, str]], records: list[Record], shown: int = 8) -> list[str]:
+    """A note listing (task, attention) pairs that one side lacks; empty when none."""
+    if not keys:
+        return []
+    order = [(t, a) for t in tasks_of(records) for a in attns_of(records) if (t, a) in keys]
+    names = [f"{t}/{a}" for t, a in order]
+    more = f", … ({len(names) - shown} more)" if len(names) > shown else ""
+    return [f"{what} ({len(names)}): {', '.join(names[:shown])}{more}."]

@@ -1,0 +1,118 @@
+"""Plain tables and their Markdown, LaTeX, CSV and JSON renderings."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+MISSING = "–"
+FORMATS = ("markdown", "csv", "latex", "json")
+
+
+@dataclass
+class Table:
+    """A titled grid of display strings, with footnotes and numeric records for CSV/JSON."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    label_columns: int = 1  # leading text columns (left-aligned); the rest are right-aligned
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return MISSING if value is None else f"{value:.{digits}f}"
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _md_line(cells: list[str], widths: list[int], left: int) -> str:
+    """Label columns left-aligned, the others right-aligned."""
+    padded = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+    return "| " + " | ".join(padded) + " |"
+
+
+def to_markdown(tables: list[Table]) -> str:
+    out: list[str] = []
+    for t in tables:
+        out.append(f"### {t.title}\n")
+        grid = [[_md_cell(c) for c in row] for row in (t.header, *t.rows)]
+        widths = [max(len(x) for x in col) for col in zip(*grid, strict=True)]
+        left = t.label_columns
+        out.append(_md_line(grid[0], widths, left))
+        out.append("|" + "|".join("-" * (w + 1) + ("-" if i < left else ":") for i, w in enumerate(widths)) + "|")
+        out.extend(_md_line(r, widths, left) for r in grid[1:])
+        if t.notes:
+            out.append("")
+            out.extend(f"{n}  " for n in t.notes)
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "×": r"$\times$",
+    "–": "--",
+    "Δ": r"$\Delta$",
+    "·": r"$\cdot$",
+    "≥": r"$\geq$",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def to_latex(tables: list[Table]) -> str:
+    out: list[str] = []
+    for t in tables:
+        spec = "l" * t.label_columns + "r" * (len(t.header) - t.label_columns)
+        out.append("\\begin{table}[t]\n\\centering\\small")
+        out.append(f"\\caption{{{latex_escape(t.title)}}}")
+        out.append(f"\\begin{{tabular}}{{{spec}}}\n\\toprule")
+        out.append(" & ".join(latex_escape(h) for h in t.header) + r" \\")
+        out.append("\\midrule")
+        out.extend(" & ".join(latex_escape(c) for c in r) + r" \\" for r in t.rows)
+        out.append("\\bottomrule\n\\end{tabular}")
+        out.extend(f"\\par\\footnotesize {latex_escape(n)}" for n in t.notes)
+        out.append("\\end{table}\n")
+    return "\n".join(out)
+
+
+def record_columns(tables: list[Table]) -> list[str]:
+    return list(dict.fromkeys(k for t in tables for r in t.records for k in r))
+
+
+def to_csv(tables: list[Table]) -> str:
+    """All tables' numeric records in one CSV (long format)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=record_columns(tables), lineterminator="\n", restval="")
+    writer.writeheader()
+    for t in tables:
+        writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in t.records)
+    return buf.getvalue()
+
+
+def to_json(tables: list[Table]) -> str:
+    payload = [{"title": t.title, "notes": t.notes, "records": t.records} for t in tables]
+    return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+
+
+def render(tables: list[Table], form: str) -> str:
+    return {"markdown": to_markdown, "csv": to_csv, "latex": to_latex, "json": to_json}[form](tables)

@@ -1,0 +1,105 @@
+"""Arrow cache of prepared splits: reuse, rebuild of damaged entries, concurrent builders."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import shutil
+import time
+from pathlib import Path
+
+import datasets
+import pytest
+
+from lra_bench.data.cache import SPLITS, cache_path, cached_splits
+
+KEY = {"source": "test", "size": 3}
+
+
+def make_splits() -> dict[str, datasets.Dataset]:
+    return {
+        split: datasets.Dataset.from_dict(
+            {"input_ids": [[1, 2], [3], [4, 5, 6]], "label": [0, 1, i]}
+        )
+        for i, split in enumerate(SPLITS)
+    }
+
+
+class CountingBuild:
+    """A build function that records how often it ran."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> dict[str, datasets.Dataset]:
+        self.calls += 1
+        return make_splits()
+
+
+def never() -> dict[str, datasets.Dataset]:
+    raise AssertionError("build called although the entry is cached")
+
+
+def test_second_call_reuses_the_entry(tmp_path: Path):
+    build = CountingBuild()
+    first = cached_splits(tmp_path, "demo", KEY, build)
+    assert build.calls == 1
+    second = cached_splits(tmp_path, "demo", KEY, never)
+    for split in SPLITS:
+        assert second[split]["input_ids"] == first[split]["input_ids"] == [[1, 2], [3], [4, 5, 6]]
+    assert second["test"]["label"] == [0, 1, 2]
+    assert second["train"].cache_files, "expected a memory-mapped dataset"
+    assert not list(tmp_path.glob(".*tmp*")), "temporary build folder left behind"
+
+
+def test_key_change_builds_a_new_entry(tmp_path: Path):
+    cached_splits(tmp_path, "demo", KEY, make_splits)
+    build = CountingBuild()
+    cached_splits(tmp_path, "demo", {**KEY, "size": 4}, build)
+    assert build.calls == 1
+    assert cache_path(tmp_path, "demo", KEY) != cache_path(tmp_path, "demo", {**KEY, "size": 4})
+
+
+@pytest.mark.parametrize("damage", ["key.json", "val", "train/dataset_info.json"])
+def test_damaged_entry_is_rebuilt(tmp_path: Path, damage: str):
+    cached_splits(tmp_path, "demo", KEY, make_splits)
+    entry = cache_path(tmp_path, "demo", KEY)
+    target = entry / damage
+    if target.is_dir():
+        shutil.rmtree(target)
+    else:
+        target.unlink()
+    build = CountingBuild()
+    splits = cached_splits(tmp_path, "demo", KEY, build)
+    assert build.calls == 1
+    assert splits["val"]["label"] == [0, 1, 1]
+    assert cached_splits(tmp_path, "demo", KEY, never)["train"]["input_ids"][2] == [4, 5, 6]
+
+
+def slow_build(counter: str) -> dict[str, datasets.Dataset]:
+    with open(counter, "a") as f:
+        f.write("built\n")
+    time.sleep(1.0)  # long enough for the other process to arrive while this one builds
+    return make_splits()
+
+
+def prepare_in_process(cache_dir: str, counter: str, start, results) -> None:
+    start.wait(timeout=120)  # both processes reach the cache at the same moment
+    splits = cached_splits(cache_dir, "demo", KEY, lambda: slow_build(counter))
+    results.put({split: splits[split]["label"] for split in SPLITS})
+
+
+def test_two_processes_preparing_at_once_both_succeed(tmp_path: Path):
+    ctx = mp.get_context("spawn")
+    results, start = ctx.Queue(), ctx.Barrier(2)
+    counter = tmp_path / "builds.txt"
+    args = (str(tmp_path / "cache"), str(counter), start, results)
+    procs = [ctx.Process(target=prepare_in_process, args=args) for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    outputs = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    assert outputs[0] == outputs[1] == {"train": [0, 1, 0], "val": [0, 1, 1], "test": [0, 1, 2]}
+    assert counter.read_text().count("built") == 1
+    assert cached_splits(tmp_path / "cache", "demo", KEY, never)["test"]["label"] == [0, 1, 2]

@@ -1,0 +1,116 @@
+"""The shared loop end to end on generated ListOps: smoke runs, rows, resume, signals, NaN guard."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lra_bench.attention import available
+from lra_bench.compose import compose_config
+from lra_bench.results import COLUMNS
+from lra_bench.train import RunError, run
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def small_attn(name: str) -> list[str]:
+    """Keep sampling variants' feature counts below the smoke sequences' lengths."""
+    cfg = compose_config([f"attn={name}"]).attn
+    return [f"attn.{key}=16" for key in ("num_landmarks", "num_features", "proj_dim") if key in cfg]
+
+
+@pytest.mark.parametrize("attn", available())
+def test_smoke_run_per_attention_records_one_row(attn, smoke_overrides, tmp_path):
+    result = run(compose_config([f"attn={attn}", *small_attn(attn), *smoke_overrides]))
+    assert result["status"] == "complete"
+    rows = read_rows(tmp_path / "leaderboard.csv")
+    assert len(rows) == 1 and list(rows[0]) == COLUMNS
+    row = rows[0]
+    assert row["task"] == "listops" and row["attn"] == attn and row["steps"] == "6"
+    assert 0.0 <= float(row["test_acc"]) <= 1.0 and float(row["step_ms"]) > 0 and int(row["params"]) > 0
+    assert (tmp_path / "run" / "results.json").exists() and (tmp_path / "run" / "best.pt").exists()
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "last.pt", weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("attn", ["softmax", "skyformer"])
+def test_interrupted_run_resumes_to_identical_weights(attn, smoke_overrides, tmp_path):
+    base = [f"attn={attn}", *small_attn(attn), *smoke_overrides, "trainer.steps=8", "trainer.ckpt_every=100"]
+    straight = [*base, f"paths.run_dir={tmp_path / 'straight'}"]
+    resumed = [*base, f"paths.run_dir={tmp_path / 'resumed'}"]
+    run(compose_config(straight))
+    first = run(compose_config([*resumed, "trainer.stop_at_step=5"]))
+    assert first["status"] == "interrupted" and first["step"] == 5
+    assert len(read_rows(tmp_path / "leaderboard.csv")) == 1  # an interrupted run writes no row
+    second = run(compose_config(resumed))
+    assert second["status"] == "complete"
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    rows = read_rows(tmp_path / "leaderboard.csv")
+    assert len(rows) == 2 and rows[0]["test_acc"] == rows[1]["test_acc"] and rows[0]["val_acc"] == rows[1]["val_acc"]
+    again = run(compose_config(resumed))  # a complete run is not repeated
+    assert again["test_acc"] == second["test_acc"] and len(read_rows(tmp_path / "leaderboard.csv")) == 2
+
+
+def test_checkpoint_from_another_config_is_refused(smoke_overrides):
+    run(compose_config([*smoke_overrides, "trainer.stop_at_step=3"]))
+    with pytest.raises(RunError, match="another configuration"):
+        run(compose_config([*smoke_overrides, "trainer.lr=0.5"]))
+
+
+def test_nan_loss_stops_with_a_clear_message_and_no_row(smoke_overrides, tmp_path):
+    with pytest.raises(RunError, match="loss became nan"):
+        run(compose_config([*smoke_overrides, "trainer.lr=1e30", "trainer.clip_value=null", "trainer.warmup_steps=0"]))
+    assert not (tmp_path / "leaderboard.csv").exists()
+
+
+def test_grad_accumulation_matches_full_batch_without_dropout(smoke_overrides, tmp_path):
+    common = [*smoke_overrides, "model.dropout=0", "attn.dropout=0", "trainer.steps=3", "trainer.warmup_steps=0"]
+    run(compose_config([*common, f"paths.run_dir={tmp_path / 'full'}"]))
+    run(compose_config([*common, "trainer.grad_accum=2", f"paths.run_dir={tmp_path / 'accum'}"]))
+    a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "accum")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_sigterm_checkpoints_and_rerun_resumes(tmp_path, cache_dir):
+    """The real command: SIGTERM mid-run leaves last.pt; the same command resumes and prints its row."""
+    env = {**os.environ, "LRA_BENCH_CACHE_DIR": str(cache_dir), "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable, "-m", "lra_bench", "attn=skyformer", "attn.num_landmarks=16", "trainer=smoke",
+        "trainer.steps=400", "trainer.ckpt_every=1000", "trainer.eval_every=1000", "data.gen_workers=1",
+        f"paths.runs_dir={tmp_path / 'runs'}", f"paths.leaderboard={tmp_path / 'lb.csv'}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until training has started
+        if line.startswith("training "):
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out
+    last = list((tmp_path / "runs").rglob("last.pt"))
+    assert len(last) == 1 and not (tmp_path / "lb.csv").exists()
+    step = torch.load(last[0], weights_only=True)["progress"]["step"]
+    assert 0 < step < 400
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "resuming" in done.stdout and "test_acc=" in done.stdout
+    assert len(read_rows(tmp_path / "lb.csv")) == 1
