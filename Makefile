@@ -1,6 +1,6 @@
 PYTHON ?= python
 
-.PHONY: install test lint demo
+.PHONY: install test lint demo preview
 
 install:
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -13,3 +13,6 @@ lint:
 
 demo:
 	$(PYTHON) -m lra_bench task=listops attn=skyformer experiment=cpu_demo
+
+preview:
+	$(PYTHON) scripts/preview_pathfinder.py docs/pathfinder_preview.png

@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+
+# One intra-op thread: tiny tensors gain nothing from more, and on a loaded machine
+# several threads per process can make small ops orders of magnitude slower.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

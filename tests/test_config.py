@@ -22,6 +22,7 @@ PROTOCOL = {  # DESIGN §3: max length, classes, batch, lr, warmup, eval every
     "retrieval": (4096, 2, 16, 2e-4, 800, 1000),
     "image": (1024, 10, 256, 1e-4, 175, 500),
     "pathfinder": (1024, 2, 128, 2e-4, 312, 500),
+    "pathx": (16384, 2, 128, 2e-4, 312, 500),
 }
 
 

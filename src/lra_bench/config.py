@@ -187,6 +187,8 @@ def validate(cfg: DictConfig) -> None:
     _check_positive(cfg.data, "data", ["gen_seed", "split_seed", "min_length", "loader_workers"], strict=False)
     if cfg.data.min_length is not None and cfg.data.max_length is not None and cfg.data.max_length <= cfg.data.min_length + 1:
         _fail("data.max_length", cfg.data.max_length, f"must exceed data.min_length + 1 ({cfg.data.min_length + 1})")
+    if cfg.data.difficulty not in (None, "easy", "intermediate", "hard"):
+        _fail("data.difficulty", cfg.data.difficulty, "choose easy, intermediate or hard")
     if cfg.data.dev_split not in ("default", "heldout"):
         _fail("data.dev_split", cfg.data.dev_split, "choose default (dev = test, as LRA) or heldout")
     if not 0.0 < cfg.data.heldout_fraction < 1.0:

@@ -19,6 +19,8 @@ TASK_MODULES = {
     "text": "lra_bench.data.text",
     "retrieval": "lra_bench.data.retrieval",
     "image": "lra_bench.data.image",
+    "pathfinder": "lra_bench.data.pathfinder",
+    "pathx": "lra_bench.data.pathfinder",
 }
 
 

@@ -1,0 +1,341 @@
+"""Pathfinder (32x32) and Path-X (128x128): the LRA release reader and the generated source.
+
+``data.source``: ``release`` reads ``<root>/pathfinder<N>/<difficulty folder>/`` (root =
+``data.root``, else ``<paths.data_dir>/lra_release``; ``data.root`` may also point at the
+difficulty folder itself); ``generate`` draws the images with the package's generator into
+``paths.cache_dir`` in the same layout and reads them back through the same reader;
+``auto`` uses the release when it is found and generates otherwise. ``generate`` makes
+``data.size`` images, else train+val+test sizes when set, else 200,000 (the release's
+count per difficulty: 160k/20k/20k after the split); ``data.gen_seed`` seeds them and
+``data.gen_workers`` processes draw (and later read) them.
+
+Each metadata line names an image and its label (fields 0-1 and 3). Pixels 0..255 are the
+tokens (no padding: every sequence is exactly H*W long), all-zero images are skipped,
+and the images are split 80/10/10 by a seeded permutation (or into exactly
+``data.train_size`` / ``val_size`` / ``test_size`` when all three are set).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import multiprocessing as mp
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow as pa
+from filelock import FileLock
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from lra_bench.config import ConfigError
+from lra_bench.data import DataError
+from lra_bench.data.cache import cache_key_hash, cached_splits
+from lra_bench.data.generators import pathfinder as gen
+
+log = logging.getLogger(__name__)
+
+TASK_IMAGE_SIZE = {"pathfinder": 32, "pathx": 128}
+DEFAULT_GENERATED = 200_000  # images per difficulty in the LRA release (160k / 20k / 20k)
+METADATA_FIELDS = 11
+READER_VERSION = 1
+_EXPECTED_LINE = (
+    "11 space-separated fields 'imgs/<batch> sample_<i>.png <i> <label 0|1> <continuity> "
+    "<contour_length> <distractor_length> <paddle_length> <paddle_thickness> <margin> <n_contrasts>'"
+)
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def image_size(cfg: DictConfig) -> int:
+    """Side of the task's images: 32 for ``pathfinder``, 128 for ``pathx`` (else from max_len)."""
+    name = cfg.task.name
+    side = TASK_IMAGE_SIZE.get(name)
+    if side is None:
+        side = math.isqrt(int(cfg.task.max_len))
+        if side * side != cfg.task.max_len or side not in gen.IMAGE_SIZES:
+            raise ConfigError(f"invalid setting task.max_len={cfg.task.max_len!r}: task {name!r} needs 32^2, 64^2, 128^2 or 256^2")
+    if cfg.task.max_len < side * side:
+        raise ConfigError(f"invalid setting task.max_len={cfg.task.max_len!r}: {side}x{side} images need {side * side} tokens")
+    return side
+
+
+def difficulty(cfg: DictConfig) -> str:
+    value = cfg.data.difficulty or "hard"
+    if value not in gen.DIFFICULTY_LENGTH:
+        raise ConfigError(f"invalid setting data.difficulty={value!r}: choose {', '.join(gen.DIFFICULTY_LENGTH)}")
+    return value
+
+
+def split_seed(cfg: DictConfig) -> int:
+    """Seed of the 80/10/10 permutation (fixed, so every training seed sees the same split)."""
+    return int(OmegaConf.select(cfg, "data.split_seed", default=0) or 0)
+
+
+def _requested_sizes(cfg: DictConfig) -> tuple[int, int, int] | None:
+    keys = ("train_size", "val_size", "test_size")
+    sizes = [cfg.data[k] for k in keys]
+    if all(s is None for s in sizes):
+        return None
+    if any(s is None for s in sizes):
+        missing = ", ".join(f"data.{k}" for k, s in zip(keys, sizes, strict=True) if s is None)
+        raise ConfigError(f"invalid setting {missing}=None: set all of data.train_size, data.val_size, data.test_size, or none")
+    return int(sizes[0]), int(sizes[1]), int(sizes[2])
+
+
+def split_sizes(n: int, cfg: DictConfig, where: Path) -> tuple[int, int, int]:
+    """(train, val, test) sizes: the requested ones, else 80/10/10 of ``n``."""
+    sizes = _requested_sizes(cfg)
+    if sizes is None:
+        val = test = n // 10
+        return n - val - test, val, test
+    if sum(sizes) > n:
+        raise DataError(
+            f"data.train_size+val_size+test_size = {sum(sizes)} but {where} holds {n} usable images; "
+            "lower the sizes or unset them for an 80/10/10 split"
+        )
+    return sizes
+
+
+# ----------------------------------------------------------------------------- reader
+
+
+def _natural(path: Path) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name))
+
+
+def metadata_files(folder: Path) -> list[Path]:
+    return sorted((folder / "metadata").glob("*.npy"), key=_natural)
+
+
+def _metadata_lines(path: Path) -> list[str]:
+    """The lines of a metadata file: text as released, or a NumPy array of strings as the
+    original generator's np.save writes it."""
+    try:
+        raw = path.read_bytes()
+        if raw.startswith(b"\x93NUMPY"):
+            with path.open("rb") as fh:
+                table = np.load(fh, allow_pickle=False)
+            return [" ".join(str(v) for v in np.atleast_1d(row)) for row in np.atleast_2d(table)]
+        return raw.decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise DataError(f"{path}: unreadable metadata file ({_one_line(err)}); expected a text file of {_EXPECTED_LINE}") from None
+
+
+def parse_metadata(path: Path) -> list[tuple[str, int]]:
+    """(image path relative to the difficulty folder, label) for each line of a metadata file."""
+    rows = []
+    for lineno, line in enumerate(_metadata_lines(path), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != METADATA_FIELDS or fields[3] not in ("0", "1") or not fields[1].endswith(".png"):
+            shown = line if len(line) <= 80 else line[:77] + "..."
+            raise DataError(f"{path}:{lineno}: malformed metadata line {shown!r}; expected {_EXPECTED_LINE}")
+        rows.append((f"{fields[0]}/{fields[1]}", int(fields[3])))
+    return rows
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def load_image(path: Path, side: int) -> np.ndarray:
+    """The image as (side * side,) uint8 grey levels; DataError (one line) when unusable."""
+    try:
+        with Image.open(path) as im:
+            pixels = np.asarray(im.convert("L"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: image listed in the metadata is missing") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"{path}: unreadable or truncated PNG ({_one_line(err)})") from None
+    if pixels.shape != (side, side):
+        raise DataError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]}, expected {side}x{side}")
+    return pixels.reshape(-1)
+
+
+def _load_chunk(job: tuple[list[Path], int]) -> np.ndarray:
+    paths, side = job
+    out = np.empty((len(paths), side * side), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        out[i] = load_image(path, side)
+    return out
+
+
+def read_folder(folder: Path, side: int, workers: int = 1, progress: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    """All images of a difficulty folder, in metadata order, without the all-zero ones.
+
+    Returns (pixels (N, side*side) uint8, labels (N,) int64, number of skipped images).
+    """
+    from tqdm.auto import tqdm
+
+    files = metadata_files(folder)
+    if not files:
+        raise DataError(f"{folder / 'metadata'}: no metadata/*.npy files; expected the LRA Pathfinder layout (imgs/, metadata/)")
+    rows = [row for f in files for row in parse_metadata(f)]
+    if not rows:
+        raise DataError(f"{folder / 'metadata'}: the metadata files list no images")
+    paths = [folder / rel for rel, _ in rows]
+    labels = np.array([label for _, label in rows], dtype=np.int64)
+    pixels = np.empty((len(paths), side * side), dtype=np.uint8)
+    chunk = 512
+    jobs = [(paths[a : a + chunk], side) for a in range(0, len(paths), chunk)]
+    bar = tqdm(total=len(paths), desc=f"read {folder.name}", unit="img", disable=not progress)
+    with bar:
+        if workers > 1 and len(jobs) > 1 and not mp.current_process().daemon:
+            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            with mp.get_context(method).Pool(min(workers, len(jobs))) as pool:
+                for k, part in enumerate(pool.imap(_load_chunk, jobs)):
+                    pixels[k * chunk : k * chunk + len(part)] = part
+                    bar.update(len(part))
+        else:
+            for k, job in enumerate(jobs):
+                pixels[k * chunk : k * chunk + len(job[0])] = _load_chunk(job)
+                bar.update(len(job[0]))
+    keep = pixels.any(axis=1)
+    skipped = int((~keep).sum())
+    if skipped:
+        log.info("pathfinder: skipped %d empty image(s) in %s", skipped, folder)
+    return pixels[keep], labels[keep], skipped
+
+
+def to_dataset(pixels: np.ndarray, labels: np.ndarray) -> datasets.Dataset:
+    """Rows of ``input_ids`` (fixed-length lists of uint8 pixel tokens) and ``label``."""
+    n, length = pixels.shape
+    ids = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(pixels).reshape(-1)), length)
+    return datasets.Dataset.from_dict({"input_ids": ids, "label": pa.array(labels, type=pa.int64())})
+
+
+def build_splits(folder: Path, side: int, cfg: DictConfig, workers: int = 1, progress: bool = False) -> dict[str, datasets.Dataset]:
+    """Read a difficulty folder and split it by the seeded permutation."""
+    pixels, labels, _ = read_folder(folder, side, workers=workers, progress=progress)
+    n_train, n_val, n_test = split_sizes(len(labels), cfg, folder)
+    order = np.random.default_rng(split_seed(cfg)).permutation(len(labels))
+    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n_train + n_val + n_test)}
+    return {name: to_dataset(pixels[order[a:b]], labels[order[a:b]]) for name, (a, b) in bounds.items()}
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def _release_root(cfg: DictConfig) -> Path:
+    root = cfg.data.root or str(Path(cfg.paths.data_dir) / "lra_release")
+    return Path(root).expanduser()
+
+
+def find_release(cfg: DictConfig, side: int, level: str) -> Path | None:
+    """The release's difficulty folder (holding metadata/), or None when it is not there."""
+    root, sub = _release_root(cfg), gen.DIFFICULTY_FOLDER[level]
+    for folder in (root, root / sub, root / f"pathfinder{side}" / sub, root / "lra_release" / f"pathfinder{side}" / sub):
+        if (folder / "metadata").is_dir():
+            if folder == root and folder.name != sub:
+                _check_contour_length(folder, level)
+            return folder
+    return None
+
+
+def _check_contour_length(folder: Path, level: str) -> None:
+    """When data.root names a difficulty folder directly, it must match data.difficulty."""
+    files = metadata_files(folder)
+    fields = next((line.split() for line in _metadata_lines(files[0]) if line.strip()), []) if files else []
+    want = gen.DIFFICULTY_LENGTH[level]
+    if len(fields) == METADATA_FIELDS and fields[5] != str(want):
+        raise DataError(
+            f"{folder}: holds contour length {fields[5]} but data.difficulty={level} needs {want}; "
+            "point data.root at the matching folder or change data.difficulty"
+        )
+
+
+def _missing_release(cfg: DictConfig, side: int, level: str) -> DataError:
+    where = _release_root(cfg) / f"pathfinder{side}" / gen.DIFFICULTY_FOLDER[level]
+    return DataError(
+        f"Pathfinder release not found: no {where}/metadata; get lra_release.gz from "
+        "github.com/google-research/long-range-arena and set data.root to the folder holding "
+        f"pathfinder{side}/ (or to the {gen.DIFFICULTY_FOLDER[level]} folder itself), "
+        "or use data.source=generate, which needs no download"
+    )
+
+
+def _release_key(folder: Path) -> dict:
+    listing = [(f.name, f.stat().st_size) for f in metadata_files(folder)]
+    return {"folder": str(folder.resolve()), "metadata": listing}
+
+
+def generated_folder(cfg: DictConfig, params: gen.PathfinderParams, n: int, seed: int, level: str) -> tuple[Path, dict]:
+    """Where ``generate`` writes its images, and the key that names them."""
+    key = {
+        "params": dataclasses.asdict(params),
+        "n": n,
+        "seed": seed,
+        "version": gen.GENERATOR_VERSION,
+        "batch": gen.BATCH_SIZE,
+    }
+    root = Path(cfg.paths.cache_dir).expanduser() / f"pathfinder{params.image_size}-images-{cache_key_hash('pathfinder-images', key)}"
+    return root / f"pathfinder{params.image_size}" / gen.DIFFICULTY_FOLDER[level], key
+
+
+def ensure_generated(folder: Path, params: gen.PathfinderParams, n: int, seed: int, workers: int, progress: bool) -> Path:
+    """Generate the images unless a complete copy exists (built aside, renamed into place, locked)."""
+    if (folder / "metadata").is_dir():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder.parent) + ".lock"):
+        if (folder / "metadata").is_dir():
+            return folder
+        tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            log.info("pathfinder: generating %d images of %dx%d into %s", n, params.image_size, params.image_size, folder)
+            gen.write_dataset(tmp, params, n, seed, workers=workers, progress=progress)
+            tmp.rename(folder)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _generated_count(cfg: DictConfig) -> int:
+    if cfg.data.size is not None:
+        return int(cfg.data.size)
+    sizes = _requested_sizes(cfg)
+    return sum(sizes) if sizes is not None else DEFAULT_GENERATED
+
+
+def prepare(cfg: DictConfig) -> dict[str, datasets.Dataset]:
+    """The train/val/test splits of Pathfinder or Path-X (cached as Arrow, keyed by their shaping)."""
+    side, level = image_size(cfg), difficulty(cfg)
+    source = cfg.data.source
+    if source not in ("auto", "release", "generate"):
+        raise ConfigError(f"invalid setting data.source={source!r}: task {cfg.task.name} reads auto, release or generate")
+    workers = int(cfg.data.gen_workers or 1)
+    progress = bool(OmegaConf.select(cfg, "trainer.progress", default=True))
+    requested = _requested_sizes(cfg)
+    shaping = {
+        "image_size": side,
+        "difficulty": level,
+        "sizes": list(requested) if requested else "80/10/10",
+        "split_seed": split_seed(cfg),
+        "reader": READER_VERSION,
+    }
+    folder = find_release(cfg, side, level) if source in ("auto", "release") else None
+    if folder is not None:
+        key = {"source": "release", **_release_key(folder), **shaping}
+        return cached_splits(cfg.paths.cache_dir, cfg.task.name, key, lambda: build_splits(folder, side, cfg, workers, progress))
+    if source == "release":
+        raise _missing_release(cfg, side, level)
+
+    params = gen.preset(side, level)
+    n, seed = _generated_count(cfg), int(cfg.data.gen_seed)
+    target, gen_key = generated_folder(cfg, params, n, seed, level)
+    key = {"source": "generate", "generator": gen_key, **shaping}
+
+    def build() -> dict[str, datasets.Dataset]:
+        ensure_generated(target, params, n, seed, workers, progress)
+        return build_splits(target, side, cfg, workers, progress)
+
+    return cached_splits(cfg.paths.cache_dir, cfg.task.name, key, build)

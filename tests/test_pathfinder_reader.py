@@ -1,0 +1,174 @@
+"""The Pathfinder reader on hand-written files in the LRA release layout, and prepare()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lra_bench.compose import compose_config
+from lra_bench.data import DataError
+from lra_bench.data import pathfinder as pf
+
+META = "{batch} sample_{i}.png {i} {label} 1.0 14 4 2 0.5 1 1\n"
+
+
+def write_release(root: Path, n: int = 101, empty: tuple[int, ...] = (7,), side: int = 32, per_batch: int = 60) -> dict[bytes, int]:
+    """A release folder ``root/pathfinder32/curv_contour_length_14`` of ``n`` images; returns pixels -> label."""
+    folder = root / f"pathfinder{side}" / "curv_contour_length_14"
+    rng = np.random.default_rng(0)
+    expected: dict[bytes, int] = {}
+    lines: dict[int, list[str]] = {}
+    for index in range(n):
+        batch, i = divmod(index, per_batch)
+        label = index % 2
+        pixels = np.zeros((side, side), np.uint8) if index in empty else rng.integers(0, 256, (side, side), dtype=np.uint8)
+        path = folder / "imgs" / str(batch) / f"sample_{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels, mode="L").save(path)
+        lines.setdefault(batch, []).append(META.format(batch=f"imgs/{batch}", i=i, label=label))
+        if index not in empty:
+            expected[pixels.tobytes()] = label
+    (folder / "metadata").mkdir(parents=True)
+    for batch, rows in lines.items():
+        (folder / "metadata" / f"{batch}.npy").write_text("".join(rows))
+    return expected
+
+
+def config(tmp_path: Path, *overrides: str, task: str = "pathfinder"):
+    return compose_config(
+        [f"task={task}", f"paths.cache_dir={tmp_path / 'cache'}", f"paths.data_dir={tmp_path / 'data'}", "trainer.progress=false", *overrides]
+    )
+
+
+def rows_of(split) -> list[tuple[bytes, int]]:
+    return [(bytes(row["input_ids"]), row["label"]) for row in split]
+
+
+def test_release_is_read_split_and_cached(tmp_path: Path) -> None:
+    expected = write_release(tmp_path / "release")
+    cfg = config(tmp_path, "data.source=release", f"data.root={tmp_path / 'release'}")
+    splits = pf.prepare(cfg)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 80, "val": 10, "test": 10}  # 101 - 1 empty
+    seen = [r for name in ("train", "val", "test") for r in rows_of(splits[name])]
+    assert all(len(ids) == 1024 for ids, _ in seen)
+    assert sorted(seen) == sorted(expected.items())  # every usable image once, with its label
+    assert splits["train"][0]["input_ids"] == list(splits["train"][0]["input_ids"])
+    again = pf.prepare(cfg)  # from the Arrow cache
+    assert rows_of(again["val"]) == rows_of(splits["val"])
+
+
+def test_root_may_name_the_difficulty_folder_and_sizes_may_be_set(tmp_path: Path) -> None:
+    write_release(tmp_path / "release", n=30, empty=())
+    folder = tmp_path / "release" / "pathfinder32" / "curv_contour_length_14"
+    cfg = config(tmp_path, f"data.root={folder}", "data.train_size=20", "data.val_size=4", "data.test_size=3")
+    splits = pf.prepare(cfg)  # source=auto finds the release
+    assert {k: len(v) for k, v in splits.items()} == {"train": 20, "val": 4, "test": 3}
+    with pytest.raises(DataError, match="holds contour length 14 but data.difficulty=easy"):
+        pf.prepare(config(tmp_path, f"data.root={folder}", "data.difficulty=easy"))
+    with pytest.raises(DataError, match="holds 30 usable images"):
+        pf.prepare(config(tmp_path, f"data.root={folder}", "data.train_size=30", "data.val_size=4", "data.test_size=3"))
+
+
+def test_split_is_seeded(tmp_path: Path) -> None:
+    write_release(tmp_path / "release", n=50, empty=())
+    folder = tmp_path / "release" / "pathfinder32" / "curv_contour_length_14"
+    cfg = config(tmp_path, f"data.root={folder}")
+    first = pf.build_splits(folder, 32, cfg)
+    second = pf.build_splits(folder, 32, cfg)
+    assert rows_of(first["test"]) == rows_of(second["test"])
+    assert [r[1] for r in rows_of(first["train"])] != [i % 2 for i in range(40)]  # shuffled, not file order
+
+
+def one_line_error(excinfo: pytest.ExceptionInfo) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message
+    return message
+
+
+def test_malformed_metadata_line(tmp_path: Path) -> None:
+    write_release(tmp_path / "release", n=10, empty=())
+    meta = tmp_path / "release" / "pathfinder32" / "curv_contour_length_14" / "metadata" / "0.npy"
+    lines = meta.read_text().splitlines(keepends=True)
+    lines[2] = "imgs/0 sample_2.png 2 yes 1.0 14\n"
+    meta.write_text("".join(lines))
+    cfg = config(tmp_path, "data.source=release", f"data.root={tmp_path / 'release'}")
+    with pytest.raises(DataError) as excinfo:
+        pf.prepare(cfg)
+    message = one_line_error(excinfo)
+    assert f"{meta}:3:" in message and "expected 11 space-separated fields" in message
+
+
+def test_truncated_png(tmp_path: Path) -> None:
+    write_release(tmp_path / "release", n=10, empty=())
+    png = tmp_path / "release" / "pathfinder32" / "curv_contour_length_14" / "imgs" / "0" / "sample_4.png"
+    png.write_bytes(png.read_bytes()[:60])
+    cfg = config(tmp_path, "data.source=release", f"data.root={tmp_path / 'release'}")
+    with pytest.raises(DataError) as excinfo:
+        pf.prepare(cfg)
+    message = one_line_error(excinfo)
+    assert str(png) in message and "truncated" in message
+
+
+def test_missing_image_and_wrong_size(tmp_path: Path) -> None:
+    write_release(tmp_path / "release", n=10, empty=())
+    folder = tmp_path / "release" / "pathfinder32" / "curv_contour_length_14"
+    (folder / "imgs" / "0" / "sample_3.png").unlink()
+    with pytest.raises(DataError, match="sample_3.png: image listed in the metadata is missing"):
+        pf.read_folder(folder, 32)
+    Image.new("L", (16, 16), 9).save(folder / "imgs" / "0" / "sample_3.png")
+    with pytest.raises(DataError, match="image is 16x16, expected 32x32"):
+        pf.read_folder(folder, 32)
+
+
+def test_missing_release_says_what_to_do(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "data.source=release")
+    with pytest.raises(DataError) as excinfo:
+        pf.prepare(cfg)
+    message = one_line_error(excinfo)
+    assert str(tmp_path / "data" / "lra_release" / "pathfinder32" / "curv_contour_length_14") in message
+    assert "data.root" in message and "data.source=generate" in message and "no download" in message
+
+
+def test_metadata_saved_as_a_numpy_array_is_read(tmp_path: Path) -> None:
+    write_release(tmp_path / "release", n=12, empty=())
+    folder = tmp_path / "release" / "pathfinder32" / "curv_contour_length_14"
+    meta = folder / "metadata" / "0.npy"
+    table = np.array([line.split() for line in meta.read_text().splitlines()])
+    with meta.open("wb") as fh:
+        np.save(fh, table)
+    assert pf.parse_metadata(meta) == [(f"imgs/0/sample_{i}.png", i % 2) for i in range(12)]
+
+
+def test_generate_writes_the_release_layout_and_reads_it_back(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "trainer=smoke", "data.source=auto", "data.train_size=16", "data.val_size=4", "data.test_size=4", "data.gen_workers=1")
+    splits = pf.prepare(cfg)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 16, "val": 4, "test": 4}
+    assert all(len(row["input_ids"]) == 1024 and row["label"] in (0, 1) for row in splits["train"])
+    folders = list((tmp_path / "cache").glob("pathfinder32-images-*/pathfinder32/curv_contour_length_14"))
+    assert len(folders) == 1
+    assert len(list((folders[0] / "imgs" / "0").glob("sample_*.png"))) == 24
+    assert len((folders[0] / "metadata" / "0.npy").read_text().splitlines()) == 24
+    assert rows_of(pf.prepare(cfg)["test"]) == rows_of(splits["test"])
+
+
+def test_pathx_is_128_by_128(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "data.source=generate", "data.train_size=2", "data.val_size=1", "data.test_size=1", task="pathx")
+    assert cfg.task.max_len == 16384 and cfg.task.num_classes == 2 and cfg.task.vocab_size == 256
+    assert pf.image_size(cfg) == 128
+    splits = pf.prepare(cfg)
+    assert [len(splits[k]) for k in ("train", "val", "test")] == [2, 1, 1]
+    assert len(splits["val"][0]["input_ids"]) == 16384
+
+
+def test_bad_settings(tmp_path: Path) -> None:
+    from lra_bench.config import ConfigError
+
+    with pytest.raises(ConfigError, match="data.difficulty"):
+        pf.prepare(config(tmp_path, "data.difficulty=extreme"))
+    with pytest.raises(ConfigError, match="data.source"):
+        pf.prepare(config(tmp_path, "data.source=hub"))
+    with pytest.raises(ConfigError, match="data.val_size"):
+        pf.prepare(config(tmp_path, "data.train_size=10", "data.test_size=2"))
