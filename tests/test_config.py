@@ -100,3 +100,47 @@ def test_conf_is_found_from_any_folder(tmp_path, monkeypatch):
 def test_wheel_carries_the_configs():
     pyproject = (Path(conf_dir()).parent / "pyproject.toml").read_text()
     assert '"conf" = "lra_bench/conf"' in pyproject
+
+
+@pytest.mark.parametrize(
+    "argv, key",
+    [
+        (["seed=abc"], "seed"),
+        (["trainer.lr=-1"], "trainer.lr"),
+        (["attn=skyformer", "attn.num_landmarks=0"], "attn.num_landmarks"),
+        (["trainer.bogus=1"], "trainer.bogus"),
+        (["attn=no_such_attention"], "skyformer"),  # the message lists the choices
+    ],
+)
+def test_precheck_gives_one_line_naming_the_key(argv, key):
+    from lra_bench.precheck import precheck_overrides
+
+    problem = precheck_overrides(argv)
+    assert problem is not None and key in problem and "\n" not in problem
+
+
+def test_precheck_passes_valid_runs_and_leaves_sweeps_to_hydra():
+    from lra_bench.precheck import precheck_overrides
+
+    assert precheck_overrides(["task=listops", "attn=skyformer", "experiment=cpu_demo"]) is None
+    assert precheck_overrides(["-m", "attn=softmax,skyformer"]) is None
+
+
+def test_cli_bad_value_prints_one_line_and_creates_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "lra_bench", "seed=abc"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "seed" in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_experiment_presets_adjust_only_their_attention():
+    sky = compose_config(["attn=skyformer", "experiment=cpu_demo"])
+    assert sky.attn.num_landmarks == 32 and sky.task.max_len == 256
+    assert compose_config(["attn=skyformer", "experiment=cpu_demo", "attn.num_landmarks=64"]).attn.num_landmarks == 64
+    assert compose_config(["attn=skyformer"]).attn.num_landmarks == 128
+    validate(compose_config(["attn=softmax", "experiment=cpu_demo"]))
