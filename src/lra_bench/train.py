@@ -29,6 +29,7 @@ from lra_bench import checkpoint
 from lra_bench.config import ConfigError, config_hash, validate
 from lra_bench.data import load_splits
 from lra_bench.data.batches import Batch, Collator, eval_batches, train_stream
+from lra_bench.distributed import DistInfo, all_sum, barrier, init_distributed, shutdown
 from lra_bench.model import build_model
 from lra_bench.results import SCHEMA_VERSION, append_row, write_json_atomic
 from lra_bench.tracking import make_tracker
@@ -72,12 +73,6 @@ class StopFlag:
     def __exit__(self, *exc: Any) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def run_directory(cfg: DictConfig) -> Path:
@@ -132,8 +127,8 @@ def precision_of(cfg: DictConfig, device: torch.device) -> tuple[str, torch.dtyp
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: Any, device: torch.device, amp_dtype: torch.dtype | None) -> float:
-    """Accuracy over every example of ``loader`` (no batch dropped)."""
+def evaluate(model: torch.nn.Module, loader: Any, device: torch.device, amp_dtype: torch.dtype | None, info: DistInfo) -> float:
+    """Accuracy over every example of the split (each rank's share, summed; no batch dropped)."""
     model.eval()
     correct = total = 0
     for batch in loader:
@@ -143,6 +138,7 @@ def evaluate(model: torch.nn.Module, loader: Any, device: torch.device, amp_dtyp
         correct += int((logits.argmax(-1) == batch["label"]).sum())
         total += batch["label"].numel()
     model.train()
+    correct, total = all_sum([correct, total], info, device)
     return correct / max(total, 1)
 
 
@@ -151,11 +147,29 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train, evaluate and record one run; returns the results (``status`` = complete | interrupted)."""
+    """Train, evaluate and record one run; returns the results (``status`` = complete | interrupted).
+
+    Under torchrun every rank calls this; only rank 0 writes files, rows and progress.
+    """
     validate(cfg)
+    info, device = init_distributed(cfg.trainer.device)
+    try:
+        return _run(cfg, info, device)
+    finally:
+        shutdown(info)
+
+
+def _run(cfg: DictConfig, info: DistInfo, device: torch.device) -> dict[str, Any]:
     tc = cfg.trainer
+    if tc.batch_size % (tc.grad_accum * info.world_size):
+        raise ConfigError(
+            f"invalid setting trainer.batch_size={tc.batch_size}: must be divisible by ranks x trainer.grad_accum "
+            f"({info.world_size} x {tc.grad_accum})"
+        )
     run_dir = run_directory(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    barrier(info)
     chash = config_hash(cfg)
     results_path, last_path, best_path = run_dir / "results.json", run_dir / "last.pt", run_dir / "best.pt"
     if results_path.exists() and last_path.exists():
@@ -166,27 +180,31 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
             return json.loads(results_path.read_text())
 
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    if info.is_main:
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     torch.manual_seed(cfg.seed)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     if tc.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    device = pick_device(tc.device)
     precision, amp_dtype = precision_of(cfg, device)
 
     # --- data ------------------------------------------------------------------------------
     splits = load_splits(cfg)
     collate = Collator(cfg.task.max_len, cfg.data.pad_to, cfg.data.mask_zero, cfg.task.dual)
-    micro_batch = tc.batch_size // tc.grad_accum
+    micro_batch = tc.batch_size // tc.grad_accum  # global; each rank takes 1/world of it
     eval_bs = tc.eval_batch_size or tc.batch_size
-    val_loader = eval_batches(splits["val"], collate, eval_bs, cfg.data.loader_workers)
-    test_loader = eval_batches(splits["test"], collate, eval_bs, cfg.data.loader_workers)
+    workers, rank, world = cfg.data.loader_workers, info.rank, info.world_size
+    val_loader = eval_batches(splits["val"], collate, eval_bs, workers, rank, world)
+    test_loader = eval_batches(splits["test"], collate, eval_bs, workers, rank, world)
 
     # --- model, optimiser, schedule -------------------------------------------------------------
-    model = build_model(cfg).to(device)
-    params = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay)
+    raw_model = build_model(cfg).to(device)
+    params = sum(p.numel() for p in raw_model.parameters())
+    model: torch.nn.Module = raw_model
+    if info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay)
     # OneCycleLR with its defaults (as the peer code), so beta1 also cycles 0.85..0.95.
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=tc.lr, total_steps=tc.steps, pct_start=tc.warmup_steps / tc.steps, anneal_strategy="linear"
@@ -201,18 +219,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 f"{last_path} was written by another configuration (hash {state.get('config_hash')}, now {chash}); "
                 "use another run folder (paths.run_dir=...) or delete that checkpoint"
             )
-        model.load_state_dict(state["model"])
+        raw_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         progress = Progress(**state["progress"])
         checkpoint.set_rng_state(state["rng"])
-        print(f"resuming {run_dir} from step {progress.step}")
+        if info.is_main:
+            print(f"resuming {run_dir} from step {progress.step}")
 
     def save_last(complete: bool = False) -> None:
+        if not info.is_main:
+            return
         checkpoint.save_atomic(
             {
-                "model": model.state_dict(),
+                "model": raw_model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
@@ -225,29 +246,32 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
 
     run_name = f"{cfg.task.name}-{cfg.attn.name}-s{cfg.seed}-{chash}"
-    tracker = make_tracker(cfg, str(run_dir), run_name)
+    tracker = make_tracker(cfg, str(run_dir), run_name) if info.is_main else make_tracker(OmegaConf.create({"logger": {"name": "none"}}), "", "")
     try:
         # --- train ----------------------------------------------------------------------------
-        stream = train_stream(splits["train"], collate, micro_batch, cfg.seed, progress.step * tc.grad_accum, cfg.data.loader_workers)
+        stream = train_stream(splits["train"], collate, micro_batch, cfg.seed, progress.step * tc.grad_accum, workers, rank, world)
         model.train()
-        print(f"training {cfg.task.name}/{cfg.attn.name} seed {cfg.seed} in {run_dir} from step {progress.step} of {tc.steps}", flush=True)
-        bar = tqdm(total=tc.steps, initial=progress.step, disable=not tc.progress, desc=f"{cfg.task.name}/{cfg.attn.name}", dynamic_ncols=True)
+        if info.is_main:
+            print(f"training {cfg.task.name}/{cfg.attn.name} seed {cfg.seed} in {run_dir} from step {progress.step} of {tc.steps}", flush=True)
+        bar = tqdm(total=tc.steps, initial=progress.step, disable=not (tc.progress and info.is_main), desc=f"{cfg.task.name}/{cfg.attn.name}", dynamic_ncols=True)
         tokens_per_step = 0
         with StopFlag() as stop:
             while progress.step < tc.steps:
                 t0 = time.perf_counter()
                 loss_sum, correct, seen = 0.0, 0, 0
-                for _ in range(tc.grad_accum):
+                for micro in range(tc.grad_accum):
                     batch = to_device(next(stream), device)
-                    with autocast(device, amp_dtype):
+                    sync = micro == tc.grad_accum - 1 or not info.enabled
+                    with autocast(device, amp_dtype), (nullcontext() if sync else model.no_sync()):  # type: ignore[operator]
                         logits = model(batch)
                         loss = torch.nn.functional.cross_entropy(logits.float(), batch["label"])
-                    scaler.scale(loss / tc.grad_accum).backward()
+                        scaler.scale(loss / tc.grad_accum).backward()
                     loss_sum += loss.item() / tc.grad_accum
                     correct += int((logits.argmax(-1) == batch["label"]).sum())
                     seen += batch["label"].numel()
                     ids = batch.get("input_ids", batch.get("input_ids_1"))
-                    tokens_per_step = ids.numel() * (2 if cfg.task.dual else 1) * tc.grad_accum  # type: ignore[union-attr]
+                    tokens_per_step = ids.numel() * (2 if cfg.task.dual else 1) * tc.grad_accum * world  # type: ignore[union-attr]
+                loss_sum = all_sum([loss_sum], info, device)[0] / world
                 if not math.isfinite(loss_sum):
                     raise RunError(
                         f"loss became {loss_sum} at step {progress.step + 1}; the last good checkpoint is {last_path} "
@@ -255,7 +279,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     )
                 if tc.clip_value is not None:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_value_(model.parameters(), tc.clip_value)
+                    torch.nn.utils.clip_grad_value_(raw_model.parameters(), tc.clip_value)
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
@@ -273,26 +297,32 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     bar.set_postfix(loss=f"{loss_sum:.4f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.2e}")
                     tracker.log({"train/loss": loss_sum, "train/acc": correct / seen, "train/lr": lr}, progress.step)
                 if progress.step % tc.eval_every == 0 or progress.step == tc.steps:
-                    val_acc = evaluate(model, val_loader, device, amp_dtype)
+                    val_acc = evaluate(raw_model, val_loader, device, amp_dtype, info)
                     tracker.log({"val/acc": val_acc}, progress.step)
-                    bar.write(f"step {progress.step}: val_acc={val_acc:.4f} (best {max(val_acc, progress.best_val):.4f})")
+                    if info.is_main:
+                        bar.write(f"step {progress.step}: val_acc={val_acc:.4f} (best {max(val_acc, progress.best_val):.4f})")
                     if val_acc > progress.best_val:
                         progress.best_val, progress.best_step = val_acc, progress.step
-                        checkpoint.save_atomic({"model": model.state_dict(), "step": progress.step, "config_hash": chash}, best_path)
+                        if info.is_main:
+                            checkpoint.save_atomic({"model": raw_model.state_dict(), "step": progress.step, "config_hash": chash}, best_path)
                 if progress.step % tc.ckpt_every == 0:
                     save_last()
-                if stop.signum is not None or (tc.stop_at_step is not None and progress.step >= tc.stop_at_step):
+                stop_now = all_sum([float(stop.signum is not None)], info, device)[0] > 0  # any rank signalled
+                if stop_now or (tc.stop_at_step is not None and progress.step >= tc.stop_at_step):
                     save_last()
+                    barrier(info)
                     bar.close()
-                    why = signal.Signals(stop.signum).name if stop.signum is not None else f"trainer.stop_at_step={tc.stop_at_step}"
-                    print(f"stopped at step {progress.step} ({why}); checkpoint {last_path}; re-run the same command to resume")
+                    why = signal.Signals(stop.signum).name if stop.signum is not None else "signal" if stop_now else f"trainer.stop_at_step={tc.stop_at_step}"
+                    if info.is_main:
+                        print(f"stopped at step {progress.step} ({why}); checkpoint {last_path}; re-run the same command to resume")
                     return {"status": "interrupted", "step": progress.step, "signal": stop.signum, "run_dir": str(run_dir)}
         bar.close()
 
         # --- test the best checkpoint ---------------------------------------------------------------
+        barrier(info)
         if best_path.exists():
-            model.load_state_dict(checkpoint.load(best_path)["model"])
-        test_acc = evaluate(model, test_loader, device, amp_dtype)
+            raw_model.load_state_dict(checkpoint.load(best_path)["model"])
+        test_acc = evaluate(raw_model, test_loader, device, amp_dtype, info)
         step_ms = 1000 * statistics.median(progress.step_times) if progress.step_times else float("nan")
         row = {
             "schema": SCHEMA_VERSION,
@@ -310,7 +340,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "tokens_per_s": round(tokens_per_step / (step_ms / 1000), 1) if step_ms > 0 else "",
             "peak_mem_mb": round(peak_memory_mb(device), 1),
             "params": params,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{torch.get_num_threads()}t",
+            "device": (torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{torch.get_num_threads()}t")
+            + (f"x{world}" if world > 1 else ""),
             "precision": precision,
             "batch_size": tc.batch_size,
             "max_len": cfg.task.max_len,
@@ -319,9 +350,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "overrides": hydra_overrides(),
             "run_dir": str(run_dir),
         }
-        write_json_atomic(results_path, {"status": "complete", **row})
-        append_row(cfg.paths.leaderboard, row)
-        save_last(complete=True)
+        if info.is_main:
+            write_json_atomic(results_path, {"status": "complete", **row})
+            append_row(cfg.paths.leaderboard, row)
+            save_last(complete=True)
+        barrier(info)
         tracker.summary({"test/acc": test_acc, "val/best_acc": progress.best_val})
         return {"status": "complete", **row}
     finally:

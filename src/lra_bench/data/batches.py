@@ -67,33 +67,49 @@ def training_indices(num_examples: int, batch_size: int, position: int, seed: in
 
 
 class _TrainBatches(Dataset):
-    def __init__(self, data: datasets.Dataset, collate: Collator, batch_size: int, seed: int) -> None:
+    """Micro-batch ``position`` of the global stream; rank ``rank`` of ``world`` takes its equal share."""
+
+    def __init__(self, data: datasets.Dataset, collate: Collator, batch_size: int, seed: int, rank: int, world: int) -> None:
         self.data, self.collate, self.batch_size, self.seed = data, collate, batch_size, seed
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
         return 2**62
 
     def __getitem__(self, position: int) -> Batch:
-        return self.collate(self.data[training_indices(len(self.data), self.batch_size, position, self.seed)])
+        indices = training_indices(len(self.data), self.batch_size, position, self.seed)
+        share = self.batch_size // self.world
+        return self.collate(self.data[indices[self.rank * share : (self.rank + 1) * share]])
 
 
 class _EvalBatches(Dataset):
-    def __init__(self, data: datasets.Dataset, collate: Collator, batch_size: int) -> None:
-        self.data, self.collate, self.batch_size = data, collate, batch_size
+    """Consecutive batches of the split; with several ranks, batch i goes to rank i % world."""
+
+    def __init__(self, data: datasets.Dataset, collate: Collator, batch_size: int, rank: int, world: int) -> None:
+        self.data, self.collate, self.batch_size, self.rank, self.world = data, collate, batch_size, rank, world
 
     def __len__(self) -> int:
-        return -(-len(self.data) // self.batch_size)
+        total = -(-len(self.data) // self.batch_size)
+        return len(range(self.rank, total, self.world))
 
     def __getitem__(self, i: int) -> Batch:
-        return self.collate(self.data[i * self.batch_size : (i + 1) * self.batch_size])
+        start = (self.rank + i * self.world) * self.batch_size
+        return self.collate(self.data[start : start + self.batch_size])
 
 
 def train_stream(
-    data: datasets.Dataset, collate: Collator, batch_size: int, seed: int, start: int, workers: int
+    data: datasets.Dataset,
+    collate: Collator,
+    batch_size: int,
+    seed: int,
+    start: int,
+    workers: int,
+    rank: int = 0,
+    world: int = 1,
 ) -> Iterator[Batch]:
-    """Endless micro-batches from position ``start`` on (optionally prefetched by worker processes)."""
+    """Endless micro-batches of global size ``batch_size`` from position ``start`` on, this rank's share."""
     loader = DataLoader(
-        _TrainBatches(data, collate, batch_size, seed),
+        _TrainBatches(data, collate, batch_size, seed, rank, world),
         batch_size=None,
         sampler=range(start, 2**62),
         num_workers=workers,
@@ -103,6 +119,9 @@ def train_stream(
     return iter(loader)
 
 
-def eval_batches(data: datasets.Dataset, collate: Collator, batch_size: int, workers: int) -> DataLoader:
-    """Every example once, in order, last partial batch included."""
-    return DataLoader(_EvalBatches(data, collate, batch_size), batch_size=None, num_workers=workers, generator=torch.Generator())
+def eval_batches(
+    data: datasets.Dataset, collate: Collator, batch_size: int, workers: int, rank: int = 0, world: int = 1
+) -> DataLoader:
+    """Every example once over all ranks, last partial batch included."""
+    dataset = _EvalBatches(data, collate, batch_size, rank, world)
+    return DataLoader(dataset, batch_size=None, num_workers=workers, generator=torch.Generator())
