@@ -36,7 +36,7 @@ def test_header_written_once_and_rows_parse(tmp_path):
 def test_concurrent_appends_leave_every_row_whole(tmp_path):
     path = str(tmp_path / "lb.csv")
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_append_many, args=(path, w, 25)) for w in range(4)]
+    procs = [ctx.Process(target=_append_many, args=(path, w, 50)) for w in range(8)]
     for p in procs:
         p.start()
     for p in procs:
@@ -44,8 +44,8 @@ def test_concurrent_appends_leave_every_row_whole(tmp_path):
         assert p.exitcode == 0
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 100
-    assert sorted(int(r["seed"]) for r in rows) == sorted(w * 1000 + j for w in range(4) for j in range(25))
+    assert len(rows) == 400
+    assert sorted(int(r["seed"]) for r in rows) == sorted(w * 1000 + j for w in range(8) for j in range(50))
     assert all(len(r) == len(COLUMNS) and None not in r for r in rows)
 
 

@@ -1,0 +1,108 @@
+"""Bad input through the command's entry point: one line on stderr, exit status 2, nothing half-written."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lra_bench.compose import compose_config
+from lra_bench.train import main
+
+
+def failing(capsys, overrides: list[str]) -> str:
+    status = main(compose_config(overrides))
+    err = capsys.readouterr().err.split("\r")[-1]  # after any progress bar redraws
+    assert status == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_missing_data_folder(capsys, smoke_overrides, tmp_path):
+    err = failing(capsys, [*smoke_overrides, "data.source=release", f"data.root={tmp_path / 'nowhere'}"])
+    assert "nowhere" in err and "data.root" in err
+
+
+def test_malformed_release_tsv_names_file_and_line(capsys, smoke_overrides, tmp_path):
+    folder = tmp_path / "lra_release" / "listops-1000"
+    folder.mkdir(parents=True)
+    good = "( ( [MAX 4 ) 5 ) ] )\t5\n"
+    for split in ("train", "val", "test"):
+        (folder / f"basic_{split}.tsv").write_text("Source\tTarget\n" + good * 3)
+    bad = folder / "basic_train.tsv"
+    bad.write_text("Source\tTarget\n" + good + "( [MIN 3 ] )\tnot-a-label\n")
+    before = bad.read_bytes()
+    err = failing(capsys, [*smoke_overrides, "data.source=release", f"data.root={tmp_path / 'lra_release'}"])
+    assert "basic_train.tsv" in err and "3" in err
+    assert bad.read_bytes() == before  # the data file is never modified
+
+
+def test_checkpoint_from_another_config(capsys, smoke_overrides, tmp_path):
+    assert main(compose_config([*smoke_overrides, "trainer.stop_at_step=3"])) == 0
+    capsys.readouterr()
+    err = failing(capsys, [*smoke_overrides, "trainer.lr=0.5"])
+    assert "another configuration" in err
+
+
+def test_unwritable_results_location(capsys, smoke_overrides, tmp_path):
+    blocker = tmp_path / "plain_file"
+    blocker.write_text("x")
+    err = failing(capsys, [*smoke_overrides, f"paths.leaderboard={blocker / 'lb.csv'}"])
+    assert "paths.leaderboard" in err
+
+
+def test_leaderboard_with_another_schema_is_left_untouched(capsys, smoke_overrides, tmp_path):
+    board = tmp_path / "leaderboard.csv"
+    board.write_text("some,other,schema\n1,2,3\n")
+    err = failing(capsys, smoke_overrides)
+    assert "another schema" in err and board.read_text() == "some,other,schema\n1,2,3\n"
+
+
+def test_nan_loss(capsys, smoke_overrides, tmp_path):
+    err = failing(capsys, [*smoke_overrides, "trainer.lr=1e30", "trainer.clip_value=null", "trainer.warmup_steps=0"])
+    assert "loss became nan" in err and not (tmp_path / "leaderboard.csv").exists()
+
+
+def test_batch_not_divisible_by_accumulation(capsys, smoke_overrides):
+    err = failing(capsys, [*smoke_overrides, "trainer.grad_accum=3"])
+    assert "trainer.batch_size" in err
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_random_step_then_rerun_matches_an_uninterrupted_run(tmp_path, cache_dir):
+    env = {**os.environ, "LRA_BENCH_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+    def command(name: str) -> list[str]:
+        return [
+            sys.executable, "-m", "lra_bench", "trainer=smoke", "trainer.steps=40", "trainer.ckpt_every=2",
+            "trainer.eval_every=10", f"paths.run_dir={tmp_path / name}", f"paths.leaderboard={tmp_path / name}.csv",
+        ]  # fmt: skip
+
+    reference = subprocess.run(command("straight"), env=env, capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    proc = subprocess.Popen(command("killed"), env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("training "):
+            break
+    time.sleep(random.Random().uniform(0.3, 1.5))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (tmp_path / "killed.csv").exists()
+    rerun = subprocess.run(command("killed"), env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+
+    def row(name: str) -> dict[str, str]:
+        with open(tmp_path / f"{name}.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 1
+        return rows[0]
+
+    a, b = row("straight"), row("killed")
+    assert (a["val_acc"], a["test_acc"], a["best_step"]) == (b["val_acc"], b["test_acc"], b["best_step"])
