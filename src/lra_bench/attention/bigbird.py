@@ -1,0 +1,131 @@
+"""BigBird block-sparse attention (Zaheer et al., 2020, arXiv 2007.14062), ITC variant.
+
+The sequence is cut into blocks of ``block_size``. Each query block attends to a sliding
+window of ``window_blocks`` blocks around itself, to the global first and last blocks and
+to ``num_random_blocks`` random other blocks; the global blocks' queries attend to every
+key. Softmax over the union of those keys (each block counted once). Cost O(n b (w + r + 2) d).
+
+Blocks are laid over the *valid* tokens: the last global block is the last block holding a
+real token, and random blocks are drawn among real blocks, from a draw whose shape depends
+on ``max_len`` only, so padding never changes what a real query sees.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lra_bench.attention.base import (
+    AttentionConfig,
+    SampledAttention,
+    valid_lengths,
+)
+from lra_bench.attention.registry import register_attention
+
+MASKED = -1e9  # score offset of a hidden key: exp underflows to exactly 0 next to any visible key
+
+
+@dataclass
+class BigBirdConfig(AttentionConfig):
+    name: str = "bigbird"
+    dropout: float = 0.0
+    block_size: int = 64
+    window_blocks: int = 3  # sliding window: this block and (window_blocks - 1) / 2 on each side
+    num_random_blocks: int = 3
+
+    def check(self, *, max_len: int, head_dim: int) -> None:
+        super().check(max_len=max_len, head_dim=head_dim)
+        if not 1 <= self.block_size <= max_len:
+            raise ValueError(f"block_size: must be between 1 and the task's max length {max_len}, got {self.block_size}")
+        if self.window_blocks < 1 or self.window_blocks % 2 == 0:
+            raise ValueError(f"window_blocks: must be odd and >= 1, got {self.window_blocks}")
+        if self.num_random_blocks < 0:
+            raise ValueError(f"num_random_blocks: must be >= 0, got {self.num_random_blocks}")
+
+
+def gather_blocks(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Blocks ``idx [b, h, nb, s]`` of ``x [b, h, nb, B, *tail]`` -> ``[b, h, nb, s * B, *tail]``."""
+    b, h, nb, s = idx.shape
+    tail = x.shape[3:]
+    flat = x.flatten(3)
+    out = flat.gather(2, idx.reshape(b, h, nb * s, 1).expand(-1, -1, -1, flat.shape[-1]))
+    return out.view(b, h, nb, s * tail[0], *tail[1:])
+
+
+@register_attention("bigbird", BigBirdConfig)
+class BigBirdAttention(SampledAttention):
+    cfg: BigBirdConfig
+
+    def draw_random_blocks(self, real_blocks: torch.Tensor, nb: int, heads: int) -> torch.Tensor:
+        """Random key blocks of each query block, ``[b, heads, nb, r]``, -1 where none is left.
+
+        Drawn without replacement among the real blocks outside the window and the global
+        blocks (uniform scores, top r). Tests may replace this method to pin the draw.
+        """
+        r, half = self.cfg.num_random_blocks, self.cfg.window_blocks // 2
+        b = real_blocks.shape[0]
+        size = max(math.ceil(self.max_len / self.cfg.block_size), nb)
+        u = torch.rand(b, heads, size, size, generator=self.generator(), dtype=torch.float64)
+        u = u[:, :, :nb, :nb].to(real_blocks.device)
+        i = torch.arange(nb, device=real_blocks.device)
+        last = (real_blocks - 1).view(-1, 1, 1)
+        j = i.view(1, 1, -1)
+        allowed = (j < real_blocks.view(-1, 1, 1)) & ((j - i.view(1, -1, 1)).abs() > half) & (j != 0) & (j != last)
+        u = torch.where(allowed.unsqueeze(1), u, -1.0)
+        top, idx = u.topk(min(r, nb), dim=-1)
+        idx = torch.where(top >= 0, idx, -1)
+        return F.pad(idx, (0, r - idx.shape[-1]), value=-1)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        in_dtype = q.dtype
+        if in_dtype in (torch.float16, torch.bfloat16):
+            q, k, v = q.float(), k.float(), v.float()
+        b, h, n, d = q.shape
+        bs = self.cfg.block_size
+        n_c = math.ceil(n / bs) * bs
+        nb = n_c // bs
+        valid = torch.ones(b, n, dtype=torch.bool, device=q.device) if mask is None else mask
+        real_blocks = (valid_lengths(mask, b, n, q.device) + bs - 1).div(bs, rounding_mode="floor").clamp(min=1)
+        if n_c > n:
+            q, k, v = (F.pad(x, (0, 0, 0, n_c - n)) for x in (q, k, v))
+            valid = F.pad(valid, (0, n_c - n), value=False)
+        # masks ride in the matmul: q gets a column of ones, k a column of 0 / MASKED, and dropped
+        # slots point at an extra all-masked "null" block (index nb), so no pass over the scores
+        q = torch.cat([q * d**-0.5, torch.ones_like(q[..., :1])], dim=-1)  # [b, h, n_c, d + 1]
+        bias = F.pad(torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, MASKED), (0, bs), value=MASKED)
+        k = torch.cat([F.pad(k, (0, 0, 0, bs)), bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1)
+        v = F.pad(v, (0, 0, 0, bs))
+
+        # key blocks of every query block: window, global first/last, random; duplicates dropped
+        i = torch.arange(nb, device=q.device)
+        last = (real_blocks - 1).view(-1, 1, 1)
+        half = self.cfg.window_blocks // 2
+        window = (i.view(1, -1, 1) + torch.arange(-half, half + 1, device=q.device)).clamp(min=0)
+        window = torch.minimum(window, last)  # [b, nb, w]
+        glob = torch.cat([torch.zeros_like(last), last], dim=-1).expand(-1, nb, -1)
+        rand = self.draw_random_blocks(real_blocks, nb, h).to(q.device)
+        idx = torch.cat([torch.cat([window, glob], dim=-1).unsqueeze(1).expand(-1, h, -1, -1), rand], dim=-1)
+        same = idx.unsqueeze(-1) == idx.unsqueeze(-2)
+        earlier = torch.ones(idx.shape[-1], idx.shape[-1], dtype=torch.bool, device=q.device).tril(-1)
+        slot_ok = (idx >= 0) & ~(same & earlier).any(dim=-1)  # [b, h, nb, s]
+        idx = torch.where(slot_ok, idx, nb)
+
+        k_sel = gather_blocks(k.view(b, h, nb + 1, bs, d + 1), idx)  # [b, h, nb, s*bs, d + 1]
+        v_sel = gather_blocks(v.view(b, h, nb + 1, bs, d), idx)
+        scores = q.view(b, h, nb, bs, d + 1) @ k_sel.transpose(-1, -2)  # [b, h, nb, bs, s*bs]
+        weights = F.dropout(torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training)
+        out = weights @ v_sel  # [b, h, nb, bs, d]
+
+        # the global blocks' queries see every key
+        first_last = torch.stack([torch.zeros_like(real_blocks), real_blocks - 1], dim=-1)  # [b, 2]
+        q_glob = gather_blocks(q.view(b, h, nb, bs, d + 1), first_last.view(b, 1, 1, 2).expand(-1, h, 1, -1))[:, :, 0]
+        dense = q_glob @ k[:, :, :n_c].transpose(-1, -2)  # [b, h, 2*bs, n_c]
+        weights_g = F.dropout(torch.softmax(dense, dim=-1), p=self.cfg.dropout, training=self.training)
+        out_g = (weights_g @ v[:, :, :n_c]).view(b, h, 2, bs, d)
+        is_first = (i == 0).view(1, 1, nb, 1, 1)
+        is_last = (i.view(1, -1) == real_blocks.view(-1, 1) - 1).view(b, 1, nb, 1, 1)
+        out = torch.where(is_first, out_g[:, :, :1], torch.where(is_last, out_g[:, :, 1:], out))
+        return out.reshape(b, h, n_c, d)[:, :, :n].to(in_dtype)

@@ -1,0 +1,98 @@
+"""Informer ProbSparse self-attention (Zhou et al., 2021, arXiv 2012.07436), encoder (non-causal) form.
+
+Each query's sparsity M(q) = max_j s_j - mean_j s_j is estimated on U = c ceil(ln L) keys
+sampled for it (s = q.k / sqrt d); the u = c ceil(ln L) queries with the largest M get full
+softmax attention, every other query gets the mean of V. Cost O(n log n d).
+
+L is each sequence's count of real tokens, the samples come from real tokens and the draw's
+shape depends on ``max_len`` only, so padding never changes a real token's output. The
+estimate averages the sampled scores (the paper's formula; its code divides their sum by L).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lra_bench.attention.base import (
+    AttentionConfig,
+    SampledAttention,
+    key_padding_bias,
+    uniform_indices,
+    valid_lengths,
+)
+from lra_bench.attention.registry import register_attention
+
+
+@dataclass
+class InformerConfig(AttentionConfig):
+    name: str = "informer"
+    dropout: float = 0.0
+    factor: int = 5  # c: c ceil(ln L) sampled keys per query and selected queries
+
+    def check(self, *, max_len: int, head_dim: int) -> None:
+        super().check(max_len=max_len, head_dim=head_dim)
+        if self.factor < 1:
+            raise ValueError(f"factor: must be >= 1, got {self.factor}")
+
+
+def log_budget(factor: int, length: torch.Tensor | int) -> torch.Tensor:
+    """min(max(c ceil(ln L), 1), L): the number of sampled keys and of selected queries."""
+    lengths = torch.as_tensor(length).clamp(min=1)
+    budget = factor * torch.ceil(torch.log(lengths.double())).long()
+    return torch.minimum(budget.clamp(min=1), lengths)
+
+
+@register_attention("informer", InformerConfig)
+class InformerAttention(SampledAttention):
+    cfg: InformerConfig
+
+    def draw_key_samples(self, lengths: torch.Tensor, n: int, heads: int) -> torch.Tensor:
+        """Sampled keys of every query, ``[b, heads, n, U]`` with U = c ceil(ln max_len).
+
+        Uniform with replacement over each sequence's real tokens; a sequence of length L
+        uses the first c ceil(ln L) of them. Tests may replace this method to pin the draw.
+        """
+        size = max(self.max_len, n)
+        samples = int(log_budget(self.cfg.factor, size))
+        return uniform_indices(lengths.cpu(), (heads, size, samples), self.generator())[:, :, :n]
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        in_dtype = q.dtype
+        if in_dtype in (torch.float16, torch.bfloat16):
+            q, k, v = q.float(), k.float(), v.float()
+        b, h, n, d = q.shape
+        q = q * d**-0.5
+        lengths = valid_lengths(mask, b, n, q.device)
+        budget = log_budget(self.cfg.factor, lengths).to(q.device)  # [b]
+
+        with torch.no_grad():  # the sparsity measure only ranks queries
+            idx = self.draw_key_samples(lengths, n, h).to(q.device)  # [b, h, n, U]
+            u_max = idx.shape[-1]
+            k_s = k.gather(2, idx.reshape(b, h, -1, 1).expand(-1, -1, -1, d)).view(b, h, n, u_max, d)
+            s = (q.unsqueeze(-2) @ k_s.transpose(-1, -2)).squeeze(-2)  # [b, h, n, U]
+            used = torch.arange(u_max, device=q.device) < budget.view(-1, 1, 1, 1)
+            top = s.masked_fill(~used, -math.inf).amax(dim=-1)
+            mean = (s * used).sum(-1) / budget.view(-1, 1, 1).to(s.dtype)
+            sparsity = top - mean
+            if mask is not None:
+                sparsity = sparsity.masked_fill(~mask[:, None, :], -math.inf)
+            n_top = int(log_budget(self.cfg.factor, n))
+            chosen = sparsity.topk(n_top, dim=-1).indices  # [b, h, n_top], most sparse first
+            slot_ok = torch.arange(n_top, device=q.device) < budget.view(-1, 1, 1)
+
+        q_top = q.gather(2, chosen.unsqueeze(-1).expand(-1, -1, -1, d))
+        scores = q_top @ k.transpose(-1, -2)
+        bias = key_padding_bias(mask, scores.dtype)
+        weights = torch.softmax(scores if bias is None else scores + bias, dim=-1)
+        weights = F.dropout(weights, p=self.cfg.dropout, training=self.training)
+        out_top = weights @ v  # [b, h, n_top, d]
+
+        v_real = v if mask is None else v * mask[:, None, :, None].to(v.dtype)
+        v_mean = v_real.sum(dim=2, keepdim=True) / lengths.clamp(min=1).view(-1, 1, 1, 1).to(v.dtype)
+        out_top = torch.where(slot_ok.unsqueeze(-1), out_top, v_mean)
+        out = v_mean.expand(b, h, n, d).scatter(2, chosen.unsqueeze(-1).expand(-1, -1, -1, d), out_top)
+        return out.to(in_dtype)

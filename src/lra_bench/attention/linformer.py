@@ -1,0 +1,61 @@
+"""Linformer (Wang et al., 2020, arXiv 2006.04768): softmax attention over k projected keys.
+
+out = softmax(Q (E K)^T / sqrt d) (F V) with learned E, F in R^{k x n_max}, shared by the
+heads of a layer (the paper's headwise sharing) and trained with the model. A sequence of
+n <= n_max tokens uses the first n columns; padded keys and values are zeroed before the
+projection, so padding never reaches a projected key. Cost O(n k d).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lra_bench.attention.base import Attention, AttentionConfig
+from lra_bench.attention.registry import register_attention
+
+
+@dataclass
+class LinformerConfig(AttentionConfig):
+    name: str = "linformer"
+    dropout: float = 0.0
+    proj_dim: int = 128  # k, the number of projected keys/values
+    init_std: float = 0.02  # E, F ~ N(0, init_std^2), as the LRA peer code
+
+    def check(self, *, max_len: int, head_dim: int) -> None:
+        super().check(max_len=max_len, head_dim=head_dim)
+        if not 1 <= self.proj_dim <= max_len:
+            raise ValueError(f"proj_dim: must be between 1 and the task's max length {max_len}, got {self.proj_dim}")
+        if self.init_std <= 0:
+            raise ValueError(f"init_std: must be > 0, got {self.init_std}")
+
+
+@register_attention("linformer", LinformerConfig)
+class LinformerAttention(Attention):
+    cfg: LinformerConfig
+
+    def __init__(self, cfg: LinformerConfig, *, head_dim: int, num_heads: int, max_len: int) -> None:
+        super().__init__(cfg, head_dim=head_dim, num_heads=num_heads, max_len=max_len)
+        self.proj_k = nn.Parameter(torch.randn(cfg.proj_dim, max_len) * cfg.init_std)  # E
+        self.proj_v = nn.Parameter(torch.randn(cfg.proj_dim, max_len) * cfg.init_std)  # F
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        in_dtype = q.dtype
+        if in_dtype in (torch.float16, torch.bfloat16):
+            q, k, v = q.float(), k.float(), v.float()
+        n = q.shape[2]
+        if n > self.max_len:
+            raise ValueError(f"linformer: sequence length {n} exceeds the max_len {self.max_len} it was built for")
+        if mask is not None:
+            keep = mask[:, None, :, None].to(k.dtype)
+            k, v = k * keep, v * keep
+        e = self.proj_k[:, :n].to(k.dtype)
+        f = self.proj_v[:, :n].to(v.dtype)
+        k_proj, v_proj = e @ k, f @ v  # [b, h, k, d]
+        weights = torch.softmax(q @ k_proj.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+        weights = F.dropout(weights, p=self.cfg.dropout, training=self.training)
+        return (weights @ v_proj).to(in_dtype)

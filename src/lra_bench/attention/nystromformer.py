@@ -1,0 +1,111 @@
+"""Nystromformer (Xiong et al., 2021, arXiv 2102.03902): softmax attention through Nystrom landmarks.
+
+out = softmax(Q K~^T / sqrt d) pinv(softmax(Q~ K~^T / sqrt d)) softmax(Q~ K^T / sqrt d) V, with
+landmarks Q~, K~ the means of m contiguous segments of Q and K, pinv by Newton-Schulz
+iterations, plus an optional depthwise convolution on V (the paper's skip connection).
+
+Segments split the *valid* tokens of each sequence (token i of L goes to segment
+floor(i m / L)), so padding never moves a landmark. When L < m some segments are empty:
+their landmarks are masked out, which leaves exactly the Nystrom form on the L non-empty
+ones (pinv of a block-diagonal matrix with a zero block). Cost O(n m d + m^3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lra_bench.attention.base import Attention, AttentionConfig, valid_lengths
+from lra_bench.attention.pinv import newton_schulz_pinv
+from lra_bench.attention.registry import register_attention
+
+MASKED = -1e9  # score offset of a hidden key: exp underflows to exactly 0 next to any visible key
+
+
+@dataclass
+class NystromformerConfig(AttentionConfig):
+    name: str = "nystromformer"
+    dropout: float = 0.0
+    num_landmarks: int = 128
+    pinv_iters: int = 6
+    pinv_init: str = "per_matrix"  # per_matrix | batch (one scale over the whole batch, as the paper's code)
+    conv_kernel: int = 35  # depthwise conv on V along the sequence; 0 = off
+
+    def check(self, *, max_len: int, head_dim: int) -> None:
+        super().check(max_len=max_len, head_dim=head_dim)
+        if self.dropout != 0.0:
+            raise ValueError(f"dropout: nystromformer has no attention weights to drop, must be 0, got {self.dropout}")
+        if not 1 <= self.num_landmarks <= max_len:
+            raise ValueError(f"num_landmarks: must be between 1 and the task's max length {max_len}, got {self.num_landmarks}")
+        if self.pinv_iters < 1:
+            raise ValueError(f"pinv_iters: must be >= 1, got {self.pinv_iters}")
+        if self.pinv_init not in ("per_matrix", "batch"):
+            raise ValueError(f"pinv_init: choose per_matrix or batch, got {self.pinv_init!r}")
+        if self.conv_kernel < 0 or (self.conv_kernel > 0 and self.conv_kernel % 2 == 0):
+            raise ValueError(f"conv_kernel: must be 0 (off) or an odd size, got {self.conv_kernel}")
+
+
+def segment_means(x: torch.Tensor, lengths: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means of ``x [b, h, n, d]`` over m contiguous segments of the valid tokens.
+
+    Returns ``[b, h, m, d]`` and ``[b, m]`` bool (segment non-empty). Valid token i of a
+    sequence of length L belongs to segment floor(i m / L); padded tokens to none.
+    """
+    b, h, n, d = x.shape
+    pos = torch.arange(n, device=x.device)
+    lens = lengths.clamp(min=1).view(-1, 1)
+    seg = torch.where(pos < lens, pos * m // lens, m)  # [b, n]; m = the discard segment
+    flat = (seg + torch.arange(b, device=x.device).view(-1, 1) * (m + 1)).reshape(-1)
+    counts = torch.bincount(flat, minlength=b * (m + 1)).view(b, m + 1)[:, :m]
+    rows = x.transpose(1, 2).reshape(b * n, h * d)
+    sums = rows.new_zeros(b * (m + 1), h * d).index_add_(0, flat, rows)
+    sums = sums.view(b, m + 1, h, d)[:, :m].transpose(1, 2)
+    means = sums / counts.clamp(min=1).to(x.dtype)[:, None, :, None]
+    return means, counts > 0
+
+
+@register_attention("nystromformer", NystromformerConfig)
+class NystromformerAttention(Attention):
+    cfg: NystromformerConfig
+
+    def __init__(self, cfg: NystromformerConfig, *, head_dim: int, num_heads: int, max_len: int) -> None:
+        super().__init__(cfg, head_dim=head_dim, num_heads=num_heads, max_len=max_len)
+        self.conv: nn.Conv2d | None = None
+        if cfg.conv_kernel > 0:
+            self.conv = nn.Conv2d(
+                num_heads, num_heads, (cfg.conv_kernel, 1), padding=(cfg.conv_kernel // 2, 0), bias=False, groups=num_heads
+            )
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        in_dtype = q.dtype
+        if in_dtype in (torch.float16, torch.bfloat16):  # softmax products and pinv need fp32
+            q, k, v = q.float(), k.float(), v.float()
+        b, h, n, d = q.shape
+        if mask is not None:
+            v = v * mask[:, None, :, None].to(v.dtype)
+        q, k = q * d**-0.25, k * d**-0.25  # so that q.k is already divided by sqrt d
+        lengths = valid_lengths(mask, b, n, q.device)
+        q_l, lm_valid = segment_means(q, lengths, self.cfg.num_landmarks)
+        k_l, _ = segment_means(k, lengths, self.cfg.num_landmarks)
+        # masks ride in the matmuls: queries get a column of ones, keys a column of 0 / MASKED
+        lm_bias = torch.zeros(lm_valid.shape, dtype=q.dtype, device=q.device).masked_fill(~lm_valid, MASKED)
+        k_l = torch.cat([k_l, lm_bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1)
+        q_l = torch.cat([q_l, torch.ones_like(q_l[..., :1])], dim=-1)
+        key_bias = torch.zeros(b, n, dtype=q.dtype, device=q.device)
+        if mask is not None:
+            key_bias = key_bias.masked_fill(~mask, MASKED)
+        k = torch.cat([k, key_bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1)
+        q = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)
+        kernel_1 = torch.softmax(q @ k_l.transpose(-1, -2), dim=-1)  # [b, h, n, m]
+        kernel_2 = torch.softmax(q_l @ k_l.transpose(-1, -2), dim=-1)  # [b, h, m, m]
+        kernel_2 = kernel_2 * lm_valid[:, None, :, None].to(q.dtype)  # empty landmarks: zero rows too
+        kernel_3 = torch.softmax(q_l @ k.transpose(-1, -2), dim=-1)  # [b, h, m, n]
+        z = newton_schulz_pinv(kernel_2, self.cfg.pinv_iters, per_matrix_init=self.cfg.pinv_init == "per_matrix")
+        out = kernel_1 @ (z @ (kernel_3 @ v))
+        if self.conv is not None:  # v is already zero on padded tokens, like the conv's own zero padding
+            out = out + F.conv2d(v, self.conv.weight.to(v.dtype), padding=self.conv.padding, groups=h)
+        return out.to(in_dtype)
+

@@ -1,0 +1,130 @@
+"""Reformer LSH attention (Kitaev et al., 2020, arXiv 2001.04451).
+
+Shared QK: keys are the queries normalised to unit length (the ``k`` argument is unused,
+so the model's key projection gets no gradient). Each of ``num_hashes`` rounds hashes the
+queries by a random rotation, h(x) = argmax([xR; -xR]), sorts tokens by (bucket, position),
+cuts the sorted order into chunks of ``chunk_size`` and lets every query attend to its own
+chunk and the previous one. A token attends to itself only when it has nothing else (its
+score is -1e5, as the reference implementations). Rounds are combined with weights
+softmax over rounds of each round's log-sum-exp. Cost O(n * hashes * chunk * d).
+
+Padded tokens are sorted after every real token and the first chunk has no previous chunk
+(no wrap-around), so padding never changes which keys a real query sees.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lra_bench.attention.base import AttentionConfig, SampledAttention
+from lra_bench.attention.registry import register_attention
+
+SELF_SCORE = -1e5  # a token's score for itself: used only when nothing else is visible
+MASKED_SCORE = -1e9  # padded keys and the missing chunk before the first
+
+
+@dataclass
+class ReformerConfig(AttentionConfig):
+    name: str = "reformer"
+    dropout: float = 0.0
+    num_hashes: int = 2
+    chunk_size: int = 64  # tokens per chunk of the sorted sequence
+    num_buckets: int = 0  # 0 = 2 * ceil(max_len / chunk_size) (the paper's n_buckets = 2 n / chunk); else 1 or even
+    same_bucket_only: bool = False  # also mask keys of another bucket inside the window (off in the reference code)
+
+    def check(self, *, max_len: int, head_dim: int) -> None:
+        super().check(max_len=max_len, head_dim=head_dim)
+        if self.num_hashes < 1:
+            raise ValueError(f"num_hashes: must be >= 1, got {self.num_hashes}")
+        if not 1 <= self.chunk_size <= max_len:
+            raise ValueError(f"chunk_size: must be between 1 and the task's max length {max_len}, got {self.chunk_size}")
+        if self.num_buckets < 0 or (self.num_buckets > 1 and self.num_buckets % 2):
+            raise ValueError(f"num_buckets: must be 0 (auto), 1 or even, got {self.num_buckets}")
+
+
+@register_attention("reformer", ReformerConfig)
+class ReformerAttention(SampledAttention):
+    cfg: ReformerConfig
+
+    @property
+    def num_buckets(self) -> int:
+        return self.cfg.num_buckets or 2 * math.ceil(self.max_len / self.cfg.chunk_size)
+
+    def draw_rotations(self, heads: int, d: int) -> torch.Tensor:
+        """Random rotations ``[heads, d, num_hashes, num_buckets // 2]`` (float64, CPU).
+
+        Tests may replace this method to pin the hashes.
+        """
+        shape = (heads, d, self.cfg.num_hashes, max(self.num_buckets // 2, 1))
+        return torch.randn(shape, generator=self.generator(), dtype=torch.float64)
+
+    def hash_buckets(self, x: torch.Tensor) -> torch.Tensor:
+        """Bucket of each token in each round, ``[b, h, hashes, n]``."""
+        b, h, n, d = x.shape
+        rot = self.draw_rotations(h, d).to(device=x.device, dtype=x.dtype)
+        if self.num_buckets == 1:
+            return torch.zeros(b, h, self.cfg.num_hashes, n, dtype=torch.long, device=x.device)
+        with torch.no_grad():
+            r = torch.einsum("bhnd,hdrk->bhrnk", x, rot)
+            high, arg_high = r.max(dim=-1)  # argmax of [xR, -xR] without building it
+            low, arg_low = r.min(dim=-1)
+            return torch.where(high >= -low, arg_high, arg_low + rot.shape[-1])
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        in_dtype = q.dtype
+        if in_dtype in (torch.float16, torch.bfloat16):
+            q, v = q.float(), v.float()
+        b, h, n, d = q.shape
+        c, rounds = self.cfg.chunk_size, self.cfg.num_hashes
+        n_c = math.ceil(n / c) * c
+        valid = torch.ones(b, n, dtype=torch.bool, device=q.device) if mask is None else mask
+        if n_c > n:  # pad to whole chunks; the extra slots are padding
+            q, v = F.pad(q, (0, 0, 0, n_c - n)), F.pad(v, (0, 0, 0, n_c - n))
+            valid = F.pad(valid, (0, n_c - n), value=False)
+
+        buckets = self.hash_buckets(q)  # [b, h, r, n_c]
+        pos = torch.arange(n_c, device=q.device)
+        sort_key = torch.where(valid[:, None, None, :], buckets, self.num_buckets) * n_c + pos
+        perm = sort_key.argsort(dim=-1)  # [b, h, r, n_c]
+
+        # masks ride in the matmul: queries get a column of ones, keys a column of 0 / MASKED_SCORE
+        bias = torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, MASKED_SCORE)
+        keys = torch.cat([F.normalize(q, dim=-1, eps=1e-6), bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1)
+        queries = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)
+
+        chunks = n_c // c
+
+        def sort(x: torch.Tensor) -> torch.Tensor:  # [b, h, n_c, e] -> [b, h, r, chunks, c, e] in sorted order
+            e = x.shape[-1]
+            idx = perm.unsqueeze(-1).expand(-1, -1, -1, -1, e)
+            return x.unsqueeze(2).expand(-1, -1, rounds, -1, -1).gather(3, idx).view(b, h, rounds, chunks, c, e)
+
+        def window(x: torch.Tensor, null: torch.Tensor) -> torch.Tensor:
+            """Keys of each chunk's window: the previous chunk (``null`` before the first) then its own."""
+            before = torch.cat([null.expand(b, h, rounds, 1, c, -1), x[:, :, :, :-1]], dim=3)
+            return torch.cat([before, x], dim=4)  # [b, h, r, chunks, 2c, e]
+
+        null_k = torch.zeros(d + 1, dtype=q.dtype, device=q.device)
+        null_k[-1] = MASKED_SCORE
+        k_w = window(sort(keys), null_k)
+        v_w = window(sort(v), torch.zeros(d, dtype=v.dtype, device=v.device))
+        scores = sort(queries) @ k_w.transpose(-1, -2)  # [b, h, r, chunks, c, 2c]
+        if self.cfg.same_bucket_only:
+            b_s = buckets.gather(3, perm).view(b, h, rounds, chunks, c, 1)
+            other = b_s != window(b_s, torch.full((1,), -1, device=q.device)).transpose(-1, -2)
+            scores = scores.masked_fill(other, MASKED_SCORE)
+        scores.diagonal(offset=c, dim1=-2, dim2=-1).fill_(SELF_SCORE)  # a token and itself
+        lse = scores.logsumexp(dim=-1, keepdim=True)
+        probs = F.dropout(torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training)
+        out_s = (probs @ v_w).view(b, h, rounds, n_c, d)
+
+        inv = torch.empty_like(perm).scatter_(-1, perm, pos.expand_as(perm))  # sorted slot of each token
+        out_r = out_s.gather(3, inv.unsqueeze(-1).expand(-1, -1, -1, -1, d))
+        lse_r = lse.view(b, h, rounds, n_c).gather(3, inv)
+        weights = torch.softmax(lse_r, dim=2).unsqueeze(-1)  # combine the rounds by their log-sum-exp
+        out = (weights * out_r).sum(dim=2)[:, :, :n]
+        return out.to(in_dtype)
