@@ -22,6 +22,7 @@ def launch(prefix: list[str], tmp_path, name: str, cache_dir) -> dict[str, str]:
     env = {**os.environ, "LRA_BENCH_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stdout.count("test_acc=") == 1  # one report, from rank 0
     with open(tmp_path / f"{name}.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1  # only rank 0 writes the row

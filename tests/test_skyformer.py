@@ -89,7 +89,7 @@ def test_skyformer_with_all_rows_reaches_exact_gaussian_kernel(seed):
 def test_skyformer_padding_never_changes_real_tokens(seed, landmarks_from):
     q, k, v = rand_qkv(seed, n=24)
     pad = rand_qkv(seed + 50, n=40)
-    padded = [torch.cat([x, 5 * p[:, :, :16]], dim=2) for x, p in zip((q, k, v), pad)]
+    padded = [torch.cat([x, 5 * p[:, :, :16]], dim=2) for x, p in zip((q, k, v), pad, strict=True)]
     mask = torch.zeros(2, 40, dtype=torch.bool)
     mask[:, :24] = True
     attn = skyformer(num_landmarks=16, landmarks_from=landmarks_from)

@@ -9,6 +9,7 @@ leaderboard row. Re-running with the same run folder resumes from ``last.pt``.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import resource
 import signal
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from lra_bench import checkpoint
+from lra_bench.attention import Attention
 from lra_bench.config import ConfigError, config_hash, validate
 from lra_bench.data import load_splits
 from lra_bench.data.batches import Batch, Collator, eval_batches, train_stream
@@ -203,7 +205,10 @@ def _run(cfg: DictConfig, info: DistInfo, device: torch.device) -> dict[str, Any
     params = sum(p.numel() for p in raw_model.parameters())
     model: torch.nn.Module = raw_model
     if info.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+        unused = any(not m.uses_keys for m in raw_model.modules() if isinstance(m, Attention))  # e.g. shared-QK Reformer
+        model = torch.nn.parallel.DistributedDataParallel(
+            raw_model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
+        )
     optimizer = torch.optim.AdamW(raw_model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay)
     # OneCycleLR with its defaults (as the peer code), so beta1 also cycles 0.85..0.95.
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -373,5 +378,6 @@ def main(cfg: DictConfig) -> int:
         return 2
     if result["status"] != "complete":
         return 130 if result.get("signal") == signal.SIGINT else 0
-    print(" ".join(f"{k}={result[k]}" for k in ("task", "attn", "seed", "steps", "val_acc", "test_acc", "step_ms", "peak_mem_mb")))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(" ".join(f"{k}={result[k]}" for k in ("task", "attn", "seed", "steps", "val_acc", "test_acc", "step_ms", "peak_mem_mb")))
     return 0

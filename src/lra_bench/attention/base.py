@@ -30,6 +30,8 @@ class AttentionConfig:
 class Attention(nn.Module):
     """Base class: holds the validated config and the shapes the variant was built for."""
 
+    uses_keys: bool = True  # False for variants that ignore ``k`` (shared-QK Reformer): its projection gets no gradient
+
     def __init__(self, cfg: AttentionConfig, *, head_dim: int, num_heads: int, max_len: int) -> None:
         super().__init__()
         self.cfg = cfg

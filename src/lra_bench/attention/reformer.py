@@ -48,6 +48,7 @@ class ReformerConfig(AttentionConfig):
 
 @register_attention("reformer", ReformerConfig)
 class ReformerAttention(SampledAttention):
+    uses_keys = False
     cfg: ReformerConfig
 
     @property

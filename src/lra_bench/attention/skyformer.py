@@ -11,7 +11,12 @@ from dataclasses import dataclass
 
 import torch
 
-from lra_bench.attention.base import AttentionConfig, SampledAttention, uniform_indices, valid_lengths
+from lra_bench.attention.base import (
+    AttentionConfig,
+    SampledAttention,
+    uniform_indices,
+    valid_lengths,
+)
 from lra_bench.attention.kernels import gaussian_kernel
 from lra_bench.attention.pinv import newton_schulz_pinv
 from lra_bench.attention.registry import register_attention
@@ -29,6 +34,8 @@ class SkyformerConfig(AttentionConfig):
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
+        if self.dropout != 0.0:
+            raise ValueError(f"dropout: skyformer forms no attention weights to drop, must be 0, got {self.dropout}")
         if not 1 <= self.num_landmarks <= max_len:
             raise ValueError(f"num_landmarks: must be between 1 and the task's max length {max_len}, got {self.num_landmarks}")
         if self.gamma < 0:
