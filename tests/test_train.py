@@ -114,3 +114,28 @@ def test_cli_sigterm_checkpoints_and_rerun_resumes(tmp_path, cache_dir):
     assert done.returncode == 0, done.stderr
     assert "resuming" in done.stdout and "test_acc=" in done.stdout
     assert len(read_rows(tmp_path / "lb.csv")) == 1
+
+
+def test_sigusr1_checkpoints_then_reaches_the_launchers_handler(smoke_overrides, tmp_path):
+    """A cluster launcher's SIGUSR1 handler (requeue) still runs, after last.pt is written."""
+    import lra_bench.train as train
+
+    calls: list[bool] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append((tmp_path / "run" / "last.pt").exists()))
+    original_save = train.checkpoint.save_atomic
+    sent: list[bool] = []
+
+    def save_and_signal_once(state, path):  # deliver SIGUSR1 during the first checkpoint
+        original_save(state, path)
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    try:
+        train.checkpoint.save_atomic = save_and_signal_once
+        result = run(compose_config([*smoke_overrides, "trainer.steps=20"]))
+    finally:
+        train.checkpoint.save_atomic = original_save
+        signal.signal(signal.SIGUSR1, previous)
+    assert result["status"] == "interrupted" and result["signal"] == signal.SIGUSR1
+    assert calls == [True]

@@ -53,7 +53,11 @@ class Progress:
 
 
 class StopFlag:
-    """Turns SIGTERM/SIGINT/SIGUSR1 into a flag the loop checks after each step."""
+    """Turns SIGTERM/SIGINT/SIGUSR1 into a flag the loop checks after each step.
+
+    On leaving, a caught SIGUSR1 is handed on to the handler that was there before (a
+    cluster launcher's, e.g. submitit's checkpoint-and-requeue), after ``last.pt`` is written.
+    """
 
     SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s is not None)
 
@@ -75,6 +79,10 @@ class StopFlag:
     def __exit__(self, *exc: Any) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+        usr1 = getattr(signal, "SIGUSR1", None)
+        previous = self._previous.get(usr1) if usr1 is not None else None
+        if self.signum == usr1 and callable(previous):
+            previous(self.signum, None)
 
 
 def run_directory(cfg: DictConfig) -> Path:
