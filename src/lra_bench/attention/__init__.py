@@ -15,7 +15,7 @@ from lra_bench.attention.registry import (
     validate_attention_config,
 )
 
-VARIANT_MODULES = ["softmax", "skyformer", "kernelized", "nystromformer", "linformer", "performer", "reformer", "bigbird", "informer"]
+VARIANT_MODULES = ["softmax", "skyformer", "kernelized", "nystromformer", "linformer", "performer", "reformer", "bigbird", "informer", "linear", "local", "longformer", "sparse", "sinkhorn", "synthesizer"]
 
 for _module in VARIANT_MODULES:
     import_module(f"lra_bench.attention.{_module}")
