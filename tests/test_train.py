@@ -139,3 +139,19 @@ def test_sigusr1_checkpoints_then_reaches_the_launchers_handler(smoke_overrides,
         signal.signal(signal.SIGUSR1, previous)
     assert result["status"] == "interrupted" and result["signal"] == signal.SIGUSR1
     assert calls == [True]
+
+
+def test_peak_memory_is_this_runs_own(smoke_overrides):
+    """Runs sharing a process (a sweep) do not inherit an earlier peak."""
+    import numpy as np
+
+    from lra_bench.train import peak_memory_mb
+
+    before = peak_memory_mb(torch.device("cpu"))
+    hog = np.ones((before + 800) * 2**20 // 8)  # raise the process's peak well above a smoke run's
+    hog.fill(2.0)
+    del hog
+    result = run(compose_config(smoke_overrides))
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("the peak can only be reset on Linux")
+    assert result["peak_mem_mb"] < before + 700

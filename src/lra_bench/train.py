@@ -115,10 +115,30 @@ def hydra_overrides() -> str:
     return " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start this run's peak-memory count afresh (several runs may share a process in a sweep).
+
+    On Linux, writing 5 to /proc/self/clear_refs resets the resident-set high-water mark.
+    """
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # elsewhere the process-lifetime peak is what can be had
+
+
 def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: max allocated by torch; CPU: the process's peak resident set."""
+    """CUDA: max allocated by torch; CPU: the process's peak resident set since ``reset_peak_memory``."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10
+    except OSError:
+        pass
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 2**20 if platform.system() == "Darwin" else kb / 2**10
 
@@ -198,6 +218,7 @@ def _run(cfg: DictConfig, info: DistInfo, device: torch.device) -> dict[str, Any
     if tc.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     precision, amp_dtype = precision_of(cfg, device)
+    reset_peak_memory(device)
 
     # --- data ------------------------------------------------------------------------------
     splits = load_splits(cfg)
