@@ -148,7 +148,7 @@ def test_peak_memory_is_this_runs_own(smoke_overrides):
     from lra_bench.train import peak_memory_mb
 
     before = peak_memory_mb(torch.device("cpu"))
-    hog = np.ones((before + 800) * 2**20 // 8)  # raise the process's peak well above a smoke run's
+    hog = np.ones(int(before + 800) * 2**20 // 8)  # raise the process's peak well above a smoke run's
     hog.fill(2.0)
     del hog
     result = run(compose_config(smoke_overrides))
