@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Attention bench (1K-16K, every registered variant + softmax impl=math) and a train-step bench
+# per task on one GPU, in under 8 minutes; CSV, Markdown and plot files go to OUTDIR.
+#
+#   scripts/gpu_bench.sh OUTDIR [bench overrides...]
+#
+# Without a GPU it runs a small CPU configuration (lengths 256 and 512, two repeats) that checks
+# the wiring. BENCH_SIZE=gpu|cpu|tiny forces a size (tiny: seconds, two attentions, for tests);
+# BENCH_ATTN=softmax,skyformer limits the attentions (default: all). Every case has a time limit
+# and every bench a budget; a CSV is rewritten after each case, so a cut run keeps its rows.
+set -uo pipefail
+
+OUT=${1:?usage: scripts/gpu_bench.sh OUTDIR [bench overrides...]}
+shift
+PY=${PYTHON:-python}
+SIZE=${BENCH_SIZE:-auto}
+if [[ $SIZE == auto ]]; then
+  if $PY -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then SIZE=gpu; else SIZE=cpu; fi
+fi
+
+TASKS=(listops text retrieval image pathfinder)
+LAST_START=400  # no new bench after this many seconds
+case $SIZE in
+  gpu)  # attention <= 150 s, five train-step benches <= 40 s each, start-up ~10 s per bench
+    ATTN=${BENCH_ATTN:-all}
+    BENCH=(n=1024,2048,4096,8192,16384 warmup=3 repeats=10 case_timeout_s=15 budget_s=150 device=cuda)
+    STEP=(warmup=2 repeats=5 case_timeout_s=15 budget_s=40 device=cuda)
+    ;;
+  cpu)
+    ATTN=${BENCH_ATTN:-all}
+    BENCH=(n=256,512 warmup=1 repeats=2 case_timeout_s=60 budget_s=240 device=cpu)
+    STEP=(train.seq_len=256 train.batch_size=2 warmup=1 repeats=2 case_timeout_s=60 budget_s=60 device=cpu)
+    LAST_START=100000
+    ;;
+  tiny)
+    ATTN=${BENCH_ATTN:-softmax,skyformer}
+    BENCH=(n=128 warmup=1 repeats=1 isolate=none progress=false device=cpu)
+    STEP=(train.seq_len=128 train.batch_size=2 warmup=0 repeats=1 isolate=none progress=false device=cpu)
+    TASKS=(listops)
+    ;;
+  *) echo "BENCH_SIZE must be gpu, cpu or tiny (got $SIZE)" >&2; exit 2 ;;
+esac
+
+mkdir -p "$OUT"
+START=$SECONDS
+FAILED=0
+bench() {  # bench SECONDS_LIMIT overrides...: one bench command, its failure noted, not fatal
+  local limit=$1
+  shift
+  timeout "$limit" "$PY" -m lra_bench.bench "$@" "out_dir=$OUT" ${EXTRA[@]+"${EXTRA[@]}"} || {
+    echo "== exited with status $?: $*" >&2
+    FAILED=1
+  }
+}
+EXTRA=("$@")
+
+echo "== attention bench ($SIZE) -> $OUT/attention.csv"
+bench 300 "attn=$ATTN" "${BENCH[@]}"
+for task in "${TASKS[@]}"; do
+  if (( SECONDS - START > LAST_START )); then
+    echo "== out of time: no train-step bench for $task" >&2
+    continue
+  fi
+  echo "== train-step bench: $task -> $OUT/train_step_$task.csv"
+  bench 150 mode=train_step "task=$task" "attn=$ATTN" "${STEP[@]}"
+done
+echo "== done in $((SECONDS - START)) s; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+exit $FAILED

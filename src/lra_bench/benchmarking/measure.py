@@ -1,0 +1,290 @@
+"""Timing and peak memory of one bench case, run where the case runs (a worker or in-process).
+
+Time: the median (and the minimum, steadier on a busy machine) of timed runs after warm-up runs;
+CUDA events on GPU, ``perf_counter`` on CPU.
+
+Peak memory is the *extra* memory an operation needs beyond what is allocated when it starts
+(its inputs, the module and, for a training step, the parameters and optimiser state):
+
+- CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus
+  ``memory_allocated`` at the reset.
+- CPU (Linux): the resident set's high-water mark. Freed heap pages are first handed back to
+  the system (``malloc_trim(0)``, so that memory released by an earlier run cannot hide new
+  allocations), then the kernel's high-water mark is reset to the current resident set
+  (``/proc/self/clear_refs``, value 5); the peak is ``VmHWM - VmRSS`` at the reset. A 100 MB
+  tensor measures as 100 MB. Elsewhere the CPU peak is reported as missing (NaN).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import math
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_PROC_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+class CaseTimeout(RuntimeError):
+    """The case ran past its time limit."""
+
+
+@dataclass(frozen=True)
+class AttentionCase:
+    """Forward and forward+backward of one attention module on random q, k, v."""
+
+    label: str
+    attn: dict[str, Any]
+    n: int
+    batch: int
+    heads: int
+    head_dim: int
+    device: str
+    dtype: str = "float32"
+    warmup: int = 1
+    repeats: int = 3
+    time_limit_s: float = 60.0
+    seed: int = 0
+    mem_limit_mb: float | None = None  # worker only: cap on the case's extra address space
+
+
+@dataclass(frozen=True)
+class TrainStepCase:
+    """One whole training step (forward, backward, clip, AdamW) of the task model on random tokens."""
+
+    label: str
+    attn: dict[str, Any]
+    task: dict[str, Any]
+    model: dict[str, Any]
+    n: int
+    batch: int
+    device: str
+    amp: bool = False
+    lr: float = 1e-4
+    warmup: int = 1
+    repeats: int = 3
+    time_limit_s: float = 60.0
+    seed: int = 0
+    mem_limit_mb: float | None = None
+
+
+Case = AttentionCase | TrainStepCase
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+
+def _status_kb(key: str) -> int:
+    for line in _PROC_STATUS.read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def _libc() -> Any:
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
+def cpu_peak_supported() -> bool:
+    """True where the resident high-water mark can be reset (Linux /proc)."""
+    try:
+        _CLEAR_REFS.write_text("5")
+        _status_kb("VmHWM")
+    except (OSError, KeyError):
+        return False
+    return True
+
+
+class PeakMemory:
+    """``start()`` before an operation, ``peak_mb()`` after it: the extra memory it needed."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.base = 0
+        self.cpu_ok = device.type == "cpu" and cpu_peak_supported()
+        self.libc = _libc() if self.cpu_ok else None
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+        elif self.cpu_ok:
+            if self.libc is not None and hasattr(self.libc, "malloc_trim"):
+                self.libc.malloc_trim(0)
+            _CLEAR_REFS.write_text("5")
+            self.base = _status_kb("VmRSS") * 1024
+
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
+        if self.cpu_ok:
+            return max(_status_kb("VmHWM") * 1024 - self.base, 0) / 2**20
+        return math.nan
+
+
+# --- time --------------------------------------------------------------------------------------
+
+
+def time_ms(fn: Callable[[], None], device: torch.device) -> float:
+    """Milliseconds of one call of ``fn``."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return float(start.elapsed_time(end))
+    t0 = time.perf_counter()
+    fn()
+    return 1000 * (time.perf_counter() - t0)
+
+
+def _use(device_name: str) -> torch.device:
+    device = torch.device(device_name)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # CUDA events are recorded on the current device
+    return device
+
+
+def _check(deadline: float) -> None:
+    if time.monotonic() > deadline:
+        raise CaseTimeout("ran past the case's time limit")
+
+
+def measure(fn: Callable[[], None], device: torch.device, *, warmup: int, repeats: int, stop_by: float, deadline: float) -> tuple[float, float, float, int]:
+    """(median ms, min ms, peak MB, timed runs) of ``fn``: warm-up runs, one run under memory tracking, timed runs.
+
+    Timed runs stop early (keeping at least one) when the next would end after ``stop_by``;
+    any run ending after ``deadline`` raises CaseTimeout.
+    """
+    for _ in range(warmup):
+        fn()
+        _check(deadline)
+    memory = PeakMemory(device)
+    memory.start()
+    fn()
+    peak = memory.peak_mb()
+    _check(deadline)
+    times: list[float] = []
+    for _ in range(repeats):
+        if times and time.monotonic() + times[-1] / 1000 > stop_by:
+            break
+        times.append(time_ms(fn, device))
+        _check(deadline)
+    return statistics.median(times), min(times), peak, len(times)
+
+
+# --- cases -------------------------------------------------------------------------------------
+
+
+def attention_case(case: AttentionCase) -> dict[str, Any]:
+    """Median and min of fwd (no grad) and fwdbwd ms, fwd_mem_mb, peak_mem_mb (forward+backward), runs timed."""
+    from lra_bench.attention import build_attention
+
+    start = time.monotonic()
+    deadline = start + case.time_limit_s
+    device, dtype = _use(case.device), DTYPES[case.dtype]
+    torch.manual_seed(case.seed)
+    module = build_attention(case.attn, head_dim=case.head_dim, num_heads=case.heads, max_len=case.n)
+    module = module.to(device=device, dtype=dtype).train()
+    shape = (case.batch, case.heads, case.n, case.head_dim)
+    q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    grad = torch.randn(shape, device=device, dtype=dtype)
+
+    def forward() -> None:
+        with torch.no_grad():
+            module(q, k, v)
+
+    def forward_backward() -> None:
+        module(q, k, v).backward(grad)
+        q.grad = k.grad = v.grad = None
+        module.zero_grad(set_to_none=True)
+
+    # the forward phase may use a quarter of the time limit; forward+backward the rest
+    fwd_ms, fwd_min, fwd_mem, _ = measure(
+        forward, device, warmup=case.warmup, repeats=case.repeats, stop_by=start + case.time_limit_s / 4, deadline=deadline
+    )
+    fwdbwd_ms, fwdbwd_min, peak, runs = measure(
+        forward_backward, device, warmup=case.warmup, repeats=case.repeats, stop_by=deadline, deadline=deadline
+    )
+    return {
+        "fwd_ms": fwd_ms,
+        "fwdbwd_ms": fwdbwd_ms,
+        "fwd_min_ms": fwd_min,
+        "fwdbwd_min_ms": fwdbwd_min,
+        "fwd_mem_mb": fwd_mem,
+        "peak_mem_mb": peak,
+        "repeats": runs,
+    }
+
+
+def random_batch(task: dict[str, Any], batch: int, n: int, device: torch.device, seed: int) -> dict[str, torch.Tensor | None]:
+    """Random token ids of full length (no padding) and random labels, shaped like the task's batches."""
+    g = torch.Generator().manual_seed(seed)
+
+    def ids() -> torch.Tensor:
+        return torch.randint(1, task["vocab_size"], (batch, n), generator=g).to(device)
+
+    out: dict[str, torch.Tensor | None] = {"label": torch.randint(0, task["num_classes"], (batch,), generator=g).to(device)}
+    if task.get("dual"):
+        out.update(input_ids_1=ids(), mask_1=None, input_ids_2=ids(), mask_2=None)
+    else:
+        out.update(input_ids=ids(), mask=None)
+    return out
+
+
+def train_step_case(case: TrainStepCase) -> dict[str, Any]:
+    """step_ms, steps_per_s, tokens_per_s, peak_mem_mb and params of one training step."""
+    from lra_bench.config import ModelConfig
+    from lra_bench.model import build_model
+
+    start = time.monotonic()
+    deadline = start + case.time_limit_s
+    device = _use(case.device)
+    torch.manual_seed(case.seed)
+    model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), case.model)
+    cfg = OmegaConf.create({"task": {**case.task, "max_len": max(case.task["max_len"], case.n)}, "attn": case.attn})
+    cfg.model = model_cfg
+    model = build_model(cfg).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=case.lr, eps=1e-6)
+    batch = random_batch(case.task, case.batch, case.n, device, case.seed)
+    amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if case.amp else nullcontext()
+
+    def step() -> None:
+        with amp:
+            logits = model(batch)
+        loss = torch.nn.functional.cross_entropy(logits.float(), batch["label"])
+        loss.backward()
+        torch.nn.utils.clip_grad_value_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step_ms, step_min, peak, runs = measure(step, device, warmup=max(case.warmup, 1), repeats=case.repeats, stop_by=deadline, deadline=deadline)
+    tokens = case.batch * case.n * (2 if case.task.get("dual") else 1)
+    return {
+        "step_ms": step_ms,
+        "step_min_ms": step_min,
+        "steps_per_s": 1000 / step_ms,
+        "tokens_per_s": tokens * 1000 / step_ms,
+        "peak_mem_mb": peak,
+        "params": sum(p.numel() for p in model.parameters()),
+        "repeats": runs,
+    }
+
+
+def run_case(case: Case) -> dict[str, Any]:
+    return attention_case(case) if isinstance(case, AttentionCase) else train_step_case(case)

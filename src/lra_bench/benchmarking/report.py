@@ -1,0 +1,190 @@
+"""Bench outputs: CSV rows with ratios to the baseline, Markdown tables and a log-log plot."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ATTENTION_COLUMNS = [
+    "attn", "label", "n", "batch", "heads", "head_dim", "device", "dtype",
+    "fwd_ms", "fwdbwd_ms", "peak_mem_mb",
+    "fwd_ratio", "fwdbwd_ratio", "mem_ratio",
+    "fwd_min_ms", "fwdbwd_min_ms", "fwd_mem_mb", "repeats", "threads", "load_avg", "options", "status", "error",
+]  # fmt: skip
+TRAIN_STEP_COLUMNS = [
+    "attn", "label", "task", "n", "batch", "device", "dtype",
+    "step_ms", "steps_per_s", "tokens_per_s", "peak_mem_mb",
+    "step_ratio", "mem_ratio",
+    "step_min_ms", "params", "repeats", "threads", "load_avg", "options", "status", "error",
+]  # fmt: skip
+# ratio column -> measured column; a ratio is value / baseline's value at the same n
+RATIOS = {
+    "attention": {"fwd_ratio": "fwd_ms", "fwdbwd_ratio": "fwdbwd_ms", "mem_ratio": "peak_mem_mb"},
+    "train_step": {"step_ratio": "step_ms", "mem_ratio": "peak_mem_mb"},
+}
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def add_ratios(rows: list[dict[str, Any]], baseline: str, mode: str) -> None:
+    """Fill the ratio columns from the baseline row of the same n (blank when it has no figure)."""
+    base = {row["n"]: row for row in rows if row["label"] == baseline and row["status"] == "ok"}
+    for row in rows:
+        ref = base.get(row["n"])
+        for ratio, column in RATIOS[mode].items():
+            value, ref_value = _num(row.get(column)), _num(ref.get(column)) if ref else math.nan
+            ok = row["status"] == "ok" and ref_value > 0 and not math.isnan(value)
+            row[ratio] = round(value / ref_value, 4) if ok else ""
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Write the whole table to a temporary sibling, then rename (readers never see half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: _cell(row.get(c, "")) for c in columns})
+    os.replace(tmp, path)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else round(value, 4)
+    return value
+
+
+def fmt_ms(ms: Any) -> str:
+    x = _num(ms)
+    return "–" if math.isnan(x) else f"{x:.0f} ms" if x >= 100 else f"{x:.1f} ms" if x >= 10 else f"{x:.2f} ms"
+
+
+def fmt_mb(mb: Any) -> str:
+    x = _num(mb)
+    return "– MB" if math.isnan(x) else f"{x:.0f} MB" if x >= 10 else f"{x:.1f} MB"
+
+
+def fmt_ratio(r: Any) -> str:
+    x = _num(r)
+    return "–" if math.isnan(x) else f"{x:.2f}×" if x < 10 else f"{x:.0f}×"
+
+
+def _table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines)
+
+
+def _labels(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(row["label"] for row in rows))
+
+
+def _failed(row: dict[str, Any]) -> str:
+    return {"oom": "OOM", "timeout": "timeout", "skipped": "skipped", "invalid": "n/a"}.get(row["status"], row["status"])
+
+
+def attention_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
+    """Two tables (rows attentions, columns lengths): forward+backward time and peak memory, and forward time."""
+    if not rows:
+        return "(no cases)"
+    lengths = sorted({row["n"] for row in rows})
+    by_key = {(row["label"], row["n"]): row for row in rows}
+    first = rows[0]
+    setup = f"{first['device']}, {first['dtype']}, batch {first['batch']}, {first['heads']} heads × {first['head_dim']}"
+
+    def cell(label: str, n: int, fwd_only: bool) -> str:
+        row = by_key.get((label, n))
+        if row is None:
+            return ""
+        if row["status"] != "ok":
+            return _failed(row)
+        if fwd_only:
+            text = fmt_ms(row["fwd_ms"])
+            return text if label == baseline or row["fwd_ratio"] == "" else f"{text} ({fmt_ratio(row['fwd_ratio'])})"
+        text = f"{fmt_ms(row['fwdbwd_ms'])} · {fmt_mb(row['peak_mem_mb'])}"
+        if label == baseline or row["fwdbwd_ratio"] == "":
+            return text
+        return f"{text} ({fmt_ratio(row['fwdbwd_ratio'])} · {fmt_ratio(row['mem_ratio'])})"
+
+    header = ["attention", *[str(n) for n in lengths]]
+    both = [[label, *[cell(label, n, False) for n in lengths]] for label in _labels(rows)]
+    fwd = [[label, *[cell(label, n, True) for n in lengths]] for label in _labels(rows)]
+    return "\n".join(
+        [
+            f"Forward+backward time · peak extra memory (ratios to {baseline}: time · memory); {setup}",
+            "",
+            _table(header, both),
+            "",
+            f"Forward time, no grad (ratio to {baseline}); {setup}",
+            "",
+            _table(header, fwd),
+        ]
+    )
+
+
+def train_step_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
+    """One table: a row per attention with step time, steps/s, memory and ratios to the baseline."""
+    if not rows:
+        return "(no cases)"
+    first = rows[0]
+    setup = f"task {first['task']}, n {first['n']}, batch {first['batch']}, {first['device']}, {first['dtype']}"
+    header = ["attention", "step", "steps/s", "peak memory", f"time vs {baseline}", f"memory vs {baseline}"]
+    body = []
+    for row in rows:
+        if row["status"] != "ok":
+            body.append([row["label"], _failed(row), "", "", "", ""])
+            continue
+        body.append(
+            [
+                row["label"],
+                fmt_ms(row["step_ms"]),
+                f"{_num(row['steps_per_s']):.2f}",
+                fmt_mb(row["peak_mem_mb"]),
+                fmt_ratio(row["step_ratio"]) if row["step_ratio"] != "" else "–",
+                fmt_ratio(row["mem_ratio"]) if row["mem_ratio"] != "" else "–",
+            ]
+        )
+    return f"Training step (forward, backward, AdamW); {setup}\n\n" + _table(header, body)
+
+
+def plot_attention(rows: Sequence[dict[str, Any]], path: Path) -> bool:
+    """Forward+backward time and peak memory vs length, log-log; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors, markers = plt.get_cmap("tab20").colors, "osD^v<>ph*"
+    for i, label in enumerate(_labels(rows)):
+        ok = sorted((r for r in rows if r["label"] == label and r["status"] == "ok"), key=lambda r: r["n"])
+        if not ok:
+            continue
+        ns = [r["n"] for r in ok]
+        style = {"ls": "--" if label.startswith("softmax") else "-", "marker": markers[i % len(markers)], "color": colors[i % 20]}
+        ax_t.plot(ns, [_num(r["fwdbwd_ms"]) for r in ok], label=label, **style)
+        ax_m.plot(ns, [_num(r["peak_mem_mb"]) for r in ok], label=label, **style)
+    for ax, title in ((ax_t, "forward+backward time (ms)"), (ax_m, "peak extra memory (MB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_m.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

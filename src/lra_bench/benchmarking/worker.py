@@ -1,0 +1,208 @@
+"""Where cases run: a worker process (killed and replaced on a hang or crash) or the calling process.
+
+Every case ends with a status: ``ok``, ``oom`` (out of memory, or killed by the system),
+``timeout`` (ran past its limit), ``invalid`` (the variant's settings do not fit this length)
+or ``error``. A failing case never stops the bench.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing as mp
+import resource
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lra_bench.benchmarking.measure import Case, CaseTimeout, run_case
+
+OOM_MARKERS = ("out of memory", "can't allocate memory", "not enough memory", "bad_alloc", "cannot allocate memory")
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+
+
+def execute(case: Case) -> dict[str, Any]:
+    """Run ``case`` here and return its measures with a status (never raises for a failing case)."""
+    from lra_bench.attention import make_config
+
+    try:
+        head_dim = getattr(case, "head_dim", None) or case.model["dim"] // case.model["num_heads"]  # type: ignore[union-attr]
+        make_config(case.attn).check(max_len=case.n, head_dim=head_dim)
+    except ValueError as err:
+        return {"status": "invalid", "error": str(err)}
+    try:
+        return {"status": "ok", **run_case(case)}
+    except CaseTimeout as err:
+        return {"status": "timeout", "error": str(err)}
+    except (MemoryError, torch.cuda.OutOfMemoryError) as err:
+        return {"status": "oom", "error": _one_line(err)}
+    except Exception as err:  # any failure of one variant is recorded, not raised
+        oom = any(marker in str(err).lower() for marker in OOM_MARKERS)
+        return {"status": "oom" if oom else "error", "error": _one_line(err)}
+    finally:
+        gc.collect()  # free what a failed case left in reference cycles before the next one
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def available_memory_mb() -> float | None:
+    """MemAvailable from /proc/meminfo (None where unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+@contextmanager
+def memory_cap(extra_mb: float | None) -> Iterator[None]:
+    """Cap the address space at its current size + ``extra_mb`` while the block runs (Linux).
+
+    An allocation past the cap fails with an error (recorded as ``oom``) instead of pushing the
+    machine out of memory. The previous limit is restored afterwards.
+    """
+    previous = resource.getrlimit(resource.RLIMIT_AS)
+    applied = False
+    if extra_mb:
+        try:
+            size = next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmSize:"))
+            limit = size + int(extra_mb * 2**20)
+            if previous[1] != resource.RLIM_INFINITY:
+                limit = min(limit, previous[1])
+            resource.setrlimit(resource.RLIMIT_AS, (limit, previous[1]))
+            applied = True
+        except (OSError, ValueError, StopIteration):
+            pass
+    try:
+        yield
+    finally:
+        if applied:
+            resource.setrlimit(resource.RLIMIT_AS, previous)
+
+
+def _serve(conn: Any, threads: int | None) -> None:
+    """Worker loop: receive a case, send back its result, until told to stop."""
+    if threads:
+        torch.set_num_threads(threads)
+    import lra_bench.attention  # noqa: F401 - register the variants before the first case
+
+    gc.freeze()  # keep the imported objects out of the per-case collections (they take ~0.2 s each)
+    conn.send("ready")
+    while True:
+        try:
+            case = conn.recv()
+        except EOFError:
+            return
+        if case is None:
+            return
+        with memory_cap(case.mem_limit_mb):
+            result = execute(case)
+        conn.send(result)
+
+
+class InProcess:
+    """Run cases in this process: time limits are checked between runs, a hang cannot be stopped."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+
+    def run(self, case: Case) -> dict[str, Any]:
+        return execute(case)
+
+    def close(self) -> None:
+        pass
+
+
+class Worker:
+    """Run cases in a long-lived child process; a case past its limit plus a grace period kills it.
+
+    The grace (``grace_s``; default the case's own limit, at most 30 s) leaves room for the
+    limit checks between runs, which stop a case without killing the worker.
+
+    A killed or crashed worker is replaced for the next case. A case's ``mem_limit_mb`` caps
+    the extra address space it may take (see ``memory_cap``).
+    """
+
+    def __init__(self, threads: int | None = None, grace_s: float | None = None, start_timeout_s: float = 300.0) -> None:
+        self.threads, self.grace_s, self.start_timeout_s = threads, grace_s, start_timeout_s
+        self.proc: Any = None
+        self.conn: Any = None
+
+    def _start(self) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, self.threads), daemon=True)
+        self.proc.start()
+        child.close()
+        if not self.conn.poll(self.start_timeout_s) or self._recv() != "ready":
+            self._kill()
+            raise RuntimeError("the bench worker process did not start")
+
+    def _recv(self) -> Any:
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            return None
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.is_alive():
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.join(10)
+        if self.conn is not None:
+            self.conn.close()
+        self.proc = self.conn = None
+
+    def run(self, case: Case) -> dict[str, Any]:
+        if self.proc is None or not self.proc.is_alive():
+            self._kill()
+            self._start()
+        self.conn.send(case)
+        grace = min(case.time_limit_s, 30.0) if self.grace_s is None else self.grace_s
+        limit = case.time_limit_s + grace
+        if not self.conn.poll(limit):
+            self._kill()
+            return {"status": "timeout", "error": f"killed after {limit:.0f} s"}
+        result = self._recv()
+        if result is None:  # the child died mid-case
+            self.proc.join(10)
+            code = self.proc.exitcode
+            self._kill()
+            if code == -signal.SIGKILL:
+                return {"status": "oom", "error": "the worker was killed (SIGKILL), most likely out of memory"}
+            return {"status": "error", "error": f"the worker exited with code {code}"}
+        return result
+
+    def close(self) -> None:
+        if self.conn is not None and self.proc is not None and self.proc.is_alive():
+            try:
+                self.conn.send(None)
+                self.proc.join(10)
+            except (OSError, BrokenPipeError):
+                pass
+        self._kill()
+
+
+def make_runner(isolate: str, threads: int | None) -> InProcess | Worker:
+    """``process`` -> Worker, ``none`` -> InProcess."""
+    return InProcess(threads) if isolate == "none" else Worker(threads)
+
+
+def default_mem_limit_mb(setting: float | None, device: torch.device) -> float | None:
+    """The per-case memory cap: CPU only; None -> 80% of the available memory, 0 -> no cap."""
+    if device.type != "cpu" or (setting is not None and setting <= 0):
+        return None
+    if setting is not None:
+        return float(setting)
+    avail = available_memory_mb()
+    return 0.8 * avail if avail else None

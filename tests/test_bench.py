@@ -1,0 +1,166 @@
+"""The bench: rows, ratios and tables from one run, failures recorded, workers, train steps, the GPU script."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from lra_bench.attention import available
+from lra_bench.bench import expand_shorthand, run
+from lra_bench.benchmarking.measure import AttentionCase, PeakMemory, cpu_peak_supported
+from lra_bench.benchmarking.report import ATTENTION_COLUMNS, TRAIN_STEP_COLUMNS
+from lra_bench.benchmarking.variants import BenchError, parse_entry, resolve
+from lra_bench.benchmarking.worker import Worker
+from lra_bench.paths import conf_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_SKY = "'skyformer:num_landmarks=16'"
+
+
+def bench_cfg(tmp_path: Path, *overrides: str):
+    """The bench config at tiny, in-process settings writing under tmp_path."""
+    base = [f"out_dir={tmp_path}", "progress=false", "plot=false", "isolate=none", "threads=1", "repeats=1", "warmup=1"]
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose("bench", overrides=[*base, *overrides])
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def table_rows(text: str, label: str) -> int:
+    return sum(line.startswith(f"| {label} |") for line in text.splitlines())
+
+
+def test_shorthand_turns_comma_lists_into_hydra_lists():
+    argv = ["attn=softmax,softmax:impl=math", "n=64,128", "repeats=1"]
+    assert expand_shorthand(argv) == ["attns=['softmax','softmax:impl=math']", "n=[64,128]", "repeats=1"]
+    assert expand_shorthand(["attns=[a,b]", "n=[1]"]) == ["attns=[a,b]", "n=[1]"]
+    assert expand_shorthand(["-m", "n=1,2"]) == ["-m", "n=1,2"]
+
+
+def test_entries_resolve_to_labelled_configs():
+    assert parse_entry("softmax:impl=math") == ("softmax", {"impl": "math"}, "softmax-math")
+    assert parse_entry("skyformer:num_landmarks=64:label=sky64")[2] == "sky64"
+    every = resolve("all", dropout=0.0)
+    assert [v.label for v in every] == ["softmax", "softmax-math", *(a for a in available() if a != "softmax")]
+    math_row = every[1]
+    assert math_row.name == "softmax" and math_row.config["impl"] == "math" and math_row.config["dropout"] == 0.0
+
+
+def test_attention_bench_rows_tables_and_ratios_from_one_run(tmp_path, capsys):
+    cfg = bench_cfg(tmp_path, f"attns=[softmax,'softmax:impl=math',{SMALL_SKY}]", "n=[64,128]", "plot=true")
+    run(cfg)
+    columns, rows = read_csv(tmp_path / "attention.csv")
+    assert columns == ATTENTION_COLUMNS
+    labels = ["softmax", "softmax-math", "skyformer-num_landmarks=16"]
+    assert sorted((r["label"], int(r["n"])) for r in rows) == sorted((lab, n) for lab in labels for n in (64, 128))
+    assert all(r["status"] == "ok" and float(r["fwd_ms"]) > 0 and float(r["fwdbwd_ms"]) > 0 for r in rows)
+    assert all(r["batch"] == "4" and r["heads"] == "2" and r["head_dim"] == "32" and r["dtype"] == "float32" for r in rows)
+    assert {r["attn"] for r in rows if r["label"] == "softmax-math"} == {"softmax"}
+    for r in rows:
+        base = next(b for b in rows if b["label"] == "softmax" and b["n"] == r["n"])
+        assert float(r["fwdbwd_ratio"]) == pytest.approx(float(r["fwdbwd_ms"]) / float(base["fwdbwd_ms"]), rel=1e-3, abs=1e-3)
+        assert float(r["fwd_ratio"]) == pytest.approx(float(r["fwd_ms"]) / float(base["fwd_ms"]), rel=1e-3, abs=1e-3)
+    out = capsys.readouterr().out
+    for label in labels:
+        assert table_rows(out, label) == 2  # the forward+backward table and the forward table
+    assert (tmp_path / "attention.md").exists()
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (tmp_path / "attention.png").stat().st_size > 0
+
+
+def test_failed_cases_are_recorded_and_longer_lengths_skipped(tmp_path, capsys):
+    cfg = bench_cfg(tmp_path, "attns=[softmax,'skyformer:num_landmarks=200']", "n=[128,256]", "case_timeout_s=0.000001")
+    run(cfg)
+    status = {(r["label"], int(r["n"])): r["status"] for r in read_csv(tmp_path / "attention.csv")[1]}
+    label = "skyformer-num_landmarks=200"
+    assert status == {("softmax", 128): "timeout", (label, 128): "invalid", ("softmax", 256): "skipped", (label, 256): "timeout"}
+    out = capsys.readouterr().out
+    assert "| softmax | timeout | skipped |" in out
+
+
+def test_unknown_attention_is_one_line_listing_the_choices(tmp_path):
+    with pytest.raises(BenchError) as err:
+        run(bench_cfg(tmp_path, "attns=[softmax,nope]", "n=[64]"))
+    message = str(err.value)
+    assert "\n" not in message and "nope" in message and all(name in message for name in available())
+    proc = subprocess.run(
+        [sys.executable, "-m", "lra_bench.bench", "attn=softmax,nope", "n=64"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "nope" in lines[0] and "skyformer" in lines[0]
+    assert list(tmp_path.iterdir()) == []  # no Hydra output folders
+
+
+@pytest.mark.parametrize("task", ["listops", "retrieval"])
+def test_train_step_mode_times_the_task_model(task, tmp_path, capsys):
+    cfg = bench_cfg(tmp_path, "mode=train_step", f"task={task}", f"attns=[softmax,{SMALL_SKY}]", "train.seq_len=64", "train.batch_size=2")
+    run(cfg)
+    columns, rows = read_csv(tmp_path / f"train_step_{task}.csv")
+    assert columns == TRAIN_STEP_COLUMNS
+    assert [r["label"] for r in rows] == ["softmax", "skyformer-num_landmarks=16"]
+    assert all(r["status"] == "ok" and r["task"] == task and r["n"] == "64" and r["batch"] == "2" for r in rows)
+    assert all(float(r["steps_per_s"]) > 0 and int(r["params"]) > 0 for r in rows)
+    assert float(rows[0]["step_ratio"]) == 1.0
+    out = capsys.readouterr().out
+    assert table_rows(out, "softmax") == 1 and table_rows(out, "skyformer-num_landmarks=16") == 1
+
+
+@pytest.mark.skipif(not cpu_peak_supported(), reason="needs Linux /proc/self/clear_refs")
+def test_cpu_peak_memory_is_the_extra_resident_memory():
+    memory = PeakMemory(torch.device("cpu"))
+    memory.start()
+    x = torch.ones(16 * 2**20)  # 64 MB, touched
+    del x
+    assert 60 < memory.peak_mb() < 72
+
+
+def case(attn: dict, n: int, **kw) -> AttentionCase:
+    return AttentionCase("x", attn, n, batch=4, heads=2, head_dim=32, device="cpu", warmup=0, repeats=1, **kw)
+
+
+@pytest.mark.slow
+def test_worker_records_oom_and_timeouts_and_replaces_a_killed_process():
+    math = {"name": "softmax", "dropout": 0.0, "impl": "math"}
+    worker = Worker(threads=1, grace_s=10)
+    try:
+        assert worker.run(case(math, 2048, mem_limit_mb=64))["status"] == "oom"  # n x n scores: 128 MB
+        pid = worker.proc.pid
+        slow = worker.run(case({"name": "skyformer", "num_landmarks": 16}, 256, time_limit_s=1e-6))
+        assert slow["status"] == "timeout" and worker.proc.pid == pid  # checked between runs
+        worker.grace_s = 0.0
+        hung = worker.run(case(math, 2048, time_limit_s=0.01))
+        assert hung["status"] == "timeout" and hung["error"].startswith("killed")
+        ok = worker.run(case({"name": "softmax", "dropout": 0.0}, 64))
+        assert ok["status"] == "ok" and ok["fwdbwd_ms"] > 0 and worker.proc.pid != pid
+    finally:
+        worker.close()
+
+
+@pytest.mark.slow
+def test_gpu_bench_script_runs_on_cpu_and_writes_csvs(tmp_path):
+    out = tmp_path / "bench"
+    env = {**os.environ, "BENCH_SIZE": "tiny", "PYTHON": sys.executable}
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_bench.sh"), str(out), "threads=1", "plot=false"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("attention.csv", "train_step_listops.csv"):
+        rows = read_csv(out / name)[1]
+        assert [r["label"] for r in rows] == ["softmax", "skyformer"] and all(r["status"] == "ok" for r in rows)
+    assert [p.name for p in tmp_path.iterdir()] == ["bench"]  # nothing else written in the working folder
