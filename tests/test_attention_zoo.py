@@ -7,36 +7,13 @@ import math
 import pytest
 import torch
 
+from attention_cases import SEEDS, SMALL, TINY, build, masked_softmax, rand_qkv
 from lra_bench.attention import build_attention
 from lra_bench.attention.pinv import newton_schulz_pinv
 from lra_bench.attention.softmax import softmax_reference
 
-SEEDS = [0, 1, 2]
 ZOO = ["kernelized", "nystromformer", "linformer", "performer", "reformer", "bigbird", "informer"]
 # small settings so that the approximations are exercised at n ~ 100
-SMALL = {
-    "kernelized": {},
-    "nystromformer": {"num_landmarks": 16, "conv_kernel": 5},
-    "linformer": {"proj_dim": 16},
-    "performer": {"num_features": 32},
-    "reformer": {"chunk_size": 16},
-    "bigbird": {"block_size": 16, "num_random_blocks": 2},
-    "informer": {"factor": 2},
-}
-
-
-def rand_qkv(seed: int, b: int = 2, h: int = 2, n: int = 32, d: int = 8, scale: float = 1.0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [scale * torch.randn(b, h, n, d, generator=g, dtype=torch.float64) for _ in range(3)]
-
-
-def build(name: str, *, max_len: int = 256, head_dim: int = 8, **kw: object) -> torch.nn.Module:
-    attn = build_attention({"name": name, "dropout": 0.0, **kw}, head_dim=head_dim, num_heads=2, max_len=max_len)
-    return attn.double().eval()
-
-
-def masked_softmax(scores: torch.Tensor, allowed: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return torch.softmax(scores.masked_fill(~allowed, -math.inf), dim=-1) @ v
 
 
 # ---------------------------------------------------------------- padding, gradients, precision
@@ -74,18 +51,9 @@ def test_gradients_are_finite(name):
         assert p.grad is not None and bool(torch.isfinite(p.grad).all()) and p.grad.abs().sum() > 0
 
 
-TINY = {
-    "kernelized": {},
-    "nystromformer": {"num_landmarks": 4, "conv_kernel": 3},
-    "linformer": {"proj_dim": 4},
-    "performer": {"num_features": 8},
-    "reformer": {"chunk_size": 4},
-    "bigbird": {"block_size": 4, "num_random_blocks": 1},
-    "informer": {"factor": 1},
-}
 
 
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("name", sorted(SMALL))
 def test_gradients_match_finite_differences(name):
     q, k, v = (x.requires_grad_() for x in rand_qkv(13, b=2, n=22, d=4))
     mask = torch.ones(2, 22, dtype=torch.bool)
@@ -100,7 +68,7 @@ def test_gradients_match_finite_differences(name):
     assert torch.autograd.gradcheck(run, (q, k, v, *params), fast_mode=True)
 
 
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("name", sorted(SMALL))
 def test_bf16_inputs_computed_in_fp32(name):
     q, k, v = (x.to(torch.bfloat16) for x in rand_qkv(4, n=96))
     attn = build(name, **SMALL[name])

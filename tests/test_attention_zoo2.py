@@ -8,44 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from attention_cases import SEEDS, SMALL, TINY, build, masked_softmax, rand_qkv
 from lra_bench.attention import build_attention
 from lra_bench.attention.sinkhorn import log_sinkhorn
 from lra_bench.attention.softmax import softmax_reference
 
-SEEDS = [0, 1, 2]
 ZOO = ["linear", "local", "longformer", "sparse", "sinkhorn", "synthesizer"]
 # small settings so that the block structure is exercised at n ~ 100
-SMALL = {
-    "linear": {},
-    "local": {"block_size": 16},
-    "longformer": {"window": 8},
-    "sparse": {"stride": 16, "summary": 4},
-    "sinkhorn": {"block_size": 16},
-    "synthesizer": {},
-}
-TINY = {
-    "linear": {},
-    "local": {"block_size": 4},
-    "longformer": {"window": 3},
-    "sparse": {"stride": 5, "summary": 2},
-    "sinkhorn": {"block_size": 4},
-    "synthesizer": {},
-}
-
-
-def rand_qkv(seed: int, b: int = 2, h: int = 2, n: int = 32, d: int = 8, scale: float = 1.0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [scale * torch.randn(b, h, n, d, generator=g, dtype=torch.float64) for _ in range(3)]
-
-
-def build(name: str, *, max_len: int = 256, head_dim: int = 8, **kw: object) -> torch.nn.Module:
-    torch.manual_seed(0)  # learned parameters (sinkhorn, synthesizer) start the same in every test
-    attn = build_attention({"name": name, "dropout": 0.0, **kw}, head_dim=head_dim, num_heads=2, max_len=max_len)
-    return attn.double().eval()
-
-
-def masked_softmax(scores: torch.Tensor, allowed: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return torch.softmax(scores.masked_fill(~allowed, -math.inf), dim=-1) @ v
 
 
 def padded_mask(b: int, n: int, length: int) -> torch.Tensor:
@@ -102,31 +71,6 @@ def test_gradients_are_finite(name):
         assert k.grad is None
     for p in attn.parameters():
         assert p.grad is not None and bool(torch.isfinite(p.grad).all()) and p.grad.abs().sum() > 0
-
-
-@pytest.mark.parametrize("name", ZOO)
-def test_gradients_match_finite_differences(name):
-    q, k, v = (x.requires_grad_() for x in rand_qkv(13, b=2, n=22, d=4))
-    mask = torch.ones(2, 22, dtype=torch.bool)
-    mask[1, 15:] = False
-    attn = build(name, max_len=32, head_dim=4, **TINY[name])
-    names = [n for n, _ in attn.named_parameters()]
-
-    def run(q, k, v, *params):
-        return torch.func.functional_call(attn, dict(zip(names, params, strict=True)), (q, k, v, mask))
-
-    params = [p.detach().requires_grad_() for p in attn.parameters()]
-    assert torch.autograd.gradcheck(run, (q, k, v, *params), fast_mode=True)
-
-
-@pytest.mark.parametrize("name", ZOO)
-def test_bf16_inputs_computed_in_fp32(name):
-    q, k, v = (x.to(torch.bfloat16) for x in rand_qkv(4, n=96))
-    attn = build(name, **SMALL[name])
-    ref = attn(q.double(), k.double(), v.double())
-    out = attn.float()(q, k, v)
-    assert out.dtype == torch.bfloat16
-    assert (out.double() - ref).norm() / ref.norm() < 3e-2
 
 
 # ---------------------------------------------------------------- linear
