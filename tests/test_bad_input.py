@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from lra_bench.compose import compose_config
 from lra_bench.train import main
@@ -80,20 +81,22 @@ def test_sigkill_at_a_random_step_then_rerun_matches_an_uninterrupted_run(tmp_pa
 
     def command(name: str) -> list[str]:
         return [
-            sys.executable, "-m", "lra_bench", "trainer=smoke", "trainer.steps=40", "trainer.ckpt_every=2",
+            sys.executable, "-m", "lra_bench", "trainer=smoke", "trainer.steps=200", "trainer.ckpt_every=2",
             "trainer.eval_every=10", f"paths.run_dir={tmp_path / name}", f"paths.leaderboard={tmp_path / name}.csv",
         ]  # fmt: skip
 
     reference = subprocess.run(command("straight"), env=env, capture_output=True, text=True, timeout=300)
     assert reference.returncode == 0, reference.stderr[-2000:]
-    proc = subprocess.Popen(command("killed"), env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("training "):
+    proc = subprocess.Popen(command("killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_after = random.Random().randint(4, 30)  # a random step, long before the run's 200
+    last = tmp_path / "killed" / "last.pt"
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if last.exists() and torch.load(last, weights_only=True)["progress"]["step"] >= kill_after:
             break
-    time.sleep(random.Random().uniform(0.3, 1.5))
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
     assert not (tmp_path / "killed.csv").exists()
     rerun = subprocess.run(command("killed"), env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
