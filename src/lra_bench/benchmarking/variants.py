@@ -2,8 +2,7 @@
 
 ``softmax`` is the SDPA kernel; ``softmax:impl=math`` is the materialised n x n form, labelled
 ``softmax-math``. ``all`` stands for every registered variant plus ``softmax:impl=math``
-(baselines first).
-A ``label=...`` option names the row explicitly.
+(baselines first). A ``label=...`` option names the row explicitly.
 """
 
 from __future__ import annotations
