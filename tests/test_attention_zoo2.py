@@ -57,22 +57,6 @@ def test_a_single_token_returns_its_value(name):
     torch.testing.assert_close(build(name, **TINY[name])(q, k, v), v)
 
 
-@pytest.mark.parametrize("name", ZOO)
-def test_gradients_are_finite(name):
-    q, k, v = (x.float().requires_grad_() for x in rand_qkv(3, n=80))
-    mask = torch.ones(2, 80, dtype=torch.bool)
-    mask[0, 50:] = False
-    attn = build_attention({"name": name, **SMALL[name]}, head_dim=8, num_heads=2, max_len=128).train()
-    attn(q, k, v, mask).square().mean().backward()
-    used = (q, v) if name == "synthesizer" else (q, k, v)  # synthesizer has no query-key product
-    for t in used:
-        assert t.grad is not None and bool(torch.isfinite(t.grad).all()) and t.grad.abs().sum() > 0
-    if name == "synthesizer":
-        assert k.grad is None
-    for p in attn.parameters():
-        assert p.grad is not None and bool(torch.isfinite(p.grad).all()) and p.grad.abs().sum() > 0
-
-
 # ---------------------------------------------------------------- linear
 
 
