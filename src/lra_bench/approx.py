@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from lra_bench.attention import Attention, SampledAttention, available, build_attention
+from lra_bench.errors import ApproxError
 
 COLUMNS = ["attn", "exact", "features", "n", "scale", "source", "seed_count", "rel_err_mean", "rel_err_std"]
 DEFAULT_FEATURES = (16, 32, 64, 128, 256)
@@ -61,10 +62,6 @@ NOTES: dict[str, str] = {  # attention name ("" = always) -> note printed under 
 }
 
 Inputs = list[tuple[torch.Tensor, torch.Tensor]]  # (q, k) pairs, each [batch, heads, n, d]
-
-
-class ApproxError(ValueError):
-    """A bad argument; ``str(err)`` is one line."""
 
 
 @dataclass

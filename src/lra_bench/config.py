@@ -16,9 +16,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lra_bench.errors import ConfigError
 
-class ConfigError(ValueError):
-    """An invalid setting; ``str(err)`` is a one-line message naming the key."""
+__all__ = ["ConfigError", "Config", "validate", "config_hash", "register_configs"]
 
 
 @dataclass

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+
+from lra_bench.errors import ResultsError
+from lra_bench.io import atomic_write_json
 
 SCHEMA_VERSION = 1
 
@@ -41,15 +43,9 @@ COLUMNS = [
 ]
 
 
-class ResultsError(RuntimeError):
-    """The results file cannot be written as asked; ``str(err)`` is one line."""
-
-
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON to a temporary sibling, then rename: readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    """Write JSON atomically (readers never see half a file)."""
+    atomic_write_json(path, payload)
 
 
 def format_row(row: dict[str, Any]) -> str:

@@ -32,13 +32,10 @@ from lra_bench.config import ConfigError, config_hash, validate
 from lra_bench.data import load_splits
 from lra_bench.data.batches import Batch, Collator, eval_batches, train_stream
 from lra_bench.distributed import DistInfo, all_sum, barrier, init_distributed, shutdown
+from lra_bench.errors import RunError
 from lra_bench.model import build_model
 from lra_bench.results import SCHEMA_VERSION, append_row, write_json_atomic
 from lra_bench.tracking import make_tracker
-
-
-class RunError(RuntimeError):
-    """A run that cannot go on (NaN loss, mismatched checkpoint); ``str(err)`` is one line."""
 
 
 @dataclass

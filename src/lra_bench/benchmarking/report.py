@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from lra_bench.io import atomic_write
 
 ATTENTION_COLUMNS = [
     "attn", "label", "n", "batch", "heads", "head_dim", "device", "dtype",
@@ -49,13 +50,15 @@ def add_ratios(rows: list[dict[str, Any]], baseline: str, mode: str) -> None:
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     """Write the whole table to a temporary sibling, then rename (readers never see half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: _cell(row.get(c, "")) for c in columns})
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({c: _cell(row.get(c, "")) for c in columns})
+
+    atomic_write(path, write)
 
 
 def _cell(value: Any) -> Any:

@@ -13,14 +13,11 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from lra_bench.attention import available, make_config
+from lra_bench.errors import BenchError
 from lra_bench.paths import conf_dir
 
 ALL = "all"
 EXTRA_IN_ALL = ["softmax:impl=math"]  # the papers' baseline, reported beside SDPA softmax
-
-
-class BenchError(ValueError):
-    """A bad bench setting; ``str(err)`` is one line."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from importlib import import_module
 import datasets
 from omegaconf import DictConfig
 
+from lra_bench.errors import DataError
+
 TASK_MODULES = {
     "listops": "lra_bench.data.listops",
     "text": "lra_bench.data.text",
@@ -22,10 +24,6 @@ TASK_MODULES = {
     "pathfinder": "lra_bench.data.pathfinder",
     "pathx": "lra_bench.data.pathfinder",
 }
-
-
-class DataError(RuntimeError):
-    """Missing or malformed data; ``str(err)`` is one line: what, where, how to fix."""
 
 
 def load_splits(cfg: DictConfig) -> dict[str, datasets.Dataset]:

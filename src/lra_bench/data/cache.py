@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import datasets
 from filelock import FileLock
+
+from lra_bench.io import atomic_dir
 
 SPLITS = ("train", "val", "test")
 CACHE_FORMAT = 1
@@ -61,19 +62,16 @@ def cached_splits(
         if entry.exists():  # incomplete or corrupted: rebuild
             shutil.rmtree(entry)
         splits = build()
-        tmp = entry.with_name(f".{entry.name}.tmp-{uuid.uuid4().hex[:8]}")
         bars_were_on = datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()
         try:
-            for split in SPLITS:
-                splits[split].save_to_disk(str(tmp / split))
-            (tmp / "key.json").write_text(json.dumps({"task": task, **key}, indent=1, sort_keys=True, default=str))
-            tmp.rename(entry)
+            with atomic_dir(entry) as tmp:
+                for split in SPLITS:
+                    splits[split].save_to_disk(str(tmp / split))
+                (tmp / "key.json").write_text(json.dumps({"task": task, **key}, indent=1, sort_keys=True, default=str))
         finally:
             if bars_were_on:
                 datasets.enable_progress_bars()
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
     loaded = _load(entry)
     assert loaded is not None, f"cache entry {entry} unreadable right after writing"
     return loaded

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from lra_bench.config import ConfigError
 from lra_bench.data import DataError
 from lra_bench.data.cache import SPLITS, cache_key_hash, cached_splits
 from lra_bench.data.generators import listops as gen
+from lra_bench.io import atomic_dir
 
 RELEASE_FOLDER = "listops-1000"
 SPLIT_FILES = gen.SPLIT_FILES
@@ -209,8 +209,7 @@ def ensure_generated(cfg: DictConfig) -> Path:
             return folder
         if folder.exists():
             shutil.rmtree(folder)
-        tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-        try:
+        with atomic_dir(folder) as tmp:
             try:
                 stats = gen.generate(
                     tmp,
@@ -222,17 +221,8 @@ def ensure_generated(cfg: DictConfig) -> Path:
                 )
             except ValueError as err:
                 raise DataError(f"ListOps generation failed: {err}") from None
-            info = {
-                **params,
-                "draws": stats.draws,
-                "kept": stats.kept,
-                "duplicates": stats.duplicates,
-            }
+            info = {**params, "draws": stats.draws, "kept": stats.kept, "duplicates": stats.duplicates}
             (tmp / "params.json").write_text(json.dumps(info, indent=1, sort_keys=True))
-            tmp.rename(folder)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

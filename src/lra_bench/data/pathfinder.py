@@ -22,8 +22,6 @@ import logging
 import math
 import multiprocessing as mp
 import re
-import shutil
-import uuid
 from pathlib import Path
 
 import datasets
@@ -37,6 +35,7 @@ from lra_bench.config import ConfigError
 from lra_bench.data import DataError
 from lra_bench.data.cache import cache_key_hash, cached_splits
 from lra_bench.data.generators import pathfinder as gen
+from lra_bench.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -288,14 +287,9 @@ def ensure_generated(folder: Path, params: gen.PathfinderParams, n: int, seed: i
     with FileLock(str(folder.parent) + ".lock"):
         if (folder / "metadata").is_dir():
             return folder
-        tmp = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-        try:
-            log.info("pathfinder: generating %d images of %dx%d into %s", n, params.image_size, params.image_size, folder)
+        log.info("pathfinder: generating %d images of %dx%d into %s", n, params.image_size, params.image_size, folder)
+        with atomic_dir(folder) as tmp:
             gen.write_dataset(tmp, params, n, seed, workers=workers, progress=progress)
-            tmp.rename(folder)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
+from lra_bench.errors import ReportError
 
-class ReportError(Exception):
-    """A report cannot be produced as asked; ``str(err)`` is one line for the user."""
+__all__ = ["ReportError"]

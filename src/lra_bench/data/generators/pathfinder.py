@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -45,6 +44,7 @@ from lra_bench.data.generators.pathfinder_draw import (
     to_uint8,
     translate,
 )
+from lra_bench.io import atomic_write_text
 
 GENERATOR_VERSION = 1
 DIFFICULTY_LENGTH = {"easy": 6, "intermediate": 9, "hard": 14}
@@ -574,7 +574,5 @@ def write_dataset(
     for batch in range((n + BATCH_SIZE - 1) // BATCH_SIZE):
         rows = range(batch * BATCH_SIZE, min((batch + 1) * BATCH_SIZE, n))
         target = folder / "metadata" / f"{batch}.npy"
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-        tmp.write_text("".join(lines[k] + "\n" for k in rows))
-        tmp.replace(target)
+        atomic_write_text(target, "".join(lines[k] + "\n" for k in rows))
     return folder

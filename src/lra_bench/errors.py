@@ -1,0 +1,41 @@
+"""The package's one-line error types.
+
+Each is raised with a message that fits on one line: what went wrong, where, and how to fix
+it. Command-line entry points catch ``LraBenchError`` and print ``error: <message>``
+instead of a traceback. This module imports nothing else of the package, so any module may
+use it without an import cycle.
+"""
+
+from __future__ import annotations
+
+
+class LraBenchError(Exception):
+    """Base of every error meant for the user; ``str(err)`` is one line."""
+
+
+class ConfigError(LraBenchError, ValueError):
+    """An invalid setting; the message names the key, the value and the rule."""
+
+
+class DataError(LraBenchError, RuntimeError):
+    """Missing or malformed data: what, where, how to fix."""
+
+
+class RunError(LraBenchError, RuntimeError):
+    """A run that cannot go on (NaN loss, mismatched checkpoint, run folder held by another process)."""
+
+
+class ResultsError(LraBenchError, RuntimeError):
+    """A results file cannot be written or read as asked."""
+
+
+class ReportError(LraBenchError):
+    """A leaderboard report cannot be produced as asked."""
+
+
+class BenchError(LraBenchError, ValueError):
+    """A bench command line that cannot be run."""
+
+
+class ApproxError(LraBenchError, ValueError):
+    """An approximation-error command line that cannot be run."""

@@ -1,0 +1,58 @@
+"""Atomic file and folder writes: readers see the old complete content or the new, never half.
+
+Temporary names are unique per process and call, so two processes writing the same target
+never trip over each other's temporary file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def temporary_sibling(path: Path) -> Path:
+    """A hidden name next to ``path`` that no other process or call uses."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Call ``write(tmp)`` on a temporary sibling, then rename it onto ``path``."""
+    path = Path(path)
+    tmp = temporary_sibling(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a temporary folder to fill; on success it is renamed to ``target``, on failure removed.
+
+    The caller holds a lock that keeps other writers of ``target`` out (``target`` must not exist).
+    """
+    target = Path(target)
+    tmp = temporary_sibling(target)
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
