@@ -13,12 +13,13 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from lra_bench.attention import available
-from lra_bench.bench import expand_shorthand, run
-from lra_bench.benchmarking.measure import AttentionCase, PeakMemory, cpu_peak_supported
-from lra_bench.benchmarking.report import ATTENTION_COLUMNS, TRAIN_STEP_COLUMNS
+from lra_bench.benchmarking.__main__ import expand_shorthand, run
+from lra_bench.benchmarking.measure import AttentionCase
+from lra_bench.benchmarking.tables import ATTENTION_COLUMNS, TRAIN_STEP_COLUMNS
 from lra_bench.benchmarking.variants import BenchError, parse_entry, resolve
 from lra_bench.benchmarking.worker import Worker
 from lra_bench.paths import conf_dir
+from lra_bench.runtime import PeakMemory, cpu_peak_supported
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_SKY = "'skyformer:num_landmarks=16'"
