@@ -55,23 +55,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         check_batch_split(cfg.trainer, info.world_size)
         folder = RunFolder.of(cfg, info)
-        config_digest = config_hash(cfg)
-        finished = folder.finished_results(config_digest)
+        finished = folder.finished_results()
         if finished is not None:
             return finished
         prepare_process(cfg, folder, device, info)
         data = prepare_data(cfg, info)
         module = build_model(cfg).to(device)
         state = make_train_state(module, cfg.trainer, device, info)
-        progress = resume(folder, state, config_digest)
-        tracker = start_tracker(cfg, folder, config_digest, info)
+        progress = resume(folder, state)
+        tracker = start_tracker(cfg, folder, info)
         try:
-            stopped = train(cfg, folder, config_digest, state, progress, data, tracker)
+            stopped = train(cfg, folder, state, progress, data, tracker)
             if stopped is not None:
                 return stopped
             test_acc = test_best(folder, state, data.test)
-            row = leaderboard_row(cfg, folder, config_digest, state, progress, test_acc)
-            record(cfg, folder, config_digest, state, progress, row)
+            row = leaderboard_row(cfg, folder, state, progress, test_acc)
+            record(cfg, folder, state, progress, row)
             tracker.summary({"test/acc": test_acc, "val/best_acc": progress.best_val})
             return {"status": "complete", **row.as_dict()}
         finally:
@@ -105,14 +104,15 @@ def run_directory(cfg: DictConfig) -> Path:
 
 @dataclass(frozen=True)
 class RunFolder:
-    """A run's folder and the files in it; rank 0 creates it, the others wait."""
+    """A run's folder, the files in it and the digest of the config they belong to; rank 0 creates it, the others wait."""
 
     path: Path
+    config_digest: str
     info: DistInfo
 
     @classmethod
     def of(cls, cfg: DictConfig, info: DistInfo) -> RunFolder:
-        folder = cls(run_directory(cfg), info)
+        folder = cls(run_directory(cfg), config_hash(cfg), info)
         if info.is_main:
             folder.path.mkdir(parents=True, exist_ok=True)
         barrier(info)
@@ -130,12 +130,12 @@ class RunFolder:
     def best(self) -> Path:
         return self.path / "best.pt"
 
-    def finished_results(self, config_digest: str) -> dict[str, Any] | None:
+    def finished_results(self) -> dict[str, Any] | None:
         """The results of a run of this config that already completed in this folder, else None."""
         if not (self.results.exists() and self.last.exists()):
             return None
         done = checkpoint.load(self.last)
-        if not (done.get("complete") and done.get("config_hash") == config_digest):
+        if not (done.get("complete") and done.get("config_hash") == self.config_digest):
             return None
         print(f"run already complete in {self.path}; results: {self.results}")
         return json.loads(self.results.read_text())
@@ -203,14 +203,14 @@ class Progress:
         return {"step": self.step, "best_val": self.best_val, "best_step": self.best_step, "train_s": self.train_s, "step_times": self.step_times}
 
 
-def resume(folder: RunFolder, state: TrainState, config_digest: str) -> Progress:
+def resume(folder: RunFolder, state: TrainState) -> Progress:
     """Load ``last.pt`` into ``state`` (and restore the RNG) when it exists; a fresh Progress otherwise."""
     if not folder.last.exists():
         return Progress()
     saved = checkpoint.load(folder.last)
-    if saved.get("config_hash") != config_digest:
+    if saved.get("config_hash") != folder.config_digest:
         raise RunError(
-            f"{folder.last} was written by another configuration (hash {saved.get('config_hash')}, now {config_digest}); "
+            f"{folder.last} was written by another configuration (hash {saved.get('config_hash')}, now {folder.config_digest}); "
             "use another run folder (paths.run_dir=...) or delete that checkpoint"
         )
     state.load_state_dict(saved)
@@ -221,7 +221,7 @@ def resume(folder: RunFolder, state: TrainState, config_digest: str) -> Progress
     return progress
 
 
-def save_last(folder: RunFolder, state: TrainState, progress: Progress, config_digest: str, complete: bool = False) -> None:
+def save_last(folder: RunFolder, state: TrainState, progress: Progress, complete: bool = False) -> None:
     """Write ``last.pt`` (rank 0): module, optimiser, schedule, scaler, progress and RNG states."""
     if not folder.info.is_main:
         return
@@ -229,17 +229,17 @@ def save_last(folder: RunFolder, state: TrainState, progress: Progress, config_d
         **state.state_dict(),
         "progress": progress.saved(),
         "rng": checkpoint.rng_state(),
-        "config_hash": config_digest,
+        "config_hash": folder.config_digest,
         "complete": complete,
     }
     checkpoint.save_atomic(payload, folder.last)
 
 
-def start_tracker(cfg: DictConfig, folder: RunFolder, config_digest: str, info: DistInfo) -> Tracker:
+def start_tracker(cfg: DictConfig, folder: RunFolder, info: DistInfo) -> Tracker:
     """The experiment tracker on rank 0; a silent one on the other ranks."""
     if not info.is_main:
         return make_tracker(OmegaConf.create({"logger": {"name": "none"}}), "", "")
-    return make_tracker(cfg, str(folder.path), f"{cfg.task.name}-{cfg.attn.name}-s{cfg.seed}-{config_digest}")
+    return make_tracker(cfg, str(folder.path), f"{cfg.task.name}-{cfg.attn.name}-s{cfg.seed}-{folder.config_digest}")
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -279,7 +279,7 @@ class StopFlag:
 
 
 def train(
-    cfg: DictConfig, folder: RunFolder, config_digest: str, state: TrainState, progress: Progress, data: RunData, tracker: Tracker
+    cfg: DictConfig, folder: RunFolder, state: TrainState, progress: Progress, data: RunData, tracker: Tracker
 ) -> dict[str, Any] | None:
     """Step until ``trainer.steps``; returns the ``interrupted`` result when a signal or
     ``trainer.stop_at_step`` stops it first (after writing ``last.pt``), else None."""
@@ -294,12 +294,12 @@ def train(
             stats = timed_step(state, stream, trainer_cfg.grad_accum, progress, folder)
             bar.update(1)
             log_step(cfg, state, progress, stats, bar, tracker)
-            maybe_evaluate(cfg, folder, config_digest, state, progress, data.val, bar, tracker)
+            maybe_evaluate(cfg, folder, state, progress, data.val, bar, tracker)
             if progress.step % trainer_cfg.ckpt_every == 0:
-                save_last(folder, state, progress, config_digest)
+                save_last(folder, state, progress)
             why = stop_reason(stop, trainer_cfg, progress, state)
             if why is not None:
-                save_last(folder, state, progress, config_digest)
+                save_last(folder, state, progress)
                 barrier(info)
                 bar.close()
                 if info.is_main:
@@ -340,7 +340,7 @@ def log_step(cfg: DictConfig, state: TrainState, progress: Progress, stats: Step
 
 
 def maybe_evaluate(
-    cfg: DictConfig, folder: RunFolder, config_digest: str, state: TrainState, progress: Progress, val: Any, bar: Any, tracker: Tracker
+    cfg: DictConfig, folder: RunFolder, state: TrainState, progress: Progress, val: Any, bar: Any, tracker: Tracker
 ) -> None:
     """Every ``eval_every`` steps (and the last): dev accuracy; a new best is saved to ``best.pt``."""
     if progress.step % cfg.trainer.eval_every and progress.step != cfg.trainer.steps:
@@ -353,7 +353,7 @@ def maybe_evaluate(
     if val_acc > progress.best_val:
         progress.best_val, progress.best_step = val_acc, progress.step
         if info.is_main:
-            checkpoint.save_atomic({"model": state.module.state_dict(), "step": progress.step, "config_hash": config_digest}, folder.best)
+            checkpoint.save_atomic({"model": state.module.state_dict(), "step": progress.step, "config_hash": folder.config_digest}, folder.best)
 
 
 def stop_reason(stop: StopFlag, trainer_cfg: DictConfig, progress: Progress, state: TrainState) -> str | None:
@@ -379,7 +379,7 @@ def test_best(folder: RunFolder, state: TrainState, test: Any) -> float:
     return evaluate(state.module, test, state.device, state.amp_dtype, state.info)
 
 
-def leaderboard_row(cfg: DictConfig, folder: RunFolder, config_digest: str, state: TrainState, progress: Progress, test_acc: float) -> LeaderboardRow:
+def leaderboard_row(cfg: DictConfig, folder: RunFolder, state: TrainState, progress: Progress, test_acc: float) -> LeaderboardRow:
     """The run's leaderboard row: accuracies, time, memory and where the numbers came from."""
     step_ms = 1000 * statistics.median(progress.step_times) if progress.step_times else float("nan")
     return LeaderboardRow(
@@ -403,18 +403,18 @@ def leaderboard_row(cfg: DictConfig, folder: RunFolder, config_digest: str, stat
         batch_size=cfg.trainer.batch_size,
         max_len=cfg.task.max_len,
         commit=git_commit(),
-        config_hash=config_digest,
+        config_hash=folder.config_digest,
         overrides=hydra_overrides(),
         run_dir=str(folder.path),
     )
 
 
-def record(cfg: DictConfig, folder: RunFolder, config_digest: str, state: TrainState, progress: Progress, row: LeaderboardRow) -> None:
+def record(cfg: DictConfig, folder: RunFolder, state: TrainState, progress: Progress, row: LeaderboardRow) -> None:
     """Rank 0 writes ``results.json``, appends the row and marks ``last.pt`` complete; all ranks wait."""
     if state.info.is_main:
         atomic_write_json(folder.results, {"status": "complete", **row.as_dict()})
         append_row(cfg.paths.leaderboard, row.as_dict())
-        save_last(folder, state, progress, config_digest, complete=True)
+        save_last(folder, state, progress, complete=True)
     barrier(state.info)
 
 
