@@ -121,6 +121,23 @@ def test_train_step_mode_times_the_task_model(task, tmp_path, capsys):
     assert table_rows(out, "softmax") == 1 and table_rows(out, "skyformer-num_landmarks=16") == 1
 
 
+def test_train_step_mode_times_the_training_loops_own_step(tmp_path, monkeypatch, capsys):
+    """The bench steps through step.train_step with the trainer's optimiser settings and clipping."""
+    import lra_bench.step as step
+    from lra_bench.config import TrainerConfig
+
+    seen = []
+    original = step.train_step
+
+    def spy(state, batches, micro_batches=1):
+        seen.append((state.clip_value, state.optimizer.defaults["eps"], type(state.scheduler).__name__))
+        return original(state, batches, micro_batches)
+
+    monkeypatch.setattr(step, "train_step", spy)
+    run(bench_cfg(tmp_path, "mode=train_step", "attns=[softmax]", "train.seq_len=32", "train.batch_size=2"))
+    assert seen and set(seen) == {(TrainerConfig.clip_value, TrainerConfig.eps, "OneCycleLR")}
+
+
 @pytest.mark.skipif(not cpu_peak_supported(), reason="needs Linux /proc/self/clear_refs")
 def test_cpu_peak_memory_is_the_extra_resident_memory():
     memory = PeakMemory(torch.device("cpu"))
