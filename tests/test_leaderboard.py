@@ -290,3 +290,18 @@ def test_missing_file_and_empty_filter(tmp_path: Path, capsys: pytest.CaptureFix
     f = write(tmp_path / "lb.csv", [row("listops", "softmax", 0.4)])
     code, _, err = run(capsys, "show", str(f), "--attn", "skyformer")
     assert code == 2 and "no rows left after --attn skyformer" in err
+
+
+def test_a_column_added_later_reads_as_its_default_from_older_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files written before a column with a default existed still load; a column without one is required."""
+    import lra_bench.report.load as load
+    from lra_bench.report import ReportError
+
+    monkeypatch.setattr(load, "COLUMNS", [*COLUMNS, "parity"])
+    monkeypatch.setattr(load, "TEXT_COLUMNS", (*load.TEXT_COLUMNS, "parity"))
+    monkeypatch.setattr(load, "COLUMN_DEFAULTS", {"parity": "none"})
+    (rec,) = load_csv(write(tmp_path / "old.csv", [row("listops", "softmax", 0.4)]))
+    assert (rec.parity, rec.task, rec.device, rec.get("test_acc")) == ("none", "listops", "cpu-2t", 0.4)
+    older = write(tmp_path / "older.csv", [row("listops", "softmax", 0.4)], columns=[c for c in COLUMNS if c != "device"])
+    with pytest.raises(ReportError, match="missing columns device"):
+        load_csv(older)
