@@ -56,8 +56,10 @@ class DataConfig:
     split_seed: int = 0  # seed of held-out splits cut from a source (independent of the training seed)
     dev_split: str = "default"  # text: "default" uses test as dev (LRA); "heldout" splits train (image: always the last 10% of train)
     heldout_fraction: float = 0.1
-    loader_workers: int = 0
+    loader_workers: int | None = None  # loader processes (None = 4 when training on CUDA, 0 on CPU)
     pad_to: str = "max_len"  # max_len (protocol: fixed shapes) | batch (pad to the longest in the batch)
+    bucket: bool = False  # length bucketing: batches of similar lengths, each padded to its longest
+    bucket_window: int = 64  # bucketing: batches per window sorted by length (then shuffled)
     mask_zero: bool = False  # parity with published code: treat token id 0 as padding
     limit_train: int | None = None  # use only the first N training examples (smoke checks)
     limit_eval: int | None = None  # use only the first N dev/test examples (smoke checks)
@@ -100,6 +102,7 @@ class TrainerConfig:
     stop_at_step: int | None = None  # stop as if preempted after this step (time-boxed jobs)
     deterministic: bool = False
     threads: int | None = None  # torch intra-op threads (None = torch's default)
+    compile: bool = False  # run the model through torch.compile
 
 
 @dataclass
@@ -183,7 +186,7 @@ def validate(cfg: DictConfig) -> None:
         _fail("model.pooling", cfg.model.pooling, "choose mean or mean_padded")
     if cfg.data.pad_to not in ("max_len", "batch"):
         _fail("data.pad_to", cfg.data.pad_to, "choose max_len or batch")
-    _check_positive(cfg.data, "data", ["train_size", "val_size", "test_size", "size", "gen_workers", "limit_train", "limit_eval", "max_bytes"])
+    _check_positive(cfg.data, "data", ["train_size", "val_size", "test_size", "size", "gen_workers", "limit_train", "limit_eval", "max_bytes", "bucket_window"])
     _check_positive(cfg.data, "data", ["gen_seed", "split_seed", "min_length", "loader_workers"], strict=False)
     if cfg.data.min_length is not None and cfg.data.max_length is not None and cfg.data.max_length <= cfg.data.min_length + 1:
         _fail("data.max_length", cfg.data.max_length, f"must exceed data.min_length + 1 ({cfg.data.min_length + 1})")

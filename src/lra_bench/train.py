@@ -26,7 +26,13 @@ from tqdm import tqdm
 from lra_bench import checkpoint
 from lra_bench.config import ConfigError, config_hash, validate
 from lra_bench.data import load_splits
-from lra_bench.data.batches import Collator, eval_batches, train_stream
+from lra_bench.data.batches import (
+    Collator,
+    eval_batches,
+    example_lengths,
+    loader_workers,
+    train_stream,
+)
 from lra_bench.distributed import DistInfo, all_sum, barrier, init_distributed, shutdown
 from lra_bench.errors import RunError
 from lra_bench.io import atomic_write_json
@@ -59,7 +65,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if finished is not None:
             return finished
         prepare_process(cfg, folder, device, info)
-        data = prepare_data(cfg, info)
+        data = prepare_data(cfg, info, device)
         module = build_model(cfg).to(device)
         state = make_train_state(module, cfg.trainer, device, info)
         progress = resume(folder, state)
@@ -165,24 +171,40 @@ class RunData:
     val: Any
     test: Any
     info: DistInfo
+    workers: int = 0
+    pin_memory: bool = False
+    lengths: Any = None  # training examples' lengths when batches are length-bucketed
 
     def stream(self, cfg: DictConfig, step: int) -> Any:
         """Micro-batches from training step ``step`` on (a resumed run continues where it stopped)."""
         trainer_cfg = cfg.trainer
         micro_batch = trainer_cfg.batch_size // trainer_cfg.grad_accum  # global; each rank takes 1/world of it
         start = step * trainer_cfg.grad_accum
-        return train_stream(self.train, self.collate, micro_batch, cfg.seed, start, cfg.data.loader_workers, self.info.rank, self.info.world_size)
+        return train_stream(
+            self.train, self.collate, micro_batch, cfg.seed, start, self.workers, self.info.rank, self.info.world_size,
+            lengths=self.lengths, window=cfg.data.bucket_window, pin_memory=self.pin_memory,
+        )  # fmt: skip
 
 
-def prepare_data(cfg: DictConfig, info: DistInfo) -> RunData:
-    """Load (or build) the task's splits; the dev and test loaders cover every example once."""
+def prepare_data(cfg: DictConfig, info: DistInfo, device: torch.device) -> RunData:
+    """Load (or build) the task's splits; the dev and test loaders cover every example once.
+
+    With ``data.bucket`` batches are padded to their longest member, the training stream is
+    length-bucketed and the dev and test sets are read in order of length.
+    """
     splits = load_splits(cfg)
-    collate = Collator(cfg.task.max_len, cfg.data.pad_to, cfg.data.mask_zero, cfg.task.dual)
+    pad_to = "batch" if cfg.data.bucket else cfg.data.pad_to
+    collate = Collator(cfg.task.max_len, pad_to, cfg.data.mask_zero, cfg.task.dual)
     eval_bs = cfg.trainer.eval_batch_size or cfg.trainer.batch_size
-    workers, rank, world = cfg.data.loader_workers, info.rank, info.world_size
-    val = eval_batches(splits["val"], collate, eval_bs, workers, rank, world)
-    test = eval_batches(splits["test"], collate, eval_bs, workers, rank, world)
-    return RunData(splits["train"], collate, val, test, info)
+    workers, pin = loader_workers(cfg.data.loader_workers, device), device.type == "cuda"
+    rank, world = info.rank, info.world_size
+
+    def lengths(split: str) -> Any:
+        return example_lengths(splits[split], collate.columns, cfg.task.max_len) if cfg.data.bucket else None
+
+    val = eval_batches(splits["val"], collate, eval_bs, workers, rank, world, lengths("val"), pin)
+    test = eval_batches(splits["test"], collate, eval_bs, workers, rank, world, lengths("test"), pin)
+    return RunData(splits["train"], collate, val, test, info, workers, pin, lengths("train"))
 
 
 # --- resume, checkpoints -------------------------------------------------------------------------
