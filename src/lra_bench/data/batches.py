@@ -10,8 +10,8 @@ examples are sorted by length, cut into batches (each padded to its longest memb
 batches of the window are shuffled with a generator seeded by ``(seed, window)``. Batch ``p``
 still depends only on ``(seed, p)``.
 
-Collation reads token ids straight from the Arrow buffers of the gathered rows (numpy views,
-no Python lists) and pads with one vectorised assignment.
+Collation reads token ids straight from the Arrow buffers of the split (numpy views of the
+memory-mapped chunks, no Python lists) and pads with vectorised gathers, one per chunk touched.
 """
 
 from __future__ import annotations
@@ -23,14 +23,12 @@ from typing import Any
 import datasets
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 Batch = dict[str, torch.Tensor | None]
 Rows = pa.Table | dict[str, list]
 CUDA_LOADER_WORKERS = 4  # loader processes when training on CUDA and data.loader_workers is unset
-LENGTH_SCAN_ROWS = 8192  # rows per slice when reading the lengths of a split
 
 
 # --- collation -----------------------------------------------------------------------------------
@@ -52,28 +50,89 @@ def token_buffers(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.nd
     return offsets[:-1], np.diff(offsets), column.values.to_numpy(zero_copy_only=False)
 
 
+class TokenColumn:
+    """One token-id list column as numpy views of its Arrow chunks (a memory-mapped split stays
+    on disk): per row its chunk, start and length; ``pad`` gathers and pads rows chunk by chunk."""
+
+    def __init__(self, column: pa.ChunkedArray) -> None:
+        parts = [token_buffers(chunk) for chunk in column.chunks]
+        self.values = [values for _, _, values in parts]
+        self.grids = [_as_grid(*part) for part in parts]
+        self.starts = np.concatenate([starts for starts, _, _ in parts]) if parts else np.zeros(0, np.int64)
+        self.lengths = np.concatenate([lengths for _, lengths, _ in parts]) if parts else np.zeros(0, np.int64)
+        self.chunk_of = np.repeat(np.arange(len(parts)), [len(lengths) for _, lengths, _ in parts])
+        self.row_in_chunk = np.concatenate([np.arange(len(lengths)) for _, lengths, _ in parts]) if parts else np.zeros(0, np.int64)
+
+    def pad(self, indices: np.ndarray, length: int) -> np.ndarray:
+        """Rows ``indices`` right-padded with 0 (or cut) to ``length``: int64 ``[len(indices), length]``."""
+        ids = np.zeros((len(indices), length), dtype=np.int64)
+        lengths, starts, chunks = np.minimum(self.lengths[indices], length), self.starts[indices], self.chunk_of[indices]
+        cols = np.arange(length)
+        for chunk in np.unique(chunks):
+            rows = np.flatnonzero(chunks == chunk)
+            values, grid = self.values[chunk], self.grids[chunk]
+            if grid is not None and grid.shape[1] >= length:  # fixed-length rows: a view [rows, size]
+                ids[rows] = grid[self.row_in_chunk[indices[rows]], :length]
+            else:
+                valid = cols[None, :] < lengths[rows, None]
+                block = np.zeros((len(rows), length), dtype=np.int64)
+                block[valid] = values[(starts[rows, None] + cols[None, :])[valid]]
+                ids[rows] = block
+        return ids
+
+
+def _as_grid(starts: np.ndarray, lengths: np.ndarray, values: np.ndarray) -> np.ndarray | None:
+    """The values as a ``[rows, size]`` view when every row has the same length and rows are contiguous."""
+    if len(lengths) == 0 or lengths[0] == 0 or not bool((lengths == lengths[0]).all()):
+        return None
+    size, first = int(lengths[0]), int(starts[0])
+    if not bool((starts == first + size * np.arange(len(starts))).all()):
+        return None
+    return values[first : first + size * len(starts)].reshape(len(starts), size)
+
+
+def _as_table(rows: Rows | datasets.Dataset) -> pa.Table:
+    if isinstance(rows, datasets.Dataset):
+        return rows.with_format("arrow")[:]  # the memory-mapped table itself when the split has no index mapping
+    return rows if isinstance(rows, pa.Table) else pa.Table.from_pydict(rows)
+
+
+class TokenRows:
+    """The rows of a split (a Dataset, an Arrow table or a dict of lists) for collation: labels
+    and token columns as numpy views, gathered by index without Python lists."""
+
+    def __init__(self, rows: Rows | datasets.Dataset, columns: Sequence[str]) -> None:
+        table = _as_table(rows)
+        self.labels = table.column("label").to_numpy().astype(np.int64)
+        self.columns = {name: TokenColumn(table.column(name)) for name in columns}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def lengths(self, max_len: int) -> np.ndarray:
+        """Tokens of each row after truncation to ``max_len`` (the longer document of a pair)."""
+        longest = np.maximum.reduce([column.lengths for column in self.columns.values()])
+        return np.minimum(longest, max_len)
+
+
 def pad_column(column: pa.Array | pa.ChunkedArray, length: int, mask_zero: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Right-pad (or cut) every row to ``length`` with 0; the mask marks real tokens (None when nothing is padded).
+    """Right-pad (or cut) every row of a list column to ``length`` with 0; the mask marks real
+    tokens (None when nothing is padded).
 
     ``mask_zero`` reproduces the peer code: every id 0 counts as padding, even inside a sequence.
     """
-    starts, lengths, values = token_buffers(column)
-    lengths = np.minimum(lengths, length)
-    rows = len(lengths)
-    if rows and bool((lengths == length).all()) and bool((np.diff(starts) == length).all()):
-        first = int(starts[0]) if rows else 0  # contiguous full rows: a reshaped view of the values
-        ids = torch.from_numpy(values[first : first + rows * length].reshape(rows, length).astype(np.int64))
-        valid = None
-    else:
-        cols = np.arange(length)
-        valid_np = cols[None, :] < lengths[:, None]
-        ids_np = np.zeros((rows, length), dtype=np.int64)
-        ids_np[valid_np] = values[(starts[:, None] + cols[None, :])[valid_np]]
-        ids = torch.from_numpy(ids_np)
-        valid = None if bool(valid_np.all()) else torch.from_numpy(valid_np)
+    tokens = TokenColumn(column if isinstance(column, pa.ChunkedArray) else pa.chunked_array([column]))
+    return _with_mask(tokens.pad(np.arange(len(tokens.lengths)), length), np.minimum(tokens.lengths, length), mask_zero)
+
+
+def _with_mask(ids: np.ndarray, lengths: np.ndarray, mask_zero: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    tensor = torch.from_numpy(ids)
     if mask_zero:
-        return ids, ids != 0
-    return ids, valid
+        return tensor, tensor != 0
+    length = ids.shape[1]
+    if bool((lengths == length).all()):
+        return tensor, None
+    return tensor, torch.from_numpy(np.arange(length)[None, :] < lengths[:, None])
 
 
 def pad_sequences(seqs: Sequence[Sequence[int]], length: int, mask_zero: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -81,13 +140,12 @@ def pad_sequences(seqs: Sequence[Sequence[int]], length: int, mask_zero: bool) -
     return pad_column(pa.array([list(s) for s in seqs], type=pa.list_(pa.int64())), length, mask_zero)
 
 
-def _as_table(rows: Rows) -> pa.Table:
-    return rows if isinstance(rows, pa.Table) else pa.Table.from_pydict(rows)
-
-
 class Collator:
-    """Turn rows (an Arrow table, or a dict of lists) into model inputs: ``input_ids``/``mask``
-    (or the ``_1``/``_2`` pair) and ``label``."""
+    """Turn rows into model inputs: ``input_ids``/``mask`` (or the ``_1``/``_2`` pair) and ``label``.
+
+    ``collator(rows)`` takes an Arrow table or a dict of lists; ``collator.gather(token_rows,
+    indices)`` takes rows of a split prepared once as ``TokenRows`` (the loaders' path).
+    """
 
     def __init__(self, max_len: int, pad_to: str, mask_zero: bool, dual: bool) -> None:
         self.max_len, self.pad_to, self.mask_zero, self.dual = max_len, pad_to, mask_zero, dual
@@ -96,35 +154,30 @@ class Collator:
     def columns(self) -> tuple[str, ...]:
         return ("input_ids_1", "input_ids_2") if self.dual else ("input_ids",)
 
-    def _length(self, table: pa.Table) -> int:
-        if self.pad_to == "max_len":
-            return self.max_len
-        longest = max((pc.max(pc.list_value_length(table.column(c))).as_py() or 0) for c in self.columns)
-        return min(self.max_len, max(longest, 1))
+    def rows(self, data: Rows | datasets.Dataset) -> TokenRows:
+        return TokenRows(data, self.columns)
 
     def __call__(self, rows: Rows) -> Batch:
-        table = _as_table(rows)
-        labels = table.column("label").to_numpy()
-        batch: Batch = {"label": torch.from_numpy(labels.astype(np.int64))}
-        length = self._length(table)
-        if self.dual:
-            for side in ("1", "2"):
-                batch[f"input_ids_{side}"], batch[f"mask_{side}"] = pad_column(table.column(f"input_ids_{side}"), length, self.mask_zero)
-        else:
-            batch["input_ids"], batch["mask"] = pad_column(table.column("input_ids"), length, self.mask_zero)
+        token_rows = self.rows(rows)
+        return self.gather(token_rows, np.arange(len(token_rows)))
+
+    def gather(self, rows: TokenRows, indices: np.ndarray) -> Batch:
+        """The batch of rows ``indices``, padded to ``max_len`` or to its longest row (``pad_to``)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        lengths = {name: np.minimum(column.lengths[indices], self.max_len) for name, column in rows.columns.items()}
+        length = self.max_len
+        if self.pad_to == "batch":
+            length = max(1, max((int(v.max()) if len(v) else 0) for v in lengths.values()))
+        batch: Batch = {"label": torch.from_numpy(rows.labels[indices])}
+        for name, column in rows.columns.items():
+            mask_name = name.replace("input_ids", "mask")
+            batch[name], batch[mask_name] = _with_mask(column.pad(indices, length), np.minimum(lengths[name], length), self.mask_zero)
         return batch
 
 
 def example_lengths(data: datasets.Dataset, columns: Sequence[str], max_len: int) -> np.ndarray:
     """Tokens of each example after truncation to ``max_len`` (the longer document of a pair)."""
-    arrow = data.with_format("arrow")
-    out = np.zeros(len(data), dtype=np.int64)
-    for start in range(0, len(data), LENGTH_SCAN_ROWS):
-        part = arrow[start : start + LENGTH_SCAN_ROWS]
-        for name in columns:
-            lengths = pc.list_value_length(part.column(name)).to_numpy(zero_copy_only=False)
-            np.maximum(out[start : start + len(lengths)], lengths, out=out[start : start + len(lengths)])
-    return np.minimum(out, max_len)
+    return TokenRows(data, columns).lengths(max_len)
 
 
 # --- the training order ----------------------------------------------------------------------------
@@ -171,12 +224,22 @@ class _TrainBatches(Dataset):
         self, data: datasets.Dataset, collate: Collator, batch_size: int, seed: int, rank: int, world: int,
         lengths: np.ndarray | None = None, window: int = 1,
     ) -> None:  # fmt: skip
-        self.data, self.collate, self.batch_size, self.seed = data.with_format("arrow"), collate, batch_size, seed
+        self.data, self.collate, self.batch_size, self.seed = data, collate, batch_size, seed
         self.rank, self.world, self.lengths, self.window = rank, world, lengths, window
+        self._rows: TokenRows | None = None
         self._cached: tuple[int, np.ndarray] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # loader processes build their own views
+        return {**self.__dict__, "_rows": None, "_cached": None}
 
     def __len__(self) -> int:
         return 2**62
+
+    @property
+    def rows(self) -> TokenRows:
+        if self._rows is None:
+            self._rows = self.collate.rows(self.data)
+        return self._rows
 
     def indices(self, position: int) -> np.ndarray:
         """The global micro-batch ``position`` (all ranks' examples)."""
@@ -190,25 +253,29 @@ class _TrainBatches(Dataset):
     def __getitem__(self, position: int) -> Batch:
         share = self.batch_size // self.world
         mine = self.indices(position)[self.rank * share : (self.rank + 1) * share]
-        return self.collate(self.data[mine.tolist()])
+        return self.collate.gather(self.rows, mine)
 
 
 class _EvalBatches(Dataset):
     """Consecutive batches of the split (of ``order`` when given); with several ranks, batch i goes to rank i % world."""
 
     def __init__(self, data: datasets.Dataset, collate: Collator, batch_size: int, rank: int, world: int, order: np.ndarray | None = None) -> None:
-        self.data, self.collate, self.batch_size, self.rank, self.world = data.with_format("arrow"), collate, batch_size, rank, world
-        self.order = order
+        self.data, self.collate, self.batch_size, self.rank, self.world = data, collate, batch_size, rank, world
+        self.order = np.arange(len(data)) if order is None else order
+        self._rows: TokenRows | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # loader processes build their own views
+        return {**self.__dict__, "_rows": None}
 
     def __len__(self) -> int:
         total = -(-len(self.data) // self.batch_size)
         return len(range(self.rank, total, self.world))
 
     def __getitem__(self, i: int) -> Batch:
+        if self._rows is None:
+            self._rows = self.collate.rows(self.data)
         start = (self.rank + i * self.world) * self.batch_size
-        if self.order is None:
-            return self.collate(self.data[start : start + self.batch_size])
-        return self.collate(self.data[self.order[start : start + self.batch_size].tolist()])
+        return self.collate.gather(self._rows, self.order[start : start + self.batch_size])
 
 
 # --- loaders -----------------------------------------------------------------------------------------
