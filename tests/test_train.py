@@ -81,6 +81,48 @@ def test_nan_loss_stops_with_a_clear_message_and_no_row(smoke_overrides, tmp_pat
     assert not (tmp_path / "leaderboard.csv").exists()
 
 
+def test_nan_between_readings_names_its_step_and_the_checkpoint_before_it(smoke_overrides, tmp_path, monkeypatch):
+    """Losses are read only at logging/evaluation/checkpoint steps; a NaN at step 4 is found at
+    step 5 and last.pt (step 3) holds finite weights from before it."""
+    import lra_bench.train as train
+
+    original, calls = train.train_step, []
+
+    def blow_up_at_step_4(state, batches, micro_batches=1):
+        stats = original(state, batches, micro_batches)
+        calls.append(1)
+        if len(calls) == 4:
+            with torch.no_grad():
+                for p in state.module.parameters():
+                    p.fill_(float("nan"))
+            stats.loss = stats.loss * float("nan")
+        return stats
+
+    monkeypatch.setattr(train, "train_step", blow_up_at_step_4)
+    overrides = [*smoke_overrides, "trainer.log_every=5", "trainer.eval_every=100", "trainer.ckpt_every=3", "trainer.steps=9"]
+    with pytest.raises(RunError, match=r"loss became nan at step 4; the last good checkpoint is .*last\.pt \(step 3\)"):
+        run(compose_config(overrides))
+    assert len(calls) == 5  # found at the next reading
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert saved["progress"]["step"] == 3 and all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_step_meter_means_over_steps_and_first_nonfinite_step():
+    from lra_bench.distributed import DistInfo
+    from lra_bench.step import NonFiniteLoss, StepMeter, StepStats
+
+    meter = StepMeter(torch.device("cpu"))
+    meter.add(StepStats(torch.tensor(1.0), torch.tensor(3), 4, 10), 1)
+    meter.add(StepStats(torch.tensor(2.0), torch.tensor(1), 4, 7), 2)
+    reading = meter.read(DistInfo())
+    assert (reading.loss, reading.acc, reading.tokens, reading.steps) == (1.5, 0.5, 17, 2)
+    for step, loss in ((3, 1.0), (4, float("inf")), (5, float("nan"))):
+        meter.add(StepStats(torch.tensor(loss), torch.tensor(0), 4, 1), step)
+    with pytest.raises(NonFiniteLoss, match="loss became inf at step 4"):
+        meter.read(DistInfo())
+    assert meter.steps == 0
+
+
 def test_grad_accumulation_matches_full_batch_without_dropout(smoke_overrides, tmp_path):
     common = [*smoke_overrides, "model.dropout=0", "attn.dropout=0", "trainer.steps=3", "trainer.warmup_steps=0"]
     run(compose_config([*common, f"paths.run_dir={tmp_path / 'full'}"]))
