@@ -132,6 +132,20 @@ def test_grad_accumulation_matches_full_batch_without_dropout(smoke_overrides, t
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
 
 
+def test_compiled_run_matches_eager_and_says_so_in_its_row(smoke_overrides, tmp_path):
+    """torch.compile (graph capture and autograd tracing; the aot_eager backend skips code
+    generation, which takes minutes on a small CPU) trains to the eager run's weights."""
+    common = [*smoke_overrides, "model.dropout=0", "attn.dropout=0", "trainer.steps=3", "trainer.warmup_steps=0", "trainer.eval_every=3"]
+    run(compose_config([*common, f"paths.run_dir={tmp_path / 'eager'}"]))
+    run(compose_config([*common, "trainer.compile=true", "trainer.compile_backend=aot_eager", f"paths.run_dir={tmp_path / 'compiled'}"]))
+    a, b = final_weights(tmp_path / "eager"), final_weights(tmp_path / "compiled")
+    assert a.keys() == b.keys()  # checkpoints hold the module itself, not the compiled wrapper
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    rows = read_rows(tmp_path / "leaderboard.csv")
+    assert [r["compiled"] for r in rows] == ["False", "True"]
+
+
 @pytest.mark.slow
 def test_cli_sigterm_checkpoints_and_rerun_resumes(tmp_path, cache_dir):
     """The real command: SIGTERM mid-run leaves last.pt; the same command resumes and prints its row."""

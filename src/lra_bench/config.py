@@ -102,7 +102,8 @@ class TrainerConfig:
     stop_at_step: int | None = None  # stop as if preempted after this step (time-boxed jobs)
     deterministic: bool = False
     threads: int | None = None  # torch intra-op threads (None = torch's default)
-    compile: bool = False  # run the model through torch.compile
+    compile: bool = False  # train the model through torch.compile (evaluation runs it as it is)
+    compile_backend: str = "inductor"  # torch.compile backend (aot_eager: no code generation, for checks)
 
 
 @dataclass

@@ -45,7 +45,8 @@ class TrainState:
     """What a training step changes and how it steps.
 
     ``module`` is the model itself (what checkpoints hold); ``model`` is what runs forward:
-    ``module`` or, under torchrun, its DistributedDataParallel wrapper.
+    ``module`` or, under torchrun, its DistributedDataParallel wrapper, compiled by
+    ``torch.compile`` when ``trainer.compile`` is set.
     """
 
     module: torch.nn.Module
@@ -76,7 +77,8 @@ class TrainState:
 
 def make_train_state(module: torch.nn.Module, trainer_cfg: Any, device: torch.device, info: DistInfo | None = None) -> TrainState:
     """The state of a fresh run: ``module`` (already on ``device``), wrapped for DDP under
-    torchrun, with the optimiser and schedule of ``make_optimizer`` and a loss scaler (fp16 only)."""
+    torchrun and compiled when asked, with the optimiser and schedule of ``make_optimizer`` and a
+    loss scaler (fp16 only)."""
     info = info or DistInfo()
     model = module
     if info.enabled:
@@ -84,6 +86,8 @@ def make_train_state(module: torch.nn.Module, trainer_cfg: Any, device: torch.de
         model = torch.nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
         )
+    if trainer_cfg.compile:
+        model = torch.compile(model, backend=trainer_cfg.compile_backend)  # type: ignore[assignment]
     optimizer, scheduler = make_optimizer(module, trainer_cfg)
     _, amp_dtype = precision_of(trainer_cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)

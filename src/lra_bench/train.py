@@ -427,6 +427,7 @@ def leaderboard_row(cfg: DictConfig, folder: RunFolder, state: TrainState, progr
         params=sum(p.numel() for p in state.module.parameters()),
         device=device_label(state.device, world=state.info.world_size),
         precision=precision_of(cfg.trainer.amp, state.device)[0],
+        compiled=bool(cfg.trainer.compile),
         batch_size=cfg.trainer.batch_size,
         max_len=cfg.task.max_len,
         commit=git_commit(),
