@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 
 def temporary_sibling(path: Path) -> Path:
     """A hidden name next to ``path`` that no other process or call uses."""
@@ -56,3 +58,24 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_dir_once(target: Path, is_complete: Callable[[Path], bool], fill: Callable[[Path], Any]) -> Path:
+    """Make the folder ``target`` with ``fill(tmp)`` unless it is complete already; return it.
+
+    Concurrent builders wait on a file lock beside ``target``; the first builds in a
+    temporary sibling renamed into place (``atomic_dir``), the others find it complete. An
+    incomplete folder (from an interrupted build of an older version) is replaced.
+    """
+    target = Path(target)
+    if is_complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if is_complete(target):
+            return target
+        if target.exists():
+            shutil.rmtree(target)
+        with atomic_dir(target) as tmp:
+            fill(tmp)
+    return target
