@@ -15,7 +15,7 @@ from lra_bench.io import atomic_write_json
 
 SCHEMA_VERSION = 1
 
-# The leaderboard's columns, in order (DESIGN §6); published rows use the same schema.
+# The leaderboard's columns, in order (described in docs/outputs.md); published rows use the same schema.
 COLUMNS = [
     "schema",
     "source",

@@ -1,4 +1,4 @@
-"""The shared training loop (DESIGN §6), readable top to bottom.
+"""The shared training loop (protocol: docs/protocol.md; outputs: docs/outputs.md), readable top to bottom.
 
 ``run(cfg)`` validates the config, prepares data, builds the model, trains with AdamW +
 OneCycleLR, evaluates on the whole dev set every ``eval_every`` steps keeping the best
