@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -156,7 +156,7 @@ def register_configs() -> None:
     register_attention_configs()
 
 
-def _fail(key: str, value: Any, rule: str) -> None:
+def _fail(key: str, value: Any, rule: str) -> NoReturn:
     raise ConfigError(f"invalid setting {key}={value!r}: {rule}")
 
 

@@ -92,8 +92,9 @@ def checked_config(attn_cfg: DictConfig | Mapping[str, Any] | AttentionConfig, *
 def build_attention(attn_cfg: DictConfig | Mapping[str, Any] | AttentionConfig, *, head_dim: int, num_heads: int, max_len: int) -> Attention:
     """Build the registered module.
 
-    A dataclass is taken as already checked (the model types and validates ``attn`` once
-    for all its layers); a mapping or DictConfig is typed and checked here first.
+    A dataclass is taken as already checked (a run's config passed ``config.validate``, and
+    the model types ``attn`` once for all its layers); a mapping or DictConfig (tests, the
+    bench, ``approx``) is typed and checked here first.
     """
     config = attn_cfg if isinstance(attn_cfg, AttentionConfig) else checked_config(attn_cfg, max_len=max_len, head_dim=head_dim)
     return _entry(config.name).module(config, head_dim=head_dim, num_heads=num_heads, max_len=max_len)
