@@ -85,9 +85,9 @@ def test_sigkill_at_a_random_step_then_rerun_matches_an_uninterrupted_run(tmp_pa
             "trainer.eval_every=10", f"paths.run_dir={tmp_path / name}", f"paths.leaderboard={tmp_path / name}.csv",
         ]  # fmt: skip
 
-    reference = subprocess.run(command("straight"), env=env, capture_output=True, text=True, timeout=300)
+    reference = subprocess.run(command("straight"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert reference.returncode == 0, reference.stderr[-2000:]
-    proc = subprocess.Popen(command("killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command("killed"), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kill_after = random.Random().randint(4, 30)  # a random step, long before the run's 200
     last = tmp_path / "killed" / "last.pt"
     deadline = time.monotonic() + 240
@@ -98,8 +98,10 @@ def test_sigkill_at_a_random_step_then_rerun_matches_an_uninterrupted_run(tmp_pa
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
     assert not (tmp_path / "killed.csv").exists()
-    rerun = subprocess.run(command("killed"), env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(command("killed"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"notice: taking over the stale lock in {tmp_path / 'killed'}" in rerun.stderr
+    assert f"PID {proc.pid}," in rerun.stderr
 
     def row(name: str) -> dict[str, str]:
         with open(tmp_path / f"{name}.csv", newline="") as f:
@@ -109,3 +111,62 @@ def test_sigkill_at_a_random_step_then_rerun_matches_an_uninterrupted_run(tmp_pa
 
     a, b = row("straight"), row("killed")
     assert (a["val_acc"], a["test_acc"], a["best_step"]) == (b["val_acc"], b["test_acc"], b["best_step"])
+
+
+# --- one run owns its run folder ----------------------------------------------------------------
+
+HOLD_LOCK = "import sys; from pathlib import Path; from lra_bench.runlock import RunLock; lock = RunLock.acquire(Path(sys.argv[1])); print('held', flush=True); sys.stdin.read(); lock.release()"
+
+
+def lock_holder(run_dir, tmp_path) -> subprocess.Popen:
+    """A process that takes ``run_dir``'s lock and keeps it until its stdin closes."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_run_folder_held_by_a_live_process(capsys, smoke_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    holder = lock_holder(run_dir, tmp_path)
+    try:
+        err = failing(capsys, smoke_overrides)
+        assert [p.name for p in run_dir.iterdir()] == ["run.lock"]  # the refused run wrote nothing
+        assert f'"pid": {holder.pid}' in (run_dir / "run.lock").read_text()  # and left the holder's lock alone
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert str(run_dir) in err and f"PID {holder.pid}" in err and "paths.run_dir=" in err and "wait" in err
+    assert not (run_dir / "run.lock").exists()  # released by its holder
+    assert not (tmp_path / "leaderboard.csv").exists()
+
+
+def test_lock_of_a_killed_process_is_taken_over(capsys, smoke_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    holder = lock_holder(run_dir, tmp_path)
+    holder.send_signal(signal.SIGKILL)
+    assert holder.wait(timeout=60) == -signal.SIGKILL
+    assert (run_dir / "run.lock").read_text()  # left behind
+    assert main(compose_config(smoke_overrides)) == 0
+    err = capsys.readouterr().err
+    assert f"notice: taking over the stale lock in {run_dir}" in err and f"PID {holder.pid}" in err
+    assert not (run_dir / "run.lock").exists()
+    with open(tmp_path / "leaderboard.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 1
+
+
+@pytest.mark.slow
+def test_two_identical_commands_at_once_train_once(tmp_path, cache_dir):
+    env = {**os.environ, "LRA_BENCH_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "lra_bench", "trainer=smoke", "trainer.steps=40", f"paths.run_dir={tmp_path / 'run'}",
+        f"paths.leaderboard={tmp_path / 'lb.csv'}", f"paths.cache_dir={cache_dir}",
+    ]  # fmt: skip
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [(p.wait(timeout=600), *p.communicate()) for p in procs]
+    trained = [o for o in outs if "training listops/" in o[1]]
+    assert len(trained) == 1 and trained[0][0] == 0, outs
+    (code, out, err) = next(o for o in outs if o is not trained[0])
+    assert "Traceback" not in err and "training" not in out
+    assert (code == 2 and err.count("\n") == 1 and "is in use by another run" in err) or "run already complete" in out, (code, out, err)
+    with open(tmp_path / "lb.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 1

@@ -35,6 +35,7 @@ from lra_bench.distributed import DistInfo, all_sum, barrier, init_distributed, 
 from lra_bench.errors import RunError
 from lra_bench.model import build_model
 from lra_bench.results import SCHEMA_VERSION, append_row, write_json_atomic
+from lra_bench.runlock import hold_run_folder
 from lra_bench.tracking import make_tracker
 
 
@@ -181,7 +182,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)
     info, device = init_distributed(cfg.trainer.device)
     try:
-        return _run(cfg, info, device)
+        with hold_run_folder(run_directory(cfg), info, device):
+            return _run(cfg, info, device)
     finally:
         shutdown(info)
 
