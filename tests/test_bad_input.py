@@ -170,3 +170,25 @@ def test_two_identical_commands_at_once_train_once(tmp_path, cache_dir):
     assert (code == 2 and err.count("\n") == 1 and "is in use by another run" in err) or "run already complete" in out, (code, out, err)
     with open(tmp_path / "lb.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 1
+
+
+# --- caches that cannot lie -----------------------------------------------------------------------
+
+
+def test_changed_cache_file_is_rebuilt_with_a_notice(capsys, smoke_overrides, tmp_path):
+    import pyarrow as pa
+
+    overrides = [*smoke_overrides, f"paths.cache_dir={tmp_path / 'cache'}"]
+    assert main(compose_config([*overrides, "trainer.stop_at_step=1", f"paths.run_dir={tmp_path / 'first'}"])) == 0
+    (arrow,) = (tmp_path / "cache").glob("listops-*/train/data-*.arrow")
+    with pa.ipc.open_stream(arrow) as reader:
+        table = reader.read_all()
+    ids = table.column("input_ids").combine_chunks()
+    bad = pa.ListArray.from_arrays(ids.offsets, pa.array([250] * len(ids.values), ids.values.type))  # out of the vocabulary
+    table = table.set_column(table.column_names.index("input_ids"), "input_ids", bad)
+    with pa.ipc.new_stream(arrow, table.schema) as writer:
+        writer.write_table(table)
+    capsys.readouterr()
+    assert main(compose_config(overrides)) == 0
+    notices = [line for line in capsys.readouterr().err.splitlines() if "notice" in line]
+    assert notices == [f"notice: rebuilding the data cache {arrow.parents[1]}: train split does not match the row count and token ranges recorded in key.json"]

@@ -27,7 +27,6 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pyarrow as pa
-from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
@@ -35,7 +34,7 @@ from lra_bench.config import ConfigError
 from lra_bench.data import DataError
 from lra_bench.data.cache import cache_key_hash, cached_splits
 from lra_bench.data.generators import pathfinder as gen
-from lra_bench.io import atomic_dir
+from lra_bench.io import atomic_dir, build_lock
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +283,7 @@ def ensure_generated(folder: Path, params: gen.PathfinderParams, n: int, seed: i
     if (folder / "metadata").is_dir():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder.parent) + ".lock"):
+    with build_lock(Path(str(folder.parent) + ".lock"), folder / "metadata"):
         if (folder / "metadata").is_dir():
             return folder
         log.info("pathfinder: generating %d images of %dx%d into %s", n, params.image_size, params.image_size, folder)
