@@ -61,6 +61,7 @@ class DataConfig:
     mask_zero: bool = False  # parity with published code: treat token id 0 as padding
     limit_train: int | None = None  # use only the first N training examples (smoke checks)
     limit_eval: int | None = None  # use only the first N dev/test examples (smoke checks)
+    fit_sizes: bool = False  # a source smaller than train/val/test_size: take what is there (>= 2 per split)
 
 
 @dataclass
