@@ -192,3 +192,44 @@ def test_changed_cache_file_is_rebuilt_with_a_notice(capsys, smoke_overrides, tm
     assert main(compose_config(overrides)) == 0
     notices = [line for line in capsys.readouterr().err.splitlines() if "notice" in line]
     assert notices == [f"notice: rebuilding the data cache {arrow.parents[1]}: train split does not match the row count and token ranges recorded in key.json"]
+
+
+# --- Pathfinder release with unreadable files -----------------------------------------------------
+
+
+def small_pathfinder_release(tmp_path, n: int = 29, zero_byte: tuple[int, ...] = (3,)):
+    from test_pathfinder_reader import write_release
+
+    write_release(tmp_path / "release", n=n, empty=())
+    imgs = tmp_path / "release" / "pathfinder32" / "curv_contour_length_14" / "imgs" / "0"
+    for i in zero_byte:
+        (imgs / f"sample_{i}.png").write_bytes(b"")
+    return ["task=pathfinder", "data.source=release", f"data.root={tmp_path / 'release'}"]
+
+
+def test_training_on_a_release_with_a_zero_byte_png_warns_and_trains(capsys, smoke_overrides, tmp_path):
+    release = small_pathfinder_release(tmp_path)
+    overrides = [*smoke_overrides, f"paths.cache_dir={tmp_path / 'cache'}", *release]
+    assert main(compose_config(overrides)) == 0
+    err = capsys.readouterr().err
+    (warning,) = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert "skipped 1 of 29 images" in warning and "imgs/0/sample_3.png" in warning and "Traceback" not in err
+    with open(tmp_path / "leaderboard.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 1
+
+
+def test_data_command_on_a_release_with_unreadable_pngs(tmp_path):
+    release = small_pathfinder_release(tmp_path, zero_byte=(3, 5, 7, 9))
+    def cmd(release: list[str]) -> list[str]:
+        return [sys.executable, "-m", "lra_bench.data", *release, f"paths.cache_dir={tmp_path / 'cache'}", "trainer.progress=false"]
+
+    done = subprocess.run(cmd(release), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (warning,) = done.stderr.splitlines()
+    assert warning.startswith("warning: skipped 4 of 29 images") and warning.endswith("sample_7.png, ...")
+    assert "pathfinder train: 21 examples" in done.stdout  # 25 usable: 80/10/10 -> 21/2/2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "release"]  # nothing written elsewhere
+    few_release = small_pathfinder_release(tmp_path / "few", n=11, zero_byte=(0, 1))
+    few = subprocess.run(cmd(few_release), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert few.returncode == 2 and few.stderr.count("\n") == 2  # the warning and the error
+    assert few.stderr.splitlines()[1].startswith("error: ") and "holds 9 usable images, too few" in few.stderr
