@@ -233,3 +233,20 @@ def test_data_command_on_a_release_with_unreadable_pngs(tmp_path):
     few = subprocess.run(cmd(few_release), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert few.returncode == 2 and few.stderr.count("\n") == 2  # the warning and the error
     assert few.stderr.splitlines()[1].startswith("error: ") and "holds 9 usable images, too few" in few.stderr
+
+
+# --- an aclImdb tree with an empty class folder ---------------------------------------------------
+
+
+@pytest.mark.parametrize("label", ["pos", "neg"])
+def test_aclimdb_tree_with_an_empty_class_folder(capsys, smoke_overrides, tmp_path, label):
+    from fixtures_data import write_aclimdb
+
+    tree = write_aclimdb(tmp_path / "src")
+    for f in (tree / "train" / label).iterdir():
+        f.unlink()
+    before = sorted(p.relative_to(tree) for p in tree.rglob("*"))
+    err = failing(capsys, [*smoke_overrides, "task=text", "data.source=local", f"data.root={tree}", f"paths.cache_dir={tmp_path / 'cache'}"])
+    assert f"empty folder {tree / 'train' / label}" in err and "one class only" in err
+    assert sorted(p.relative_to(tree) for p in tree.rglob("*")) == before
+    assert not (tmp_path / "leaderboard.csv").exists()
