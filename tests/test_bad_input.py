@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -281,3 +282,15 @@ def test_run_folder_name_shortens_only_path_values():
     name = run_folder_name(["trainer.lr=0.1", "data.root=/data/my lra/", "+x=1", "seed=3"], ["seed"])
     assert name == f"data.root=my_lra-{hashlib.sha1(b'/data/my lra/').hexdigest()[:8]},trainer.lr=0.1,+x=1"
     assert "/" not in run_folder_name(["paths.cache_dir=/"], [])
+
+
+def test_checkpoint_temporary_names_are_unique_per_process_and_call(tmp_path, monkeypatch):
+    from lra_bench import checkpoint
+
+    seen = []
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, path: (seen.append(Path(path).name), real_save(obj, path)))
+    for _ in range(2):
+        checkpoint.save_atomic({"step": 1}, tmp_path / "last.pt")
+    assert len(set(seen)) == 2 and all(name.startswith(f".last.pt.tmp-{os.getpid()}-") for name in seen)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"] and checkpoint.load(tmp_path / "last.pt") == {"step": 1}
