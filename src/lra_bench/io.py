@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 
 def temporary_sibling(path: Path) -> Path:
     """A hidden name next to ``path`` that no other process or call uses."""
@@ -69,3 +71,17 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def build_lock(lock_path: Path, done_marker: Path) -> Iterator[None]:
+    """Hold a file lock while building something whose completion ``done_marker`` marks.
+
+    The lock file is removed once the marker exists: anyone still waiting on the removed file
+    then finds the build done and skips it, so no empty ``.lock`` files are left behind.
+    """
+    lock_path = Path(lock_path)
+    with FileLock(str(lock_path)):
+        yield
+    if Path(done_marker).exists():
+        lock_path.unlink(missing_ok=True)

@@ -32,6 +32,7 @@ from lra_bench.errors import RunError
 from lra_bench.io import atomic_write_json
 from lra_bench.model import build_model
 from lra_bench.results import SCHEMA_VERSION, LeaderboardRow, append_row
+from lra_bench.runlock import hold_run_folder
 from lra_bench.runtime import device_label, peak_memory_mb, reset_peak_memory
 from lra_bench.step import (
     NonFiniteLoss,
@@ -55,26 +56,27 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         check_batch_split(cfg.trainer, info.world_size)
         folder = RunFolder.of(cfg, info)
-        finished = folder.finished_results()
-        if finished is not None:
-            return finished
-        prepare_process(cfg, folder, device, info)
-        data = prepare_data(cfg, info)
-        module = build_model(cfg).to(device)
-        state = make_train_state(module, cfg.trainer, device, info)
-        progress = resume(folder, state)
-        tracker = start_tracker(cfg, folder, info)
-        try:
-            stopped = train(cfg, folder, state, progress, data, tracker)
-            if stopped is not None:
-                return stopped
-            test_acc = test_best(folder, state, data.test)
-            row = leaderboard_row(cfg, folder, state, progress, test_acc)
-            record(cfg, folder, state, progress, row)
-            tracker.summary({"test/acc": test_acc, "val/best_acc": progress.best_val})
-            return {"status": "complete", **row.as_dict()}
-        finally:
-            tracker.finish()
+        with hold_run_folder(folder.path, info, device):  # one process trains in a folder
+            finished = folder.finished_results()
+            if finished is not None:
+                return finished
+            prepare_process(cfg, folder, device, info)
+            data = prepare_data(cfg, info)
+            module = build_model(cfg).to(device)
+            state = make_train_state(module, cfg.trainer, device, info)
+            progress = resume(folder, state)
+            tracker = start_tracker(cfg, folder, info)
+            try:
+                stopped = train(cfg, folder, state, progress, data, tracker)
+                if stopped is not None:
+                    return stopped
+                test_acc = test_best(folder, state, data.test)
+                row = leaderboard_row(cfg, folder, state, progress, test_acc)
+                record(cfg, folder, state, progress, row)
+                tracker.summary({"test/acc": test_acc, "val/best_acc": progress.best_val})
+                return {"status": "complete", **row.as_dict()}
+            finally:
+                tracker.finish()
     finally:
         shutdown(info)
 
