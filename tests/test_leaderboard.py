@@ -12,6 +12,7 @@ import pytest
 
 from lra_bench.leaderboard import main
 from lra_bench.report.load import load_csv
+from lra_bench.report.plot import INSTALL_HINT
 from lra_bench.report.show import show_tables
 from lra_bench.results import COLUMNS, SCHEMA_VERSION
 
@@ -217,7 +218,6 @@ def test_compare_refuses_mixed_devices(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_plot_writes_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("matplotlib")
     out = tmp_path / "chart.png"
     code, stdout, err = run(capsys, "plot", str(PUBLISHED / "skyformer_paper.csv"), "-o", str(out))
     assert code == 0, err
@@ -241,7 +241,7 @@ def test_plot_without_matplotlib(tmp_path: Path, capsys: pytest.CaptureFixture[s
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     code, _, err = run(capsys, "plot", str(PUBLISHED / "skyformer_paper.csv"), "-o", str(tmp_path / "c.png"))
     assert code == 2
-    assert err.strip() == "error: plot needs matplotlib: pip install 'lra-bench[plot]'"
+    assert err.strip() == f"error: {INSTALL_HINT}"
 
 
 # --- malformed input ---------------------------------------------------------------------------------

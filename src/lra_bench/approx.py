@@ -252,7 +252,7 @@ def plot(rows: Sequence[Row], path: Path, title: str) -> str | None:
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        return "no plot: matplotlib is not installed (pip install 'lra-bench[plot]')"
+        return "no plot: matplotlib is not installed (pip install -e . or pip install matplotlib)"
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
     scales = {r.scale for r in rows}

@@ -38,6 +38,7 @@ from lra_bench.errors import RunError
 from lra_bench.io import atomic_write_json
 from lra_bench.model import build_model
 from lra_bench.results import SCHEMA_VERSION, LeaderboardRow, append_row
+from lra_bench.runlock import hold_run_folder
 from lra_bench.runtime import StepTimer, device_label, peak_memory_mb, reset_peak_memory
 from lra_bench.step import (
     NonFiniteLoss,
@@ -56,45 +57,36 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     Under torchrun every rank calls this; only rank 0 writes files, rows and progress.
     """
-    validate(cfg)
     info, device = init_distributed(cfg.trainer.device)
     try:
-        check_batch_split(cfg.trainer, info.world_size)
+        validate(cfg, world_size=info.world_size)  # the batch must split over the ranks too
         folder = RunFolder.of(cfg, info)
-        finished = folder.finished_results()
-        if finished is not None:
-            return finished
-        prepare_process(cfg, folder, device, info)
-        data = prepare_data(cfg, info, device)
-        module = build_model(cfg).to(device)
-        state = make_train_state(module, cfg.trainer, device, info)
-        progress = resume(folder, state)
-        tracker = start_tracker(cfg, folder, info)
-        try:
-            stopped = train(cfg, folder, state, progress, data, tracker)
-            if stopped is not None:
-                return stopped
-            test_acc = test_best(folder, state, data.test)
-            row = leaderboard_row(cfg, folder, state, progress, test_acc)
-            record(cfg, folder, state, progress, row)
-            tracker.summary({"test/acc": test_acc, "val/best_acc": progress.best_val})
-            return {"status": "complete", **row.as_dict()}
-        finally:
-            tracker.finish()
+        with hold_run_folder(folder.path, info, device):  # one process trains in a folder
+            finished = folder.finished_results()
+            if finished is not None:
+                return finished
+            prepare_process(cfg, folder, device, info)
+            data = prepare_data(cfg, info, device)
+            module = build_model(cfg).to(device)
+            state = make_train_state(module, cfg.trainer, device, info)
+            progress = resume(folder, state)
+            tracker = start_tracker(cfg, folder, info)
+            try:
+                stopped = train(cfg, folder, state, progress, data, tracker)
+                if stopped is not None:
+                    return stopped
+                test_acc = test_best(folder, state, data.test)
+                row = leaderboard_row(cfg, folder, state, progress, test_acc)
+                record(cfg, folder, state, progress, row)
+                tracker.summary({"test/acc": test_acc, "val/best_acc": progress.best_val})
+                return {"status": "complete", **row.as_dict()}
+            finally:
+                tracker.finish()
     finally:
         shutdown(info)
 
 
 # --- the run folder and the process ------------------------------------------------------------
-
-
-def check_batch_split(trainer_cfg: DictConfig, world_size: int) -> None:
-    """The global batch must split evenly over ranks and accumulation steps."""
-    if trainer_cfg.batch_size % (trainer_cfg.grad_accum * world_size):
-        raise ConfigError(
-            f"invalid setting trainer.batch_size={trainer_cfg.batch_size}: must be divisible by ranks x trainer.grad_accum "
-            f"({world_size} x {trainer_cfg.grad_accum})"
-        )
 
 
 def run_directory(cfg: DictConfig) -> Path:
