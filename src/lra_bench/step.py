@@ -188,7 +188,7 @@ class StepMeter:
         loss = stats.loss.detach().double()
         self.sums += torch.stack([torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0), stats.correct.double()])
         first = (self.bad[0] == 0) & ~torch.isfinite(loss)
-        self.bad = torch.where(first, torch.stack([loss.new_tensor(float(step)), loss]), self.bad)
+        self.bad = torch.where(first, torch.stack([torch.full_like(loss, float(step)), loss]), self.bad)  # a fill, no copy
         self.seen, self.tokens, self.steps = self.seen + stats.seen, self.tokens + stats.tokens, self.steps + 1
 
     def read(self, info: DistInfo) -> MeterReading:
