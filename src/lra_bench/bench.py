@@ -30,6 +30,7 @@ from lra_bench.benchmarking import report
 from lra_bench.benchmarking.measure import DTYPES, AttentionCase, Case, TrainStepCase
 from lra_bench.benchmarking.variants import BenchError, Variant, resolve
 from lra_bench.benchmarking.worker import default_mem_limit_mb, make_runner
+from lra_bench.errors import LraBenchError
 from lra_bench.paths import conf_dir
 
 MODES = ("attention", "train_step")
@@ -201,7 +202,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
 def _app(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except BenchError as err:
+    except LraBenchError as err:  # a bad bench setting, or two plugins registering one attention name
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 
