@@ -30,7 +30,16 @@ class CustomConfig(AttentionConfig):
     settings: dict[str, Any] = field(default_factory=dict)  # the target's own settings
 
     def check(self, *, max_len: int, head_dim: int) -> None:
-        self.target_config().check(max_len=max_len, head_dim=head_dim)
+        target = self.target_config()
+        try:
+            target.check(max_len=max_len, head_dim=head_dim)
+        except ValueError as err:
+            raise ValueError(self._located(err)) from None
+
+    def _located(self, err: ValueError) -> str:
+        """The target's ``key: rule`` with the key as written in this config (``settings.<key>``, or dropout/seed)."""
+        key = str(err).partition(":")[0]
+        return f"settings.{err}" if key in self.settings or key not in ("dropout", "seed") else str(err)
 
     def target_class(self) -> type[Attention]:
         """The imported class; ValueError('target: ...') when it cannot be imported or is not an Attention."""
@@ -57,7 +66,7 @@ class CustomConfig(AttentionConfig):
         try:
             return typed_settings(config, values, self.target)
         except ValueError as err:
-            raise ValueError(f"settings.{err}") from None
+            raise ValueError(self._located(err)) from None
 
 
 @register_attention("custom", CustomConfig, listed=False)
