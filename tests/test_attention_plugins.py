@@ -168,6 +168,16 @@ def test_a_bad_custom_target_or_setting_is_one_line(user_module, overrides, mess
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
 
 
+def test_custom_target_trains_and_records_a_row(user_module, smoke_overrides, tmp_path):
+    from lra_bench.train import run
+
+    cfg = compose_config(["attn=custom", f"attn.target={user_module}:CosineAttention", "+attn.settings.temperature=4", *smoke_overrides])
+    result = run(cfg)
+    assert result["status"] == "complete" and result["attn"] == "custom"
+    assert ",custom," in (tmp_path / "leaderboard.csv").read_text()
+    assert "target: user_cosine:CosineAttention" in (tmp_path / "run" / "config.yaml").read_text()
+
+
 def test_custom_on_the_command_line_fails_in_one_line_before_any_folder(tmp_path):
     done = cli(["-m", "lra_bench", "attn=custom", "attn.target=no_such_module:Thing", "trainer=smoke"], tmp_path)
     [error] = lines(done.stderr)

@@ -40,6 +40,8 @@ class Subject:
             discover_plugins()
             if attention not in REGISTRY:
                 raise ConformanceError(f"attention {attention!r} is not registered (is its package installed?)")
+            if not REGISTRY[attention].listed:
+                raise ConformanceError(f"attention {attention!r} stands for a target class: check that class, check_attention(MyAttention)")
             entry = REGISTRY[attention]
             return cls(attention, entry.module, entry.config, settings)
         try:
