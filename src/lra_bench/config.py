@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lra_bench.attention import checked_config, register_attention_configs
 from lra_bench.errors import ConfigError
+from lra_bench.run_names import register_resolver
 
 __all__ = ["ConfigError", "Config", "validate", "config_hash", "register_configs"]
 
@@ -78,6 +79,7 @@ class DataConfig:
     mask_zero: bool = False  # parity with published code: treat token id 0 as padding
     limit_train: int | None = None  # use only the first N training examples (smoke checks)
     limit_eval: int | None = None  # use only the first N dev/test examples (smoke checks)
+    fit_sizes: bool = False  # a source smaller than train/val/test_size: take what is there (>= 2 per split)
 
 
 @dataclass
@@ -154,6 +156,7 @@ def register_configs() -> None:
     """Register the schemas: ``base_config`` (listed first in config.yaml) and every attention as an ``attn`` option."""
     ConfigStore.instance().store(name="base_config", node=Config)
     register_attention_configs()
+    register_resolver()
 
 
 def _fail(key: str, value: Any, rule: str) -> NoReturn:

@@ -192,7 +192,7 @@ def ensure_generated(settings: DataSettings) -> Path:
         info = {**params, "draws": stats.draws, "kept": stats.kept, "duplicates": stats.duplicates}
         (tmp / "params.json").write_text(json.dumps(info, indent=1, sort_keys=True))
 
-    return build_dir_once(generated_folder(settings), lambda folder: (folder / "params.json").is_file(), fill)
+    return build_dir_once(generated_folder(settings), "params.json", fill)
 
 
 def _file_stamp(path: Path) -> list[int]:
