@@ -59,7 +59,8 @@ def segment_means(x: torch.Tensor, lengths: torch.Tensor, m: int) -> tuple[torch
     lens = lengths.clamp(min=1).view(-1, 1)
     seg = torch.where(pos < lens, pos * m // lens, m)  # [b, n]; m = the discard segment
     flat = (seg + torch.arange(b, device=x.device).view(-1, 1) * (m + 1)).reshape(-1)
-    counts = torch.bincount(flat, minlength=b * (m + 1)).view(b, m + 1)[:, :m]
+    counts = torch.zeros(b * (m + 1), dtype=torch.long, device=x.device).index_add_(0, flat, torch.ones_like(flat))
+    counts = counts.view(b, m + 1)[:, :m]  # a scatter, not bincount: no host sync for the output size
     rows = x.transpose(1, 2).reshape(b * n, h * d)
     sums = rows.new_zeros(b * (m + 1), h * d).index_add_(0, flat, rows)
     sums = sums.view(b, m + 1, h, d)[:, :m].transpose(1, 2)

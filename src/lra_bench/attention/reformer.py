@@ -55,18 +55,19 @@ class ReformerAttention(SampledAttention):
     def num_buckets(self) -> int:
         return self.cfg.num_buckets or 2 * math.ceil(self.max_len / self.cfg.chunk_size)
 
-    def draw_rotations(self, heads: int, d: int) -> torch.Tensor:
-        """Random rotations ``[heads, d, num_hashes, num_buckets // 2]`` (float64, CPU).
+    def draw_rotations(self, heads: int, d: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Random rotations ``[heads, d, num_hashes, num_buckets // 2]`` (float64, on ``device``).
 
         Tests may replace this method to pin the hashes.
         """
         shape = (heads, d, self.cfg.num_hashes, max(self.num_buckets // 2, 1))
-        return torch.randn(shape, generator=self.generator(), dtype=torch.float64)
+        g = self.generator(device)
+        return torch.randn(shape, generator=g, dtype=torch.float64, device=g.device)
 
     def hash_buckets(self, x: torch.Tensor) -> torch.Tensor:
         """Bucket of each token in each round, ``[b, h, hashes, n]``."""
         b, h, n, d = x.shape
-        rot = self.draw_rotations(h, d).to(device=x.device, dtype=x.dtype)
+        rot = self.draw_rotations(h, d, device=x.device).to(device=x.device, dtype=x.dtype)
         if self.num_buckets == 1:
             return torch.zeros(b, h, self.cfg.num_hashes, n, dtype=torch.long, device=x.device)
         with torch.no_grad():
