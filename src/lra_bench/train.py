@@ -27,11 +27,11 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from lra_bench import checkpoint
-from lra_bench.attention import Attention
 from lra_bench.config import ConfigError, config_hash, validate
 from lra_bench.data import load_splits
 from lra_bench.data.batches import Batch, Collator, eval_batches, train_stream
-from lra_bench.distributed import DistInfo, all_sum, barrier, init_distributed, shutdown
+from lra_bench.device_setup import deterministic_mode, native_bf16
+from lra_bench.distributed import DistInfo, all_sum, barrier, init_distributed, seed_dropout_streams, shutdown, wrap_model
 from lra_bench.errors import RunError
 from lra_bench.model import build_model
 from lra_bench.results import SCHEMA_VERSION, append_row, write_json_atomic
@@ -148,7 +148,7 @@ def precision_of(cfg: DictConfig, device: torch.device) -> tuple[str, torch.dtyp
     """(name for the leaderboard, autocast dtype or None)."""
     if not cfg.trainer.amp:
         return "fp32", None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if not native_bf16(device):
         return "fp16-amp", torch.float16
     return "bf16-amp", torch.bfloat16
 
@@ -179,11 +179,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     Under torchrun every rank calls this; only rank 0 writes files, rows and progress.
     """
     validate(cfg)
-    info, device = init_distributed(cfg.trainer.device)
-    try:
-        return _run(cfg, info, device)
-    finally:
-        shutdown(info)
+    with deterministic_mode(cfg.trainer.deterministic):  # before CUDA starts
+        info, device = init_distributed(cfg.trainer.device)
+        try:
+            return _run(cfg, info, device)
+        finally:
+            shutdown(info)
 
 
 def _run(cfg: DictConfig, info: DistInfo, device: torch.device) -> dict[str, Any]:
@@ -212,8 +213,6 @@ def _run(cfg: DictConfig, info: DistInfo, device: torch.device) -> dict[str, Any
     torch.manual_seed(cfg.seed)
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    if tc.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
     precision, amp_dtype = precision_of(cfg, device)
     reset_peak_memory(device)
 
@@ -229,12 +228,8 @@ def _run(cfg: DictConfig, info: DistInfo, device: torch.device) -> dict[str, Any
     # --- model, optimiser, schedule -------------------------------------------------------------
     raw_model = build_model(cfg).to(device)
     params = sum(p.numel() for p in raw_model.parameters())
-    model: torch.nn.Module = raw_model
-    if info.enabled:
-        unused = any(not m.uses_keys for m in raw_model.modules() if isinstance(m, Attention))  # e.g. shared-QK Reformer
-        model = torch.nn.parallel.DistributedDataParallel(
-            raw_model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
-        )
+    model = wrap_model(raw_model, info, device)
+    seed_dropout_streams(cfg.seed, info)
     optimizer = torch.optim.AdamW(raw_model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay)
     # OneCycleLR with its defaults (as the peer code), so beta1 also cycles 0.85..0.95.
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -255,11 +250,14 @@ def _run(cfg: DictConfig, info: DistInfo, device: torch.device) -> dict[str, Any
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         progress = Progress(**state["progress"])
-        checkpoint.set_rng_state(state["rng"])
+        notice = checkpoint.restore_rng_states(state["rng"], info, device)
+        if notice and info.is_main:
+            print(notice)
         if info.is_main:
             print(f"resuming {run_dir} from step {progress.step}")
 
     def save_last(complete: bool = False) -> None:
+        rng = checkpoint.rank_rng_states(info, device, gather=not complete)  # a collective unless complete (rank 0 alone)
         if not info.is_main:
             return
         checkpoint.save_atomic(
@@ -269,7 +267,7 @@ def _run(cfg: DictConfig, info: DistInfo, device: torch.device) -> dict[str, Any
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
                 "progress": vars(progress),
-                "rng": checkpoint.rng_state(),
+                "rng": rng,
                 "config_hash": chash,
                 "complete": complete,
             },

@@ -74,6 +74,22 @@ class SampledAttention(Attention):
         self.train_generators.load(state)
 
 
+def matmul_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul on ``x`` yields here: autocast's when it is on for x's device, else x's own."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def hidden_score(dtype: torch.dtype, score: float = -1e9) -> float:
+    """A hidden key's finite score in ``dtype``: ``score``, or half the dtype's lowest value where it does not fit.
+
+    fp32 and bf16 keep ``score``; fp16 (lowest -65504) gets -32752, which still underflows to
+    exactly 0 after the softmax next to any visible key and leaves room for sums not to overflow.
+    """
+    return max(score, torch.finfo(dtype).min / 2)
+
+
 def key_padding_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """Additive bias ``[batch, 1, 1, n]``: 0 for real keys, -inf-like for padded keys."""
     if mask is None:

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from lra_bench.attention.base import (
     AttentionConfig,
     SampledAttention,
+    hidden_score,
+    matmul_dtype,
     valid_lengths,
 )
 from lra_bench.attention.registry import register_attention
@@ -96,7 +98,8 @@ class BigBirdAttention(SampledAttention):
         # masks ride in the matmul: q gets a column of ones, k a column of 0 / MASKED, and dropped
         # slots point at an extra all-masked "null" block (index nb), so no pass over the scores
         q = torch.cat([q * d**-0.5, torch.ones_like(q[..., :1])], dim=-1)  # [b, h, n_c, d + 1]
-        bias = F.pad(torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, MASKED), (0, bs), value=MASKED)
+        hidden = hidden_score(matmul_dtype(q), MASKED)  # fits the scores' dtype (fp16 under autocast)
+        bias = F.pad(torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, hidden), (0, bs), value=hidden)
         k = torch.cat([F.pad(k, (0, 0, 0, bs)), bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1)
         v = F.pad(v, (0, 0, 0, bs))
 

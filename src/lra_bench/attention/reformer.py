@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lra_bench.attention.base import AttentionConfig, SampledAttention
+from lra_bench.attention.base import AttentionConfig, SampledAttention, hidden_score, matmul_dtype
 from lra_bench.attention.registry import register_attention
 
 SELF_SCORE = -1e5  # a token's score for itself: used only when nothing else is visible
@@ -94,7 +94,8 @@ class ReformerAttention(SampledAttention):
         perm = sort_key.argsort(dim=-1)  # [b, h, r, n_c]
 
         # masks ride in the matmul: queries get a column of ones, keys a column of 0 / MASKED_SCORE
-        bias = torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, MASKED_SCORE)
+        hidden = hidden_score(matmul_dtype(q), MASKED_SCORE)  # fits the scores' dtype (fp16 under autocast)
+        bias = torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, hidden)
         keys = torch.cat([F.normalize(q, dim=-1, eps=1e-6), bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1)
         queries = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)
 
@@ -111,15 +112,15 @@ class ReformerAttention(SampledAttention):
             return torch.cat([before, x], dim=4)  # [b, h, r, chunks, 2c, e]
 
         null_k = torch.zeros(d + 1, dtype=q.dtype, device=q.device)
-        null_k[-1] = MASKED_SCORE
+        null_k[-1] = hidden
         k_w = window(sort(keys), null_k)
         v_w = window(sort(v), torch.zeros(d, dtype=v.dtype, device=v.device))
         scores = sort(queries) @ k_w.transpose(-1, -2)  # [b, h, r, chunks, c, 2c]
         if self.cfg.same_bucket_only:
             b_s = buckets.gather(3, perm).view(b, h, rounds, chunks, c, 1)
             other = b_s != window(b_s, torch.full((1,), -1, device=q.device)).transpose(-1, -2)
-            scores = scores.masked_fill(other, MASKED_SCORE)
-        scores.diagonal(offset=c, dim1=-2, dim2=-1).fill_(SELF_SCORE)  # a token and itself
+            scores = scores.masked_fill(other, hidden_score(scores.dtype, MASKED_SCORE))
+        scores.diagonal(offset=c, dim1=-2, dim2=-1).fill_(max(SELF_SCORE, hidden_score(scores.dtype) / 2))  # a token and itself, above hidden keys
         lse = scores.logsumexp(dim=-1, keepdim=True)
         probs = F.dropout(torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training)
         out_s = (probs @ v_w).view(b, h, rounds, n_c, d)
