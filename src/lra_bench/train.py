@@ -31,7 +31,15 @@ from lra_bench.config import ConfigError, config_hash, validate
 from lra_bench.data import load_splits
 from lra_bench.data.batches import Batch, Collator, eval_batches, train_stream
 from lra_bench.device_setup import deterministic_mode, native_bf16
-from lra_bench.distributed import DistInfo, all_sum, barrier, init_distributed, seed_dropout_streams, shutdown, wrap_model
+from lra_bench.distributed import (
+    DistInfo,
+    all_sum,
+    barrier,
+    init_distributed,
+    seed_dropout_streams,
+    shutdown,
+    wrap_model,
+)
 from lra_bench.errors import RunError
 from lra_bench.model import build_model
 from lra_bench.results import SCHEMA_VERSION, append_row, write_json_atomic
