@@ -15,6 +15,7 @@ every case), Markdown tables on stdout (and next to the CSV) and, in attention m
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -146,7 +147,11 @@ def output_stem(cfg: DictConfig) -> Path:
 
 
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Run the bench ``cfg`` describes; returns its CSV rows (also written under ``out_dir``)."""
+    """Run the bench ``cfg`` describes; returns its CSV rows (also written under ``out_dir``).
+
+    Stopped by SIGTERM or Ctrl-C, it still writes its CSV, table and plot (the cases not run
+    marked ``skipped``), then raises KeyboardInterrupt.
+    """
     check(cfg)
     variants = resolve(cfg.attns, cfg.dropout)
     device = pick_device(cfg.device)
@@ -162,28 +167,65 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
 
     runner = make_runner(cfg.isolate, cfg.threads)
     rows: list[dict[str, Any]] = []
+    interrupted = False
     failed: set[str] = set()
     start = time.monotonic()
     bar = tqdm(cases, desc=f"bench {cfg.mode}", disable=not cfg.progress, dynamic_ncols=True, file=sys.stderr)
     try:
-        for case in bar:
-            bar.set_postfix_str(f"{case.label} n={case.n}")
-            load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""
-            if cfg.skip_longer_after_failure and case.label in failed:
-                result = {"status": "skipped", "error": "a shorter length ran out of memory or time"}
-            elif cfg.budget_s is not None and time.monotonic() - start > cfg.budget_s:
-                result = {"status": "skipped", "error": f"the bench's budget_s={cfg.budget_s} was spent"}
-            else:
-                result = runner.run(case)
-            if result["status"] in ("oom", "timeout"):
-                failed.add(case.label)
-            rows.append({**make_row(cfg, case, by_label[case.label], result, dev_name, threads), "load_avg": load})
-            report.add_ratios(rows, cfg.baseline, cfg.mode)
-            report.write_csv(csv_path, rows, columns)
+        with TermAsInterrupt():
+            for case in bar:
+                bar.set_postfix_str(f"{case.label} n={case.n}")
+                load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""
+                if cfg.skip_longer_after_failure and case.label in failed:
+                    result = {"status": "skipped", "error": "a shorter length ran out of memory or time"}
+                elif cfg.budget_s is not None and time.monotonic() - start > cfg.budget_s:
+                    result = {"status": "skipped", "error": f"the bench's budget_s={cfg.budget_s} was spent"}
+                else:
+                    result = runner.run(case)
+                if result["status"] in ("oom", "timeout"):
+                    failed.add(case.label)
+                rows.append({**make_row(cfg, case, by_label[case.label], result, dev_name, threads), "load_avg": load})
+                report.add_ratios(rows, cfg.baseline, cfg.mode)
+                report.write_csv(csv_path, rows, columns)
+    except KeyboardInterrupt:
+        interrupted = True
+        print(f"\nstopped after {len(rows)} of {len(cases)} cases: tables and plot from those", file=sys.stderr)
+        for case in cases[len(rows) :]:
+            result = {"status": "skipped", "error": "the bench was stopped (SIGTERM or Ctrl-C)"}
+            rows.append({**make_row(cfg, case, by_label[case.label], result, dev_name, threads), "load_avg": ""})
+        report.add_ratios(rows, cfg.baseline, cfg.mode)
+        report.write_csv(csv_path, rows, columns)
     finally:
         bar.close()
         runner.close()
+    write_outputs(cfg, rows, stem)
+    if interrupted:
+        raise KeyboardInterrupt
+    return rows
 
+
+class TermAsInterrupt:
+    """While active, SIGTERM (``timeout``, a job scheduler) stops the bench like Ctrl-C, so its outputs are still written."""
+
+    def __enter__(self) -> TermAsInterrupt:
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+        except ValueError:  # not the main thread
+            self.previous = None
+        return self
+
+    @staticmethod
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def write_outputs(cfg: DictConfig, rows: list[dict[str, Any]], stem: Path) -> None:
+    """The Markdown table (stdout and file), the problems, and in attention mode the plot, from ``rows``."""
+    csv_path = stem.with_suffix(".csv")
     table = report.attention_markdown(rows, cfg.baseline) if cfg.mode == "attention" else report.train_step_markdown(rows, cfg.baseline)
     stem.with_suffix(".md").write_text(table + "\n")
     print(table)
@@ -194,7 +236,6 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     if cfg.mode == "attention" and cfg.plot and report.plot_attention(rows, stem.with_suffix(".png")):
         print(f" and {stem.with_suffix('.png')}", end="")
     print()
-    return rows
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="bench", version_base="1.3")
@@ -204,6 +245,8 @@ def _app(cfg: DictConfig) -> None:
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
