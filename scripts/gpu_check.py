@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
