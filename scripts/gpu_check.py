@@ -52,8 +52,7 @@ def run_overrides(out: Path, name: str) -> list[str]:
 
 def env(out: Path) -> bool:
     """Versions and precision; every variant draws on the device, reads nothing back, and is finite in fp16/bf16."""
-    from lra_bench.attention import available, build_attention
-    from lra_bench.attention.base import SampledAttention
+    from lra_bench.attention import available
     from lra_bench.compose import compose_config
     from lra_bench.device_setup import native_bf16
     from lra_bench.train import precision_of
@@ -71,40 +70,49 @@ def env(out: Path) -> bool:
     print(json.dumps(info, default=str))
     ok = True
     for name in available():
-        torch.manual_seed(0)
-        attn = build_attention({"name": name, "dropout": 0.0, **_small_kwargs(name)}, head_dim=32, num_heads=2, max_len=1024).to(DEVICE)
-        q, k, v = (torch.randn(2, 2, 1000, 32, device=DEVICE) for _ in range(3))
-        mask = torch.ones(2, 1000, dtype=torch.bool, device=DEVICE)
-        mask[1, 600:] = False
-        problems = []
-        if isinstance(attn, SampledAttention) and attn.generator(DEVICE).device.type != DEVICE.type:
-            problems.append("draws off the device")
-        for mode in (True, False):
-            attn.train(mode)
-            problems += _no_sync(lambda a=attn: a(q, k, v, mask))
-        for dtype in (torch.float16, torch.bfloat16):
-            with torch.autocast(DEVICE.type, dtype=dtype):
-                out_ = attn(q.to(dtype), k.to(dtype), v.to(dtype), mask)
-            if not torch.isfinite(out_).all():
-                problems.append(f"not finite under {dtype} autocast")
+        problems = check_variant(name)
         print(f"{name:14s} {'ok' if not problems else '; '.join(problems)}")
         ok &= not problems
     return ok
+
+
+def check_variant(name: str) -> list[str]:
+    """One variant on the device: draws there, no host sync in train or eval forward, finite in fp16/bf16 autocast."""
+    from lra_bench.attention import build_attention
+    from lra_bench.attention.base import SampledAttention
+
+    torch.manual_seed(0)
+    attn = build_attention({"name": name, "dropout": 0.0, **_small_kwargs(name)}, head_dim=32, num_heads=2, max_len=1024).to(DEVICE)
+    q, k, v = (torch.randn(2, 2, 1000, 32, device=DEVICE) for _ in range(3))
+    mask = torch.ones(2, 1000, dtype=torch.bool, device=DEVICE)
+    mask[1, 600:] = False
+    problems = []
+    if isinstance(attn, SampledAttention) and attn.generator(DEVICE).device.type != DEVICE.type:
+        problems.append("draws off the device")
+    for mode in (True, False):
+        attn.train(mode)
+        problems += _no_sync(attn, q, k, v, mask)
+    for dtype in (torch.float16, torch.bfloat16):
+        with torch.autocast(DEVICE.type, dtype=dtype):
+            out = attn(q.to(dtype), k.to(dtype), v.to(dtype), mask)
+        if not torch.isfinite(out).all():
+            problems.append(f"not finite under {dtype} autocast")
+    return problems
 
 
 def _small_kwargs(name: str) -> dict[str, object]:
     return {o.split("=")[0].split(".")[1]: int(o.split("=")[1]) for o in SMALL.get(name, [])}
 
 
-def _no_sync(fn: Callable[[], object]) -> list[str]:
-    """Run ``fn`` with CUDA's sync debug mode set to error (a host round trip raises); CPU: just run it."""
+def _no_sync(fn: Callable[..., object], *args: object) -> list[str]:
+    """Run ``fn(*args)`` with CUDA's sync debug mode set to error (a host round trip raises); CPU: just run it."""
     if DEVICE.type != "cuda":
-        fn()
+        fn(*args)
         return []
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        fn()
+        fn(*args)
         return []
     except RuntimeError as err:
         return [f"host sync in forward: {str(err).splitlines()[0][:120]}"]
