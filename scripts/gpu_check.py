@@ -163,11 +163,11 @@ def loader(out: Path) -> bool:
     from lra_bench.compose import compose_config
     from lra_bench.train import run
 
-    steps = "30" if CPU_MODE else "200"
+    steps, batch = ("12", "16") if CPU_MODE else ("150", "32")
     times = {}
     for workers in (0, 4):
-        overrides = [*run_overrides(out, f"loader/w{workers}"), "attn=softmax", f"trainer.steps={steps}", "trainer.batch_size=32",
-                     f"trainer.eval_every={steps}", "data.train_size=2000", "data.limit_train=2000", f"data.loader_workers={workers}"]  # fmt: skip
+        overrides = [*run_overrides(out, f"loader/w{workers}"), "attn=softmax", f"trainer.steps={steps}", f"trainer.batch_size={batch}",
+                     f"trainer.eval_every={steps}", "data.train_size=1000", "data.limit_train=1000", f"data.loader_workers={workers}"]  # fmt: skip
         times[workers] = run(compose_config(overrides))["step_ms"]
     ratio = times[0] / times[4]
     verdict = "the loader starves the device with 0 workers" if ratio > 1.2 else "no starvation at 0 workers"
