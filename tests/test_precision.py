@@ -81,8 +81,8 @@ def test_deterministic_mode_is_strict_and_restores_the_previous_settings(monkeyp
     with deterministic_mode(True):
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE
         assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
-        assert not torch.backends.cuda.mem_efficient_sdp_enabled() and torch.backends.cudnn.deterministic
+        assert not torch.backends.cuda.cudnn_sdp_enabled() and torch.backends.cudnn.deterministic
     assert torch.are_deterministic_algorithms_enabled() == before
-    assert torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled()
     with deterministic_mode(False):
         assert torch.are_deterministic_algorithms_enabled() == before

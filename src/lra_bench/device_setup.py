@@ -4,9 +4,9 @@ Deterministic mode (``trainer.deterministic=true``) makes a run repeat bit for b
 machine, GPU included: ``CUBLAS_WORKSPACE_CONFIG`` is set before the first cuBLAS call (cuBLAS
 otherwise splits reductions differently from call to call), every operation must use a
 deterministic algorithm (one without raises, rather than warns), cuDNN autotuning is off, and
-scaled-dot-product attention may use only its flash and math kernels (the memory-efficient and
-cuDNN kernels accumulate their backward pass with atomics). It costs speed: time tables are
-made without it.
+scaled-dot-product attention leaves out its cuDNN kernel (in strict mode torch runs the flash
+and memory-efficient backward passes without atomics; the cuDNN one has no such path). It costs
+speed: time tables are made without it.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def native_bf16(device: torch.device) -> bool:
 def _sdpa_switches() -> dict[str, tuple[object, object]]:
     """The SDPA kernel switches this torch has: name -> (read, write)."""
     b = torch.backends.cuda
-    names = {"mem_efficient": ("mem_efficient_sdp_enabled", "enable_mem_efficient_sdp"), "cudnn": ("cudnn_sdp_enabled", "enable_cudnn_sdp")}
+    names = {"cudnn": ("cudnn_sdp_enabled", "enable_cudnn_sdp")}
     return {k: (getattr(b, r), getattr(b, w)) for k, (r, w) in names.items() if hasattr(b, r) and hasattr(b, w)}
 
 
