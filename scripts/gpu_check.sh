@@ -33,8 +33,8 @@ else
   DEV=cuda
   ATTN_BENCH=(n=16384 warmup=2 repeats=5 case_timeout_s=20 budget_s=80 device=cuda)
   OOM_BENCH=(attn=softmax:impl=math,softmax n=131072 warmup=0 repeats=1 device=cuda)  # 550 GB of scores
-  IMAGE_BENCH=(warmup=2 repeats=5 case_timeout_s=15 budget_s=40 device=cuda)
-  LIMIT=(env=45 smoke=120 resume=45 bench=110 oom=30 image=60 loader=60)  # 470 s at most
+  IMAGE_BENCH=(train.batch_size=32 warmup=2 repeats=5 case_timeout_s=15 budget_s=40 device=cuda)
+  LIMIT=(env=45 smoke=120 resume=45 bench=110 oom=40 image=60 loader=60)  # 480 s at most
 fi
 limit() { local kv; for kv in "${LIMIT[@]}"; do [[ ${kv%%=*} == "$1" ]] && echo "${kv#*=}"; done; }
 
