@@ -53,9 +53,8 @@ def run_overrides(out: Path, name: str) -> list[str]:
 def env(out: Path) -> bool:
     """Versions and precision; every variant draws on the device, reads nothing back, and is finite in fp16/bf16."""
     from lra_bench.attention import available
-    from lra_bench.compose import compose_config
     from lra_bench.device_setup import native_bf16
-    from lra_bench.train import precision_of
+    from lra_bench.step import precision_of
 
     info = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": str(DEVICE), "cpu_mode": CPU_MODE}
     if DEVICE.type == "cuda":
@@ -66,7 +65,7 @@ def env(out: Path) -> bool:
             "bf16_with_emulation": torch.cuda.is_bf16_supported(),
             "flash_sdp": torch.backends.cuda.flash_sdp_enabled(),
         }
-    info["amp_precision"] = precision_of(compose_config(["trainer.amp=true"]), DEVICE)[0]
+    info["amp_precision"] = precision_of(True, DEVICE)[0]
     print(json.dumps(info, default=str))
     ok = True
     for name in available():

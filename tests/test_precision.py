@@ -14,7 +14,7 @@ from lra_bench.compose import compose_config
 from lra_bench.data.batches import Collator
 from lra_bench.device_setup import CUBLAS_WORKSPACE, deterministic_mode, native_bf16
 from lra_bench.model import build_model
-from lra_bench.train import precision_of
+from lra_bench.step import precision_of
 
 
 def model_for(attn: str, *overrides: str) -> torch.nn.Module:
@@ -65,14 +65,13 @@ def test_hidden_scores_fit_the_dtype_and_vanish_after_softmax():
 
 
 def test_emulated_bf16_gpus_train_in_fp16(monkeypatch):
-    cfg = compose_config(["trainer.amp=true"])
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)  # a V100
     assert not native_bf16(torch.device("cuda"))
-    assert precision_of(cfg, torch.device("cuda")) == ("fp16-amp", torch.float16)
+    assert precision_of(True, torch.device("cuda")) == ("fp16-amp", torch.float16)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100
-    assert precision_of(cfg, torch.device("cuda")) == ("bf16-amp", torch.bfloat16)
-    assert precision_of(cfg, torch.device("cpu")) == ("bf16-amp", torch.bfloat16)
-    assert precision_of(compose_config([]), torch.device("cuda")) == ("fp32", None)
+    assert precision_of(True, torch.device("cuda")) == ("bf16-amp", torch.bfloat16)
+    assert precision_of(True, torch.device("cpu")) == ("bf16-amp", torch.bfloat16)
+    assert precision_of(False, torch.device("cuda")) == ("fp32", None)
 
 
 def test_deterministic_mode_is_strict_and_restores_the_previous_settings(monkeypatch):
