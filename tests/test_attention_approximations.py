@@ -144,7 +144,7 @@ def test_performer_matches_favor_formula_with_pinned_features():
     mask[1, 35:] = False
     w = torch.randn(24, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     attn = build("performer", num_features=24, eps=0.0)
-    attn.draw_features = lambda d: w
+    attn.draw_features = lambda d, device=None: w
 
     def phi(x):
         x = x * 8**-0.25
@@ -220,7 +220,7 @@ def test_reformer_rounds_combine_by_log_sum_exp(same_bucket_only):
     q, _, v = rand_qkv(12, n=n)
     attn = build("reformer", max_len=n, chunk_size=c, num_hashes=2, same_bucket_only=same_bucket_only)
     rot = torch.randn(2, 8, 2, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    attn.draw_rotations = lambda heads, d: rot
+    attn.draw_rotations = lambda heads, d, device=None: rot
     scores = shared_qk_scores(q)
     outs, lses = [], []
     for r in range(2):  # one round at a time, by brute force over sorted positions
