@@ -118,7 +118,7 @@ def make_cases(cfg: DictConfig, variants: list[Variant], device: torch.device) -
     model = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(task, dict) and isinstance(model, dict)
     n = cfg.train.seq_len or task["max_len"]
-    batch = cfg.train.batch_size or task["batch_size"]
+    batch = cfg.train.batch_size or cfg.trainer.batch_size
     return [TrainStepCase(v.label, v.config, task, model, n, batch, amp=cfg.train.amp, lr=cfg.train.lr, **common) for v in variants]  # type: ignore[arg-type]
 
 

@@ -23,18 +23,13 @@ __all__ = ["ConfigError", "Config", "validate", "config_hash", "register_configs
 
 @dataclass
 class TaskConfig:
-    """One LRA task and its default (Skyformer-paper) protocol."""
+    """One LRA task: what defines it (classes, length, vocabulary), not how it is trained."""
 
     name: str = MISSING
     num_classes: int = MISSING
     max_len: int = MISSING
     vocab_size: int = MISSING
     dual: bool = False  # retrieval: two documents through one shared encoder
-    batch_size: int = 32
-    lr: float = 1e-4
-    warmup_steps: int = 1000
-    eval_every: int = 500
-    steps: int = 50_000
 
 
 @dataclass
@@ -73,25 +68,34 @@ class ModelConfig:
     num_heads: int = 2
     dropout: float = 0.1
     pooling: str = "mean"  # mean (over valid tokens) | mean_padded (over the padded length, as peer code)
+    # | cls (a learned token prepended, its output classifies) | first_token (the first token's output)
     classifier_dim: int = 128
     attn_fp32: bool = True  # run the attention itself in fp32 under mixed precision
+    qkv_dim: int | None = None  # width of queries/keys/values over all heads (None = dim)
+    positions: str = "learned"  # learned (trained table) | sinusoidal (fixed sin/cos table)
+    dual_head: str = "nli"  # retrieval head: nli ([u, v, u*v, u-v] -> MLP) | lra ([u, v] -> 3-layer MLP)
+    attn_bias: bool = True  # biases on the query/key/value and output projections
+    init: str = "default"  # default (N(0, 0.02) embeddings, torch layers) | lra (the LRA code's flax initialisers)
+    norm_eps: float = 1e-5  # LayerNorm epsilon
 
 
 @dataclass
 class TrainerConfig:
-    """The shared training loop (DESIGN §6)."""
+    """The shared training loop (DESIGN §6); the protocol fills in steps, batch, rate and schedule."""
 
-    steps: int = "${task.steps}"  # type: ignore[assignment]
-    batch_size: int = "${task.batch_size}"  # type: ignore[assignment]
-    lr: float = "${task.lr}"  # type: ignore[assignment]
-    warmup_steps: int = "${task.warmup_steps}"  # type: ignore[assignment]
-    eval_every: int = "${task.eval_every}"  # type: ignore[assignment]
+    steps: int = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    warmup_steps: int = MISSING
+    eval_every: int = MISSING
     eval_batch_size: int | None = None  # None = batch_size
     grad_accum: int = 1
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-6
     clip_value: float | None = 1.0
+    schedule: str = "one_cycle"  # one_cycle | warmup_rsqrt | warmup_cosine (see lra_bench.optim)
+    cycle_steps: int | None = None  # warmup_cosine: steps per cosine cycle (None = steps)
     amp: bool = False  # mixed precision (bf16 on CPU, fp16 with a scaler on CUDA)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     ckpt_every: int = 500
@@ -121,8 +125,16 @@ class PathsConfig:
 
 
 @dataclass
+class ProtocolConfig:
+    """Which published protocol set the trainer and model values (conf/protocol/<name>.yaml)."""
+
+    name: str = "skyformer_paper"  # skyformer_paper | lra_paper
+
+
+@dataclass
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     attn: Any = MISSING  # validated against the variant's own dataclass (attention registry)
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -161,26 +173,17 @@ def validate(cfg: DictConfig) -> None:
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         raise ConfigError(f"invalid setting {key}: {str(err).splitlines()[0]}") from None
-    _check_positive(cfg.task, "task", ["num_classes", "max_len", "vocab_size", "steps"])
+    _check_positive(cfg.task, "task", ["num_classes", "max_len", "vocab_size"])
     _check_positive(
         cfg.trainer,
         "trainer",
         ["steps", "batch_size", "lr", "eval_every", "eval_batch_size", "grad_accum", "ckpt_every", "log_every"],
     )
     _check_positive(cfg.trainer, "trainer", ["warmup_steps", "weight_decay", "clip_value"], strict=False)
-    if cfg.trainer.warmup_steps == 1:
-        _fail("trainer.warmup_steps", 1, "must be 0 or at least 2 (OneCycleLR needs a warm-up phase of two steps)")
-    if cfg.trainer.warmup_steps >= cfg.trainer.steps:
-        _fail("trainer.warmup_steps", cfg.trainer.warmup_steps, f"must be < trainer.steps ({cfg.trainer.steps})")
+    _validate_schedule(cfg.trainer)
     if cfg.trainer.batch_size % cfg.trainer.grad_accum:
         _fail("trainer.batch_size", cfg.trainer.batch_size, f"must be divisible by trainer.grad_accum ({cfg.trainer.grad_accum})")
-    _check_positive(cfg.model, "model", ["dim", "ffn_dim", "num_layers", "num_heads", "classifier_dim"])
-    if cfg.model.dim % cfg.model.num_heads:
-        _fail("model.dim", cfg.model.dim, f"must be divisible by model.num_heads ({cfg.model.num_heads})")
-    if not 0.0 <= cfg.model.dropout < 1.0:
-        _fail("model.dropout", cfg.model.dropout, "must be in [0, 1)")
-    if cfg.model.pooling not in ("mean", "mean_padded"):
-        _fail("model.pooling", cfg.model.pooling, "choose mean or mean_padded")
+    _validate_model(cfg.model)
     if cfg.data.pad_to not in ("max_len", "batch"):
         _fail("data.pad_to", cfg.data.pad_to, "choose max_len or batch")
     _check_positive(cfg.data, "data", ["train_size", "val_size", "test_size", "size", "gen_workers", "limit_train", "limit_eval", "max_bytes"])
@@ -197,7 +200,43 @@ def validate(cfg: DictConfig) -> None:
         _fail("logger.name", cfg.logger.name, "choose none or wandb")
     if cfg.seed < 0:
         _fail("seed", cfg.seed, "must be >= 0")
-    validate_attention_config(cfg.attn, max_len=cfg.task.max_len, head_dim=cfg.model.dim // cfg.model.num_heads)
+    qkv_dim = cfg.model.qkv_dim or cfg.model.dim
+    validate_attention_config(cfg.attn, max_len=cfg.task.max_len, head_dim=qkv_dim // cfg.model.num_heads)
+
+
+def _validate_schedule(tc: DictConfig) -> None:
+    from lra_bench.optim import SCHEDULES
+
+    if tc.schedule not in SCHEDULES:
+        _fail("trainer.schedule", tc.schedule, f"choose {', '.join(SCHEDULES)}")
+    _check_positive(tc, "trainer", ["cycle_steps"])
+    if tc.schedule != "one_cycle":
+        if tc.warmup_steps < 1:  # the LRA factors divide by the warm-up length
+            _fail("trainer.warmup_steps", tc.warmup_steps, f"must be >= 1 for trainer.schedule={tc.schedule}")
+        return
+    if tc.warmup_steps == 1:
+        _fail("trainer.warmup_steps", 1, "must be 0 or at least 2 (OneCycleLR needs a warm-up phase of two steps)")
+    if tc.warmup_steps >= tc.steps:
+        _fail("trainer.warmup_steps", tc.warmup_steps, f"must be < trainer.steps ({tc.steps})")
+
+
+def _validate_model(model: DictConfig) -> None:
+    _check_positive(model, "model", ["dim", "ffn_dim", "num_layers", "num_heads", "classifier_dim", "qkv_dim", "norm_eps"])
+    qkv_dim = model.qkv_dim or model.dim
+    if qkv_dim % model.num_heads:
+        key = "model.qkv_dim" if model.qkv_dim else "model.dim"
+        _fail(key, qkv_dim, f"must be divisible by model.num_heads ({model.num_heads})")
+    if not 0.0 <= model.dropout < 1.0:
+        _fail("model.dropout", model.dropout, "must be in [0, 1)")
+    choices = {
+        "pooling": ("mean", "mean_padded", "cls", "first_token"),
+        "positions": ("learned", "sinusoidal"),
+        "dual_head": ("nli", "lra"),
+        "init": ("default", "lra"),
+    }
+    for key, allowed in choices.items():
+        if model[key] not in allowed:
+            _fail(f"model.{key}", model[key], f"choose {', '.join(allowed)}")
 
 
 def config_hash(cfg: DictConfig) -> str:

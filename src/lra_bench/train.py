@@ -1,7 +1,7 @@
 """The shared training loop (DESIGN §6), readable top to bottom.
 
-``run(cfg)`` validates the config, prepares data, builds the model, trains with AdamW +
-OneCycleLR, evaluates on the whole dev set every ``eval_every`` steps keeping the best
+``run(cfg)`` validates the config, prepares data, builds the model, trains with the protocol's
+optimiser and schedule (``optim.make_optimizer``), evaluates on the whole dev set every ``eval_every`` steps keeping the best
 checkpoint, tests that checkpoint on the whole test set, and records ``results.json`` and one
 leaderboard row. Re-running with the same run folder resumes from ``last.pt``.
 """
@@ -34,6 +34,7 @@ from lra_bench.data.batches import Batch, Collator, eval_batches, train_stream
 from lra_bench.distributed import DistInfo, all_sum, barrier, init_distributed, shutdown
 from lra_bench.errors import RunError
 from lra_bench.model import build_model
+from lra_bench.optim import make_optimizer
 from lra_bench.results import SCHEMA_VERSION, append_row, write_json_atomic
 from lra_bench.tracking import make_tracker
 
@@ -235,11 +236,7 @@ def _run(cfg: DictConfig, info: DistInfo, device: torch.device) -> dict[str, Any
         model = torch.nn.parallel.DistributedDataParallel(
             raw_model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
         )
-    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay)
-    # OneCycleLR with its defaults (as the peer code), so beta1 also cycles 0.85..0.95.
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=tc.lr, total_steps=tc.steps, pct_start=tc.warmup_steps / tc.steps, anneal_strategy="linear"
-    )
+    optimizer, scheduler = make_optimizer(tc, raw_model.parameters())
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     progress = Progress()
 
