@@ -94,6 +94,8 @@ def test_schedule_settings_are_checked():
         validate(compose_config(["model.pooling=max"]))
     with pytest.raises(ConfigError, match="model.qkv_dim"):
         validate(compose_config(["model.qkv_dim=63"]))
+    with pytest.raises(ConfigError, match="model.classifier_dim"):
+        validate(compose_config(["task=retrieval", "model.dual_head=lra", "model.classifier_dim=1"]))
 
 
 # --- optimiser and schedules -------------------------------------------------------------------

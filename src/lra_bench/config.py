@@ -237,6 +237,8 @@ def _validate_model(model: DictConfig) -> None:
     for key, allowed in choices.items():
         if model[key] not in allowed:
             _fail(f"model.{key}", model[key], f"choose {', '.join(allowed)}")
+    if model.dual_head == "lra" and model.classifier_dim < 2:
+        _fail("model.classifier_dim", model.classifier_dim, "must be >= 2 with model.dual_head=lra (its second layer is half as wide)")
 
 
 def config_hash(cfg: DictConfig) -> str:
