@@ -106,9 +106,15 @@ def trainer(**values):
     return OmegaConf.create({**base, **values})
 
 
+def one_parameter(start: torch.Tensor | None = None) -> torch.nn.Module:
+    module = torch.nn.Module()
+    module.weight = torch.nn.Parameter(torch.zeros(1) if start is None else start.clone())
+    return module
+
+
 def rates(tc, steps):
     """The learning rate each update uses: the rate before update t is the schedule at t."""
-    opt, sched = make_optimizer(tc, [torch.nn.Parameter(torch.zeros(1))])
+    opt, sched = make_optimizer(one_parameter(), tc)
     out = []
     for t in range(max(steps) + 1):
         if t in steps:
@@ -169,8 +175,9 @@ def test_adamw_is_flax_adam_with_weight_decay(seed, schedule):
     start = torch.randn(5, 7, generator=gen, dtype=torch.float64)
     grads = [torch.randn(5, 7, generator=gen, dtype=torch.float64) for _ in range(12)]
     tc = trainer(schedule=schedule, weight_decay=0.1, warmup_steps=4, steps=12)
-    param = torch.nn.Parameter(start.clone())
-    opt, sched = make_optimizer(tc, [param])
+    module = one_parameter(start)
+    param = module.weight
+    opt, sched = make_optimizer(module, tc)
     lrs = []
     for g in grads:
         lrs.append(opt.param_groups[0]["lr"])
@@ -183,12 +190,12 @@ def test_adamw_is_flax_adam_with_weight_decay(seed, schedule):
 
 def test_schedule_resumes_from_its_state():
     tc = trainer(schedule="warmup_cosine", steps=30, warmup_steps=5)
-    opt, sched = make_optimizer(tc, [torch.nn.Parameter(torch.zeros(1))])
+    opt, sched = make_optimizer(one_parameter(), tc)
     for _ in range(12):
         opt.step()
         sched.step()
     state = (opt.state_dict(), sched.state_dict())
-    opt2, sched2 = make_optimizer(tc, [torch.nn.Parameter(torch.zeros(1))])
+    opt2, sched2 = make_optimizer(one_parameter(), tc)
     opt2.load_state_dict(state[0])
     sched2.load_state_dict(state[1])
     assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]

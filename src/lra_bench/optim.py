@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule of a run, built from the trainer settings.
+"""The optimiser and learning-rate schedule of a run, built from the trainer settings.
 
 Both protocols use ``torch.optim.AdamW``. Under the LRA paper's protocol this is exactly the
 update of flax's ``optim.Adam(weight_decay=wd)`` that the LRA code trains with: flax computes
@@ -23,11 +23,11 @@ linear warm-up), as flax evaluates the schedule at ``optimizer.state.step`` befo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.optim.lr_scheduler import LRScheduler
 
 SCHEDULES = ("one_cycle", "warmup_rsqrt", "warmup_cosine")
 
@@ -54,17 +54,19 @@ class WarmupCosine:
         return min(1.0, step / self.warmup) * max(0.0, 0.5 * (1.0 + math.cos(math.pi * (progress % 1.0))))
 
 
-def make_optimizer(tc: Any, params: Iterable[torch.nn.Parameter]) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW over ``params`` and the scheduler of ``tc.schedule``; step the scheduler once per update.
+def make_optimizer(model: torch.nn.Module, trainer_cfg: Any) -> tuple[torch.optim.Optimizer, LRScheduler]:
+    """AdamW over ``model``'s parameters and the scheduler of ``trainer_cfg.schedule``; step the
+    scheduler once per update.
 
-    ``tc`` is the trainer section (``lr``, ``betas``, ``eps``, ``weight_decay``, ``steps``,
-    ``warmup_steps``, ``schedule``, ``cycle_steps``).
+    ``trainer_cfg`` is the trainer section (``lr``, ``betas``, ``eps``, ``weight_decay``,
+    ``steps``, ``warmup_steps``, ``schedule``, ``cycle_steps``).
     """
-    optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay)
+    tc = trainer_cfg
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay)
     schedule = getattr(tc, "schedule", "one_cycle")
     if schedule == "one_cycle":
         # OneCycleLR with its defaults (as the peer code), so beta1 also cycles 0.85..0.95.
-        scheduler: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
+        scheduler: LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=tc.lr, total_steps=tc.steps, pct_start=tc.warmup_steps / tc.steps, anneal_strategy="linear"
         )
     elif schedule == "warmup_rsqrt":
