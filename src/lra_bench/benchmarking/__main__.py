@@ -33,6 +33,7 @@ from lra_bench.benchmarking.measure import DTYPES, AttentionCase, Case, TrainSte
 from lra_bench.benchmarking.variants import BenchError, Variant, resolve
 from lra_bench.benchmarking.worker import default_mem_limit_mb, make_runner
 from lra_bench.config import TaskConfig, TrainerConfig
+from lra_bench.errors import LraBenchError
 from lra_bench.io import atomic_write_text
 from lra_bench.paths import conf_dir
 from lra_bench.runtime import device_label, resolve_device
@@ -229,7 +230,7 @@ def write_outputs(cfg: DictConfig, rows: list[dict[str, Any]]) -> None:
 def _app(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except BenchError as err:
+    except LraBenchError as err:  # a bad bench setting, or two plugins registering one attention name
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 
