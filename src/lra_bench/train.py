@@ -1,7 +1,7 @@
 """The shared training loop, in named parts read top to bottom by ``run``.
 
-``run(cfg)`` validates the config, prepares data, builds the model with AdamW + OneCycleLR,
-trains (evaluating on the whole dev set every ``eval_every`` steps and keeping the best
+``run(cfg)`` validates the config, prepares data, builds the model with the protocol's optimiser
+and schedule (``optim.make_optimizer``), trains (evaluating on the whole dev set every ``eval_every`` steps and keeping the best
 checkpoint), tests that checkpoint on the whole test set, and records ``results.json`` and one
 leaderboard row. Re-running with the same run folder resumes exactly from ``last.pt``.
 """

@@ -120,14 +120,16 @@ def make_cases(cfg: DictConfig, variants: list[Variant], device: torch.device) -
     model = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(task, dict) and isinstance(model, dict)
     n = cfg.train.seq_len or task["max_len"]
-    batch = cfg.train.batch_size or task["batch_size"]
+    batch = cfg.train.batch_size or cfg.trainer.batch_size
     trainer = trainer_settings(cfg)
     return [TrainStepCase(v.label, v.config, task, model, trainer, n, batch, **common) for v in variants]  # type: ignore[arg-type]
 
 
 def trainer_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The training loop's settings for the bench's task (its defaults), with ``train.lr`` and ``train.amp``."""
-    run_cfg = OmegaConf.create({"task": OmegaConf.merge(OmegaConf.structured(TaskConfig), cfg.task), "trainer": OmegaConf.structured(TrainerConfig)})
+    """The training loop's settings for the bench's task under its protocol, with ``train.lr`` and ``train.amp``."""
+    run_cfg = OmegaConf.create(
+        {"task": OmegaConf.merge(OmegaConf.structured(TaskConfig), cfg.task), "trainer": OmegaConf.merge(OmegaConf.structured(TrainerConfig), cfg.trainer)}
+    )
     run_cfg.trainer.lr, run_cfg.trainer.amp = cfg.train.lr, cfg.train.amp
     trainer = OmegaConf.to_container(run_cfg.trainer, resolve=True)
     assert isinstance(trainer, dict)
