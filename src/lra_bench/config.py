@@ -41,18 +41,13 @@ LISTOPS_LENGTHS = (500, 2000)  # the ListOps generator's default min_length < le
 
 @dataclass
 class TaskConfig:
-    """One LRA task and its default (Skyformer-paper) protocol."""
+    """One LRA task: what defines it (classes, length, vocabulary), not how it is trained."""
 
     name: str = MISSING
     num_classes: int = MISSING
     max_len: int = MISSING
     vocab_size: int = MISSING
     dual: bool = False  # retrieval: two documents through one shared encoder
-    batch_size: int = 32
-    lr: float = 1e-4
-    warmup_steps: int = 1000
-    eval_every: int = 500
-    steps: int = 50_000
 
 
 @dataclass
@@ -94,25 +89,34 @@ class ModelConfig:
     num_heads: int = 2
     dropout: float = 0.1
     pooling: str = "mean"  # mean (over valid tokens) | mean_padded (over the padded length, as peer code)
+    # | cls (a learned token prepended, its output classifies) | first_token (the first token's output)
     classifier_dim: int = 128
     attn_fp32: bool = True  # run the attention itself in fp32 under mixed precision
+    qkv_dim: int | None = None  # width of queries/keys/values over all heads (None = dim)
+    positions: str = "learned"  # learned (trained table) | sinusoidal (fixed sin/cos table)
+    dual_head: str = "nli"  # retrieval head: nli ([u, v, u*v, u-v] -> MLP) | lra ([u, v] -> 3-layer MLP)
+    attn_bias: bool = True  # biases on the query/key/value and output projections
+    init: str = "default"  # default (N(0, 0.02) embeddings, torch layers) | lra (the LRA code's flax initialisers)
+    norm_eps: float = 1e-5  # LayerNorm epsilon
 
 
 @dataclass
 class TrainerConfig:
-    """The shared training loop (docs/protocol.md); protocol values come from the task."""
+    """The shared training loop; the protocol fills in steps, batch, rate and schedule (docs/protocol.md)."""
 
-    steps: int = "${task.steps}"  # type: ignore[assignment]
-    batch_size: int = "${task.batch_size}"  # type: ignore[assignment]
-    lr: float = "${task.lr}"  # type: ignore[assignment]
-    warmup_steps: int = "${task.warmup_steps}"  # type: ignore[assignment]
-    eval_every: int = "${task.eval_every}"  # type: ignore[assignment]
+    steps: int = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    warmup_steps: int = MISSING
+    eval_every: int = MISSING
     eval_batch_size: int | None = None  # None = batch_size
     grad_accum: int = 1
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-6
     clip_value: float | None = 1.0
+    schedule: str = "one_cycle"  # one_cycle | warmup_rsqrt | warmup_cosine (see lra_bench.optim)
+    cycle_steps: int | None = None  # warmup_cosine: steps per cosine cycle (None = steps)
     amp: bool = False  # mixed precision (bf16 on CPU, fp16 with a scaler on CUDA)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     ckpt_every: int = 500
@@ -144,8 +148,16 @@ class PathsConfig:
 
 
 @dataclass
+class ProtocolConfig:
+    """Which published protocol set the trainer and model values (conf/protocol/<name>.yaml)."""
+
+    name: str = "skyformer_paper"  # skyformer_paper | lra_paper
+
+
+@dataclass
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     attn: Any = MISSING  # the chosen variant's dataclass: an option of the ``attn`` group
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -205,7 +217,7 @@ def _check_resolvable(cfg: DictConfig) -> None:
 
 
 def _check_task(cfg: DictConfig) -> None:
-    _check_positive(cfg.task, "task", ["num_classes", "max_len", "vocab_size", "steps"])
+    _check_positive(cfg.task, "task", ["num_classes", "max_len", "vocab_size"])
     side = IMAGE_SIDES.get(cfg.task.name)
     if side is not None and cfg.task.max_len < side * side:
         _fail("task.max_len", cfg.task.max_len, f"{side}x{side} images need {side * side} tokens")
@@ -217,10 +229,7 @@ def _check_trainer(cfg: DictConfig, world_size: int) -> None:
         trainer, "trainer", ["steps", "batch_size", "lr", "eval_every", "eval_batch_size", "grad_accum", "ckpt_every", "log_every"]
     )
     _check_positive(trainer, "trainer", ["warmup_steps", "weight_decay", "clip_value"], strict=False)
-    if trainer.warmup_steps == 1:
-        _fail("trainer.warmup_steps", 1, "must be 0 or at least 2 (OneCycleLR needs a warm-up phase of two steps)")
-    if trainer.warmup_steps >= trainer.steps:
-        _fail("trainer.warmup_steps", trainer.warmup_steps, f"must be < trainer.steps ({trainer.steps})")
+    _check_schedule(trainer)
     if trainer.batch_size % (trainer.grad_accum * world_size):
         rule = f"trainer.grad_accum ({trainer.grad_accum})"
         if world_size > 1:
@@ -228,15 +237,44 @@ def _check_trainer(cfg: DictConfig, world_size: int) -> None:
         _fail("trainer.batch_size", trainer.batch_size, f"must be divisible by {rule}")
 
 
+def _check_schedule(trainer: DictConfig) -> None:
+    from lra_bench.optim import SCHEDULES
+
+    if trainer.schedule not in SCHEDULES:
+        _fail("trainer.schedule", trainer.schedule, f"choose {', '.join(SCHEDULES)}")
+    _check_positive(trainer, "trainer", ["cycle_steps"])
+    if trainer.schedule != "one_cycle":
+        if trainer.warmup_steps < 1:  # the LRA factors divide by the warm-up length
+            _fail("trainer.warmup_steps", trainer.warmup_steps, f"must be >= 1 for trainer.schedule={trainer.schedule}")
+        return
+    if trainer.warmup_steps == 1:
+        _fail("trainer.warmup_steps", 1, "must be 0 or at least 2 (OneCycleLR needs a warm-up phase of two steps)")
+    if trainer.warmup_steps >= trainer.steps:
+        _fail("trainer.warmup_steps", trainer.warmup_steps, f"must be < trainer.steps ({trainer.steps})")
+
+
+MODEL_CHOICES = {
+    "pooling": ("mean", "mean_padded", "cls", "first_token"),
+    "positions": ("learned", "sinusoidal"),
+    "dual_head": ("nli", "lra"),
+    "init": ("default", "lra"),
+}
+
+
 def _check_model(cfg: DictConfig) -> None:
     model = cfg.model
-    _check_positive(model, "model", ["dim", "ffn_dim", "num_layers", "num_heads", "classifier_dim"])
-    if model.dim % model.num_heads:
-        _fail("model.dim", model.dim, f"must be divisible by model.num_heads ({model.num_heads})")
+    _check_positive(model, "model", ["dim", "ffn_dim", "num_layers", "num_heads", "classifier_dim", "qkv_dim", "norm_eps"])
+    qkv_dim = model.qkv_dim or model.dim
+    if qkv_dim % model.num_heads:
+        key = "model.qkv_dim" if model.qkv_dim else "model.dim"
+        _fail(key, qkv_dim, f"must be divisible by model.num_heads ({model.num_heads})")
     if not 0.0 <= model.dropout < 1.0:
         _fail("model.dropout", model.dropout, "must be in [0, 1)")
-    if model.pooling not in ("mean", "mean_padded"):
-        _fail("model.pooling", model.pooling, "choose mean or mean_padded")
+    for key, allowed in MODEL_CHOICES.items():
+        if model[key] not in allowed:
+            _fail(f"model.{key}", model[key], f"choose {', '.join(allowed)}")
+    if model.dual_head == "lra" and model.classifier_dim < 2:
+        _fail("model.classifier_dim", model.classifier_dim, "must be >= 2 with model.dual_head=lra (its second layer is half as wide)")
 
 
 def _check_data(cfg: DictConfig) -> None:
@@ -276,7 +314,8 @@ def _check_task_data(cfg: DictConfig) -> None:
 def _check_attention(cfg: DictConfig) -> None:
     """The attention's own rules (its dataclass's ``check``), against the task's length and the head size."""
     try:
-        checked_config(cfg.attn, max_len=cfg.task.max_len, head_dim=cfg.model.dim // cfg.model.num_heads)
+        head_dim = (cfg.model.qkv_dim or cfg.model.dim) // cfg.model.num_heads
+        checked_config(cfg.attn, max_len=cfg.task.max_len, head_dim=head_dim)
     except ValueError as err:
         raise ConfigError(f"invalid setting attn.{err}") from None
 
