@@ -103,7 +103,7 @@ class NystromformerAttention(Attention):
         kernel_2 = torch.softmax(q_l @ k_l.transpose(-1, -2), dim=-1)  # [b, h, m, m]
         kernel_2 = kernel_2 * lm_valid[:, None, :, None].to(q.dtype)  # empty landmarks: zero rows too
         kernel_3 = torch.softmax(q_l @ k.transpose(-1, -2), dim=-1)  # [b, h, m, n]
-        z = newton_schulz_pinv(kernel_2, self.cfg.pinv_iters, per_matrix_init=self.cfg.pinv_init == "per_matrix")
+        z = newton_schulz_pinv(kernel_2, self.cfg.pinv_iters, self.cfg.pinv_init)
         out = kernel_1 @ (z @ (kernel_3 @ v))
         if self.conv is not None:  # v is already zero on padded tokens, like the conv's own zero padding
             out = out + F.conv2d(v, self.conv.weight.to(v.dtype), padding=self.conv.padding, groups=h)
