@@ -12,6 +12,7 @@ from lra_bench.attention.pinv import (
     newton_schulz_reference,
     newton_schulz_start,
 )
+from lra_bench.benchmarking.measure import saved_for_backward_mb
 
 # settings of each fast variant worth comparing (every one against impl=reference)
 CASES = {
@@ -100,3 +101,17 @@ def test_chunked_blocks_match_the_dense_gaussian_kernel():
     y_aug = chunked.augment_landmarks(y)
     torch.testing.assert_close(chunked.kernel_apply(x, y_aug, v[:, :, :9], scale=0.5), dense @ v[:, :, :9])
     torch.testing.assert_close(chunked.kernel_reduce(x, y_aug, v, mask, scale=0.5), (dense * mask[:, None, :, None]).mT @ v)
+
+
+@pytest.mark.parametrize("name, kw", FLAT[:1])
+def test_fast_path_saves_only_its_inputs_per_token(name, kw):
+    """Doubling n adds exactly q, k, v to what backward keeps: no n x m block is saved."""
+
+    def saved(impl: str, n: int) -> float:
+        q, k, v = (x.requires_grad_() for x in rand_qkv(0, n=n))
+        attn = build(name, impl, kw)
+        return saved_for_backward_mb(lambda: attn(q, k, v))
+
+    qkv_growth = 3 * 2 * 2 * 256 * 8 * 8 / 2**20  # q, k, v: [2, 2, 256 more tokens, 8] in float64
+    assert saved("fast", 512) - saved("fast", 256) == pytest.approx(qkv_growth, rel=1e-9)
+    assert saved("reference", 512) > saved("fast", 512) + 2 * 2 * 512 * 16 * 8 / 2**20  # the plain form keeps n x m blocks
