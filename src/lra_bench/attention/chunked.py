@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-CHUNK_ELEMENTS = 1 << 19  # elements of one [b, h, chunk, m] block: a few MB, stays in cache
+CHUNK_ELEMENTS = 1 << 18  # elements of one [b, h, chunk, m] block (1 MB in fp32): stays in cache
 MIN_CHUNK = 64
 
 Shift = torch.Tensor | str | None
