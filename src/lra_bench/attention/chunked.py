@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-CHUNK_ELEMENTS = 1 << 18  # elements of one [b, h, chunk, m] block (1 MB in fp32): stays in cache
+CHUNK_ELEMENTS = 1 << 18  # elements of one [b, h, chunk, m] block on a CPU (1 MB in fp32): stays in cache
+CHUNK_ELEMENTS_GPU = 1 << 24  # on a GPU: large enough to fill it, small next to its memory (64 MB in fp32)
 MIN_CHUNK = 64
 
 Shift = torch.Tensor | str | None
@@ -46,9 +47,10 @@ def augment_landmarks(y: torch.Tensor) -> torch.Tensor:
 
 
 def chunk_rows(x: torch.Tensor, y_aug: torch.Tensor) -> int:
-    """Rows per chunk: about ``CHUNK_ELEMENTS`` elements per ``[b, h, chunk, m]`` block."""
+    """Rows per chunk: about ``CHUNK_ELEMENTS`` (CPU) or ``CHUNK_ELEMENTS_GPU`` elements per ``[b, h, chunk, m]`` block."""
     batch = x.shape[0] * x.shape[1]
-    return max(MIN_CHUNK, CHUNK_ELEMENTS // max(1, batch * y_aug.shape[-2]))
+    budget = CHUNK_ELEMENTS if x.device.type == "cpu" else CHUNK_ELEMENTS_GPU
+    return max(MIN_CHUNK, budget // max(1, batch * y_aug.shape[-2]))
 
 
 def _exp_block(x_aug: torch.Tensor, y_aug: torch.Tensor, shift: Shift) -> torch.Tensor:
@@ -61,9 +63,9 @@ def _exp_block(x_aug: torch.Tensor, y_aug: torch.Tensor, shift: Shift) -> torch.
     return e.exp_()
 
 
-def _rows(t: torch.Tensor | None, i: int, j: int) -> torch.Tensor | None:
-    """Rows ``i:j`` of a ``[.., n, .]`` tensor; broadcast (size-1) row axes pass through."""
-    if t is None or t.shape[-2] == 1:
+def _rows(t: Shift, i: int, j: int) -> Shift:
+    """Rows ``i:j`` of a ``[.., n, .]`` tensor; broadcast (size-1) row axes, strings and None pass through."""
+    if not isinstance(t, torch.Tensor) or t.shape[-2] == 1:
         return t
     return t[..., i:j, :]
 
@@ -91,7 +93,7 @@ class _KernelApply(torch.autograd.Function):
         out = x.new_empty(*torch.broadcast_shapes(x.shape[:-2], p.shape[:-2]), n, p.shape[-1])
         for i in range(0, n, step):
             j = min(i + step, n)
-            k = _exp_block(augment_rows(x[..., i:j, :], scale), y_aug, _rows(shift, i, j) if not isinstance(shift, str) else shift)
+            k = _exp_block(augment_rows(x[..., i:j, :], scale), y_aug, _rows(shift, i, j))
             if eps:
                 k += eps
             out[..., i:j, :] = k @ p
@@ -112,7 +114,7 @@ class _KernelApply(torch.autograd.Function):
         for i in range(0, n, step):
             j = min(i + step, n)
             x_aug = augment_rows(x[..., i:j, :], ctx.scale)
-            k = _exp_block(x_aug, y_aug, _rows(shift, i, j) if not isinstance(shift, str) else shift)
+            k = _exp_block(x_aug, y_aug, _rows(shift, i, j))
             g = grad[..., i:j, :]
             if dp is not None:
                 dp += k.mT @ g
@@ -175,7 +177,7 @@ def _kept(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rows ``i:j`` of the kernel as used (``mask (exp + eps)``), its masked exponential part, and ``x~``."""
     x_aug = augment_rows(x[..., i:j, :], scale)
-    e = _exp_block(x_aug, y_aug, _rows(shift, i, j) if not isinstance(shift, str) else shift)
+    e = _exp_block(x_aug, y_aug, _rows(shift, i, j))
     keep = _chunk_mask(mask, i, j, e.dtype)
     if keep is not None:
         e.mul_(keep)
