@@ -213,3 +213,10 @@ def test_performer_peer_settings_are_the_peer_code(impl, padded):
     if padded:  # zeroed padded keys still weigh in the normaliser: the output differs from removing them
         attn.cfg.padded_keys = "removed"
         assert not torch.allclose(attn(q, k, v, mask), ref, rtol=1e-6, atol=0)
+
+
+def test_nystromformer_conv_equals_the_2d_depthwise_convolution():
+    attn = build("nystromformer", "fast", {"num_landmarks": 8, "conv_kernel": 7})
+    v = rand_qkv(33, n=30)[2]
+    conv2d = torch.nn.functional.conv2d(v, attn.conv.weight, padding=attn.conv.padding, groups=2)
+    torch.testing.assert_close(attn.depthwise_conv(v), conv2d, rtol=1e-12, atol=1e-14)
