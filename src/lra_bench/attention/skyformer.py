@@ -5,8 +5,9 @@ M = D^-1/2 W D^-1/2, k(x, y) = exp(-||x - y||^2 / 2) on q, k scaled by d^-1/4, a
 Newton-Schulz iterations. No row normalisation. Cost O(n m d + m^3).
 
 ``impl=fast`` (default) builds the two n x m kernel blocks chunk by chunk and rebuilds them in
-backward (``chunked.py``), and keeps two m x m matrices per Newton-Schulz step: memory for
-backward is O(n d + m d + m^2). ``impl=reference`` is the same mathematics written plainly and
+backward (``chunked.py``), and recomputes the m x m part (W, M and the Newton-Schulz iterations,
+which keep two m x m matrices per step) in backward: what a layer keeps for backward is O(n d +
+m d), and O(m^2) is alive only while one layer runs backward. ``impl=reference`` is the same mathematics written plainly and
 differentiated by autograd (the float64 reference in tests).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from lra_bench.attention.base import (
     AttentionConfig,
@@ -106,7 +108,9 @@ class SkyformerAttention(SampledAttention):
         landmarks = torch.where(from_k, k.gather(2, rows), q.gather(2, rows)) * scale
         lm_aug = augment_landmarks(landmarks)
         c = kernel_reduce(k, lm_aug, v, mask, scale=scale)  # k(L, K) V over real keys, [b, h, m, d]
-        return kernel_apply(q, lm_aug, self.middle(landmarks, c), scale=scale)
+        # the m x m part is recomputed in backward: only the landmarks and c are kept per layer
+        p = checkpoint(self.middle, landmarks, c, use_reentrant=False) if torch.is_grad_enabled() else self.middle(landmarks, c)
+        return kernel_apply(q, lm_aug, p, scale=scale)
 
     def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
         """The formula as written, every block materialised."""
