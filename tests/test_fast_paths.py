@@ -220,3 +220,14 @@ def test_nystromformer_conv_equals_the_2d_depthwise_convolution():
     v = rand_qkv(33, n=30)[2]
     conv2d = torch.nn.functional.conv2d(v, attn.conv.weight, padding=attn.conv.padding, groups=2)
     torch.testing.assert_close(attn.depthwise_conv(v), conv2d, rtol=1e-12, atol=1e-14)
+
+
+def test_recomputed_keeps_only_its_inputs_and_gives_the_same_gradients():
+    x = torch.randn(6, 6, generator=torch.Generator().manual_seed(34), dtype=torch.float64, requires_grad=True)
+
+    def fn(a):
+        return (a @ a).tanh() @ a
+
+    assert saved_for_backward_mb(lambda: chunked.recomputed(fn, x)) == x.numel() * 8 / 2**20
+    assert saved_for_backward_mb(lambda: fn(x)) > x.numel() * 8 / 2**20
+    torch.testing.assert_close(torch.autograd.grad(chunked.recomputed(fn, x).sum(), x)[0], torch.autograd.grad(fn(x).sum(), x)[0])

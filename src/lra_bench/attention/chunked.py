@@ -17,11 +17,14 @@ broadcastable to ``[b, h, n, 1]``. Only ``x``, ``y~``, the thin operand and the 
 O(n d + m d) memory for backward, whatever ``n``.
 
 ``kernel_apply(x, y~, p)`` returns ``K p`` (``[b, h, n, e]``) and ``kernel_reduce(x, y~, v)``
-returns ``K^T v`` (``[b, h, m, e]``).
+returns ``K^T v`` (``[b, h, m, e]``). ``recomputed(fn, *inputs)`` runs a deterministic ``fn``
+without keeping its intermediates and runs it again in backward (``torch.utils.checkpoint``
+without its first-call import of the compiler stack, seconds on a loaded machine).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -205,3 +208,28 @@ def row_max(x: torch.Tensor, y_aug: torch.Tensor, *, scale: float) -> torch.Tens
     n, step = x.shape[-2], chunk_rows(x, y_aug)
     chunks = [(augment_rows(x[..., i : i + step, :], scale) @ y_aug.mT).amax(dim=-1, keepdim=True) for i in range(0, n, step)]
     return torch.cat(chunks, dim=-2)
+
+
+class _Recomputed(torch.autograd.Function):
+    """``fn(*inputs)`` keeping only the inputs; backward runs ``fn`` again under autograd."""
+
+    @staticmethod
+    def forward(ctx: Any, fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
+        ctx.fn = fn
+        ctx.save_for_backward(*inputs)
+        return fn(*inputs)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        inputs = [x.detach().requires_grad_(need) for x, need in zip(ctx.saved_tensors, ctx.needs_input_grad[1:], strict=True)]
+        wanted = [x for x in inputs if x.requires_grad]
+        with torch.enable_grad():
+            grads = iter(torch.autograd.grad(ctx.fn(*inputs), wanted, grad) if wanted else ())
+        return (None, *(next(grads) if x.requires_grad else None for x in inputs))
+
+
+def recomputed(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
+    """``fn(*inputs)``, its intermediates rebuilt in backward instead of kept (``fn`` must be deterministic)."""
+    if not torch.is_grad_enabled() or not any(x.requires_grad for x in inputs):
+        return fn(*inputs)
+    return _Recomputed.apply(fn, *inputs)

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 from lra_bench.attention.base import (
     AttentionConfig,
@@ -24,7 +23,7 @@ from lra_bench.attention.base import (
     uniform_indices,
     valid_lengths,
 )
-from lra_bench.attention.chunked import augment_landmarks, kernel_apply, kernel_reduce
+from lra_bench.attention.chunked import augment_landmarks, kernel_apply, kernel_reduce, recomputed
 from lra_bench.attention.kernels import gaussian_kernel
 from lra_bench.attention.pinv import PINV_INITS, newton_schulz_pinv, newton_schulz_reference
 from lra_bench.attention.registry import register_attention
@@ -109,7 +108,7 @@ class SkyformerAttention(SampledAttention):
         lm_aug = augment_landmarks(landmarks)
         c = kernel_reduce(k, lm_aug, v, mask, scale=scale)  # k(L, K) V over real keys, [b, h, m, d]
         # the m x m part is recomputed in backward: only the landmarks and c are kept per layer
-        p = checkpoint(self.middle, landmarks, c, use_reentrant=False) if torch.is_grad_enabled() else self.middle(landmarks, c)
+        p = recomputed(self.middle, landmarks, c)
         return kernel_apply(q, lm_aug, p, scale=scale)
 
     def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
