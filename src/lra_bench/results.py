@@ -5,47 +5,64 @@ from __future__ import annotations
 import csv
 import io
 import os
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
 from lra_bench.errors import ResultsError
-from lra_bench.io import atomic_write_json
 
 SCHEMA_VERSION = 1
 
-# The leaderboard's columns, in order (DESIGN §6); published rows use the same schema.
-COLUMNS = [
-    "schema",
-    "source",
-    "time",
-    "task",
-    "attn",
-    "seed",
-    "steps",
-    "best_step",
-    "val_acc",
-    "test_acc",
-    "train_s",
-    "step_ms",
-    "tokens_per_s",
-    "peak_mem_mb",
-    "params",
-    "device",
-    "precision",
-    "batch_size",
-    "max_len",
-    "commit",
-    "config_hash",
-    "overrides",
-    "run_dir",
-]
+
+@dataclass(frozen=True, kw_only=True)
+class LeaderboardRow:
+    """One leaderboard row, also the body of ``results.json``; published rows use the same schema.
+
+    The fields, in order, are the CSV's columns. Fields typed ``int`` or ``float`` are numeric
+    (an empty cell means missing). A column added later gets a default here, which older files
+    that lack it read as.
+    """
+
+    schema: int
+    source: str  # "run", or the paper table a published row comes from
+    time: str
+    task: str
+    attn: str
+    seed: int
+    steps: int
+    best_step: int
+    val_acc: float
+    test_acc: float
+    train_s: float
+    step_ms: float
+    tokens_per_s: float | str  # "" when no step was timed
+    peak_mem_mb: float
+    params: int
+    device: str
+    precision: str
+    batch_size: int
+    max_len: int
+    commit: str
+    config_hash: str
+    overrides: str
+    run_dir: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in COLUMNS}
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically (readers never see half a file)."""
-    atomic_write_json(path, payload)
+def _is_numeric(annotation: str) -> bool:
+    return annotation.split("|")[0].strip() in ("int", "float")
+
+
+_FIELDS = fields(LeaderboardRow)
+COLUMNS = [f.name for f in _FIELDS]
+NUMERIC_COLUMNS = tuple(f.name for f in _FIELDS if _is_numeric(str(f.type)))
+TEXT_COLUMNS = tuple(f.name for f in _FIELDS if not _is_numeric(str(f.type)))
+# columns an older file may lack, with the value such a file is read as
+COLUMN_DEFAULTS = {f.name: f.default for f in _FIELDS if f.default is not MISSING}
 
 
 def format_row(row: dict[str, Any]) -> str:

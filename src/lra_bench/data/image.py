@@ -26,10 +26,9 @@ from typing import Any
 import datasets
 import numpy as np
 import pyarrow as pa
-from omegaconf import DictConfig
 from PIL import Image
 
-from lra_bench.data import DataError
+from lra_bench.data import DataError, DataSettings
 from lra_bench.data.sources import (
     Located,
     SplitWriter,
@@ -43,7 +42,6 @@ from lra_bench.data.sources import (
     not_found,
     prepare_cached,
     read_table_shards,
-    source_of,
     token_schema,
 )
 
@@ -65,8 +63,17 @@ DEV_FRACTION = 0.1  # LRA: dev = train[90%:]
 READER_VERSION = 1  # bump when the reading or the grayscale rule below changes
 CHUNK = 2048  # images decoded per step (PNG sources)
 
-# The only globals a CIFAR-10 python batch refers to: numpy array reconstruction.
+def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as pickles of protocols 0-2 use it for bytes (``latin1`` only)."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1", errors)
+
+
+# The only globals a CIFAR-10 python batch refers to: numpy array reconstruction, and the
+# string-to-bytes step that Python 3 pickles of protocols 0-2 use for the array bytes.
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("_codecs", "encode"): _latin1_encode,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray,
@@ -107,6 +114,8 @@ def load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: refused to unpickle: it refers to {err}, but a CIFAR-10 batch holds only numpy arrays and lists") from None
     except Exception as err:  # any other failure means the file is not a batch
         raise DataError(f"{path}: not a CIFAR-10 python batch ({first_line(err)})") from None
+    if isinstance(batch, dict):  # a batch re-pickled by Python 3 may have str keys
+        batch = {k.encode() if isinstance(k, str) else k: v for k, v in batch.items()}
     data = batch.get(b"data") if isinstance(batch, dict) else None
     labels = batch.get(b"labels") if isinstance(batch, dict) else None
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * SIDE * SIDE:
@@ -174,12 +183,12 @@ def table_split(tables: list[tuple[str, pa.Table]]) -> tuple[np.ndarray, np.ndar
 # --- sources and splits ------------------------------------------------------------------------
 
 
-def locate(cfg: DictConfig) -> Located:
-    """Resolve ``data.source``: pickled batches, Parquet shards (``auto`` tries these first) or the Hub."""
-    source = source_of(cfg, ("auto", "local", "hub"))
+def locate(settings: DataSettings) -> Located:
+    """Resolve ``data.source`` (auto | local | hub): pickled batches, Parquet shards (``auto`` tries these first) or the Hub."""
+    source = settings.data.source
     if source == "hub":
         return Located("hub", HUB_NAME, hub_hint="use a local copy instead: data.source=local data.root=<folder holding cifar-10-batches-py>")
-    looked = candidate_dirs(cfg, SUBDIRS)
+    looked = candidate_dirs(settings, SUBDIRS)
     for folder in looked:
         if not folder.is_dir():
             continue
@@ -224,8 +233,8 @@ def build(located: Located, scratch: Path) -> dict[str, datasets.Dataset]:
     return out
 
 
-def prepare(cfg: DictConfig) -> dict[str, datasets.Dataset]:
+def prepare(settings: DataSettings) -> dict[str, datasets.Dataset]:
     """CIFAR-10 splits ``train``/``val``/``test``: 1024 gray pixel tokens ``input_ids`` and ``label`` (cached)."""
-    located = locate(cfg)
+    located = locate(settings)
     key = {"reader": READER_VERSION, **located.fingerprint(), "gray": "tf.image.rgb_to_grayscale", "dev_fraction": DEV_FRACTION}
-    return prepare_cached(cfg, TASK, key, lambda scratch: build(located, scratch))
+    return prepare_cached(settings, TASK, key, lambda scratch: build(located, scratch))

@@ -9,42 +9,34 @@ from pathlib import Path
 from typing import Any
 
 from lra_bench.report import ReportError
-from lra_bench.results import COLUMNS, SCHEMA_VERSION
-
-# Columns that must hold numbers when not empty.
-NUMERIC = (
-    "schema",
-    "seed",
-    "steps",
-    "best_step",
-    "val_acc",
-    "test_acc",
-    "train_s",
-    "step_ms",
-    "tokens_per_s",
-    "peak_mem_mb",
-    "params",
-    "batch_size",
-    "max_len",
+from lra_bench.results import (
+    COLUMN_DEFAULTS,
+    COLUMNS,
+    NUMERIC_COLUMNS,
+    SCHEMA_VERSION,
+    TEXT_COLUMNS,
 )
+
 FRACTIONS = ("val_acc", "test_acc")
 REQUIRED_TEXT = ("task", "attn")
 
 
 @dataclass(frozen=True)
 class Record:
-    """One leaderboard row: identifying text plus its numeric cells (None when empty)."""
+    """One leaderboard row: its text cells (``rec.task``, ``rec.device``, ... by column name) and
+    its numeric cells (``rec.get("test_acc")``, None when empty)."""
 
-    source: str
-    task: str
-    attn: str
-    device: str
-    precision: str
+    text: dict[str, str] = field(compare=False)
     values: dict[str, float | None] = field(compare=False)
     origin: str = ""
 
     def get(self, name: str) -> float | None:
         return self.values.get(name)
+
+    def __getattr__(self, name: str) -> str:
+        if name in TEXT_COLUMNS:
+            return self.text[name]
+        raise AttributeError(name)
 
 
 def parse_number(text: str) -> float | None:
@@ -80,13 +72,13 @@ def _read(path: Path, reader: Any) -> list[Record]:
         if header is None:
             raise ReportError(f"{path}: empty file (expected a header line with the leaderboard columns)")
         header = [c.strip() for c in header]
-        missing = [c for c in COLUMNS if c not in header]
+        missing = [c for c in COLUMNS if c not in header and c not in COLUMN_DEFAULTS]
         if missing:
             raise ReportError(
                 f"{path}: line {reader.line_num}: missing columns {', '.join(missing)} "
                 "(not a lra_bench leaderboard CSV?)"
             )
-        index = {name: header.index(name) for name in COLUMNS}
+        index = {name: header.index(name) for name in COLUMNS if name in header}
         records = [_record(path, reader.line_num, row, header, index) for row in reader if any(c.strip() for c in row)]
     except csv.Error as err:
         raise ReportError(f"{path}: line {reader.line_num}: malformed CSV: {err}") from None
@@ -99,8 +91,9 @@ def _record(path: Path, line: int, row: list[str], header: list[str], index: dic
     if len(row) != len(header):
         raise ReportError(f"{path}: line {line}: {len(row)} fields, the header has {len(header)}")
     values: dict[str, float | None] = {}
-    for name in NUMERIC:
-        cell = row[index[name]]
+    cells = {name: row[index[name]] if name in index else str(COLUMN_DEFAULTS[name]) for name in COLUMNS}
+    for name in NUMERIC_COLUMNS:
+        cell = cells[name]
         try:
             values[name] = parse_number(cell)
         except ValueError:
@@ -122,10 +115,10 @@ def _record(path: Path, line: int, row: list[str], header: list[str], index: dic
                 "(accuracies are stored as fractions)"
             )
     for name in REQUIRED_TEXT:
-        if not row[index[name]].strip():
+        if not cells[name].strip():
             raise ReportError(f"{path}: line {line}, column {index[name] + 1} ({name}): empty")
-    text = {name: row[index[name]].strip() for name in ("source", "task", "attn", "device", "precision")}
-    return Record(**text, values=values, origin=f"{path}:{line}")
+    text = {name: cells[name].strip() for name in TEXT_COLUMNS}
+    return Record(text=text, values=values, origin=f"{path}:{line}")
 
 
 def load_all(paths: list[str] | list[Path]) -> list[Record]:
