@@ -196,7 +196,7 @@ def test_performer_peer_settings_are_the_peer_code(impl, padded):
     w = torch.randn(24, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     peer = {"num_features": 24, "score_scale": "inv_d", "padded_keys": "zeroed", "stabilizer": "global", "eps": 1e-4, "redraw": "fixed"}
     attn = build("performer", impl, peer)
-    attn.draw_features = lambda d: w
+    attn.draw_features = lambda d, device=None: w
     keep = mask[:, None, :, None].double()
     normalizer = 8**-0.25  # applied by the caller, then again inside the feature map
 

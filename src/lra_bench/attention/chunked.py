@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from lra_bench.attention.base import without_autocast
+
 CHUNK_ELEMENTS = 1 << 18  # elements of one [b, h, chunk, m] block on a CPU (1 MB in fp32): stays in cache
 CHUNK_ELEMENTS_GPU = 1 << 24  # on a GPU: large enough to fill it, small next to its memory (64 MB in fp32)
 MIN_CHUNK = 64
@@ -192,14 +194,16 @@ def _kept(
 
 def kernel_apply(x: torch.Tensor, y_aug: torch.Tensor, p: torch.Tensor, *, scale: float, shift: Shift = None, eps: float = 0.0) -> torch.Tensor:
     """``(exp(x~ y~^T - shift) + eps) @ p``: ``x [b, h, n, d]``, ``y~ [.., m, d + 2]``, ``p [.., m, e]`` -> ``[b, h, n, e]``."""
-    return _KernelApply.apply(x, y_aug, p, shift, scale, eps)
+    with without_autocast(x):
+        return _KernelApply.apply(x, y_aug, p, shift, scale, eps)
 
 
 def kernel_reduce(
     x: torch.Tensor, y_aug: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *, scale: float, shift: Shift = None, eps: float = 0.0
 ) -> torch.Tensor:
     """``(mask (exp(x~ y~^T - shift) + eps))^T @ v``: ``v [b, h, n, e]``, ``mask [b, n]`` -> ``[b, h, m, e]``."""
-    return _KernelReduce.apply(x, y_aug, v, mask, shift, scale, eps)
+    with without_autocast(x):
+        return _KernelReduce.apply(x, y_aug, v, mask, shift, scale, eps)
 
 
 @torch.no_grad()
@@ -232,4 +236,5 @@ def recomputed(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.
     """``fn(*inputs)``, its intermediates rebuilt in backward instead of kept (``fn`` must be deterministic)."""
     if not torch.is_grad_enabled() or not any(x.requires_grad for x in inputs):
         return fn(*inputs)
-    return _Recomputed.apply(fn, *inputs)
+    with without_autocast(inputs[0]):
+        return _Recomputed.apply(fn, *inputs)

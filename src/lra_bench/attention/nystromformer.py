@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.attention.base import Attention, AttentionConfig, hidden_score, matmul_dtype, valid_lengths
+from lra_bench.attention.base import (
+    Attention,
+    AttentionConfig,
+    hidden_score,
+    matmul_dtype,
+    valid_lengths,
+)
 from lra_bench.attention.pinv import PINV_INITS, newton_schulz_pinv, newton_schulz_reference
 from lra_bench.attention.registry import register_attention
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from lra_bench.attention.base import without_autocast
+
 PINV_INITS = ("per_matrix", "batch")
 
 
@@ -82,4 +84,5 @@ class _NewtonSchulz(torch.autograd.Function):
 
 def newton_schulz_pinv(m: torch.Tensor, iters: int = 6, init: str = "per_matrix") -> torch.Tensor:
     """Approximate pinv of each ``[..., k, k]`` matrix with ``iters`` Newton-Schulz steps (see the module)."""
-    return _NewtonSchulz.apply(m, newton_schulz_start(m, init), iters)
+    with without_autocast(m):  # backward runs outside autocast: forward must match its dtypes
+        return _NewtonSchulz.apply(m, newton_schulz_start(m, init), iters)
