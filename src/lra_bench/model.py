@@ -87,11 +87,18 @@ class Encoder(nn.Module):
         x = self.dropout(self.token(ids) + self.position[:n])
         for block in self.blocks:
             x = block(x, mask)
-        x = self.norm(x)
-        if mask is None or self.pooling == "mean_padded":
-            return x.mean(dim=1)
-        weights = mask.to(x.dtype).unsqueeze(-1)
-        return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return pool(self.norm(x), mask, self.pooling)
+
+
+def pool(x: torch.Tensor, mask: torch.Tensor | None, mode: str) -> torch.Tensor:
+    """Mean over the real tokens (``mean``), or the published code's ``mean_padded``: padded
+    positions zeroed, then the sum divided by the padded length."""
+    if mask is None:
+        return x.mean(dim=1)
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    if mode == "mean_padded":
+        return (x * weights).mean(dim=1)
+    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 class Classifier(nn.Module):
