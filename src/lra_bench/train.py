@@ -34,7 +34,7 @@ from lra_bench.data.batches import Batch, Collator, eval_batches, train_stream
 from lra_bench.distributed import DistInfo, all_sum, barrier, init_distributed, shutdown
 from lra_bench.errors import RunError
 from lra_bench.model import build_model
-from lra_bench.results import SCHEMA_VERSION, append_row, write_json_atomic
+from lra_bench.results import SCHEMA_VERSION, append_row, run_labels, write_json_atomic
 from lra_bench.tracking import make_tracker
 
 
@@ -380,6 +380,7 @@ def _run(cfg: DictConfig, info: DistInfo, device: torch.device) -> dict[str, Any
             "config_hash": chash,
             "overrides": hydra_overrides(),
             "run_dir": str(run_dir),
+            **run_labels(cfg),
         }
         if info.is_main:
             write_json_atomic(results_path, {"status": "complete", **row})

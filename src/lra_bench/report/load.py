@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lra_bench.report import ReportError
-from lra_bench.results import COLUMNS, SCHEMA_VERSION
+from lra_bench.results import COLUMNS, LATER_COLUMNS, SCHEMA_VERSION
 
 # Columns that must hold numbers when not empty.
 NUMERIC = (
@@ -42,6 +42,8 @@ class Record:
     precision: str
     values: dict[str, float | None] = field(compare=False)
     origin: str = ""
+    parity: str = LATER_COLUMNS["parity"]  # whose code the row reproduces: none | skyformer_code | lra_code
+    protocol: str = LATER_COLUMNS["protocol"]  # training recipe: skyformer_paper | lra_paper
 
     def get(self, name: str) -> float | None:
         return self.values.get(name)
@@ -80,13 +82,13 @@ def _read(path: Path, reader: Any) -> list[Record]:
         if header is None:
             raise ReportError(f"{path}: empty file (expected a header line with the leaderboard columns)")
         header = [c.strip() for c in header]
-        missing = [c for c in COLUMNS if c not in header]
+        missing = [c for c in COLUMNS if c not in header and c not in LATER_COLUMNS]
         if missing:
             raise ReportError(
                 f"{path}: line {reader.line_num}: missing columns {', '.join(missing)} "
                 "(not a lra_bench leaderboard CSV?)"
             )
-        index = {name: header.index(name) for name in COLUMNS}
+        index = {name: header.index(name) for name in COLUMNS if name in header}
         records = [_record(path, reader.line_num, row, header, index) for row in reader if any(c.strip() for c in row)]
     except csv.Error as err:
         raise ReportError(f"{path}: line {reader.line_num}: malformed CSV: {err}") from None
@@ -125,6 +127,8 @@ def _record(path: Path, line: int, row: list[str], header: list[str], index: dic
         if not row[index[name]].strip():
             raise ReportError(f"{path}: line {line}, column {index[name] + 1} ({name}): empty")
     text = {name: row[index[name]].strip() for name in ("source", "task", "attn", "device", "precision")}
+    for name, default in LATER_COLUMNS.items():  # files written before these columns existed: the defaults
+        text[name] = (row[index[name]].strip() if name in index else "") or default
     return Record(**text, values=values, origin=f"{path}:{line}")
 
 

@@ -34,7 +34,7 @@ def acc_text(stat: Stat | None) -> str:
 
 
 def group_fields(group: Group) -> dict[str, Any]:
-    return {"source": group.source, "device": group.device, "precision": group.precision}
+    return {"source": group.source, "device": group.device, "precision": group.precision, "parity": group.parity, "protocol": group.protocol}
 
 
 def source_notes(group: Group) -> list[str]:
