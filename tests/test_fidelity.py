@@ -243,3 +243,16 @@ def test_mean_padded_pooling_zeroes_padding_then_averages_over_the_padded_length
     keep = torch.ones(2, N, 1, dtype=torch.float64) if mask is None else mask.unsqueeze(-1).double()
     torch.testing.assert_close(pool(x, mask, "mean_padded"), (x * keep).sum(1) / N)
     torch.testing.assert_close(pool(x, mask, "mean"), (x * keep).sum(1) / keep.sum(1))
+
+
+# ---------------------------------------------------------------- the measured-difference command
+
+
+def test_relative_difference_is_zero_for_identical_settings_and_positive_for_a_quirk():
+    from lra_bench.fidelity import attn_settings, relative_difference
+
+    base = attn_settings("longformer", "none")
+    assert relative_difference(base, base, n=64) == 0.0
+    lra = attn_settings("longformer", "lra_code")
+    assert lra == base | {"global_first": False}
+    assert relative_difference(base, lra, n=64, padded=True) > 0.0
