@@ -25,7 +25,7 @@ GLOBAL = {
 ATTN = {
     "none": {},
     "skyformer_code": {
-        "skyformer": {"landmarks_from": "joint", "pinv_init": "batch"},
+        "skyformer": {"landmarks_from": "split", "pinv_init": "batch"},
         "nystromformer": {"pinv_init": "batch", "conv_kernel": 0},
         "performer": {"score_scale": "inv_d", "padded_keys": "zeroed", "stabilizer": "global", "redraw": "fixed", "eps": 1e-4},
         "informer": {"nb_features": 128, "sparsity_mean": "length", "ignore_mask": True},
