@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from attention_cases import SEEDS, build, masked_softmax, rand_qkv
+from lra_bench.attention import build_attention
+from lra_bench.fidelity import attn_settings, relative_difference
 from lra_bench.model import pool
 
 N, D = 96, 8
@@ -249,10 +251,25 @@ def test_mean_padded_pooling_zeroes_padding_then_averages_over_the_padded_length
 
 
 def test_relative_difference_is_zero_for_identical_settings_and_positive_for_a_quirk():
-    from lra_bench.fidelity import attn_settings, relative_difference
-
     base = attn_settings("longformer", "none") | {"window": 8}
     assert relative_difference(base, base, n=64) == 0.0
     lra = attn_settings("longformer", "lra_code") | {"window": 8}
     assert lra == base | {"global_first": False}
     assert relative_difference(base, lra, n=64, padded=True) > 0.0
+
+
+@pytest.mark.parametrize(
+    "name, setting, key",
+    [
+        ("informer", {"sparsity_mean": "median"}, "sparsity_mean"),
+        ("informer", {"nb_features": -1}, "nb_features"),
+        ("bigbird", {"pattern": "frozen"}, "pattern"),
+        ("bigbird", {"last_global": "first"}, "last_global"),
+        ("bigbird", {"random_span": "first_512"}, "random_span"),
+        ("synthesizer", {"mode": "factorized"}, "mode"),
+        ("reformer", {"wrap": "sometimes"}, "wrap"),
+    ],
+)
+def test_invalid_published_code_settings_raise_naming_the_key(name, setting, key):
+    with pytest.raises(ValueError, match=f"^{key}: "):
+        build_attention({"name": name, **setting}, head_dim=32, num_heads=2, max_len=1024)
