@@ -53,8 +53,9 @@ class SynthesizerAttention(Attention):
         if "dense" in cfg.mode:
             self.hidden = nn.Linear(head_dim, head_dim)  # W1, b1
             self.to_logits = nn.Linear(head_dim, max_len)  # W2, b2: one logit per key position
-        if "random" in cfg.mode:  # R ~ N(0, 1 / (heads max_len)), LeCun-normal as the LRA code's initialiser
-            self.random_logits = nn.Parameter(torch.randn(num_heads, max_len, max_len) * (num_heads * max_len) ** -0.5)
+        if "random" in cfg.mode:  # R ~ U(-a, a), a = sqrt(3 / (heads max_len)): the LRA code's Xavier-uniform of [h, L, L]
+            bound = (3.0 / (num_heads * max_len)) ** 0.5
+            self.random_logits = nn.Parameter(torch.empty(num_heads, max_len, max_len).uniform_(-bound, bound))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """B = W2 relu(W1 x + b1) + b2 restricted to the first n key positions, ``[b, h, n, n]``."""
