@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from lra_bench.data.generators.pathfinder import (
     BATCH_SIZE,
@@ -46,6 +47,97 @@ def test_images_and_labels(samples: list[PathfinderSample]) -> None:
     nonzero = np.mean([(s.image > 0).mean() for s in samples])
     assert 0.2 < nonzero < 0.5, nonzero  # about a third to a half, faint antialiasing halos included
     assert all(s.image.max() == 255 for s in samples)
+
+
+def _components(masks: np.ndarray) -> np.ndarray:
+    """Number of 8-connected components in each (H, W) boolean mask of a stack."""
+    labels = np.where(masks, np.arange(1, masks[0].size + 1).reshape(masks.shape[1:]), 0)
+    h, w = masks.shape[1:]
+    while True:  # every pixel takes the largest label around it until nothing changes
+        padded = np.pad(labels, ((0, 0), (1, 1), (1, 1)))
+        grown = np.max([padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=0)
+        grown = np.where(masks, grown, 0)
+        if np.array_equal(grown, labels):
+            return np.array([len(np.unique(one[one > 0])) for one in labels])
+        labels = grown
+
+
+# Per-image statistics of 400 PF32 "hard" images (seeds 0 and 1) of the original generator's
+# published code (drewlinsley/pathfinder snakes2.py with LRA's PF32 settings, scipy.misc's
+# imresize/imsave as defined there: byte scaling, Pillow's Lanczos), as (mean, sd per image).
+ORIGINAL_PF32 = {
+    "non-zero fraction": (0.4501, 0.0284),
+    "mean pixel": (27.66, 1.815),
+    "fraction >= 64": (0.1732, 0.0103),
+    "fraction 1..15": (0.2325, 0.0186),
+    "8-connected components of pixels > 0": (7.87, 2.95),
+    "8-connected components of pixels >= 64": (18.71, 4.00),
+    "label": (0.48, 0.5),
+}
+ORIGINAL_N = 400
+
+
+def test_image_statistics_match_the_original(samples: list[PathfinderSample]) -> None:
+    """Means over our samples agree with the original's within 4 standard errors of the
+    difference of two sample means: 4 * sd * sqrt(1/400 + 1/len(samples))."""
+    images = np.stack([s.image for s in samples])
+    ours = {
+        "non-zero fraction": (images > 0).mean(axis=(1, 2)),
+        "mean pixel": images.mean(axis=(1, 2)),
+        "fraction >= 64": (images >= 64).mean(axis=(1, 2)),
+        "fraction 1..15": ((images >= 1) & (images <= 15)).mean(axis=(1, 2)),
+        "8-connected components of pixels > 0": _components(images > 0),
+        "8-connected components of pixels >= 64": _components(images >= 64),
+        "label": np.array([s.label for s in samples]),
+    }
+    for name, (mean, sd) in ORIGINAL_PF32.items():
+        tolerance = 4 * sd * math.sqrt(1 / ORIGINAL_N + 1 / len(samples))
+        assert abs(ours[name].mean() - mean) <= tolerance, (name, ours[name].mean(), mean, tolerance)
+    assert (images.max(axis=(1, 2)) == 255).all()  # the original stretches every image to 0..255
+
+
+def _byte_scale(values: np.ndarray) -> np.ndarray:
+    """The original's conversion to bytes: minimum to 0, maximum to 255, rounded."""
+    lo, hi = float(values.min()), float(values.max())
+    return ((values - lo) * (255.0 / (hi - lo if hi > lo else 1.0))).clip(0, 255).__add__(0.5).astype(np.uint8)
+
+
+def _lanczos(values: np.ndarray, size: int) -> np.ndarray:
+    """Byte-scale, then Lanczos-resample to ``size`` x ``size``, back in [0, 1]."""
+    image = Image.fromarray(_byte_scale(values), mode="L").resize((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(image) / 255.0
+
+
+def _original_render(sample: PathfinderSample, params: PathfinderParams) -> np.ndarray:
+    """The original's rendering, restated on whole images: each dash drawn in float on a
+    canvas ``antialias`` times finer around its start, resampled, scaled by its contrast and
+    placed; markers drawn on a whole fine image and resampled; maximum of all, byte-scaled."""
+    n, aa, length = params.image_size, params.antialias, params.paddle_length
+    r = length + math.ceil(params.paddle_thickness) + sample.margin
+    image = np.zeros((n + 2 * r, n + 2 * r))
+    for snake in sample.snakes:
+        contrast = params.target_contrast if snake.kind == "target" else params.distractor_contrast
+        for dash in snake.dashes:
+            c = r * aa
+            end = (math.ceil(c + length * aa * math.cos(dash.angle)), math.ceil(c + length * aa * math.sin(dash.angle)))
+            fine = Image.new("F", (2 * c + 1, 2 * c + 1), 0.0)
+            ImageDraw.Draw(fine).line([(c, c), end], fill=255.0, width=round(params.paddle_thickness * aa))
+            y, x = dash.start
+            view = image[y : y + 2 * r + 1, x : x + 2 * r + 1]
+            np.maximum(view, _lanczos(np.asarray(fine), 2 * r + 1) * contrast, out=view)
+    image = image[r:-r, r:-r]
+    fy, fx = np.mgrid[0 : n * aa, 0 : n * aa]
+    for y, x in sample.markers:
+        disc = ((fy - y * aa) ** 2 + (fx - x * aa) ** 2 <= (params.marker_radius * aa) ** 2).astype(float)
+        image = np.maximum(image, _lanczos(disc, n))
+    return _byte_scale(image)
+
+
+def test_rendering_equals_the_originals(samples: list[PathfinderSample]) -> None:
+    """Given the drawn geometry, every pixel is what the original's rendering makes of it."""
+    params = preset(32)
+    for s in samples[:80]:
+        assert np.array_equal(_original_render(s, params), s.image)
 
 
 def test_markers_are_drawn(samples: list[PathfinderSample]) -> None:
@@ -172,3 +264,18 @@ def test_batches_follow_the_release_layout(tmp_path: Path, monkeypatch: pytest.M
     line = (folder / "metadata" / "1.npy").read_text().splitlines()[1].split()
     assert line[:3] == ["imgs/1", "sample_1.png", "1"] and line[5:7] == ["6", "2"]
     assert BATCH_SIZE == 1000
+
+
+def test_cached_images_follow_the_generator_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new generator version names a new cache folder, so images drawn by an older one are not reused."""
+    from omegaconf import OmegaConf
+
+    import lra_bench.data.generators.pathfinder as gen
+    from lra_bench.data.pathfinder import generated_folder
+
+    cfg = OmegaConf.create({"paths": {"cache_dir": str(tmp_path)}})
+    before, key = generated_folder(cfg, preset(32), 10, 0, "hard")
+    assert key["version"] == gen.GENERATOR_VERSION
+    monkeypatch.setattr(gen, "GENERATOR_VERSION", gen.GENERATOR_VERSION + 1)
+    after, _ = generated_folder(cfg, preset(32), 10, 0, "hard")
+    assert before != after

@@ -46,7 +46,7 @@ from lra_bench.data.generators.pathfinder_draw import (
 )
 from lra_bench.io import atomic_write_text
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # bump when the images or labels for given settings change
 DIFFICULTY_LENGTH = {"easy": 6, "intermediate": 9, "hard": 14}
 # Folder names of the LRA release (its "easy" set is the original's baseline).
 DIFFICULTY_FOLDER = {"easy": "curv_baseline", "intermediate": "curv_contour_length_9", "hard": "curv_contour_length_14"}
@@ -82,7 +82,10 @@ class PathfinderParams:
 
 # LRA's settings (lra_benchmarks/data/pathfinder.py): paddle length, thickness, margins,
 # seed distance, marker radius, continuity, distractor budget (total distractor dashes),
-# target contrast, distractor contrast, padding.
+# target contrast, distractor contrast, padding. The original scales a target dash by
+# paddle contrast x snake contrast and a distractor dash by the snake contrast alone, so
+# PF32 (snake_contrast_list=[2], paddle_contrast_list=[0.75]) gives 1.5 and 2.0; the other
+# sizes keep the default paddle contrast 1 (PF64 0.8, PF128 0.9, PF256 1.0).
 _PRESETS: dict[int, tuple] = {
     32: (2, 0.5, (1,), 7, 1.5, 1.0, 20, 1.5, 2.0, 1),
     64: (5, 1.0, (1,), 12, 2.5, 1.8, 22, 0.8, 0.8, 1),
@@ -157,8 +160,9 @@ class _Ring:
 
     As in the original, candidates are the distinct integer offsets of points one pixel of
     arc apart on a circle of radius L+m; choosing candidate ``k`` fixes the new heading, the
-    dash drawn back from the head towards the pivot, the next pivot (L+2m further along,
-    rounded up) and the turn weights of the following step, so all of these are tabulated.
+    dash drawn back from the head towards the pivot and the turn weights of the following
+    step, so these are tabulated. (The next pivot, L+2m further along the heading, is
+    rounded up from absolute coordinates as in the original, so it is not.)
     ``near[k]`` lists the flat offsets (row stride ``stride``) of the margin disc around
     candidate ``k``, where its dilated occupancy is read.
     """
@@ -175,7 +179,6 @@ class _Ring:
         disc = disc_offsets(float(margin))
         self.near = (offs[:, 0] * stride + offs[:, 1])[:, None] + (disc[:, 0] * stride + disc[:, 1])[None, :]
         self.turn = [self.turn_weights(a) for a in self.angles]
-        self.jump = [translate(0, 0, a, self.reach) for a in self.angles]
         self.back = back = [flip(float(a)) for a in self.angles]
         self.patches = [dash_patch(a, L, params.paddle_thickness, margin, params.antialias) for a in back]
         self.ends = [(L * math.sin(a), L * math.cos(a)) for a in back]
@@ -255,12 +258,12 @@ def _fresh_array(n: int, pad: int, padding: int) -> np.ndarray:
 
 @dataclass
 class _Growth:
-    """A snake being grown: its pivot, the step to the next pivot, the turn weights of its
-    next dash, and its newest dash (which does not block the next one)."""
+    """A snake being grown: its pivot, its heading (towards the next pivot), the turn weights
+    of its next dash, and its newest dash (which does not block the next one)."""
 
     snake: Snake
     pivot: tuple[int, int]
-    jump: tuple[int, int]
+    heading: float
     turn: np.ndarray
     pending: tuple[DashPatch, int, int]
 
@@ -346,8 +349,7 @@ class _Painter:
         L = self.p.paddle_length
         b = (tail[0] + L * math.sin(angle), tail[1] + L * math.cos(angle))
         dash = Dash(a=(float(tail[0]), float(tail[1])), b=b, start=tail, angle=angle)
-        jump = translate(0, 0, angle, self.ring.reach)
-        return _Growth(Snake(kind, [dash]), pivot, jump, self.ring.turn_weights(angle), (patch, *tail))
+        return _Growth(Snake(kind, [dash]), pivot, angle, self.ring.turn_weights(angle), (patch, *tail))
 
     def extend(self, g: _Growth, occ: _Occupancy, contrast: float) -> tuple[DashPatch, int, int] | None:
         """Place a snake's next dash (original: extend_snake); None at a dead end.
@@ -356,7 +358,7 @@ class _Painter:
         dash; on success that dash is added to ``occ`` and the new one becomes pending.
         """
         ring, n = self.ring, self.n
-        py, px = g.pivot[0] + g.jump[0], g.pivot[1] + g.jump[1]
+        py, px = translate(*g.pivot, g.heading, ring.reach)
         base = (py + self.pad) * self.stride + px + self.pad
         dilated = np.maximum.reduce(occ.flat[ring.near + base], axis=1)
         cmf = ((255 - dilated) * g.turn).cumsum()
@@ -376,7 +378,7 @@ class _Painter:
         self.strokes.append((patch, hy, hx, contrast))
         ty, tx = ring.ends[k]
         g.snake.dashes.append(Dash(a=(hy + ty, hx + tx), b=(float(hy), float(hx)), start=(hy, hx), angle=ring.back[k]))
-        g.pivot, g.jump, g.turn, g.pending = (py, px), ring.jump[k], ring.turn[k], (patch, hy, hx)
+        g.pivot, g.heading, g.turn, g.pending = (py, px), float(ring.angles[k]), ring.turn[k], (patch, hy, hx)
         return g.pending
 
 

@@ -27,10 +27,12 @@ TAKEN_LEVEL = 77  # occupancy > 0.3 counts as taken when seeding a snake
 def translate(y: int, x: int, angle: float, dist: float) -> tuple[int, int]:
     """Move pixel (y, x) by ``dist`` along ``angle`` (radians, y down), rounding up as the original.
 
-    The step is rounded to 1e-9 before rounding up, so that cos(pi/2) = 6e-17 counts as 0
-    (in the original it vanished when added to the pixel coordinate).
+    As there, the step is added to the coordinate in floating point before rounding up, so
+    the rounding error of the step counts: 8 + 4 cos(-120 deg) = 6.000000000000001 rounds up
+    to 7 (a shorter dash), while 8 + 4 cos(90 deg) = 8 + 2e-16 stays 8. The result depends
+    on the coordinate, not only on the step.
     """
-    return y + math.ceil(round(dist * math.sin(angle), 9)), x + math.ceil(round(dist * math.cos(angle), 9))
+    return math.ceil(y + dist * math.sin(angle)), math.ceil(x + dist * math.cos(angle))
 
 
 def flip(angle: float) -> float:
@@ -109,10 +111,13 @@ def _dash(angle: float, length: int, thickness: float, margin: int, aa: int) -> 
 
 
 def dash_patch(angle: float, length: int, thickness: float, margin: int, aa: int) -> DashPatch:
-    """The cached patch of a dash of ``length`` pixels starting at the centre along ``angle``."""
+    """The cached patch of a dash of ``length`` pixels starting at the centre along ``angle``.
+
+    Keyed by the exact angle: its last bits decide where the fine-canvas line ends.
+    """
     if abs(thickness * aa - round(thickness * aa)) > 1e-9:
         raise ValueError(f"dash thickness {thickness} x antialias {aa} must be a whole number of pixels")
-    return _dash(round(angle, 12), length, thickness, margin, aa)
+    return _dash(float(angle), length, thickness, margin, aa)
 
 
 def marker_patch(y: int, x: int, radius: float, aa: int, size: int) -> tuple[int, int, np.ndarray]:
