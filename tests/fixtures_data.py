@@ -263,6 +263,6 @@ class _Exploit:
         return (os.system, (self.command,))
 
 
-def malicious_batch(command: str) -> bytes:
+def malicious_batch(command: str, protocol: int = pickle.DEFAULT_PROTOCOL) -> bytes:
     data = np.zeros((2, 3072), dtype=np.uint8)
-    return pickle.dumps({b"data": data, b"labels": [0, 1], b"x": _Exploit(command)})
+    return pickle.dumps({b"data": data, b"labels": [0, 1], b"x": _Exploit(command)}, protocol=protocol)

@@ -13,12 +13,13 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from lra_bench.attention import available
-from lra_bench.bench import expand_shorthand, run
-from lra_bench.benchmarking.measure import AttentionCase, PeakMemory, cpu_peak_supported
-from lra_bench.benchmarking.report import ATTENTION_COLUMNS, TRAIN_STEP_COLUMNS
+from lra_bench.benchmarking.__main__ import expand_shorthand, run
+from lra_bench.benchmarking.measure import AttentionCase
+from lra_bench.benchmarking.tables import ATTENTION_COLUMNS, TRAIN_STEP_COLUMNS
 from lra_bench.benchmarking.variants import BenchError, parse_entry, resolve
 from lra_bench.benchmarking.worker import Worker
 from lra_bench.paths import conf_dir
+from lra_bench.runtime import PeakMemory, cpu_peak_supported
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_SKY = "'skyformer:num_landmarks=16'"
@@ -75,10 +76,6 @@ def test_attention_bench_rows_tables_and_ratios_from_one_run(tmp_path, capsys):
     for label in labels:
         assert table_rows(out, label) == 2  # the forward+backward table and the forward table
     assert (tmp_path / "attention.md").exists()
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return
     assert (tmp_path / "attention.png").stat().st_size > 0
 
 
@@ -118,6 +115,23 @@ def test_train_step_mode_times_the_task_model(task, tmp_path, capsys):
     assert float(rows[0]["step_ratio"]) == 1.0
     out = capsys.readouterr().out
     assert table_rows(out, "softmax") == 1 and table_rows(out, "skyformer-num_landmarks=16") == 1
+
+
+def test_train_step_mode_times_the_training_loops_own_step(tmp_path, monkeypatch, capsys):
+    """The bench steps through step.train_step with the trainer's optimiser settings and clipping."""
+    import lra_bench.step as step
+    from lra_bench.config import TrainerConfig
+
+    seen = []
+    original = step.train_step
+
+    def spy(state, batches, micro_batches=1):
+        seen.append((state.clip_value, state.optimizer.defaults["eps"], type(state.scheduler).__name__))
+        return original(state, batches, micro_batches)
+
+    monkeypatch.setattr(step, "train_step", spy)
+    run(bench_cfg(tmp_path, "mode=train_step", "attns=[softmax]", "train.seq_len=32", "train.batch_size=2"))
+    assert seen and set(seen) == {(TrainerConfig.clip_value, TrainerConfig.eps, "OneCycleLR")}
 
 
 @pytest.mark.skipif(not cpu_peak_supported(), reason="needs Linux /proc/self/clear_refs")

@@ -103,3 +103,41 @@ def test_two_processes_preparing_at_once_both_succeed(tmp_path: Path):
     assert outputs[0] == outputs[1] == {"train": [0, 1, 0], "val": [0, 1, 1], "test": [0, 1, 2]}
     assert counter.read_text().count("built") == 1
     assert cached_splits(tmp_path / "cache", "demo", KEY, never)["test"]["label"] == [0, 1, 2]
+
+
+def test_changed_values_inside_an_arrow_file_are_noticed_and_rebuilt(tmp_path: Path, capsys):
+    marker = 7_777_777  # a value whose 4 bytes (int32 tokens) occur once in the file
+    splits = {s: datasets.Dataset.from_dict({"input_ids": [[1, marker], [3]], "label": [0, 1]}) for s in SPLITS}
+    cached_splits(tmp_path, "demo", KEY, lambda: splits)
+    entry = cache_path(tmp_path, "demo", KEY)
+    (arrow,) = (entry / "train").glob("data-*.arrow")
+    raw = arrow.read_bytes()
+    assert raw.count(marker.to_bytes(4, "little")) == 1
+    arrow.write_bytes(raw.replace(marker.to_bytes(4, "little"), (marker + 1).to_bytes(4, "little")))
+    capsys.readouterr()
+    build = CountingBuild()
+    rebuilt = cached_splits(tmp_path, "demo", KEY, build)
+    assert build.calls == 1 and rebuilt["train"]["input_ids"] == [[1, 2], [3], [4, 5, 6]]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"notice: rebuilding the data cache {entry}: train split")
+
+
+def test_no_lock_files_are_left_behind(tmp_path: Path):
+    cached_splits(tmp_path, "demo", KEY, make_splits)
+    cached_splits(tmp_path, "demo", KEY, never)
+    assert not list(tmp_path.rglob("*.lock"))
+
+
+def test_token_ids_outside_the_vocabulary_are_one_line(tmp_path: Path):
+    from lra_bench.data import DataError, check_ranges
+
+    cached_splits(tmp_path, "demo", KEY, make_splits)
+    train = cached_splits(tmp_path, "demo", KEY, never)["train"]
+    check_ranges(train, "demo train split", vocab_size=7, num_classes=2)
+    with pytest.raises(DataError) as err:
+        check_ranges(train, "demo train split", vocab_size=6, num_classes=2)
+    message = str(err.value)
+    assert "\n" not in message and "token ids 1..6, outside 0..5" in message
+    assert str(cache_path(tmp_path, "demo", KEY)) in message
+    with pytest.raises(DataError, match="labels 0..1, outside 0..0"):
+        check_ranges(train, "demo train split", vocab_size=7, num_classes=1)

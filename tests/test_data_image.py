@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import datasets
 import numpy as np
 import pytest
@@ -165,3 +167,45 @@ def test_smoke_training_run(cifar, tmp_path, monkeypatch):
     assert len(load_splits(cfg)["train"]) == 5 * PER_BATCH - 3
     result = smoke_run(cfg)
     assert result["status"] == "complete" and result["task"] == "image" and result["max_len"] == 1024
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2, 4])
+@pytest.mark.parametrize("key", [b"data", "data"])
+def test_batches_repickled_by_python3_are_read(cifar, tmp_path, protocol, key):
+    folder, images = cifar
+    from lra_bench.data.image import load_batch
+
+    original = load_batch(folder / "data_batch_2")
+    labels_key = b"labels" if isinstance(key, bytes) else "labels"
+    repickled = tmp_path / "data_batch_2"
+    repickled.write_bytes(pickle.dumps({key: original[0], labels_key: [int(v) for v in original[1]]}, protocol=protocol))
+    if protocol <= 2:
+        assert b"_codecs" in repickled.read_bytes()  # the array bytes go through _codecs.encode
+    pixels, labels = load_batch(repickled)
+    assert np.array_equal(pixels, original[0]) and np.array_equal(labels, original[1])
+
+
+def test_codecs_encode_is_allowed_for_latin1_only(tmp_path):
+    import codecs
+
+    from lra_bench.data.image import load_batch
+
+    class Rot13:
+        def __reduce__(self):
+            return (codecs.encode, ("abc", "rot13"))
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": Rot13(), b"labels": []}, protocol=2))
+    with pytest.raises(DataError) as err:
+        load_batch(path)
+    assert "\n" not in str(err.value) and "data_batch_1" in str(err.value)
+
+
+@pytest.mark.parametrize("protocol", [0, 2])
+def test_malicious_pickle_of_old_protocols_is_refused(cifar, tmp_path, protocol):
+    folder, _ = cifar
+    marker = tmp_path / "pwned"
+    (folder / "data_batch_3").write_bytes(malicious_batch(f"touch {marker}", protocol=protocol))
+    with pytest.raises(DataError) as err:
+        image.prepare(compose("image", folder, tmp_path / "cache"))
+    assert "refused" in str(err.value) and "system" in str(err.value) and not marker.exists()

@@ -58,12 +58,13 @@ def test_hub_parquet_shards_match_the_tree(tmp_path):
 
 def test_truncates_to_max_bytes(tmp_path):
     review = "é" * 2500  # 5000 bytes
-    write_aclimdb(tmp_path / "aclImdb", {"train": [("pos", "0_9.txt", review)], "test": [("neg", "0_1.txt", "short")]})
+    reviews = {"train": [("pos", "0_9.txt", review), ("neg", "1_2.txt", "bad")], "test": [("neg", "0_1.txt", "short"), ("pos", "1_8.txt", "ok")]}
+    write_aclimdb(tmp_path / "aclImdb", reviews)
     cfg = compose("text", tmp_path / "aclImdb", tmp_path / "cache")
-    assert text.prepare(cfg)["train"][0]["input_ids"] == byte_ids(review)[:4000]
+    assert text.prepare(cfg)["train"][1]["input_ids"] == byte_ids(review)[:4000]  # negatives first
     with open_dict(cfg.data):
         cfg.data.max_bytes = 7
-    assert text.prepare(cfg)["train"][0]["input_ids"] == byte_ids(review)[:7]
+    assert text.prepare(cfg)["train"][1]["input_ids"] == byte_ids(review)[:7]
 
 
 def test_heldout_dev_split_is_seeded_and_disjoint(tree, tmp_path):

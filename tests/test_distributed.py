@@ -42,10 +42,11 @@ def test_two_gloo_ranks_match_one_process(tmp_path, cache_dir):
 
 
 def test_batch_must_split_over_ranks_and_accumulation(monkeypatch, smoke_overrides):
+    from lra_bench import train
     from lra_bench.compose import compose_config
     from lra_bench.config import ConfigError
     from lra_bench.distributed import DistInfo
-    from lra_bench.train import _run
 
+    monkeypatch.setattr(train, "init_distributed", lambda device: (DistInfo(0, 3, 0), torch.device("cpu")))
     with pytest.raises(ConfigError, match="ranks x trainer.grad_accum"):
-        _run(compose_config([*smoke_overrides, "trainer.batch_size=4"]), DistInfo(0, 3, 0), torch.device("cpu"))
+        train.run(compose_config([*smoke_overrides, "trainer.batch_size=4"]))

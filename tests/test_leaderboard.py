@@ -12,6 +12,7 @@ import pytest
 
 from lra_bench.leaderboard import main
 from lra_bench.report.load import load_csv
+from lra_bench.report.plot import INSTALL_HINT
 from lra_bench.report.show import show_tables
 from lra_bench.results import COLUMNS, SCHEMA_VERSION
 
@@ -217,7 +218,6 @@ def test_compare_refuses_mixed_devices(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_plot_writes_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("matplotlib")
     out = tmp_path / "chart.png"
     code, stdout, err = run(capsys, "plot", str(PUBLISHED / "skyformer_paper.csv"), "-o", str(out))
     assert code == 0, err
@@ -241,7 +241,7 @@ def test_plot_without_matplotlib(tmp_path: Path, capsys: pytest.CaptureFixture[s
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     code, _, err = run(capsys, "plot", str(PUBLISHED / "skyformer_paper.csv"), "-o", str(tmp_path / "c.png"))
     assert code == 2
-    assert err.strip() == "error: plot needs matplotlib: pip install 'lra-bench[plot]'"
+    assert err.strip() == f"error: {INSTALL_HINT}"
 
 
 # --- malformed input ---------------------------------------------------------------------------------
@@ -290,3 +290,18 @@ def test_missing_file_and_empty_filter(tmp_path: Path, capsys: pytest.CaptureFix
     f = write(tmp_path / "lb.csv", [row("listops", "softmax", 0.4)])
     code, _, err = run(capsys, "show", str(f), "--attn", "skyformer")
     assert code == 2 and "no rows left after --attn skyformer" in err
+
+
+def test_a_column_added_later_reads_as_its_default_from_older_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files written before a column with a default existed still load; a column without one is required."""
+    import lra_bench.report.load as load
+    from lra_bench.report import ReportError
+
+    monkeypatch.setattr(load, "COLUMNS", [*COLUMNS, "parity"])
+    monkeypatch.setattr(load, "TEXT_COLUMNS", (*load.TEXT_COLUMNS, "parity"))
+    monkeypatch.setattr(load, "COLUMN_DEFAULTS", {"parity": "none"})
+    (rec,) = load_csv(write(tmp_path / "old.csv", [row("listops", "softmax", 0.4)]))
+    assert (rec.parity, rec.task, rec.device, rec.get("test_acc")) == ("none", "listops", "cpu-2t", 0.4)
+    older = write(tmp_path / "older.csv", [row("listops", "softmax", 0.4)], columns=[c for c in COLUMNS if c != "device"])
+    with pytest.raises(ReportError, match="missing columns device"):
+        load_csv(older)

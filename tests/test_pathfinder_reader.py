@@ -101,15 +101,33 @@ def test_malformed_metadata_line(tmp_path: Path) -> None:
     assert f"{meta}:3:" in message and "expected 11 space-separated fields" in message
 
 
-def test_truncated_png(tmp_path: Path) -> None:
-    write_release(tmp_path / "release", n=10, empty=())
-    png = tmp_path / "release" / "pathfinder32" / "curv_contour_length_14" / "imgs" / "0" / "sample_4.png"
-    png.write_bytes(png.read_bytes()[:60])
-    cfg = config(tmp_path, "data.source=release", f"data.root={tmp_path / 'release'}")
+def test_unreadable_pngs_are_skipped_with_one_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    expected = write_release(tmp_path / "release", n=24, empty=())
+    imgs = tmp_path / "release" / "pathfinder32" / "curv_contour_length_14" / "imgs" / "0"
+    bad = {"sample_4.png": b"", "sample_9.png": (imgs / "sample_9.png").read_bytes()[:60], "sample_11.png": b"not a png"}
+    for name, raw in bad.items():
+        expected.pop(np.asarray(Image.open(imgs / name).convert("L")).tobytes())
+        (imgs / name).write_bytes(raw)
+    splits = pf.prepare(config(tmp_path, "data.source=release", f"data.root={tmp_path / 'release'}"))
+    assert sorted(r for s in splits.values() for r in rows_of(s)) == sorted(expected.items())  # the 21 others, once each
+    (warning,) = capsys.readouterr().err.splitlines()
+    assert warning.startswith("warning: skipped 3 of 24 images in ") and "unreadable" in warning
+    assert "imgs/0/sample_4.png, imgs/0/sample_9.png, imgs/0/sample_11.png" in warning
+    assert (imgs / "sample_9.png").read_bytes() == bad["sample_9.png"]  # nothing is modified
+
+
+def test_too_few_readable_pngs_is_one_line(tmp_path: Path) -> None:
+    write_release(tmp_path / "release", n=12, empty=())
+    imgs = tmp_path / "release" / "pathfinder32" / "curv_contour_length_14" / "imgs" / "0"
+    for i in range(3):
+        (imgs / f"sample_{i}.png").write_bytes(b"")
+    with pytest.raises(DataError) as excinfo:
+        pf.prepare(config(tmp_path, "data.source=release", f"data.root={tmp_path / 'release'}"))
+    assert "holds 9 usable images, too few" in one_line_error(excinfo)
+    cfg = config(tmp_path, "data.source=release", f"data.root={tmp_path / 'release'}", "data.train_size=6", "data.val_size=2", "data.test_size=2")
     with pytest.raises(DataError) as excinfo:
         pf.prepare(cfg)
-    message = one_line_error(excinfo)
-    assert str(png) in message and "truncated" in message
+    assert "= 10 but" in one_line_error(excinfo) and "holds 9 usable images" in one_line_error(excinfo)
 
 
 def test_missing_image_and_wrong_size(tmp_path: Path) -> None:
@@ -172,3 +190,14 @@ def test_bad_settings(tmp_path: Path) -> None:
         pf.prepare(config(tmp_path, "data.source=hub"))
     with pytest.raises(ConfigError, match="data.val_size"):
         pf.prepare(config(tmp_path, "data.train_size=10", "data.test_size=2"))
+
+
+def test_smoke_preset_takes_what_a_small_release_holds(tmp_path: Path) -> None:
+    write_release(tmp_path / "release", n=29, empty=())
+    splits = pf.prepare(config(tmp_path, "trainer=smoke", "data.source=release", f"data.root={tmp_path / 'release'}"))
+    sizes = {k: len(v) for k, v in splits.items()}
+    assert sizes == {"train": 21, "val": 4, "test": 4}  # 64/16/16 asked, shrunk in proportion to the 29 there
+    write_release(tmp_path / "tiny", n=5, empty=())
+    with pytest.raises(DataError) as excinfo:
+        pf.prepare(config(tmp_path, "trainer=smoke", "data.source=release", f"data.root={tmp_path / 'tiny'}"))
+    assert "holds 5 usable images, too few for train/val/test (at least 6 needed)" in one_line_error(excinfo)

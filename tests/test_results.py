@@ -63,3 +63,14 @@ def test_unwritable_location_gives_one_line(tmp_path):
     with pytest.raises(ResultsError) as err:
         append_row(Path(blocker) / "lb.csv", row(1))
     assert "\n" not in str(err.value) and "paths.leaderboard" in str(err.value)
+
+
+def test_columns_and_numeric_fields_come_from_the_row_dataclass():
+    from dataclasses import fields
+
+    from lra_bench.results import NUMERIC_COLUMNS, TEXT_COLUMNS, LeaderboardRow
+
+    assert COLUMNS == [f.name for f in fields(LeaderboardRow)]
+    assert set(NUMERIC_COLUMNS) | set(TEXT_COLUMNS) == set(COLUMNS) and not set(NUMERIC_COLUMNS) & set(TEXT_COLUMNS)
+    assert {"val_acc", "test_acc", "step_ms", "tokens_per_s", "params"} <= set(NUMERIC_COLUMNS)
+    assert {"task", "attn", "device", "precision", "commit"} <= set(TEXT_COLUMNS)

@@ -145,7 +145,7 @@ def test_peak_memory_is_this_runs_own(smoke_overrides):
     """Runs sharing a process (a sweep) do not inherit an earlier peak."""
     import numpy as np
 
-    from lra_bench.train import peak_memory_mb
+    from lra_bench.runtime import peak_memory_mb
 
     before = peak_memory_mb(torch.device("cpu"))
     hog = np.ones(int(before + 800) * 2**20 // 8)  # raise the process's peak well above a smoke run's

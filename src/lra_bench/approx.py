@@ -19,7 +19,6 @@ Exit status: 0 done, 1 failure while running (e.g. unreadable data), 2 bad argum
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import statistics
 import sys
@@ -32,6 +31,8 @@ import torch
 
 from lra_bench.attention import Attention, SampledAttention, available, build_attention
 from lra_bench.errors import ApproxError
+from lra_bench.io import atomic_write_csv, atomic_write_text
+from lra_bench.report.render import markdown_table
 
 COLUMNS = ["attn", "exact", "features", "n", "scale", "source", "seed_count", "rel_err_mean", "rel_err_std"]
 DEFAULT_FEATURES = (16, 32, 64, 128, 256)
@@ -232,13 +233,8 @@ def rms(inputs: Inputs) -> float:
 
 def write_csv(rows: Sequence[Row], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            out = asdict(row)
-            out["rel_err_mean"], out["rel_err_std"] = f"{row.rel_err_mean:.6g}", f"{row.rel_err_std:.6g}"
-            writer.writerow(out)
+    cells = ({**asdict(row), "rel_err_mean": f"{row.rel_err_mean:.6g}", "rel_err_std": f"{row.rel_err_std:.6g}"} for row in rows)
+    atomic_write_csv(path, COLUMNS, cells)
 
 
 def markdown(rows: Sequence[Row]) -> str:
@@ -246,11 +242,9 @@ def markdown(rows: Sequence[Row]) -> str:
     feats = sorted({r.features for r in rows})
     keys = list(dict.fromkeys((r.attn, r.exact, r.scale) for r in rows))
     cells = {(r.attn, r.exact, r.scale, r.features): f"{r.rel_err_mean:.4f} ± {r.rel_err_std:.4f}" for r in rows}
-    lines = ["| attn | vs | scale | " + " | ".join(f"m={m}" for m in feats) + " |", "|---|---|---|" + "---:|" * len(feats)]
-    for attn, exact, scale in keys:
-        row = [cells.get((attn, exact, scale, m), "–") for m in feats]
-        lines.append(f"| {attn} | {exact} | {scale} | " + " | ".join(row) + " |")
-    return "\n".join(lines)
+    header = ["attn", "vs", "scale", *(f"m={m}" for m in feats)]
+    body = [[attn, exact, str(scale), *(cells.get((attn, exact, scale, m), "–") for m in feats)] for attn, exact, scale in keys]
+    return markdown_table(header, body, label_columns=3, padded=False)
 
 
 def plot(rows: Sequence[Row], path: Path, title: str) -> str | None:
@@ -258,7 +252,7 @@ def plot(rows: Sequence[Row], path: Path, title: str) -> str | None:
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        return "no plot: matplotlib is not installed (pip install 'lra-bench[plot]')"
+        return "no plot: matplotlib is not installed (pip install -e . or pip install matplotlib)"
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
     scales = {r.scale for r in rows}
@@ -376,7 +370,7 @@ def run(args: argparse.Namespace) -> list[Row]:
     notes = [note for name, note in NOTES.items() if name in attns or not name]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.out_dir / "approx.csv")
-    (args.out_dir / "approx.md").write_text(table + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    atomic_write_text(args.out_dir / "approx.md", table + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     print(f"relative spectral error ||A~ - A||_2 / ||A||_2, {title}; mean ± std over attention seeds\n")
     print(table)
     for note in notes:

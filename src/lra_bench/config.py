@@ -17,6 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lra_bench.errors import ConfigError
+from lra_bench.run_names import register_resolver
 
 __all__ = ["ConfigError", "Config", "validate", "config_hash", "register_configs"]
 
@@ -61,6 +62,7 @@ class DataConfig:
     mask_zero: bool = False  # parity with published code: treat token id 0 as padding
     limit_train: int | None = None  # use only the first N training examples (smoke checks)
     limit_eval: int | None = None  # use only the first N dev/test examples (smoke checks)
+    fit_sizes: bool = False  # a source smaller than train/val/test_size: take what is there (>= 2 per split)
 
 
 @dataclass
@@ -138,6 +140,7 @@ def register_configs() -> None:
     """Register the schemas so that config.yaml can list ``base_config`` first."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
+    register_resolver()
 
 
 def _fail(key: str, value: Any, rule: str) -> None:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from lra_bench.errors import ConfigError
+from lra_bench.runtime import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -31,17 +34,18 @@ class DistInfo:
 def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     """Join the process group when started by torchrun (NCCL on GPU, gloo on CPU); pick this rank's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else None
+    try:
+        device = resolve_device(device_name, local_rank)
+    except ValueError as err:
+        raise ConfigError(f"invalid setting trainer.device={device_name}: {err} (use auto or cpu)") from None
     if world <= 1:
-        if device_name == "auto":
-            return DistInfo(), torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return DistInfo(), torch.device(device_name)
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
-    device = torch.device(f"cuda:{info.local_rank}") if use_cuda else torch.device("cpu")
-    if use_cuda:
+        return DistInfo(), device
+    info = DistInfo(int(os.environ["RANK"]), world, local_rank or 0)
+    if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return info, device
 
 

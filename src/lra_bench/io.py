@@ -6,14 +6,17 @@ never trip over each other's temporary file.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -34,11 +37,23 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def atomic_write_json(path: Path, payload: Any) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def atomic_write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
+    """A CSV with a header line; keys of a row outside ``columns`` are left out, missing ones empty."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore", restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
 
 
 @contextmanager
@@ -56,3 +71,17 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def build_lock(lock_path: Path, done_marker: Path) -> Iterator[None]:
+    """Hold a file lock while building something whose completion ``done_marker`` marks.
+
+    The lock file is removed once the marker exists: anyone still waiting on the removed file
+    then finds the build done and skips it, so no empty ``.lock`` files are left behind.
+    """
+    lock_path = Path(lock_path)
+    with FileLock(str(lock_path)):
+        yield
+    if Path(done_marker).exists():
+        lock_path.unlink(missing_ok=True)

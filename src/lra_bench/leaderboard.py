@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lra_bench.io import atomic_write_text
 from lra_bench.report import ReportError
 from lra_bench.report.load import Record, load_all, load_csv
 from lra_bench.report.render import FORMATS, render
@@ -115,7 +116,7 @@ def filtered(records: list[Record], what: str, **filters: list[str] | None) -> l
 def emit(text: str, output: str | None) -> None:
     if output:
         try:
-            Path(output).write_text(text, encoding="utf-8")
+            atomic_write_text(Path(output), text)
         except OSError as err:
             raise ReportError(f"{output}: cannot write: {err.strerror}") from None
         print(f"wrote {output}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -12,61 +13,90 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
 from lra_bench.errors import ResultsError
-from lra_bench.io import atomic_write_json, atomic_write_text
+from lra_bench.io import atomic_write_text
 
 SCHEMA_VERSION = 1
 
-# The leaderboard's columns, in order (DESIGN §6); published rows use the same schema.
-COLUMNS = [
-    "schema",
-    "source",
-    "time",
-    "task",
-    "attn",
-    "seed",
-    "steps",
-    "best_step",
-    "val_acc",
-    "test_acc",
-    "train_s",
-    "step_ms",
-    "tokens_per_s",
-    "peak_mem_mb",
-    "params",
-    "device",
-    "precision",
-    "batch_size",
-    "max_len",
-    "commit",
-    "config_hash",
-    "overrides",
-    "run_dir",
-    "parity",
-    "protocol",
-]
-# Columns added after the first release: files without them still load, and gain them (with
-# these values) the next time a row is appended.
-LATER_COLUMNS = {"parity": "none", "protocol": "skyformer_paper"}
-EARLIER_COLUMNS = [c for c in COLUMNS if c not in LATER_COLUMNS]
+
+@dataclass(frozen=True, kw_only=True)
+class LeaderboardRow:
+    """One leaderboard row, also the body of ``results.json``; published rows use the same schema.
+
+    The fields, in order, are the CSV's columns. Fields typed ``int`` or ``float`` are numeric
+    (an empty cell means missing). A column added later gets a default here, which older files
+    that lack it read as.
+    """
+
+    schema: int
+    source: str  # "run", or the paper table a published row comes from
+    time: str
+    task: str
+    attn: str
+    seed: int
+    steps: int
+    best_step: int
+    val_acc: float
+    test_acc: float
+    train_s: float
+    step_ms: float
+    tokens_per_s: float | str  # "" when no step was timed
+    peak_mem_mb: float
+    params: int
+    device: str
+    precision: str
+    batch_size: int
+    max_len: int
+    commit: str
+    config_hash: str
+    overrides: str
+    run_dir: str
+    parity: str = "none"  # whose code the run reproduces: none | skyformer_code | lra_code (docs/fidelity.md)
+    protocol: str = "skyformer_paper"  # training recipe: skyformer_paper | lra_paper
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in COLUMNS}
+
+
+def _is_numeric(annotation: str) -> bool:
+    return annotation.split("|")[0].strip() in ("int", "float")
+
+
+_FIELDS = fields(LeaderboardRow)
+COLUMNS = [f.name for f in _FIELDS]
+NUMERIC_COLUMNS = tuple(f.name for f in _FIELDS if _is_numeric(str(f.type)))
+TEXT_COLUMNS = tuple(f.name for f in _FIELDS if not _is_numeric(str(f.type)))
+# columns an older file may lack, with the value such a file is read as
+COLUMN_DEFAULTS = {f.name: f.default for f in _FIELDS if f.default is not MISSING}
+# columns that say what a row can be compared with (compare warns when they differ)
+LABEL_COLUMNS = ("parity", "protocol")
+# the header of files written before the columns with defaults existed: upgraded on append
+EARLIER_COLUMNS = [c for c in COLUMNS if c not in COLUMN_DEFAULTS]
 
 
 def run_labels(cfg: DictConfig) -> dict[str, str]:
-    """The row's ``parity`` (whose code the run reproduces) and ``protocol`` (training recipe) of a run config."""
+    """The row's ``parity`` and ``protocol`` from a run config (``cfg.protocol.name`` when it has one)."""
     return {
-        key: str(OmegaConf.select(cfg, path, default=None) or LATER_COLUMNS[key])
+        key: str(OmegaConf.select(cfg, path, default=None) or COLUMN_DEFAULTS[key])
         for key, path in (("parity", "parity"), ("protocol", "protocol.name"))
     }
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically (readers never see half a file)."""
-    atomic_write_json(path, payload)
 
 
 def header_of(path: Path) -> list[str]:
     """The first line of a CSV file, split on commas."""
     with open(path, newline="", encoding="utf-8") as f:
         return f.readline().rstrip("\r\n").split(",")
+
+
+def add_later_columns(path: Path) -> None:
+    """Rewrite (atomically) a leaderboard with the earlier header, giving every row the later columns' defaults."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    later = [str(COLUMN_DEFAULTS[c]) for c in COLUMNS if c not in EARLIER_COLUMNS]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerows(row + later for row in rows[1:] if row)
+    atomic_write_text(path, buf.getvalue())
 
 
 def format_row(row: dict[str, Any]) -> str:
@@ -79,22 +109,12 @@ def format_row(row: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def add_later_columns(path: Path) -> None:
-    """Rewrite (atomically) a leaderboard with the earlier header, adding LATER_COLUMNS' values to every row."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    writer.writerows(row + list(LATER_COLUMNS.values()) for row in rows[1:] if row)
-    atomic_write_text(path, buf.getvalue())
-
-
 def append_row(path: str | Path, row: dict[str, Any]) -> Path:
     """Append one row under a file lock; write the header first when the file is new or empty.
 
-    A file with the earlier header gains the later columns first (its rows keep every value).
-    An existing file with another header is never touched: that is an error naming the file.
+    A file with the earlier header (before the columns with defaults) gains those columns first,
+    every row keeping its values. A file with another header is never touched: that is an
+    error naming the file.
     The row is written with a single write and fsync, so parallel jobs never tear a row.
     """
     path = Path(path)

@@ -1,23 +1,20 @@
-"""The shared training loop (DESIGN §6), readable top to bottom.
+"""The shared training loop, in named parts read top to bottom by ``run``.
 
-``run(cfg)`` validates the config, prepares data, builds the model, trains with AdamW +
-OneCycleLR, evaluates on the whole dev set every ``eval_every`` steps keeping the best
-checkpoint, tests that checkpoint on the whole test set, and records ``results.json`` and one
-leaderboard row. Re-running with the same run folder resumes from ``last.pt``.
+``run(cfg)`` validates the config, prepares data, builds the model with AdamW + OneCycleLR,
+trains (evaluating on the whole dev set every ``eval_every`` steps and keeping the best
+checkpoint), tests that checkpoint on the whole test set, and records ``results.json`` and one
+leaderboard row. Re-running with the same run folder resumes exactly from ``last.pt``.
 """
 
 from __future__ import annotations
 
-import math
+import json
 import os
-import platform
-import resource
 import signal
 import statistics
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,15 +24,170 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from lra_bench import checkpoint
-from lra_bench.attention import Attention
 from lra_bench.config import ConfigError, config_hash, validate
 from lra_bench.data import load_splits
-from lra_bench.data.batches import Batch, Collator, eval_batches, train_stream
+from lra_bench.data.batches import Collator, eval_batches, train_stream
 from lra_bench.distributed import DistInfo, all_sum, barrier, init_distributed, shutdown
 from lra_bench.errors import RunError
+from lra_bench.io import atomic_write_json
 from lra_bench.model import build_model
-from lra_bench.results import SCHEMA_VERSION, append_row, run_labels, write_json_atomic
-from lra_bench.tracking import make_tracker
+from lra_bench.results import SCHEMA_VERSION, LeaderboardRow, append_row, run_labels
+from lra_bench.runlock import hold_run_folder
+from lra_bench.runtime import device_label, peak_memory_mb, reset_peak_memory
+from lra_bench.step import (
+    NonFiniteLoss,
+    StepStats,
+    TrainState,
+    evaluate,
+    make_train_state,
+    precision_of,
+    train_step,
+)
+from lra_bench.tracking import Tracker, make_tracker
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train, evaluate and record one run; returns the results (``status`` = complete | interrupted).
+
+    Under torchrun every rank calls this; only rank 0 writes files, rows and progress.
+    """
+    validate(cfg)
+    info, device = init_distributed(cfg.trainer.device)
+    try:
+        check_batch_split(cfg.trainer, info.world_size)
+        folder = RunFolder.of(cfg, info)
+        with hold_run_folder(folder.path, info, device):  # one process trains in a folder
+            finished = folder.finished_results()
+            if finished is not None:
+                return finished
+            prepare_process(cfg, folder, device, info)
+            data = prepare_data(cfg, info)
+            module = build_model(cfg).to(device)
+            state = make_train_state(module, cfg.trainer, device, info)
+            progress = resume(folder, state)
+            tracker = start_tracker(cfg, folder, info)
+            try:
+                stopped = train(cfg, folder, state, progress, data, tracker)
+                if stopped is not None:
+                    return stopped
+                test_acc = test_best(folder, state, data.test)
+                row = leaderboard_row(cfg, folder, state, progress, test_acc)
+                record(cfg, folder, state, progress, row)
+                tracker.summary({"test/acc": test_acc, "val/best_acc": progress.best_val})
+                return {"status": "complete", **row.as_dict()}
+            finally:
+                tracker.finish()
+    finally:
+        shutdown(info)
+
+
+# --- the run folder and the process ------------------------------------------------------------
+
+
+def check_batch_split(trainer_cfg: DictConfig, world_size: int) -> None:
+    """The global batch must split evenly over ranks and accumulation steps."""
+    if trainer_cfg.batch_size % (trainer_cfg.grad_accum * world_size):
+        raise ConfigError(
+            f"invalid setting trainer.batch_size={trainer_cfg.batch_size}: must be divisible by ranks x trainer.grad_accum "
+            f"({world_size} x {trainer_cfg.grad_accum})"
+        )
+
+
+def run_directory(cfg: DictConfig) -> Path:
+    """This run's folder: ``paths.run_dir``, else Hydra's output folder, else one derived from the config."""
+    if cfg.paths.run_dir:
+        return Path(cfg.paths.run_dir)
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.runs_dir) / cfg.task.name / cfg.attn.name / f"seed{cfg.seed}" / config_hash(cfg)
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run's folder, the files in it and the digest of the config they belong to; rank 0 creates it, the others wait."""
+
+    path: Path
+    config_digest: str
+    info: DistInfo
+
+    @classmethod
+    def of(cls, cfg: DictConfig, info: DistInfo) -> RunFolder:
+        folder = cls(run_directory(cfg), config_hash(cfg), info)
+        if info.is_main:
+            folder.path.mkdir(parents=True, exist_ok=True)
+        barrier(info)
+        return folder
+
+    @property
+    def results(self) -> Path:
+        return self.path / "results.json"
+
+    @property
+    def last(self) -> Path:
+        return self.path / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "best.pt"
+
+    def finished_results(self) -> dict[str, Any] | None:
+        """The results of a run of this config that already completed in this folder, else None."""
+        if not (self.results.exists() and self.last.exists()):
+            return None
+        done = checkpoint.load(self.last)
+        if not (done.get("complete") and done.get("config_hash") == self.config_digest):
+            return None
+        print(f"run already complete in {self.path}; results: {self.results}")
+        return json.loads(self.results.read_text())
+
+
+def prepare_process(cfg: DictConfig, folder: RunFolder, device: torch.device, info: DistInfo) -> None:
+    """Save the resolved config; set the seed, threads and determinism; restart the peak-memory count."""
+    if info.is_main:
+        OmegaConf.save(cfg, folder.path / "config.yaml", resolve=True)
+    torch.manual_seed(cfg.seed)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    if cfg.trainer.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    reset_peak_memory(device)
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunData:
+    """The training stream's inputs and the dev and test loaders, this rank's share."""
+
+    train: Any  # the training split (a datasets.Dataset)
+    collate: Collator
+    val: Any
+    test: Any
+    info: DistInfo
+
+    def stream(self, cfg: DictConfig, step: int) -> Any:
+        """Micro-batches from training step ``step`` on (a resumed run continues where it stopped)."""
+        trainer_cfg = cfg.trainer
+        micro_batch = trainer_cfg.batch_size // trainer_cfg.grad_accum  # global; each rank takes 1/world of it
+        start = step * trainer_cfg.grad_accum
+        return train_stream(self.train, self.collate, micro_batch, cfg.seed, start, cfg.data.loader_workers, self.info.rank, self.info.world_size)
+
+
+def prepare_data(cfg: DictConfig, info: DistInfo) -> RunData:
+    """Load (or build) the task's splits; the dev and test loaders cover every example once."""
+    splits = load_splits(cfg)
+    collate = Collator(cfg.task.max_len, cfg.data.pad_to, cfg.data.mask_zero, cfg.task.dual)
+    eval_bs = cfg.trainer.eval_batch_size or cfg.trainer.batch_size
+    workers, rank, world = cfg.data.loader_workers, info.rank, info.world_size
+    val = eval_batches(splits["val"], collate, eval_bs, workers, rank, world)
+    test = eval_batches(splits["test"], collate, eval_bs, workers, rank, world)
+    return RunData(splits["train"], collate, val, test, info)
+
+
+# --- resume, checkpoints -------------------------------------------------------------------------
 
 
 @dataclass
@@ -47,6 +199,52 @@ class Progress:
     best_step: int = 0
     train_s: float = 0.0
     step_times: list[float] = field(default_factory=list)
+    tokens_per_step: int = field(default=0, repr=False, compare=False)  # of this session's last step (not saved)
+
+    def saved(self) -> dict[str, Any]:
+        return {"step": self.step, "best_val": self.best_val, "best_step": self.best_step, "train_s": self.train_s, "step_times": self.step_times}
+
+
+def resume(folder: RunFolder, state: TrainState) -> Progress:
+    """Load ``last.pt`` into ``state`` (and restore the RNG) when it exists; a fresh Progress otherwise."""
+    if not folder.last.exists():
+        return Progress()
+    saved = checkpoint.load(folder.last)
+    if saved.get("config_hash") != folder.config_digest:
+        raise RunError(
+            f"{folder.last} was written by another configuration (hash {saved.get('config_hash')}, now {folder.config_digest}); "
+            "use another run folder (paths.run_dir=...) or delete that checkpoint"
+        )
+    state.load_state_dict(saved)
+    progress = Progress(**saved["progress"])
+    checkpoint.set_rng_state(saved["rng"])
+    if folder.info.is_main:
+        print(f"resuming {folder.path} from step {progress.step}")
+    return progress
+
+
+def save_last(folder: RunFolder, state: TrainState, progress: Progress, complete: bool = False) -> None:
+    """Write ``last.pt`` (rank 0): module, optimiser, schedule, scaler, progress and RNG states."""
+    if not folder.info.is_main:
+        return
+    payload = {
+        **state.state_dict(),
+        "progress": progress.saved(),
+        "rng": checkpoint.rng_state(),
+        "config_hash": folder.config_digest,
+        "complete": complete,
+    }
+    checkpoint.save_atomic(payload, folder.last)
+
+
+def start_tracker(cfg: DictConfig, folder: RunFolder, info: DistInfo) -> Tracker:
+    """The experiment tracker on rank 0; a silent one on the other ranks."""
+    if not info.is_main:
+        return make_tracker(OmegaConf.create({"logger": {"name": "none"}}), "", "")
+    return make_tracker(cfg, str(folder.path), f"{cfg.task.name}-{cfg.attn.name}-s{cfg.seed}-{folder.config_digest}")
+
+
+# --- the loop ------------------------------------------------------------------------------------
 
 
 class StopFlag:
@@ -82,15 +280,145 @@ class StopFlag:
             previous(self.signum, None)
 
 
-def run_directory(cfg: DictConfig) -> Path:
-    """This run's folder: ``paths.run_dir``, else Hydra's output folder, else one derived from the config."""
-    if cfg.paths.run_dir:
-        return Path(cfg.paths.run_dir)
-    from hydra.core.hydra_config import HydraConfig
+def train(
+    cfg: DictConfig, folder: RunFolder, state: TrainState, progress: Progress, data: RunData, tracker: Tracker
+) -> dict[str, Any] | None:
+    """Step until ``trainer.steps``; returns the ``interrupted`` result when a signal or
+    ``trainer.stop_at_step`` stops it first (after writing ``last.pt``), else None."""
+    trainer_cfg, info = cfg.trainer, state.info
+    stream = data.stream(cfg, progress.step)
+    state.model.train()
+    if info.is_main:
+        print(f"training {cfg.task.name}/{cfg.attn.name} seed {cfg.seed} in {folder.path} from step {progress.step} of {trainer_cfg.steps}", flush=True)
+    bar = tqdm(total=trainer_cfg.steps, initial=progress.step, disable=not (trainer_cfg.progress and info.is_main), desc=f"{cfg.task.name}/{cfg.attn.name}", dynamic_ncols=True)
+    with StopFlag() as stop:
+        while progress.step < trainer_cfg.steps:
+            stats = timed_step(state, stream, trainer_cfg.grad_accum, progress, folder)
+            bar.update(1)
+            log_step(cfg, state, progress, stats, bar, tracker)
+            maybe_evaluate(cfg, folder, state, progress, data.val, bar, tracker)
+            if progress.step % trainer_cfg.ckpt_every == 0:
+                save_last(folder, state, progress)
+            why = stop_reason(stop, trainer_cfg, progress, state)
+            if why is not None:
+                save_last(folder, state, progress)
+                barrier(info)
+                bar.close()
+                if info.is_main:
+                    print(f"stopped at step {progress.step} ({why}); checkpoint {folder.last}; re-run the same command to resume")
+                return {"status": "interrupted", "step": progress.step, "signal": stop.signum, "run_dir": str(folder.path)}
+    bar.close()
+    return None
 
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
-    return Path(cfg.paths.runs_dir) / cfg.task.name / cfg.attn.name / f"seed{cfg.seed}" / config_hash(cfg)
+
+def timed_step(state: TrainState, stream: Any, micro_batches: int, progress: Progress, folder: RunFolder) -> StepStats:
+    """One ``train_step``, its wall time added to ``progress`` (a non-finite loss is a RunError)."""
+    t0 = time.perf_counter()
+    try:
+        stats = train_step(state, stream, micro_batches)
+    except NonFiniteLoss as err:
+        raise RunError(
+            f"loss became {err.loss} at step {progress.step + 1}; the last good checkpoint is {folder.last} "
+            "(try a lower trainer.lr or trainer.amp=false)"
+        ) from None
+    if state.device.type == "cuda":
+        torch.cuda.synchronize(state.device)
+    dt = time.perf_counter() - t0
+    progress.step += 1
+    progress.train_s += dt
+    progress.step_times.append(dt)
+    progress.tokens_per_step = stats.tokens
+    return stats
+
+
+def log_step(cfg: DictConfig, state: TrainState, progress: Progress, stats: StepStats, bar: Any, tracker: Tracker) -> None:
+    """Every ``log_every`` steps (and the last): loss, accuracy and learning rate to the bar and tracker."""
+    if progress.step % cfg.trainer.log_every and progress.step != cfg.trainer.steps:
+        return
+    lr = state.scheduler.get_last_lr()[0]
+    acc = stats.correct / stats.seen
+    bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{acc:.3f}", lr=f"{lr:.2e}")
+    tracker.log({"train/loss": stats.loss, "train/acc": acc, "train/lr": lr}, progress.step)
+
+
+def maybe_evaluate(
+    cfg: DictConfig, folder: RunFolder, state: TrainState, progress: Progress, val: Any, bar: Any, tracker: Tracker
+) -> None:
+    """Every ``eval_every`` steps (and the last): dev accuracy; a new best is saved to ``best.pt``."""
+    if progress.step % cfg.trainer.eval_every and progress.step != cfg.trainer.steps:
+        return
+    info = state.info
+    val_acc = evaluate(state.module, val, state.device, state.amp_dtype, info)
+    tracker.log({"val/acc": val_acc}, progress.step)
+    if info.is_main:
+        bar.write(f"step {progress.step}: val_acc={val_acc:.4f} (best {max(val_acc, progress.best_val):.4f})")
+    if val_acc > progress.best_val:
+        progress.best_val, progress.best_step = val_acc, progress.step
+        if info.is_main:
+            checkpoint.save_atomic({"model": state.module.state_dict(), "step": progress.step, "config_hash": folder.config_digest}, folder.best)
+
+
+def stop_reason(stop: StopFlag, trainer_cfg: DictConfig, progress: Progress, state: TrainState) -> str | None:
+    """Why the run stops after this step (a signal on any rank, or ``trainer.stop_at_step``), else None."""
+    signalled = all_sum([float(stop.signum is not None)], state.info, state.device)[0] > 0
+    if stop.signum is not None:
+        return signal.Signals(stop.signum).name
+    if signalled:
+        return "signal"  # another rank's
+    if trainer_cfg.stop_at_step is not None and progress.step >= trainer_cfg.stop_at_step:
+        return f"trainer.stop_at_step={trainer_cfg.stop_at_step}"
+    return None
+
+
+# --- test and record -----------------------------------------------------------------------------
+
+
+def test_best(folder: RunFolder, state: TrainState, test: Any) -> float:
+    """Test accuracy of the best dev checkpoint (of the last weights when no dev pass ran)."""
+    barrier(state.info)
+    if folder.best.exists():
+        state.module.load_state_dict(checkpoint.load(folder.best)["model"])
+    return evaluate(state.module, test, state.device, state.amp_dtype, state.info)
+
+
+def leaderboard_row(cfg: DictConfig, folder: RunFolder, state: TrainState, progress: Progress, test_acc: float) -> LeaderboardRow:
+    """The run's leaderboard row: accuracies, time, memory and where the numbers came from."""
+    step_ms = 1000 * statistics.median(progress.step_times) if progress.step_times else float("nan")
+    return LeaderboardRow(
+        schema=SCHEMA_VERSION,
+        source="run",
+        time=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        task=cfg.task.name,
+        attn=cfg.attn.name,
+        seed=cfg.seed,
+        steps=progress.step,
+        best_step=progress.best_step,
+        val_acc=round(progress.best_val, 6),
+        test_acc=round(test_acc, 6),
+        train_s=round(progress.train_s, 3),
+        step_ms=round(step_ms, 3),
+        tokens_per_s=round(progress.tokens_per_step / (step_ms / 1000), 1) if step_ms > 0 else "",
+        peak_mem_mb=round(peak_memory_mb(state.device), 1),
+        params=sum(p.numel() for p in state.module.parameters()),
+        device=device_label(state.device, world=state.info.world_size),
+        precision=precision_of(cfg.trainer.amp, state.device)[0],
+        batch_size=cfg.trainer.batch_size,
+        max_len=cfg.task.max_len,
+        commit=git_commit(),
+        config_hash=folder.config_digest,
+        overrides=hydra_overrides(),
+        run_dir=str(folder.path),
+        **run_labels(cfg),
+    )
+
+
+def record(cfg: DictConfig, folder: RunFolder, state: TrainState, progress: Progress, row: LeaderboardRow) -> None:
+    """Rank 0 writes ``results.json``, appends the row and marks ``last.pt`` complete; all ranks wait."""
+    if state.info.is_main:
+        atomic_write_json(folder.results, {"status": "complete", **row.as_dict()})
+        append_row(cfg.paths.leaderboard, row.as_dict())
+        save_last(folder, state, progress, complete=True)
+    barrier(state.info)
 
 
 def git_commit() -> str:
@@ -110,287 +438,6 @@ def hydra_overrides() -> str:
     from hydra.core.hydra_config import HydraConfig
 
     return " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start this run's peak-memory count afresh (several runs may share a process in a sweep).
-
-    On Linux, writing 5 to /proc/self/clear_refs resets the resident-set high-water mark.
-    """
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # elsewhere the process-lifetime peak is what can be had
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: max allocated by torch; CPU: the process's peak resident set since ``reset_peak_memory``."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**10
-    except OSError:
-        pass
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 2**20 if platform.system() == "Darwin" else kb / 2**10
-
-
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    return {k: (v.to(device, non_blocking=True) if v is not None else None) for k, v in batch.items()}
-
-
-def precision_of(cfg: DictConfig, device: torch.device) -> tuple[str, torch.dtype | None]:
-    """(name for the leaderboard, autocast dtype or None)."""
-    if not cfg.trainer.amp:
-        return "fp32", None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return "fp16-amp", torch.float16
-    return "bf16-amp", torch.bfloat16
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: Any, device: torch.device, amp_dtype: torch.dtype | None, info: DistInfo) -> float:
-    """Accuracy over every example of the split (each rank's share, summed; no batch dropped)."""
-    model.eval()
-    correct = total = 0
-    for batch in loader:
-        batch = to_device(batch, device)
-        with autocast(device, amp_dtype):
-            logits = model(batch)
-        correct += int((logits.argmax(-1) == batch["label"]).sum())
-        total += batch["label"].numel()
-    model.train()
-    correct, total = all_sum([correct, total], info, device)
-    return correct / max(total, 1)
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
-    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train, evaluate and record one run; returns the results (``status`` = complete | interrupted).
-
-    Under torchrun every rank calls this; only rank 0 writes files, rows and progress.
-    """
-    validate(cfg)
-    info, device = init_distributed(cfg.trainer.device)
-    try:
-        return _run(cfg, info, device)
-    finally:
-        shutdown(info)
-
-
-def _run(cfg: DictConfig, info: DistInfo, device: torch.device) -> dict[str, Any]:
-    tc = cfg.trainer
-    if tc.batch_size % (tc.grad_accum * info.world_size):
-        raise ConfigError(
-            f"invalid setting trainer.batch_size={tc.batch_size}: must be divisible by ranks x trainer.grad_accum "
-            f"({info.world_size} x {tc.grad_accum})"
-        )
-    run_dir = run_directory(cfg)
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    barrier(info)
-    chash = config_hash(cfg)
-    results_path, last_path, best_path = run_dir / "results.json", run_dir / "last.pt", run_dir / "best.pt"
-    if results_path.exists() and last_path.exists():
-        done = checkpoint.load(last_path)
-        if done.get("complete") and done.get("config_hash") == chash:
-            print(f"run already complete in {run_dir}; results: {results_path}")
-            import json
-
-            return json.loads(results_path.read_text())
-
-    if info.is_main:
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    torch.manual_seed(cfg.seed)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    if tc.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    precision, amp_dtype = precision_of(cfg, device)
-    reset_peak_memory(device)
-
-    # --- data ------------------------------------------------------------------------------
-    splits = load_splits(cfg)
-    collate = Collator(cfg.task.max_len, cfg.data.pad_to, cfg.data.mask_zero, cfg.task.dual)
-    micro_batch = tc.batch_size // tc.grad_accum  # global; each rank takes 1/world of it
-    eval_bs = tc.eval_batch_size or tc.batch_size
-    workers, rank, world = cfg.data.loader_workers, info.rank, info.world_size
-    val_loader = eval_batches(splits["val"], collate, eval_bs, workers, rank, world)
-    test_loader = eval_batches(splits["test"], collate, eval_bs, workers, rank, world)
-
-    # --- model, optimiser, schedule -------------------------------------------------------------
-    raw_model = build_model(cfg).to(device)
-    params = sum(p.numel() for p in raw_model.parameters())
-    model: torch.nn.Module = raw_model
-    if info.enabled:
-        unused = any(not m.uses_keys for m in raw_model.modules() if isinstance(m, Attention))  # e.g. shared-QK Reformer
-        model = torch.nn.parallel.DistributedDataParallel(
-            raw_model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
-        )
-    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay)
-    # OneCycleLR with its defaults (as the peer code), so beta1 also cycles 0.85..0.95.
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=tc.lr, total_steps=tc.steps, pct_start=tc.warmup_steps / tc.steps, anneal_strategy="linear"
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    progress = Progress()
-
-    if last_path.exists():
-        state = checkpoint.load(last_path)
-        if state.get("config_hash") != chash:
-            raise RunError(
-                f"{last_path} was written by another configuration (hash {state.get('config_hash')}, now {chash}); "
-                "use another run folder (paths.run_dir=...) or delete that checkpoint"
-            )
-        raw_model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        progress = Progress(**state["progress"])
-        checkpoint.set_rng_state(state["rng"])
-        if info.is_main:
-            print(f"resuming {run_dir} from step {progress.step}")
-
-    def save_last(complete: bool = False) -> None:
-        if not info.is_main:
-            return
-        checkpoint.save_atomic(
-            {
-                "model": raw_model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "progress": vars(progress),
-                "rng": checkpoint.rng_state(),
-                "config_hash": chash,
-                "complete": complete,
-            },
-            last_path,
-        )
-
-    run_name = f"{cfg.task.name}-{cfg.attn.name}-s{cfg.seed}-{chash}"
-    tracker = make_tracker(cfg, str(run_dir), run_name) if info.is_main else make_tracker(OmegaConf.create({"logger": {"name": "none"}}), "", "")
-    try:
-        # --- train ----------------------------------------------------------------------------
-        stream = train_stream(splits["train"], collate, micro_batch, cfg.seed, progress.step * tc.grad_accum, workers, rank, world)
-        model.train()
-        if info.is_main:
-            print(f"training {cfg.task.name}/{cfg.attn.name} seed {cfg.seed} in {run_dir} from step {progress.step} of {tc.steps}", flush=True)
-        bar = tqdm(total=tc.steps, initial=progress.step, disable=not (tc.progress and info.is_main), desc=f"{cfg.task.name}/{cfg.attn.name}", dynamic_ncols=True)
-        tokens_per_step = 0
-        with StopFlag() as stop:
-            while progress.step < tc.steps:
-                t0 = time.perf_counter()
-                loss_sum, correct, seen = 0.0, 0, 0
-                for micro in range(tc.grad_accum):
-                    batch = to_device(next(stream), device)
-                    sync = micro == tc.grad_accum - 1 or not info.enabled
-                    with autocast(device, amp_dtype), (nullcontext() if sync else model.no_sync()):  # type: ignore[operator]
-                        logits = model(batch)
-                        loss = torch.nn.functional.cross_entropy(logits.float(), batch["label"])
-                        scaler.scale(loss / tc.grad_accum).backward()
-                    loss_sum += loss.item() / tc.grad_accum
-                    correct += int((logits.argmax(-1) == batch["label"]).sum())
-                    seen += batch["label"].numel()
-                    ids = batch.get("input_ids", batch.get("input_ids_1"))
-                    tokens_per_step = ids.numel() * (2 if cfg.task.dual else 1) * tc.grad_accum * world  # type: ignore[union-attr]
-                loss_sum = all_sum([loss_sum], info, device)[0] / world
-                if not math.isfinite(loss_sum):
-                    raise RunError(
-                        f"loss became {loss_sum} at step {progress.step + 1}; the last good checkpoint is {last_path} "
-                        "(try a lower trainer.lr or trainer.amp=false)"
-                    )
-                if tc.clip_value is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_value_(raw_model.parameters(), tc.clip_value)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                dt = time.perf_counter() - t0
-                progress.step += 1
-                progress.train_s += dt
-                progress.step_times.append(dt)
-
-                lr = scheduler.get_last_lr()[0]
-                bar.update(1)
-                if progress.step % tc.log_every == 0 or progress.step == tc.steps:
-                    bar.set_postfix(loss=f"{loss_sum:.4f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.2e}")
-                    tracker.log({"train/loss": loss_sum, "train/acc": correct / seen, "train/lr": lr}, progress.step)
-                if progress.step % tc.eval_every == 0 or progress.step == tc.steps:
-                    val_acc = evaluate(raw_model, val_loader, device, amp_dtype, info)
-                    tracker.log({"val/acc": val_acc}, progress.step)
-                    if info.is_main:
-                        bar.write(f"step {progress.step}: val_acc={val_acc:.4f} (best {max(val_acc, progress.best_val):.4f})")
-                    if val_acc > progress.best_val:
-                        progress.best_val, progress.best_step = val_acc, progress.step
-                        if info.is_main:
-                            checkpoint.save_atomic({"model": raw_model.state_dict(), "step": progress.step, "config_hash": chash}, best_path)
-                if progress.step % tc.ckpt_every == 0:
-                    save_last()
-                stop_now = all_sum([float(stop.signum is not None)], info, device)[0] > 0  # any rank signalled
-                if stop_now or (tc.stop_at_step is not None and progress.step >= tc.stop_at_step):
-                    save_last()
-                    barrier(info)
-                    bar.close()
-                    why = signal.Signals(stop.signum).name if stop.signum is not None else "signal" if stop_now else f"trainer.stop_at_step={tc.stop_at_step}"
-                    if info.is_main:
-                        print(f"stopped at step {progress.step} ({why}); checkpoint {last_path}; re-run the same command to resume")
-                    return {"status": "interrupted", "step": progress.step, "signal": stop.signum, "run_dir": str(run_dir)}
-        bar.close()
-
-        # --- test the best checkpoint ---------------------------------------------------------------
-        barrier(info)
-        if best_path.exists():
-            raw_model.load_state_dict(checkpoint.load(best_path)["model"])
-        test_acc = evaluate(raw_model, test_loader, device, amp_dtype, info)
-        step_ms = 1000 * statistics.median(progress.step_times) if progress.step_times else float("nan")
-        row = {
-            "schema": SCHEMA_VERSION,
-            "source": "run",
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "task": cfg.task.name,
-            "attn": cfg.attn.name,
-            "seed": cfg.seed,
-            "steps": progress.step,
-            "best_step": progress.best_step,
-            "val_acc": round(progress.best_val, 6),
-            "test_acc": round(test_acc, 6),
-            "train_s": round(progress.train_s, 3),
-            "step_ms": round(step_ms, 3),
-            "tokens_per_s": round(tokens_per_step / (step_ms / 1000), 1) if step_ms > 0 else "",
-            "peak_mem_mb": round(peak_memory_mb(device), 1),
-            "params": params,
-            "device": (torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{torch.get_num_threads()}t")
-            + (f"x{world}" if world > 1 else ""),
-            "precision": precision,
-            "batch_size": tc.batch_size,
-            "max_len": cfg.task.max_len,
-            "commit": git_commit(),
-            "config_hash": chash,
-            "overrides": hydra_overrides(),
-            "run_dir": str(run_dir),
-            **run_labels(cfg),
-        }
-        if info.is_main:
-            write_json_atomic(results_path, {"status": "complete", **row})
-            append_row(cfg.paths.leaderboard, row)
-            save_last(complete=True)
-        barrier(info)
-        tracker.summary({"test/acc": test_acc, "val/best_acc": progress.best_val})
-        return {"status": "complete", **row}
-    finally:
-        tracker.finish()
 
 
 def main(cfg: DictConfig) -> int:

@@ -85,63 +85,90 @@ class ReformerAttention(SampledAttention):
         in_dtype = q.dtype
         if in_dtype in (torch.float16, torch.bfloat16):
             q, v = q.float(), v.float()
-        b, h, n, d = q.shape
-        c, rounds = self.cfg.chunk_size, self.cfg.num_hashes
-        n_c = math.ceil(n / c) * c
-        valid = torch.ones(b, n, dtype=torch.bool, device=q.device) if mask is None else mask
-        if n_c > n:  # pad to whole chunks; the extra slots are padding
-            q, v = F.pad(q, (0, 0, 0, n_c - n)), F.pad(v, (0, 0, 0, n_c - n))
-            valid = F.pad(valid, (0, n_c - n), value=False)
-
+        n = q.shape[2]
+        q, v, valid = pad_to_chunks(q, v, mask, self.cfg.chunk_size)
         buckets = self.hash_buckets(q)  # [b, h, r, n_c]
-        pos = torch.arange(n_c, device=q.device)
-        sort_key = torch.where(valid[:, None, None, :], buckets, self.num_buckets) * n_c + pos
-        perm = sort_key.argsort(dim=-1)  # [b, h, r, n_c]
+        pos = torch.arange(q.shape[2], device=q.device)
+        sort_key = torch.where(valid[:, None, None, :], buckets, self.num_buckets) * q.shape[2] + pos
+        perm = sort_key.argsort(dim=-1)  # [b, h, r, n_c]: padding sorted after every real token
+        out_s, lse = self.chunk_attention(q, v, valid, buckets, perm)
+        return combine_rounds(out_s, lse, perm)[:, :, :n].to(in_dtype)
 
+    def chunk_attention(
+        self, q: torch.Tensor, v: torch.Tensor, valid: torch.Tensor, buckets: torch.Tensor, perm: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each sorted chunk's queries against the previous and own chunk's keys, in every round:
+        outputs ``[b, h, r, n_c, d]`` in sorted order and each query's log-sum-exp of scores."""
+        b, h, n_c, d = q.shape
+        c, rounds = self.cfg.chunk_size, self.cfg.num_hashes
         # masks ride in the matmul: queries get a column of ones, keys a column of 0 / MASKED_SCORE
         bias = torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, MASKED_SCORE)
         keys = torch.cat([F.normalize(q, dim=-1, eps=1e-6), bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1)
         queries = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)
-
-        chunks = n_c // c
-        real_chunks = (valid.sum(-1) + c - 1).div(c, rounding_mode="floor").clamp(min=1)  # [b]
-        prev = torch.arange(chunks, device=q.device).sub(1).view(1, -1).expand(b, -1)
-        prev = torch.where(prev < 0, real_chunks.view(-1, 1) - 1, prev)  # [b, chunks]; chunk 0 -> last real chunk
-
-        def sort(x: torch.Tensor) -> torch.Tensor:  # [b, h, n_c, e] -> [b, h, r, chunks, c, e] in sorted order
-            e = x.shape[-1]
-            idx = perm.unsqueeze(-1).expand(-1, -1, -1, -1, e)
-            return x.unsqueeze(2).expand(-1, -1, rounds, -1, -1).gather(3, idx).view(b, h, rounds, chunks, c, e)
-
-        def window(x: torch.Tensor, null: torch.Tensor) -> torch.Tensor:
-            """Keys of each chunk's window: the previous chunk (``null`` before the first without wrap) then its own."""
-            if self.cfg.wrap:
-                idx = prev.view(b, 1, 1, chunks, 1, 1).expand(-1, h, rounds, -1, c, x.shape[-1])
-                before = x.gather(3, idx)
-            else:
-                before = torch.cat([null.expand(b, h, rounds, 1, c, -1), x[:, :, :, :-1]], dim=3)
-            return torch.cat([before, x], dim=4)  # [b, h, r, chunks, 2c, e]
-
         null_k = torch.zeros(d + 1, dtype=q.dtype, device=q.device)
         null_k[-1] = MASKED_SCORE
-        k_w = window(sort(keys), null_k)
-        v_w = window(sort(v), torch.zeros(d, dtype=v.dtype, device=v.device))
-        scores = sort(queries) @ k_w.transpose(-1, -2)  # [b, h, r, chunks, c, 2c]
+        real_chunks = (valid.sum(-1) + c - 1).div(c, rounding_mode="floor").clamp(min=1)  # [b]
+        prev = previous_chunks(real_chunks, n_c // c) if self.cfg.wrap else None
+        k_w = window(sort_into_chunks(keys, perm, c), null_k, prev)
+        v_w = window(sort_into_chunks(v, perm, c), torch.zeros(d, dtype=v.dtype, device=v.device), prev)
+        scores = sort_into_chunks(queries, perm, c) @ k_w.transpose(-1, -2)  # [b, h, r, chunks, c, 2c]
         if self.cfg.same_bucket_only:
-            b_s = buckets.gather(3, perm).view(b, h, rounds, chunks, c, 1)
-            other = b_s != window(b_s, torch.full((1,), -1, device=q.device)).transpose(-1, -2)
+            b_s = buckets.gather(3, perm).view(b, h, rounds, n_c // c, c, 1)
+            other = b_s != window(b_s, torch.full((1,), -1, device=q.device), prev).transpose(-1, -2)
             scores = scores.masked_fill(other, MASKED_SCORE)
         scores.diagonal(offset=c, dim1=-2, dim2=-1).fill_(SELF_SCORE)  # a token and itself
-        if self.cfg.wrap:  # a sequence of one chunk: its "previous" chunk is itself, hide the duplicate
-            alone = (real_chunks == 1).view(b, 1, 1, 1, 1, 1) & (torch.arange(chunks, device=q.device) == 0).view(1, 1, 1, -1, 1, 1)
+        if prev is not None:  # a sequence of one chunk: its "previous" chunk is itself, hide the duplicate
+            alone = (real_chunks == 1).view(b, 1, 1, 1, 1, 1) & (torch.arange(n_c // c, device=q.device) == 0).view(1, 1, 1, -1, 1, 1)
             scores[..., :c].masked_fill_(alone, MASKED_SCORE)
         lse = scores.logsumexp(dim=-1, keepdim=True)
         probs = F.dropout(torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training)
-        out_s = (probs @ v_w).view(b, h, rounds, n_c, d)
+        return (probs @ v_w).view(b, h, rounds, n_c, d), lse
 
-        inv = torch.empty_like(perm).scatter_(-1, perm, pos.expand_as(perm))  # sorted slot of each token
-        out_r = out_s.gather(3, inv.unsqueeze(-1).expand(-1, -1, -1, -1, d))
-        lse_r = lse.view(b, h, rounds, n_c).gather(3, inv)
-        weights = torch.softmax(lse_r, dim=2).unsqueeze(-1)  # combine the rounds by their log-sum-exp
-        out = (weights * out_r).sum(dim=2)[:, :, :n]
-        return out.to(in_dtype)
+
+def pad_to_chunks(q: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q and v padded to whole chunks of ``c`` tokens, and the valid-token mask ``[b, n_c]`` (extra slots are padding)."""
+    b, _, n, _ = q.shape
+    n_c = math.ceil(n / c) * c
+    valid = torch.ones(b, n, dtype=torch.bool, device=q.device) if mask is None else mask
+    if n_c > n:
+        q, v = F.pad(q, (0, 0, 0, n_c - n)), F.pad(v, (0, 0, 0, n_c - n))
+        valid = F.pad(valid, (0, n_c - n), value=False)
+    return q, v, valid
+
+
+def sort_into_chunks(x: torch.Tensor, perm: torch.Tensor, c: int) -> torch.Tensor:
+    """``[b, h, n_c, e]`` -> ``[b, h, r, chunks, c, e]`` in each round's sorted order ``perm`` ``[b, h, r, n_c]``."""
+    b, h, rounds, n_c = perm.shape
+    e = x.shape[-1]
+    idx = perm.unsqueeze(-1).expand(-1, -1, -1, -1, e)
+    return x.unsqueeze(2).expand(-1, -1, rounds, -1, -1).gather(3, idx).view(b, h, rounds, n_c // c, c, e)
+
+
+def previous_chunks(real_chunks: torch.Tensor, chunks: int) -> torch.Tensor:
+    """The chunk before each chunk, ``[b, chunks]``, wrapping the first to the last chunk holding a real token."""
+    prev = torch.arange(chunks, device=real_chunks.device).sub(1).view(1, -1).expand(real_chunks.shape[0], -1)
+    return torch.where(prev < 0, real_chunks.view(-1, 1) - 1, prev)
+
+
+def window(x: torch.Tensor, null: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
+    """Keys of each chunk's window ``[b, h, r, chunks, 2c, e]``: the previous chunk then its own.
+
+    Without ``prev`` the first chunk's previous chunk is ``null``; with it, chunk j's is ``prev[:, j]``.
+    """
+    b, h, rounds, chunks, c, e = x.shape
+    if prev is None:
+        before = torch.cat([null.expand(b, h, rounds, 1, c, -1), x[:, :, :, :-1]], dim=3)
+    else:
+        before = x.gather(3, prev.view(b, 1, 1, chunks, 1, 1).expand(-1, h, rounds, -1, c, e))
+    return torch.cat([before, x], dim=4)
+
+
+def combine_rounds(out_s: torch.Tensor, lse: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Outputs back in token order, the rounds weighted by softmax over their log-sum-exp: ``[b, h, n_c, d]``."""
+    b, h, rounds, n_c, d = out_s.shape
+    pos = torch.arange(n_c, device=perm.device)
+    inv = torch.empty_like(perm).scatter_(-1, perm, pos.expand_as(perm))  # sorted slot of each token
+    out_r = out_s.gather(3, inv.unsqueeze(-1).expand(-1, -1, -1, -1, d))
+    lse_r = lse.view(b, h, rounds, n_c).gather(3, inv)
+    weights = torch.softmax(lse_r, dim=2).unsqueeze(-1)
+    return (weights * out_r).sum(dim=2)

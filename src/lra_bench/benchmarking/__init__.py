@@ -1,1 +1,1 @@
-"""Pieces of ``python -m lra_bench.bench``: variant entries, measurement, worker processes, reports."""
+"""The bench (``python -m lra_bench.bench``, or ``python -m lra_bench.benchmarking``): variant entries, measurement, worker processes, tables."""

@@ -8,32 +8,27 @@ Peak memory is the *extra* memory an operation needs beyond what is allocated wh
 
 - CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus
   ``memory_allocated`` at the reset.
-- CPU (Linux): the resident set's high-water mark. Freed heap pages are first handed back to
-  the system (``malloc_trim(0)``, so that memory released by an earlier run cannot hide new
-  allocations), then the kernel's high-water mark is reset to the current resident set
-  (``/proc/self/clear_refs``, value 5); the peak is ``VmHWM - VmRSS`` at the reset. A 100 MB
-  tensor measures as 100 MB. Elsewhere the CPU peak is reported as missing (NaN).
+- CPU (Linux): the resident set's high-water mark, reset to the current resident set after
+  freed heap pages are handed back; the peak is ``VmHWM - VmRSS`` at the reset (see
+  ``runtime.PeakMemory``). A 100 MB tensor measures as 100 MB. Elsewhere the CPU peak is
+  reported as missing (NaN).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import math
+import itertools
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 
+from lra_bench.runtime import PeakMemory, resolve_device
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_PROC_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 class CaseTimeout(RuntimeError):
@@ -61,17 +56,17 @@ class AttentionCase:
 
 @dataclass(frozen=True)
 class TrainStepCase:
-    """One whole training step (forward, backward, clip, AdamW) of the task model on random tokens."""
+    """One whole training step (``step.train_step``: forward, backward, clip, AdamW and schedule)
+    of the task model on random tokens, with the training loop's settings ``trainer``."""
 
     label: str
     attn: dict[str, Any]
     task: dict[str, Any]
     model: dict[str, Any]
+    trainer: dict[str, Any]
     n: int
     batch: int
     device: str
-    amp: bool = False
-    lr: float = 1e-4
     warmup: int = 1
     repeats: int = 3
     time_limit_s: float = 60.0
@@ -80,60 +75,6 @@ class TrainStepCase:
 
 
 Case = AttentionCase | TrainStepCase
-
-
-# --- memory ------------------------------------------------------------------------------------
-
-
-def _status_kb(key: str) -> int:
-    for line in _PROC_STATUS.read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
-def _libc() -> Any:
-    name = ctypes.util.find_library("c")
-    return ctypes.CDLL(name) if name else None
-
-
-def cpu_peak_supported() -> bool:
-    """True where the resident high-water mark can be reset (Linux /proc)."""
-    try:
-        _CLEAR_REFS.write_text("5")
-        _status_kb("VmHWM")
-    except (OSError, KeyError):
-        return False
-    return True
-
-
-class PeakMemory:
-    """``start()`` before an operation, ``peak_mb()`` after it: the extra memory it needed."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.base = 0
-        self.cpu_ok = device.type == "cpu" and cpu_peak_supported()
-        self.libc = _libc() if self.cpu_ok else None
-
-    def start(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = torch.cuda.memory_allocated(self.device)
-        elif self.cpu_ok:
-            if self.libc is not None and hasattr(self.libc, "malloc_trim"):
-                self.libc.malloc_trim(0)
-            _CLEAR_REFS.write_text("5")
-            self.base = _status_kb("VmRSS") * 1024
-
-    def peak_mb(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            return (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
-        if self.cpu_ok:
-            return max(_status_kb("VmHWM") * 1024 - self.base, 0) / 2**20
-        return math.nan
 
 
 # --- time --------------------------------------------------------------------------------------
@@ -154,7 +95,7 @@ def time_ms(fn: Callable[[], None], device: torch.device) -> float:
 
 
 def _use(device_name: str) -> torch.device:
-    device = torch.device(device_name)
+    device = resolve_device(device_name)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # CUDA events are recorded on the current device
     return device
@@ -251,6 +192,7 @@ def train_step_case(case: TrainStepCase) -> dict[str, Any]:
     """step_ms, steps_per_s, tokens_per_s, peak_mem_mb and params of one training step."""
     from lra_bench.config import ModelConfig
     from lra_bench.model import build_model
+    from lra_bench.step import make_train_state, train_step
 
     start = time.monotonic()
     deadline = start + case.time_limit_s
@@ -259,19 +201,11 @@ def train_step_case(case: TrainStepCase) -> dict[str, Any]:
     model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), case.model)
     cfg = OmegaConf.create({"task": {**case.task, "max_len": max(case.task["max_len"], case.n)}, "attn": case.attn})
     cfg.model = model_cfg
-    model = build_model(cfg).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=case.lr, eps=1e-6)
-    batch = random_batch(case.task, case.batch, case.n, device, case.seed)
-    amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if case.amp else nullcontext()
+    state = make_train_state(build_model(cfg).to(device).train(), OmegaConf.create(case.trainer), device)
+    batches = itertools.repeat(random_batch(case.task, case.batch, case.n, device, case.seed))
 
     def step() -> None:
-        with amp:
-            logits = model(batch)
-        loss = torch.nn.functional.cross_entropy(logits.float(), batch["label"])
-        loss.backward()
-        torch.nn.utils.clip_grad_value_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(state, batches)
 
     step_ms, step_min, peak, runs = measure(step, device, warmup=max(case.warmup, 1), repeats=case.repeats, stop_by=deadline, deadline=deadline)
     tokens = case.batch * case.n * (2 if case.task.get("dual") else 1)
@@ -281,7 +215,7 @@ def train_step_case(case: TrainStepCase) -> dict[str, Any]:
         "steps_per_s": 1000 / step_ms,
         "tokens_per_s": tokens * 1000 / step_ms,
         "peak_mem_mb": peak,
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": sum(p.numel() for p in state.module.parameters()),
         "repeats": runs,
     }
 

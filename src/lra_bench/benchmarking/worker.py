@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from lra_bench.benchmarking.measure import Case, CaseTimeout, run_case
+from lra_bench.runtime import proc_status_kb
 
 OOM_MARKERS = ("out of memory", "can't allocate memory", "not enough memory", "bad_alloc", "cannot allocate memory")
 
@@ -74,13 +75,13 @@ def memory_cap(extra_mb: float | None) -> Iterator[None]:
     applied = False
     if extra_mb:
         try:
-            size = next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmSize:"))
+            size = proc_status_kb("VmSize") * 1024
             limit = size + int(extra_mb * 2**20)
             if previous[1] != resource.RLIM_INFINITY:
                 limit = min(limit, previous[1])
             resource.setrlimit(resource.RLIMIT_AS, (limit, previous[1]))
             applied = True
-        except (OSError, ValueError, StopIteration):
+        except (OSError, ValueError, KeyError):
             pass
     try:
         yield

@@ -65,8 +65,17 @@ DEV_FRACTION = 0.1  # LRA: dev = train[90%:]
 READER_VERSION = 1  # bump when the reading or the grayscale rule below changes
 CHUNK = 2048  # images decoded per step (PNG sources)
 
-# The only globals a CIFAR-10 python batch refers to: numpy array reconstruction.
+def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as pickles of protocols 0-2 use it for bytes (``latin1`` only)."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1", errors)
+
+
+# The only globals a CIFAR-10 python batch refers to: numpy array reconstruction, and the
+# string-to-bytes step that Python 3 pickles of protocols 0-2 use for the array bytes.
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("_codecs", "encode"): _latin1_encode,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray,
@@ -107,6 +116,8 @@ def load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: refused to unpickle: it refers to {err}, but a CIFAR-10 batch holds only numpy arrays and lists") from None
     except Exception as err:  # any other failure means the file is not a batch
         raise DataError(f"{path}: not a CIFAR-10 python batch ({first_line(err)})") from None
+    if isinstance(batch, dict):  # a batch re-pickled by Python 3 may have str keys
+        batch = {k.encode() if isinstance(k, str) else k: v for k, v in batch.items()}
     data = batch.get(b"data") if isinstance(batch, dict) else None
     labels = batch.get(b"labels") if isinstance(batch, dict) else None
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * SIDE * SIDE:

@@ -16,7 +16,6 @@ from typing import Any
 import datasets
 import numpy as np
 import pyarrow as pa
-from filelock import FileLock
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -24,7 +23,7 @@ from lra_bench.config import ConfigError
 from lra_bench.data import DataError
 from lra_bench.data.cache import SPLITS, cache_key_hash, cached_splits
 from lra_bench.data.generators import listops as gen
-from lra_bench.io import atomic_dir
+from lra_bench.io import atomic_dir, build_lock
 
 RELEASE_FOLDER = "listops-1000"
 SPLIT_FILES = gen.SPLIT_FILES
@@ -204,7 +203,7 @@ def ensure_generated(cfg: DictConfig) -> Path:
     if marker.is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
+    with build_lock(Path(str(folder) + ".lock"), marker):
         if marker.is_file():
             return folder
         if folder.exists():

@@ -22,12 +22,14 @@ import logging
 import math
 import multiprocessing as mp
 import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pyarrow as pa
-from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
@@ -35,7 +37,7 @@ from lra_bench.config import ConfigError
 from lra_bench.data import DataError
 from lra_bench.data.cache import cache_key_hash, cached_splits
 from lra_bench.data.generators import pathfinder as gen
-from lra_bench.io import atomic_dir
+from lra_bench.io import atomic_dir, build_lock
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,9 @@ _EXPECTED_LINE = (
 
 
 # ----------------------------------------------------------------------------- settings
+
+
+MIN_FITTED_SPLIT = 2  # data.fit_sizes: fewest examples kept per split
 
 
 def image_size(cfg: DictConfig) -> int:
@@ -93,13 +98,25 @@ def split_sizes(n: int, cfg: DictConfig, where: Path) -> tuple[int, int, int]:
     sizes = _requested_sizes(cfg)
     if sizes is None:
         val = test = n // 10
+        if val == 0:
+            raise DataError(f"{where} holds {n} usable images, too few for an 80/10/10 split (at least 10 needed); add images or set data.*_size")
         return n - val - test, val, test
+    if sum(sizes) > n and OmegaConf.select(cfg, "data.fit_sizes", default=False):
+        return _fitted_sizes(sizes, n, where)
     if sum(sizes) > n:
         raise DataError(
             f"data.train_size+val_size+test_size = {sum(sizes)} but {where} holds {n} usable images; "
             "lower the sizes or unset them for an 80/10/10 split"
         )
     return sizes
+
+
+def _fitted_sizes(sizes: tuple[int, int, int], n: int, where: Path) -> tuple[int, int, int]:
+    """The requested sizes shrunk in proportion to the ``n`` images there, at least a few per split."""
+    if n < 3 * MIN_FITTED_SPLIT:
+        raise DataError(f"{where} holds {n} usable images, too few for train/val/test (at least {3 * MIN_FITTED_SPLIT} needed)")
+    val, test = (max(MIN_FITTED_SPLIT, s * n // sum(sizes)) for s in sizes[1:])
+    return min(sizes[0], n - val - test), val, test
 
 
 # ----------------------------------------------------------------------------- reader
@@ -153,18 +170,33 @@ def load_image(path: Path, side: int) -> np.ndarray:
     except FileNotFoundError:
         raise DataError(f"{path}: image listed in the metadata is missing") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"{path}: unreadable or truncated PNG ({_one_line(err)})") from None
+        raise UnreadableImage(f"{path}: unreadable or truncated PNG ({_one_line(err)})") from None
     if pixels.shape != (side, side):
         raise DataError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]}, expected {side}x{side}")
     return pixels.reshape(-1)
 
 
-def _load_chunk(job: tuple[list[Path], int]) -> np.ndarray:
+class UnreadableImage(DataError):
+    """A listed image that exists but cannot be decoded (0 bytes, truncated, not a PNG)."""
+
+
+def _load_chunk(job: tuple[list[Path], int]) -> tuple[np.ndarray, list[int]]:
+    """The chunk's pixels and the positions of unreadable images (left all-zero)."""
     paths, side = job
-    out = np.empty((len(paths), side * side), dtype=np.uint8)
+    out = np.zeros((len(paths), side * side), dtype=np.uint8)
+    unreadable = []
     for i, path in enumerate(paths):
-        out[i] = load_image(path, side)
-    return out
+        try:
+            out[i] = load_image(path, side)
+        except UnreadableImage:
+            unreadable.append(i)
+    return out, unreadable
+
+
+def _warn_unreadable(folder: Path, paths: list[Path], total: int) -> None:
+    """One warning line counting the unreadable images and naming the first few."""
+    shown = ", ".join(str(p.relative_to(folder)) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+    print(f"warning: skipped {len(paths)} of {total} images in {folder} as unreadable (0 bytes or not a decodable PNG): {shown}", file=sys.stderr, flush=True)
 
 
 def read_folder(folder: Path, side: int, workers: int = 1, progress: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
@@ -185,23 +217,31 @@ def read_folder(folder: Path, side: int, workers: int = 1, progress: bool = Fals
     pixels = np.empty((len(paths), side * side), dtype=np.uint8)
     chunk = 512
     jobs = [(paths[a : a + chunk], side) for a in range(0, len(paths), chunk)]
+    unreadable: list[int] = []
     bar = tqdm(total=len(paths), desc=f"read {folder.name}", unit="img", disable=not progress)
-    with bar:
-        if workers > 1 and len(jobs) > 1 and not mp.current_process().daemon:
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            with mp.get_context(method).Pool(min(workers, len(jobs))) as pool:
-                for k, part in enumerate(pool.imap(_load_chunk, jobs)):
-                    pixels[k * chunk : k * chunk + len(part)] = part
-                    bar.update(len(part))
-        else:
-            for k, job in enumerate(jobs):
-                pixels[k * chunk : k * chunk + len(job[0])] = _load_chunk(job)
-                bar.update(len(job[0]))
-    keep = pixels.any(axis=1)
+    with bar, _chunk_map(workers, len(jobs)) as mapper:
+        for k, (part, bad) in enumerate(mapper(_load_chunk, jobs)):
+            pixels[k * chunk : k * chunk + len(part)] = part
+            unreadable += [k * chunk + i for i in bad]
+            bar.update(len(part))
+    if unreadable:
+        _warn_unreadable(folder, [paths[i] for i in unreadable], len(paths))
+    keep = pixels.any(axis=1)  # unreadable images were left all-zero
     skipped = int((~keep).sum())
-    if skipped:
-        log.info("pathfinder: skipped %d empty image(s) in %s", skipped, folder)
+    if skipped > len(unreadable):
+        log.info("pathfinder: skipped %d empty image(s) in %s", skipped - len(unreadable), folder)
     return pixels[keep], labels[keep], skipped
+
+
+@contextmanager
+def _chunk_map(workers: int, n_jobs: int) -> Iterator[Callable]:
+    """An ordered ``map`` over chunks: a process pool when it pays, else the built-in one."""
+    if workers > 1 and n_jobs > 1 and not mp.current_process().daemon:
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        with mp.get_context(method).Pool(min(workers, n_jobs)) as pool:
+            yield pool.imap
+    else:
+        yield map
 
 
 def to_dataset(pixels: np.ndarray, labels: np.ndarray) -> datasets.Dataset:
@@ -284,7 +324,7 @@ def ensure_generated(folder: Path, params: gen.PathfinderParams, n: int, seed: i
     if (folder / "metadata").is_dir():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder.parent) + ".lock"):
+    with build_lock(Path(str(folder.parent) + ".lock"), folder / "metadata"):
         if (folder / "metadata").is_dir():
             return folder
         log.info("pathfinder: generating %d images of %dx%d into %s", n, params.image_size, params.image_size, folder)
@@ -315,6 +355,7 @@ def prepare(cfg: DictConfig) -> dict[str, datasets.Dataset]:
         "sizes": list(requested) if requested else "80/10/10",
         "split_seed": split_seed(cfg),
         "reader": READER_VERSION,
+        **({"fit_sizes": True} if OmegaConf.select(cfg, "data.fit_sizes", default=False) else {}),
     }
     folder = find_release(cfg, side, level) if source in ("auto", "release") else None
     if folder is not None:

@@ -68,6 +68,11 @@ def tree_files(folder: Path) -> dict[str, list[Path]] | None:
         for label in LABELS:
             with os.scandir(folder / split / label) as it:
                 names = sorted(e.name for e in it if e.name.endswith(".txt") and e.is_file())
+            if not names:
+                raise DataError(
+                    f"empty folder {folder / split / label} in the aclImdb tree (no *.txt reviews): training would see one class only; "
+                    f"unpack the full archive from {URL}"
+                )
             files[split] += [folder / split / label / name for name in names]
     return files
 

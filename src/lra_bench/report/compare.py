@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from lra_bench.report import ReportError
 from lra_bench.report.load import Record
@@ -23,7 +24,7 @@ from lra_bench.report.stats import (
     rounded,
     tasks_of,
 )
-from lra_bench.results import LATER_COLUMNS
+from lra_bench.results import LABEL_COLUMNS
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Comparison:
 def mismatches(base: Side, new: Side, keys: set[tuple[str, str]]) -> list[str]:
     """One warning per label (parity, protocol) whose values differ between the sides on common pairs."""
     lines = []
-    for label in LATER_COLUMNS:
+    for label in LABEL_COLUMNS:
         differ = []
         for key in sorted(keys):
             values = [{getattr(r, label) for r in side.records if (r.task, r.attn) == key} for side in (base, new)]
@@ -85,8 +86,60 @@ def time_ratio(base: list[Record], new: list[Record], task: str, attn: str) -> t
     return (pair[0], pair[2].mean / pair[1].mean) if pair and pair[1].mean > 0 else None
 
 
+@dataclass
+class PairFigures:
+    """One (task, attention) on both sides: accuracies, their difference, time and memory ratios."""
+
+    acc_b: Stat | None
+    acc_n: Stat | None
+    delta: float | None  # new - base mean accuracy, points
+    spread: float | None  # the larger sample std of the two
+    beyond: bool | None  # |delta| > spread (None when no side has a std)
+    timing: tuple[str, float] | None  # (measure, new / base)
+    mem: float | None  # new / base peak memory
+
+
+def measure_pair(base: Side, new: Side, task: str, attn: str) -> PairFigures:
+    acc_b = accuracy(pick(base, task, attn, has_acc, "accuracies"), task, attn)
+    acc_n = accuracy(pick(new, task, attn, has_acc, "accuracies"), task, attn)
+    delta = acc_n.mean - acc_b.mean if acc_b and acc_n else None
+    sp = spread(acc_b, acc_n)
+    beyond = None if delta is None or sp is None else abs(delta) > sp
+    timing = time_ratio(pick(base, task, attn, has_time, "times"), pick(new, task, attn, has_time, "times"), task, attn)
+    mem_b = cell(pick(base, task, attn, has_mem, "memory figures"), task, attn, "peak_mem_mb")
+    mem_n = cell(pick(new, task, attn, has_mem, "memory figures"), task, attn, "peak_mem_mb")
+    mem = mem_n.mean / mem_b.mean if mem_b and mem_n and mem_b.mean > 0 else None
+    return PairFigures(acc_b, acc_n, delta, sp, beyond, timing, mem)
+
+
+def pair_cells(task: str, attn: str, f: PairFigures) -> list[str]:
+    """The table row of one (task, attention)."""
+    return [
+        TASK_TITLES.get(task, task),
+        attn,
+        acc_text(f.acc_b),
+        acc_text(f.acc_n),
+        MISSING if f.delta is None else f"{f.delta:+.2f}",
+        MISSING if f.delta is None else ("n/a" if f.beyond is None else ("yes" if f.beyond else "no")),
+        MISSING if f.timing is None else f"{f.timing[1]:.2f}× ({f.timing[0]})",
+        MISSING if f.mem is None else f"{f.mem:.2f}×",
+    ]
+
+
+def pair_record(task: str, attn: str, f: PairFigures) -> dict[str, Any]:
+    """The CSV/JSON record of one (task, attention)."""
+    acc_b, acc_n, timing = f.acc_b, f.acc_n, f.timing
+    return {
+        "task": task, "attn": attn,
+        "base_mean": rounded(acc_b and acc_b.mean), "base_std": rounded(acc_b and acc_b.std), "base_n": acc_b.n if acc_b else 0,
+        "new_mean": rounded(acc_n and acc_n.mean), "new_std": rounded(acc_n and acc_n.std), "new_n": acc_n.n if acc_n else 0,
+        "delta": rounded(f.delta), "spread": rounded(f.spread), "beyond_spread": f.beyond,
+        "time_measure": timing[0] if timing else None, "time_ratio": rounded(timing and timing[1]), "mem_ratio": rounded(f.mem),
+    }  # fmt: skip
+
+
 def compare(base: Side, new: Side) -> Comparison:
-    """One row per (task, attention) present in either side."""
+    """One row per (task, attention) present in both sides; notes name what only one side has."""
     both = base.records + new.records
     table = Table(
         title=f"{new.name} against {base.name}",
@@ -100,34 +153,11 @@ def compare(base: Side, new: Side) -> Comparison:
         for attn in attns_of(r for r in both if r.task == task):
             if (task, attn) not in keys_b or (task, attn) not in keys_n:
                 continue
-            acc_b = accuracy(pick(base, task, attn, has_acc, "accuracies"), task, attn)
-            acc_n = accuracy(pick(new, task, attn, has_acc, "accuracies"), task, attn)
-            delta = acc_n.mean - acc_b.mean if acc_b and acc_n else None
-            sp = spread(acc_b, acc_n)
-            beyond = None if delta is None or sp is None else abs(delta) > sp
-            timing = time_ratio(pick(base, task, attn, has_time, "times"), pick(new, task, attn, has_time, "times"), task, attn)
-            mem_b = cell(pick(base, task, attn, has_mem, "memory figures"), task, attn, "peak_mem_mb")
-            mem_n = cell(pick(new, task, attn, has_mem, "memory figures"), task, attn, "peak_mem_mb")
-            mem = mem_n.mean / mem_b.mean if mem_b and mem_n and mem_b.mean > 0 else None
-            if delta is not None:
-                result.deltas.append((task, attn, delta))
-            table.rows.append([
-                TASK_TITLES.get(task, task),
-                attn,
-                acc_text(acc_b),
-                acc_text(acc_n),
-                MISSING if delta is None else f"{delta:+.2f}",
-                MISSING if delta is None else ("n/a" if beyond is None else ("yes" if beyond else "no")),
-                MISSING if timing is None else f"{timing[1]:.2f}× ({timing[0]})",
-                MISSING if mem is None else f"{mem:.2f}×",
-            ])
-            table.records.append({
-                "task": task, "attn": attn,
-                "base_mean": rounded(acc_b and acc_b.mean), "base_std": rounded(acc_b and acc_b.std), "base_n": acc_b.n if acc_b else 0,
-                "new_mean": rounded(acc_n and acc_n.mean), "new_std": rounded(acc_n and acc_n.std), "new_n": acc_n.n if acc_n else 0,
-                "delta": rounded(delta), "spread": rounded(sp), "beyond_spread": beyond,
-                "time_measure": timing[0] if timing else None, "time_ratio": rounded(timing and timing[1]), "mem_ratio": rounded(mem),
-            })
+            figures = measure_pair(base, new, task, attn)
+            if figures.delta is not None:
+                result.deltas.append((task, attn, figures.delta))
+            table.rows.append(pair_cells(task, attn, figures))
+            table.records.append(pair_record(task, attn, figures))
     if not table.rows:
         raise ReportError(f"{base.name} and {new.name} have no (task, attention) in common")
     result.warnings = mismatches(base, new, keys_b & keys_n)

@@ -9,44 +9,34 @@ from pathlib import Path
 from typing import Any
 
 from lra_bench.report import ReportError
-from lra_bench.results import COLUMNS, LATER_COLUMNS, SCHEMA_VERSION
-
-# Columns that must hold numbers when not empty.
-NUMERIC = (
-    "schema",
-    "seed",
-    "steps",
-    "best_step",
-    "val_acc",
-    "test_acc",
-    "train_s",
-    "step_ms",
-    "tokens_per_s",
-    "peak_mem_mb",
-    "params",
-    "batch_size",
-    "max_len",
+from lra_bench.results import (
+    COLUMN_DEFAULTS,
+    COLUMNS,
+    NUMERIC_COLUMNS,
+    SCHEMA_VERSION,
+    TEXT_COLUMNS,
 )
+
 FRACTIONS = ("val_acc", "test_acc")
 REQUIRED_TEXT = ("task", "attn")
 
 
 @dataclass(frozen=True)
 class Record:
-    """One leaderboard row: identifying text plus its numeric cells (None when empty)."""
+    """One leaderboard row: its text cells (``rec.task``, ``rec.device``, ... by column name) and
+    its numeric cells (``rec.get("test_acc")``, None when empty)."""
 
-    source: str
-    task: str
-    attn: str
-    device: str
-    precision: str
+    text: dict[str, str] = field(compare=False)
     values: dict[str, float | None] = field(compare=False)
     origin: str = ""
-    parity: str = LATER_COLUMNS["parity"]  # whose code the row reproduces: none | skyformer_code | lra_code
-    protocol: str = LATER_COLUMNS["protocol"]  # training recipe: skyformer_paper | lra_paper
 
     def get(self, name: str) -> float | None:
         return self.values.get(name)
+
+    def __getattr__(self, name: str) -> str:
+        if name in TEXT_COLUMNS:
+            return self.text[name]
+        raise AttributeError(name)
 
 
 def parse_number(text: str) -> float | None:
@@ -82,7 +72,7 @@ def _read(path: Path, reader: Any) -> list[Record]:
         if header is None:
             raise ReportError(f"{path}: empty file (expected a header line with the leaderboard columns)")
         header = [c.strip() for c in header]
-        missing = [c for c in COLUMNS if c not in header and c not in LATER_COLUMNS]
+        missing = [c for c in COLUMNS if c not in header and c not in COLUMN_DEFAULTS]
         if missing:
             raise ReportError(
                 f"{path}: line {reader.line_num}: missing columns {', '.join(missing)} "
@@ -101,8 +91,12 @@ def _record(path: Path, line: int, row: list[str], header: list[str], index: dic
     if len(row) != len(header):
         raise ReportError(f"{path}: line {line}: {len(row)} fields, the header has {len(header)}")
     values: dict[str, float | None] = {}
-    for name in NUMERIC:
-        cell = row[index[name]]
+    cells = {name: row[index[name]] if name in index else "" for name in COLUMNS}
+    for name, default in COLUMN_DEFAULTS.items():  # a column added later: absent or empty reads as its default
+        if not cells[name].strip():
+            cells[name] = str(default)
+    for name in NUMERIC_COLUMNS:
+        cell = cells[name]
         try:
             values[name] = parse_number(cell)
         except ValueError:
@@ -124,12 +118,10 @@ def _record(path: Path, line: int, row: list[str], header: list[str], index: dic
                 "(accuracies are stored as fractions)"
             )
     for name in REQUIRED_TEXT:
-        if not row[index[name]].strip():
+        if not cells[name].strip():
             raise ReportError(f"{path}: line {line}, column {index[name] + 1} ({name}): empty")
-    text = {name: row[index[name]].strip() for name in ("source", "task", "attn", "device", "precision")}
-    for name, default in LATER_COLUMNS.items():  # files written before these columns existed: the defaults
-        text[name] = (row[index[name]].strip() if name in index else "") or default
-    return Record(**text, values=values, origin=f"{path}:{line}")
+    text = {name: cells[name].strip() for name in TEXT_COLUMNS}
+    return Record(text=text, values=values, origin=f"{path}:{line}")
 
 
 def load_all(paths: list[str] | list[Path]) -> list[Record]:

@@ -24,7 +24,7 @@ from lra_bench.report.stats import (
     tasks_of,
 )
 
-INSTALL_HINT = "plot needs matplotlib: pip install 'lra-bench[plot]'"
+INSTALL_HINT = "plot needs matplotlib, which this installation lacks: pip install -e . (or pip install matplotlib)"
 
 
 @dataclass(frozen=True)

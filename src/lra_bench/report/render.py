@@ -32,22 +32,31 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def _md_line(cells: list[str], widths: list[int], left: int) -> str:
-    """Label columns left-aligned, the others right-aligned."""
-    padded = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
-    return "| " + " | ".join(padded) + " |"
+def markdown_table(header: list[str], rows: list[list[str]], label_columns: int = 1, padded: bool = True) -> str:
+    """One Markdown table: the first ``label_columns`` columns left-aligned, the others right-aligned.
+
+    ``padded`` pads cells so that the columns line up as plain text too; unpadded tables stay
+    narrow when cells differ much in width.
+    """
+    grid = [[_md_cell(c) for c in row] for row in (header, *rows)]
+    widths = [max(len(x) for x in col) for col in zip(*grid, strict=True)] if padded else [0] * len(header)
+
+    def line(cells: list[str]) -> str:
+        aligned = [c.ljust(w) if i < label_columns else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return "| " + " | ".join(aligned) + " |"
+
+    if padded:
+        rule = "|" + "|".join("-" * (w + 1) + ("-" if i < label_columns else ":") for i, w in enumerate(widths)) + "|"
+    else:
+        rule = "|" + "|".join("---" if i < label_columns else "---:" for i in range(len(header))) + "|"
+    return "\n".join([line(grid[0]), rule, *(line(r) for r in grid[1:])])
 
 
 def to_markdown(tables: list[Table]) -> str:
     out: list[str] = []
     for t in tables:
         out.append(f"### {t.title}\n")
-        grid = [[_md_cell(c) for c in row] for row in (t.header, *t.rows)]
-        widths = [max(len(x) for x in col) for col in zip(*grid, strict=True)]
-        left = t.label_columns
-        out.append(_md_line(grid[0], widths, left))
-        out.append("|" + "|".join("-" * (w + 1) + ("-" if i < left else ":") for i, w in enumerate(widths)) + "|")
-        out.extend(_md_line(r, widths, left) for r in grid[1:])
+        out.append(markdown_table(t.header, t.rows, t.label_columns))
         if t.notes:
             out.append("")
             out.extend(f"{n}  " for n in t.notes)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lra_bench.report.load import Record
-from lra_bench.results import LATER_COLUMNS
+from lra_bench.results import COLUMN_DEFAULTS, LABEL_COLUMNS
 
 # LRA tasks in the LRA paper's column order, with their display names.
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder")
@@ -30,8 +30,8 @@ class Group:
     source: str
     device: str
     precision: str
-    parity: str = LATER_COLUMNS["parity"]
-    protocol: str = LATER_COLUMNS["protocol"]
+    parity: str = COLUMN_DEFAULTS["parity"]
+    protocol: str = COLUMN_DEFAULTS["protocol"]
 
     @classmethod
     def of(cls, rec: Record) -> Group:
@@ -42,8 +42,8 @@ class Group:
         parts.append(f"device {self.device}" if self.device else "device not stated")
         if self.precision:
             parts.append(f"precision {self.precision}")
-        for name, default in LATER_COLUMNS.items():  # stated when not the default
-            if getattr(self, name) != default:
+        for name in LABEL_COLUMNS:  # stated when not the default
+            if getattr(self, name) != COLUMN_DEFAULTS[name]:
                 parts.append(f"{name} {getattr(self, name)}")
         return ", ".join(parts)
 

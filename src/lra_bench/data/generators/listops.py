@@ -191,7 +191,17 @@ def serialise(trees: Trees, values: list[np.ndarray]) -> bytes:
     levels = trees.levels
     if not levels:
         return b""
-    # bottom-up: serialised size of every node
+    sizes = _node_sizes(levels)
+    buf, offset = _line_buffer(sizes[0], values[0])
+    for d, lv in enumerate(levels):
+        if not _write_level(buf, lv, offset, sizes[d]):
+            break
+        offset = _write_children(buf, lv, offset, sizes[d], sizes[d + 1])
+    return buf.tobytes()
+
+
+def _node_sizes(levels: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """Serialised byte size of every node, level by level, summed bottom-up."""
     sizes: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(levels)
     below: np.ndarray | None = None
     for d in range(len(levels) - 1, -1, -1):
@@ -204,41 +214,48 @@ def serialise(trees: Trees, values: list[np.ndarray]) -> bytes:
             size[lv["is_op"]] = 5 * k + _OP_WIDTH[lv["op"]] + 6 + child_sum
         sizes[d] = size
         below = size
-    # top-down: byte offset of every node; each line ends with "\t<digit>\n"
-    line_len = sizes[0] + 3
+    return sizes
+
+
+def _line_buffer(root_size: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A blank buffer holding one line per tree, each ending with ``"\\t<digit>\\n"``; and each root's offset."""
+    line_len = root_size + 3
     line_start = np.zeros(len(line_len), dtype=np.int64)
     np.cumsum(line_len[:-1], out=line_start[1:])
-    total = int(line_len.sum())
-    buf = np.full(total, ord(" "), dtype=np.uint8)
-    root_end = line_start + sizes[0]
+    buf = np.full(int(line_len.sum()), ord(" "), dtype=np.uint8)
+    root_end = line_start + root_size
     buf[root_end] = ord("\t")
-    buf[root_end + 1] = ord("0") + values[0]
+    buf[root_end + 1] = ord("0") + label
     buf[root_end + 2] = ord("\n")
-    offset = line_start
-    for d, lv in enumerate(levels):
-        is_op, k, op = lv["is_op"], lv["k"], lv["op"]
-        leaf_off = offset[~is_op]
-        buf[leaf_off] = ord("0") + lv["leaf"]
-        if not len(k):
-            break
-        op_off = offset[is_op]
-        op_size = sizes[d][is_op]
-        # prefix "( ( ... [OP "
-        plen = _PREFIX_LEN[k, op]
-        rep = np.repeat(np.arange(len(k)), plen)
-        within = np.arange(len(rep)) - np.repeat(_group_starts(plen), plen)
-        buf[op_off[rep] + within] = _PREFIX[k[rep], op[rep], within]
-        _scatter(buf, op_off + op_size - 3, b"] )")
-        # children: first at the end of the prefix, each next after the previous + " ) "
-        child_size = sizes[d + 1]
-        step = child_size + 3
-        cum = np.cumsum(step) - step  # exclusive cumsum over the whole level
-        starts = _group_starts(k)
-        group = np.repeat(np.arange(len(k)), k)
-        child_off = (op_off + plen)[group] + cum - cum[starts][group]
-        _scatter(buf, child_off + child_size, b" ) ")
-        offset = child_off
-    return buf.tobytes()
+    return buf, line_start
+
+
+def _write_level(buf: np.ndarray, lv: dict[str, np.ndarray], offset: np.ndarray, size: np.ndarray) -> bool:
+    """Leaf digits, operator prefixes ``"( ( ... [OP "`` and closings ``"] )"`` of one level; False when it has no operators."""
+    is_op, k, op = lv["is_op"], lv["k"], lv["op"]
+    buf[offset[~is_op]] = ord("0") + lv["leaf"]
+    if not len(k):
+        return False
+    op_off = offset[is_op]
+    plen = _PREFIX_LEN[k, op]
+    rep = np.repeat(np.arange(len(k)), plen)
+    within = np.arange(len(rep)) - np.repeat(_group_starts(plen), plen)
+    buf[op_off[rep] + within] = _PREFIX[k[rep], op[rep], within]
+    _scatter(buf, op_off + size[is_op] - 3, b"] )")
+    return True
+
+
+def _write_children(buf: np.ndarray, lv: dict[str, np.ndarray], offset: np.ndarray, size: np.ndarray, child_size: np.ndarray) -> np.ndarray:
+    """Offsets of the next level's nodes: the first child at the end of its parent's prefix, each
+    next after the previous + ``" ) "`` (written here)."""
+    is_op, k, op = lv["is_op"], lv["k"], lv["op"]
+    step = child_size + 3
+    cum = np.cumsum(step) - step  # exclusive cumsum over the whole level
+    starts = _group_starts(k)
+    group = np.repeat(np.arange(len(k)), k)
+    child_off = (offset[is_op] + _PREFIX_LEN[k, op])[group] + cum - cum[starts][group]
+    _scatter(buf, child_off + child_size, b" ) ")
+    return child_off
 
 
 def generate_chunk(seed: int, chunk: int, min_length: int, max_length: int) -> bytes:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lra_bench.io import atomic_write
+from lra_bench.io import atomic_write_csv
+from lra_bench.report.render import markdown_table
 
 ATTENTION_COLUMNS = [
     "attn", "label", "n", "batch", "heads", "head_dim", "device", "dtype",
@@ -48,17 +48,9 @@ def add_ratios(rows: list[dict[str, Any]], baseline: str, mode: str) -> None:
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    """Write the whole table to a temporary sibling, then rename (readers never see half a file)."""
+    """Write the whole table at once (readers never see half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({c: _cell(row.get(c, "")) for c in columns})
-
-    atomic_write(path, write)
+    atomic_write_csv(path, columns, ({c: _cell(row.get(c, "")) for c in columns} for row in rows))
 
 
 def _cell(value: Any) -> Any:
@@ -80,12 +72,6 @@ def fmt_mb(mb: Any) -> str:
 def fmt_ratio(r: Any) -> str:
     x = _num(r)
     return "–" if math.isnan(x) else f"{x:.2f}×" if x < 10 else f"{x:.0f}×"
-
-
-def _table(header: list[str], body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return "\n".join(lines)
 
 
 def _labels(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -126,11 +112,11 @@ def attention_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
         [
             f"Forward+backward time · peak extra memory (ratios to {baseline}: time · memory); {setup}",
             "",
-            _table(header, both),
+            markdown_table(header, both, padded=False),
             "",
             f"Forward time, no grad (ratio to {baseline}); {setup}",
             "",
-            _table(header, fwd),
+            markdown_table(header, fwd, padded=False),
         ]
     )
 
@@ -157,7 +143,7 @@ def train_step_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
                 fmt_ratio(row["mem_ratio"]) if row["mem_ratio"] != "" else "–",
             ]
         )
-    return f"Training step (forward, backward, AdamW); {setup}\n\n" + _table(header, body)
+    return f"Training step (forward, backward, AdamW); {setup}\n\n" + markdown_table(header, body, padded=False)
 
 
 def plot_attention(rows: Sequence[dict[str, Any]], path: Path) -> bool:

@@ -1,0 +1,243 @@
+"""``python -m lra_bench.bench`` (or ``python -m lra_bench.benchmarking``): attention time and
+memory vs sequence length, or whole training steps.
+
+    python -m lra_bench.bench attn=softmax,skyformer,performer            # conf/bench.yaml
+    python -m lra_bench.bench attn=all n=1024,2048 device=cuda
+    python -m lra_bench.bench mode=train_step task=text attn=softmax,skyformer
+
+Attention mode times forward (no grad) and forward+backward of each attention module on random
+q, k, v ``[batch, heads, n, head_dim]`` and measures the peak extra memory (see
+``benchmarking/measure.py``). Train-step mode times the training loop's own step
+(``step.train_step``: forward, backward, clipping, AdamW and schedule, with the trainer's
+settings) of the task model on random tokens. Each (attention, n) case runs in a worker process with a time limit;
+an OOM or a timeout is recorded in its row and the bench goes on. Outputs: a CSV (rewritten after
+every case), Markdown tables on stdout (and next to the CSV) and, in attention mode, a plot.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from lra_bench.benchmarking import tables
+from lra_bench.benchmarking.measure import DTYPES, AttentionCase, Case, TrainStepCase
+from lra_bench.benchmarking.variants import BenchError, Variant, resolve
+from lra_bench.benchmarking.worker import default_mem_limit_mb, make_runner
+from lra_bench.config import TaskConfig, TrainerConfig
+from lra_bench.io import atomic_write_text
+from lra_bench.paths import conf_dir
+from lra_bench.runtime import device_label, resolve_device
+from lra_bench.step import precision_of
+
+MODES = ("attention", "train_step")
+LIST_KEYS = {"attn": "attns", "attns": "attns", "n": "n"}
+
+
+def expand_shorthand(argv: Sequence[str]) -> list[str]:
+    """``attn=a,b`` -> ``attns=['a','b']`` and ``n=1,2`` -> ``n=[1,2]`` (Hydra would read a bare
+    comma list as a sweep, and ``attn`` alone as the attention config group)."""
+    if any(arg in ("-m", "--multirun") for arg in argv):
+        return list(argv)
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in LIST_KEYS and not value.startswith(("[", "'", '"')):
+            items = [item.strip() for item in value.split(",") if item.strip()]
+            if key == "n":
+                arg = f"n=[{','.join(items)}]"
+            else:
+                arg = "attns=[" + ",".join(f"'{item}'" if "'" not in item else item for item in items) + "]"
+        out.append(arg)
+    return out
+
+
+def pick_device(name: str) -> torch.device:
+    try:
+        return resolve_device(name)
+    except ValueError as err:
+        raise BenchError(f"device={name}: {err}") from None
+
+
+def lengths(cfg: DictConfig) -> list[int]:
+    raw = cfg.n if OmegaConf.is_list(cfg.n) else [cfg.n]
+    try:
+        ns = sorted({int(x) for x in raw})
+    except (TypeError, ValueError):
+        raise BenchError(f"n: give sequence lengths as integers, got {list(raw)}") from None
+    if not ns or ns[0] <= 0:
+        raise BenchError(f"n: lengths must be positive, got {list(raw)}")
+    return ns
+
+
+def check(cfg: DictConfig) -> None:
+    """One-line BenchError on the first bad setting, before any work."""
+    if cfg.mode not in MODES:
+        raise BenchError(f"mode: choose {' or '.join(MODES)}, got {cfg.mode!r}")
+    for key in ("batch", "heads", "head_dim", "repeats", "case_timeout_s"):
+        if cfg[key] is None or cfg[key] <= 0:
+            raise BenchError(f"{key}: must be > 0, got {cfg[key]}")
+    if cfg.warmup < 0:
+        raise BenchError(f"warmup: must be >= 0, got {cfg.warmup}")
+    if cfg.dtype not in DTYPES:
+        raise BenchError(f"dtype: choose {', '.join(DTYPES)}, got {cfg.dtype!r}")
+    if cfg.isolate not in ("process", "none"):
+        raise BenchError(f"isolate: choose process or none, got {cfg.isolate!r}")
+    if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
+        raise BenchError(f"dropout: must be in [0, 1), got {cfg.dropout}")
+    for key in ("batch_size", "seq_len"):
+        if cfg.train[key] is not None and cfg.train[key] <= 0:
+            raise BenchError(f"train.{key}: must be > 0, got {cfg.train[key]}")
+
+
+def make_cases(cfg: DictConfig, variants: list[Variant], device: torch.device) -> list[Case]:
+    """Attention mode: every (n, variant), shorter lengths first; train_step: one case per variant."""
+    common = {
+        "device": str(device),
+        "warmup": cfg.warmup,
+        "repeats": cfg.repeats,
+        "time_limit_s": float(cfg.case_timeout_s),
+        "seed": cfg.seed,
+        "mem_limit_mb": default_mem_limit_mb(cfg.mem_limit_mb, device) if cfg.isolate == "process" else None,
+    }
+    if cfg.mode == "attention":
+        return [
+            AttentionCase(v.label, v.config, n, cfg.batch, cfg.heads, cfg.head_dim, dtype=cfg.dtype, **common)
+            for n in lengths(cfg)
+            for v in variants
+        ]
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    assert isinstance(task, dict) and isinstance(model, dict)
+    n = cfg.train.seq_len or task["max_len"]
+    batch = cfg.train.batch_size or task["batch_size"]
+    trainer = trainer_settings(cfg)
+    return [TrainStepCase(v.label, v.config, task, model, trainer, n, batch, **common) for v in variants]  # type: ignore[arg-type]
+
+
+def trainer_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The training loop's settings for the bench's task (its defaults), with ``train.lr`` and ``train.amp``."""
+    run_cfg = OmegaConf.create({"task": OmegaConf.merge(OmegaConf.structured(TaskConfig), cfg.task), "trainer": OmegaConf.structured(TrainerConfig)})
+    run_cfg.trainer.lr, run_cfg.trainer.amp = cfg.train.lr, cfg.train.amp
+    trainer = OmegaConf.to_container(run_cfg.trainer, resolve=True)
+    assert isinstance(trainer, dict)
+    return trainer  # type: ignore[return-value]
+
+
+def make_row(cfg: DictConfig, case: Case, variant: Variant, result: dict[str, Any], device: str, threads: int) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "attn": variant.name,
+        "label": variant.label,
+        "n": case.n,
+        "batch": case.batch,
+        "device": device,
+        "threads": threads,
+        "options": variant.options_text,
+        **result,
+    }
+    if isinstance(case, AttentionCase):
+        row.update(heads=case.heads, head_dim=case.head_dim, dtype=case.dtype)
+    else:
+        amp = case.trainer["amp"]
+        row.update(task=cfg.task.name, dtype=precision_of(amp, torch.device(case.device))[0] if amp else "float32")
+    return row
+
+
+def output_stem(cfg: DictConfig) -> Path:
+    name = "attention" if cfg.mode == "attention" else f"train_step_{cfg.task.name}"
+    return Path(cfg.out_dir) / name
+
+
+def run(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Run the bench ``cfg`` describes; returns its CSV rows (also written under ``out_dir``)."""
+    check(cfg)
+    variants = resolve(cfg.attns, cfg.dropout)
+    device = pick_device(cfg.device)
+    cases = make_cases(cfg, variants, device)
+    if cfg.baseline not in {v.label for v in variants}:
+        print(f"note: baseline {cfg.baseline!r} is not among the attentions: no ratios", file=sys.stderr)
+    rows = run_cases(cfg, cases, variants, device)
+    write_outputs(cfg, rows)
+    return rows
+
+
+def skip_reason(cfg: DictConfig, case: Case, failed: set[str], start: float) -> str | None:
+    """Why ``case`` is not run: a shorter length of its attention failed, or the budget is spent."""
+    if cfg.skip_longer_after_failure and case.label in failed:
+        return "a shorter length ran out of memory or time"
+    if cfg.budget_s is not None and time.monotonic() - start > cfg.budget_s:
+        return f"the bench's budget_s={cfg.budget_s} was spent"
+    return None
+
+
+def run_cases(cfg: DictConfig, cases: list[Case], variants: list[Variant], device: torch.device) -> list[dict[str, Any]]:
+    """Each case in turn (or skipped), the CSV rewritten with ratios after every one."""
+    by_label = {v.label: v for v in variants}
+    threads = cfg.threads or torch.get_num_threads()
+    csv_path = output_stem(cfg).with_suffix(".csv")
+    columns = tables.ATTENTION_COLUMNS if cfg.mode == "attention" else tables.TRAIN_STEP_COLUMNS
+    runner = make_runner(cfg.isolate, cfg.threads)
+    rows: list[dict[str, Any]] = []
+    failed: set[str] = set()
+    start = time.monotonic()
+    bar = tqdm(cases, desc=f"bench {cfg.mode}", disable=not cfg.progress, dynamic_ncols=True, file=sys.stderr)
+    try:
+        for case in bar:
+            bar.set_postfix_str(f"{case.label} n={case.n}")
+            load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""
+            skipped = skip_reason(cfg, case, failed, start)
+            result = runner.run(case) if skipped is None else {"status": "skipped", "error": skipped}
+            if result["status"] in ("oom", "timeout"):
+                failed.add(case.label)
+            row = make_row(cfg, case, by_label[case.label], result, device_label(device, threads), threads)
+            rows.append({**row, "load_avg": load})
+            tables.add_ratios(rows, cfg.baseline, cfg.mode)
+            tables.write_csv(csv_path, rows, columns)
+    finally:
+        bar.close()
+        runner.close()
+    return rows
+
+
+def write_outputs(cfg: DictConfig, rows: list[dict[str, Any]]) -> None:
+    """The Markdown tables (stdout and ``.md``), problems on stderr and, in attention mode, the plot."""
+    stem = output_stem(cfg)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    table = tables.attention_markdown(rows, cfg.baseline) if cfg.mode == "attention" else tables.train_step_markdown(rows, cfg.baseline)
+    atomic_write_text(stem.with_suffix(".md"), table + "\n")
+    print(table)
+    for row in rows:
+        if row["status"] in ("error", "invalid"):
+            print(f"{row['label']} n={row['n']}: {row['error']}", file=sys.stderr)
+    print(f"\nwrote {stem.with_suffix('.csv')}", end="")
+    if cfg.mode == "attention" and cfg.plot and tables.plot_attention(rows, stem.with_suffix(".png")):
+        print(f" and {stem.with_suffix('.png')}", end="")
+    print()
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="bench", version_base="1.3")
+def _app(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except BenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command-line entry: expand the list shorthands, then hand over to Hydra."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    sys.argv = [sys.argv[0], *expand_shorthand(args)]
+    _app()
+
+
+if __name__ == "__main__":
+    main()
