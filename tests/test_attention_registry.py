@@ -1,36 +1,38 @@
-"""The attention registry: every variant has its YAML, builds from it, runs at task shapes, validates."""
+"""The attention registry: every variant builds from its composed config, runs at task shapes, validates."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from lra_bench.attention import SampledAttention, available, build_attention
+from lra_bench.attention import REGISTRY, SampledAttention, available, build_attention, make_config
+from lra_bench.compose import compose_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "attn"
 TASK_LENGTHS = {"listops": 2048, "text": 4096, "retrieval": 4096, "image": 1024, "pathfinder": 1024}
 QUADRATIC = {"kernelized"}  # materialises n x n: skipped at 4096 to keep the suite fast
 
 
-def from_yaml(name: str, max_len: int) -> torch.nn.Module:
-    return build_attention(OmegaConf.load(CONF / f"{name}.yaml"), head_dim=32, num_heads=2, max_len=max_len)
+COMPOSED = {name: make_config(compose_config([f"attn={name}"]).attn) for name in available()}  # attn=<name>, typed
 
 
-def test_every_registered_variant_has_a_yaml_and_vice_versa():
-    assert set(available()) == {p.stem for p in CONF.glob("*.yaml")}
-    for name in available():
-        assert OmegaConf.load(CONF / f"{name}.yaml").name == name
+def from_config(name: str, max_len: int) -> torch.nn.Module:
+    return build_attention(dataclasses.replace(COMPOSED[name]), head_dim=32, num_heads=2, max_len=max_len)  # a copy: tests may edit it
+
+
+@pytest.mark.parametrize("name", available())
+def test_composed_config_is_the_registered_dataclass(name):
+    assert type(COMPOSED[name]) is REGISTRY[name].config and COMPOSED[name].name == name
+    assert isinstance(from_config(name, 1024), REGISTRY[name].module)
 
 
 @pytest.mark.parametrize("max_len", sorted(set(TASK_LENGTHS.values())))
 @pytest.mark.parametrize("name", available())
-def test_builds_from_yaml_and_runs_forward_backward_at_task_shape(name, max_len):
+def test_builds_from_its_config_and_runs_forward_backward_at_task_shape(name, max_len):
     if name in QUADRATIC and max_len > 2048:
         pytest.skip("quadratic variant: covered at 1024 and 2048")
-    attn = from_yaml(name, max_len).train()
+    attn = from_config(name, max_len).train()
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, max_len, 32, generator=g).requires_grad_() for _ in range(3))
     mask = torch.ones(1, max_len, dtype=torch.bool)
@@ -80,14 +82,14 @@ def rand_qkv(n: int = 1024) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("name", available())
 def test_eval_outputs_repeat(name):
-    attn = from_yaml(name, 1024).eval()
+    attn = from_config(name, 1024).eval()
     q, k, v = rand_qkv()
     torch.testing.assert_close(attn(q, k, v), attn(q, k, v), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", [n for n in available() if issubclass(from_yaml(n, 1024).__class__, SampledAttention)])
+@pytest.mark.parametrize("name", [n for n in available() if issubclass(from_config(n, 1024).__class__, SampledAttention)])
 def test_training_draws_differ_between_calls(name):
-    attn = from_yaml(name, 1024).train()
+    attn = from_config(name, 1024).train()
     if hasattr(attn.cfg, "dropout"):
         attn.cfg.dropout = 0.0  # only the draws may differ
     q, k, v = rand_qkv()
@@ -95,5 +97,5 @@ def test_training_draws_differ_between_calls(name):
 
 
 def test_every_sampling_variant_is_covered():
-    sampled = {n for n in available() if isinstance(from_yaml(n, 1024), SampledAttention)}
+    sampled = {n for n in available() if isinstance(from_config(n, 1024), SampledAttention)}
     assert {"skyformer", "performer", "reformer", "bigbird", "informer"} <= sampled

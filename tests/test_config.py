@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from lra_bench.attention import available
+from lra_bench.attention import REGISTRY, available
 from lra_bench.compose import compose_config
 from lra_bench.config import ConfigError, config_hash, validate
 from lra_bench.paths import conf_dir
 
 TASKS = sorted(p.stem for p in (conf_dir() / "task").glob("*.yaml"))
-ATTNS = sorted(p.stem for p in (conf_dir() / "attn").glob("*.yaml"))
+ATTNS = available()
 
-PROTOCOL = {  # DESIGN §3: max length, classes, batch, lr, warmup, eval every
+PROTOCOL = {  # docs/protocol.md: max length, classes, batch, lr, warmup, eval every
     "listops": (2048, 10, 32, 1e-4, 1000, 500),
     "text": (4096, 2, 32, 1e-4, 80, 500),
     "retrieval": (4096, 2, 16, 2e-4, 800, 1000),
@@ -26,8 +27,17 @@ PROTOCOL = {  # DESIGN §3: max length, classes, batch, lr, warmup, eval every
 }
 
 
-def test_every_attention_yaml_is_registered():
-    assert ATTNS == available()
+@pytest.mark.parametrize("attn", ATTNS)
+def test_each_attention_composes_to_exactly_its_dataclass_defaults(attn):
+    node = compose_config([f"attn={attn}"]).attn
+    assert OmegaConf.get_type(node) is REGISTRY[attn].config
+    assert OmegaConf.to_object(node) == REGISTRY[attn].config()
+    assert node.name == attn
+
+
+def test_attention_options_come_from_the_registry_alone():
+    assert not (conf_dir() / "attn").exists()  # a variant is one module: no YAML restating its defaults
+    assert {f.name for f in dataclasses.fields(REGISTRY["skyformer"].config)} == set(compose_config(["attn=skyformer"]).attn)
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -66,10 +76,23 @@ def test_out_of_range_values_fail_with_one_line_naming_the_key(overrides, key):
     assert key in message and "\n" not in message
 
 
-@pytest.mark.parametrize("overrides", [["seed=abc"], ["trainer.lr=fast"], ["trainer.no_such_key=1"], ["attn=no_such_attention"]])
-def test_wrong_types_and_unknown_names_fail_at_composition(overrides):
-    with pytest.raises(ConfigCompositionException):
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["seed=abc"], "seed"),
+        (["trainer.lr=fast"], "trainer.lr"),
+        (["trainer.no_such_key=1"], "trainer.no_such_key"),
+        (["attn=no_such_attention"], "attn"),
+        (["attn=skyformer", "attn.num_landmarks=abc"], "attn.num_landmarks"),
+        (["attn=performer", "attn.orthogonal=maybe"], "attn.orthogonal"),
+        (["attn=skyformer", "attn.bogus=1"], "attn.bogus"),
+        (["attn=softmax", "attn.num_landmarks=64"], "attn.num_landmarks"),
+    ],
+)
+def test_wrong_types_and_unknown_names_fail_at_composition(overrides, key):
+    with pytest.raises(ConfigCompositionException) as err:
         compose_config(overrides)
+    assert key in f"{err.value} {err.value.__cause__}"
 
 
 def test_unknown_attention_message_lists_the_choices():
@@ -79,8 +102,52 @@ def test_unknown_attention_message_lists_the_choices():
 
 
 def test_unknown_attention_setting_names_the_key():
-    with pytest.raises(ConfigError, match="attn.bogus"):
+    with pytest.raises(ConfigError, match="attn.bogus"):  # added with +: composes, then validation refuses it
         validate(compose_config(["attn=skyformer", "+attn.bogus=3"]))
+
+
+def test_attention_name_must_match_the_chosen_variant():
+    with pytest.raises(ConfigError, match="attn.name"):
+        validate(compose_config(["attn=skyformer", "attn.name=softmax"]))
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["task=listops", "data.source=hub"], "data.source"),
+        (["task=text", "data.source=release"], "data.source"),
+        (["task=retrieval", "data.source=hub"], "data.source"),
+        (["task=image", "data.source=generate"], "data.source"),
+        (["task=pathfinder", "data.source=local"], "data.source"),
+        (["task=pathx", "task.max_len=1024"], "task.max_len"),
+        (["task=pathfinder", "data.train_size=8"], "data.val_size"),
+        (["task=listops", "data.size=2"], "data.size"),
+        (["task=listops", "data.max_length=300"], "data.max_length"),  # the default min_length is 500
+        (["task=text", "data.dev_split=sometimes"], "data.dev_split"),
+        (["task=text", "data.heldout_fraction=1.0"], "data.heldout_fraction"),
+        (["task=pathfinder", "data.difficulty=extreme"], "data.difficulty"),
+        (["data.max_bytes=0"], "data.max_bytes"),
+    ],
+)
+def test_task_data_rules_live_in_validation(overrides, key):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_config(overrides))
+    assert key in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_offered_source_validates(task):
+    from lra_bench.config import TASK_SOURCES
+
+    for source in TASK_SOURCES[task]:
+        validate(compose_config([f"task={task}", f"data.source={source}"]))
+
+
+def test_batch_must_divide_by_ranks_times_accumulation():
+    cfg = compose_config(["trainer.batch_size=32", "trainer.grad_accum=2"])
+    validate(cfg, world_size=4)
+    with pytest.raises(ConfigError, match=r"trainer.batch_size=32: must be divisible by ranks x trainer.grad_accum \(3 x 2\)"):
+        validate(cfg, world_size=3)
 
 
 def test_config_hash_ignores_paths_and_progress_but_not_protocol():
@@ -102,28 +169,58 @@ def test_wheel_carries_the_configs():
     assert '"conf" = "lra_bench/conf"' in pyproject
 
 
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """Run ``python -m lra_bench <argv>`` in this process from an empty folder: (exit status, stderr, stdout)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lra_bench.__main__ import main
+    from lra_bench.precheck import run_app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # run_app sets it; monkeypatch restores it afterwards
+
+    def call(argv: list[str]) -> tuple[int, str]:
+        monkeypatch.setattr("sys.argv", ["lra_bench", *argv])
+        try:
+            with pytest.raises(SystemExit) as done:
+                run_app(main)
+        finally:
+            GlobalHydra.instance().clear()
+        captured = capsys.readouterr()
+        return int(done.value.code or 0), captured.err, captured.out
+
+    return call
+
+
 @pytest.mark.parametrize(
     "argv, key",
     [
         (["seed=abc"], "seed"),
         (["trainer.lr=-1"], "trainer.lr"),
         (["attn=skyformer", "attn.num_landmarks=0"], "attn.num_landmarks"),
+        (["attn=skyformer", "attn.num_landmarks=abc"], "attn.num_landmarks"),
+        (["attn=skyformer", "+attn.bogus=3"], "attn.bogus"),
         (["trainer.bogus=1"], "trainer.bogus"),
         (["attn=no_such_attention"], "skyformer"),  # the message lists the choices
+        (["task=text", "data.source=generate"], "data.source"),
     ],
 )
-def test_precheck_gives_one_line_naming_the_key(argv, key):
-    from lra_bench.precheck import precheck_overrides
+def test_cli_problem_is_one_line_naming_the_key_and_no_folder(cli, tmp_path, argv, key):
+    status, err, _ = cli(argv)
+    assert status == 2 and err.startswith("error: ") and err.count("\n") == 1 and key in err
+    assert list(tmp_path.iterdir()) == []
 
-    problem = precheck_overrides(argv)
-    assert problem is not None and key in problem and "\n" not in problem
+
+def test_cli_checks_the_batch_against_torchrun_ranks(cli, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    status, err, _ = cli(["trainer.batch_size=32"])
+    assert status == 2 and "trainer.batch_size" in err and "3 x 1" in err
 
 
-def test_precheck_passes_valid_runs_and_leaves_sweeps_to_hydra():
-    from lra_bench.precheck import precheck_overrides
-
-    assert precheck_overrides(["task=listops", "attn=skyformer", "experiment=cpu_demo"]) is None
-    assert precheck_overrides(["-m", "attn=softmax,skyformer"]) is None
+def test_help_lists_every_attention_as_a_choice(cli):
+    status, _, out = cli(["--help"])
+    assert status == 0 and f"attn: {', '.join(available())}" in out
 
 
 def test_cli_bad_value_prints_one_line_and_creates_nothing(tmp_path):

@@ -20,7 +20,7 @@ from fixtures_data import (
     write_cifar_batches,
     write_cifar_parquet,
 )
-from lra_bench.data import DataError, image, load_splits, sources
+from lra_bench.data import DataError, data_settings, image, load_splits, sources
 from lra_bench.data.batches import pad_sequences
 
 PER_BATCH, N_TEST = 6, 10
@@ -54,7 +54,7 @@ def test_grayscale_matches_lra_rule():
 
 def test_pickled_batches_give_gray_row_major_tokens_and_lra_splits(cifar, tmp_path):
     folder, data = cifar
-    splits = image.prepare(compose("image", folder, tmp_path / "cache"))
+    splits = image.prepare(data_settings(compose("image", folder, tmp_path / "cache")))
     n_train = 5 * PER_BATCH
     assert (len(splits["train"]), len(splits["val"]), len(splits["test"])) == (n_train - 3, 3, N_TEST)
     train_rgb, train_y = data["train"]
@@ -76,14 +76,14 @@ def test_a_single_pixel_lands_at_row_times_32_plus_column(tmp_path):
     for i in range(1, 6):
         (folder / f"data_batch_{i}").write_bytes(cifar_batch(to_planes(rgb), [3], f"training batch {i} of 5"))
     (folder / "test_batch").write_bytes(cifar_batch(to_planes(rgb), [4], "testing batch 1 of 1"))
-    ids = image.prepare(compose("image", folder, tmp_path / "cache"))["test"][0]["input_ids"]
+    ids = image.prepare(data_settings(compose("image", folder, tmp_path / "cache")))["test"][0]["input_ids"]
     assert len(ids) == 1024 and ids[2 * 32 + 5] == 149 and sum(ids) == 149
 
 
 def test_black_pixels_are_tokens_not_padding(cifar, tmp_path):
     folder, _ = cifar
     cfg = compose("image", folder, tmp_path / "cache")
-    rows = image.prepare(cfg)["train"][:4]["input_ids"]
+    rows = image.prepare(data_settings(cfg))["train"][:4]["input_ids"]
     assert all(len(r) == 1024 and 0 in r for r in rows)
     ids, mask = pad_sequences(rows, cfg.task.max_len, cfg.data.mask_zero)
     assert mask is None and int((ids == 0).sum()) >= 4 * 128  # nothing is masked
@@ -94,7 +94,7 @@ def test_malicious_pickle_is_refused(cifar, tmp_path):
     marker = tmp_path / "pwned"
     (folder / "data_batch_3").write_bytes(malicious_batch(f"touch {marker}"))
     with pytest.raises(DataError) as err:
-        image.prepare(compose("image", folder, tmp_path / "cache"))
+        image.prepare(data_settings(compose("image", folder, tmp_path / "cache")))
     msg = str(err.value)
     assert "\n" not in msg and "data_batch_3" in msg and "refused" in msg and "system" in msg
     assert not marker.exists()
@@ -104,17 +104,17 @@ def test_wrong_batch_contents_are_named(cifar, tmp_path):
     folder, _ = cifar
     (folder / "test_batch").write_bytes(cifar_batch(np.zeros((2, 1024), np.uint8), [0, 1], "testing batch 1 of 1"))
     with pytest.raises(DataError, match=r"test_batch: expected a dict with b'data' = uint8 array \[N, 3072\]"):
-        image.prepare(compose("image", folder, tmp_path / "cache"))
+        image.prepare(data_settings(compose("image", folder, tmp_path / "cache")))
     (folder / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(DataError, match="test_batch: not a CIFAR-10 python batch"):
-        image.prepare(compose("image", folder, tmp_path / "cache"))
+        image.prepare(data_settings(compose("image", folder, tmp_path / "cache")))
 
 
 def test_hub_parquet_shards_match_the_pickles(cifar, tmp_path):
     folder, data = cifar
-    from_pickles = image.prepare(compose("image", folder, tmp_path / "c1"))
+    from_pickles = image.prepare(data_settings(compose("image", folder, tmp_path / "c1")))
     shards = write_cifar_parquet(tmp_path / "hub" / "cifar10", data)
-    from_shards = image.prepare(compose("image", None, tmp_path / "c2", f"paths.data_dir={tmp_path / 'hub'}", "data.source=local"))
+    from_shards = image.prepare(data_settings(compose("image", None, tmp_path / "c2", f"paths.data_dir={tmp_path / 'hub'}", "data.source=local")))
     assert shards.is_dir()
     for split in ("train", "val", "test"):
         assert list(from_shards[split]["input_ids"]) == list(from_pickles[split]["input_ids"])
@@ -134,30 +134,30 @@ def test_hub_dataset_is_read_like_the_files(cifar, tmp_path, monkeypatch):
     )
     monkeypatch.setattr(sources, "hub_reachable", lambda timeout=3.0: True)
     monkeypatch.setattr(datasets, "load_dataset", lambda name, *a, **k: hub if name == "uoft-cs/cifar10" else None)
-    from_hub = image.prepare(compose("image", None, tmp_path / "c1", "data.source=hub"))
-    from_pickles = image.prepare(compose("image", folder, tmp_path / "c2"))
+    from_hub = image.prepare(data_settings(compose("image", None, tmp_path / "c1", "data.source=hub")))
+    from_pickles = image.prepare(data_settings(compose("image", folder, tmp_path / "c2")))
     for split in ("train", "val", "test"):
         assert list(from_hub[split]["input_ids"]) == list(from_pickles[split]["input_ids"])
 
 
 def test_missing_and_incomplete_sources(cifar, tmp_path):
     with pytest.raises(DataError) as err:
-        image.prepare(compose("image", None, tmp_path / "cache", f"paths.data_dir={tmp_path / 'none'}", "data.source=local"))
+        image.prepare(data_settings(compose("image", None, tmp_path / "cache", f"paths.data_dir={tmp_path / 'none'}", "data.source=local")))
     msg = str(err.value)
     assert "\n" not in msg and "CIFAR-10 not found" in msg and str(tmp_path / "none" / "cifar-10-batches-py") in msg
     assert "cifar-10-python.tar.gz" in msg and "data.root" in msg
     folder, _ = cifar
     (folder / "data_batch_4").unlink()
     with pytest.raises(DataError, match="incomplete cifar-10-batches-py .*data_batch_4 is missing"):
-        image.prepare(compose("image", folder, tmp_path / "cache"))
+        image.prepare(data_settings(compose("image", folder, tmp_path / "cache")))
 
 
 def test_second_prepare_reuses_the_cache(cifar, tmp_path, monkeypatch):
     folder, _ = cifar
     cfg = compose("image", folder, tmp_path / "cache")
-    first = image.prepare(cfg)
+    first = image.prepare(data_settings(cfg))
     monkeypatch.setattr(image, "build", lambda *a: pytest.fail("rebuilt although cached"))
-    assert image.prepare(cfg)["val"]["input_ids"] == list(first["val"]["input_ids"])
+    assert image.prepare(data_settings(cfg))["val"]["input_ids"] == list(first["val"]["input_ids"])
 
 
 def test_smoke_training_run(cifar, tmp_path, monkeypatch):
@@ -207,5 +207,5 @@ def test_malicious_pickle_of_old_protocols_is_refused(cifar, tmp_path, protocol)
     marker = tmp_path / "pwned"
     (folder / "data_batch_3").write_bytes(malicious_batch(f"touch {marker}", protocol=protocol))
     with pytest.raises(DataError) as err:
-        image.prepare(compose("image", folder, tmp_path / "cache"))
+        image.prepare(data_settings(compose("image", folder, tmp_path / "cache")))
     assert "refused" in str(err.value) and "system" in str(err.value) and not marker.exists()

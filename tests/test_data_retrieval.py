@@ -16,7 +16,7 @@ from fixtures_data import (
     smoke_run,
     write_aan,
 )
-from lra_bench.data import DataError, load_splits, retrieval
+from lra_bench.data import DataError, data_settings, load_splits, retrieval
 from lra_bench.data.batches import Collator
 from lra_bench.model import build_model
 
@@ -37,7 +37,7 @@ def rows_of(ds) -> list[tuple[list[int], list[int], int]]:
 
 
 def test_reads_pairs_with_float_labels_and_eval_as_dev(release, tmp_path):
-    splits = retrieval.prepare(compose("retrieval", release, tmp_path / "cache"))
+    splits = retrieval.prepare(data_settings(compose("retrieval", release, tmp_path / "cache")))
     for split in ("train", "val", "test"):
         assert rows_of(splits[split]) == expected(split)
     assert splits["train"]["label"][:2] == [1, 0]  # "1.0" and "0.0"
@@ -49,7 +49,7 @@ def test_first_10000_bytes_then_max_bytes(release, tmp_path):
     cfg = compose("retrieval", release, tmp_path / "cache")
     with open_dict(cfg.data):
         cfg.data.max_bytes = 12_000
-    splits = retrieval.prepare(cfg)
+    splits = retrieval.prepare(data_settings(cfg))
     long_doc = aan_rows()["train"][0][3]
     assert len(long_doc) > 12_000
     assert splits["train"][0]["input_ids_1"] == byte_ids(long_doc[:10_000])
@@ -63,7 +63,7 @@ def test_root_may_point_at_any_level_of_the_release(release, tmp_path, where):
         cfg = compose("retrieval", None, tmp_path / "cache", f"paths.data_dir={tmp_path}")
     else:
         cfg = compose("retrieval", roots[where], tmp_path / "cache")
-    assert rows_of(retrieval.prepare(cfg)["test"]) == expected("test")
+    assert rows_of(retrieval.prepare(data_settings(cfg))["test"]) == expected("test")
 
 
 def test_malformed_lines_name_file_and_line(tmp_path):
@@ -72,34 +72,34 @@ def test_malformed_lines_name_file_and_line(tmp_path):
     lines = [aan_line(*r) for r in rows["val"]]
     (folder / "new_aan_pairs.eval.tsv").write_bytes(lines[0] + b"1.0\tA\tB\tonly one text\n")
     with pytest.raises(DataError) as err:
-        retrieval.prepare(compose("retrieval", folder, tmp_path / "cache"))
+        retrieval.prepare(data_settings(compose("retrieval", folder, tmp_path / "cache")))
     msg = str(err.value)
     assert "\n" not in msg and "new_aan_pairs.eval.tsv:2: expected 5 tab-separated fields" in msg and "found 4" in msg
     (folder / "new_aan_pairs.eval.tsv").write_bytes(lines[0] + lines[1] + b"yes\tA\tB\tx\ty\n")
     with pytest.raises(DataError, match=r"new_aan_pairs\.eval\.tsv:3: label 'yes' is not 0 or 1"):
-        retrieval.prepare(compose("retrieval", folder, tmp_path / "cache"))
+        retrieval.prepare(data_settings(compose("retrieval", folder, tmp_path / "cache")))
     (folder / "new_aan_pairs.eval.tsv").write_bytes(b"\n")
     with pytest.raises(DataError, match=r"no examples in .*new_aan_pairs\.eval\.tsv"):
-        retrieval.prepare(compose("retrieval", folder, tmp_path / "cache"))
+        retrieval.prepare(data_settings(compose("retrieval", folder, tmp_path / "cache")))
 
 
 def test_missing_and_incomplete_sources(tmp_path):
     with pytest.raises(DataError) as err:
-        retrieval.prepare(compose("retrieval", None, tmp_path / "cache", f"paths.data_dir={tmp_path / 'none'}"))
+        retrieval.prepare(data_settings(compose("retrieval", None, tmp_path / "cache", f"paths.data_dir={tmp_path / 'none'}")))
     msg = str(err.value)
     assert "\n" not in msg and "AAN pairs not found" in msg and "lra_release.gz" in msg and "data.root" in msg
     assert str(tmp_path / "none" / "lra_release" / "lra_release" / "tsv_data") in msg
     folder = write_aan(tmp_path / "tsv_data", aan_rows())
     (folder / "new_aan_pairs.test.tsv").unlink()
     with pytest.raises(DataError, match=r"incomplete AAN data .*new_aan_pairs\.test\.tsv is missing"):
-        retrieval.prepare(compose("retrieval", folder, tmp_path / "cache"))
+        retrieval.prepare(data_settings(compose("retrieval", folder, tmp_path / "cache")))
 
 
 def test_second_prepare_reuses_the_cache(release, tmp_path, monkeypatch):
     cfg = compose("retrieval", release, tmp_path / "cache")
-    first = retrieval.prepare(cfg)
+    first = retrieval.prepare(data_settings(cfg))
     monkeypatch.setattr(retrieval, "build", lambda *a: pytest.fail("rebuilt although cached"))
-    assert rows_of(retrieval.prepare(cfg)["val"]) == rows_of(first["val"])
+    assert rows_of(retrieval.prepare(data_settings(cfg))["val"]) == rows_of(first["val"])
 
 
 def test_smoke_run_and_the_head_sees_both_documents(release, tmp_path, monkeypatch):

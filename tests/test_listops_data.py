@@ -385,6 +385,13 @@ def test_cli_prepares_and_leaves_no_stray_folders(tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
 
 
+def test_cli_validates_the_config_first(tmp_path: Path):
+    proc = run_cli(tmp_path, "task=listops", "data.source=hub")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: invalid setting data.source='hub': task listops reads")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_cli_reports_data_errors_in_one_line(tmp_path: Path):
     proc = run_cli(tmp_path, "task=listops", "data.source=release")
     assert proc.returncode == 2

@@ -64,6 +64,9 @@ def settings_exist(attn: str, keys: dict[str, object]) -> bool:
 @pytest.mark.parametrize("parity", sorted(GLOBAL))
 @pytest.mark.parametrize("attn", available())
 def test_parity_sets_exactly_the_intended_values(parity, attn):
+    keys = ATTN[parity].get(attn, {})
+    if not settings_exist(attn, keys):
+        pytest.skip(f"{attn} does not have the settings {sorted(keys)} yet")
     base = leaves(compose_config([f"attn={attn}"]))
     chosen = leaves(compose_config([f"attn={attn}", f"parity={parity}"]))
     changed = {k: v for k, v in chosen.items() if base.get(k) != v}

@@ -268,14 +268,11 @@ def test_batches_follow_the_release_layout(tmp_path: Path, monkeypatch: pytest.M
 
 def test_cached_images_follow_the_generator_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A new generator version names a new cache folder, so images drawn by an older one are not reused."""
-    from omegaconf import OmegaConf
-
     import lra_bench.data.generators.pathfinder as gen
     from lra_bench.data.pathfinder import generated_folder
 
-    cfg = OmegaConf.create({"paths": {"cache_dir": str(tmp_path)}})
-    before, key = generated_folder(cfg, preset(32), 10, 0, "hard")
+    before, key = generated_folder(tmp_path, preset(32), 10, 0, "hard")
     assert key["version"] == gen.GENERATOR_VERSION
     monkeypatch.setattr(gen, "GENERATOR_VERSION", gen.GENERATOR_VERSION + 1)
-    after, _ = generated_folder(cfg, preset(32), 10, 0, "hard")
+    after, _ = generated_folder(tmp_path, preset(32), 10, 0, "hard")
     assert before != after

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from lra_bench.config import register_configs
 from lra_bench.paths import conf_dir
-from lra_bench.precheck import precheck_overrides
+from lra_bench.precheck import run_app
 from lra_bench.train import main as train_main
 
 register_configs()
@@ -23,8 +23,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    problem = precheck_overrides(sys.argv[1:])
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
-    main()
+    run_app(main)

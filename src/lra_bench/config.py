@@ -1,8 +1,12 @@
-"""Typed configuration: dataclass schemas registered in Hydra's ConfigStore.
+"""Typed configuration: dataclass schemas registered in Hydra's ConfigStore, and their validation.
 
-Hydra checks types while composing (``seed=abc`` fails there, naming the key);
-``validate`` then checks ranges and cross-field rules before any work starts and
-raises ``ConfigError`` whose message is one line naming the key.
+Hydra checks types and keys while composing (``seed=abc`` or ``attn.num_landmarks=abc``
+fails there, naming the key): the run's sections are the dataclasses below and each
+attention's settings are its registered dataclass (an option of the ``attn`` group).
+``validate`` then checks every range and cross-field rule, including each attention's
+own ``check`` and each task's data settings, and raises ``ConfigError`` whose message is
+one line naming the key. It is the only place such rules live; the data modules and the
+model take validated settings.
 """
 
 from __future__ import annotations
@@ -10,16 +14,29 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lra_bench.attention import checked_config, register_attention_configs
 from lra_bench.errors import ConfigError
 from lra_bench.run_names import register_resolver
 
 __all__ = ["ConfigError", "Config", "validate", "config_hash", "register_configs"]
+
+# The data sources each task reads (``data.source``); ``auto`` picks the first one found.
+TASK_SOURCES = {
+    "listops": ("auto", "release", "generate"),
+    "text": ("auto", "local", "hub"),
+    "retrieval": ("auto", "local", "release"),
+    "image": ("auto", "local", "hub"),
+    "pathfinder": ("auto", "release", "generate"),
+    "pathx": ("auto", "release", "generate"),
+}
+IMAGE_SIDES = {"pathfinder": 32, "pathx": 128}  # Pathfinder tasks: side x side pixel tokens
+LISTOPS_LENGTHS = (500, 2000)  # the ListOps generator's default min_length < length < max_length (LRA's)
 
 
 @dataclass
@@ -67,7 +84,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The shared encoder of DESIGN §3."""
+    """The shared encoder every attention runs in (docs/protocol.md)."""
 
     dim: int = 64
     ffn_dim: int = 128
@@ -81,7 +98,7 @@ class ModelConfig:
 
 @dataclass
 class TrainerConfig:
-    """The shared training loop (DESIGN §6)."""
+    """The shared training loop (docs/protocol.md); protocol values come from the task."""
 
     steps: int = "${task.steps}"  # type: ignore[assignment]
     batch_size: int = "${task.batch_size}"  # type: ignore[assignment]
@@ -125,7 +142,7 @@ class PathsConfig:
 @dataclass
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
-    attn: Any = MISSING  # validated against the variant's own dataclass (attention registry)
+    attn: Any = MISSING  # the chosen variant's dataclass: an option of the ``attn`` group
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -137,13 +154,13 @@ class Config:
 
 
 def register_configs() -> None:
-    """Register the schemas so that config.yaml can list ``base_config`` first."""
-    cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
+    """Register the schemas: ``base_config`` (listed first in config.yaml) and every attention as an ``attn`` option."""
+    ConfigStore.instance().store(name="base_config", node=Config)
+    register_attention_configs()
     register_resolver()
 
 
-def _fail(key: str, value: Any, rule: str) -> None:
+def _fail(key: str, value: Any, rule: str) -> NoReturn:
     raise ConfigError(f"invalid setting {key}={value!r}: {rule}")
 
 
@@ -156,52 +173,109 @@ def _check_positive(section: DictConfig, prefix: str, keys: list[str], *, strict
             _fail(f"{prefix}.{key}", value, "must be > 0" if strict else "must be >= 0")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check ranges and cross-field rules; raise ConfigError (one line) on the first problem."""
-    from lra_bench.attention import validate_attention_config
+def validate(cfg: DictConfig, world_size: int = 1) -> None:
+    """Check every range and cross-field rule; raise ConfigError (one line) on the first problem.
 
-    try:
-        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "?"
-        raise ConfigError(f"invalid setting {key}: {str(err).splitlines()[0]}") from None
-    _check_positive(cfg.task, "task", ["num_classes", "max_len", "vocab_size", "steps"])
-    _check_positive(
-        cfg.trainer,
-        "trainer",
-        ["steps", "batch_size", "lr", "eval_every", "eval_batch_size", "grad_accum", "ckpt_every", "log_every"],
-    )
-    _check_positive(cfg.trainer, "trainer", ["warmup_steps", "weight_decay", "clip_value"], strict=False)
-    if cfg.trainer.warmup_steps == 1:
-        _fail("trainer.warmup_steps", 1, "must be 0 or at least 2 (OneCycleLR needs a warm-up phase of two steps)")
-    if cfg.trainer.warmup_steps >= cfg.trainer.steps:
-        _fail("trainer.warmup_steps", cfg.trainer.warmup_steps, f"must be < trainer.steps ({cfg.trainer.steps})")
-    if cfg.trainer.batch_size % cfg.trainer.grad_accum:
-        _fail("trainer.batch_size", cfg.trainer.batch_size, f"must be divisible by trainer.grad_accum ({cfg.trainer.grad_accum})")
-    _check_positive(cfg.model, "model", ["dim", "ffn_dim", "num_layers", "num_heads", "classifier_dim"])
-    if cfg.model.dim % cfg.model.num_heads:
-        _fail("model.dim", cfg.model.dim, f"must be divisible by model.num_heads ({cfg.model.num_heads})")
-    if not 0.0 <= cfg.model.dropout < 1.0:
-        _fail("model.dropout", cfg.model.dropout, "must be in [0, 1)")
-    if cfg.model.pooling not in ("mean", "mean_padded"):
-        _fail("model.pooling", cfg.model.pooling, "choose mean or mean_padded")
-    if cfg.data.pad_to not in ("max_len", "batch"):
-        _fail("data.pad_to", cfg.data.pad_to, "choose max_len or batch")
-    _check_positive(cfg.data, "data", ["train_size", "val_size", "test_size", "size", "gen_workers", "limit_train", "limit_eval", "max_bytes"])
-    _check_positive(cfg.data, "data", ["gen_seed", "split_seed", "min_length", "loader_workers"], strict=False)
-    if cfg.data.min_length is not None and cfg.data.max_length is not None and cfg.data.max_length <= cfg.data.min_length + 1:
-        _fail("data.max_length", cfg.data.max_length, f"must exceed data.min_length + 1 ({cfg.data.min_length + 1})")
-    if cfg.data.difficulty not in (None, "easy", "intermediate", "hard"):
-        _fail("data.difficulty", cfg.data.difficulty, "choose easy, intermediate or hard")
-    if cfg.data.dev_split not in ("default", "heldout"):
-        _fail("data.dev_split", cfg.data.dev_split, "choose default (dev = test, as LRA) or heldout")
-    if not 0.0 < cfg.data.heldout_fraction < 1.0:
-        _fail("data.heldout_fraction", cfg.data.heldout_fraction, "must be in (0, 1)")
+    ``world_size``: the number of ranks the run is split over (the batch is divided among them).
+    """
+    _check_resolvable(cfg)
+    _check_task(cfg)
+    _check_trainer(cfg, world_size)
+    _check_model(cfg)
+    _check_data(cfg)
+    _check_task_data(cfg)
     if cfg.logger.name not in ("none", "wandb"):
         _fail("logger.name", cfg.logger.name, "choose none or wandb")
     if cfg.seed < 0:
         _fail("seed", cfg.seed, "must be >= 0")
-    validate_attention_config(cfg.attn, max_len=cfg.task.max_len, head_dim=cfg.model.dim // cfg.model.num_heads)
+    _check_attention(cfg)
+
+
+def _check_resolvable(cfg: DictConfig) -> None:
+    """Every value present and every interpolation resolvable (Hydra's own node left out)."""
+    run_keys = [key for key in cfg if key != "hydra"]
+    try:
+        OmegaConf.to_container(OmegaConf.masked_copy(cfg, run_keys), resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise ConfigError(f"invalid setting {key}: {str(err).splitlines()[0]}") from None
+
+
+def _check_task(cfg: DictConfig) -> None:
+    _check_positive(cfg.task, "task", ["num_classes", "max_len", "vocab_size", "steps"])
+    side = IMAGE_SIDES.get(cfg.task.name)
+    if side is not None and cfg.task.max_len < side * side:
+        _fail("task.max_len", cfg.task.max_len, f"{side}x{side} images need {side * side} tokens")
+
+
+def _check_trainer(cfg: DictConfig, world_size: int) -> None:
+    trainer = cfg.trainer
+    _check_positive(
+        trainer, "trainer", ["steps", "batch_size", "lr", "eval_every", "eval_batch_size", "grad_accum", "ckpt_every", "log_every"]
+    )
+    _check_positive(trainer, "trainer", ["warmup_steps", "weight_decay", "clip_value"], strict=False)
+    if trainer.warmup_steps == 1:
+        _fail("trainer.warmup_steps", 1, "must be 0 or at least 2 (OneCycleLR needs a warm-up phase of two steps)")
+    if trainer.warmup_steps >= trainer.steps:
+        _fail("trainer.warmup_steps", trainer.warmup_steps, f"must be < trainer.steps ({trainer.steps})")
+    if trainer.batch_size % (trainer.grad_accum * world_size):
+        rule = f"trainer.grad_accum ({trainer.grad_accum})"
+        if world_size > 1:
+            rule = f"ranks x trainer.grad_accum ({world_size} x {trainer.grad_accum})"
+        _fail("trainer.batch_size", trainer.batch_size, f"must be divisible by {rule}")
+
+
+def _check_model(cfg: DictConfig) -> None:
+    model = cfg.model
+    _check_positive(model, "model", ["dim", "ffn_dim", "num_layers", "num_heads", "classifier_dim"])
+    if model.dim % model.num_heads:
+        _fail("model.dim", model.dim, f"must be divisible by model.num_heads ({model.num_heads})")
+    if not 0.0 <= model.dropout < 1.0:
+        _fail("model.dropout", model.dropout, "must be in [0, 1)")
+    if model.pooling not in ("mean", "mean_padded"):
+        _fail("model.pooling", model.pooling, "choose mean or mean_padded")
+
+
+def _check_data(cfg: DictConfig) -> None:
+    data = cfg.data
+    if data.pad_to not in ("max_len", "batch"):
+        _fail("data.pad_to", data.pad_to, "choose max_len or batch")
+    _check_positive(data, "data", ["train_size", "val_size", "test_size", "size", "gen_workers", "limit_train", "limit_eval", "max_bytes"])
+    _check_positive(data, "data", ["gen_seed", "split_seed", "min_length", "loader_workers"], strict=False)
+    if data.difficulty not in (None, "easy", "intermediate", "hard"):
+        _fail("data.difficulty", data.difficulty, "choose easy, intermediate or hard")
+    if data.dev_split not in ("default", "heldout"):
+        _fail("data.dev_split", data.dev_split, "choose default (dev = test, as LRA) or heldout")
+    if not 0.0 < data.heldout_fraction < 1.0:
+        _fail("data.heldout_fraction", data.heldout_fraction, "must be in (0, 1)")
+
+
+def _check_task_data(cfg: DictConfig) -> None:
+    """The data settings that depend on the task: its sources, the generators' sizes and lengths."""
+    task, data = cfg.task.name, cfg.data
+    sources = TASK_SOURCES.get(task)
+    if sources is not None and data.source not in sources:
+        _fail("data.source", data.source, f"task {task} reads {', '.join(sources[:-1])} or {sources[-1]}")
+    lo, hi = data.min_length, data.max_length
+    if task == "listops":  # unset lengths are the generator's defaults
+        lo, hi = (LISTOPS_LENGTHS[0] if lo is None else lo), (LISTOPS_LENGTHS[1] if hi is None else hi)
+        if data.size is not None and data.size < 3:
+            _fail("data.size", data.size, "too small to split into train/val/test (at least 3)")
+    if lo is not None and hi is not None and hi <= lo + 1:
+        _fail("data.max_length", hi, f"must exceed data.min_length + 1 ({lo + 1})")
+    if task in IMAGE_SIDES:
+        sizes = {key: data[key] for key in ("train_size", "val_size", "test_size")}
+        unset = [f"data.{key}" for key, value in sizes.items() if value is None]
+        if 0 < len(unset) < len(sizes):
+            _fail(unset[0], None, "set all of data.train_size, data.val_size, data.test_size, or none")
+
+
+def _check_attention(cfg: DictConfig) -> None:
+    """The attention's own rules (its dataclass's ``check``), against the task's length and the head size."""
+    try:
+        checked_config(cfg.attn, max_len=cfg.task.max_len, head_dim=cfg.model.dim // cfg.model.num_heads)
+    except ValueError as err:
+        raise ConfigError(f"invalid setting attn.{err}") from None
 
 
 def config_hash(cfg: DictConfig) -> str:

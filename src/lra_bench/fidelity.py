@@ -69,7 +69,10 @@ def comparisons() -> list[tuple[str, str, dict[str, Any], dict[str, Any], str]]:
     for folder in sorted((conf_dir() / "parity_attn").iterdir()):
         for path in sorted(folder.glob("*.yaml")):
             attn, parity = path.stem, folder.name
-            a, b = attn_settings(attn, "none"), attn_settings(attn, parity)
+            a = attn_settings(attn, "none")
+            wanted = OmegaConf.to_container(OmegaConf.load(path))
+            assert isinstance(wanted, dict)
+            b = attn_settings(attn, parity) if settings_exist({"name": attn, **wanted}) else {"name": attn, **wanted}
             changed = {k: v for k, v in b.items() if a.get(k) != v}
             rows.append((attn, parity, a, b, ", ".join(f"{k}: {v}" for k, v in changed.items()) or "(none)"))
     for attn, before, after, what in EXTRA:

@@ -85,3 +85,25 @@ def build_lock(lock_path: Path, done_marker: Path) -> Iterator[None]:
         yield
     if Path(done_marker).exists():
         lock_path.unlink(missing_ok=True)
+
+
+def build_dir_once(target: Path, marker: str, fill: Callable[[Path], Any]) -> Path:
+    """Make the folder ``target`` with ``fill(tmp)`` unless ``target/marker`` exists; return it.
+
+    Concurrent builders wait on ``build_lock`` beside ``target``; the first builds in a
+    temporary sibling renamed into place (``atomic_dir``), the others find it complete. An
+    incomplete folder (from an interrupted build of an older version) is replaced.
+    """
+    target = Path(target)
+    done = target / marker
+    if done.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with build_lock(Path(str(target) + ".lock"), done):
+        if done.exists():
+            return target
+        if target.exists():
+            shutil.rmtree(target)
+        with atomic_dir(target) as tmp:
+            fill(tmp)
+    return target

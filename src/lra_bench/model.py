@@ -1,4 +1,4 @@
-"""The shared LRA model (DESIGN §3): every attention runs inside the same encoder and heads.
+"""The shared LRA model (docs/protocol.md): every attention runs inside the same encoder and heads.
 
 Token + learned positional embeddings, pre-LayerNorm blocks (attention, GELU FFN), a final
 LayerNorm, mean pooling, and a classifier; retrieval runs both documents through one shared
@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lra_bench.attention import Attention, build_attention
+from lra_bench.attention import Attention, AttentionConfig, build_attention, make_config
 
 
 class MultiHeadAttention(nn.Module):
@@ -60,7 +60,7 @@ class Block(nn.Module):
 class Encoder(nn.Module):
     """Embeddings, blocks, final LayerNorm and pooling: token ids ``[b, n]`` -> ``[b, dim]``."""
 
-    def __init__(self, model_cfg: Any, attn_cfg: Any, *, vocab_size: int, max_len: int) -> None:
+    def __init__(self, model_cfg: Any, attn_cfg: AttentionConfig, *, vocab_size: int, max_len: int) -> None:
         super().__init__()
         dim, heads = model_cfg.dim, model_cfg.num_heads
         self.pooling = model_cfg.pooling
@@ -104,7 +104,7 @@ def pool(x: torch.Tensor, mask: torch.Tensor | None, mode: str) -> torch.Tensor:
 class Classifier(nn.Module):
     """Single-sequence tasks: pooled encoding -> Linear-ReLU-Linear."""
 
-    def __init__(self, model_cfg: Any, attn_cfg: Any, task_cfg: Any) -> None:
+    def __init__(self, model_cfg: Any, attn_cfg: AttentionConfig, task_cfg: Any) -> None:
         super().__init__()
         self.encoder = Encoder(model_cfg, attn_cfg, vocab_size=task_cfg.vocab_size, max_len=task_cfg.max_len)
         self.head = nn.Sequential(
@@ -118,7 +118,7 @@ class Classifier(nn.Module):
 class DualClassifier(nn.Module):
     """Retrieval: one shared encoder for both documents, head over [u, v, u*v, u-v]."""
 
-    def __init__(self, model_cfg: Any, attn_cfg: Any, task_cfg: Any) -> None:
+    def __init__(self, model_cfg: Any, attn_cfg: AttentionConfig, task_cfg: Any) -> None:
         super().__init__()
         self.encoder = Encoder(model_cfg, attn_cfg, vocab_size=task_cfg.vocab_size, max_len=task_cfg.max_len)
         self.head = nn.Sequential(
@@ -132,6 +132,6 @@ class DualClassifier(nn.Module):
 
 
 def build_model(cfg: Any) -> nn.Module:
-    """The task's model with the configured attention."""
+    """The task's model with the configured attention (``cfg`` validated: its ``attn`` is typed once, for every layer)."""
     cls = DualClassifier if cfg.task.dual else Classifier
-    return cls(cfg.model, cfg.attn, cfg.task)
+    return cls(cfg.model, make_config(cfg.attn), cfg.task)

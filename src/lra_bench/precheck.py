@@ -1,16 +1,47 @@
-"""Check a single run's command line before Hydra starts, so a bad setting costs one line and no folder."""
+"""Configuration problems cost one line and no folder: validation hooked into Hydra, errors made one line.
+
+Hydra composes the run's config once; ``ValidateConfig`` (a Hydra callback listed in
+``conf/config.yaml``) validates that same config before Hydra creates the run folder, and
+``run_app`` prints any composition or validation problem as ``error: <one line>`` with
+exit status 2. Sweeps (``-m``) are validated job by job when each run starts.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from lra_bench.compose import compose_config
-from lra_bench.config import ConfigError, validate
+from lra_bench.config import validate
+from lra_bench.errors import ConfigError, LraBenchError
 
 _NOISE = ("Config search path", "provider=", "Set the environment variable", "object_type=", "reference_type=")
+
+
+class ValidateConfig(Callback):
+    """Validate a single run's composed config before its folder exists (ranks from torchrun's WORLD_SIZE).
+
+    Hydra turns an exception raised by a callback into a warning and goes on, so a problem
+    ends the process here.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            validate(config, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+        except ConfigError as err:
+            fail(str(err))
+
+
+def fail(problem: str) -> NoReturn:
+    """Print ``error: <problem>`` (one line) and exit with status 2."""
+    print(f"error: {problem}", file=sys.stderr)
+    sys.exit(2)
 
 
 def one_line(message: str) -> str:
@@ -20,18 +51,22 @@ def one_line(message: str) -> str:
     return " ".join(kept).replace("full_key:", "(key:").rstrip() + (")" if "full_key:" in message else "")
 
 
-def precheck_overrides(argv: Sequence[str]) -> str | None:
-    """Compose and validate ``argv`` as a single run; the problem as one line, or None.
-
-    Sweeps (``-m``), ``--help``, ``--cfg`` and other Hydra flags are left to Hydra itself.
-    """
-    if any(arg.startswith("-") for arg in argv):
-        return None
-    try:
-        validate(compose_config(list(argv)))
-    except ConfigError as err:
+def describe(err: BaseException) -> str:
+    """One line for a configuration problem: ours as is, Hydra's and OmegaConf's with their cause."""
+    if isinstance(err, LraBenchError):
         return str(err)
-    except (HydraException, OmegaConfBaseException) as err:
-        cause = err.__cause__
-        return one_line(f"{err}\n{cause}" if cause is not None and str(cause) not in str(err) else str(err))
-    return None
+    cause = err.__cause__
+    return one_line(f"{err}\n{cause}" if cause is not None and str(cause) not in str(err) else str(err))
+
+
+def run_app(app: Callable[[], Any]) -> None:
+    """Run a ``@hydra.main`` app; a composition or validation problem exits 2 after one line on stderr.
+
+    Hydra otherwise prints its own multi-line report; HYDRA_FULL_ERROR hands the exception
+    to us instead (other failures then keep their full traceback).
+    """
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app()
+    except (HydraException, OmegaConfBaseException, LraBenchError) as err:
+        fail(describe(err))

@@ -51,10 +51,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     Under torchrun every rank calls this; only rank 0 writes files, rows and progress.
     """
-    validate(cfg)
     info, device = init_distributed(cfg.trainer.device)
     try:
-        check_batch_split(cfg.trainer, info.world_size)
+        validate(cfg, world_size=info.world_size)  # the batch must split over the ranks too
         folder = RunFolder.of(cfg, info)
         with hold_run_folder(folder.path, info, device):  # one process trains in a folder
             finished = folder.finished_results()
@@ -82,15 +81,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 # --- the run folder and the process ------------------------------------------------------------
-
-
-def check_batch_split(trainer_cfg: DictConfig, world_size: int) -> None:
-    """The global batch must split evenly over ranks and accumulation steps."""
-    if trainer_cfg.batch_size % (trainer_cfg.grad_accum * world_size):
-        raise ConfigError(
-            f"invalid setting trainer.batch_size={trainer_cfg.batch_size}: must be divisible by ranks x trainer.grad_accum "
-            f"({world_size} x {trainer_cfg.grad_accum})"
-        )
 
 
 def run_directory(cfg: DictConfig) -> Path:

@@ -10,9 +10,10 @@ from lra_bench.attention.registry import (
     REGISTRY,
     available,
     build_attention,
+    checked_config,
     make_config,
     register_attention,
-    validate_attention_config,
+    register_attention_configs,
 )
 
 VARIANT_MODULES = ["softmax", "skyformer", "kernelized", "nystromformer", "linformer", "performer", "reformer", "bigbird", "informer", "linear", "local", "longformer", "sparse", "sinkhorn", "synthesizer"]
@@ -29,5 +30,6 @@ __all__ = [
     "build_attention",
     "make_config",
     "register_attention",
-    "validate_attention_config",
+    "checked_config",
+    "register_attention_configs",
 ]

@@ -1,11 +1,18 @@
-"""Registry of attention variants: a decorator binding a config name to a module and its dataclass."""
+"""Registry of attention variants: a decorator binding a config name to a module and its dataclass.
+
+Each variant's dataclass is also an option of Hydra's ``attn`` config group
+(``register_attention_configs``), so ``attn=<name>`` composes it with its defaults and
+Hydra checks types and keys as for every other group. Problems are raised as
+``ValueError("<key>: <rule>")``; ``lra_bench.config.validate`` turns them into ConfigError.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -40,17 +47,27 @@ def available() -> list[str]:
 
 def _entry(name: str) -> Entry:
     if name not in REGISTRY:
-        raise ValueError(f"unknown attention {name!r}; choose one of: {', '.join(available())}")
+        raise ValueError(f"name: unknown attention {name!r}; choose one of: {', '.join(available())}")
     return REGISTRY[name]
 
 
-def make_config(attn_cfg: DictConfig | dict[str, Any] | AttentionConfig) -> AttentionConfig:
-    """Turn the ``attn`` config node into the variant's typed dataclass (types checked, unknown keys refused)."""
+def register_attention_configs() -> None:
+    """Store every variant's dataclass as option ``<name>`` of the ``attn`` group (defaults = the dataclass's)."""
+    store = ConfigStore.instance()
+    for name, entry in REGISTRY.items():
+        store.store(group="attn", name=name, node=entry.config)
+
+
+def make_config(attn_cfg: DictConfig | Mapping[str, Any] | AttentionConfig) -> AttentionConfig:
+    """Turn the ``attn`` node (or a plain mapping) into the variant's dataclass; types checked, unknown keys refused."""
     if isinstance(attn_cfg, AttentionConfig):
         return attn_cfg
     container = OmegaConf.to_container(attn_cfg, resolve=True) if isinstance(attn_cfg, DictConfig) else dict(attn_cfg)
     assert isinstance(container, dict)
     entry = _entry(str(container.get("name")))
+    if isinstance(attn_cfg, DictConfig) and OmegaConf.get_type(attn_cfg) not in (dict, entry.config):
+        chosen = OmegaConf.get_type(attn_cfg).__name__  # type: ignore[union-attr]
+        raise ValueError(f"name: {entry.name!r} does not match the chosen attention ({chosen}); choose it with attn={entry.name}")
     known = {f.name for f in fields(entry.config)}
     unknown = sorted(set(container) - known)
     if unknown:
@@ -65,18 +82,19 @@ def make_config(attn_cfg: DictConfig | dict[str, Any] | AttentionConfig) -> Atte
     return obj
 
 
-def validate_attention_config(attn_cfg: Any, *, max_len: int, head_dim: int) -> None:
-    """Raise ConfigError naming ``attn.<key>`` when the attention settings are invalid."""
-    from lra_bench.config import ConfigError
-
-    try:
-        make_config(attn_cfg).check(max_len=max_len, head_dim=head_dim)
-    except ValueError as err:
-        raise ConfigError(f"invalid setting attn.{err}") from None
+def checked_config(attn_cfg: DictConfig | Mapping[str, Any] | AttentionConfig, *, max_len: int, head_dim: int) -> AttentionConfig:
+    """The typed settings, checked against the task's length and the head size; ValueError("key: rule") otherwise."""
+    config = make_config(attn_cfg)
+    config.check(max_len=max_len, head_dim=head_dim)
+    return config
 
 
-def build_attention(attn_cfg: Any, *, head_dim: int, num_heads: int, max_len: int) -> Attention:
-    """Build the registered module for ``attn_cfg`` (a DictConfig, a dict or the dataclass itself)."""
-    cfg = make_config(attn_cfg)
-    cfg.check(max_len=max_len, head_dim=head_dim)
-    return _entry(cfg.name).module(cfg, head_dim=head_dim, num_heads=num_heads, max_len=max_len)
+def build_attention(attn_cfg: DictConfig | Mapping[str, Any] | AttentionConfig, *, head_dim: int, num_heads: int, max_len: int) -> Attention:
+    """Build the registered module.
+
+    A dataclass is taken as already checked (a run's config passed ``config.validate``, and
+    the model types ``attn`` once for all its layers); a mapping or DictConfig (tests, the
+    bench, ``approx``) is typed and checked here first.
+    """
+    config = attn_cfg if isinstance(attn_cfg, AttentionConfig) else checked_config(attn_cfg, max_len=max_len, head_dim=head_dim)
+    return _entry(config.name).module(config, head_dim=head_dim, num_heads=num_heads, max_len=max_len)

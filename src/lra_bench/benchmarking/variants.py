@@ -14,7 +14,6 @@ from omegaconf import OmegaConf
 
 from lra_bench.attention import available, make_config
 from lra_bench.errors import BenchError
-from lra_bench.paths import conf_dir
 
 ALL = "all"
 EXTRA_IN_ALL = ["softmax:impl=math"]  # the papers' baseline, reported beside SDPA softmax
@@ -70,16 +69,6 @@ def split_entries(value: Any) -> list[str]:
     return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
 
 
-def base_config(name: str) -> dict[str, Any]:
-    """The variant's protocol settings: ``conf/attn/<name>.yaml``, else its dataclass defaults."""
-    path = conf_dir() / "attn" / f"{name}.yaml"
-    if not path.is_file():
-        return {"name": name}
-    node = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    assert isinstance(node, dict)
-    return {str(k): v for k, v in node.items()}
-
-
 def everything() -> list[str]:
     """``all``: softmax and softmax-math first (the baselines), then every other variant by name."""
     return ["softmax", *EXTRA_IN_ALL, *(name for name in available() if name != "softmax")]
@@ -98,7 +87,7 @@ def resolve(entries: Any, dropout: float | None = None) -> list[Variant]:
         name, options, label = parse_entry(entry)
         if name not in names:
             raise BenchError(f"unknown attention {name!r}; choose from: {', '.join(names)} (or all)")
-        config = {**base_config(name), **options, "name": name}
+        config: dict[str, Any] = {**options, "name": name}  # the rest: the dataclass defaults
         if dropout is not None:
             config["dropout"] = dropout
         try:

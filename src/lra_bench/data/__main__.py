@@ -1,8 +1,9 @@
 """``python -m lra_bench.data task=<task> [overrides]``: prepare a task's data ahead of time.
 
 Downloads nothing by itself; reads or generates the task's sources, fills the Arrow
-cache and prints the split sizes and the cache folder. A data or config problem prints
-``error: <message>`` and exits with status 2. Hydra writes no output folder or log here.
+cache and prints the split sizes and the cache folder. The config is validated as for a
+run; a data or config problem prints ``error: <message>`` and exits with status 2.
+Hydra writes no output folder or log here.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lra_bench.config import ConfigError, register_configs
+from lra_bench.config import register_configs
 from lra_bench.data import DataError, load_splits
 from lra_bench.paths import conf_dir
+from lra_bench.precheck import run_app
 
 register_configs()
 
@@ -36,7 +38,7 @@ def _cache_folder(splits: dict) -> str:
 def main(cfg: DictConfig) -> None:
     try:
         splits = load_splits(cfg)
-    except (DataError, ConfigError) as err:
+    except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     for name, ds in splits.items():
@@ -62,4 +64,4 @@ def _quiet_hydra(argv: list[str]) -> list[str]:
 
 if __name__ == "__main__":
     sys.argv.extend(_quiet_hydra(sys.argv[1:]))
-    main()
+    run_app(main)

@@ -26,10 +26,9 @@ from typing import Any
 import datasets
 import numpy as np
 import pyarrow as pa
-from omegaconf import DictConfig
 from PIL import Image
 
-from lra_bench.data import DataError
+from lra_bench.data import DataError, DataSettings
 from lra_bench.data.sources import (
     Located,
     SplitWriter,
@@ -43,7 +42,6 @@ from lra_bench.data.sources import (
     not_found,
     prepare_cached,
     read_table_shards,
-    source_of,
     token_schema,
 )
 
@@ -185,12 +183,12 @@ def table_split(tables: list[tuple[str, pa.Table]]) -> tuple[np.ndarray, np.ndar
 # --- sources and splits ------------------------------------------------------------------------
 
 
-def locate(cfg: DictConfig) -> Located:
-    """Resolve ``data.source``: pickled batches, Parquet shards (``auto`` tries these first) or the Hub."""
-    source = source_of(cfg, ("auto", "local", "hub"))
+def locate(settings: DataSettings) -> Located:
+    """Resolve ``data.source`` (auto | local | hub): pickled batches, Parquet shards (``auto`` tries these first) or the Hub."""
+    source = settings.data.source
     if source == "hub":
         return Located("hub", HUB_NAME, hub_hint="use a local copy instead: data.source=local data.root=<folder holding cifar-10-batches-py>")
-    looked = candidate_dirs(cfg, SUBDIRS)
+    looked = candidate_dirs(settings, SUBDIRS)
     for folder in looked:
         if not folder.is_dir():
             continue
@@ -235,8 +233,8 @@ def build(located: Located, scratch: Path) -> dict[str, datasets.Dataset]:
     return out
 
 
-def prepare(cfg: DictConfig) -> dict[str, datasets.Dataset]:
+def prepare(settings: DataSettings) -> dict[str, datasets.Dataset]:
     """CIFAR-10 splits ``train``/``val``/``test``: 1024 gray pixel tokens ``input_ids`` and ``label`` (cached)."""
-    located = locate(cfg)
+    located = locate(settings)
     key = {"reader": READER_VERSION, **located.fingerprint(), "gray": "tf.image.rgb_to_grayscale", "dev_fraction": DEV_FRACTION}
-    return prepare_cached(cfg, TASK, key, lambda scratch: build(located, scratch))
+    return prepare_cached(settings, TASK, key, lambda scratch: build(located, scratch))

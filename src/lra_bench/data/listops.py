@@ -9,21 +9,20 @@ written in the same format and read back by the same reader, so both go through 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
 import pyarrow as pa
-from omegaconf import DictConfig
 from tqdm import tqdm
 
-from lra_bench.config import ConfigError
-from lra_bench.data import DataError
+from lra_bench.config import LISTOPS_LENGTHS, DataConfig
+from lra_bench.data import DataError, DataSettings
 from lra_bench.data.cache import SPLITS, cache_key_hash, cached_splits
 from lra_bench.data.generators import listops as gen
-from lra_bench.io import atomic_dir, build_lock
+from lra_bench.data.sources import release_or_generate
+from lra_bench.io import build_dir_once
 
 RELEASE_FOLDER = "listops-1000"
 SPLIT_FILES = gen.SPLIT_FILES
@@ -34,7 +33,6 @@ TOKENS = ("[MIN", "[MAX", "[MED", "[SM", "X", *"0123456789")
 UNK = len(TOKENS) + 1  # 16; vocabulary size 17
 NUM_CLASSES = 10
 DEFAULT_SIZES = {"train": 96_000, "val": 2_000, "test": 2_000}
-DEFAULT_MIN_LENGTH, DEFAULT_MAX_LENGTH = 500, 2000
 GENERATOR_VERSION = 1  # bump when the generator's output for given settings changes
 READER_VERSION = 1  # bump when tokenisation changes
 
@@ -116,17 +114,16 @@ def read_folder(folder: Path, max_len: int) -> dict[str, datasets.Dataset]:
 # --- where the data comes from -------------------------------------------------------
 
 
-def _release_candidates(cfg: DictConfig) -> list[Path]:
-    if cfg.data.root:
-        root = Path(str(cfg.data.root)).expanduser()
+def _release_candidates(settings: DataSettings) -> list[Path]:
+    if settings.data.root:
+        root = Path(str(settings.data.root)).expanduser()
         return [root / RELEASE_FOLDER, root, root / "lra_release" / RELEASE_FOLDER]
-    data_dir = Path(str(cfg.paths.data_dir)).expanduser()
-    return [data_dir / "lra_release" / RELEASE_FOLDER, data_dir / RELEASE_FOLDER]
+    return [settings.data_dir / "lra_release" / RELEASE_FOLDER, settings.data_dir / RELEASE_FOLDER]
 
 
-def find_release(cfg: DictConfig) -> Path | None:
+def find_release(settings: DataSettings) -> Path | None:
     """The release folder holding ``basic_train.tsv``, or None; raises if it lacks a split."""
-    for folder in _release_candidates(cfg):
+    for folder in _release_candidates(settings):
         if (folder / SPLIT_FILES["train"]).is_file():
             missing = [name for name in SPLIT_FILES.values() if not (folder / name).is_file()]
             if missing:
@@ -138,8 +135,8 @@ def find_release(cfg: DictConfig) -> Path | None:
     return None
 
 
-def _missing_release(cfg: DictConfig) -> DataError:
-    where = _release_candidates(cfg)[0].absolute()
+def _missing_release(settings: DataSettings) -> DataError:
+    where = _release_candidates(settings)[0].absolute()
     return DataError(
         f"ListOps release files not found: looked for {where}/basic_{{train,val,test}}.tsv;"
         f" set data.root=<folder holding {RELEASE_FOLDER}/> or LRA_BENCH_DATA_DIR=<folder holding"
@@ -147,98 +144,55 @@ def _missing_release(cfg: DictConfig) -> DataError:
     )
 
 
-def split_sizes(cfg: DictConfig) -> dict[str, int]:
+def split_sizes(data: DataConfig) -> dict[str, int]:
     """Generated split sizes: LRA's 96k/2k/2k, ``data.size`` split 96/2/2, ``data.*_size`` each."""
     sizes = dict(DEFAULT_SIZES)
-    if cfg.data.size is not None:
-        total = int(cfg.data.size)
-        held = max(1, round(total * 0.02))
-        sizes = {"train": total - 2 * held, "val": held, "test": held}
-        if sizes["train"] < 1:
-            raise ConfigError(
-                f"invalid setting data.size={total}: too small to split into train/val/test"
-            )
-    for split in SPLITS:
-        value = cfg.data.get(f"{split}_size")
-        if value is not None:
-            if value < 1:
-                raise ConfigError(f"invalid setting data.{split}_size={value}: must be > 0")
-            sizes[split] = int(value)
+    if data.size is not None:
+        held = max(1, round(data.size * 0.02))
+        sizes = {"train": data.size - 2 * held, "val": held, "test": held}
+    requested = {"train": data.train_size, "val": data.val_size, "test": data.test_size}
+    sizes.update({split: value for split, value in requested.items() if value is not None})
     return sizes
 
 
-def generator_params(cfg: DictConfig) -> dict[str, Any]:
+def generator_params(data: DataConfig) -> dict[str, Any]:
     """Every setting that shapes the generated TSVs (worker count excluded: it does not)."""
-    lo = DEFAULT_MIN_LENGTH if cfg.data.min_length is None else int(cfg.data.min_length)
-    hi = DEFAULT_MAX_LENGTH if cfg.data.max_length is None else int(cfg.data.max_length)
-    if lo < 0:
-        raise ConfigError(f"invalid setting data.min_length={lo}: must be >= 0")
-    if hi <= lo + 1:
-        raise ConfigError(
-            f"invalid setting data.max_length={hi}: must be > data.min_length + 1 ({lo + 1})"
-        )
-    if cfg.data.gen_seed < 0:
-        raise ConfigError(f"invalid setting data.gen_seed={cfg.data.gen_seed}: must be >= 0")
+    default_min, default_max = LISTOPS_LENGTHS
     return {
         "version": GENERATOR_VERSION,
-        "seed": int(cfg.data.gen_seed),
-        "min_length": lo,
-        "max_length": hi,
-        "sizes": split_sizes(cfg),
+        "seed": data.gen_seed,
+        "min_length": default_min if data.min_length is None else data.min_length,
+        "max_length": default_max if data.max_length is None else data.max_length,
+        "sizes": split_sizes(data),
     }
 
 
-def generated_folder(cfg: DictConfig) -> Path:
+def generated_folder(settings: DataSettings) -> Path:
     """Folder of the generated TSVs under ``paths.cache_dir``, keyed by the generator settings."""
-    params = generator_params(cfg)
-    name = f"listops-generated-{cache_key_hash('listops-generated', params)}"
-    return Path(str(cfg.paths.cache_dir)).expanduser() / name
+    params = generator_params(settings.data)
+    return settings.cache_dir / f"listops-generated-{cache_key_hash('listops-generated', params)}"
 
 
-def ensure_generated(cfg: DictConfig) -> Path:
+def ensure_generated(settings: DataSettings) -> Path:
     """Generate the TSVs once (under a file lock, built aside and renamed into place)."""
-    folder = generated_folder(cfg)
-    params = generator_params(cfg)
-    marker = folder / "params.json"
-    if marker.is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with build_lock(Path(str(folder) + ".lock"), marker):
-        if marker.is_file():
-            return folder
-        if folder.exists():
-            shutil.rmtree(folder)
-        with atomic_dir(folder) as tmp:
-            try:
-                stats = gen.generate(
-                    tmp,
-                    params["sizes"],
-                    seed=params["seed"],
-                    min_length=params["min_length"],
-                    max_length=params["max_length"],
-                    workers=int(cfg.data.gen_workers),
-                )
-            except ValueError as err:
-                raise DataError(f"ListOps generation failed: {err}") from None
-            info = {**params, "draws": stats.draws, "kept": stats.kept, "duplicates": stats.duplicates}
-            (tmp / "params.json").write_text(json.dumps(info, indent=1, sort_keys=True))
-    return folder
+    params = generator_params(settings.data)
 
+    def fill(tmp: Path) -> None:
+        try:
+            stats = gen.generate(
+                tmp,
+                params["sizes"],
+                seed=params["seed"],
+                min_length=params["min_length"],
+                max_length=params["max_length"],
+                workers=settings.data.gen_workers,
+            )
+        except ValueError as err:
+            raise DataError(f"ListOps generation failed: {err}") from None
+        info = {**params, "draws": stats.draws, "kept": stats.kept, "duplicates": stats.duplicates}
+        (tmp / "params.json").write_text(json.dumps(info, indent=1, sort_keys=True))
 
-def _resolve_source(cfg: DictConfig) -> tuple[str, Path | None]:
-    source = str(cfg.data.source)
-    if source not in ("auto", "release", "generate"):
-        raise ConfigError(
-            f"invalid setting data.source={source!r}: ListOps reads auto, release or generate"
-        )
-    if source == "generate":
-        return "generate", None
-    folder = find_release(cfg)
-    if folder is not None:
-        return "release", folder
-    if source == "release":
-        raise _missing_release(cfg)
-    return "generate", None
+    return build_dir_once(generated_folder(settings), "params.json", fill)
 
 
 def _file_stamp(path: Path) -> list[int]:
@@ -246,13 +200,12 @@ def _file_stamp(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
-def prepare(cfg: DictConfig) -> dict[str, datasets.Dataset]:
+def prepare(settings: DataSettings) -> dict[str, datasets.Dataset]:
     """ListOps splits ``train``/``val``/``test`` from the release or the generator, cached."""
-    max_len = int(cfg.task.max_len)
-    kind, folder = _resolve_source(cfg)
-    key: dict[str, Any] = {"source": kind, "max_len": max_len, "reader": READER_VERSION}
-    if kind == "release":
-        assert folder is not None
+    max_len = settings.task.max_len
+    folder = release_or_generate(settings.data.source, lambda: find_release(settings), lambda: _missing_release(settings))
+    key: dict[str, Any] = {"source": "generate" if folder is None else "release", "max_len": max_len, "reader": READER_VERSION}
+    if folder is not None:
         key["files"] = {name: _file_stamp(folder / name) for name in SPLIT_FILES.values()}
         release = folder
 
@@ -260,9 +213,9 @@ def prepare(cfg: DictConfig) -> dict[str, datasets.Dataset]:
             return read_folder(release, max_len)
 
     else:
-        key["generator"] = generator_params(cfg)
+        key["generator"] = generator_params(settings.data)
 
         def build() -> dict[str, datasets.Dataset]:
-            return read_folder(ensure_generated(cfg), max_len)
+            return read_folder(ensure_generated(settings), max_len)
 
-    return cached_splits(Path(str(cfg.paths.cache_dir)).expanduser(), "listops", key, build)
+    return cached_splits(settings.cache_dir, "listops", key, build)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import multiprocessing as mp
 import re
 import sys
@@ -30,18 +29,17 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pyarrow as pa
-from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from lra_bench.config import ConfigError
-from lra_bench.data import DataError
+from lra_bench.config import IMAGE_SIDES, DataConfig
+from lra_bench.data import DataError, DataSettings
 from lra_bench.data.cache import cache_key_hash, cached_splits
 from lra_bench.data.generators import pathfinder as gen
-from lra_bench.io import atomic_dir, build_lock
+from lra_bench.data.sources import release_or_generate
+from lra_bench.io import build_dir_once
 
 log = logging.getLogger(__name__)
 
-TASK_IMAGE_SIZE = {"pathfinder": 32, "pathx": 128}
 DEFAULT_GENERATED = 200_000  # images per difficulty in the LRA release (160k / 20k / 20k)
 METADATA_FIELDS = 11
 READER_VERSION = 1
@@ -57,51 +55,26 @@ _EXPECTED_LINE = (
 MIN_FITTED_SPLIT = 2  # data.fit_sizes: fewest examples kept per split
 
 
-def image_size(cfg: DictConfig) -> int:
-    """Side of the task's images: 32 for ``pathfinder``, 128 for ``pathx`` (else from max_len)."""
-    name = cfg.task.name
-    side = TASK_IMAGE_SIZE.get(name)
-    if side is None:
-        side = math.isqrt(int(cfg.task.max_len))
-        if side * side != cfg.task.max_len or side not in gen.IMAGE_SIZES:
-            raise ConfigError(f"invalid setting task.max_len={cfg.task.max_len!r}: task {name!r} needs 32^2, 64^2, 128^2 or 256^2")
-    if cfg.task.max_len < side * side:
-        raise ConfigError(f"invalid setting task.max_len={cfg.task.max_len!r}: {side}x{side} images need {side * side} tokens")
-    return side
+def difficulty(data: DataConfig) -> str:
+    return data.difficulty or "hard"
 
 
-def difficulty(cfg: DictConfig) -> str:
-    value = cfg.data.difficulty or "hard"
-    if value not in gen.DIFFICULTY_LENGTH:
-        raise ConfigError(f"invalid setting data.difficulty={value!r}: choose {', '.join(gen.DIFFICULTY_LENGTH)}")
-    return value
-
-
-def split_seed(cfg: DictConfig) -> int:
-    """Seed of the 80/10/10 permutation (fixed, so every training seed sees the same split)."""
-    return int(OmegaConf.select(cfg, "data.split_seed", default=0) or 0)
-
-
-def _requested_sizes(cfg: DictConfig) -> tuple[int, int, int] | None:
-    keys = ("train_size", "val_size", "test_size")
-    sizes = [cfg.data[k] for k in keys]
-    if all(s is None for s in sizes):
+def _requested_sizes(data: DataConfig) -> tuple[int, int, int] | None:
+    """(train, val, test) when set (validation makes it all three or none), else None."""
+    if data.train_size is None or data.val_size is None or data.test_size is None:
         return None
-    if any(s is None for s in sizes):
-        missing = ", ".join(f"data.{k}" for k, s in zip(keys, sizes, strict=True) if s is None)
-        raise ConfigError(f"invalid setting {missing}=None: set all of data.train_size, data.val_size, data.test_size, or none")
-    return int(sizes[0]), int(sizes[1]), int(sizes[2])
+    return data.train_size, data.val_size, data.test_size
 
 
-def split_sizes(n: int, cfg: DictConfig, where: Path) -> tuple[int, int, int]:
+def split_sizes(n: int, data: DataConfig, where: Path) -> tuple[int, int, int]:
     """(train, val, test) sizes: the requested ones, else 80/10/10 of ``n``."""
-    sizes = _requested_sizes(cfg)
+    sizes = _requested_sizes(data)
     if sizes is None:
         val = test = n // 10
         if val == 0:
             raise DataError(f"{where} holds {n} usable images, too few for an 80/10/10 split (at least 10 needed); add images or set data.*_size")
         return n - val - test, val, test
-    if sum(sizes) > n and OmegaConf.select(cfg, "data.fit_sizes", default=False):
+    if sum(sizes) > n and data.fit_sizes:
         return _fitted_sizes(sizes, n, where)
     if sum(sizes) > n:
         raise DataError(
@@ -251,11 +224,11 @@ def to_dataset(pixels: np.ndarray, labels: np.ndarray) -> datasets.Dataset:
     return datasets.Dataset.from_dict({"input_ids": ids, "label": pa.array(labels, type=pa.int64())})
 
 
-def build_splits(folder: Path, side: int, cfg: DictConfig, workers: int = 1, progress: bool = False) -> dict[str, datasets.Dataset]:
-    """Read a difficulty folder and split it by the seeded permutation."""
+def build_splits(folder: Path, side: int, data: DataConfig, workers: int = 1, progress: bool = False) -> dict[str, datasets.Dataset]:
+    """Read a difficulty folder and split it by the seeded permutation (``data.split_seed``: the same split for every training seed)."""
     pixels, labels, _ = read_folder(folder, side, workers=workers, progress=progress)
-    n_train, n_val, n_test = split_sizes(len(labels), cfg, folder)
-    order = np.random.default_rng(split_seed(cfg)).permutation(len(labels))
+    n_train, n_val, n_test = split_sizes(len(labels), data, folder)
+    order = np.random.default_rng(data.split_seed).permutation(len(labels))
     bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n_train + n_val + n_test)}
     return {name: to_dataset(pixels[order[a:b]], labels[order[a:b]]) for name, (a, b) in bounds.items()}
 
@@ -263,14 +236,14 @@ def build_splits(folder: Path, side: int, cfg: DictConfig, workers: int = 1, pro
 # ----------------------------------------------------------------------------- sources
 
 
-def _release_root(cfg: DictConfig) -> Path:
-    root = cfg.data.root or str(Path(cfg.paths.data_dir) / "lra_release")
+def _release_root(settings: DataSettings) -> Path:
+    root = settings.data.root or str(settings.data_dir / "lra_release")
     return Path(root).expanduser()
 
 
-def find_release(cfg: DictConfig, side: int, level: str) -> Path | None:
+def find_release(settings: DataSettings, side: int, level: str) -> Path | None:
     """The release's difficulty folder (holding metadata/), or None when it is not there."""
-    root, sub = _release_root(cfg), gen.DIFFICULTY_FOLDER[level]
+    root, sub = _release_root(settings), gen.DIFFICULTY_FOLDER[level]
     for folder in (root, root / sub, root / f"pathfinder{side}" / sub, root / "lra_release" / f"pathfinder{side}" / sub):
         if (folder / "metadata").is_dir():
             if folder == root and folder.name != sub:
@@ -291,8 +264,8 @@ def _check_contour_length(folder: Path, level: str) -> None:
         )
 
 
-def _missing_release(cfg: DictConfig, side: int, level: str) -> DataError:
-    where = _release_root(cfg) / f"pathfinder{side}" / gen.DIFFICULTY_FOLDER[level]
+def _missing_release(settings: DataSettings, side: int, level: str) -> DataError:
+    where = _release_root(settings) / f"pathfinder{side}" / gen.DIFFICULTY_FOLDER[level]
     return DataError(
         f"Pathfinder release not found: no {where}/metadata; get lra_release.gz from "
         "github.com/google-research/long-range-arena and set data.root to the folder holding "
@@ -306,7 +279,7 @@ def _release_key(folder: Path) -> dict:
     return {"folder": str(folder.resolve()), "metadata": listing}
 
 
-def generated_folder(cfg: DictConfig, params: gen.PathfinderParams, n: int, seed: int, level: str) -> tuple[Path, dict]:
+def generated_folder(cache_dir: Path, params: gen.PathfinderParams, n: int, seed: int, level: str) -> tuple[Path, dict]:
     """Where ``generate`` writes its images, and the key that names them."""
     key = {
         "params": dataclasses.asdict(params),
@@ -315,62 +288,53 @@ def generated_folder(cfg: DictConfig, params: gen.PathfinderParams, n: int, seed
         "version": gen.GENERATOR_VERSION,
         "batch": gen.BATCH_SIZE,
     }
-    root = Path(cfg.paths.cache_dir).expanduser() / f"pathfinder{params.image_size}-images-{cache_key_hash('pathfinder-images', key)}"
+    root = cache_dir / f"pathfinder{params.image_size}-images-{cache_key_hash('pathfinder-images', key)}"
     return root / f"pathfinder{params.image_size}" / gen.DIFFICULTY_FOLDER[level], key
 
 
 def ensure_generated(folder: Path, params: gen.PathfinderParams, n: int, seed: int, workers: int, progress: bool) -> Path:
     """Generate the images unless a complete copy exists (built aside, renamed into place, locked)."""
-    if (folder / "metadata").is_dir():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with build_lock(Path(str(folder.parent) + ".lock"), folder / "metadata"):
-        if (folder / "metadata").is_dir():
-            return folder
+
+    def fill(tmp: Path) -> None:
         log.info("pathfinder: generating %d images of %dx%d into %s", n, params.image_size, params.image_size, folder)
-        with atomic_dir(folder) as tmp:
-            gen.write_dataset(tmp, params, n, seed, workers=workers, progress=progress)
-    return folder
+        gen.write_dataset(tmp, params, n, seed, workers=workers, progress=progress)
+
+    return build_dir_once(folder, "metadata", fill)
 
 
-def _generated_count(cfg: DictConfig) -> int:
-    if cfg.data.size is not None:
-        return int(cfg.data.size)
-    sizes = _requested_sizes(cfg)
+def _generated_count(data: DataConfig) -> int:
+    if data.size is not None:
+        return data.size
+    sizes = _requested_sizes(data)
     return sum(sizes) if sizes is not None else DEFAULT_GENERATED
 
 
-def prepare(cfg: DictConfig) -> dict[str, datasets.Dataset]:
+def prepare(settings: DataSettings) -> dict[str, datasets.Dataset]:
     """The train/val/test splits of Pathfinder or Path-X (cached as Arrow, keyed by their shaping)."""
-    side, level = image_size(cfg), difficulty(cfg)
-    source = cfg.data.source
-    if source not in ("auto", "release", "generate"):
-        raise ConfigError(f"invalid setting data.source={source!r}: task {cfg.task.name} reads auto, release or generate")
-    workers = int(cfg.data.gen_workers or 1)
-    progress = bool(OmegaConf.select(cfg, "trainer.progress", default=True))
-    requested = _requested_sizes(cfg)
+    data, name = settings.data, settings.task.name
+    side, level = IMAGE_SIDES[name], difficulty(data)
+    workers, progress = data.gen_workers or 1, settings.progress
+    requested = _requested_sizes(data)
     shaping = {
         "image_size": side,
         "difficulty": level,
         "sizes": list(requested) if requested else "80/10/10",
-        "split_seed": split_seed(cfg),
+        "split_seed": data.split_seed,
         "reader": READER_VERSION,
-        **({"fit_sizes": True} if OmegaConf.select(cfg, "data.fit_sizes", default=False) else {}),
+        **({"fit_sizes": True} if data.fit_sizes else {}),
     }
-    folder = find_release(cfg, side, level) if source in ("auto", "release") else None
+    folder = release_or_generate(data.source, lambda: find_release(settings, side, level), lambda: _missing_release(settings, side, level))
     if folder is not None:
         key = {"source": "release", **_release_key(folder), **shaping}
-        return cached_splits(cfg.paths.cache_dir, cfg.task.name, key, lambda: build_splits(folder, side, cfg, workers, progress))
-    if source == "release":
-        raise _missing_release(cfg, side, level)
+        return cached_splits(settings.cache_dir, name, key, lambda: build_splits(folder, side, data, workers, progress))
 
     params = gen.preset(side, level)
-    n, seed = _generated_count(cfg), int(cfg.data.gen_seed)
-    target, gen_key = generated_folder(cfg, params, n, seed, level)
+    n, seed = _generated_count(data), data.gen_seed
+    target, gen_key = generated_folder(settings.cache_dir, params, n, seed, level)
     key = {"source": "generate", "generator": gen_key, **shaping}
 
     def build() -> dict[str, datasets.Dataset]:
         ensure_generated(target, params, n, seed, workers, progress)
-        return build_splits(target, side, cfg, workers, progress)
+        return build_splits(target, side, data, workers, progress)
 
-    return cached_splits(cfg.paths.cache_dir, cfg.task.name, key, build)
+    return cached_splits(settings.cache_dir, name, key, build)

@@ -15,18 +15,15 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pyarrow as pa
-from omegaconf import DictConfig
 
-from lra_bench.data import DataError
+from lra_bench.data import DataError, DataSettings
 from lra_bench.data.sources import (
     SplitWriter,
     byte_tokens,
     candidate_dirs,
     files_fingerprint,
-    max_bytes,
     not_found,
     prepare_cached,
-    source_of,
     token_schema,
 )
 
@@ -41,10 +38,9 @@ CHUNK = 2048  # pairs per Arrow record batch
 BLANK = (b"", b"\n", b"\r\n")
 
 
-def locate(cfg: DictConfig) -> dict[str, Path]:
-    """The three TSV files from the first candidate folder that holds them."""
-    source_of(cfg, ("auto", "local", "release"))
-    looked = candidate_dirs(cfg, SUBDIRS)
+def locate(settings: DataSettings) -> dict[str, Path]:
+    """The three TSV files from the first candidate folder that holds them (every source reads local files)."""
+    looked = candidate_dirs(settings, SUBDIRS)
     for folder in looked:
         paths = {split: folder / name for split, name in FILES.items()}
         present = [p.is_file() for p in paths.values()]
@@ -105,10 +101,10 @@ def build(paths: dict[str, Path], limit: int, scratch: Path) -> dict[str, datase
     return out
 
 
-def prepare(cfg: DictConfig) -> dict[str, datasets.Dataset]:
+def prepare(settings: DataSettings) -> dict[str, datasets.Dataset]:
     """AAN splits ``train``/``val``/``test`` with ``input_ids_1``, ``input_ids_2`` and ``label`` (cached)."""
-    paths = locate(cfg)
-    limit = max_bytes(cfg)
+    paths = locate(settings)
+    limit = settings.data.max_bytes
     key = {
         "reader": READER_VERSION,
         "source": "tsv",
@@ -117,4 +113,4 @@ def prepare(cfg: DictConfig) -> dict[str, datasets.Dataset]:
         "doc_bytes": DOC_BYTES,
         "max_bytes": limit,
     }
-    return prepare_cached(cfg, TASK, key, lambda scratch: build(paths, limit, scratch))
+    return prepare_cached(settings, TASK, key, lambda scratch: build(paths, limit, scratch))

@@ -24,53 +24,40 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from omegaconf import DictConfig
 
-from lra_bench.config import ConfigError
-from lra_bench.data import DataError
+from lra_bench.data import DataError, DataSettings
 from lra_bench.data.cache import cached_splits
 
-DEFAULT_MAX_BYTES = 4000  # LRA's byte-level truncation for Text and Retrieval
 WHERE_SETTING = "set data.root=<folder> (or LRA_BENCH_DATA_DIR / paths.data_dir)"
 TRUTHY = ("1", "true", "yes", "on")
 
 
-# --- settings ----------------------------------------------------------------------------------
+# --- where to look ----------------------------------------------------------------------------
 
 
-def max_bytes(cfg: DictConfig) -> int:
-    """``data.max_bytes``: bytes kept per document (LRA: 4000)."""
-    value = cfg.data.get("max_bytes", DEFAULT_MAX_BYTES)
-    value = DEFAULT_MAX_BYTES if value is None else int(value)
-    if value <= 0:
-        raise ConfigError(f"invalid setting data.max_bytes={value!r}: must be > 0")
-    return value
-
-
-def split_seed(cfg: DictConfig) -> int:
-    """``data.split_seed``: seed of the held-out splits cut from a source (independent of ``seed``)."""
-    return int(cfg.data.get("split_seed", 0) or 0)
-
-
-def source_of(cfg: DictConfig, choices: Sequence[str]) -> str:
-    """``data.source``, checked against the sources this task offers."""
-    source = str(cfg.data.source)
-    if source not in choices:
-        raise ConfigError(
-            f"invalid setting data.source={source!r}: task {cfg.task.name} offers {' | '.join(choices)}"
-        )
-    return source
-
-
-def candidate_dirs(cfg: DictConfig, subdirs: Sequence[str]) -> list[Path]:
+def candidate_dirs(settings: DataSettings, subdirs: Sequence[str]) -> list[Path]:
     """Folders to search: ``data.root`` and its ``subdirs`` when set, else ``subdirs`` of ``paths.data_dir``."""
-    if cfg.data.root:
-        base = Path(str(cfg.data.root)).expanduser().absolute()
+    if settings.data.root:
+        base = Path(str(settings.data.root)).expanduser().absolute()
         found = [base, *(base / s for s in subdirs)]
     else:
-        base = Path(str(cfg.paths.data_dir)).expanduser().absolute()
+        base = settings.data_dir.absolute()
         found = [base / s for s in subdirs]
     return list(dict.fromkeys(found))
+
+
+def release_or_generate(source: str, find_release: Callable[[], Path | None], missing_release: Callable[[], DataError]) -> Path | None:
+    """The release folder to read, or None to generate (ListOps, Pathfinder).
+
+    ``generate`` never looks for a release; ``release`` must find one (else ``missing_release()``
+    is raised); ``auto`` reads the release when it is found and generates otherwise.
+    """
+    if source == "generate":
+        return None
+    folder = find_release()
+    if folder is None and source == "release":
+        raise missing_release()
+    return folder
 
 
 @dataclass
@@ -281,10 +268,10 @@ def token_schema(*token_columns: str, value_type: pa.DataType) -> pa.Schema:
 
 
 def prepare_cached(
-    cfg: DictConfig, task: str, key: dict[str, Any], build: Callable[[Path], dict[str, datasets.Dataset]]
+    settings: DataSettings, task: str, key: dict[str, Any], build: Callable[[Path], dict[str, datasets.Dataset]]
 ) -> dict[str, datasets.Dataset]:
     """``cached_splits`` whose ``build`` gets a scratch folder, removed once the entry is written."""
-    cache_dir = Path(str(cfg.paths.cache_dir)).expanduser()
+    cache_dir = settings.cache_dir
     scratch = cache_dir / f".scratch-{task}-{uuid.uuid4().hex[:8]}"
 
     def build_in_scratch() -> dict[str, datasets.Dataset]:

@@ -20,10 +20,9 @@ from typing import Any
 import datasets
 import numpy as np
 import pyarrow as pa
-from omegaconf import DictConfig
 
-from lra_bench.config import ConfigError
-from lra_bench.data import DataError
+from lra_bench.config import DataConfig
+from lra_bench.data import DataError, DataSettings
 from lra_bench.data.sources import (
     Located,
     SplitWriter,
@@ -33,12 +32,9 @@ from lra_bench.data.sources import (
     find_table_shards,
     hub_table,
     load_hub,
-    max_bytes,
     not_found,
     prepare_cached,
     read_table_shards,
-    source_of,
-    split_seed,
     token_schema,
 )
 
@@ -77,9 +73,9 @@ def tree_files(folder: Path) -> dict[str, list[Path]] | None:
     return files
 
 
-def locate_local(cfg: DictConfig) -> tuple[Located | None, list[Path]]:
+def locate_local(settings: DataSettings) -> tuple[Located | None, list[Path]]:
     """The first local copy among the candidate folders (tree before shards), and where it looked."""
-    looked = candidate_dirs(cfg, SUBDIRS)
+    looked = candidate_dirs(settings, SUBDIRS)
     for folder in looked:
         if not folder.is_dir():
             continue
@@ -92,12 +88,12 @@ def locate_local(cfg: DictConfig) -> tuple[Located | None, list[Path]]:
     return None, looked
 
 
-def locate(cfg: DictConfig) -> Located:
-    """Resolve ``data.source``: a local copy (``auto`` tries one first) or the Hub."""
-    source = source_of(cfg, ("auto", "local", "hub"))
+def locate(settings: DataSettings) -> Located:
+    """Resolve ``data.source`` (auto | local | hub): a local copy (``auto`` tries one first) or the Hub."""
+    source = settings.data.source
     if source == "hub":
         return Located("hub", HUB_NAME, hub_hint="use a local copy instead: data.source=local data.root=<folder holding aclImdb>")
-    found, looked = locate_local(cfg)
+    found, looked = locate_local(settings)
     if found is not None:
         return found
     missing = not_found("IMDB", EXPECTED, looked, URL)
@@ -106,17 +102,11 @@ def locate(cfg: DictConfig) -> Located:
     return Located("hub", HUB_NAME, hub_hint=f"no local copy either: {missing}")
 
 
-def dev_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The dev-split part of the cache key (and a check of its settings)."""
-    mode = str(cfg.data.dev_split)
-    if mode == "default":
+def dev_settings(data: DataConfig) -> dict[str, Any]:
+    """The dev-split part of the cache key."""
+    if data.dev_split == "default":
         return {"dev_split": "test"}
-    if mode != "heldout":
-        raise ConfigError(f"invalid setting data.dev_split={mode!r}: choose default (dev = test, as LRA) or heldout")
-    fraction = float(cfg.data.heldout_fraction)
-    if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"invalid setting data.heldout_fraction={fraction!r}: must be in (0, 1)")
-    return {"dev_split": "heldout", "heldout_fraction": fraction, "split_seed": split_seed(cfg)}
+    return {"dev_split": "heldout", "heldout_fraction": float(data.heldout_fraction), "split_seed": data.split_seed}
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -146,8 +136,8 @@ def table_split(tables: list[tuple[str, pa.Table]], writer: SplitWriter, limit: 
         write_texts(writer, [s.encode("utf-8") for s in text.to_pylist()], labels, limit)
 
 
-def build(cfg: DictConfig, located: Located, scratch: Path) -> dict[str, datasets.Dataset]:
-    limit = max_bytes(cfg)
+def build(data: DataConfig, located: Located, scratch: Path) -> dict[str, datasets.Dataset]:
+    limit = data.max_bytes
     schema = token_schema("input_ids", value_type=pa.int16())
     hub = load_hub(HUB_NAME, located.hub_hint) if located.kind == "hub" else None
     out: dict[str, datasets.Dataset] = {}
@@ -162,12 +152,12 @@ def build(cfg: DictConfig, located: Located, scratch: Path) -> dict[str, dataset
             assert hub is not None
             table_split([(f"{HUB_NAME} {split}", hub_table(hub, HUB_NAME, split, ("text", "label")))], writer, limit)
         out[split] = writer.finish()
-    return dev_split(cfg, out["train"], out["test"])
+    return dev_split(data, out["train"], out["test"])
 
 
-def dev_split(cfg: DictConfig, train: datasets.Dataset, test: datasets.Dataset) -> dict[str, datasets.Dataset]:
+def dev_split(data: DataConfig, train: datasets.Dataset, test: datasets.Dataset) -> dict[str, datasets.Dataset]:
     """LRA: dev = test; ``heldout``: a seeded ``heldout_fraction`` of train (both parts keep file order)."""
-    settings = dev_settings(cfg)
+    settings = dev_settings(data)
     if settings["dev_split"] == "test":
         return {"train": train, "val": test, "test": test}
     n = len(train)
@@ -177,8 +167,8 @@ def dev_split(cfg: DictConfig, train: datasets.Dataset, test: datasets.Dataset) 
     return {"train": train.select(train_idx), "val": train.select(val_idx), "test": test}
 
 
-def prepare(cfg: DictConfig) -> dict[str, datasets.Dataset]:
+def prepare(settings: DataSettings) -> dict[str, datasets.Dataset]:
     """IMDB splits ``train``/``val``/``test`` with byte tokens ``input_ids`` and ``label`` (cached)."""
-    located = locate(cfg)
-    key = {"reader": READER_VERSION, **located.fingerprint(), "max_bytes": max_bytes(cfg), **dev_settings(cfg)}
-    return prepare_cached(cfg, TASK, key, lambda scratch: build(cfg, located, scratch))
+    located = locate(settings)
+    key = {"reader": READER_VERSION, **located.fingerprint(), "max_bytes": settings.data.max_bytes, **dev_settings(settings.data)}
+    return prepare_cached(settings, TASK, key, lambda scratch: build(settings.data, located, scratch))
