@@ -8,49 +8,10 @@ import pytest
 import torch
 
 from attention_cases import SEEDS, SMALL, TINY, build, masked_softmax, rand_qkv
-from lra_bench.attention import build_attention
 from lra_bench.attention.pinv import newton_schulz_pinv
 from lra_bench.attention.softmax import softmax_reference
 
-ZOO = ["kernelized", "nystromformer", "linformer", "performer", "reformer", "bigbird", "informer"]
-# small settings so that the approximations are exercised at n ~ 100
-
-
-# ---------------------------------------------------------------- padding, gradients, precision
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("name", ZOO)
-def test_padding_never_changes_real_tokens(name, seed):
-    n, extra = 100, 37
-    q, k, v = rand_qkv(seed, n=n)
-    mask = torch.ones(2, n, dtype=torch.bool)
-    mask[1, 70:] = False  # the second sequence is already padded
-    pad = rand_qkv(seed + 50, n=extra, scale=5.0)
-    padded = [torch.cat([x, p], dim=2) for x, p in zip((q, k, v), pad, strict=True)]
-    mask_padded = torch.cat([mask, torch.zeros(2, extra, dtype=torch.bool)], dim=1)
-    attn = build(name, **SMALL[name])
-    short, long = attn(q, k, v, mask), attn(*padded, mask_padded)[:, :, :n]
-    keep = mask[:, None, :, None].expand_as(short)
-    torch.testing.assert_close(long[keep], short[keep])
-
-
-@pytest.mark.parametrize("name", sorted(SMALL))
-def test_gradients_are_finite(name):
-    q, k, v = (x.float().requires_grad_() for x in rand_qkv(3, n=80))
-    mask = torch.ones(2, 80, dtype=torch.bool)
-    mask[0, 50:] = False
-    attn = build_attention({"name": name, **SMALL[name]}, head_dim=8, num_heads=2, max_len=128).train()
-    attn(q, k, v, mask).square().mean().backward()
-    used = (q, k, v) if attn.uses_keys else (q, v)  # shared-QK Reformer and Synthesizer ignore k
-    for t in used:
-        assert t.grad is not None and bool(torch.isfinite(t.grad).all()) and t.grad.abs().sum() > 0
-    if not attn.uses_keys:
-        assert k.grad is None
-    for p in attn.parameters():
-        assert p.grad is not None and bool(torch.isfinite(p.grad).all()) and p.grad.abs().sum() > 0
-
-
+# ---------------------------------------------------------------- gradients
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -66,16 +27,6 @@ def test_gradients_match_finite_differences(name):
 
     params = [p.detach().requires_grad_() for p in attn.parameters()]
     assert torch.autograd.gradcheck(run, (q, k, v, *params), fast_mode=True)
-
-
-@pytest.mark.parametrize("name", sorted(SMALL))
-def test_bf16_inputs_computed_in_fp32(name):
-    q, k, v = (x.to(torch.bfloat16) for x in rand_qkv(4, n=96))
-    attn = build(name, **SMALL[name])
-    ref = attn(q.double(), k.double(), v.double())  # the same (rounded) inputs, so that hashes agree
-    out = attn.float()(q, k, v)
-    assert out.dtype == torch.bfloat16
-    assert (out.double() - ref).norm() / ref.norm() < 3e-2
 
 
 # ---------------------------------------------------------------- kernelized
@@ -193,7 +144,7 @@ def test_performer_matches_favor_formula_with_pinned_features():
     mask[1, 35:] = False
     w = torch.randn(24, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     attn = build("performer", num_features=24, eps=0.0)
-    attn.draw_features = lambda d: w
+    attn.draw_features = lambda d, device=None: w
 
     def phi(x):
         x = x * 8**-0.25
@@ -271,7 +222,7 @@ def test_reformer_rounds_combine_by_log_sum_exp(same_bucket_only):
     q, _, v = rand_qkv(12, n=n)
     attn = build("reformer", max_len=n, chunk_size=c, num_hashes=2, same_bucket_only=same_bucket_only)
     rot = torch.randn(2, 8, 2, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    attn.draw_rotations = lambda heads, d: rot
+    attn.draw_rotations = lambda heads, d, device=None: rot
     scores = shared_qk_scores(q)
     outs, lses = [], []
     for r in range(2):  # one round at a time, by brute force over sorted positions

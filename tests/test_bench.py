@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -178,3 +180,50 @@ def test_gpu_bench_script_runs_on_cpu_and_writes_csvs(tmp_path):
         rows = read_csv(out / name)[1]
         assert [r["label"] for r in rows] == ["softmax", "skyformer"] and all(r["status"] == "ok" for r in rows)
     assert [p.name for p in tmp_path.iterdir()] == ["bench"]  # nothing else written in the working folder
+
+
+def test_sticky_cuda_errors_are_told_from_others():
+    from bench_fakes import STICKY
+    from lra_bench.benchmarking.worker import is_sticky
+
+    assert is_sticky(RuntimeError(STICKY)) and is_sticky(RuntimeError("an illegal memory access was encountered"))
+    assert not is_sticky(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")) and not is_sticky(ValueError("bad shape"))
+
+
+@pytest.mark.slow
+def test_a_sticky_cuda_error_gets_the_next_case_a_fresh_worker():
+    from bench_fakes import breaking_run
+
+    softmax = {"name": "softmax", "dropout": 0.0}
+    worker = Worker(threads=1, run=breaking_run)
+    try:
+        first = worker.run(case(softmax, 64))
+        broken = worker.run(AttentionCase("assert", softmax, 64, batch=1, heads=1, head_dim=8, device="cpu"))
+        assert broken["status"] == "error" and "device-side assert" in broken["error"] and "restart" not in broken
+        after = worker.run(case(softmax, 64))
+        assert after["status"] == "ok" and after["pid"] != first["pid"]  # a fresh process, not the broken one
+    finally:
+        worker.close()
+
+
+@pytest.mark.slow
+def test_a_bench_stopped_by_sigterm_still_writes_its_table_and_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "lra_bench.bench", "attn=softmax,linear", "n=32,64,128,256,512,1024,2048,4096", "repeats=50",
+           "isolate=none", "threads=1", "progress=false", f"out_dir={out}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "attention.csv").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-2000:]
+    rows = read_csv(out / "attention.csv")[1]
+    assert len(rows) == 16 and rows[0]["status"] == "ok" and rows[-1]["status"] == "skipped"
+    table = (out / "attention.md").read_text()
+    assert "| softmax |" in table and table in stdout
+    assert (out / "attention.png").stat().st_size > 0

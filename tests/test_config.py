@@ -220,7 +220,7 @@ def test_cli_checks_the_batch_against_torchrun_ranks(cli, monkeypatch):
 
 def test_help_lists_every_attention_as_a_choice(cli):
     status, _, out = cli(["--help"])
-    assert status == 0 and f"attn: {', '.join(available())}" in out
+    assert status == 0 and f"attn: {', '.join(sorted([*available(), 'custom']))}" in out  # custom: attn.target=module:Class
 
 
 def test_cli_bad_value_prints_one_line_and_creates_nothing(tmp_path):

@@ -7,12 +7,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from lra_bench.config import register_configs
 from lra_bench.paths import conf_dir
 from lra_bench.precheck import run_app
 from lra_bench.train import main as train_main
-
-register_configs()
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")

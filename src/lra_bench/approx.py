@@ -5,7 +5,7 @@
     python -m lra_bench.approx --run-dir runs/listops/skyformer/seed0   # Q, K of a trained model
     python -m lra_bench.approx --set skyformer.gamma=1e-6 --set skyformer.pinv_iters=20
 
-For each approximation with a feature knob (``KNOBS``) and each feature count m, the relative
+For each approximation with a feature knob (``KNOBS``, or a plugin's ``approx_knob``) and each feature count m, the relative
 spectral-norm error ||A~ - A||_2 / ||A||_2 against its exact counterpart (Skyformer against the
 exact Gaussian kernel ``kernelized``, the others against softmax). A and A~ are the n x n
 operators out(Q, K, I_n) = A I_n: every variant is applied to V = identity, so no variant has
@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
-from lra_bench.attention import Attention, SampledAttention, available, build_attention
-from lra_bench.errors import ApproxError
+from lra_bench.attention import REGISTRY, Attention, SampledAttention, available, build_attention
+from lra_bench.errors import ApproxError, LraBenchError
 from lra_bench.io import atomic_write_csv, atomic_write_text
 from lra_bench.report.render import markdown_table
 
@@ -78,9 +78,19 @@ class Row:
     rel_err_std: float
 
 
+def knob_of(name: str) -> Knob | None:
+    """The attention's knob: ours from ``KNOBS``; a plugin's from its class attribute
+    ``approx_knob = ("<exact attention>", "<feature setting>")``."""
+    if name in KNOBS:
+        return KNOBS[name]
+    declared = getattr(REGISTRY[name].module, "approx_knob", None) if name in REGISTRY else None
+    return None if declared is None else Knob(*declared)
+
+
 def comparable(names: Sequence[str] | None = None) -> list[str]:
     """Registered attentions with a known feature knob (all of them when ``names`` is None)."""
-    known = [name for name in available() if name in KNOBS and KNOBS[name].exact in available()]
+    registered = available()
+    known = [name for name in registered if (knob := knob_of(name)) is not None and knob.exact in registered]
     if names is None:
         return known
     bad = [name for name in names if name not in known]
@@ -134,8 +144,10 @@ def errors_for(name: str, settings: dict[str, Any], inputs: Inputs, exact: list[
     """Errors of one configured approximation over every (sequence, head) of ``inputs``."""
     n_max = max(q.shape[2] for q, _ in inputs)
     _, h, _, d = inputs[0][0].shape
+    knob = knob_of(name)
+    assert knob is not None
     torch.manual_seed(seed)  # random initial parameters (Linformer's E, F) follow the seed too
-    attn = build(name, {**settings, "seed": seed}, n=max(n_max, settings.get(KNOBS[name].field, 1)), head_dim=d, num_heads=h)
+    attn = build(name, {**settings, "seed": seed}, n=max(n_max, settings.get(knob.field, 1)), head_dim=d, num_heads=h)
     errs = [relative_spectral_error(attention_operator(attn, q, k), op, norm) for (q, k), (op, norm) in zip(inputs, exact, strict=True)]
     return torch.cat([e.flatten() for e in errs])
 
@@ -159,7 +171,8 @@ def measure(
     exact_ops: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # per input: operator and its norm
     rows = []
     for name in names:
-        knob = KNOBS[name]
+        knob = knob_of(name)
+        assert knob is not None
         if knob.exact not in exact_ops:
             exact = build(knob.exact, {**EXACT_SETTINGS.get(knob.exact, {}), **settings.get(knob.exact, {})}, n=n_max, head_dim=d, num_heads=h)
             ops = [attention_operator(exact, q, k) for q, k in inputs]
@@ -386,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
         run(args)
-    except ApproxError as err:
+    except LraBenchError as err:  # bad arguments, or two plugins registering one attention name
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (RuntimeError, OSError) as err:  # data or checkpoint problems while running

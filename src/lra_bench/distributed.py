@@ -66,3 +66,24 @@ def barrier(info: DistInfo) -> None:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def seed_dropout_streams(seed: int, info: DistInfo) -> None:
+    """Under DDP, give each rank its own dropout stream (``seed + rank``; the data order keeps ``seed``).
+
+    Called after the model is built, so every rank starts from the same weights. One process
+    keeps its single stream as it is.
+    """
+    if info.enabled:
+        torch.manual_seed(seed + info.rank)
+
+
+def wrap_model(model: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn.Module:
+    """``model`` under DistributedDataParallel when there are several ranks, else itself.
+
+    Every parameter gets a gradient in every variant (a variant that ignores ``k`` still
+    trains the fused qkv projection it is a slice of), so no search for unused parameters.
+    """
+    if not info.enabled:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

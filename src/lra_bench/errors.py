@@ -39,3 +39,7 @@ class BenchError(LraBenchError, ValueError):
 
 class ApproxError(LraBenchError, ValueError):
     """An approximation-error command line that cannot be run."""
+
+
+class ConformanceError(LraBenchError, AssertionError):
+    """An attention failed a check of the conformance kit (``lra_bench.testing``); names the check."""

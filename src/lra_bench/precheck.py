@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from lra_bench.config import validate
+from lra_bench.config import register_configs, validate
 from lra_bench.errors import ConfigError, LraBenchError
 
 _NOISE = ("Config search path", "provider=", "Set the environment variable", "object_type=", "reference_type=")
@@ -60,13 +60,15 @@ def describe(err: BaseException) -> str:
 
 
 def run_app(app: Callable[[], Any]) -> None:
-    """Run a ``@hydra.main`` app; a composition or validation problem exits 2 after one line on stderr.
+    """Register the config schemas (attention plugins included), then run a ``@hydra.main`` app;
+    a registration, composition or validation problem exits 2 after one line on stderr.
 
     Hydra otherwise prints its own multi-line report; HYDRA_FULL_ERROR hands the exception
     to us instead (other failures then keep their full traceback).
     """
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
+        register_configs()
         app()
     except (HydraException, OmegaConfBaseException, LraBenchError) as err:
         fail(describe(err))

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from lra_bench.attention import Attention
 from lra_bench.data.batches import Batch
-from lra_bench.distributed import DistInfo, all_sum
+from lra_bench.device_setup import native_bf16
+from lra_bench.distributed import DistInfo, all_sum, wrap_model
 from lra_bench.optim import make_optimizer
 
 
@@ -26,7 +26,7 @@ def precision_of(amp: bool, device: torch.device) -> tuple[str, torch.dtype | No
     """(name for result rows, autocast dtype or None): bf16 where supported, else fp16 with a scaler."""
     if not amp:
         return "fp32", None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if not native_bf16(device):  # V100, T4: bf16 only emulated, slower than fp16
         return "fp16-amp", torch.float16
     return "bf16-amp", torch.bfloat16
 
@@ -78,12 +78,7 @@ def make_train_state(module: torch.nn.Module, trainer_cfg: Any, device: torch.de
     """The state of a fresh run: ``module`` (already on ``device``), wrapped for DDP under
     torchrun, with the optimiser and schedule of ``make_optimizer`` and a loss scaler (fp16 only)."""
     info = info or DistInfo()
-    model = module
-    if info.enabled:
-        unused = any(not m.uses_keys for m in module.modules() if isinstance(m, Attention))  # e.g. shared-QK Reformer
-        model = torch.nn.parallel.DistributedDataParallel(
-            module, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
-        )
+    model = wrap_model(module, info, device)
     optimizer, scheduler = make_optimizer(module, trainer_cfg)
     _, amp_dtype = precision_of(trainer_cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)

@@ -27,7 +27,15 @@ from lra_bench import checkpoint
 from lra_bench.config import ConfigError, config_hash, validate
 from lra_bench.data import load_splits
 from lra_bench.data.batches import Collator, eval_batches, train_stream
-from lra_bench.distributed import DistInfo, all_sum, barrier, init_distributed, shutdown
+from lra_bench.device_setup import deterministic_mode
+from lra_bench.distributed import (
+    DistInfo,
+    all_sum,
+    barrier,
+    init_distributed,
+    seed_dropout_streams,
+    shutdown,
+)
 from lra_bench.errors import RunError
 from lra_bench.io import atomic_write_json
 from lra_bench.model import build_model
@@ -51,6 +59,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     Under torchrun every rank calls this; only rank 0 writes files, rows and progress.
     """
+    with deterministic_mode(cfg.trainer.deterministic):  # before CUDA starts
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> dict[str, Any]:
     info, device = init_distributed(cfg.trainer.device)
     try:
         validate(cfg, world_size=info.world_size)  # the batch must split over the ranks too
@@ -63,6 +76,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             data = prepare_data(cfg, info)
             module = build_model(cfg).to(device)
             state = make_train_state(module, cfg.trainer, device, info)
+            seed_dropout_streams(cfg.seed, info)
             progress = resume(folder, state)
             tracker = start_tracker(cfg, folder, info)
             try:
@@ -134,14 +148,12 @@ class RunFolder:
 
 
 def prepare_process(cfg: DictConfig, folder: RunFolder, device: torch.device, info: DistInfo) -> None:
-    """Save the resolved config; set the seed, threads and determinism; restart the peak-memory count."""
+    """Save the resolved config; set the seed and threads; restart the peak-memory count."""
     if info.is_main:
         OmegaConf.save(cfg, folder.path / "config.yaml", resolve=True)
     torch.manual_seed(cfg.seed)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
-    if cfg.trainer.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
     reset_peak_memory(device)
 
 
@@ -207,20 +219,26 @@ def resume(folder: RunFolder, state: TrainState) -> Progress:
         )
     state.load_state_dict(saved)
     progress = Progress(**saved["progress"])
-    checkpoint.set_rng_state(saved["rng"])
+    notice = checkpoint.restore_rng_states(saved["rng"], folder.info, state.device)
+    if notice and folder.info.is_main:
+        print(notice)
     if folder.info.is_main:
         print(f"resuming {folder.path} from step {progress.step}")
     return progress
 
 
 def save_last(folder: RunFolder, state: TrainState, progress: Progress, complete: bool = False) -> None:
-    """Write ``last.pt`` (rank 0): module, optimiser, schedule, scaler, progress and RNG states."""
+    """Write ``last.pt`` (rank 0): module, optimiser, schedule, scaler, progress and every rank's RNG states.
+
+    Every rank calls this (the RNG states are gathered), except for ``complete`` (rank 0 alone).
+    """
+    rng = checkpoint.rank_rng_states(folder.info, state.device, gather=not complete)
     if not folder.info.is_main:
         return
     payload = {
         **state.state_dict(),
         "progress": progress.saved(),
-        "rng": checkpoint.rng_state(),
+        "rng": rng,
         "config_hash": folder.config_digest,
         "complete": complete,
     }

@@ -1,4 +1,4 @@
-"""The attention interface shared by every variant, and its sampling helpers.
+"""The attention interface shared by every variant (sampling helpers: ``sampling.py``).
 
 Every variant maps ``q, k, v`` of shape ``[batch, heads, n, d]`` and an optional
 boolean ``mask`` of shape ``[batch, n]`` (True = real token) to ``[batch, heads, n, d]``.
@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from lra_bench.attention.sampling import DeviceGenerators, seeded_generator, uniform_indices
+
+__all__ = ["Attention", "AttentionConfig", "SampledAttention", "key_padding_bias", "uniform_indices", "valid_lengths"]
 
 
 @dataclass
@@ -46,30 +50,44 @@ class Attention(nn.Module):
 class SampledAttention(Attention):
     """A variant that draws random numbers (landmarks, features, hashes, random blocks).
 
-    Training draws come from the module's own generator, seeded from the global torch
-    RNG at construction (so a seeded run is deterministic) and saved in the state dict
-    (so a resumed run continues the same stream). Eval draws restart from ``cfg.seed``
-    on every call, so evaluation is reproducible whatever happened before.
+    Training draws come from the module's own generators (one per device type, see
+    ``sampling.DeviceGenerators``), seeded from the global torch RNG at construction (so a
+    seeded run is deterministic) and saved in the state dict (so a resumed run continues the
+    same stream). Eval draws restart from ``cfg.seed`` on every call, so evaluation is
+    reproducible whatever happened before. Draws are made on the device they are asked for.
     """
 
     def __init__(self, cfg: AttentionConfig, *, head_dim: int, num_heads: int, max_len: int) -> None:
         super().__init__(cfg, head_dim=head_dim, num_heads=num_heads, max_len=max_len)
-        self.train_generator = torch.Generator()
-        self.train_generator.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        self.train_generators = DeviceGenerators(int(torch.randint(0, 2**62, (1,)).item()))
 
-    def generator(self) -> torch.Generator:
-        """The generator for the current call: the running one in training, a fresh seeded one in eval."""
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
+        """The generator on ``device`` for the current call: the running one in training, a fresh seeded one in eval."""
         if self.training:
-            return self.train_generator
-        g = torch.Generator()
-        g.manual_seed(self.cfg.seed)
-        return g
+            return self.train_generators.get(device)
+        return seeded_generator(self.cfg.seed, device)
 
-    def get_extra_state(self) -> torch.Tensor:
-        return self.train_generator.get_state()
+    def get_extra_state(self) -> dict[str, torch.Tensor]:
+        return self.train_generators.state()
 
-    def set_extra_state(self, state: torch.Tensor) -> None:
-        self.train_generator.set_state(state)
+    def set_extra_state(self, state: dict[str, torch.Tensor] | torch.Tensor) -> None:
+        self.train_generators.load(state)
+
+
+def matmul_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul on ``x`` yields here: autocast's when it is on for x's device, else x's own."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def hidden_score(dtype: torch.dtype, score: float = -1e9) -> float:
+    """A hidden key's finite score in ``dtype``: ``score``, or half the dtype's lowest value where it does not fit.
+
+    fp32 and bf16 keep ``score``; fp16 (lowest -65504) gets -32752, which still underflows to
+    exactly 0 after the softmax next to any visible key and leaves room for sums not to overflow.
+    """
+    return max(score, torch.finfo(dtype).min / 2)
 
 
 def key_padding_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -86,15 +104,3 @@ def valid_lengths(mask: torch.Tensor | None, batch: int, n: int, device: torch.d
     if mask is None:
         return torch.full((batch,), n, dtype=torch.long, device=device)
     return mask.sum(dim=-1)
-
-
-def uniform_indices(lengths: torch.Tensor, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """Indices drawn uniformly with replacement from ``[0, lengths[b])``, shape ``[batch, *shape]``.
-
-    Uniform numbers are drawn on the CPU with a fixed shape, so the same generator state
-    gives the same indices whatever the padding (the draw is padding-invariant).
-    """
-    u = torch.rand((lengths.shape[0], *shape), generator=generator, dtype=torch.float64)
-    u = u.to(lengths.device)
-    lens = lengths.to(torch.float64).clamp(min=1).view(-1, *([1] * len(shape)))
-    return torch.minimum((u * lens).long(), lens.long() - 1)

@@ -27,7 +27,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lra_bench.attention.base import AttentionConfig, SampledAttention
+from lra_bench.attention.base import (
+    AttentionConfig,
+    SampledAttention,
+    hidden_score,
+    matmul_dtype,
+    seeded_generator,
+)
 from lra_bench.attention.registry import register_attention
 
 MASKED = -1e9  # score offset of a hidden key: exp underflows to exactly 0 next to any visible key
@@ -77,13 +83,11 @@ class BigBirdAttention(SampledAttention):
 
     PAPER_LENGTHS = (1024, 3072, 4096)  # lengths whose random blocks the published code takes from the first 1024 tokens
 
-    def generator(self) -> torch.Generator:
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
         """The running/eval generator, or one reseeded with ``pattern_seed`` for the fixed pattern."""
         if self.cfg.pattern == "fresh":
-            return super().generator()
-        g = torch.Generator()
-        g.manual_seed(self.cfg.pattern_seed)
-        return g
+            return super().generator(device)
+        return seeded_generator(self.cfg.pattern_seed, device)
 
     def block_limits(self, valid: torch.Tensor, n_c: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(index of the last global block, number of blocks random keys may come from), each ``[b]``.
@@ -111,7 +115,8 @@ class BigBirdAttention(SampledAttention):
         r, half = self.cfg.num_random_blocks, self.cfg.window_blocks // 2
         b = real_blocks.shape[0]
         size = max(math.ceil(self.max_len / self.cfg.block_size), nb)
-        u = torch.rand(b, heads, size, size, generator=self.generator(), dtype=torch.float64)
+        g = self.generator(real_blocks.device)
+        u = torch.rand(b, heads, size, size, generator=g, dtype=torch.float64, device=g.device)
         u = u[:, :, :nb, :nb].to(real_blocks.device)
         i = torch.arange(nb, device=real_blocks.device)
         last = (real_blocks - 1).view(-1, 1, 1)
@@ -139,7 +144,8 @@ class BigBirdAttention(SampledAttention):
         # masks ride in the matmul: q gets a column of ones, k a column of 0 / MASKED, and dropped
         # slots point at an extra all-masked "null" block (index nb), so no pass over the scores
         q = torch.cat([q * d**-0.5, torch.ones_like(q[..., :1])], dim=-1)  # [b, h, n_c, d + 1]
-        bias = F.pad(torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, MASKED), (0, bs), value=MASKED)
+        hidden = hidden_score(matmul_dtype(q), MASKED)  # fits the scores' dtype (fp16 under autocast)
+        bias = F.pad(torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, hidden), (0, bs), value=hidden)
         k = torch.cat([F.pad(k, (0, 0, 0, bs)), bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1)
         v = F.pad(v, (0, 0, 0, bs))
 
@@ -150,7 +156,7 @@ class BigBirdAttention(SampledAttention):
         window = (i.view(1, -1, 1) + torch.arange(-half, half + 1, device=q.device)).clamp(min=0)
         window = torch.minimum(window, last)  # [b, nb, w]
         glob = torch.cat([torch.zeros_like(last), last], dim=-1).expand(-1, nb, -1)
-        rand = self.draw_random_blocks(real_blocks, nb, h, span).to(q.device)
+        rand = self.draw_random_blocks(real_blocks, nb, h, span)
         idx = torch.cat([torch.cat([window, glob], dim=-1).unsqueeze(1).expand(-1, h, -1, -1), rand], dim=-1)
         same = idx.unsqueeze(-1) == idx.unsqueeze(-2)
         earlier = torch.ones(idx.shape[-1], idx.shape[-1], dtype=torch.bool, device=q.device).tril(-1)

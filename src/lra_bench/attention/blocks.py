@@ -1,6 +1,6 @@
 """Helpers shared by the block-structured variants (local, longformer, sparse, sinkhorn).
 
-Masked keys get the finite score ``MASKED`` rather than -inf: next to any visible key its
+Masked keys get the finite score ``MASKED`` (or the lowest that fits fp16) rather than -inf: next to any visible key its
 exponential underflows to exactly 0, and a row with no visible key (a padded query of an
 all-padding sequence) stays finite instead of producing NaN.
 """
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from lra_bench.attention.base import hidden_score
 
 MASKED = -1e9  # score of a hidden key
 
@@ -42,7 +44,7 @@ def hide(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     Replaced, not offset: a row with no allowed key is then exactly uniform with a zero
     derivative, instead of depending on scores rounded at the scale of 1e9.
     """
-    return scores.masked_fill(~allowed, MASKED)
+    return scores.masked_fill(~allowed, hidden_score(scores.dtype, MASKED))
 
 
 def blocked(x: torch.Tensor, block: int) -> torch.Tensor:

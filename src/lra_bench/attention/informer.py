@@ -65,6 +65,12 @@ def log_budget(factor: int, length: torch.Tensor | int) -> torch.Tensor:
     return torch.minimum(budget.clamp(min=1), lengths)
 
 
+def budget_of(factor: int, length: int) -> int:
+    """``log_budget`` of one length, computed on the host without a tensor."""
+    length = max(length, 1)
+    return min(max(factor * math.ceil(math.log(length)), 1), length)
+
+
 @register_attention("informer", InformerConfig)
 class InformerAttention(SampledAttention):
     cfg: InformerConfig
@@ -80,8 +86,8 @@ class InformerAttention(SampledAttention):
         uses the first c ceil(ln L) of them. Tests may replace this method to pin the draw.
         """
         size = max(self.max_len, n)
-        samples = int(log_budget(self.factor, size))
-        return uniform_indices(lengths.cpu(), (heads, size, samples), self.generator())[:, :, :n]
+        samples = budget_of(self.factor, size)
+        return uniform_indices(lengths, (heads, size, samples), self.generator(lengths.device))[:, :, :n]
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         in_dtype = q.dtype
@@ -95,7 +101,7 @@ class InformerAttention(SampledAttention):
         budget = log_budget(self.factor, lengths).to(q.device)  # [b]
 
         with torch.no_grad():  # the sparsity measure only ranks queries
-            idx = self.draw_key_samples(lengths, n, h).to(q.device)  # [b, h, n, U]
+            idx = self.draw_key_samples(lengths, n, h)  # [b, h, n, U]
             u_max = idx.shape[-1]
             k_s = k.gather(2, idx.reshape(b, h, -1, 1).expand(-1, -1, -1, d)).view(b, h, n, u_max, d)
             s = (q.unsqueeze(-2) @ k_s.transpose(-1, -2)).squeeze(-2)  # [b, h, n, U]
@@ -106,7 +112,7 @@ class InformerAttention(SampledAttention):
             sparsity = top - mean
             if mask is not None:
                 sparsity = sparsity.masked_fill(~mask[:, None, :], -math.inf)
-            n_top = int(log_budget(self.factor, n))
+            n_top = budget_of(self.factor, n)
             chosen = sparsity.topk(n_top, dim=-1).indices  # [b, h, n_top], most sparse first
             slot_ok = torch.arange(n_top, device=q.device) < budget.view(-1, 1, 1)
 

@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.attention.base import Attention, AttentionConfig, valid_lengths
+from lra_bench.attention.base import (
+    Attention,
+    AttentionConfig,
+    hidden_score,
+    matmul_dtype,
+    valid_lengths,
+)
 from lra_bench.attention.pinv import newton_schulz_pinv
 from lra_bench.attention.registry import register_attention
 
@@ -59,7 +65,8 @@ def segment_means(x: torch.Tensor, lengths: torch.Tensor, m: int) -> tuple[torch
     lens = lengths.clamp(min=1).view(-1, 1)
     seg = torch.where(pos < lens, pos * m // lens, m)  # [b, n]; m = the discard segment
     flat = (seg + torch.arange(b, device=x.device).view(-1, 1) * (m + 1)).reshape(-1)
-    counts = torch.bincount(flat, minlength=b * (m + 1)).view(b, m + 1)[:, :m]
+    counts = torch.zeros(b * (m + 1), dtype=torch.long, device=x.device).index_add_(0, flat, torch.ones_like(flat))
+    counts = counts.view(b, m + 1)[:, :m]  # a scatter, not bincount: no host sync for the output size
     rows = x.transpose(1, 2).reshape(b * n, h * d)
     sums = rows.new_zeros(b * (m + 1), h * d).index_add_(0, flat, rows)
     sums = sums.view(b, m + 1, h, d)[:, :m].transpose(1, 2)
@@ -91,12 +98,13 @@ class NystromformerAttention(Attention):
         q_l, lm_valid = segment_means(q, lengths, self.cfg.num_landmarks)
         k_l, _ = segment_means(k, lengths, self.cfg.num_landmarks)
         # masks ride in the matmuls: queries get a column of ones, keys a column of 0 / MASKED
-        lm_bias = torch.zeros(lm_valid.shape, dtype=q.dtype, device=q.device).masked_fill(~lm_valid, MASKED)
+        hidden = hidden_score(matmul_dtype(q), MASKED)  # fits the scores' dtype (fp16 under autocast)
+        lm_bias = torch.zeros(lm_valid.shape, dtype=q.dtype, device=q.device).masked_fill(~lm_valid, hidden)
         k_l = torch.cat([k_l, lm_bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1)
         q_l = torch.cat([q_l, torch.ones_like(q_l[..., :1])], dim=-1)
         key_bias = torch.zeros(b, n, dtype=q.dtype, device=q.device)
         if mask is not None:
-            key_bias = key_bias.masked_fill(~mask, MASKED)
+            key_bias = key_bias.masked_fill(~mask, hidden)
         k = torch.cat([k, key_bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1)
         q = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)
         kernel_1 = torch.softmax(q @ k_l.transpose(-1, -2), dim=-1)  # [b, h, n, m]

@@ -21,6 +21,7 @@ import torch
 
 from lra_bench.attention.base import AttentionConfig, SampledAttention
 from lra_bench.attention.registry import register_attention
+from lra_bench.attention.sampling import seeded_generator
 
 
 @dataclass
@@ -45,15 +46,16 @@ class PerformerConfig(AttentionConfig):
 
 
 def gaussian_orthogonal(m: int, d: int, generator: torch.Generator, orthogonal: bool = True) -> torch.Tensor:
-    """``[m, d]`` random features (float64, CPU): orthogonal blocks of d rows with chi(d) norms."""
+    """``[m, d]`` random features (float64, on the generator's device): orthogonal blocks of d rows with chi(d) norms."""
+    device = generator.device
     if not orthogonal:
-        return torch.randn(m, d, generator=generator, dtype=torch.float64)
+        return torch.randn(m, d, generator=generator, dtype=torch.float64, device=device)
     blocks = math.ceil(m / d)
-    gauss = torch.randn(blocks, d, d, generator=generator, dtype=torch.float64)
+    gauss = torch.randn(blocks, d, d, generator=generator, dtype=torch.float64, device=device)
     q, r = torch.linalg.qr(gauss)
     q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)  # Haar-uniform rotation
     rows = q.transpose(-1, -2).reshape(blocks * d, d)[:m]
-    norms = torch.randn(m, d, generator=generator, dtype=torch.float64).norm(dim=-1, keepdim=True)
+    norms = torch.randn(m, d, generator=generator, dtype=torch.float64, device=device).norm(dim=-1, keepdim=True)
     return rows * norms
 
 
@@ -61,16 +63,15 @@ def gaussian_orthogonal(m: int, d: int, generator: torch.Generator, orthogonal: 
 class PerformerAttention(SampledAttention):
     cfg: PerformerConfig
 
-    def draw_features(self, d: int) -> torch.Tensor:
-        """The random feature matrix W ``[m, d]`` (float64, CPU), shared by heads and batch.
+    def draw_features(self, d: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The random feature matrix W ``[m, d]`` (float64, on ``device``), shared by heads and batch.
 
         Tests may replace this method to pin the features.
         """
         if self.training and self.cfg.redraw == "fixed":  # the eval draw, in training too
-            g = torch.Generator()
-            g.manual_seed(self.cfg.seed)
+            g = seeded_generator(self.cfg.seed, device)
         else:
-            g = self.generator()
+            g = self.generator(device)
         return gaussian_orthogonal(self.cfg.num_features, d, g, self.cfg.orthogonal)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -78,7 +79,7 @@ class PerformerAttention(SampledAttention):
         if in_dtype in (torch.float16, torch.bfloat16):  # exponentials of projections: fp32
             q, k, v = q.float(), k.float(), v.float()
         d = q.shape[-1]
-        w = self.draw_features(d).to(device=q.device, dtype=q.dtype) * d**-0.25  # acts on x = q / d^(1/4)
+        w = self.draw_features(d, device=q.device).to(device=q.device, dtype=q.dtype) * d**-0.25  # acts on x = q / d^(1/4)
         # phi(x) = exp(w.x - |x|^2/2 - shift) / sqrt(m); per-query and per-(sequence, head) shifts and
         # the 1/sqrt(m) cancel between numerator and denominator, so only the key's |x|^2/2 is kept
         qw = q @ w.T  # [b, h, n, m]

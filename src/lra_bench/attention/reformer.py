@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lra_bench.attention.base import AttentionConfig, SampledAttention
+from lra_bench.attention.base import AttentionConfig, SampledAttention, hidden_score, matmul_dtype
 from lra_bench.attention.registry import register_attention
 
 SELF_SCORE = -1e5  # a token's score for itself: used only when nothing else is visible
@@ -61,18 +61,19 @@ class ReformerAttention(SampledAttention):
     def num_buckets(self) -> int:
         return self.cfg.num_buckets or 2 * math.ceil(self.max_len / self.cfg.chunk_size)
 
-    def draw_rotations(self, heads: int, d: int) -> torch.Tensor:
-        """Random rotations ``[heads, d, num_hashes, num_buckets // 2]`` (float64, CPU).
+    def draw_rotations(self, heads: int, d: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Random rotations ``[heads, d, num_hashes, num_buckets // 2]`` (float64, on ``device``).
 
         Tests may replace this method to pin the hashes.
         """
         shape = (heads, d, self.cfg.num_hashes, max(self.num_buckets // 2, 1))
-        return torch.randn(shape, generator=self.generator(), dtype=torch.float64)
+        g = self.generator(device)
+        return torch.randn(shape, generator=g, dtype=torch.float64, device=g.device)
 
     def hash_buckets(self, x: torch.Tensor) -> torch.Tensor:
         """Bucket of each token in each round, ``[b, h, hashes, n]``."""
         b, h, n, d = x.shape
-        rot = self.draw_rotations(h, d).to(device=x.device, dtype=x.dtype)
+        rot = self.draw_rotations(h, d, device=x.device).to(device=x.device, dtype=x.dtype)
         if self.num_buckets == 1:
             return torch.zeros(b, h, self.cfg.num_hashes, n, dtype=torch.long, device=x.device)
         with torch.no_grad():
@@ -102,11 +103,12 @@ class ReformerAttention(SampledAttention):
         b, h, n_c, d = q.shape
         c, rounds = self.cfg.chunk_size, self.cfg.num_hashes
         # masks ride in the matmul: queries get a column of ones, keys a column of 0 / MASKED_SCORE
-        bias = torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, MASKED_SCORE)
+        hidden = hidden_score(matmul_dtype(q), MASKED_SCORE)  # fits the scores' dtype (fp16 under autocast)
+        bias = torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, hidden)
         keys = torch.cat([F.normalize(q, dim=-1, eps=1e-6), bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1)
         queries = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)
         null_k = torch.zeros(d + 1, dtype=q.dtype, device=q.device)
-        null_k[-1] = MASKED_SCORE
+        null_k[-1] = hidden
         real_chunks = (valid.sum(-1) + c - 1).div(c, rounding_mode="floor").clamp(min=1)  # [b]
         prev = previous_chunks(real_chunks, n_c // c) if self.cfg.wrap else None
         k_w = window(sort_into_chunks(keys, perm, c), null_k, prev)
@@ -115,11 +117,11 @@ class ReformerAttention(SampledAttention):
         if self.cfg.same_bucket_only:
             b_s = buckets.gather(3, perm).view(b, h, rounds, n_c // c, c, 1)
             other = b_s != window(b_s, torch.full((1,), -1, device=q.device), prev).transpose(-1, -2)
-            scores = scores.masked_fill(other, MASKED_SCORE)
-        scores.diagonal(offset=c, dim1=-2, dim2=-1).fill_(SELF_SCORE)  # a token and itself
+            scores = scores.masked_fill(other, hidden_score(scores.dtype, MASKED_SCORE))
+        scores.diagonal(offset=c, dim1=-2, dim2=-1).fill_(max(SELF_SCORE, hidden_score(scores.dtype) / 2))  # a token and itself, above hidden keys
         if prev is not None:  # a sequence of one chunk: its "previous" chunk is itself, hide the duplicate
             alone = (real_chunks == 1).view(b, 1, 1, 1, 1, 1) & (torch.arange(n_c // c, device=q.device) == 0).view(1, 1, 1, -1, 1, 1)
-            scores[..., :c].masked_fill_(alone, MASKED_SCORE)
+            scores[..., :c].masked_fill_(alone, hidden_score(scores.dtype, MASKED_SCORE))
         lse = scores.logsumexp(dim=-1, keepdim=True)
         probs = F.dropout(torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training)
         return (probs @ v_w).view(b, h, rounds, n_c, d), lse

@@ -4,12 +4,25 @@ Each variant's dataclass is also an option of Hydra's ``attn`` config group
 (``register_attention_configs``), so ``attn=<name>`` composes it with its defaults and
 Hydra checks types and keys as for every other group. Problems are raised as
 ``ValueError("<key>: <rule>")``; ``lra_bench.config.validate`` turns them into ConfigError.
+
+Installed packages add variants through the ``lra_bench.attention`` entry-point group
+(docs/adding_an_attention.md). They are discovered on first use of the registry
+(``available``, a lookup, or ``register_attention_configs`` at start-up) and registered
+exactly like the built-ins: an entry point names either an ``Attention`` subclass, whose
+settings are its ``Config`` class attribute (or which ``@register_attention`` already
+registered when its module was imported), or a module whose import registers its variants
+with ``@register_attention``. A plugin that fails to import is reported in one line and
+skipped; two packages registering one name is a ConfigError naming both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, is_dataclass
+from importlib.metadata import EntryPoint, entry_points
+from types import ModuleType
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -17,6 +30,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lra_bench.attention.base import Attention, AttentionConfig
+from lra_bench.errors import ConfigError
+
+GROUP = "lra_bench.attention"  # the entry-point group of attention plugins
 
 
 @dataclass(frozen=True)
@@ -24,35 +40,113 @@ class Entry:
     name: str
     module: type[Attention]
     config: type[AttentionConfig]
+    origin: str = "lra_bench"  # the package that registered it (a plugin: its distribution and entry point)
+    listed: bool = True  # False for ``custom``: an option of the attn group, not a variant of its own
 
 
 REGISTRY: dict[str, Entry] = {}
+BROKEN: dict[str, str] = {}  # entry-point name -> why the plugin did not load
+_loading: list[str] = []  # the plugin being imported (the origin of what it registers)
+_discovery: dict[str, Any] = {"done": False, "clash": None}  # discovery runs once; a name clash is raised on every use
 
 
-def register_attention(name: str, config: type[AttentionConfig]) -> Callable[[type[Attention]], type[Attention]]:
+def register_attention(name: str, config: type[AttentionConfig], *, listed: bool = True) -> Callable[[type[Attention]], type[Attention]]:
     """Class decorator: ``@register_attention("skyformer", SkyformerConfig)``."""
 
     def wrap(module: type[Attention]) -> type[Attention]:
-        if name in REGISTRY:
-            raise ValueError(f"attention {name!r} is registered twice")
-        REGISTRY[name] = Entry(name, module, config)
+        origin = _loading[-1] if _loading else module.__module__.partition(".")[0]
+        _add(Entry(name, module, config, origin, listed))
         return module
 
     return wrap
 
 
+def _add(entry: Entry) -> None:
+    """Register ``entry``; the same class twice is a no-op, another class under a taken name a ConfigError."""
+    old = REGISTRY.get(entry.name)
+    if old is not None and old.module is not entry.module:
+        raise ConfigError(
+            f"attention {entry.name!r} is registered by both {old.origin} and {entry.origin}; uninstall one of them or rename one entry point"
+        )
+    REGISTRY.setdefault(entry.name, entry)
+
+
 def available() -> list[str]:
-    return sorted(REGISTRY)
+    """The selectable variants, built-in and installed (``custom`` left out: it needs a target)."""
+    discover_plugins()
+    return sorted(name for name, entry in REGISTRY.items() if entry.listed)
 
 
 def _entry(name: str) -> Entry:
+    discover_plugins()
     if name not in REGISTRY:
-        raise ValueError(f"name: unknown attention {name!r}; choose one of: {', '.join(available())}")
+        broken = f"; plugin {name!r} did not load: {BROKEN[name]}" if name in BROKEN else ""
+        raise ValueError(f"name: unknown attention {name!r}{broken}; choose one of: {', '.join(available())}")
     return REGISTRY[name]
+
+
+def discover_plugins() -> None:
+    """Import every installed ``lra_bench.attention`` entry point once; a broken one is reported and skipped."""
+    if _discovery["clash"] is not None:
+        raise _discovery["clash"]
+    if _discovery["done"]:
+        return
+    _discovery["done"] = True
+    for point in sorted(entry_points(group=GROUP), key=lambda p: p.name):
+        origin = f"{point.dist.name if point.dist else 'an unknown package'} (entry point {point.name} = {point.value})"
+        try:
+            with _origin(origin):
+                _register_plugin(point, origin)
+        except ConfigError as clash:
+            _discovery["clash"] = clash
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure of third-party code: report, go on
+            why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+            BROKEN[point.name] = why
+            print(f"warning: attention plugin {origin} not loaded ({why}); the other attentions are unaffected", file=sys.stderr)
+
+
+@contextmanager
+def _origin(origin: str) -> Iterator[None]:
+    _loading.append(origin)
+    try:
+        yield
+    finally:
+        _loading.pop()
+
+
+def _register_plugin(point: EntryPoint, origin: str) -> None:
+    """A module registers on import; a class is registered under the entry point's name with its ``Config``."""
+    target = point.load()
+    if isinstance(target, ModuleType):
+        return
+    if not (isinstance(target, type) and issubclass(target, Attention)):
+        raise TypeError(f"{point.value} is neither a module nor an Attention subclass")
+    if any(entry.module is target for entry in REGISTRY.values()):
+        return  # @register_attention ran on import
+    _add(Entry(point.name, target, settings_class(target, point.name), origin))
+
+
+def settings_class(module: type[Attention], name: str | None = None) -> type[AttentionConfig]:
+    """The settings dataclass of an Attention class: the registered one, else its ``Config`` class attribute.
+
+    ``name`` (a plugin's entry-point name): the ``Config``'s ``name`` field must default to it.
+    """
+    for entry in REGISTRY.values():
+        if entry.module is module:
+            return entry.config
+    config = getattr(module, "Config", None)
+    if not (isinstance(config, type) and is_dataclass(config) and issubclass(config, AttentionConfig)):
+        raise ValueError(f"{module.__qualname__} has no settings: give it a Config dataclass subclassing AttentionConfig, or register it with @register_attention")
+    default = next(f.default for f in fields(config) if f.name == "name")
+    if name is not None and default != name:
+        raise ValueError(f"{module.__qualname__}.Config.name defaults to {default!r}; it must be the entry point's name {name!r}")
+    return config
 
 
 def register_attention_configs() -> None:
     """Store every variant's dataclass as option ``<name>`` of the ``attn`` group (defaults = the dataclass's)."""
+    discover_plugins()
     store = ConfigStore.instance()
     for name, entry in REGISTRY.items():
         store.store(group="attn", name=name, node=entry.config)
@@ -68,17 +162,22 @@ def make_config(attn_cfg: DictConfig | Mapping[str, Any] | AttentionConfig) -> A
     if isinstance(attn_cfg, DictConfig) and OmegaConf.get_type(attn_cfg) not in (dict, entry.config):
         chosen = OmegaConf.get_type(attn_cfg).__name__  # type: ignore[union-attr]
         raise ValueError(f"name: {entry.name!r} does not match the chosen attention ({chosen}); choose it with attn={entry.name}")
-    known = {f.name for f in fields(entry.config)}
-    unknown = sorted(set(container) - known)
+    return typed_settings(entry.config, container, entry.name)
+
+
+def typed_settings(config: type[AttentionConfig], values: Mapping[str, Any], owner: str) -> AttentionConfig:
+    """``values`` over the dataclass ``config``'s defaults: types checked, unknown keys refused (ValueError "key: rule")."""
+    known = {f.name for f in fields(config)}
+    unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"{unknown[0]}: not a setting of attention {entry.name!r} (settings: {', '.join(sorted(known))})")
+        raise ValueError(f"{unknown[0]}: not a setting of attention {owner!r} (settings: {', '.join(sorted(known))})")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(entry.config), container)
+        merged = OmegaConf.merge(OmegaConf.structured(config), dict(values))
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         raise ValueError(f"{key}: {str(err).splitlines()[0]}") from None
     obj = OmegaConf.to_object(merged)
-    assert isinstance(obj, entry.config)
+    assert isinstance(obj, config)
     return obj
 
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.attention.base import Attention, AttentionConfig
+from lra_bench.attention.base import Attention, AttentionConfig, hidden_score
 from lra_bench.attention.blocks import MASKED, blocked, hide, pad_seq, upcast, valid_keys
 from lra_bench.attention.registry import register_attention
 
@@ -78,7 +78,8 @@ class SinkhornAttention(Attention):
         this method to pin the permutation.
         """
         same = real_blocks.unsqueeze(-1) == real_blocks.unsqueeze(-2)  # [b, nb, nb]
-        log_alpha = (logits / self.cfg.temperature).masked_fill(~same.unsqueeze(1), MASKED)
+        log_alpha = logits / self.cfg.temperature
+        log_alpha = log_alpha.masked_fill(~same.unsqueeze(1), hidden_score(log_alpha.dtype, MASKED))
         return log_sinkhorn(log_alpha, self.cfg.sinkhorn_iters).exp()
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

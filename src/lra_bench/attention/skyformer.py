@@ -58,7 +58,7 @@ class SkyformerAttention(SampledAttention):
         Drawn uniformly with replacement from valid tokens only. Tests may replace this
         method to pin the landmarks.
         """
-        m, g = self.cfg.num_landmarks, self.generator()
+        m, g = self.cfg.num_landmarks, self.generator(lengths.device)
         if self.cfg.landmarks_from == "joint":
             idx = uniform_indices(2 * lengths, (heads, m), g)
             from_k = idx >= lengths.view(-1, 1, 1)
@@ -77,7 +77,7 @@ class SkyformerAttention(SampledAttention):
         q, k = q * scale, k * scale
         if mask is not None:
             v = v * mask[:, None, :, None].to(v.dtype)
-        idx = self.draw_landmarks(valid_lengths(mask, b, n, q.device), n, h).to(q.device)
+        idx = self.draw_landmarks(valid_lengths(mask, b, n, q.device), n, h)
         rows = torch.cat([q, k], dim=2)
         landmarks = torch.gather(rows, 2, idx.unsqueeze(-1).expand(-1, -1, -1, d))
         k_ql = gaussian_kernel(q, landmarks)  # [b, h, n, m]

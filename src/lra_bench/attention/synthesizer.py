@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.attention.base import Attention, AttentionConfig
+from lra_bench.attention.base import Attention, AttentionConfig, hidden_score
 from lra_bench.attention.blocks import MASKED, upcast
 from lra_bench.attention.registry import register_attention
 
@@ -80,6 +80,6 @@ class SynthesizerAttention(Attention):
             raise ValueError(f"synthesizer: sequence length {q.shape[2]} exceeds the max_len {self.max_len} it was built for")
         scores = self.scores(q, k)
         if mask is not None:
-            scores = scores.masked_fill(~mask[:, None, None, :], MASKED)
+            scores = scores.masked_fill(~mask[:, None, None, :], hidden_score(scores.dtype, MASKED))
         weights = F.dropout(torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training)
         return (weights @ v).to(in_dtype)

@@ -17,6 +17,7 @@ every case), Markdown tables on stdout (and next to the CSV) and, in attention m
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from lra_bench.benchmarking.measure import DTYPES, AttentionCase, Case, TrainSte
 from lra_bench.benchmarking.variants import BenchError, Variant, resolve
 from lra_bench.benchmarking.worker import default_mem_limit_mb, make_runner
 from lra_bench.config import TaskConfig, TrainerConfig
+from lra_bench.errors import LraBenchError
 from lra_bench.io import atomic_write_text
 from lra_bench.paths import conf_dir
 from lra_bench.runtime import device_label, resolve_device
@@ -157,15 +159,21 @@ def output_stem(cfg: DictConfig) -> Path:
 
 
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Run the bench ``cfg`` describes; returns its CSV rows (also written under ``out_dir``)."""
+    """Run the bench ``cfg`` describes; returns its CSV rows (also written under ``out_dir``).
+
+    Stopped by SIGTERM or Ctrl-C, it still writes its CSV, tables and plot (the cases not run
+    marked ``skipped``), then raises KeyboardInterrupt.
+    """
     check(cfg)
     variants = resolve(cfg.attns, cfg.dropout)
     device = pick_device(cfg.device)
     cases = make_cases(cfg, variants, device)
     if cfg.baseline not in {v.label for v in variants}:
         print(f"note: baseline {cfg.baseline!r} is not among the attentions: no ratios", file=sys.stderr)
-    rows = run_cases(cfg, cases, variants, device)
+    rows, stopped = run_cases(cfg, cases, variants, device)
     write_outputs(cfg, rows)
+    if stopped:
+        raise KeyboardInterrupt
     return rows
 
 
@@ -178,8 +186,9 @@ def skip_reason(cfg: DictConfig, case: Case, failed: set[str], start: float) -> 
     return None
 
 
-def run_cases(cfg: DictConfig, cases: list[Case], variants: list[Variant], device: torch.device) -> list[dict[str, Any]]:
-    """Each case in turn (or skipped), the CSV rewritten with ratios after every one."""
+def run_cases(cfg: DictConfig, cases: list[Case], variants: list[Variant], device: torch.device) -> tuple[list[dict[str, Any]], bool]:
+    """Each case in turn (or skipped), the CSV rewritten with ratios after every one; and whether
+    SIGTERM or Ctrl-C stopped the bench (the cases left are then rows marked ``skipped``)."""
     by_label = {v.label: v for v in variants}
     threads = cfg.threads or torch.get_num_threads()
     csv_path = output_stem(cfg).with_suffix(".csv")
@@ -188,23 +197,52 @@ def run_cases(cfg: DictConfig, cases: list[Case], variants: list[Variant], devic
     rows: list[dict[str, Any]] = []
     failed: set[str] = set()
     start = time.monotonic()
+    stopped = False
     bar = tqdm(cases, desc=f"bench {cfg.mode}", disable=not cfg.progress, dynamic_ncols=True, file=sys.stderr)
     try:
-        for case in bar:
-            bar.set_postfix_str(f"{case.label} n={case.n}")
-            load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""
-            skipped = skip_reason(cfg, case, failed, start)
-            result = runner.run(case) if skipped is None else {"status": "skipped", "error": skipped}
-            if result["status"] in ("oom", "timeout"):
-                failed.add(case.label)
-            row = make_row(cfg, case, by_label[case.label], result, device_label(device, threads), threads)
-            rows.append({**row, "load_avg": load})
-            tables.add_ratios(rows, cfg.baseline, cfg.mode)
-            tables.write_csv(csv_path, rows, columns)
+        with TermAsInterrupt():
+            for case in bar:
+                bar.set_postfix_str(f"{case.label} n={case.n}")
+                load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""
+                skipped = skip_reason(cfg, case, failed, start)
+                result = runner.run(case) if skipped is None else {"status": "skipped", "error": skipped}
+                if result["status"] in ("oom", "timeout"):
+                    failed.add(case.label)
+                row = make_row(cfg, case, by_label[case.label], result, device_label(device, threads), threads)
+                rows.append({**row, "load_avg": load})
+                tables.add_ratios(rows, cfg.baseline, cfg.mode)
+                tables.write_csv(csv_path, rows, columns)
+    except KeyboardInterrupt:
+        stopped = True
+        print(f"\nstopped after {len(rows)} of {len(cases)} cases: tables and plot from those", file=sys.stderr)
+        for case in cases[len(rows) :]:
+            result = {"status": "skipped", "error": "the bench was stopped (SIGTERM or Ctrl-C)"}
+            rows.append({**make_row(cfg, case, by_label[case.label], result, device_label(device, threads), threads), "load_avg": ""})
+        tables.add_ratios(rows, cfg.baseline, cfg.mode)
+        tables.write_csv(csv_path, rows, columns)
     finally:
         bar.close()
         runner.close()
-    return rows
+    return rows, stopped
+
+
+class TermAsInterrupt:
+    """While active, SIGTERM (``timeout``, a job scheduler) stops the bench like Ctrl-C, so its outputs are still written."""
+
+    def __enter__(self) -> TermAsInterrupt:
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+        except ValueError:  # not the main thread
+            self.previous = None
+        return self
+
+    @staticmethod
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def write_outputs(cfg: DictConfig, rows: list[dict[str, Any]]) -> None:
@@ -227,9 +265,11 @@ def write_outputs(cfg: DictConfig, rows: list[dict[str, Any]]) -> None:
 def _app(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except BenchError as err:
+    except LraBenchError as err:  # a bad bench setting, or two plugins registering one attention name
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -11,7 +11,7 @@ import gc
 import multiprocessing as mp
 import resource
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ import torch
 from lra_bench.benchmarking.measure import Case, CaseTimeout, run_case
 from lra_bench.runtime import proc_status_kb
 
+# errors after which the CUDA context is unusable ("sticky"): every later case in that process fails
+STICKY_MARKERS = ("cuda error", "device-side assert", "illegal memory access", "unspecified launch failure", "misaligned address", "cublas_status_execution_failed")
 OOM_MARKERS = ("out of memory", "can't allocate memory", "not enough memory", "bad_alloc", "cannot allocate memory")
 
 
@@ -29,8 +31,19 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
 
 
-def execute(case: Case) -> dict[str, Any]:
-    """Run ``case`` here and return its measures with a status (never raises for a failing case)."""
+def is_sticky(err: BaseException) -> bool:
+    """True for an error that leaves the process's CUDA context broken (a device-side assert, ...)."""
+    if type(err).__name__ == "AcceleratorError":  # torch's own class for such errors, where it has one
+        return True
+    text = str(err).lower()
+    return any(marker in text for marker in STICKY_MARKERS)
+
+
+def execute(case: Case, run: Callable[[Case], dict[str, Any]] = run_case) -> dict[str, Any]:
+    """Run ``case`` here and return its measures with a status (never raises for a failing case).
+
+    A result with ``restart: True`` asks for a fresh process before the next case (sticky CUDA error).
+    """
     from lra_bench.attention import make_config
 
     try:
@@ -39,14 +52,15 @@ def execute(case: Case) -> dict[str, Any]:
     except ValueError as err:
         return {"status": "invalid", "error": str(err)}
     try:
-        return {"status": "ok", **run_case(case)}
+        return {"status": "ok", **run(case)}
     except CaseTimeout as err:
         return {"status": "timeout", "error": str(err)}
     except (MemoryError, torch.cuda.OutOfMemoryError) as err:
         return {"status": "oom", "error": _one_line(err)}
     except Exception as err:  # any failure of one variant is recorded, not raised
         oom = any(marker in str(err).lower() for marker in OOM_MARKERS)
-        return {"status": "oom" if oom else "error", "error": _one_line(err)}
+        result = {"status": "oom" if oom else "error", "error": _one_line(err)}
+        return {**result, "restart": True} if is_sticky(err) else result
     finally:
         gc.collect()  # free what a failed case left in reference cycles before the next one
         if torch.cuda.is_available():
@@ -90,8 +104,8 @@ def memory_cap(extra_mb: float | None) -> Iterator[None]:
             resource.setrlimit(resource.RLIMIT_AS, previous)
 
 
-def _serve(conn: Any, threads: int | None) -> None:
-    """Worker loop: receive a case, send back its result, until told to stop."""
+def _serve(conn: Any, threads: int | None, run: Callable[[Case], dict[str, Any]] = run_case) -> None:
+    """Worker loop: receive a case, send back its result, until told to stop (or its CUDA context broke)."""
     if threads:
         torch.set_num_threads(threads)
     import lra_bench.attention  # noqa: F401 - register the variants before the first case
@@ -106,8 +120,10 @@ def _serve(conn: Any, threads: int | None) -> None:
         if case is None:
             return
         with memory_cap(case.mem_limit_mb):
-            result = execute(case)
+            result = execute(case, run)
         conn.send(result)
+        if result.get("restart"):
+            return
 
 
 class InProcess:
@@ -118,7 +134,10 @@ class InProcess:
             torch.set_num_threads(threads)
 
     def run(self, case: Case) -> dict[str, Any]:
-        return execute(case)
+        result = execute(case)
+        if result.pop("restart", False):
+            result["error"] += " (the CUDA context may be broken for later cases: use isolate=process)"
+        return result
 
     def close(self) -> None:
         pass
@@ -130,19 +149,22 @@ class Worker:
     The grace (``grace_s``; default the case's own limit, at most 30 s) leaves room for the
     limit checks between runs, which stop a case without killing the worker.
 
-    A killed or crashed worker is replaced for the next case. A case's ``mem_limit_mb`` caps
-    the extra address space it may take (see ``memory_cap``).
+    A killed or crashed worker, or one whose CUDA context a sticky error broke, is replaced for
+    the next case. A case's ``mem_limit_mb`` caps the extra address space it may take (see
+    ``memory_cap``). ``run`` is what measures a case in the child (a module-level function).
     """
 
-    def __init__(self, threads: int | None = None, grace_s: float | None = None, start_timeout_s: float = 300.0) -> None:
-        self.threads, self.grace_s, self.start_timeout_s = threads, grace_s, start_timeout_s
+    def __init__(
+        self, threads: int | None = None, grace_s: float | None = None, start_timeout_s: float = 300.0, run: Callable[[Case], dict[str, Any]] = run_case
+    ) -> None:
+        self.threads, self.grace_s, self.start_timeout_s, self.measure = threads, grace_s, start_timeout_s, run
         self.proc: Any = None
         self.conn: Any = None
 
     def _start(self) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, self.threads), daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(child, self.threads, self.measure), daemon=True)
         self.proc.start()
         child.close()
         if not self.conn.poll(self.start_timeout_s) or self._recv() != "ready":
@@ -182,6 +204,8 @@ class Worker:
             if code == -signal.SIGKILL:
                 return {"status": "oom", "error": "the worker was killed (SIGKILL), most likely out of memory"}
             return {"status": "error", "error": f"the worker exited with code {code}"}
+        if result.pop("restart", False):  # a sticky CUDA error: the next case gets a fresh process
+            self._kill()
         return result
 
     def close(self) -> None:

@@ -17,12 +17,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lra_bench.config import register_configs
 from lra_bench.data import DataError, load_splits
 from lra_bench.paths import conf_dir
 from lra_bench.precheck import run_app
-
-register_configs()
 
 
 def _cache_folder(splits: dict) -> str:

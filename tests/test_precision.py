@@ -1,0 +1,87 @@
+"""Mixed precision, deterministic mode, and the parameters DDP reduces, checked on the CPU."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from attention_cases import SMALL
+from lra_bench.attention import available
+from lra_bench.attention.base import hidden_score, matmul_dtype
+from lra_bench.compose import compose_config
+from lra_bench.data.batches import Collator
+from lra_bench.device_setup import CUBLAS_WORKSPACE, deterministic_mode, native_bf16
+from lra_bench.model import build_model
+from lra_bench.step import precision_of
+
+
+def model_for(attn: str, *overrides: str) -> torch.nn.Module:
+    small = [f"attn.{key}={value}" for key, value in {**SMALL, "skyformer": {"num_landmarks": 16}}.get(attn, {}).items()]
+    torch.manual_seed(0)
+    return build_model(compose_config([f"attn={attn}", "task.max_len=64", *small, *overrides]))
+
+
+def padded_batch() -> dict[str, torch.Tensor | None]:
+    ids = [[3 + i % 10 for i in range(64)], [4 + i % 9 for i in range(37)]]  # the second is padded
+    return Collator(64, "max_len", mask_zero=False, dual=False)({"input_ids": ids, "label": [0, 1]})
+
+
+@pytest.mark.parametrize("attn", available())
+def test_fp16_autocast_without_fp32_attention_is_finite(attn):
+    model = model_for(attn, "model.attn_fp32=false", "model.dropout=0")
+    seen: list[torch.dtype] = []
+    attention = model.encoder.blocks[0].attn.attention
+    attention.register_forward_hook(lambda mod, inputs, out: seen.append(inputs[0].dtype))
+    with torch.autocast("cpu", dtype=torch.float16):
+        logits = model(padded_batch())
+        loss = torch.nn.functional.cross_entropy(logits.float(), torch.tensor([0, 1]))
+    loss.backward()
+    assert seen[0] == torch.float16  # the attention really ran on fp16 inputs
+    assert torch.isfinite(logits).all() and torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("attn", available())
+def test_every_parameter_gets_a_gradient(attn):
+    """What lets DDP run without searching for unused parameters (shared-QK Reformer included)."""
+    model = model_for(attn, "model.dropout=0")
+    torch.nn.functional.cross_entropy(model(padded_batch()), torch.tensor([0, 1])).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None]
+    assert missing == []
+
+
+def test_hidden_scores_fit_the_dtype_and_vanish_after_softmax():
+    assert hidden_score(torch.float32) == -1e9 and hidden_score(torch.bfloat16) == -1e9
+    low = hidden_score(torch.float16)
+    assert torch.isfinite(torch.tensor(low, dtype=torch.float16)) and torch.isfinite(torch.tensor(low - 30000, dtype=torch.float16))
+    scores = torch.tensor([-20.0, low], dtype=torch.float16)
+    assert torch.softmax(scores.float(), 0)[1] == 0.0
+    x = torch.zeros(2)
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert matmul_dtype(x) == torch.float16
+    assert matmul_dtype(x) == torch.float32
+
+
+def test_emulated_bf16_gpus_train_in_fp16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)  # a V100
+    assert not native_bf16(torch.device("cuda"))
+    assert precision_of(True, torch.device("cuda")) == ("fp16-amp", torch.float16)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100
+    assert precision_of(True, torch.device("cuda")) == ("bf16-amp", torch.bfloat16)
+    assert precision_of(True, torch.device("cpu")) == ("bf16-amp", torch.bfloat16)
+    assert precision_of(False, torch.device("cuda")) == ("fp32", None)
+
+
+def test_deterministic_mode_is_strict_and_restores_the_previous_settings(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = torch.are_deterministic_algorithms_enabled()
+    with deterministic_mode(True):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE
+        assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert not torch.backends.cuda.cudnn_sdp_enabled() and torch.backends.cudnn.deterministic
+    assert torch.are_deterministic_algorithms_enabled() == before
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    with deterministic_mode(False):
+        assert torch.are_deterministic_algorithms_enabled() == before
