@@ -92,6 +92,16 @@ def test_skyformer_table1_experiment_chooses_the_skyformer_code():
     assert compose_config(["experiment=skyformer_table1", "parity=none"]).parity == "none"  # the command line wins
 
 
+@pytest.mark.parametrize("task", ["listops", "image"])
+def test_lra_table1_experiment_is_the_lra_protocol_with_the_lra_code(task):
+    cfg = compose_config(["experiment=lra_table1", f"task={task}", "attn=sparse"])
+    assert (cfg.protocol.name, cfg.parity, cfg.experiment_name) == ("lra_paper", "lra_code", "lra_table1")
+    assert cfg.attn.causal is True and cfg.model.pooling == "cls"  # the LRA code's quirk and its CLS pooling
+    default = compose_config([f"task={task}", "protocol=lra_paper"])
+    assert (cfg.model.dim, cfg.trainer.lr, cfg.trainer.steps) == (default.model.dim, default.trainer.lr, default.trainer.steps)
+    validate(cfg)
+
+
 def test_run_labels_read_parity_and_protocol():
     cfg = compose_config(["parity=lra_code"])
     assert run_labels(cfg) == {"parity": "lra_code", "protocol": "skyformer_paper"}  # no protocol node: the Skyformer setup
