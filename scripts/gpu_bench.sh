@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Attention bench (1K-16K, every registered variant + softmax impl=math) and a train-step bench
-# per task on one GPU, in under 8 minutes; CSV, Markdown and plot files go to OUTDIR.
+# Attention bench (1K-16K, every registered variant + softmax impl=math + the plain reference
+# form of the variants with a fast path) and a train-step bench per task on one GPU, in under
+# 8 minutes; CSV, Markdown and plot files go to OUTDIR. Times come from CUDA events, memory from
+# max_memory_allocated, and every table has the bytes saved for backward.
 #
 #   scripts/gpu_bench.sh OUTDIR [bench overrides...]
 #
 # Without a GPU it runs a small CPU configuration (lengths 256 and 512, two repeats) that checks
-# the wiring. BENCH_SIZE=gpu|cpu|tiny forces a size (tiny: seconds, two attentions, for tests);
-# BENCH_ATTN=softmax,skyformer limits the attentions (default: all). Every case has a time limit
+# the wiring. BENCH_SIZE=gpu|cpu|tiny forces a size (tiny: seconds, three attentions, for tests);
+# BENCH_ATTN=softmax,skyformer limits the attentions (default: all + references). Every case has a time limit
 # and every bench a budget; a CSV is rewritten after each case, so a cut run keeps its rows.
 set -uo pipefail
 
@@ -19,6 +21,8 @@ if [[ $SIZE == auto ]]; then
 fi
 
 TASKS=(listops text retrieval image pathfinder)
+REFERENCES=skyformer:impl=reference,nystromformer:impl=reference,performer:impl=reference
+FULL="all,$REFERENCES"
 LAST_START=400  # no new bench after this many seconds
 ATTN_LIMIT=300  # seconds before the attention bench is stopped (it still writes its tables and plot)
 STEP_LIMIT=150  # the same for each train-step bench
@@ -26,20 +30,20 @@ case $SIZE in
   gpu)  # attention <= 210 s (80 cases; the budget leaves room for the slow 16K cases of the last
         # variants, sparse and synthesizer, and a worker restart or two), five train-step benches
         # <= 30 s each, start-up ~10 s per bench: ~7.5 minutes at most
-    ATTN=${BENCH_ATTN:-all}
+    ATTN=${BENCH_ATTN:-$FULL}  # the reference forms last: a tight budget skips them first
     BENCH=(n=1024,2048,4096,8192,16384 warmup=2 repeats=5 case_timeout_s=15 budget_s=210 device=cuda)
     STEP=(warmup=2 repeats=5 case_timeout_s=10 budget_s=30 device=cuda)
     ATTN_LIMIT=240
     STEP_LIMIT=60
     ;;
   cpu)
-    ATTN=${BENCH_ATTN:-all}
+    ATTN=${BENCH_ATTN:-$FULL}
     BENCH=(n=256,512 warmup=1 repeats=2 case_timeout_s=60 budget_s=240 device=cpu)
     STEP=(train.seq_len=256 train.batch_size=2 warmup=1 repeats=2 case_timeout_s=60 budget_s=60 device=cpu)
     LAST_START=100000
     ;;
   tiny)
-    ATTN=${BENCH_ATTN:-softmax,skyformer}
+    ATTN=${BENCH_ATTN:-softmax,skyformer,skyformer:impl=reference}
     BENCH=(n=128 warmup=1 repeats=1 isolate=none progress=false device=cpu)
     STEP=(train.seq_len=128 train.batch_size=2 warmup=0 repeats=1 isolate=none progress=false device=cpu)
     TASKS=(listops)

@@ -204,13 +204,15 @@ def test_reformer_query_attends_to_itself_only_when_alone():
     torch.testing.assert_close(out[:, :, 0], v[:, :, 0])
 
 
-def test_reformer_chunks_see_their_own_and_previous_chunk():
+@pytest.mark.parametrize("wrap", [True, False])
+def test_reformer_chunks_see_their_own_and_previous_chunk(wrap):
     n, c = 64, 16
     q, _, v = rand_qkv(11, n=n)
-    attn = build("reformer", max_len=n, chunk_size=c, num_buckets=1, num_hashes=1)  # sorted order = positions
+    attn = build("reformer", max_len=n, chunk_size=c, num_buckets=1, num_hashes=1, wrap=wrap)  # sorted order = positions
     chunk = torch.arange(n) // c
     diff = chunk[:, None] - chunk[None, :]
-    allowed = ((diff == 0) | (diff == 1)) & ~torch.eye(n, dtype=torch.bool)
+    wrapped = (chunk[:, None] == 0) & (chunk[None, :] == n // c - 1) & wrap  # the first chunk sees the last
+    allowed = ((diff == 0) | (diff == 1) | wrapped) & ~torch.eye(n, dtype=torch.bool)
     torch.testing.assert_close(attn(q, q, v), masked_softmax(shared_qk_scores(q), allowed, v))
 
 
@@ -229,7 +231,7 @@ def test_reformer_rounds_combine_by_log_sum_exp(same_bucket_only):
         rank = (bucket * n + torch.arange(n)).argsort(-1).argsort(-1)  # sorted slot of each token
         ch = rank // c
         diff = ch.unsqueeze(-1) - ch.unsqueeze(-2)
-        allowed = (diff == 0) | (diff == 1)
+        allowed = (diff == 0) | (diff == 1) | ((ch.unsqueeze(-1) == 0) & (ch.unsqueeze(-2) == n // c - 1))  # wrap
         if same_bucket_only:
             allowed = allowed & (bucket.unsqueeze(-1) == bucket.unsqueeze(-2))
         eye = torch.eye(n, dtype=torch.bool)  # itself at -1e5: chosen only when alone, and then weighs ~0
@@ -263,7 +265,7 @@ def test_bigbird_matches_dense_masked_reference_with_pinned_blocks(seed):
     mask[1, 120:] = False  # 8 real blocks in the second sequence
     attn = build("bigbird", block_size=bs, num_random_blocks=2)
     rand = attn.draw_random_blocks(torch.tensor([10, 8]), nb, 2)
-    attn.draw_random_blocks = lambda real, nb_, heads: rand
+    attn.draw_random_blocks = lambda *_: rand
     allowed = torch.zeros(2, 2, nb, nb, dtype=torch.bool)
     for b, real in enumerate((10, 8)):
         for i in range(nb):

@@ -18,10 +18,16 @@ from lra_bench.testing import CHECKS, TASK_LENGTHS, check_attention
 # values each variant's settings must refuse, naming the key (beyond the kit's own: an unknown key, dropout=1.5)
 INVALID = {
     "softmax": [("impl", "flash")],
-    "skyformer": [("num_landmarks", 0), ("num_landmarks", 10_000), ("gamma", -1.0)],
-    "nystromformer": [("num_landmarks", 0), ("num_landmarks", 10_000), ("conv_kernel", 4), ("pinv_iters", 0), ("dropout", 0.1)],
+    "skyformer": [("num_landmarks", 0), ("num_landmarks", 10_000), ("gamma", -1.0), ("impl", "slow"), ("pinv_init", "global")],
+    "nystromformer": [
+        ("num_landmarks", 0), ("num_landmarks", 10_000), ("conv_kernel", 4), ("pinv_iters", 0), ("dropout", 0.1),
+        ("impl", "slow"), ("pinv_init", "global"),
+    ],
     "linformer": [("proj_dim", 0), ("proj_dim", 10_000)],
-    "performer": [("num_features", 0), ("redraw", "sometimes"), ("eps", -1.0)],
+    "performer": [
+        ("num_features", 0), ("redraw", "sometimes"), ("eps", -1.0), ("score_scale", "inv_sqrt"),
+        ("padded_keys", "dropped"), ("stabilizer", "per_batch"), ("impl", "slow"),
+    ],
     "reformer": [("num_hashes", 0), ("chunk_size", 0), ("chunk_size", 10_000), ("num_buckets", 3)],
     "bigbird": [("block_size", 0), ("block_size", 10_000), ("window_blocks", 2), ("num_random_blocks", -1)],
     "informer": [("factor", 0)],

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from lra_bench.attention import available
 from lra_bench.benchmarking.__main__ import expand_shorthand, run
-from lra_bench.benchmarking.measure import AttentionCase
+from lra_bench.benchmarking.measure import AttentionCase, saved_for_backward_mb
 from lra_bench.benchmarking.tables import ATTENTION_COLUMNS, TRAIN_STEP_COLUMNS
 from lra_bench.benchmarking.variants import BenchError, parse_entry, resolve
 from lra_bench.benchmarking.worker import Worker
@@ -74,9 +74,13 @@ def test_attention_bench_rows_tables_and_ratios_from_one_run(tmp_path, capsys):
         base = next(b for b in rows if b["label"] == "softmax" and b["n"] == r["n"])
         assert float(r["fwdbwd_ratio"]) == pytest.approx(float(r["fwdbwd_ms"]) / float(base["fwdbwd_ms"]), rel=1e-3, abs=1e-3)
         assert float(r["fwd_ratio"]) == pytest.approx(float(r["fwd_ms"]) / float(base["fwd_ms"]), rel=1e-3, abs=1e-3)
+        assert float(r["saved_ratio"]) == pytest.approx(float(r["saved_mb"]) / float(base["saved_mb"]), rel=1e-3, abs=1e-3)
+        if r["label"] == "softmax-math":  # exactly q, k, v and the n x n weights (batch 4, 2 heads, d 32, fp32)
+            n = int(r["n"])
+            assert float(r["saved_mb"]) == pytest.approx((3 * 8 * n * 32 + 8 * n * n) * 4 / 2**20, abs=1e-4)
     out = capsys.readouterr().out
     for label in labels:
-        assert table_rows(out, label) == 2  # the forward+backward table and the forward table
+        assert table_rows(out, label) == 3  # forward+backward, forward, saved for backward
     assert (tmp_path / "attention.md").exists()
     assert (tmp_path / "attention.png").stat().st_size > 0
 
@@ -113,7 +117,7 @@ def test_train_step_mode_times_the_task_model(task, tmp_path, capsys):
     assert columns == TRAIN_STEP_COLUMNS
     assert [r["label"] for r in rows] == ["softmax", "skyformer-num_landmarks=16"]
     assert all(r["status"] == "ok" and r["task"] == task and r["n"] == "64" and r["batch"] == "2" for r in rows)
-    assert all(float(r["steps_per_s"]) > 0 and int(r["params"]) > 0 for r in rows)
+    assert all(float(r["steps_per_s"]) > 0 and int(r["params"]) > 0 and float(r["saved_mb"]) > 0 for r in rows)
     assert float(rows[0]["step_ratio"]) == 1.0
     out = capsys.readouterr().out
     assert table_rows(out, "softmax") == 1 and table_rows(out, "skyformer-num_landmarks=16") == 1
@@ -143,6 +147,15 @@ def test_cpu_peak_memory_is_the_extra_resident_memory():
     x = torch.ones(16 * 2**20)  # 64 MB, touched
     del x
     assert 60 < memory.peak_mb() < 72
+
+
+def test_saved_for_backward_counts_each_storage_once():
+    x = torch.ones(2**18, requires_grad=True)  # 1 MB
+    assert saved_for_backward_mb(lambda: x * x) == 1.0  # x saved twice, one storage
+    assert saved_for_backward_mb(lambda: x.exp() * x) == 2.0  # exp keeps its output, mul both operands
+    assert saved_for_backward_mb(lambda: (x * 2).sum()) == 0.0  # a scalar product keeps nothing
+    with torch.no_grad():
+        assert saved_for_backward_mb(lambda: x.exp()) == 0.0
 
 
 def case(attn: dict, n: int, **kw) -> AttentionCase:
@@ -178,7 +191,8 @@ def test_gpu_bench_script_runs_on_cpu_and_writes_csvs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in ("attention.csv", "train_step_listops.csv"):
         rows = read_csv(out / name)[1]
-        assert [r["label"] for r in rows] == ["softmax", "skyformer"] and all(r["status"] == "ok" for r in rows)
+        assert [r["label"] for r in rows] == ["softmax", "skyformer", "skyformer-reference"]
+        assert all(r["status"] == "ok" and float(r["saved_mb"]) > 0 for r in rows)
     assert [p.name for p in tmp_path.iterdir()] == ["bench"]  # nothing else written in the working folder
 
 

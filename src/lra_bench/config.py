@@ -166,6 +166,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
     experiment_name: str | None = None
+    parity: str = "none"  # whose code the run reproduces: none | skyformer_code | lra_code (set by the parity group)
 
 
 def register_configs() -> None:

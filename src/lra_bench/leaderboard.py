@@ -24,6 +24,17 @@ EXAMPLES = """examples:
 """
 
 
+PROTOCOLS = """Accuracy and efficiency tables per (source, device, precision, parity, protocol).
+
+Two labels say what a row can be compared with. protocol is the training recipe (model size,
+steps, batch, learning rate): skyformer_paper (the Skyformer paper's shared setup) or lra_paper
+(the LRA paper's per-task setups). parity says whose code the attention reproduces: none (the
+papers' mathematics, this harness's default), skyformer_code (pkuzengqi/Skyformer, quirks
+included) or lra_code (google-research/long-range-arena). Published rows carry the values of
+the code behind them; compare warns when the two sides differ. See docs/fidelity.md.
+"""
+
+
 def names(text: str) -> list[str]:
     """'a,b' -> ['a', 'b'] (filters take commas or repetition)."""
     return [t.strip() for t in text.split(",") if t.strip()]
@@ -46,7 +57,12 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = top.add_subparsers(dest="command", required=True, metavar="{show,compare,plot}")
 
-    show = sub.add_parser("show", help="accuracy and efficiency tables per (source, device, precision)")
+    show = sub.add_parser(
+        "show",
+        help="accuracy and efficiency tables per (source, device, precision, parity, protocol)",
+        description=PROTOCOLS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     show.add_argument("files", nargs="+", metavar="FILE")
     show.add_argument("--format", choices=FORMATS, default="markdown",
                       help="markdown tables (default), latex tables, or csv/json records with full numbers")
@@ -128,6 +144,8 @@ def run_compare(args: argparse.Namespace) -> int:
                         source=getattr(args, f"{option}_source"))
         sides.append(Side(path, option, rows))
     result = compare(*sides)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     emit(render([result.table], args.format), args.output)
     if args.fail_below is not None:
         drops = [(t, a, d) for t, a, d in result.deltas if d < -args.fail_below]

@@ -145,10 +145,18 @@ class Encoder(nn.Module):
         x = self.norm(x)
         if self.pooling in ("cls", "first_token"):
             return x[:, 0]
-        if mask is None or self.pooling == "mean_padded":
-            return x.mean(dim=1)
-        weights = mask.to(x.dtype).unsqueeze(-1)
-        return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return pool(x, mask, self.pooling)
+
+
+def pool(x: torch.Tensor, mask: torch.Tensor | None, mode: str) -> torch.Tensor:
+    """Mean over the real tokens (``mean``), or the published code's ``mean_padded``: padded
+    positions zeroed, then the sum divided by the padded length."""
+    if mask is None:
+        return x.mean(dim=1)
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    if mode == "mean_padded":
+        return (x * weights).mean(dim=1)
+    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 class Classifier(nn.Module):

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+from omegaconf import DictConfig, OmegaConf
 
 from lra_bench.errors import ResultsError
+from lra_bench.io import atomic_write_text
 
 SCHEMA_VERSION = 1
 
@@ -49,6 +51,8 @@ class LeaderboardRow:
     config_hash: str
     overrides: str
     run_dir: str
+    parity: str = "none"  # whose code the run reproduces: none | skyformer_code | lra_code (docs/fidelity.md)
+    protocol: str = "skyformer_paper"  # training recipe: skyformer_paper | lra_paper
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in COLUMNS}
@@ -64,6 +68,36 @@ NUMERIC_COLUMNS = tuple(f.name for f in _FIELDS if _is_numeric(str(f.type)))
 TEXT_COLUMNS = tuple(f.name for f in _FIELDS if not _is_numeric(str(f.type)))
 # columns an older file may lack, with the value such a file is read as
 COLUMN_DEFAULTS = {f.name: f.default for f in _FIELDS if f.default is not MISSING}
+# columns that say what a row can be compared with (compare warns when they differ)
+LABEL_COLUMNS = ("parity", "protocol")
+# the header of files written before the columns with defaults existed: upgraded on append
+EARLIER_COLUMNS = [c for c in COLUMNS if c not in COLUMN_DEFAULTS]
+
+
+def run_labels(cfg: DictConfig) -> dict[str, str]:
+    """The row's ``parity`` and ``protocol`` from a run config (``cfg.protocol.name`` when it has one)."""
+    return {
+        key: str(OmegaConf.select(cfg, path, default=None) or COLUMN_DEFAULTS[key])
+        for key, path in (("parity", "parity"), ("protocol", "protocol.name"))
+    }
+
+
+def header_of(path: Path) -> list[str]:
+    """The first line of a CSV file, split on commas."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return f.readline().rstrip("\r\n").split(",")
+
+
+def add_later_columns(path: Path) -> None:
+    """Rewrite (atomically) a leaderboard with the earlier header, giving every row the later columns' defaults."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    later = [str(COLUMN_DEFAULTS[c]) for c in COLUMNS if c not in EARLIER_COLUMNS]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerows(row + later for row in rows[1:] if row)
+    atomic_write_text(path, buf.getvalue())
 
 
 def format_row(row: dict[str, Any]) -> str:
@@ -79,7 +113,9 @@ def format_row(row: dict[str, Any]) -> str:
 def append_row(path: str | Path, row: dict[str, Any]) -> Path:
     """Append one row under a file lock; write the header first when the file is new or empty.
 
-    An existing file with another header is never touched: that is an error naming the file.
+    A file with the earlier header (before the columns with defaults) gains those columns first,
+    every row keeping its values. A file with another header is never touched: that is an
+    error naming the file.
     The row is written with a single write and fsync, so parallel jobs never tear a row.
     """
     path = Path(path)
@@ -87,6 +123,8 @@ def append_row(path: str | Path, row: dict[str, Any]) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
+            if path.exists() and header_of(path) == EARLIER_COLUMNS:
+                add_later_columns(path)
             with open(path, "a+", newline="") as f:
                 f.seek(0)
                 header = f.readline()

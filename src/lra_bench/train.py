@@ -45,7 +45,7 @@ from lra_bench.distributed import (
 from lra_bench.errors import RunError
 from lra_bench.io import atomic_write_json
 from lra_bench.model import build_model
-from lra_bench.results import SCHEMA_VERSION, LeaderboardRow, append_row
+from lra_bench.results import SCHEMA_VERSION, LeaderboardRow, append_row, run_labels
 from lra_bench.runlock import hold_run_folder
 from lra_bench.runtime import StepTimer, device_label, peak_memory_mb, reset_peak_memory
 from lra_bench.step import (
@@ -444,6 +444,7 @@ def leaderboard_row(cfg: DictConfig, folder: RunFolder, state: TrainState, progr
         config_hash=folder.config_digest,
         overrides=hydra_overrides(),
         run_dir=str(folder.path),
+        **run_labels(cfg),
     )
 
 

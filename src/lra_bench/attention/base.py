@@ -8,6 +8,7 @@ Padded keys must never influence real queries.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -79,6 +80,15 @@ def matmul_dtype(x: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
     return x.dtype
+
+
+def without_autocast(x: torch.Tensor) -> Any:
+    """Autocast off for ``x``'s device: custom autograd functions compute in their inputs' dtype.
+
+    Their backward runs outside autocast, so a forward under autocast would save tensors of
+    another dtype than the gradients it meets.
+    """
+    return torch.autocast(device_type=x.device.type, enabled=False)
 
 
 def hidden_score(dtype: torch.dtype, score: float = -1e9) -> float:

@@ -8,6 +8,15 @@ key. Softmax over the union of those keys (each block counted once). Cost O(n b 
 Blocks are laid over the *valid* tokens: the last global block is the last block holding a
 real token, and random blocks are drawn among real blocks, from a draw whose shape depends
 on ``max_len`` only, so padding never changes what a real query sees.
+
+Settings that reproduce the Skyformer code (Hugging Face's BigBird; defaults follow the paper):
+``pattern: fixed`` draws the random blocks from a generator reseeded with ``pattern_seed`` on
+every call, so training, evaluation and every layer share one pattern (the code reseeds numpy
+with 42 on each forward); ``last_global: padded`` makes the last block of the padded sequence
+the global one, whose keys are all padding for a short sequence, and lets random blocks land
+on padding (the code lays blocks over the padded length); ``random_span: first_1024`` draws
+random blocks among the first 1024 tokens when the padded length is 1024, 3072 or 4096 (the
+code's "old plans"). The blocks themselves come from this module's generator, not numpy's.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from lra_bench.attention.base import (
     SampledAttention,
     hidden_score,
     matmul_dtype,
-    valid_lengths,
+    seeded_generator,
 )
 from lra_bench.attention.registry import register_attention
 
@@ -37,6 +46,10 @@ class BigBirdConfig(AttentionConfig):
     block_size: int = 64
     window_blocks: int = 3  # sliding window: this block and (window_blocks - 1) / 2 on each side
     num_random_blocks: int = 3
+    pattern: str = "fresh"  # fresh: new random blocks every training call | fixed: reseeded with pattern_seed every call
+    pattern_seed: int = 42  # seed of the fixed pattern (the Skyformer code's default --random 42)
+    last_global: str = "real"  # real: the last block holding a real token | padded: the padded sequence's last block
+    random_span: str = "all"  # all | first_1024: from the first 1024 tokens when n is 1024, 3072 or 4096
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
@@ -46,6 +59,13 @@ class BigBirdConfig(AttentionConfig):
             raise ValueError(f"window_blocks: must be odd and >= 1, got {self.window_blocks}")
         if self.num_random_blocks < 0:
             raise ValueError(f"num_random_blocks: must be >= 0, got {self.num_random_blocks}")
+        for key, value, allowed in (
+            ("pattern", self.pattern, ("fresh", "fixed")),
+            ("last_global", self.last_global, ("real", "padded")),
+            ("random_span", self.random_span, ("all", "first_1024")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{key}: choose {' or '.join(allowed)}, got {value!r}")
 
 
 def gather_blocks(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -61,12 +81,37 @@ def gather_blocks(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 class BigBirdAttention(SampledAttention):
     cfg: BigBirdConfig
 
-    def draw_random_blocks(self, real_blocks: torch.Tensor, nb: int, heads: int) -> torch.Tensor:
+    PAPER_LENGTHS = (1024, 3072, 4096)  # lengths whose random blocks the published code takes from the first 1024 tokens
+
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
+        """The running/eval generator, or one reseeded with ``pattern_seed`` for the fixed pattern."""
+        if self.cfg.pattern == "fresh":
+            return super().generator(device)
+        return seeded_generator(self.cfg.pattern_seed, device)
+
+    def block_limits(self, valid: torch.Tensor, n_c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(index of the last global block, number of blocks random keys may come from), each ``[b]``.
+
+        By default both follow the real tokens; ``last_global: padded`` uses the padded length
+        and ``random_span: first_1024`` caps the random range at the first 1024 tokens.
+        """
+        bs, b = self.cfg.block_size, valid.shape[0]
+        real = (valid.sum(-1) + bs - 1).div(bs, rounding_mode="floor").clamp(min=1)
+        if self.cfg.last_global == "padded":
+            real = torch.full_like(real, n_c // bs)
+        span = real
+        if self.cfg.random_span == "first_1024" and n_c in self.PAPER_LENGTHS:
+            span = span.clamp(max=1024 // bs)
+        return real - 1, span.view(b)
+
+    def draw_random_blocks(self, real_blocks: torch.Tensor, nb: int, heads: int, span: torch.Tensor | None = None) -> torch.Tensor:
         """Random key blocks of each query block, ``[b, heads, nb, r]``, -1 where none is left.
 
-        Drawn without replacement among the real blocks outside the window and the global
-        blocks (uniform scores, top r). Tests may replace this method to pin the draw.
+        Drawn without replacement among the first ``span`` blocks (default: the real blocks)
+        outside the window and the global blocks (uniform scores, top r); ``real_blocks - 1``
+        is the last global block. Tests may replace this method to pin the draw.
         """
+        span = real_blocks if span is None else span
         r, half = self.cfg.num_random_blocks, self.cfg.window_blocks // 2
         b = real_blocks.shape[0]
         size = max(math.ceil(self.max_len / self.cfg.block_size), nb)
@@ -76,7 +121,7 @@ class BigBirdAttention(SampledAttention):
         i = torch.arange(nb, device=real_blocks.device)
         last = (real_blocks - 1).view(-1, 1, 1)
         j = i.view(1, 1, -1)
-        allowed = (j < real_blocks.view(-1, 1, 1)) & ((j - i.view(1, -1, 1)).abs() > half) & (j != 0) & (j != last)
+        allowed = (j < span.view(-1, 1, 1)) & ((j - i.view(1, -1, 1)).abs() > half) & (j != 0) & (j != last)
         u = torch.where(allowed.unsqueeze(1), u, -1.0)
         top, idx = u.topk(min(r, nb), dim=-1)
         idx = torch.where(top >= 0, idx, -1)
@@ -91,10 +136,11 @@ class BigBirdAttention(SampledAttention):
         n_c = math.ceil(n / bs) * bs
         nb = n_c // bs
         valid = torch.ones(b, n, dtype=torch.bool, device=q.device) if mask is None else mask
-        real_blocks = (valid_lengths(mask, b, n, q.device) + bs - 1).div(bs, rounding_mode="floor").clamp(min=1)
         if n_c > n:
             q, k, v = (F.pad(x, (0, 0, 0, n_c - n)) for x in (q, k, v))
             valid = F.pad(valid, (0, n_c - n), value=False)
+        last_block, span = self.block_limits(valid, n_c)
+        real_blocks = last_block + 1
         # masks ride in the matmul: q gets a column of ones, k a column of 0 / MASKED, and dropped
         # slots point at an extra all-masked "null" block (index nb), so no pass over the scores
         q = torch.cat([q * d**-0.5, torch.ones_like(q[..., :1])], dim=-1)  # [b, h, n_c, d + 1]
@@ -110,7 +156,7 @@ class BigBirdAttention(SampledAttention):
         window = (i.view(1, -1, 1) + torch.arange(-half, half + 1, device=q.device)).clamp(min=0)
         window = torch.minimum(window, last)  # [b, nb, w]
         glob = torch.cat([torch.zeros_like(last), last], dim=-1).expand(-1, nb, -1)
-        rand = self.draw_random_blocks(real_blocks, nb, h)
+        rand = self.draw_random_blocks(real_blocks, nb, h, span)
         idx = torch.cat([torch.cat([window, glob], dim=-1).unsqueeze(1).expand(-1, h, -1, -1), rand], dim=-1)
         same = idx.unsqueeze(-1) == idx.unsqueeze(-2)
         earlier = torch.ones(idx.shape[-1], idx.shape[-1], dtype=torch.bool, device=q.device).tril(-1)

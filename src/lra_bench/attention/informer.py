@@ -6,7 +6,13 @@ softmax attention, every other query gets the mean of V. Cost O(n log n d).
 
 L is each sequence's count of real tokens, the samples come from real tokens and the draw's
 shape depends on ``max_len`` only, so padding never changes a real token's output. The
-estimate averages the sampled scores (the paper's formula; its code divides their sum by L).
+estimate averages the sampled scores (the paper's formula).
+
+Settings that reproduce published code (defaults follow the paper):
+``nb_features`` > 0 sets c = ceil(nb_features / ln max_len) (the Skyformer code: 128 features,
+c = 16-19 at LRA lengths); ``sparsity_mean: length`` divides the sampled scores' sum by L
+instead of by their count (the Informer and Skyformer code); ``ignore_mask`` treats padded
+tokens as ordinary tokens (the Skyformer code never reads the mask in this variant).
 """
 
 from __future__ import annotations
@@ -32,11 +38,24 @@ class InformerConfig(AttentionConfig):
     name: str = "informer"
     dropout: float = 0.0
     factor: int = 5  # c: c ceil(ln L) sampled keys per query and selected queries
+    nb_features: int = 0  # > 0: c = ceil(nb_features / ln max_len) instead of `factor` (Skyformer code: 128)
+    sparsity_mean: str = "samples"  # samples: max - sum / U (the paper) | length: max - sum / L (the published code)
+    ignore_mask: bool = False  # true: padded tokens are keys and queries like real ones (the Skyformer code)
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
         if self.factor < 1:
             raise ValueError(f"factor: must be >= 1, got {self.factor}")
+        if self.nb_features < 0:
+            raise ValueError(f"nb_features: must be >= 0 (0 = use factor), got {self.nb_features}")
+        if self.sparsity_mean not in ("samples", "length"):
+            raise ValueError(f"sparsity_mean: choose samples or length, got {self.sparsity_mean!r}")
+
+    def effective_factor(self, max_len: int) -> int:
+        """c: ``factor``, or ceil(nb_features / ln max_len) when ``nb_features`` is set."""
+        if self.nb_features:
+            return max(1, math.ceil(self.nb_features / math.log(max(max_len, 2))))
+        return self.factor
 
 
 def log_budget(factor: int, length: torch.Tensor | int) -> torch.Tensor:
@@ -56,6 +75,10 @@ def budget_of(factor: int, length: int) -> int:
 class InformerAttention(SampledAttention):
     cfg: InformerConfig
 
+    @property
+    def factor(self) -> int:
+        return self.cfg.effective_factor(self.max_len)
+
     def draw_key_samples(self, lengths: torch.Tensor, n: int, heads: int) -> torch.Tensor:
         """Sampled keys of every query, ``[b, heads, n, U]`` with U = c ceil(ln max_len).
 
@@ -63,7 +86,7 @@ class InformerAttention(SampledAttention):
         uses the first c ceil(ln L) of them. Tests may replace this method to pin the draw.
         """
         size = max(self.max_len, n)
-        samples = budget_of(self.cfg.factor, size)
+        samples = budget_of(self.factor, size)
         return uniform_indices(lengths, (heads, size, samples), self.generator(lengths.device))[:, :, :n]
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -71,9 +94,11 @@ class InformerAttention(SampledAttention):
         if in_dtype in (torch.float16, torch.bfloat16):
             q, k, v = q.float(), k.float(), v.float()
         b, h, n, d = q.shape
+        if self.cfg.ignore_mask:
+            mask = None
         q = q * d**-0.5
         lengths = valid_lengths(mask, b, n, q.device)
-        budget = log_budget(self.cfg.factor, lengths).to(q.device)  # [b]
+        budget = log_budget(self.factor, lengths).to(q.device)  # [b]
 
         with torch.no_grad():  # the sparsity measure only ranks queries
             idx = self.draw_key_samples(lengths, n, h)  # [b, h, n, U]
@@ -82,11 +107,12 @@ class InformerAttention(SampledAttention):
             s = (q.unsqueeze(-2) @ k_s.transpose(-1, -2)).squeeze(-2)  # [b, h, n, U]
             used = torch.arange(u_max, device=q.device) < budget.view(-1, 1, 1, 1)
             top = s.masked_fill(~used, -math.inf).amax(dim=-1)
-            mean = (s * used).sum(-1) / budget.view(-1, 1, 1).to(s.dtype)
+            divisor = budget if self.cfg.sparsity_mean == "samples" else lengths.clamp(min=1)
+            mean = (s * used).sum(-1) / divisor.view(-1, 1, 1).to(s.dtype)
             sparsity = top - mean
             if mask is not None:
                 sparsity = sparsity.masked_fill(~mask[:, None, :], -math.inf)
-            n_top = budget_of(self.cfg.factor, n)
+            n_top = budget_of(self.factor, n)
             chosen = sparsity.topk(n_top, dim=-1).indices  # [b, h, n_top], most sparse first
             slot_ok = torch.arange(n_top, device=q.device) < budget.view(-1, 1, 1)
 

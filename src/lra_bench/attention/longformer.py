@@ -12,6 +12,9 @@ Deviations: Longformer (and the LRA code) has separate projections for global at
 interface gives one q, k, v, so the global token uses them too. The default window of 256
 tokens on each side follows the LRA code's 512-token sliding window (256 + 1 + 256 here).
 A window of n - 1 or more is exact softmax attention.
+
+``global_first: false`` drops the global token: a pure sliding window, as the LRA code ran
+(its classifier passes no global mask, so no token is global).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class LongformerConfig(AttentionConfig):
     name: str = "longformer"
     dropout: float = 0.0
     window: int = 256  # keys seen on each side of a query (the band is 2 window + 1 wide)
+    global_first: bool = True  # the first token is global (the paper's classification token); false as the LRA code
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
@@ -64,8 +68,10 @@ class LongformerAttention(Attention):
         keys = torch.cat([F.pad(k, pad).unfold(2, span, c).transpose(-1, -2), k_first], dim=3)  # [b, h, nb, span + 1, d]
         values = torch.cat([F.pad(v, pad).unfold(2, span, c).transpose(-1, -2), v_first], dim=3)
         valid_pad = F.pad(valid, (w, n_c - n + w), value=False)
-        valid_pad[:, w] = False  # the first key, reached through the global column instead
-        valid_win = torch.cat([valid_pad.unfold(1, span, c), valid[:, None, :1].expand(-1, nb, -1)], dim=-1)
+        glob = self.cfg.global_first
+        if glob:
+            valid_pad[:, w] = False  # the first key, reached through the global column instead
+        valid_win = torch.cat([valid_pad.unfold(1, span, c), valid[:, None, :1].expand(-1, nb, -1) & glob], dim=-1)
         r = torch.arange(c, device=q.device).view(-1, 1)
         s = torch.arange(span + 1, device=q.device).view(1, -1)
         band = ((s >= r) & (s <= r + 2 * w)) | (s == span)  # |i - j| <= w, or the first key: [c, span + 1]
@@ -73,9 +79,11 @@ class LongformerAttention(Attention):
 
         scores = hide(blocked(pad_seq(q, n_c), c) @ keys.transpose(-1, -2), allowed.unsqueeze(1))
         weights = F.dropout(torch.softmax(scores, dim=-1), p=p, training=self.training)
-        out = (weights @ values).reshape(b, h, n_c, d)[:, :, 1:n]
+        out = (weights @ values).reshape(b, h, n_c, d)[:, :, :n]
+        if not glob:
+            return out.to(in_dtype)
 
         # the first token is global: it attends to every key
         first = hide(q[:, :, :1] @ k.transpose(-1, -2), valid[:, None, None, :])
         first = F.dropout(torch.softmax(first, dim=-1), p=p, training=self.training) @ v
-        return torch.cat([first, out], dim=2).to(in_dtype)
+        return torch.cat([first, out[:, :, 1:]], dim=2).to(in_dtype)

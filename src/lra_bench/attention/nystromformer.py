@@ -25,7 +25,7 @@ from lra_bench.attention.base import (
     matmul_dtype,
     valid_lengths,
 )
-from lra_bench.attention.pinv import newton_schulz_pinv
+from lra_bench.attention.pinv import PINV_INITS, newton_schulz_pinv, newton_schulz_reference
 from lra_bench.attention.registry import register_attention
 
 MASKED = -1e9  # score offset of a hidden key: exp underflows to exactly 0 next to any visible key
@@ -37,8 +37,9 @@ class NystromformerConfig(AttentionConfig):
     dropout: float = 0.0
     num_landmarks: int = 128
     pinv_iters: int = 6
-    pinv_init: str = "per_matrix"  # per_matrix | batch (one scale over the whole batch, as the paper's code)
-    conv_kernel: int = 35  # depthwise conv on V along the sequence; 0 = off
+    pinv_init: str = "per_matrix"  # per_matrix: M^T/(||M||_1 ||M||_inf) | batch: M^T / max over the batch of ||M||_1 (the code's)
+    conv_kernel: int = 35  # depthwise conv on V along the sequence; 0 = off (as the code behind the Skyformer table)
+    impl: str = "fast"  # fast: fused attention kernels for the n x m factors | reference: plain autograd
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
@@ -48,8 +49,10 @@ class NystromformerConfig(AttentionConfig):
             raise ValueError(f"num_landmarks: must be between 1 and the task's max length {max_len}, got {self.num_landmarks}")
         if self.pinv_iters < 1:
             raise ValueError(f"pinv_iters: must be >= 1, got {self.pinv_iters}")
-        if self.pinv_init not in ("per_matrix", "batch"):
+        if self.pinv_init not in PINV_INITS:
             raise ValueError(f"pinv_init: choose per_matrix or batch, got {self.pinv_init!r}")
+        if self.impl not in ("fast", "reference"):
+            raise ValueError(f"impl: choose fast or reference, got {self.impl!r}")
         if self.conv_kernel < 0 or (self.conv_kernel > 0 and self.conv_kernel % 2 == 0):
             raise ValueError(f"conv_kernel: must be 0 (off) or an odd size, got {self.conv_kernel}")
 
@@ -58,18 +61,25 @@ def segment_means(x: torch.Tensor, lengths: torch.Tensor, m: int) -> tuple[torch
     """Means of ``x [b, h, n, d]`` over m contiguous segments of the valid tokens.
 
     Returns ``[b, h, m, d]`` and ``[b, m]`` bool (segment non-empty). Valid token i of a
-    sequence of length L belongs to segment floor(i m / L); padded tokens to none.
+    sequence of length L belongs to segment floor(i m / L); padded tokens to none. The rows are
+    summed in place of ``x``'s memory layout (no copy of ``x`` made or kept for backward).
     """
     b, h, n, d = x.shape
     pos = torch.arange(n, device=x.device)
     lens = lengths.clamp(min=1).view(-1, 1)
     seg = torch.where(pos < lens, pos * m // lens, m)  # [b, n]; m = the discard segment
-    flat = (seg + torch.arange(b, device=x.device).view(-1, 1) * (m + 1)).reshape(-1)
+    by_batch = seg + torch.arange(b, device=x.device).view(-1, 1) * (m + 1)
+    flat = by_batch.reshape(-1)  # counted by a scatter, not bincount: no host sync for the output size
     counts = torch.zeros(b * (m + 1), dtype=torch.long, device=x.device).index_add_(0, flat, torch.ones_like(flat))
-    counts = counts.view(b, m + 1)[:, :m]  # a scatter, not bincount: no host sync for the output size
-    rows = x.transpose(1, 2).reshape(b * n, h * d)
-    sums = rows.new_zeros(b * (m + 1), h * d).index_add_(0, flat, rows)
-    sums = sums.view(b, m + 1, h, d)[:, :m].transpose(1, 2)
+    counts = counts.view(b, m + 1)[:, :m]
+    try:  # tokens as rows of [b n, h, d], a view when each token's heads sit together (one projection)
+        rows = x.transpose(1, 2).view(b * n, h, d)
+        sums = rows.new_zeros(b * (m + 1), h, d).index_add_(0, by_batch.reshape(-1), rows)
+        sums = sums.view(b, m + 1, h, d)[:, :m].transpose(1, 2)
+    except RuntimeError:  # [b, h, n, d] in memory (or a copy when neither)
+        flat = (seg.unsqueeze(1) + (m + 1) * torch.arange(b * h, device=x.device).view(b, h, 1)).reshape(-1)
+        sums = x.new_zeros(b * h * (m + 1), d).index_add_(0, flat, x.reshape(b * h * n, d))
+        sums = sums.view(b, h, m + 1, d)[:, :, :m]
     means = sums / counts.clamp(min=1).to(x.dtype)[:, None, :, None]
     return means, counts > 0
 
@@ -90,30 +100,65 @@ class NystromformerAttention(Attention):
         in_dtype = q.dtype
         if in_dtype in (torch.float16, torch.bfloat16):  # softmax products and pinv need fp32
             q, k, v = q.float(), k.float(), v.float()
-        b, h, n, d = q.shape
-        if mask is not None:
+        if mask is not None:  # also what the conv sees: no padding
             v = v * mask[:, None, :, None].to(v.dtype)
-        q, k = q * d**-0.25, k * d**-0.25  # so that q.k is already divided by sqrt d
+        out = self.reference(q, k, v, mask) if self.cfg.impl == "reference" else self.fast(q, k, v, mask)
+        if self.conv is not None:  # v is already zero on padded tokens, like the conv's own zero padding
+            out = out + self.depthwise_conv(v)
+        return out.to(in_dtype)
+
+    def depthwise_conv(self, v: torch.Tensor) -> torch.Tensor:
+        """The per-head (kernel, 1) convolution along the sequence, as a 1-d convolution per (head, channel).
+
+        Equal to ``conv2d`` with the module's weight; the 2-d CPU kernel unfolds the input 35-fold
+        (six times slower and five times the memory at n = 4096).
+        """
+        assert self.conv is not None
+        b, h, n, d = v.shape
+        size = self.cfg.conv_kernel
+        weight = self.conv.weight.to(v.dtype).reshape(h, 1, size).repeat_interleave(d, dim=0)  # [h d, 1, size]
+        out = F.conv1d(v.transpose(2, 3).reshape(b, h * d, n), weight, padding=size // 2, groups=h * d)
+        return out.view(b, h, d, n).transpose(2, 3)
+
+    def landmarks(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Segment means of q and k, and the additive bias of the landmark keys (0, or MASKED when empty)."""
+        b, _, n, _ = q.shape
         lengths = valid_lengths(mask, b, n, q.device)
         q_l, lm_valid = segment_means(q, lengths, self.cfg.num_landmarks)
         k_l, _ = segment_means(k, lengths, self.cfg.num_landmarks)
+        lm_bias = torch.zeros(lm_valid.shape, dtype=q.dtype, device=q.device).masked_fill(~lm_valid, hidden_score(matmul_dtype(q), MASKED))
+        return q_l, k_l, lm_bias
+
+    def fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """kernel_1 (z (kernel_3 v)) with both n x m factors as fused attention calls."""
+        scale = q.shape[-1] ** -0.5
+        q_l, k_l, lm_bias = self.landmarks(q, k, mask)
+        lm_valid = (lm_bias == 0).to(q.dtype)
+        kernel_2 = torch.softmax(q_l @ k_l.mT * scale + lm_bias[:, None, None, :], dim=-1) * lm_valid[:, None, :, None]
+        z = newton_schulz_pinv(kernel_2, self.cfg.pinv_iters, self.cfg.pinv_init)
+        key_bias = None
+        if mask is not None:
+            key_bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, hidden_score(matmul_dtype(q), MASKED))[:, None, None, :]
+        kernel_3_v = F.scaled_dot_product_attention(q_l, k, v, attn_mask=key_bias, scale=scale)  # [b, h, m, d]
+        return F.scaled_dot_product_attention(q, k_l, z @ kernel_3_v, attn_mask=lm_bias[:, None, None, :], scale=scale)
+
+    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The three softmax factors materialised."""
+        b, h, n, d = q.shape
+        q, k = q * d**-0.25, k * d**-0.25  # so that q.k is already divided by sqrt d
+        q_l, k_l, lm_bias = self.landmarks(q, k, mask)
+        lm_valid = lm_bias == 0
         # masks ride in the matmuls: queries get a column of ones, keys a column of 0 / MASKED
-        hidden = hidden_score(matmul_dtype(q), MASKED)  # fits the scores' dtype (fp16 under autocast)
-        lm_bias = torch.zeros(lm_valid.shape, dtype=q.dtype, device=q.device).masked_fill(~lm_valid, hidden)
         k_l = torch.cat([k_l, lm_bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1)
         q_l = torch.cat([q_l, torch.ones_like(q_l[..., :1])], dim=-1)
         key_bias = torch.zeros(b, n, dtype=q.dtype, device=q.device)
         if mask is not None:
-            key_bias = key_bias.masked_fill(~mask, hidden)
+            key_bias = key_bias.masked_fill(~mask, hidden_score(matmul_dtype(q), MASKED))
         k = torch.cat([k, key_bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1)
         q = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)
         kernel_1 = torch.softmax(q @ k_l.transpose(-1, -2), dim=-1)  # [b, h, n, m]
         kernel_2 = torch.softmax(q_l @ k_l.transpose(-1, -2), dim=-1)  # [b, h, m, m]
         kernel_2 = kernel_2 * lm_valid[:, None, :, None].to(q.dtype)  # empty landmarks: zero rows too
         kernel_3 = torch.softmax(q_l @ k.transpose(-1, -2), dim=-1)  # [b, h, m, n]
-        z = newton_schulz_pinv(kernel_2, self.cfg.pinv_iters, per_matrix_init=self.cfg.pinv_init == "per_matrix")
-        out = kernel_1 @ (z @ (kernel_3 @ v))
-        if self.conv is not None:  # v is already zero on padded tokens, like the conv's own zero padding
-            out = out + F.conv2d(v, self.conv.weight.to(v.dtype), padding=self.conv.padding, groups=h)
-        return out.to(in_dtype)
-
+        z = newton_schulz_reference(kernel_2, self.cfg.pinv_iters, self.cfg.pinv_init)
+        return kernel_1 @ (z @ (kernel_3 @ v))

@@ -10,6 +10,22 @@ one max over the valid keys of each (sequence, head); both cancel in the normali
 ``eps`` (the paper code's 1e-6) added to every feature keeps the normaliser positive; it
 biases the estimate slightly towards uniform attention (0 removes it). Padded keys are
 left out of both sums.
+
+Settings that reproduce the code behind the Skyformer paper's Performer row (pkuzengqi/Skyformer,
+``attention_performer.py``), each off by default:
+
+- ``score_scale: inv_d``: q and k are scaled by d^-1/4 twice (once by the caller, once inside
+  the feature map), so the estimate is of softmax(q k^T / d), not / sqrt d;
+- ``padded_keys: zeroed``: padded keys and values are zeroed, not removed, so every padded key
+  still adds phi(0) to the normaliser;
+- ``stabilizer: global``: the keys' shift is one max of k.w over the whole batch (not per
+  sequence and head, and without the norm term), and the query features keep their norm term
+  exp(-|x|^2 / 2) (which otherwise cancels); both matter only through ``eps``;
+- ``redraw: fixed`` and ``eps: 1e-4``: features drawn once, the code's stabiliser.
+
+``impl=fast`` (default) builds phi(Q) and phi(K) chunk by chunk, uses them at once and rebuilds
+them in backward (``chunked.py``): no n x m feature map is kept. ``impl=reference`` is the plain
+form (the float64 reference in tests).
 """
 
 from __future__ import annotations
@@ -20,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from lra_bench.attention.base import AttentionConfig, SampledAttention
+from lra_bench.attention.chunked import kernel_apply, kernel_reduce, row_max
 from lra_bench.attention.registry import register_attention
 from lra_bench.attention.sampling import seeded_generator
 
@@ -32,6 +49,10 @@ class PerformerConfig(AttentionConfig):
     orthogonal: bool = True  # orthogonal blocks (FAVOR+) | false: i.i.d. Gaussian rows
     redraw: str = "fresh"  # fresh: new features every training forward | fixed: always the seeded eval draw
     eps: float = 1e-6  # added to every feature after the max shift (numerical stabiliser of the paper's code)
+    score_scale: str = "inv_sqrt_d"  # inv_sqrt_d: softmax(q k^T / sqrt d) | inv_d: / d (q, k scaled twice, as the peer code)
+    padded_keys: str = "removed"  # removed: out of both sums | zeroed: zero vectors, still in the normaliser (peer code)
+    stabilizer: str = "per_sequence"  # per_sequence: key max per sequence and head | global: one max over the batch (peer code)
+    impl: str = "fast"  # fast: feature maps per chunk, rebuilt in backward | reference: plain autograd
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
@@ -43,6 +64,17 @@ class PerformerConfig(AttentionConfig):
             raise ValueError(f"redraw: choose fresh or fixed, got {self.redraw!r}")
         if self.eps < 0:
             raise ValueError(f"eps: must be >= 0, got {self.eps}")
+        for key, choices in CHOICES.items():
+            if getattr(self, key) not in choices:
+                raise ValueError(f"{key}: choose {' or '.join(choices)}, got {getattr(self, key)!r}")
+
+
+CHOICES = {
+    "score_scale": ("inv_sqrt_d", "inv_d"),
+    "padded_keys": ("removed", "zeroed"),
+    "stabilizer": ("per_sequence", "global"),
+    "impl": ("fast", "reference"),
+}
 
 
 def gaussian_orthogonal(m: int, d: int, generator: torch.Generator, orthogonal: bool = True) -> torch.Tensor:
@@ -79,26 +111,57 @@ class PerformerAttention(SampledAttention):
         if in_dtype in (torch.float16, torch.bfloat16):  # exponentials of projections: fp32
             q, k, v = q.float(), k.float(), v.float()
         d = q.shape[-1]
-        w = self.draw_features(d, device=q.device).to(device=q.device, dtype=q.dtype) * d**-0.25  # acts on x = q / d^(1/4)
-        # phi(x) = exp(w.x - |x|^2/2 - shift) / sqrt(m); per-query and per-(sequence, head) shifts and
-        # the 1/sqrt(m) cancel between numerator and denominator, so only the key's |x|^2/2 is kept
-        qw = q @ w.T  # [b, h, n, m]
-        phi_q = torch.exp(qw - qw.detach().amax(dim=-1, keepdim=True))
-        kw = k @ w.T
-        half_sq = 0.5 * d**-0.5 * (k * k).sum(-1, keepdim=True)  # |x|^2 / 2 for x = k / d^(1/4)
-        row_max = kw.detach().amax(dim=-1, keepdim=True) - half_sq.detach()  # [b, h, n, 1]
+        scale = d**-0.25 if self.cfg.score_scale == "inv_sqrt_d" else d**-0.5  # features act on x = scale * q
+        w = self.draw_features(d, device=q.device).to(dtype=q.dtype)
+        ones = torch.ones_like(v[..., :1])
+        if mask is not None and self.cfg.padded_keys == "zeroed":  # padded keys become zero vectors that still count
+            keep = mask[:, None, :, None].to(k.dtype)
+            k, v, mask = k * keep, v * keep, None
+        v_ext = torch.cat([v, ones], dim=-1)  # the last column accumulates the normaliser
+        run = self.reference if self.cfg.impl == "reference" else self.fast
+        out = run(q, k, v_ext, mask, w, scale)  # [b, h, n, d + 1]
+        return (out[..., :-1] / out[..., -1:]).to(in_dtype)
+
+    def fast(self, q: torch.Tensor, k: torch.Tensor, v_ext: torch.Tensor, mask: torch.Tensor | None, w: torch.Tensor, scale: float) -> torch.Tensor:
+        """phi(Q) (phi(K)^T [V, 1]) with both feature maps built per chunk (see ``chunked.py``)."""
+        zero, one = torch.zeros_like(w[:, :1]), torch.ones_like(w[:, :1])
+        glob = self.cfg.stabilizer == "global"
+        w_plain, w_norm = torch.cat([w, zero, zero], dim=-1), torch.cat([w, one, zero], dim=-1)  # x~ . w~ = s x.w (- |s x|^2/2)
+        if glob:
+            q_shift: torch.Tensor | str = row_max(q, w_plain, scale=scale)
+            k_shift = self.masked_max(row_max(k, w_plain, scale=scale), mask, dims=(0, 1, 2))
+        else:
+            q_shift = "row_max"
+            k_shift = self.masked_max(row_max(k, w_norm, scale=scale), mask, dims=(2,))
+        kv = kernel_reduce(k, w_norm, v_ext, mask, scale=scale, shift=k_shift, eps=self.cfg.eps)  # [b, h, m, d + 1]
+        return kernel_apply(q, w_norm if glob else w_plain, kv, scale=scale, shift=q_shift, eps=self.cfg.eps)
+
+    @staticmethod
+    def masked_max(rows: torch.Tensor, mask: torch.Tensor | None, dims: tuple[int, ...]) -> torch.Tensor:
+        """Max of per-row maxima ``[b, h, n, 1]`` over ``dims``, real keys only (0 when there is none)."""
         if mask is not None:
-            row_max = row_max.masked_fill(~mask[:, None, :, None], -math.inf)
-        k_max = row_max.amax(dim=-2, keepdim=True).nan_to_num(neginf=0.0)  # max over valid keys (0 if none)
-        shift = half_sq + k_max
+            rows = rows.masked_fill(~mask[:, None, :, None], -math.inf)
+        return rows.amax(dim=dims, keepdim=True).nan_to_num(neginf=0.0)
+
+    def reference(self, q: torch.Tensor, k: torch.Tensor, v_ext: torch.Tensor, mask: torch.Tensor | None, w: torch.Tensor, scale: float) -> torch.Tensor:
+        """The feature maps materialised; the shifts cancel between numerator and normaliser (up to eps)."""
+        w = w * scale
+        qw = q @ w.T  # [b, h, n, m]
+        kw = k @ w.T
+        half_sq_k = 0.5 * scale**2 * (k * k).sum(-1, keepdim=True)  # |x|^2 / 2 for x = scale * k
+        if self.cfg.stabilizer == "global":  # the peer's: query features keep their norm term, one max of k.w
+            half_sq_q = 0.5 * scale**2 * (q * q).sum(-1, keepdim=True)
+            phi_q = torch.exp(qw - half_sq_q - qw.detach().amax(dim=-1, keepdim=True))
+            k_max = self.masked_max(kw.detach().amax(dim=-1, keepdim=True), mask, dims=(0, 1, 2))
+        else:
+            phi_q = torch.exp(qw - qw.detach().amax(dim=-1, keepdim=True))
+            k_max = self.masked_max(kw.detach().amax(dim=-1, keepdim=True) - half_sq_k.detach(), mask, dims=(2,))
+        shift = half_sq_k + k_max
         if mask is not None:  # exp(-inf) = 0: a padded key can neither overflow nor count
             shift = shift.masked_fill(~mask[:, None, :, None], math.inf)
         phi_k = torch.exp(kw - shift)
         if self.cfg.eps > 0:
             phi_q, phi_k = phi_q + self.cfg.eps, phi_k + self.cfg.eps
-        ones = torch.ones_like(v[..., :1])
-        v_ext = torch.cat([v, ones], dim=-1)  # the last column accumulates the normaliser
         if mask is not None:
-            v_ext = v_ext * mask[:, None, :, None].to(v.dtype)  # padded keys contribute nothing
-        out = phi_q @ (phi_k.transpose(-1, -2) @ v_ext)  # [b, h, n, d + 1]
-        return (out[..., :-1] / out[..., -1:]).to(in_dtype)
+            v_ext = v_ext * mask[:, None, :, None].to(v_ext.dtype)  # padded keys contribute nothing
+        return phi_q @ (phi_k.transpose(-1, -2) @ v_ext)

@@ -8,8 +8,13 @@ chunk and the previous one. A token attends to itself only when it has nothing e
 score is -1e5, as the reference implementations). Rounds are combined with weights
 softmax over rounds of each round's log-sum-exp. Cost O(n * hashes * chunk * d).
 
-Padded tokens are sorted after every real token and the first chunk has no previous chunk
-(no wrap-around), so padding never changes which keys a real query sees.
+The first chunk's previous chunk is the last one (wrap-around, ``wrap: true``), as in the
+authors' code (Trax's ``look_adjacent``) and Hugging Face's, which the published LRA and
+Skyformer rows ran; the paper's "one chunk back" does not settle the first chunk, and with
+sorted buckets the wrap joins the two ends of the bucket order. ``wrap: false`` gives the
+first chunk no previous chunk. Padded tokens are sorted after every real token and the wrap
+goes to the last chunk holding a real token, so padding never changes which keys a real query
+sees.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class ReformerConfig(AttentionConfig):
     chunk_size: int = 64  # tokens per chunk of the sorted sequence
     num_buckets: int = 0  # 0 = 2 * ceil(max_len / chunk_size) (the paper's n_buckets = 2 n / chunk); else 1 or even
     same_bucket_only: bool = False  # also mask keys of another bucket inside the window (off in the reference code)
+    wrap: bool = True  # the first chunk also sees the last chunk holding a real token (as the Trax and Hugging Face code)
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
@@ -103,14 +109,19 @@ class ReformerAttention(SampledAttention):
         queries = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)
         null_k = torch.zeros(d + 1, dtype=q.dtype, device=q.device)
         null_k[-1] = hidden
-        k_w = window(sort_into_chunks(keys, perm, c), null_k)
-        v_w = window(sort_into_chunks(v, perm, c), torch.zeros(d, dtype=v.dtype, device=v.device))
+        real_chunks = (valid.sum(-1) + c - 1).div(c, rounding_mode="floor").clamp(min=1)  # [b]
+        prev = previous_chunks(real_chunks, n_c // c) if self.cfg.wrap else None
+        k_w = window(sort_into_chunks(keys, perm, c), null_k, prev)
+        v_w = window(sort_into_chunks(v, perm, c), torch.zeros(d, dtype=v.dtype, device=v.device), prev)
         scores = sort_into_chunks(queries, perm, c) @ k_w.transpose(-1, -2)  # [b, h, r, chunks, c, 2c]
         if self.cfg.same_bucket_only:
             b_s = buckets.gather(3, perm).view(b, h, rounds, n_c // c, c, 1)
-            other = b_s != window(b_s, torch.full((1,), -1, device=q.device)).transpose(-1, -2)
+            other = b_s != window(b_s, torch.full((1,), -1, device=q.device), prev).transpose(-1, -2)
             scores = scores.masked_fill(other, hidden_score(scores.dtype, MASKED_SCORE))
         scores.diagonal(offset=c, dim1=-2, dim2=-1).fill_(max(SELF_SCORE, hidden_score(scores.dtype) / 2))  # a token and itself, above hidden keys
+        if prev is not None:  # a sequence of one chunk: its "previous" chunk is itself, hide the duplicate
+            alone = (real_chunks == 1).view(b, 1, 1, 1, 1, 1) & (torch.arange(n_c // c, device=q.device) == 0).view(1, 1, 1, -1, 1, 1)
+            scores[..., :c].masked_fill_(alone, hidden_score(scores.dtype, MASKED_SCORE))
         lse = scores.logsumexp(dim=-1, keepdim=True)
         probs = F.dropout(torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training)
         return (probs @ v_w).view(b, h, rounds, n_c, d), lse
@@ -135,10 +146,22 @@ def sort_into_chunks(x: torch.Tensor, perm: torch.Tensor, c: int) -> torch.Tenso
     return x.unsqueeze(2).expand(-1, -1, rounds, -1, -1).gather(3, idx).view(b, h, rounds, n_c // c, c, e)
 
 
-def window(x: torch.Tensor, null: torch.Tensor) -> torch.Tensor:
-    """Keys of each chunk's window ``[b, h, r, chunks, 2c, e]``: the previous chunk (``null`` before the first) then its own."""
-    b, h, rounds, _, c, _ = x.shape
-    before = torch.cat([null.expand(b, h, rounds, 1, c, -1), x[:, :, :, :-1]], dim=3)
+def previous_chunks(real_chunks: torch.Tensor, chunks: int) -> torch.Tensor:
+    """The chunk before each chunk, ``[b, chunks]``, wrapping the first to the last chunk holding a real token."""
+    prev = torch.arange(chunks, device=real_chunks.device).sub(1).view(1, -1).expand(real_chunks.shape[0], -1)
+    return torch.where(prev < 0, real_chunks.view(-1, 1) - 1, prev)
+
+
+def window(x: torch.Tensor, null: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
+    """Keys of each chunk's window ``[b, h, r, chunks, 2c, e]``: the previous chunk then its own.
+
+    Without ``prev`` the first chunk's previous chunk is ``null``; with it, chunk j's is ``prev[:, j]``.
+    """
+    b, h, rounds, chunks, c, e = x.shape
+    if prev is None:
+        before = torch.cat([null.expand(b, h, rounds, 1, c, -1), x[:, :, :, :-1]], dim=3)
+    else:
+        before = x.gather(3, prev.view(b, 1, 1, chunks, 1, 1).expand(-1, h, rounds, -1, c, e))
     return torch.cat([before, x], dim=4)
 
 

@@ -3,6 +3,12 @@
 out = k(Q,L) D^-1/2 pinv(M) D^-1/2 (k(L,K) V), with W = k(L,L) + gamma I, D = rowsum(W),
 M = D^-1/2 W D^-1/2, k(x, y) = exp(-||x - y||^2 / 2) on q, k scaled by d^-1/4, and pinv(M) by
 Newton-Schulz iterations. No row normalisation. Cost O(n m d + m^3).
+
+``impl=fast`` (default) builds the two n x m kernel blocks chunk by chunk and rebuilds them in
+backward (``chunked.py``), and recomputes the m x m part (W, M and the Newton-Schulz iterations,
+which keep two m x m matrices per step) in backward: what a layer keeps for backward is O(n d +
+m d), and O(m^2) is alive only while one layer runs backward. ``impl=reference`` is the same mathematics written plainly and
+differentiated by autograd (the float64 reference in tests).
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from lra_bench.attention.base import (
     uniform_indices,
     valid_lengths,
 )
+from lra_bench.attention.chunked import augment_landmarks, kernel_apply, kernel_reduce, recomputed
 from lra_bench.attention.kernels import gaussian_kernel
-from lra_bench.attention.pinv import newton_schulz_pinv
+from lra_bench.attention.pinv import PINV_INITS, newton_schulz_pinv, newton_schulz_reference
 from lra_bench.attention.registry import register_attention
 
 
@@ -30,7 +37,8 @@ class SkyformerConfig(AttentionConfig):
     gamma: float = 0.1  # nugget added to the landmark kernel matrix W
     pinv_iters: int = 6
     landmarks_from: str = "split"  # split: half from Q, half from K | joint: uniform over all 2n rows (the paper)
-    pinv_init: str = "per_matrix"  # per_matrix | batch (peer code: one max over the whole batch)
+    pinv_init: str = "per_matrix"  # per_matrix: M^T/(||M||_1 ||M||_inf) | batch: M^T / max over the batch of ||M||_1 (peer code)
+    impl: str = "fast"  # fast: chunked blocks, rebuilt in backward | reference: plain autograd
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
@@ -44,8 +52,10 @@ class SkyformerConfig(AttentionConfig):
             raise ValueError(f"pinv_iters: must be >= 1, got {self.pinv_iters}")
         if self.landmarks_from not in ("split", "joint"):
             raise ValueError(f"landmarks_from: choose split or joint, got {self.landmarks_from!r}")
-        if self.pinv_init not in ("per_matrix", "batch"):
+        if self.pinv_init not in PINV_INITS:
             raise ValueError(f"pinv_init: choose per_matrix or batch, got {self.pinv_init!r}")
+        if self.impl not in ("fast", "reference"):
+            raise ValueError(f"impl: choose fast or reference, got {self.impl!r}")
 
 
 @register_attention("skyformer", SkyformerConfig)
@@ -72,22 +82,46 @@ class SkyformerAttention(SampledAttention):
         in_dtype = q.dtype
         if in_dtype in (torch.float16, torch.bfloat16):  # the Gram matrix and pinv need fp32
             q, k, v = q.float(), k.float(), v.float()
-        b, h, n, d = q.shape
-        scale = d ** -0.25
+        b, h, n, _ = q.shape
+        idx = self.draw_landmarks(valid_lengths(mask, b, n, q.device), n, h)
+        run = self.reference if self.cfg.impl == "reference" else self.fast
+        return run(q, k, v, mask, idx).to(in_dtype)
+
+    def middle(self, landmarks: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """D^-1/2 pinv(M) D^-1/2 c for ``c [b, h, m, e]``: the m x m part, shared by both paths."""
+        m = landmarks.shape[2]
+        eye = torch.eye(m, dtype=landmarks.dtype, device=landmarks.device)
+        w = gaussian_kernel(landmarks, landmarks) + self.cfg.gamma * eye
+        d_inv_sqrt = w.sum(dim=-1).rsqrt().unsqueeze(-1)  # [b, h, m, 1]
+        m_norm = d_inv_sqrt * w * d_inv_sqrt.transpose(-1, -2)
+        pinv = newton_schulz_reference if self.cfg.impl == "reference" else newton_schulz_pinv
+        z = pinv(m_norm, self.cfg.pinv_iters, self.cfg.pinv_init)
+        return d_inv_sqrt * (z @ (d_inv_sqrt * c))
+
+    def fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
+        """Chunked blocks, no n x m tensor alive or saved; the d^-1/4 scaling is applied per chunk."""
+        n, d = q.shape[2:]
+        scale = d**-0.25
+        from_k = (idx >= n).unsqueeze(-1)
+        rows = torch.where(from_k.squeeze(-1), idx - n, idx).unsqueeze(-1).expand(-1, -1, -1, d)
+        landmarks = torch.where(from_k, k.gather(2, rows), q.gather(2, rows)) * scale
+        lm_aug = augment_landmarks(landmarks)
+        c = kernel_reduce(k, lm_aug, v, mask, scale=scale)  # k(L, K) V over real keys, [b, h, m, d]
+        # the m x m part is recomputed in backward: only the landmarks and c are kept per layer
+        p = recomputed(self.middle, landmarks, c)
+        return kernel_apply(q, lm_aug, p, scale=scale)
+
+    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
+        """The formula as written, every block materialised."""
+        d = q.shape[-1]
+        scale = d**-0.25
         q, k = q * scale, k * scale
         if mask is not None:
             v = v * mask[:, None, :, None].to(v.dtype)
-        idx = self.draw_landmarks(valid_lengths(mask, b, n, q.device), n, h)
         rows = torch.cat([q, k], dim=2)
         landmarks = torch.gather(rows, 2, idx.unsqueeze(-1).expand(-1, -1, -1, d))
         k_ql = gaussian_kernel(q, landmarks)  # [b, h, n, m]
         k_lk = gaussian_kernel(landmarks, k)  # [b, h, m, n]
         if mask is not None:
             k_lk = k_lk * mask[:, None, None, :].to(k_lk.dtype)
-        m = landmarks.shape[2]
-        w = gaussian_kernel(landmarks, landmarks) + self.cfg.gamma * torch.eye(m, dtype=q.dtype, device=q.device)
-        d_inv_sqrt = w.sum(dim=-1).rsqrt().unsqueeze(-1)  # [b, h, m, 1]
-        m_norm = d_inv_sqrt * w * d_inv_sqrt.transpose(-1, -2)
-        z = newton_schulz_pinv(m_norm, self.cfg.pinv_iters, per_matrix_init=self.cfg.pinv_init == "per_matrix")
-        out = k_ql @ (d_inv_sqrt * (z @ (d_inv_sqrt * (k_lk @ v))))
-        return out.to(in_dtype)
+        return k_ql @ self.middle(landmarks, k_lk @ v)

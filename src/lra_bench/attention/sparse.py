@@ -12,8 +12,11 @@ Cost O(n (l + c n / l) d): linear in n for the block part, quadratic with factor
 the summary part (O(n^1.5) when l ~ sqrt(n), the paper's regime). A stride of n or more is
 exact softmax attention.
 
-Deviation: the LRA code's fixed pattern also lets every query see the first position of
-each block (it reads the paper's {l - c, ..., l} modulo l); here only the last c are summaries.
+Settings that reproduce the LRA code (defaults follow the paper's pattern for classification):
+``causal`` lets query i see keys j <= i only (the LRA code makes every pattern causal, although
+its tasks classify whole sequences); ``block_start_summary`` adds the first position of every
+block to the summaries (the LRA code reads the paper's {l - c, ..., l} modulo l, so position
+0 of each block is a summary too).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class SparseConfig(AttentionConfig):
     dropout: float = 0.0
     stride: int = 128  # l: block length
     summary: int = 32  # c: the last c positions of every block are seen by every query
+    causal: bool = False  # true: keys after the query are hidden (the LRA code)
+    block_start_summary: bool = False  # true: each block's first position is a summary too (the LRA code)
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
@@ -48,6 +53,13 @@ class SparseConfig(AttentionConfig):
 class SparseAttention(Attention):
     cfg: SparseConfig
 
+    def summary_offsets(self, blk: int, c: int, device: torch.device) -> torch.Tensor:
+        """Positions within a block that every (later, when causal) query sees: the last c, plus 0 on request."""
+        offsets = torch.arange(blk - c, blk, device=device)
+        if self.cfg.block_start_summary and blk - c > 0:
+            offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=device), offsets])
+        return offsets
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         in_dtype = q.dtype
         q, k, v = upcast(q, k, v)
@@ -59,13 +71,20 @@ class SparseAttention(Attention):
         valid = pad_seq(valid_keys(mask, q), n_c, dim=1).view(b, nb, blk)
         q_blk, k_blk, v_blk = (blocked(pad_seq(x, n_c), blk) for x in (q * d**-0.5, k, v))
 
-        own = hide(q_blk @ k_blk.transpose(-1, -2), valid.view(b, 1, nb, 1, blk))
+        pos = torch.arange(blk, device=q.device)
+        own_ok = valid.view(b, 1, nb, 1, blk)
+        if self.cfg.causal:
+            own_ok = own_ok & (pos.view(-1, 1) >= pos.view(1, -1))  # [.., query, key]
+        own = hide(q_blk @ k_blk.transpose(-1, -2), own_ok)
         # summary keys of every block, [b, h, nb * c, d]; a query's own block is already in `own`
-        k_sum = k_blk[:, :, :, blk - c :].reshape(b, h, nb * c, d)
-        v_sum = v_blk[:, :, :, blk - c :].reshape(b, h, nb * c, d)
+        offsets = self.summary_offsets(blk, c, q.device)
+        c = offsets.numel()
+        k_sum = k_blk[:, :, :, offsets].reshape(b, h, nb * c, d)
+        v_sum = v_blk[:, :, :, offsets].reshape(b, h, nb * c, d)
         key_block = torch.arange(nb, device=q.device).repeat_interleave(c)
-        other = key_block.view(1, -1) != torch.arange(nb, device=q.device).view(-1, 1)  # [nb, nb * c]
-        allowed = other.unsqueeze(0) & valid[:, :, blk - c :].reshape(b, 1, nb * c)  # [b, nb, nb * c]
+        query_block = torch.arange(nb, device=q.device).view(-1, 1)
+        other = key_block.view(1, -1) < query_block if self.cfg.causal else key_block.view(1, -1) != query_block  # [nb, nb * c]
+        allowed = other.unsqueeze(0) & valid[:, :, offsets].reshape(b, 1, nb * c)  # [b, nb, nb * c]
         summ = (q_blk.reshape(b, h, n_c, d) @ k_sum.transpose(-1, -2)).view(b, h, nb, blk, nb * c)
         summ = hide(summ, allowed.view(b, 1, nb, 1, nb * c))
 

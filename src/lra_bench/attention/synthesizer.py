@@ -8,6 +8,12 @@ Cost O(n^2 d) time, O(n^2) memory: quadratic by design.
 Deviation: the paper feeds the token representation X_i; the interface gives per-head
 projections only, so x_i is the head's query vector q_i (the LRA code feeds the layer input
 to per-head dense layers, a comparable learned projection).
+
+Settings (defaults: the paper's dense synthesizer): ``mode: random`` uses a trained logit
+matrix R[head] in R^{max_len x max_len} instead of the MLP (the paper's random synthesizer),
+``mode: dense_random`` adds both; ``dot_product: true`` adds the usual q.k / sqrt d logits.
+The LRA code ran ``mode: random`` with ``dot_product: true`` (its model defaults; the task
+configs' synthesizer keys never reach the model).
 """
 
 from __future__ import annotations
@@ -27,6 +33,13 @@ from lra_bench.attention.registry import register_attention
 class SynthesizerConfig(AttentionConfig):
     name: str = "synthesizer"
     dropout: float = 0.0
+    mode: str = "dense"  # dense: MLP logits | random: a trained [max_len, max_len] logit matrix per head | dense_random: both
+    dot_product: bool = False  # true: add q.k / sqrt d to the synthetic logits (the LRA code)
+
+    def check(self, *, max_len: int, head_dim: int) -> None:
+        super().check(max_len=max_len, head_dim=head_dim)
+        if self.mode not in ("dense", "random", "dense_random"):
+            raise ValueError(f"mode: choose dense, random or dense_random, got {self.mode!r}")
 
 
 @register_attention("synthesizer", SynthesizerConfig)
@@ -36,8 +49,13 @@ class SynthesizerAttention(Attention):
 
     def __init__(self, cfg: SynthesizerConfig, *, head_dim: int, num_heads: int, max_len: int) -> None:
         super().__init__(cfg, head_dim=head_dim, num_heads=num_heads, max_len=max_len)
-        self.hidden = nn.Linear(head_dim, head_dim)  # W1, b1
-        self.to_logits = nn.Linear(head_dim, max_len)  # W2, b2: one logit per key position
+        self.uses_keys = cfg.dot_product
+        if "dense" in cfg.mode:
+            self.hidden = nn.Linear(head_dim, head_dim)  # W1, b1
+            self.to_logits = nn.Linear(head_dim, max_len)  # W2, b2: one logit per key position
+        if "random" in cfg.mode:  # R ~ U(-a, a), a = sqrt(3 / (heads max_len)): the LRA code's Xavier-uniform of [h, L, L]
+            bound = (3.0 / (num_heads * max_len)) ** 0.5
+            self.random_logits = nn.Parameter(torch.empty(num_heads, max_len, max_len).uniform_(-bound, bound))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """B = W2 relu(W1 x + b1) + b2 restricted to the first n key positions, ``[b, h, n, n]``."""
@@ -45,12 +63,22 @@ class SynthesizerAttention(Attention):
         hid = F.relu(F.linear(x, self.hidden.weight.to(dt), self.hidden.bias.to(dt)))
         return F.linear(hid, self.to_logits.weight[:n].to(dt), self.to_logits.bias[:n].to(dt))
 
+    def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The chosen logits summed, ``[b, h, n, n]``."""
+        n = q.shape[2]
+        scores = self.logits(q) if "dense" in self.cfg.mode else torch.zeros((), dtype=q.dtype, device=q.device)
+        if "random" in self.cfg.mode:
+            scores = scores + self.random_logits[:, :n, :n].to(q.dtype)
+        if self.cfg.dot_product:
+            scores = scores + q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
+        return scores.expand(q.shape[0], -1, n, n)
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         in_dtype = q.dtype
-        q, v = upcast(q, v)
+        q, k, v = upcast(q, k, v)
         if q.shape[2] > self.max_len:
             raise ValueError(f"synthesizer: sequence length {q.shape[2]} exceeds the max_len {self.max_len} it was built for")
-        scores = self.logits(q)
+        scores = self.scores(q, k)
         if mask is not None:
             scores = scores.masked_fill(~mask[:, None, None, :], hidden_score(scores.dtype, MASKED))
         weights = F.dropout(torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training)

@@ -12,6 +12,10 @@ Peak memory is the *extra* memory an operation needs beyond what is allocated wh
   freed heap pages are handed back; the peak is ``VmHWM - VmRSS`` at the reset (see
   ``runtime.PeakMemory``). A 100 MB tensor measures as 100 MB. Elsewhere the CPU peak is
   reported as missing (NaN).
+
+Saved for backward: the bytes of the distinct storages autograd keeps from one forward (counted
+with ``torch.autograd.graph.saved_tensors_hooks``; inputs and parameters it keeps included). Unlike
+a peak, it is deterministic: the same on any machine and under any load.
 """
 
 from __future__ import annotations
@@ -77,6 +81,21 @@ class TrainStepCase:
 Case = AttentionCase | TrainStepCase
 
 
+def saved_for_backward_mb(forward: Callable[[], Any]) -> float:
+    """MB of the distinct storages autograd saves during one ``forward()`` (each storage counted once)."""
+    sizes: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        sizes[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    del out
+    return sum(sizes.values()) / 2**20
+
+
 # --- time --------------------------------------------------------------------------------------
 
 
@@ -133,7 +152,7 @@ def measure(fn: Callable[[], None], device: torch.device, *, warmup: int, repeat
 
 
 def attention_case(case: AttentionCase) -> dict[str, Any]:
-    """Median and min of fwd (no grad) and fwdbwd ms, fwd_mem_mb, peak_mem_mb (forward+backward), runs timed."""
+    """Median and min of fwd (no grad) and fwdbwd ms, fwd_mem_mb, peak_mem_mb (forward+backward), saved_mb, runs timed."""
     from lra_bench.attention import build_attention
 
     start = time.monotonic()
@@ -155,6 +174,7 @@ def attention_case(case: AttentionCase) -> dict[str, Any]:
         q.grad = k.grad = v.grad = None
         module.zero_grad(set_to_none=True)
 
+    saved = saved_for_backward_mb(lambda: module(q, k, v))
     # the forward phase may use a quarter of the time limit; forward+backward the rest
     fwd_ms, fwd_min, fwd_mem, _ = measure(
         forward, device, warmup=case.warmup, repeats=case.repeats, stop_by=start + case.time_limit_s / 4, deadline=deadline
@@ -169,6 +189,7 @@ def attention_case(case: AttentionCase) -> dict[str, Any]:
         "fwdbwd_min_ms": fwdbwd_min,
         "fwd_mem_mb": fwd_mem,
         "peak_mem_mb": peak,
+        "saved_mb": saved,
         "repeats": runs,
     }
 
@@ -189,10 +210,10 @@ def random_batch(task: dict[str, Any], batch: int, n: int, device: torch.device,
 
 
 def train_step_case(case: TrainStepCase) -> dict[str, Any]:
-    """step_ms, steps_per_s, tokens_per_s, peak_mem_mb and params of one training step."""
+    """step_ms, steps_per_s, tokens_per_s, peak_mem_mb, saved_mb and params of one training step."""
     from lra_bench.config import ModelConfig
     from lra_bench.model import build_model
-    from lra_bench.step import make_train_state, train_step
+    from lra_bench.step import autocast, make_train_state, train_step
 
     start = time.monotonic()
     deadline = start + case.time_limit_s
@@ -207,6 +228,9 @@ def train_step_case(case: TrainStepCase) -> dict[str, Any]:
     def step() -> None:
         train_step(state, batches)
 
+    batch = random_batch(case.task, case.batch, case.n, device, case.seed)
+    with autocast(device, state.amp_dtype):
+        saved = saved_for_backward_mb(lambda: state.module(batch))
     step_ms, step_min, peak, runs = measure(step, device, warmup=max(case.warmup, 1), repeats=case.repeats, stop_by=deadline, deadline=deadline)
     tokens = case.batch * case.n * (2 if case.task.get("dual") else 1)
     return {
@@ -215,6 +239,7 @@ def train_step_case(case: TrainStepCase) -> dict[str, Any]:
         "steps_per_s": 1000 / step_ms,
         "tokens_per_s": tokens * 1000 / step_ms,
         "peak_mem_mb": peak,
+        "saved_mb": saved,
         "params": sum(p.numel() for p in state.module.parameters()),
         "repeats": runs,
     }

@@ -12,13 +12,13 @@ from lra_bench.report.render import markdown_table
 
 ATTENTION_COLUMNS = [
     "attn", "label", "n", "batch", "heads", "head_dim", "device", "dtype",
-    "fwd_ms", "fwdbwd_ms", "peak_mem_mb",
-    "fwd_ratio", "fwdbwd_ratio", "mem_ratio",
+    "fwd_ms", "fwdbwd_ms", "peak_mem_mb", "saved_mb",
+    "fwd_ratio", "fwdbwd_ratio", "mem_ratio", "saved_ratio",
     "fwd_min_ms", "fwdbwd_min_ms", "fwd_mem_mb", "repeats", "threads", "load_avg", "options", "status", "error",
 ]  # fmt: skip
 TRAIN_STEP_COLUMNS = [
     "attn", "label", "task", "n", "batch", "device", "dtype",
-    "step_ms", "steps_per_s", "tokens_per_s", "peak_mem_mb",
+    "step_ms", "steps_per_s", "tokens_per_s", "peak_mem_mb", "saved_mb",
     "step_ratio", "mem_ratio",
     "step_min_ms", "params", "repeats", "threads", "load_avg", "options", "status", "error",
 ]  # fmt: skip
@@ -29,7 +29,7 @@ DATA_COLUMNS = [
 ]  # fmt: skip
 # ratio column -> measured column; a ratio is value / baseline's value at the same n
 RATIOS = {
-    "attention": {"fwd_ratio": "fwd_ms", "fwdbwd_ratio": "fwdbwd_ms", "mem_ratio": "peak_mem_mb"},
+    "attention": {"fwd_ratio": "fwd_ms", "fwdbwd_ratio": "fwdbwd_ms", "mem_ratio": "peak_mem_mb", "saved_ratio": "saved_mb"},
     "train_step": {"step_ratio": "step_ms", "mem_ratio": "peak_mem_mb"},
 }
 
@@ -96,12 +96,15 @@ def attention_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
     first = rows[0]
     setup = f"{first['device']}, {first['dtype']}, batch {first['batch']}, {first['heads']} heads × {first['head_dim']}"
 
-    def cell(label: str, n: int, fwd_only: bool) -> str:
+    def cell(label: str, n: int, fwd_only: bool, saved: bool = False) -> str:
         row = by_key.get((label, n))
         if row is None:
             return ""
         if row["status"] != "ok":
             return _failed(row)
+        if saved:
+            text = fmt_mb(row.get("saved_mb"))
+            return text if label == baseline or row.get("saved_ratio", "") == "" else f"{text} ({fmt_ratio(row['saved_ratio'])})"
         if fwd_only:
             text = fmt_ms(row["fwd_ms"])
             return text if label == baseline or row["fwd_ratio"] == "" else f"{text} ({fmt_ratio(row['fwd_ratio'])})"
@@ -113,6 +116,7 @@ def attention_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
     header = ["attention", *[str(n) for n in lengths]]
     both = [[label, *[cell(label, n, False) for n in lengths]] for label in _labels(rows)]
     fwd = [[label, *[cell(label, n, True) for n in lengths]] for label in _labels(rows)]
+    saved = [[label, *[cell(label, n, False, saved=True) for n in lengths]] for label in _labels(rows)]
     return "\n".join(
         [
             f"Forward+backward time · peak extra memory (ratios to {baseline}: time · memory); {setup}",
@@ -122,6 +126,10 @@ def attention_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
             f"Forward time, no grad (ratio to {baseline}); {setup}",
             "",
             markdown_table(header, fwd, padded=False),
+            "",
+            f"Saved for backward by one forward (ratio to {baseline}); {setup}",
+            "",
+            markdown_table(header, saved, padded=False),
         ]
     )
 
@@ -132,11 +140,11 @@ def train_step_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
         return "(no cases)"
     first = rows[0]
     setup = f"task {first['task']}, n {first['n']}, batch {first['batch']}, {first['device']}, {first['dtype']}"
-    header = ["attention", "step", "steps/s", "peak memory", f"time vs {baseline}", f"memory vs {baseline}"]
+    header = ["attention", "step", "steps/s", "peak memory", "saved for backward", f"time vs {baseline}", f"memory vs {baseline}"]
     body = []
     for row in rows:
         if row["status"] != "ok":
-            body.append([row["label"], _failed(row), "", "", "", ""])
+            body.append([row["label"], _failed(row), "", "", "", "", ""])
             continue
         body.append(
             [
@@ -144,6 +152,7 @@ def train_step_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
                 fmt_ms(row["step_ms"]),
                 f"{_num(row['steps_per_s']):.2f}",
                 fmt_mb(row["peak_mem_mb"]),
+                fmt_mb(row.get("saved_mb")),
                 fmt_ratio(row["step_ratio"]) if row["step_ratio"] != "" else "–",
                 fmt_ratio(row["mem_ratio"]) if row["mem_ratio"] != "" else "–",
             ]

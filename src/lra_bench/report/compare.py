@@ -24,6 +24,7 @@ from lra_bench.report.stats import (
     rounded,
     tasks_of,
 )
+from lra_bench.results import LABEL_COLUMNS
 
 
 @dataclass
@@ -39,6 +40,26 @@ class Side:
 class Comparison:
     table: Table
     deltas: list[tuple[str, str, float]] = field(default_factory=list)  # (task, attn, points)
+    warnings: list[str] = field(default_factory=list)  # one line per kind of mismatch (parity, protocol)
+
+
+def mismatches(base: Side, new: Side, keys: set[tuple[str, str]]) -> list[str]:
+    """One warning per label (parity, protocol) whose values differ between the sides on common pairs."""
+    lines = []
+    for label in LABEL_COLUMNS:
+        differ = []
+        for key in sorted(keys):
+            values = [{getattr(r, label) for r in side.records if (r.task, r.attn) == key} for side in (base, new)]
+            if values[0] != values[1]:
+                differ.append((key, values))
+        if differ:
+            (task, attn), (vb, vn) = differ[0]
+            lines.append(
+                f"{label} differs on {len(differ)} (task, attention) pair(s), e.g. {task}/{attn}: "
+                f"{base.name} has {', '.join(sorted(vb))}, {new.name} has {', '.join(sorted(vn))}; "
+                f"run with {label}={','.join(sorted(vb))} to compare like with like"
+            )
+    return lines
 
 
 def pick(side: Side, task: str, attn: str, wanted: Callable[[Record], bool], what: str) -> list[Record]:
@@ -139,6 +160,7 @@ def compare(base: Side, new: Side) -> Comparison:
             table.records.append(pair_record(task, attn, figures))
     if not table.rows:
         raise ReportError(f"{base.name} and {new.name} have no (task, attention) in common")
+    result.warnings = mismatches(base, new, keys_b & keys_n)
     table.notes += [
         f"base: {base.name} ({groups_used(base)}).",
         f"new: {new.name} ({groups_used(new)}).",

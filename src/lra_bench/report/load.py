@@ -91,7 +91,10 @@ def _record(path: Path, line: int, row: list[str], header: list[str], index: dic
     if len(row) != len(header):
         raise ReportError(f"{path}: line {line}: {len(row)} fields, the header has {len(header)}")
     values: dict[str, float | None] = {}
-    cells = {name: row[index[name]] if name in index else str(COLUMN_DEFAULTS[name]) for name in COLUMNS}
+    cells = {name: row[index[name]] if name in index else "" for name in COLUMNS}
+    for name, default in COLUMN_DEFAULTS.items():  # a column added later: absent or empty reads as its default
+        if not cells[name].strip():
+            cells[name] = str(default)
     for name in NUMERIC_COLUMNS:
         cell = cells[name]
         try:

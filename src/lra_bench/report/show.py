@@ -34,12 +34,21 @@ def acc_text(stat: Stat | None) -> str:
 
 
 def group_fields(group: Group) -> dict[str, Any]:
-    return {"source": group.source, "device": group.device, "precision": group.precision}
+    return {"source": group.source, "device": group.device, "precision": group.precision, "parity": group.parity, "protocol": group.protocol}
+
+
+PARITY_NOTES = {
+    "skyformer_code": "parity skyformer_code: attentions as pkuzengqi/Skyformer computes them, quirks included (docs/fidelity.md)",
+    "lra_code": "parity lra_code: attentions as google-research/long-range-arena computes them (docs/fidelity.md)",
+}
 
 
 def source_notes(group: Group) -> list[str]:
     note = SOURCE_NOTES.get(group.source)
-    return [f"{note}; n counts rows."] if note else []
+    notes = [f"{note}; n counts rows."] if note else []
+    if group.parity in PARITY_NOTES:
+        notes.append(f"{PARITY_NOTES[group.parity]}.")
+    return notes
 
 
 def accuracy_table(group: Group, records: list[Record], tasks: list[str]) -> Table | None:

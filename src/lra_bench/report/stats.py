@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lra_bench.report.load import Record
+from lra_bench.results import COLUMN_DEFAULTS, LABEL_COLUMNS
 
 # LRA tasks in the LRA paper's column order, with their display names.
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder")
@@ -24,21 +25,26 @@ SOURCE_NOTES = {
 
 @dataclass(frozen=True, order=True)
 class Group:
-    """Rows that may be aggregated together: same source, device and precision."""
+    """Rows that may be aggregated together: same source, device, precision, parity and protocol."""
 
     source: str
     device: str
     precision: str
+    parity: str = COLUMN_DEFAULTS["parity"]
+    protocol: str = COLUMN_DEFAULTS["protocol"]
 
     @classmethod
     def of(cls, rec: Record) -> Group:
-        return cls(rec.source, rec.device, rec.precision)
+        return cls(rec.source, rec.device, rec.precision, rec.parity, rec.protocol)
 
     def label(self) -> str:
         parts = [f"source {self.source or '–'}"]
         parts.append(f"device {self.device}" if self.device else "device not stated")
         if self.precision:
             parts.append(f"precision {self.precision}")
+        for name in LABEL_COLUMNS:  # stated when not the default
+            if getattr(self, name) != COLUMN_DEFAULTS[name]:
+                parts.append(f"{name} {getattr(self, name)}")
         return ", ".join(parts)
 
 

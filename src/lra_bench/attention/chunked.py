@@ -1,0 +1,240 @@
+"""Exponential-kernel blocks times a thin matrix, chunked along the sequence and recomputed in backward.
+
+Skyformer's Gaussian blocks k(Q, L), k(L, K) and Performer's feature maps phi(Q), phi(K) are
+``n x m`` matrices of the form ``exp(E)`` with a low-rank exponent. Materialising them (and the
+four or five temporaries autograd keeps around them) is what made these variants slower and
+hungrier than exact attention. Here each block is built one chunk of rows at a time, in a single
+matmul on augmented rows, used at once, and rebuilt in backward instead of being saved:
+
+    x~ = [s x, -|s x|^2 / 2, 1]   (the long side, ``x [b, h, n, d]``, augmented per chunk)
+    E  = x~ y~^T - shift          (``y~ [.., m, d + 2]`` comes augmented by the caller)
+    K  = exp(E) + eps             (padded rows of ``x`` zeroed when a mask is given)
+
+so that ``y~ = [y, 1, -|y|^2 / 2]`` gives the Gaussian kernel ``exp(-|s x - y|^2 / 2)`` and
+``y~ = [w, 0, 0]`` the projections ``exp(s x . w)``. ``shift`` is a constant (no gradient flows
+through it): ``"row_max"`` (each row's own max, recomputed identically in backward) or a tensor
+broadcastable to ``[b, h, n, 1]``. Only ``x``, ``y~``, the thin operand and the mask are saved:
+O(n d + m d) memory for backward, whatever ``n``.
+
+``kernel_apply(x, y~, p)`` returns ``K p`` (``[b, h, n, e]``) and ``kernel_reduce(x, y~, v)``
+returns ``K^T v`` (``[b, h, m, e]``). ``recomputed(fn, *inputs)`` runs a deterministic ``fn``
+without keeping its intermediates and runs it again in backward (``torch.utils.checkpoint``
+without its first-call import of the compiler stack, seconds on a loaded machine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from lra_bench.attention.base import without_autocast
+
+CHUNK_ELEMENTS = 1 << 18  # elements of one [b, h, chunk, m] block on a CPU (1 MB in fp32): stays in cache
+CHUNK_ELEMENTS_GPU = 1 << 24  # on a GPU: large enough to fill it, small next to its memory (64 MB in fp32)
+MIN_CHUNK = 64
+
+Shift = torch.Tensor | str | None
+
+
+def augment_rows(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``[.., c, d] -> [.., c, d + 2]``: ``[s x, -|s x|^2 / 2, 1]``."""
+    xs = x * scale
+    half_sq = -0.5 * (xs * xs).sum(-1, keepdim=True)
+    return torch.cat([xs, half_sq, torch.ones_like(half_sq)], dim=-1)
+
+
+def augment_landmarks(y: torch.Tensor) -> torch.Tensor:
+    """``[.., m, d] -> [.., m, d + 2]``: ``[y, 1, -|y|^2 / 2]``, so that ``x~ . y~ = -|s x - y|^2 / 2``."""
+    half_sq = -0.5 * (y * y).sum(-1, keepdim=True)
+    return torch.cat([y, torch.ones_like(half_sq), half_sq], dim=-1)
+
+
+def chunk_rows(x: torch.Tensor, y_aug: torch.Tensor) -> int:
+    """Rows per chunk: about ``CHUNK_ELEMENTS`` (CPU) or ``CHUNK_ELEMENTS_GPU`` elements per ``[b, h, chunk, m]`` block."""
+    batch = x.shape[0] * x.shape[1]
+    budget = CHUNK_ELEMENTS if x.device.type == "cpu" else CHUNK_ELEMENTS_GPU
+    return max(MIN_CHUNK, budget // max(1, batch * y_aug.shape[-2]))
+
+
+def _exp_block(x_aug: torch.Tensor, y_aug: torch.Tensor, shift: Shift) -> torch.Tensor:
+    """``exp(x~ y~^T - shift)`` for one chunk, built in place on the matmul's output."""
+    e = x_aug @ y_aug.mT
+    if isinstance(shift, str):
+        e -= e.amax(dim=-1, keepdim=True)
+    elif shift is not None:
+        e -= shift
+    return e.exp_()
+
+
+def _rows(t: Shift, i: int, j: int) -> Shift:
+    """Rows ``i:j`` of a ``[.., n, .]`` tensor; broadcast (size-1) row axes, strings and None pass through."""
+    if not isinstance(t, torch.Tensor) or t.shape[-2] == 1:
+        return t
+    return t[..., i:j, :]
+
+
+def _chunk_mask(mask: torch.Tensor | None, i: int, j: int, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if mask is None else mask[:, None, i:j, None].to(dtype)
+
+
+def _x_grad(dx_aug: torch.Tensor, x_aug: torch.Tensor, scale: float) -> torch.Tensor:
+    """Gradient for ``x`` from that of ``x~ = [s x, -|s x|^2 / 2, 1]``."""
+    d = x_aug.shape[-1] - 2
+    return scale * (dx_aug[..., :d] - x_aug[..., :d] * dx_aug[..., d : d + 1])
+
+
+def _y_grad_sum(dy: torch.Tensor, y_aug: torch.Tensor) -> torch.Tensor:
+    return dy.sum_to_size(y_aug.shape) if dy.shape != y_aug.shape else dy
+
+
+class _KernelApply(torch.autograd.Function):
+    """``(exp(x~ y~^T - shift) + eps) p``, chunked over the rows of ``x``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, y_aug: torch.Tensor, p: torch.Tensor, shift: Shift, scale: float, eps: float) -> torch.Tensor:
+        n, step = x.shape[-2], chunk_rows(x, y_aug)
+        out = x.new_empty(*torch.broadcast_shapes(x.shape[:-2], p.shape[:-2]), n, p.shape[-1])
+        for i in range(0, n, step):
+            j = min(i + step, n)
+            k = _exp_block(augment_rows(x[..., i:j, :], scale), y_aug, _rows(shift, i, j))
+            if eps:
+                k += eps
+            out[..., i:j, :] = k @ p
+        tensor_shift = shift if isinstance(shift, torch.Tensor) else None
+        ctx.save_for_backward(x, y_aug, p, tensor_shift)
+        ctx.row_max, ctx.scale, ctx.eps = isinstance(shift, str), scale, eps
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, y_aug, p, tensor_shift = ctx.saved_tensors
+        shift: Shift = "row_max" if ctx.row_max else tensor_shift
+        need_x, need_y, need_p = ctx.needs_input_grad[:3]
+        n, step = x.shape[-2], chunk_rows(x, y_aug)
+        dx = torch.empty_like(x) if need_x else None
+        dy = torch.zeros(*grad.shape[:-2], *y_aug.shape[-2:], dtype=x.dtype, device=x.device) if need_y else None
+        dp = torch.zeros(*grad.shape[:-2], *p.shape[-2:], dtype=x.dtype, device=x.device) if need_p else None
+        for i in range(0, n, step):
+            j = min(i + step, n)
+            x_aug = augment_rows(x[..., i:j, :], ctx.scale)
+            k = _exp_block(x_aug, y_aug, _rows(shift, i, j))
+            g = grad[..., i:j, :]
+            if dp is not None:
+                dp += k.mT @ g
+                if ctx.eps:
+                    dp += ctx.eps * g.sum(dim=-2, keepdim=True)
+            de = (g @ p.mT).mul_(k)  # d/dE of exp(E) + eps: the exponential itself
+            if dx is not None:
+                dx[..., i:j, :] = _x_grad(de @ y_aug, x_aug, ctx.scale)
+            if dy is not None:
+                dy += de.mT @ x_aug
+        dy = None if dy is None else _y_grad_sum(dy, y_aug)
+        dp = None if dp is None else _y_grad_sum(dp, p)
+        return dx, dy, dp, None, None, None
+
+
+class _KernelReduce(torch.autograd.Function):
+    """``(mask * (exp(x~ y~^T - shift) + eps))^T v``, chunked over the rows of ``x`` (and ``v``)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, y_aug: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, shift: Shift, scale: float, eps: float
+    ) -> torch.Tensor:
+        n, step = x.shape[-2], chunk_rows(x, y_aug)
+        out = x.new_zeros(*torch.broadcast_shapes(x.shape[:-2], y_aug.shape[:-2]), y_aug.shape[-2], v.shape[-1])
+        for i in range(0, n, step):
+            j = min(i + step, n)
+            k = _kept(x, y_aug, mask, shift, scale, eps, i, j)[0]
+            out += k.mT @ v[..., i:j, :]
+        tensor_shift = shift if isinstance(shift, torch.Tensor) else None
+        ctx.save_for_backward(x, y_aug, v, mask, tensor_shift)
+        ctx.row_max, ctx.scale, ctx.eps = isinstance(shift, str), scale, eps
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, y_aug, v, mask, tensor_shift = ctx.saved_tensors
+        shift: Shift = "row_max" if ctx.row_max else tensor_shift
+        need_x, need_y, need_v = ctx.needs_input_grad[:3]
+        n, step = x.shape[-2], chunk_rows(x, y_aug)
+        dx = torch.empty_like(x) if need_x else None
+        dv = torch.empty(*grad.shape[:-2], n, v.shape[-1], dtype=v.dtype, device=v.device) if need_v else None
+        dy = torch.zeros(*grad.shape[:-2], *y_aug.shape[-2:], dtype=x.dtype, device=x.device) if need_y else None
+        for i in range(0, n, step):
+            j = min(i + step, n)
+            k, e, x_aug = _kept(x, y_aug, mask, shift, ctx.scale, ctx.eps, i, j)
+            if dv is not None:
+                dv[..., i:j, :] = k @ grad
+            de = (v[..., i:j, :] @ grad.mT).mul_(e)  # e: the exponential, zero on padded rows
+            if dx is not None:
+                dx[..., i:j, :] = _x_grad(de @ y_aug, x_aug, ctx.scale)
+            if dy is not None:
+                dy += de.mT @ x_aug
+        dv = None if dv is None else dv.sum_to_size(v.shape)
+        dy = None if dy is None else _y_grad_sum(dy, y_aug)
+        return dx, dy, dv, None, None, None, None
+
+
+def _kept(
+    x: torch.Tensor, y_aug: torch.Tensor, mask: torch.Tensor | None, shift: Shift, scale: float, eps: float, i: int, j: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows ``i:j`` of the kernel as used (``mask (exp + eps)``), its masked exponential part, and ``x~``."""
+    x_aug = augment_rows(x[..., i:j, :], scale)
+    e = _exp_block(x_aug, y_aug, _rows(shift, i, j))
+    keep = _chunk_mask(mask, i, j, e.dtype)
+    if keep is not None:
+        e.mul_(keep)
+    if not eps:
+        return e, e, x_aug
+    k = e + eps
+    return (k if keep is None else k.mul_(keep)), e, x_aug
+
+
+def kernel_apply(x: torch.Tensor, y_aug: torch.Tensor, p: torch.Tensor, *, scale: float, shift: Shift = None, eps: float = 0.0) -> torch.Tensor:
+    """``(exp(x~ y~^T - shift) + eps) @ p``: ``x [b, h, n, d]``, ``y~ [.., m, d + 2]``, ``p [.., m, e]`` -> ``[b, h, n, e]``."""
+    with without_autocast(x):
+        return _KernelApply.apply(x, y_aug, p, shift, scale, eps)
+
+
+def kernel_reduce(
+    x: torch.Tensor, y_aug: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *, scale: float, shift: Shift = None, eps: float = 0.0
+) -> torch.Tensor:
+    """``(mask (exp(x~ y~^T - shift) + eps))^T @ v``: ``v [b, h, n, e]``, ``mask [b, n]`` -> ``[b, h, m, e]``."""
+    with without_autocast(x):
+        return _KernelReduce.apply(x, y_aug, v, mask, shift, scale, eps)
+
+
+@torch.no_grad()
+def row_max(x: torch.Tensor, y_aug: torch.Tensor, *, scale: float) -> torch.Tensor:
+    """``max_j x~_i . y~_j`` per row, ``[b, h, n, 1]``, chunked (no gradient: it only stabilises)."""
+    n, step = x.shape[-2], chunk_rows(x, y_aug)
+    chunks = [(augment_rows(x[..., i : i + step, :], scale) @ y_aug.mT).amax(dim=-1, keepdim=True) for i in range(0, n, step)]
+    return torch.cat(chunks, dim=-2)
+
+
+class _Recomputed(torch.autograd.Function):
+    """``fn(*inputs)`` keeping only the inputs; backward runs ``fn`` again under autograd."""
+
+    @staticmethod
+    def forward(ctx: Any, fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
+        ctx.fn = fn
+        ctx.save_for_backward(*inputs)
+        return fn(*inputs)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        inputs = [x.detach().requires_grad_(need) for x, need in zip(ctx.saved_tensors, ctx.needs_input_grad[1:], strict=True)]
+        wanted = [x for x in inputs if x.requires_grad]
+        with torch.enable_grad():
+            grads = iter(torch.autograd.grad(ctx.fn(*inputs), wanted, grad) if wanted else ())
+        return (None, *(next(grads) if x.requires_grad else None for x in inputs))
+
+
+def recomputed(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
+    """``fn(*inputs)``, its intermediates rebuilt in backward instead of kept (``fn`` must be deterministic)."""
+    if not torch.is_grad_enabled() or not any(x.requires_grad for x in inputs):
+        return fn(*inputs)
+    with without_autocast(inputs[0]):
+        return _Recomputed.apply(fn, *inputs)

@@ -1,0 +1,233 @@
+"""The fast (chunked, recomputing) attention paths against their plain autograd references, in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attention_cases import SEEDS, rand_qkv
+from lra_bench.attention import build_attention, chunked
+from lra_bench.attention.pinv import (
+    newton_schulz_pinv,
+    newton_schulz_reference,
+    newton_schulz_start,
+)
+from lra_bench.benchmarking.measure import saved_for_backward_mb
+
+# settings of each fast variant worth comparing (every one against impl=reference)
+CASES = {
+    "skyformer": [
+        {"num_landmarks": 16, "pinv_init": "per_matrix", "landmarks_from": "split"},
+        {"num_landmarks": 16, "pinv_init": "batch", "landmarks_from": "joint"},
+        {"num_landmarks": 5, "pinv_init": "batch", "landmarks_from": "split", "gamma": 0.0},
+    ],
+    "nystromformer": [
+        {"num_landmarks": 16, "conv_kernel": 0},
+        {"num_landmarks": 5, "conv_kernel": 5, "pinv_init": "batch"},
+        {"num_landmarks": 40, "conv_kernel": 0},  # more landmarks than the padded sequence's tokens
+    ],
+    "performer": [
+        {"num_features": 16},
+        {"num_features": 16, "eps": 0.0},
+        {"num_features": 16, "score_scale": "inv_d", "padded_keys": "zeroed", "stabilizer": "global", "eps": 1e-4, "redraw": "fixed"},
+    ],
+}
+SIZE = {"skyformer": "num_landmarks", "nystromformer": "num_landmarks", "performer": "num_features"}
+FLAT = [(name, kw) for name, settings in CASES.items() for kw in settings]
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 7 rows, so that n = 50 runs over several chunks and a ragged last one."""
+    monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(chunked, "MIN_CHUNK", 7)
+
+
+def build(name: str, impl: str, kw: dict[str, object], *, head_dim: int = 8) -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = {"name": name, "impl": impl, **kw}
+    return build_attention(cfg, head_dim=head_dim, num_heads=2, max_len=64).double().eval()
+
+
+def outputs_and_grads(attn: torch.nn.Module, q, k, v, mask) -> list[torch.Tensor]:
+    q, k, v = (x.detach().requires_grad_() for x in (q, k, v))
+    out = attn(q, k, v, mask)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(99), dtype=out.dtype)
+    return [out, *torch.autograd.grad(out, (q, k, v), weights)]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("name, kw", FLAT)
+def test_fast_equals_reference_with_gradients(name, kw, padded, seed):
+    q, k, v = rand_qkv(seed, n=50)
+    mask = None
+    if padded:
+        mask = torch.ones(2, 50, dtype=torch.bool)
+        mask[1, 31:] = False
+    fast = outputs_and_grads(build(name, "fast", kw), q, k, v, mask)
+    ref = outputs_and_grads(build(name, "reference", kw), q, k, v, mask)
+    for what, a, b in zip(("out", "dq", "dk", "dv"), fast, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m, what=what: f"{what}: {m}")
+
+
+@pytest.mark.parametrize("name, kw", FLAT)
+def test_fast_path_passes_gradcheck(name, kw):
+    q, k, v = (x.requires_grad_() for x in rand_qkv(21, n=15, d=4))
+    mask = torch.ones(2, 15, dtype=torch.bool)
+    mask[0, 11:] = False
+    if name == "performer":  # with eps > 0 the (constant, detached) max shifts no longer cancel exactly
+        kw = {**kw, "eps": 0.0}
+    attn = build(name, "fast", {**kw, SIZE[name]: 4}, head_dim=4)
+    assert torch.autograd.gradcheck(lambda q, k, v: attn(q, k, v, mask), (q, k, v))
+
+
+@pytest.mark.parametrize("init", ["per_matrix", "batch"])
+def test_newton_schulz_fast_equals_reference_with_gradients(init):
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(3, 2, 9, 9, generator=g, dtype=torch.float64)
+    m = (a @ a.mT / 9 + 0.2 * torch.eye(9, dtype=torch.float64)).requires_grad_()
+    weights = torch.randn(3, 2, 9, 9, generator=g, dtype=torch.float64)
+    fast, ref = newton_schulz_pinv(m, 6, init), newton_schulz_reference(m, 6, init)
+    torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(torch.autograd.grad(fast, m, weights)[0], torch.autograd.grad(ref, m, weights)[0], rtol=1e-10, atol=1e-12)
+    nonsymmetric = torch.rand(2, 5, 5, generator=g, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: newton_schulz_pinv(x, 3, init), (nonsymmetric,))
+
+
+def test_batch_start_is_one_max_column_sum_over_the_batch():
+    m = torch.rand(3, 2, 6, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    largest_column_sum = max(float(m[i, j, :, c].sum()) for i in range(3) for j in range(2) for c in range(6))
+    torch.testing.assert_close(newton_schulz_start(m, "batch"), m.transpose(-1, -2) / largest_column_sum)
+    per_matrix = newton_schulz_start(m, "per_matrix")
+    for i, j in [(0, 0), (2, 1)]:
+        norms = torch.linalg.matrix_norm(m[i, j], ord=1) * torch.linalg.matrix_norm(m[i, j], ord=float("inf"))
+        torch.testing.assert_close(per_matrix[i, j], m[i, j].T / norms)
+
+
+def test_chunked_blocks_match_the_dense_gaussian_kernel():
+    x, y, v = rand_qkv(5, n=30)
+    y = y[:, :, :9]
+    mask = torch.ones(2, 30, dtype=torch.bool)
+    mask[0, 17:] = False
+    dense = torch.exp(-torch.cdist(0.5 * x, y) ** 2 / 2)
+    y_aug = chunked.augment_landmarks(y)
+    torch.testing.assert_close(chunked.kernel_apply(x, y_aug, v[:, :, :9], scale=0.5), dense @ v[:, :, :9])
+    torch.testing.assert_close(chunked.kernel_reduce(x, y_aug, v, mask, scale=0.5), (dense * mask[:, None, :, None]).mT @ v)
+
+
+@pytest.mark.parametrize("name, kw", [(name, settings[0]) for name, settings in CASES.items()])
+def test_fast_path_saves_only_its_inputs_per_token(name, kw):
+    """Doubling n adds q, k, v (and the output rows it divides) to what backward keeps: no n x m block."""
+
+    def saved(impl: str, n: int) -> float:
+        q, k, v = (x.requires_grad_() for x in rand_qkv(0, n=n))
+        attn = build(name, impl, kw)
+        return saved_for_backward_mb(lambda: attn(q, k, v))
+
+    # q, k, v; + output, its row statistics (fused attention) and the segment index of q and k (int64);
+    # + [v, 1] and the output before the division
+    rows = {"skyformer": 3, "nystromformer": 4.375, "performer": 5}[name]
+    growth = rows * 2 * 2 * 256 * (8 + (name == "performer")) * 8 / 2**20  # [2, 2, 256 more tokens, d(+1)], float64
+    assert saved("fast", 512) - saved("fast", 256) <= growth * (1 + 1e-9)
+    assert saved("reference", 512) > saved("fast", 512) + 2 * 2 * 512 * 16 * 8 / 2**20  # the plain form keeps n x m blocks
+
+
+# ---------------------------------------------------------------- the peer code's settings, restated
+
+
+def peer_iterative_inv(mat: torch.Tensor, n_iter: int = 6) -> torch.Tensor:
+    """The code's Newton-Schulz: V0 = K^T / (largest column sum anywhere in the batch)."""
+    eye = torch.eye(mat.shape[-1], dtype=mat.dtype)
+    v = mat.transpose(-1, -2) / torch.max(torch.sum(mat, dim=-2))
+    for _ in range(n_iter):
+        kv = mat @ v
+        v = (0.25 * v) @ (13 * eye - kv @ (15 * eye - kv @ (7 * eye - kv)))
+    return v
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_skyformer_batch_start_is_the_peer_code(impl, padded):
+    q, k, v = rand_qkv(30, n=40)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    if padded:
+        mask[1, 25:] = False
+    idx = torch.randint(0, 25, (2, 2, 12), generator=torch.Generator().manual_seed(1))
+    idx[..., 6:] += 40  # half the landmarks from K
+    attn = build("skyformer", impl, {"num_landmarks": 12, "pinv_init": "batch"})
+    attn.draw_landmarks = lambda lengths, n, heads: idx
+    s = 8**-0.25
+    x, y = q * s, k * s * mask[:, None, :, None]
+    sketch = torch.cat([x, y], dim=2).gather(2, idx.unsqueeze(-1).expand(-1, -1, -1, 8))
+
+    def rbf(a, b):
+        return torch.exp(a @ b.mT - (a * a).sum(-1, keepdim=True) / 2 - (b * b).sum(-1)[..., None, :] / 2)
+
+    stas = rbf(sketch, sketch) + 0.1 * torch.eye(12, dtype=torch.float64)
+    d_inv = stas.sum(-1) ** -0.5
+    stas = d_inv[..., :, None] * stas * d_inv[..., None, :]
+    keys = (rbf(y, sketch) * d_inv[..., None, :]) @ peer_iterative_inv(stas)
+    keys = keys * d_inv[..., None, :] * mask[:, None, :, None]
+    ref = rbf(x, sketch) @ (keys.mT @ (v * mask[:, None, :, None]))
+    torch.testing.assert_close(attn(q, k, v, mask), ref, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_nystromformer_peer_settings_are_the_peer_code(impl):
+    q, k, v = rand_qkv(31, n=48)
+    mask = torch.ones(2, 48, dtype=torch.bool)
+    attn = build("nystromformer", impl, {"num_landmarks": 8, "pinv_init": "batch", "conv_kernel": 0})
+    s = 8**-0.25
+    x, y = q * s, k * s
+    x_l, y_l = x.reshape(2, 2, 8, 6, 8).mean(-2), y.reshape(2, 2, 8, 6, 8).mean(-2)
+    k1, k2, k3 = (torch.softmax(a @ b.mT, dim=-1) for a, b in ((x, y_l), (x_l, y_l), (x_l, y)))
+    ref = (k1 @ peer_iterative_inv(k2)) @ (k3 @ v)
+    torch.testing.assert_close(attn(q, k, v, mask), ref, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_performer_peer_settings_are_the_peer_code(impl, padded):
+    q, k, v = rand_qkv(32, n=40)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    if padded:
+        mask[0, 23:] = False
+    w = torch.randn(24, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    peer = {"num_features": 24, "score_scale": "inv_d", "padded_keys": "zeroed", "stabilizer": "global", "eps": 1e-4, "redraw": "fixed"}
+    attn = build("performer", impl, peer)
+    attn.draw_features = lambda d, device=None: w
+    keep = mask[:, None, :, None].double()
+    normalizer = 8**-0.25  # applied by the caller, then again inside the feature map
+
+    def features(data, is_query):
+        dash = (normalizer * data) @ w.T
+        diag = (data**2).sum(-1, keepdim=True) / 2 * normalizer**2
+        top = dash.amax(dim=-1, keepdim=True) if is_query else dash.max()
+        return 24**-0.5 * (torch.exp(dash - diag - top) + 1e-4)
+
+    qf, kf = features(q * normalizer, True), features(k * normalizer * keep, False)
+    d_inv = 1.0 / (qf @ kf.sum(-2).unsqueeze(-1))
+    ref = (qf @ (kf.mT @ (v * keep))) * d_inv
+    torch.testing.assert_close(attn(q, k, v, mask), ref, rtol=1e-9, atol=1e-11)
+    if padded:  # zeroed padded keys still weigh in the normaliser: the output differs from removing them
+        attn.cfg.padded_keys = "removed"
+        assert not torch.allclose(attn(q, k, v, mask), ref, rtol=1e-6, atol=0)
+
+
+def test_nystromformer_conv_equals_the_2d_depthwise_convolution():
+    attn = build("nystromformer", "fast", {"num_landmarks": 8, "conv_kernel": 7})
+    v = rand_qkv(33, n=30)[2]
+    conv2d = torch.nn.functional.conv2d(v, attn.conv.weight, padding=attn.conv.padding, groups=2)
+    torch.testing.assert_close(attn.depthwise_conv(v), conv2d, rtol=1e-12, atol=1e-14)
+
+
+def test_recomputed_keeps_only_its_inputs_and_gives_the_same_gradients():
+    x = torch.randn(6, 6, generator=torch.Generator().manual_seed(34), dtype=torch.float64, requires_grad=True)
+
+    def fn(a):
+        return (a @ a).tanh() @ a
+
+    assert saved_for_backward_mb(lambda: chunked.recomputed(fn, x)) == x.numel() * 8 / 2**20
+    assert saved_for_backward_mb(lambda: fn(x)) > x.numel() * 8 / 2**20
+    torch.testing.assert_close(torch.autograd.grad(chunked.recomputed(fn, x).sum(), x)[0], torch.autograd.grad(fn(x).sum(), x)[0])
