@@ -196,6 +196,30 @@ def test_gpu_bench_script_runs_on_cpu_and_writes_csvs(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["bench"]  # nothing else written in the working folder
 
 
+@pytest.mark.parametrize("bucket", [False, True])
+def test_data_mode_times_the_runs_loader_alone(bucket, tmp_path, cache_dir, capsys):
+    from lra_bench.benchmarking.tables import DATA_COLUMNS
+
+    run_overrides = [
+        "trainer=smoke", f"paths.cache_dir={cache_dir}", "data.gen_workers=1", f"data.bucket={str(bucket).lower()}",
+    ]  # fmt: skip
+    args = expand_shorthand(["mode=data", "task=listops", "batches=5", *[f"run.{o}" for o in run_overrides]])
+    assert args[-1].startswith("run=['trainer=smoke',")
+    run(bench_cfg(tmp_path, *args))
+    columns, rows = read_csv(tmp_path / "data_listops.csv")
+    assert columns == DATA_COLUMNS and len(rows) == 1
+    row = rows[0]
+    assert row["status"] == "ok" and row["bucket"] == str(bucket) and row["workers"] == "0" and row["repeats"] == "5"
+    assert float(row["ms_per_batch"]) > 0 and float(row["batches_per_s"]) > 0
+    assert 0 < float(row["real_fraction"]) <= 1
+    assert table_rows(capsys.readouterr().out, "listops") == 1
+
+
+def test_data_mode_bad_run_override_is_one_line(tmp_path):
+    with pytest.raises(BenchError, match="data.bucket_window"):
+        run(bench_cfg(tmp_path, "mode=data", "run=['data.bucket_window=0']"))
+
+
 def test_sticky_cuda_errors_are_told_from_others():
     from bench_fakes import STICKY
     from lra_bench.benchmarking.worker import is_sticky

@@ -16,9 +16,9 @@ COMMON = [
 ]  # fmt: skip
 
 
-def launch(prefix: list[str], tmp_path, name: str, cache_dir) -> dict[str, str]:
+def launch(prefix: list[str], tmp_path, name: str, cache_dir, extra: tuple[str, ...] = ()) -> dict[str, str]:
     run_dir = tmp_path / name
-    cmd = [*prefix, "-m", "lra_bench", *COMMON, f"paths.run_dir={run_dir}", f"paths.leaderboard={tmp_path / name}.csv"]
+    cmd = [*prefix, "-m", "lra_bench", *COMMON, *extra, f"paths.run_dir={run_dir}", f"paths.leaderboard={tmp_path / name}.csv"]
     env = {**os.environ, "LRA_BENCH_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -30,9 +30,12 @@ def launch(prefix: list[str], tmp_path, name: str, cache_dir) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_match_one_process(tmp_path, cache_dir):
-    single = launch([sys.executable], tmp_path, "single", cache_dir)
-    ddp = launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"], tmp_path, "ddp", cache_dir)
+@pytest.mark.parametrize("bucket", [False, True])
+def test_two_gloo_ranks_match_one_process(bucket, tmp_path, cache_dir):
+    extra = ("data.bucket=true", "data.bucket_window=3") if bucket else ()
+    single = launch([sys.executable], tmp_path, "single", cache_dir, extra)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    ddp = launch(torchrun, tmp_path, "ddp", cache_dir, extra)
     assert ddp["val_acc"] == single["val_acc"] and ddp["test_acc"] == single["test_acc"]
     assert ddp["device"].endswith("x2")
     a = torch.load(tmp_path / "single" / "last.pt", weights_only=True)["model"]

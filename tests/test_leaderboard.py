@@ -276,7 +276,7 @@ def line(**kw: object) -> str:
         (header() + line() + line(steps="12x"), r"line 3, column 7 \(steps\): '12x' is not a number"),
         (header() + line(schema=2), r"line 2, column 1 \(schema\): schema version 2, this lra_bench reads version 1"),
         (header() + line(test_acc=62.5), r"line 2, column 10 \(test_acc\): 62.5 is outside 0..1"),
-        (header() + "1,run,,listops\n", r"line 2: 4 fields, the header has 25"),
+        (header() + "1,run,,listops\n", rf"line 2: 4 fields, the header has {len(COLUMNS)}"),
         (header(), r"no result rows"),
     ],
 )

@@ -56,10 +56,11 @@ def assert_same_state(a: object, b: object, key: str) -> None:
         assert torch.equal(a, b), key
 
 
-@pytest.mark.parametrize("attn", ["softmax", "skyformer"])
-def test_interrupted_run_resumes_to_identical_weights(attn, smoke_overrides, tmp_path):
+@pytest.mark.parametrize("attn, bucket", [("softmax", False), ("skyformer", False), ("skyformer", True)])
+def test_interrupted_run_resumes_to_identical_weights(attn, bucket, smoke_overrides, tmp_path):
     # deterministic mode: what makes the same comparison hold on a GPU too
-    base = [f"attn={attn}", *small_attn(attn), *smoke_overrides, "trainer.steps=8", "trainer.ckpt_every=100", "trainer.deterministic=true"]
+    bucketing = ["data.bucket=true", "data.bucket_window=3"] if bucket else []  # stops inside a window
+    base = [f"attn={attn}", *small_attn(attn), *smoke_overrides, *bucketing, "trainer.steps=8", "trainer.ckpt_every=100", "trainer.deterministic=true"]
     straight = [*base, f"paths.run_dir={tmp_path / 'straight'}"]
     resumed = [*base, f"paths.run_dir={tmp_path / 'resumed'}"]
     run(compose_config(straight))
@@ -73,7 +74,8 @@ def test_interrupted_run_resumes_to_identical_weights(attn, smoke_overrides, tmp
     for key in a:
         assert_same_state(a[key], b[key], key)
     rows = read_rows(tmp_path / "leaderboard.csv")
-    assert len(rows) == 2 and rows[0]["test_acc"] == rows[1]["test_acc"] and rows[0]["val_acc"] == rows[1]["val_acc"]
+    same = ("test_acc", "val_acc", "best_step", "config_hash")
+    assert len(rows) == 2 and all(rows[0][key] == rows[1][key] for key in same)
     again = run(compose_config(resumed))  # a complete run is not repeated
     assert again["test_acc"] == second["test_acc"] and len(read_rows(tmp_path / "leaderboard.csv")) == 2
 
@@ -90,6 +92,48 @@ def test_nan_loss_stops_with_a_clear_message_and_no_row(smoke_overrides, tmp_pat
     assert not (tmp_path / "leaderboard.csv").exists()
 
 
+def test_nan_between_readings_names_its_step_and_the_checkpoint_before_it(smoke_overrides, tmp_path, monkeypatch):
+    """Losses are read only at logging/evaluation/checkpoint steps; a NaN at step 4 is found at
+    step 5 and last.pt (step 3) holds finite weights from before it."""
+    import lra_bench.train as train
+
+    original, calls = train.train_step, []
+
+    def blow_up_at_step_4(state, batches, micro_batches=1):
+        stats = original(state, batches, micro_batches)
+        calls.append(1)
+        if len(calls) == 4:
+            with torch.no_grad():
+                for p in state.module.parameters():
+                    p.fill_(float("nan"))
+            stats.loss = stats.loss * float("nan")
+        return stats
+
+    monkeypatch.setattr(train, "train_step", blow_up_at_step_4)
+    overrides = [*smoke_overrides, "trainer.log_every=5", "trainer.eval_every=100", "trainer.ckpt_every=3", "trainer.steps=9"]
+    with pytest.raises(RunError, match=r"loss became nan at step 4; the last good checkpoint is .*last\.pt \(step 3\)"):
+        run(compose_config(overrides))
+    assert len(calls) == 5  # found at the next reading
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert saved["progress"]["step"] == 3 and all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_step_meter_means_over_steps_and_first_nonfinite_step():
+    from lra_bench.distributed import DistInfo
+    from lra_bench.step import NonFiniteLoss, StepMeter, StepStats
+
+    meter = StepMeter(torch.device("cpu"))
+    meter.add(StepStats(torch.tensor(1.0), torch.tensor(3), 4, 10), 1)
+    meter.add(StepStats(torch.tensor(2.0), torch.tensor(1), 4, 7), 2)
+    reading = meter.read(DistInfo())
+    assert (reading.loss, reading.acc, reading.tokens, reading.steps) == (1.5, 0.5, 17, 2)
+    for step, loss in ((3, 1.0), (4, float("inf")), (5, float("nan"))):
+        meter.add(StepStats(torch.tensor(loss), torch.tensor(0), 4, 1), step)
+    with pytest.raises(NonFiniteLoss, match="loss became inf at step 4"):
+        meter.read(DistInfo())
+    assert meter.steps == 0
+
+
 def test_grad_accumulation_matches_full_batch_without_dropout(smoke_overrides, tmp_path):
     common = [*smoke_overrides, "model.dropout=0", "attn.dropout=0", "trainer.steps=3", "trainer.warmup_steps=0"]
     run(compose_config([*common, f"paths.run_dir={tmp_path / 'full'}"]))
@@ -97,6 +141,20 @@ def test_grad_accumulation_matches_full_batch_without_dropout(smoke_overrides, t
     a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "accum")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+def test_compiled_run_matches_eager_and_says_so_in_its_row(smoke_overrides, tmp_path):
+    """torch.compile (graph capture and autograd tracing; the aot_eager backend skips code
+    generation, which takes minutes on a small CPU) trains to the eager run's weights."""
+    common = [*smoke_overrides, "model.dropout=0", "attn.dropout=0", "trainer.steps=3", "trainer.warmup_steps=0", "trainer.eval_every=3"]
+    run(compose_config([*common, f"paths.run_dir={tmp_path / 'eager'}"]))
+    run(compose_config([*common, "trainer.compile=true", "trainer.compile_backend=aot_eager", f"paths.run_dir={tmp_path / 'compiled'}"]))
+    a, b = final_weights(tmp_path / "eager"), final_weights(tmp_path / "compiled")
+    assert a.keys() == b.keys()  # checkpoints hold the module itself, not the compiled wrapper
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    rows = read_rows(tmp_path / "leaderboard.csv")
+    assert [r["compiled"] for r in rows] == ["False", "True"]
 
 
 @pytest.mark.slow

@@ -69,8 +69,10 @@ class DataConfig:
     split_seed: int = 0  # seed of held-out splits cut from a source (independent of the training seed)
     dev_split: str = "default"  # text: "default" uses test as dev (LRA); "heldout" splits train (image: always the last 10% of train)
     heldout_fraction: float = 0.1
-    loader_workers: int = 0
+    loader_workers: int | None = None  # loader processes (None = 4 when training on CUDA, 0 on CPU)
     pad_to: str = "max_len"  # max_len (protocol: fixed shapes) | batch (pad to the longest in the batch)
+    bucket: bool = False  # length bucketing: batches of similar lengths, each padded to its longest
+    bucket_window: int = 64  # bucketing: batches per window sorted by length (then shuffled)
     mask_zero: bool = False  # parity with published code: treat token id 0 as padding
     limit_train: int | None = None  # use only the first N training examples (smoke checks)
     limit_eval: int | None = None  # use only the first N dev/test examples (smoke checks)
@@ -123,6 +125,8 @@ class TrainerConfig:
     stop_at_step: int | None = None  # stop as if preempted after this step (time-boxed jobs)
     deterministic: bool = False
     threads: int | None = None  # torch intra-op threads (None = torch's default)
+    compile: bool = False  # train the model through torch.compile (evaluation runs it as it is)
+    compile_backend: str = "inductor"  # torch.compile backend (aot_eager: no code generation, for checks)
 
 
 @dataclass
@@ -278,7 +282,7 @@ def _check_data(cfg: DictConfig) -> None:
     data = cfg.data
     if data.pad_to not in ("max_len", "batch"):
         _fail("data.pad_to", data.pad_to, "choose max_len or batch")
-    _check_positive(data, "data", ["train_size", "val_size", "test_size", "size", "gen_workers", "limit_train", "limit_eval", "max_bytes"])
+    _check_positive(data, "data", ["train_size", "val_size", "test_size", "size", "gen_workers", "limit_train", "limit_eval", "max_bytes", "bucket_window"])
     _check_positive(data, "data", ["gen_seed", "split_seed", "min_length", "loader_workers"], strict=False)
     if data.difficulty not in (None, "easy", "intermediate", "hard"):
         _fail("data.difficulty", data.difficulty, "choose easy, intermediate or hard")

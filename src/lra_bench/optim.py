@@ -62,7 +62,7 @@ def make_optimizer(model: torch.nn.Module, trainer_cfg: Any) -> tuple[torch.opti
     ``steps``, ``warmup_steps``, ``schedule``, ``cycle_steps``).
     """
     tc = trainer_cfg
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay, fused=on_cuda(model) or None)
     schedule = getattr(tc, "schedule", "one_cycle")
     if schedule == "one_cycle":
         # OneCycleLR with its defaults (as the peer code), so beta1 also cycles 0.85..0.95.
@@ -77,3 +77,9 @@ def make_optimizer(model: torch.nn.Module, trainer_cfg: Any) -> tuple[torch.opti
     else:
         raise ValueError(f"unknown schedule {schedule!r}; choose {', '.join(SCHEDULES)}")
     return optimizer, scheduler
+
+
+def on_cuda(model: torch.nn.Module) -> bool:
+    """True when every parameter lives on a CUDA device (where fused optimiser kernels exist)."""
+    params = list(model.parameters())
+    return bool(params) and all(p.is_cuda for p in params)

@@ -44,6 +44,7 @@ class LeaderboardRow:
     params: int
     device: str
     precision: str
+    compiled: bool = False  # trained through torch.compile
     batch_size: int
     max_len: int
     commit: str

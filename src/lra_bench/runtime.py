@@ -13,6 +13,7 @@ import ctypes.util
 import math
 import platform
 import resource
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,40 @@ def device_label(device: torch.device, threads: int | None = None, world: int = 
     """The device as result rows name it: the GPU's name or ``cpu-<threads>t``, ``x<ranks>`` when several."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{threads or torch.get_num_threads()}t"
     return name + (f"x{world}" if world > 1 else "")
+
+
+class StepTimer:
+    """Wall time of each step, read lazily: on CUDA from events recorded around the step on the
+    device's stream (no synchronize per step; ``flush`` waits for the last one), elsewhere from
+    ``perf_counter``."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.pending: list[Any] = []
+        self._start: Any = None
+
+    def start(self) -> None:
+        if self.cuda:
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._start.record()
+        else:
+            self._start = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.pending.append((self._start, end))
+        else:
+            self.pending.append(time.perf_counter() - self._start)
+
+    def flush(self) -> list[float]:
+        """Seconds of each step stopped since the last flush, in order."""
+        pending, self.pending = self.pending, []
+        if not self.cuda or not pending:
+            return pending
+        pending[-1][1].synchronize()
+        return [start.elapsed_time(end) / 1000 for start, end in pending]
 
 
 # --- peak memory -----------------------------------------------------------------------------

@@ -3,11 +3,11 @@
 ``TrainState`` holds what a step changes (model, optimiser, schedule, loss scaler) and how it
 steps (device, mixed precision, clipping); ``train_step`` is the one place that runs forward,
 loss, scaled backward over micro-batches, clipping and the optimiser, scaler and schedule steps.
+``StepMeter`` sums steps' losses and counts on the device and reads them only when asked.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -45,7 +45,8 @@ class TrainState:
     """What a training step changes and how it steps.
 
     ``module`` is the model itself (what checkpoints hold); ``model`` is what runs forward:
-    ``module`` or, under torchrun, its DistributedDataParallel wrapper.
+    ``module`` or, under torchrun, its DistributedDataParallel wrapper, compiled by
+    ``torch.compile`` when ``trainer.compile`` is set.
     """
 
     module: torch.nn.Module
@@ -76,9 +77,12 @@ class TrainState:
 
 def make_train_state(module: torch.nn.Module, trainer_cfg: Any, device: torch.device, info: DistInfo | None = None) -> TrainState:
     """The state of a fresh run: ``module`` (already on ``device``), wrapped for DDP under
-    torchrun, with the optimiser and schedule of ``make_optimizer`` and a loss scaler (fp16 only)."""
+    torchrun and compiled when asked, with the optimiser and schedule of ``make_optimizer`` and a
+    loss scaler (fp16 only)."""
     info = info or DistInfo()
     model = wrap_model(module, info, device)
+    if trainer_cfg.compile:
+        model = torch.compile(model, backend=trainer_cfg.compile_backend)  # type: ignore[assignment]
     optimizer, scheduler = make_optimizer(module, trainer_cfg)
     _, amp_dtype = precision_of(trainer_cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -87,48 +91,56 @@ def make_train_state(module: torch.nn.Module, trainer_cfg: Any, device: torch.de
 
 @dataclass
 class StepStats:
-    """One step's loss (mean over micro-batches and ranks), this rank's correct/seen counts and tokens."""
+    """One step's loss (mean over micro-batches, this rank) and correct count, left on the device
+    (reading them would wait for the device), and this rank's seen examples and real tokens."""
 
-    loss: float
-    correct: int
+    loss: torch.Tensor
+    correct: torch.Tensor
     seen: int
-    tokens: int  # all ranks' tokens, from the last micro-batch's shape
+    tokens: int  # real (unpadded) token positions, both documents of a retrieval pair
 
 
 class NonFiniteLoss(ArithmeticError):
-    """The loss of a step was NaN or infinite; the optimiser did not step."""
+    """The loss of a step was NaN or infinite."""
 
-    def __init__(self, loss: float) -> None:
-        super().__init__(f"loss became {loss}")
-        self.loss = loss
+    def __init__(self, loss: float, step: int) -> None:
+        super().__init__(f"loss became {loss} at step {step}")
+        self.loss, self.step = loss, step
 
 
-def _tokens(batch: Batch) -> int:
-    """Token positions of one micro-batch (both documents of a retrieval pair)."""
-    ids = batch.get("input_ids", batch.get("input_ids_1"))
-    assert ids is not None
-    return ids.numel() * (2 if "input_ids_1" in batch else 1)
+def real_tokens(batch: Batch) -> int:
+    """Real (unpadded) token positions of a host batch (both documents of a retrieval pair)."""
+    total = 0
+    for ids_key, mask_key in (("input_ids", "mask"), ("input_ids_1", "mask_1"), ("input_ids_2", "mask_2")):
+        ids, mask = batch.get(ids_key), batch.get(mask_key)
+        if ids is not None:
+            total += ids.numel() if mask is None else int(mask.sum())
+    return total
 
 
 def train_step(state: TrainState, batches: Iterator[Batch], micro_batches: int = 1) -> StepStats:
     """Forward, loss and scaled backward over ``micro_batches`` batches from ``batches``, then
-    clip (by value), step the optimiser, scaler and schedule. Raises NonFiniteLoss before stepping."""
+    clip (by value), step the optimiser, scaler and schedule.
+
+    Nothing here waits for the device: loss and correct counts stay device tensors (see
+    ``StepMeter``), so a non-finite loss is found when they are read, after the step.
+    """
     info, device = state.info, state.device
-    loss_sum, correct, seen, tokens = 0.0, 0, 0, 0
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = tokens = 0
     for micro in range(micro_batches):
-        batch = to_device(next(batches), device)
+        host_batch = next(batches)
+        tokens += real_tokens(host_batch)  # masks are still on the host: no device wait
+        batch = to_device(host_batch, device)
         sync = micro == micro_batches - 1 or not info.enabled
         with autocast(device, state.amp_dtype), (nullcontext() if sync else state.model.no_sync()):  # type: ignore[operator]
             logits = state.model(batch)
             loss = torch.nn.functional.cross_entropy(logits.float(), batch["label"])
             state.scaler.scale(loss / micro_batches).backward()
-        loss_sum += loss.item() / micro_batches
-        correct += int((logits.argmax(-1) == batch["label"]).sum())
+        loss_sum += loss.detach() / micro_batches
+        correct += (logits.detach().argmax(-1) == batch["label"]).sum()
         seen += batch["label"].numel()
-        tokens = _tokens(batch) * micro_batches * info.world_size
-    loss_sum = all_sum([loss_sum], info, device)[0] / info.world_size
-    if not math.isfinite(loss_sum):
-        raise NonFiniteLoss(loss_sum)
     if state.clip_value is not None:
         state.scaler.unscale_(state.optimizer)
         torch.nn.utils.clip_grad_value_(state.module.parameters(), state.clip_value)
@@ -137,6 +149,56 @@ def train_step(state: TrainState, batches: Iterator[Batch], micro_batches: int =
     state.scheduler.step()
     state.optimizer.zero_grad(set_to_none=True)
     return StepStats(loss_sum, correct, seen, tokens)
+
+
+@dataclass
+class MeterReading:
+    """Means over the steps since the last reading, all ranks: loss, accuracy; real tokens summed."""
+
+    loss: float
+    acc: float
+    tokens: int
+    steps: int
+
+
+class StepMeter:
+    """Sums of the steps since the last reading, kept on the device; ``read`` waits for the
+    device once (at logging, evaluation and checkpoint steps, not every step).
+
+    It also keeps the first step whose loss was not finite, so that ``read`` can stop the run
+    naming that step even though later steps ran before the reading.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss, correct
+        self.bad = torch.zeros(2, dtype=torch.float64, device=self.device)  # first non-finite step, its loss
+        self.seen = self.tokens = self.steps = 0
+
+    def add(self, stats: StepStats, step: int) -> None:
+        """Count ``stats`` of training step ``step`` (no device wait)."""
+        loss = stats.loss.detach().double()
+        self.sums += torch.stack([torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0), stats.correct.double()])
+        first = (self.bad[0] == 0) & ~torch.isfinite(loss)
+        self.bad = torch.where(first, torch.stack([torch.full_like(loss, float(step)), loss]), self.bad)  # a fill, no copy
+        self.seen, self.tokens, self.steps = self.seen + stats.seen, self.tokens + stats.tokens, self.steps + 1
+
+    def read(self, info: DistInfo) -> MeterReading:
+        """The means since the last reading (then start afresh); NonFiniteLoss when a loss was not finite."""
+        if self.steps == 0:
+            return MeterReading(float("nan"), float("nan"), 0, 0)
+        bad_step, bad_loss = self.bad.tolist()
+        loss, correct, seen, tokens, bad_ranks = all_sum([*self.sums.tolist(), self.seen, self.tokens, float(bad_step > 0)], info, self.device)
+        steps = self.steps
+        self.reset()
+        if bad_step > 0:
+            raise NonFiniteLoss(bad_loss, int(bad_step))
+        if bad_ranks > 0:
+            raise NonFiniteLoss(float("nan"), 0)  # another rank's (0: the step is named there)
+        return MeterReading(loss / (steps * info.world_size), correct / max(seen, 1), int(tokens), steps)
 
 
 @torch.no_grad()

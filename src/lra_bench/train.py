@@ -26,7 +26,13 @@ from tqdm import tqdm
 from lra_bench import checkpoint
 from lra_bench.config import ConfigError, config_hash, validate
 from lra_bench.data import load_splits
-from lra_bench.data.batches import Collator, eval_batches, train_stream
+from lra_bench.data.batches import (
+    Collator,
+    eval_batches,
+    example_lengths,
+    loader_workers,
+    train_stream,
+)
 from lra_bench.device_setup import deterministic_mode
 from lra_bench.distributed import (
     DistInfo,
@@ -41,10 +47,10 @@ from lra_bench.io import atomic_write_json
 from lra_bench.model import build_model
 from lra_bench.results import SCHEMA_VERSION, LeaderboardRow, append_row, run_labels
 from lra_bench.runlock import hold_run_folder
-from lra_bench.runtime import device_label, peak_memory_mb, reset_peak_memory
+from lra_bench.runtime import StepTimer, device_label, peak_memory_mb, reset_peak_memory
 from lra_bench.step import (
     NonFiniteLoss,
-    StepStats,
+    StepMeter,
     TrainState,
     evaluate,
     make_train_state,
@@ -73,7 +79,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
             if finished is not None:
                 return finished
             prepare_process(cfg, folder, device, info)
-            data = prepare_data(cfg, info)
+            data = prepare_data(cfg, info, device)
             module = build_model(cfg).to(device)
             state = make_train_state(module, cfg.trainer, device, info)
             seed_dropout_streams(cfg.seed, info)
@@ -169,24 +175,40 @@ class RunData:
     val: Any
     test: Any
     info: DistInfo
+    workers: int = 0
+    pin_memory: bool = False
+    lengths: Any = None  # training examples' lengths when batches are length-bucketed
 
     def stream(self, cfg: DictConfig, step: int) -> Any:
         """Micro-batches from training step ``step`` on (a resumed run continues where it stopped)."""
         trainer_cfg = cfg.trainer
         micro_batch = trainer_cfg.batch_size // trainer_cfg.grad_accum  # global; each rank takes 1/world of it
         start = step * trainer_cfg.grad_accum
-        return train_stream(self.train, self.collate, micro_batch, cfg.seed, start, cfg.data.loader_workers, self.info.rank, self.info.world_size)
+        return train_stream(
+            self.train, self.collate, micro_batch, cfg.seed, start, self.workers, self.info.rank, self.info.world_size,
+            lengths=self.lengths, window=cfg.data.bucket_window, pin_memory=self.pin_memory,
+        )  # fmt: skip
 
 
-def prepare_data(cfg: DictConfig, info: DistInfo) -> RunData:
-    """Load (or build) the task's splits; the dev and test loaders cover every example once."""
+def prepare_data(cfg: DictConfig, info: DistInfo, device: torch.device) -> RunData:
+    """Load (or build) the task's splits; the dev and test loaders cover every example once.
+
+    With ``data.bucket`` batches are padded to their longest member, the training stream is
+    length-bucketed and the dev and test sets are read in order of length.
+    """
     splits = load_splits(cfg)
-    collate = Collator(cfg.task.max_len, cfg.data.pad_to, cfg.data.mask_zero, cfg.task.dual)
+    pad_to = "batch" if cfg.data.bucket else cfg.data.pad_to
+    collate = Collator(cfg.task.max_len, pad_to, cfg.data.mask_zero, cfg.task.dual)
     eval_bs = cfg.trainer.eval_batch_size or cfg.trainer.batch_size
-    workers, rank, world = cfg.data.loader_workers, info.rank, info.world_size
-    val = eval_batches(splits["val"], collate, eval_bs, workers, rank, world)
-    test = eval_batches(splits["test"], collate, eval_bs, workers, rank, world)
-    return RunData(splits["train"], collate, val, test, info)
+    workers, pin = loader_workers(cfg.data.loader_workers, device), device.type == "cuda"
+    rank, world = info.rank, info.world_size
+
+    def lengths(split: str) -> Any:
+        return example_lengths(splits[split], collate.columns, cfg.task.max_len) if cfg.data.bucket else None
+
+    val = eval_batches(splits["val"], collate, eval_bs, workers, rank, world, lengths("val"), pin)
+    test = eval_batches(splits["test"], collate, eval_bs, workers, rank, world, lengths("test"), pin)
+    return RunData(splits["train"], collate, val, test, info, workers, pin, lengths("train"))
 
 
 # --- resume, checkpoints -------------------------------------------------------------------------
@@ -201,10 +223,12 @@ class Progress:
     best_step: int = 0
     train_s: float = 0.0
     step_times: list[float] = field(default_factory=list)
-    tokens_per_step: int = field(default=0, repr=False, compare=False)  # of this session's last step (not saved)
+    tokens: int = 0  # real (unpadded) tokens trained on, all ranks
+    saved_step: int = field(default=0, repr=False, compare=False)  # the step of last.pt (not saved)
 
     def saved(self) -> dict[str, Any]:
-        return {"step": self.step, "best_val": self.best_val, "best_step": self.best_step, "train_s": self.train_s, "step_times": self.step_times}
+        keys = ("step", "best_val", "best_step", "train_s", "step_times", "tokens")
+        return {key: getattr(self, key) for key in keys}
 
 
 def resume(folder: RunFolder, state: TrainState) -> Progress:
@@ -218,7 +242,7 @@ def resume(folder: RunFolder, state: TrainState) -> Progress:
             "use another run folder (paths.run_dir=...) or delete that checkpoint"
         )
     state.load_state_dict(saved)
-    progress = Progress(**saved["progress"])
+    progress = Progress(**saved["progress"], saved_step=saved["progress"]["step"])
     notice = checkpoint.restore_rng_states(saved["rng"], folder.info, state.device)
     if notice and folder.info.is_main:
         print(notice)
@@ -243,6 +267,7 @@ def save_last(folder: RunFolder, state: TrainState, progress: Progress, complete
         "complete": complete,
     }
     checkpoint.save_atomic(payload, folder.last)
+    progress.saved_step = progress.step
 
 
 def start_tracker(cfg: DictConfig, folder: RunFolder, info: DistInfo) -> Tracker:
@@ -299,15 +324,21 @@ def train(
     if info.is_main:
         print(f"training {cfg.task.name}/{cfg.attn.name} seed {cfg.seed} in {folder.path} from step {progress.step} of {trainer_cfg.steps}", flush=True)
     bar = tqdm(total=trainer_cfg.steps, initial=progress.step, disable=not (trainer_cfg.progress and info.is_main), desc=f"{cfg.task.name}/{cfg.attn.name}", dynamic_ncols=True)
+    meter, timer = StepMeter(state.device), StepTimer(state.device)
     with StopFlag() as stop:
         while progress.step < trainer_cfg.steps:
-            stats = timed_step(state, stream, trainer_cfg.grad_accum, progress, folder)
+            timer.start()
+            stats = train_step(state, stream, trainer_cfg.grad_accum)
+            timer.stop()
+            progress.step += 1
+            meter.add(stats, progress.step)
             bar.update(1)
-            log_step(cfg, state, progress, stats, bar, tracker)
-            maybe_evaluate(cfg, folder, state, progress, data.val, bar, tracker)
-            if progress.step % trainer_cfg.ckpt_every == 0:
-                save_last(folder, state, progress)
             why = stop_reason(stop, trainer_cfg, progress, state)
+            if why is not None or reading_due(trainer_cfg, progress.step):
+                take_reading(folder, state, progress, meter, timer, bar, tracker)
+                maybe_evaluate(cfg, folder, state, progress, data.val, bar, tracker)
+                if progress.step % trainer_cfg.ckpt_every == 0:
+                    save_last(folder, state, progress)
             if why is not None:
                 save_last(folder, state, progress)
                 barrier(info)
@@ -319,34 +350,30 @@ def train(
     return None
 
 
-def timed_step(state: TrainState, stream: Any, micro_batches: int, progress: Progress, folder: RunFolder) -> StepStats:
-    """One ``train_step``, its wall time added to ``progress`` (a non-finite loss is a RunError)."""
-    t0 = time.perf_counter()
+def reading_due(trainer_cfg: DictConfig, step: int) -> bool:
+    """Steps at which the loop waits for the device: logging, evaluation, checkpoint and the last step."""
+    return step == trainer_cfg.steps or any(step % every == 0 for every in (trainer_cfg.log_every, trainer_cfg.eval_every, trainer_cfg.ckpt_every))
+
+
+def take_reading(
+    folder: RunFolder, state: TrainState, progress: Progress, meter: StepMeter, timer: StepTimer, bar: Any, tracker: Tracker
+) -> None:
+    """Wait for the device once: the step times since the last reading into ``progress``, then the
+    steps' mean loss and accuracy to the bar and tracker. A non-finite loss stops the run here,
+    before any checkpoint is written, so ``last.pt`` always predates it."""
+    times = timer.flush()
+    progress.step_times.extend(times)
+    progress.train_s += sum(times)
     try:
-        stats = train_step(state, stream, micro_batches)
+        reading = meter.read(state.info)
     except NonFiniteLoss as err:
-        raise RunError(
-            f"loss became {err.loss} at step {progress.step + 1}; the last good checkpoint is {folder.last} "
-            "(try a lower trainer.lr or trainer.amp=false)"
-        ) from None
-    if state.device.type == "cuda":
-        torch.cuda.synchronize(state.device)
-    dt = time.perf_counter() - t0
-    progress.step += 1
-    progress.train_s += dt
-    progress.step_times.append(dt)
-    progress.tokens_per_step = stats.tokens
-    return stats
-
-
-def log_step(cfg: DictConfig, state: TrainState, progress: Progress, stats: StepStats, bar: Any, tracker: Tracker) -> None:
-    """Every ``log_every`` steps (and the last): loss, accuracy and learning rate to the bar and tracker."""
-    if progress.step % cfg.trainer.log_every and progress.step != cfg.trainer.steps:
-        return
+        where = f"at step {err.step}" if err.step else f"on another rank by step {progress.step}"
+        good = f"{folder.last} (step {progress.saved_step})" if progress.saved_step else "none (no checkpoint was written before it)"
+        raise RunError(f"loss became {err.loss} {where}; the last good checkpoint is {good} (try a lower trainer.lr or trainer.amp=false)") from None
+    progress.tokens += reading.tokens
     lr = state.scheduler.get_last_lr()[0]
-    acc = stats.correct / stats.seen
-    bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{acc:.3f}", lr=f"{lr:.2e}")
-    tracker.log({"train/loss": stats.loss, "train/acc": acc, "train/lr": lr}, progress.step)
+    bar.set_postfix(loss=f"{reading.loss:.4f}", acc=f"{reading.acc:.3f}", lr=f"{lr:.2e}")
+    tracker.log({"train/loss": reading.loss, "train/acc": reading.acc, "train/lr": lr}, progress.step)
 
 
 def maybe_evaluate(
@@ -405,11 +432,12 @@ def leaderboard_row(cfg: DictConfig, folder: RunFolder, state: TrainState, progr
         test_acc=round(test_acc, 6),
         train_s=round(progress.train_s, 3),
         step_ms=round(step_ms, 3),
-        tokens_per_s=round(progress.tokens_per_step / (step_ms / 1000), 1) if step_ms > 0 else "",
+        tokens_per_s=round(progress.tokens / progress.train_s, 1) if progress.train_s > 0 else "",
         peak_mem_mb=round(peak_memory_mb(state.device), 1),
         params=sum(p.numel() for p in state.module.parameters()),
         device=device_label(state.device, world=state.info.world_size),
         precision=precision_of(cfg.trainer.amp, state.device)[0],
+        compiled=bool(cfg.trainer.compile),
         batch_size=cfg.trainer.batch_size,
         max_len=cfg.task.max_len,
         commit=git_commit(),

@@ -1,15 +1,17 @@
 """``python -m lra_bench.bench`` (or ``python -m lra_bench.benchmarking``): attention time and
-memory vs sequence length, or whole training steps.
+memory vs sequence length, whole training steps, or the data loader alone.
 
     python -m lra_bench.bench attn=softmax,skyformer,performer            # conf/bench.yaml
     python -m lra_bench.bench attn=all n=1024,2048 device=cuda
     python -m lra_bench.bench mode=train_step task=text attn=softmax,skyformer
+    python -m lra_bench.bench mode=data task=listops run.data.bucket=true
 
 Attention mode times forward (no grad) and forward+backward of each attention module on random
 q, k, v ``[batch, heads, n, head_dim]`` and measures the peak extra memory (see
 ``benchmarking/measure.py``). Train-step mode times the training loop's own step
 (``step.train_step``: forward, backward, clipping, AdamW and schedule, with the trainer's
-settings) of the task model on random tokens. Each (attention, n) case runs in a worker process with a time limit;
+settings) of the task model on random tokens. Data mode times the run's own loader on the
+task's data (``run.<key>=<value>`` overrides the run config, see ``benchmarking/loader.py``). Each (attention, n) case runs in a worker process with a time limit;
 an OOM or a timeout is recorded in its row and the bench goes on. Outputs: a CSV (rewritten after
 every case), Markdown tables on stdout (and next to the CSV) and, in attention mode, a plot.
 """
@@ -40,17 +42,22 @@ from lra_bench.paths import conf_dir
 from lra_bench.runtime import device_label, resolve_device
 from lra_bench.step import precision_of
 
-MODES = ("attention", "train_step")
+MODES = ("attention", "train_step", "data")
+RUN_PREFIX = "run."  # data mode: ``run.data.bucket=true`` overrides the timed run's config
 LIST_KEYS = {"attn": "attns", "attns": "attns", "n": "n"}
 
 
 def expand_shorthand(argv: Sequence[str]) -> list[str]:
-    """``attn=a,b`` -> ``attns=['a','b']`` and ``n=1,2`` -> ``n=[1,2]`` (Hydra would read a bare
-    comma list as a sweep, and ``attn`` alone as the attention config group)."""
+    """``attn=a,b`` -> ``attns=['a','b']``, ``n=1,2`` -> ``n=[1,2]`` (Hydra would read a bare
+    comma list as a sweep, and ``attn`` alone as the attention config group), and the
+    ``run.<override>`` arguments -> ``run=['<override>', ...]``."""
     if any(arg in ("-m", "--multirun") for arg in argv):
         return list(argv)
-    out = []
+    out, run = [], []
     for arg in argv:
+        if arg.startswith(RUN_PREFIX):
+            run.append(arg[len(RUN_PREFIX) :])
+            continue
         key, sep, value = arg.partition("=")
         if sep and key in LIST_KEYS and not value.startswith(("[", "'", '"')):
             items = [item.strip() for item in value.split(",") if item.strip()]
@@ -59,6 +66,8 @@ def expand_shorthand(argv: Sequence[str]) -> list[str]:
             else:
                 arg = "attns=[" + ",".join(f"'{item}'" if "'" not in item else item for item in items) + "]"
         out.append(arg)
+    if run:
+        out.append("run=[" + ",".join(f"'{item}'" for item in run) + "]")
     return out
 
 
@@ -98,6 +107,10 @@ def check(cfg: DictConfig) -> None:
     for key in ("batch_size", "seq_len"):
         if cfg.train[key] is not None and cfg.train[key] <= 0:
             raise BenchError(f"train.{key}: must be > 0, got {cfg.train[key]}")
+    if cfg.batches <= 0:
+        raise BenchError(f"batches: must be > 0, got {cfg.batches}")
+    if cfg.data_split not in ("train", "val"):
+        raise BenchError(f"data_split: choose train or val, got {cfg.data_split!r}")
 
 
 def make_cases(cfg: DictConfig, variants: list[Variant], device: torch.device) -> list[Case]:
@@ -156,7 +169,7 @@ def make_row(cfg: DictConfig, case: Case, variant: Variant, result: dict[str, An
 
 
 def output_stem(cfg: DictConfig) -> Path:
-    name = "attention" if cfg.mode == "attention" else f"train_step_{cfg.task.name}"
+    name = "attention" if cfg.mode == "attention" else f"{cfg.mode}_{cfg.task.name}"
     return Path(cfg.out_dir) / name
 
 
@@ -167,6 +180,8 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     marked ``skipped``), then raises KeyboardInterrupt.
     """
     check(cfg)
+    if cfg.mode == "data":
+        return run_data(cfg)
     variants = resolve(cfg.attns, cfg.dropout)
     device = pick_device(cfg.device)
     cases = make_cases(cfg, variants, device)
@@ -176,6 +191,32 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     write_outputs(cfg, rows)
     if stopped:
         raise KeyboardInterrupt
+    return rows
+
+
+def run_data(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Data mode: the loader of the task's run config (with the ``run`` overrides), timed alone."""
+    from lra_bench.benchmarking.loader import time_loader
+    from lra_bench.compose import compose_config
+    from lra_bench.config import validate
+    from lra_bench.errors import ConfigError, DataError
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        run_cfg = compose_config([f"task={cfg.task.name}", *cfg.run])
+        validate(run_cfg)
+        load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""
+        row = {**time_loader(cfg, run_cfg), "threads": torch.get_num_threads(), "load_avg": load, "run": " ".join(cfg.run)}
+    except (ConfigError, DataError) as err:
+        raise BenchError(f"data mode: {err}") from None
+    except Exception as err:  # Hydra's own override errors
+        if type(err).__module__.startswith(("hydra", "omegaconf")):
+            raise BenchError(f"run: {str(err).splitlines()[0]}") from None
+        raise
+    rows = [row]
+    tables.write_csv(output_stem(cfg).with_suffix(".csv"), rows, tables.DATA_COLUMNS)
+    write_outputs(cfg, rows)
     return rows
 
 
@@ -251,11 +292,16 @@ def write_outputs(cfg: DictConfig, rows: list[dict[str, Any]]) -> None:
     """The Markdown tables (stdout and ``.md``), problems on stderr and, in attention mode, the plot."""
     stem = output_stem(cfg)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    table = tables.attention_markdown(rows, cfg.baseline) if cfg.mode == "attention" else tables.train_step_markdown(rows, cfg.baseline)
+    if cfg.mode == "data":
+        table = tables.data_markdown(rows)
+    elif cfg.mode == "attention":
+        table = tables.attention_markdown(rows, cfg.baseline)
+    else:
+        table = tables.train_step_markdown(rows, cfg.baseline)
     atomic_write_text(stem.with_suffix(".md"), table + "\n")
     print(table)
     for row in rows:
-        if row["status"] in ("error", "invalid"):
+        if row.get("status") in ("error", "invalid"):
             print(f"{row['label']} n={row['n']}: {row['error']}", file=sys.stderr)
     print(f"\nwrote {stem.with_suffix('.csv')}", end="")
     if cfg.mode == "attention" and cfg.plot and tables.plot_attention(rows, stem.with_suffix(".png")):

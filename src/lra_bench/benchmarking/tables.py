@@ -22,6 +22,11 @@ TRAIN_STEP_COLUMNS = [
     "step_ratio", "mem_ratio",
     "step_min_ms", "params", "repeats", "threads", "load_avg", "options", "status", "error",
 ]  # fmt: skip
+DATA_COLUMNS = [
+    "task", "split", "batch", "n", "workers", "bucket", "pad_to",
+    "ms_per_batch", "mean_ms", "batches_per_s", "real_tokens_per_s", "padded_tokens_per_s", "real_fraction",
+    "repeats", "threads", "load_avg", "run", "status", "error",
+]  # fmt: skip
 # ratio column -> measured column; a ratio is value / baseline's value at the same n
 RATIOS = {
     "attention": {"fwd_ratio": "fwd_ms", "fwdbwd_ratio": "fwdbwd_ms", "mem_ratio": "peak_mem_mb", "saved_ratio": "saved_mb"},
@@ -153,6 +158,20 @@ def train_step_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
             ]
         )
     return f"Training step (forward, backward, AdamW); {setup}\n\n" + markdown_table(header, body, padded=False)
+
+
+def data_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """One table: a row per timed loader with ms/batch, batches/s and real tokens/s."""
+    header = ["task", "split", "batch", "n", "bucket", "workers", "ms/batch", "batches/s", "real tokens/s", "real / padded"]
+    body = [
+        [
+            row["task"], row["split"], str(row["batch"]), str(row["n"]), str(row["bucket"]).lower(), str(row["workers"]),
+            fmt_ms(row["ms_per_batch"]), f"{_num(row['batches_per_s']):.1f}", f"{_num(row['real_tokens_per_s']):.3g}",
+            f"{_num(row['real_fraction']):.2f}",
+        ]
+        for row in rows
+    ]  # fmt: skip
+    return "Data loader alone (no model), median over timed batches\n\n" + markdown_table(header, body, padded=False)
 
 
 def plot_attention(rows: Sequence[dict[str, Any]], path: Path) -> bool:
