@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lra_bench.attention import Attention, AttentionConfig, build_attention, make_config
+from lra_bench.attention.base import without_autocast
 
 
 class MultiHeadAttention(nn.Module):
@@ -42,7 +43,7 @@ class MultiHeadAttention(nn.Module):
         b, n, _ = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if self.attn_fp32 and torch.is_autocast_enabled(x.device.type):
-            with torch.autocast(device_type=x.device.type, enabled=False):
+            with without_autocast(x):
                 ctx = self.attention(q.float(), k.float(), v.float(), mask)
         else:
             ctx = self.attention(q, k, v, mask)

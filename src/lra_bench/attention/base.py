@@ -18,6 +18,9 @@ from lra_bench.attention.sampling import DeviceGenerators, seeded_generator, uni
 __all__ = ["Attention", "AttentionConfig", "SampledAttention", "key_padding_bias", "uniform_indices", "valid_lengths"]
 
 
+IMPLS = ("fast", "reference")  # variants with a fast path: it, or the plain form it is tested against
+
+
 @dataclass
 class AttentionConfig:
     """Fields every variant accepts; variants subclass this with their own hyper-parameters."""
@@ -30,6 +33,13 @@ class AttentionConfig:
         """Raise ValueError('key: rule') on an invalid value; max_len/head_dim are the task's."""
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
+
+    def require_choice(self, key: str, choices: tuple[str, ...]) -> None:
+        """Raise ValueError('key: choose a, b or c, got ...') unless setting ``key`` is one of ``choices``."""
+        value = getattr(self, key)
+        if value not in choices:
+            listed = ", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else choices[0]
+            raise ValueError(f"{key}: choose {listed}, got {value!r}")
 
 
 class Attention(nn.Module):

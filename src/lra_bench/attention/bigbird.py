@@ -59,13 +59,9 @@ class BigBirdConfig(AttentionConfig):
             raise ValueError(f"window_blocks: must be odd and >= 1, got {self.window_blocks}")
         if self.num_random_blocks < 0:
             raise ValueError(f"num_random_blocks: must be >= 0, got {self.num_random_blocks}")
-        for key, value, allowed in (
-            ("pattern", self.pattern, ("fresh", "fixed")),
-            ("last_global", self.last_global, ("real", "padded")),
-            ("random_span", self.random_span, ("all", "first_1024")),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{key}: choose {' or '.join(allowed)}, got {value!r}")
+        self.require_choice("pattern", ("fresh", "fixed"))
+        self.require_choice("last_global", ("real", "padded"))
+        self.require_choice("random_span", ("all", "first_1024"))
 
 
 def gather_blocks(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -48,8 +48,7 @@ class InformerConfig(AttentionConfig):
             raise ValueError(f"factor: must be >= 1, got {self.factor}")
         if self.nb_features < 0:
             raise ValueError(f"nb_features: must be >= 0 (0 = use factor), got {self.nb_features}")
-        if self.sparsity_mean not in ("samples", "length"):
-            raise ValueError(f"sparsity_mean: choose samples or length, got {self.sparsity_mean!r}")
+        self.require_choice("sparsity_mean", ("samples", "length"))
 
     def effective_factor(self, max_len: int) -> int:
         """c: ``factor``, or ceil(nb_features / ln max_len) when ``nb_features`` is set."""

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lra_bench.attention.base import (
+    IMPLS,
     Attention,
     AttentionConfig,
     hidden_score,
@@ -49,10 +50,8 @@ class NystromformerConfig(AttentionConfig):
             raise ValueError(f"num_landmarks: must be between 1 and the task's max length {max_len}, got {self.num_landmarks}")
         if self.pinv_iters < 1:
             raise ValueError(f"pinv_iters: must be >= 1, got {self.pinv_iters}")
-        if self.pinv_init not in PINV_INITS:
-            raise ValueError(f"pinv_init: choose per_matrix or batch, got {self.pinv_init!r}")
-        if self.impl not in ("fast", "reference"):
-            raise ValueError(f"impl: choose fast or reference, got {self.impl!r}")
+        self.require_choice("pinv_init", PINV_INITS)
+        self.require_choice("impl", IMPLS)
         if self.conv_kernel < 0 or (self.conv_kernel > 0 and self.conv_kernel % 2 == 0):
             raise ValueError(f"conv_kernel: must be 0 (off) or an odd size, got {self.conv_kernel}")
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lra_bench.attention.base import AttentionConfig, SampledAttention
+from lra_bench.attention.base import IMPLS, AttentionConfig, SampledAttention
 from lra_bench.attention.chunked import kernel_apply, kernel_reduce, row_max
 from lra_bench.attention.registry import register_attention
 from lra_bench.attention.sampling import seeded_generator
@@ -60,20 +60,18 @@ class PerformerConfig(AttentionConfig):
             raise ValueError(f"dropout: performer has no attention weights to drop, must be 0, got {self.dropout}")
         if self.num_features < 1:
             raise ValueError(f"num_features: must be >= 1, got {self.num_features}")
-        if self.redraw not in ("fresh", "fixed"):
-            raise ValueError(f"redraw: choose fresh or fixed, got {self.redraw!r}")
+        self.require_choice("redraw", ("fresh", "fixed"))
         if self.eps < 0:
             raise ValueError(f"eps: must be >= 0, got {self.eps}")
         for key, choices in CHOICES.items():
-            if getattr(self, key) not in choices:
-                raise ValueError(f"{key}: choose {' or '.join(choices)}, got {getattr(self, key)!r}")
+            self.require_choice(key, choices)
 
 
 CHOICES = {
     "score_scale": ("inv_sqrt_d", "inv_d"),
     "padded_keys": ("removed", "zeroed"),
     "stabilizer": ("per_sequence", "global"),
-    "impl": ("fast", "reference"),
+    "impl": IMPLS,
 }
 
 

@@ -50,8 +50,7 @@ class SinkhornConfig(AttentionConfig):
             raise ValueError(f"sinkhorn_iters: must be >= 1, got {self.sinkhorn_iters}")
         if not self.temperature > 0:
             raise ValueError(f"temperature: must be > 0, got {self.temperature}")
-        if self.pool not in ("sum", "mean"):
-            raise ValueError(f"pool: choose sum or mean, got {self.pool!r}")
+        self.require_choice("pool", ("sum", "mean"))
 
 
 def log_sinkhorn(log_alpha: torch.Tensor, iters: int) -> torch.Tensor:

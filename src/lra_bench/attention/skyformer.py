@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from lra_bench.attention.base import (
+    IMPLS,
     AttentionConfig,
     SampledAttention,
     uniform_indices,
@@ -50,12 +51,9 @@ class SkyformerConfig(AttentionConfig):
             raise ValueError(f"gamma: must be >= 0, got {self.gamma}")
         if self.pinv_iters < 1:
             raise ValueError(f"pinv_iters: must be >= 1, got {self.pinv_iters}")
-        if self.landmarks_from not in ("split", "joint"):
-            raise ValueError(f"landmarks_from: choose split or joint, got {self.landmarks_from!r}")
-        if self.pinv_init not in PINV_INITS:
-            raise ValueError(f"pinv_init: choose per_matrix or batch, got {self.pinv_init!r}")
-        if self.impl not in ("fast", "reference"):
-            raise ValueError(f"impl: choose fast or reference, got {self.impl!r}")
+        self.require_choice("landmarks_from", ("split", "joint"))
+        self.require_choice("pinv_init", PINV_INITS)
+        self.require_choice("impl", IMPLS)
 
 
 @register_attention("skyformer", SkyformerConfig)

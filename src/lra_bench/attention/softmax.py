@@ -20,8 +20,7 @@ class SoftmaxConfig(AttentionConfig):
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
-        if self.impl not in ("sdpa", "math"):
-            raise ValueError(f"impl: choose sdpa or math, got {self.impl!r}")
+        self.require_choice("impl", ("sdpa", "math"))
 
 
 def softmax_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -38,8 +38,7 @@ class SynthesizerConfig(AttentionConfig):
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
-        if self.mode not in ("dense", "random", "dense_random"):
-            raise ValueError(f"mode: choose dense, random or dense_random, got {self.mode!r}")
+        self.require_choice("mode", ("dense", "random", "dense_random"))
 
 
 @register_attention("synthesizer", SynthesizerConfig)
