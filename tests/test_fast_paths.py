@@ -11,6 +11,7 @@ from lra_bench.attention.pinv import (
     newton_schulz_pinv,
     newton_schulz_reference,
     newton_schulz_start,
+    symmetric_newton_schulz_pinv,
 )
 from lra_bench.benchmarking.measure import saved_for_backward_mb
 
@@ -93,6 +94,76 @@ def test_newton_schulz_fast_equals_reference_with_gradients(init):
     torch.testing.assert_close(torch.autograd.grad(fast, m, weights)[0], torch.autograd.grad(ref, m, weights)[0], rtol=1e-10, atol=1e-12)
     nonsymmetric = torch.rand(2, 5, 5, generator=g, dtype=torch.float64).requires_grad_()
     assert torch.autograd.gradcheck(lambda x: newton_schulz_pinv(x, 3, init), (nonsymmetric,))
+
+
+def normalised_kernel(
+    seed: int, *, batch: int = 3, size: int = 12, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """Skyformer's M = D^-1/2 (k(L, L) + 0.1 I) D^-1/2 for random landmarks: symmetric, norm about 1."""
+    rows = (
+        torch.randn(batch, size, 8, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+        * 8**-0.25
+    )
+    w = torch.exp(-0.5 * torch.cdist(rows, rows) ** 2) + 0.1 * torch.eye(size, dtype=dtype)
+    d_inv_sqrt = w.sum(-1).rsqrt()
+    return d_inv_sqrt[..., :, None] * w * d_inv_sqrt[..., None, :]
+
+
+def with_repeated_eigenvalues(seed: int) -> torch.Tensor:
+    """Block-diagonal [A 0; 0 A]: every eigenvalue twice, where divided differences meet derivatives."""
+    a = normalised_kernel(seed, size=6)
+    return torch.cat(
+        [torch.cat([a, torch.zeros_like(a)], -1), torch.cat([torch.zeros_like(a), a], -1)], -2
+    )
+
+
+@pytest.mark.parametrize("init", ["per_matrix", "batch"])
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("make", [normalised_kernel, with_repeated_eigenvalues])
+def test_symmetric_pinv_equals_the_iterations_with_gradients(make, seed, init):
+    """On eigenvalues, the same steps: outputs and gradients (through a symmetric M) as the plain loop."""
+    source = make(seed).requires_grad_()
+    weights = torch.randn(
+        source.shape, generator=torch.Generator().manual_seed(seed + 50), dtype=source.dtype
+    )
+    results = []
+    for pinv in (symmetric_newton_schulz_pinv, newton_schulz_reference):
+        m = 0.5 * (source + source.mT)  # gradients reach source through symmetric perturbations only
+        z = pinv(m, 6, init)
+        results.append((z, torch.autograd.grad(z, source, weights)[0]))
+    (fast, fast_grad), (ref, ref_grad) = results
+    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(fast_grad, ref_grad, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("init", ["per_matrix", "batch"])
+def test_symmetric_pinv_passes_gradcheck(init):
+    source = normalised_kernel(7, batch=2, size=5).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x: symmetric_newton_schulz_pinv(0.5 * (x + x.mT), 3, init), (source,)
+    )
+
+
+def test_symmetric_pinv_in_float32_is_as_close_to_float64_as_the_iterations():
+    m = normalised_kernel(3, batch=8, size=64)
+    exact = newton_schulz_reference(m, 6)
+    scale = exact.abs().max()
+    spectral = (symmetric_newton_schulz_pinv(m.float(), 6).double() - exact).abs().max() / scale
+    iterated = (newton_schulz_pinv(m.float(), 6).double() - exact).abs().max() / scale
+    assert spectral < 1e-5 and iterated < 1e-5, (spectral, iterated)
+
+
+def test_symmetric_pinv_falls_back_to_the_iterations_where_eigh_fails(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    def failing(m: torch.Tensor) -> None:
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    m = normalised_kernel(4)
+    monkeypatch.setattr(torch.linalg, "eigh", failing)
+    torch.testing.assert_close(
+        symmetric_newton_schulz_pinv(m, 6), newton_schulz_pinv(m, 6), rtol=0, atol=0
+    )
 
 
 def test_batch_start_is_one_max_column_sum_over_the_batch():

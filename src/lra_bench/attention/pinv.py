@@ -13,6 +13,19 @@ from one of two starts:
 ``newton_schulz_pinv`` runs the iterations batched, as a custom autograd function that keeps
 only each iterate Z and its product MZ for backward (two ``m x m`` per step instead of six);
 ``newton_schulz_reference`` is the plain loop, differentiated by autograd.
+
+``symmetric_newton_schulz_pinv`` gives the same iterations for a symmetric M (Skyformer's
+normalised kernel matrix) at a fraction of the cost. From the start Z0 = M / c every iterate is a
+polynomial in M, so with M = Q diag(l) Q^T the result is Q diag(f(l)) Q^T, where f runs the same
+steps on each eigenvalue: z0 = l / c, z <- z p(l z) / 4, p(y) = 13 - 15y + 7y^2 - y^3. Backward
+uses the Daleckii-Krein formula dZ = Q (F o (Q^T dM Q)) Q^T, with F[i, j] the divided difference
+(f(l_i) - f(l_j)) / (l_i - l_j), carried through the same steps by the product rule so that it never
+divides by a small difference (F[i, i] = f'(l_i)). The gradient is the one for symmetric
+perturbations, the only ones a symmetric M can receive. It equals the iterations to about 1e-14 in
+float64; in float32 both are within about 2e-6 of the float64 result. One eigendecomposition and
+two products replace the 24 products of six steps forward and about 60 backward: it is used on a
+CPU; on a GPU, where batched eigendecompositions of this size are slow and the products are not,
+the iterations run as they are.
 """
 
 from __future__ import annotations
@@ -26,16 +39,21 @@ from lra_bench.attention.base import without_autocast
 PINV_INITS = ("per_matrix", "batch")
 
 
-def newton_schulz_start(m: torch.Tensor, init: str = "per_matrix") -> torch.Tensor:
-    """Z0 for ``m [..., k, k]`` (differentiable, like the norms it divides by)."""
+def newton_schulz_scale(m: torch.Tensor, init: str = "per_matrix") -> torch.Tensor:
+    """c with Z0 = M^T / c: ``[..., 1, 1]`` (``per_matrix``) or one number (``batch``), differentiable."""
     if init not in PINV_INITS:
         raise ValueError(f"pinv_init: choose {' or '.join(PINV_INITS)}, got {init!r}")
     abs_m = m.abs()
     col = abs_m.sum(dim=-2).amax(dim=-1)  # ||M||_1 : max column sum
     if init == "batch":
-        return m.mT / col.amax()
+        return col.amax()
     row = abs_m.sum(dim=-1).amax(dim=-1)  # ||M||_inf : max row sum
-    return m.mT / (col * row)[..., None, None]
+    return (col * row)[..., None, None]
+
+
+def newton_schulz_start(m: torch.Tensor, init: str = "per_matrix") -> torch.Tensor:
+    """Z0 for ``m [..., k, k]`` (differentiable, like the norms it divides by)."""
+    return m.mT / newton_schulz_scale(m, init)
 
 
 def newton_schulz_reference(m: torch.Tensor, iters: int = 6, init: str = "per_matrix") -> torch.Tensor:
@@ -86,3 +104,82 @@ def newton_schulz_pinv(m: torch.Tensor, iters: int = 6, init: str = "per_matrix"
     """Approximate pinv of each ``[..., k, k]`` matrix with ``iters`` Newton-Schulz steps (see the module)."""
     with without_autocast(m):  # backward runs outside autocast: forward must match its dtypes
         return _NewtonSchulz.apply(m, newton_schulz_start(m, init), iters)
+
+
+def _step_poly(y: torch.Tensor) -> torch.Tensor:
+    """p(y) = 13 - 15y + 7y^2 - y^3, one step being z <- z p(m z) / 4."""
+    return 13 - y * (15 - y * (7 - y))
+
+
+def _step_poly_slope(y: torch.Tensor) -> torch.Tensor:
+    """p'(y)."""
+    return -15 + y * (14 - 3 * y)
+
+
+def _step_poly_divided(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(p(s) - p(t)) / (s - t), exact for s = t: -15 + 7(s + t) - (s^2 + s t + t^2)."""
+    total = s + t
+    out = total * (7 - total)
+    out += s * t
+    return out.sub_(15)
+
+
+def _eigen_steps(lam: torch.Tensor, c: torch.Tensor, iters: int) -> torch.Tensor:
+    """f(l): the Newton-Schulz steps on each eigenvalue ``lam [..., k]``."""
+    z = lam / c.squeeze(-1)
+    for _ in range(iters):
+        z = 0.25 * z * _step_poly(lam * z)
+    return z
+
+
+def _eigen_step_derivatives(lam: torch.Tensor, c: torch.Tensor, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """F (the divided differences of f, ``[..., k, k]``) and df/dc (``[..., k]``), through the same steps."""
+    c_vec = c.squeeze(-1)
+    z = lam / c_vec
+    dz_dc = -z / c_vec
+    divided = (1 / c_vec).unsqueeze(-1).expand(*lam.shape, lam.shape[-1]).clone()  # [z0](a, b) = 1 / c
+    row_lam = lam.unsqueeze(-1)
+    for _ in range(iters):
+        y = lam * z
+        p = _step_poly(y)
+        dy = divided * row_lam + z.unsqueeze(-2)  # [l z](a, b) = a [z](a, b) + z(b)
+        dp = _step_poly_divided(y.unsqueeze(-1), y.unsqueeze(-2)).mul_(dy)  # [p(y)](a, b)
+        divided = dp.mul_(z.unsqueeze(-1)).add_(divided.mul_(p.unsqueeze(-2))).mul_(0.25)  # [z p(y)](a, b) / 4
+        dz_dc = 0.25 * dz_dc * (p + y * _step_poly_slope(y))
+        z = 0.25 * z * p
+    return divided, dz_dc
+
+
+class _SpectralNewtonSchulz(torch.autograd.Function):
+    """Newton-Schulz steps from Z0 = M / c for a symmetric M, on its eigenvalues (see the module)."""
+
+    @staticmethod
+    def forward(ctx: Any, m: torch.Tensor, c: torch.Tensor, iters: int) -> torch.Tensor:
+        lam, q = torch.linalg.eigh(m)
+        ctx.save_for_backward(lam, q, c)
+        ctx.iters = iters
+        return (q * _eigen_steps(lam, c, iters).unsqueeze(-2)) @ q.mT
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        lam, q, c = ctx.saved_tensors
+        divided, dz_dc = _eigen_step_derivatives(lam, c, ctx.iters)
+        g = q.mT @ grad @ q
+        g = 0.5 * (g + g.mT)  # only symmetric perturbations of M exist
+        dm = q @ (divided * g) @ q.mT
+        dc = (g.diagonal(dim1=-2, dim2=-1) * dz_dc).sum(-1)
+        return dm, dc.reshape(c.shape) if c.dim() else dc.sum(), None
+
+
+def symmetric_newton_schulz_pinv(m: torch.Tensor, iters: int = 6, init: str = "per_matrix") -> torch.Tensor:
+    """``newton_schulz_pinv`` for symmetric ``m [..., k, k]``, on its eigenvalues on a CPU (see the module).
+
+    Falls back to the iterations on a GPU, and where the eigendecomposition fails (non-finite input).
+    """
+    if m.device.type != "cpu":
+        return newton_schulz_pinv(m, iters, init)
+    with without_autocast(m):
+        try:
+            return _SpectralNewtonSchulz.apply(m, newton_schulz_scale(m, init), iters)
+        except torch.linalg.LinAlgError:
+            return newton_schulz_pinv(m, iters, init)

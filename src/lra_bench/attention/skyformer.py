@@ -5,9 +5,11 @@ M = D^-1/2 W D^-1/2, k(x, y) = exp(-||x - y||^2 / 2) on q, k scaled by d^-1/4, a
 Newton-Schulz iterations. No row normalisation. Cost O(n m d + m^3).
 
 ``impl=fast`` (default) builds the two n x m kernel blocks chunk by chunk and rebuilds them in
-backward (``chunked.py``), and recomputes the m x m part (W, M and the Newton-Schulz iterations,
-which keep two m x m matrices per step) in backward: what a layer keeps for backward is O(n d +
-m d), and O(m^2) is alive only while one layer runs backward. ``impl=reference`` is the same mathematics written plainly and
+backward (``chunked.py``), and recomputes the m x m part (W, M and the pseudo-inverse) in
+backward: what a layer keeps for backward is O(n d + m d), and O(m^2) is alive only while one
+layer runs backward. M is symmetric, so the Newton-Schulz steps run on its eigenvalues on a CPU
+(``pinv.symmetric_newton_schulz_pinv``: the same steps from the same start, far fewer products).
+``impl=reference`` is the same mathematics written plainly, the iterations included, and
 differentiated by autograd (the float64 reference in tests).
 """
 
@@ -26,7 +28,11 @@ from lra_bench.attention.base import (
 )
 from lra_bench.attention.chunked import augment_landmarks, kernel_apply, kernel_reduce, recomputed
 from lra_bench.attention.kernels import gaussian_kernel
-from lra_bench.attention.pinv import PINV_INITS, newton_schulz_pinv, newton_schulz_reference
+from lra_bench.attention.pinv import (
+    PINV_INITS,
+    newton_schulz_reference,
+    symmetric_newton_schulz_pinv,
+)
 from lra_bench.attention.registry import register_attention
 
 
@@ -92,7 +98,7 @@ class SkyformerAttention(SampledAttention):
         w = gaussian_kernel(landmarks, landmarks) + self.cfg.gamma * eye
         d_inv_sqrt = w.sum(dim=-1).rsqrt().unsqueeze(-1)  # [b, h, m, 1]
         m_norm = d_inv_sqrt * w * d_inv_sqrt.transpose(-1, -2)
-        pinv = newton_schulz_reference if self.cfg.impl == "reference" else newton_schulz_pinv
+        pinv = newton_schulz_reference if self.cfg.impl == "reference" else symmetric_newton_schulz_pinv
         z = pinv(m_norm, self.cfg.pinv_iters, self.cfg.pinv_init)
         return d_inv_sqrt * (z @ (d_inv_sqrt * c))
 
