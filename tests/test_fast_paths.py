@@ -10,8 +10,9 @@ from lra_bench.attention import build_attention, chunked
 from lra_bench.attention.pinv import (
     newton_schulz_pinv,
     newton_schulz_reference,
+    newton_schulz_scale,
     newton_schulz_start,
-    symmetric_newton_schulz_pinv,
+    symmetric_newton_schulz_times,
 )
 from lra_bench.benchmarking.measure import saved_for_backward_mb
 
@@ -117,53 +118,59 @@ def with_repeated_eigenvalues(seed: int) -> torch.Tensor:
     )
 
 
+def spectral_and_iterated(source: torch.Tensor, x: torch.Tensor, init: str, iters: int = 6) -> list[torch.Tensor]:
+    """Z x both ways, M = (source + source^T) / 2: gradients reach source through symmetric perturbations only."""
+    results = []
+    for way in ("spectral", "iterated"):
+        m = 0.5 * (source + source.mT)
+        if way == "spectral":
+            results.append(symmetric_newton_schulz_times(m, newton_schulz_scale(m, init), x, iters))
+        else:
+            results.append(newton_schulz_reference(m, iters, init) @ x)
+    return results
+
+
 @pytest.mark.parametrize("init", ["per_matrix", "batch"])
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("make", [normalised_kernel, with_repeated_eigenvalues])
 def test_symmetric_pinv_equals_the_iterations_with_gradients(make, seed, init):
-    """On eigenvalues, the same steps: outputs and gradients (through a symmetric M) as the plain loop."""
+    """On eigenvalues, the same steps: outputs and gradients for M and x as the plain loop."""
     source = make(seed).requires_grad_()
-    weights = torch.randn(
-        source.shape, generator=torch.Generator().manual_seed(seed + 50), dtype=source.dtype
-    )
-    results = []
-    for pinv in (symmetric_newton_schulz_pinv, newton_schulz_reference):
-        m = 0.5 * (source + source.mT)  # gradients reach source through symmetric perturbations only
-        z = pinv(m, 6, init)
-        results.append((z, torch.autograd.grad(z, source, weights)[0]))
-    (fast, fast_grad), (ref, ref_grad) = results
+    g = torch.Generator().manual_seed(seed + 50)
+    x = torch.randn(*source.shape[:-1], 3, generator=g, dtype=source.dtype, requires_grad=True)
+    weights = torch.randn(x.shape, generator=g, dtype=source.dtype)
+    fast, ref = spectral_and_iterated(source, x, init)
     torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(fast_grad, ref_grad, rtol=1e-9, atol=1e-11)
+    for a, b in zip(torch.autograd.grad(fast, (source, x), weights), torch.autograd.grad(ref, (source, x), weights), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.parametrize("init", ["per_matrix", "batch"])
 def test_symmetric_pinv_passes_gradcheck(init):
     source = normalised_kernel(7, batch=2, size=5).requires_grad_()
-    assert torch.autograd.gradcheck(
-        lambda x: symmetric_newton_schulz_pinv(0.5 * (x + x.mT), 3, init), (source,)
-    )
+    x = torch.randn(2, 5, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda s, v: spectral_and_iterated(s, v, init, iters=3)[0], (source, x))
 
 
 def test_symmetric_pinv_in_float32_is_as_close_to_float64_as_the_iterations():
     m = normalised_kernel(3, batch=8, size=64)
-    exact = newton_schulz_reference(m, 6)
+    x = torch.randn(8, 64, 4, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    exact = newton_schulz_reference(m, 6) @ x
     scale = exact.abs().max()
-    spectral = (symmetric_newton_schulz_pinv(m.float(), 6).double() - exact).abs().max() / scale
-    iterated = (newton_schulz_pinv(m.float(), 6).double() - exact).abs().max() / scale
+    m32, x32 = m.float(), x.float()
+    spectral = (symmetric_newton_schulz_times(m32, newton_schulz_scale(m32), x32).double() - exact).abs().max() / scale
+    iterated = ((newton_schulz_pinv(m32, 6) @ x32).double() - exact).abs().max() / scale
     assert spectral < 1e-5 and iterated < 1e-5, (spectral, iterated)
 
 
-def test_symmetric_pinv_falls_back_to_the_iterations_where_eigh_fails(
-    monkeypatch: pytest.MonkeyPatch,
-):
+def test_symmetric_pinv_falls_back_to_the_iterations_where_eigh_fails(monkeypatch: pytest.MonkeyPatch):
     def failing(m: torch.Tensor) -> None:
         raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
 
-    m = normalised_kernel(4)
+    m, x = normalised_kernel(4), torch.randn(3, 12, 2, dtype=torch.float64)
     monkeypatch.setattr(torch.linalg, "eigh", failing)
-    torch.testing.assert_close(
-        symmetric_newton_schulz_pinv(m, 6), newton_schulz_pinv(m, 6), rtol=0, atol=0
-    )
+    got = symmetric_newton_schulz_times(m, newton_schulz_scale(m), x)
+    torch.testing.assert_close(got, newton_schulz_pinv(m, 6) @ x, rtol=0, atol=0)
 
 
 def test_batch_start_is_one_max_column_sum_over_the_batch():
@@ -302,3 +309,19 @@ def test_recomputed_keeps_only_its_inputs_and_gives_the_same_gradients():
     assert saved_for_backward_mb(lambda: chunked.recomputed(fn, x)) == x.numel() * 8 / 2**20
     assert saved_for_backward_mb(lambda: fn(x)) > x.numel() * 8 / 2**20
     torch.testing.assert_close(torch.autograd.grad(chunked.recomputed(fn, x).sum(), x)[0], torch.autograd.grad(fn(x).sum(), x)[0])
+
+
+def test_recomputed_with_several_outputs_some_unused_gives_the_same_gradients():
+    g = torch.Generator().manual_seed(35)
+    x, y = (torch.randn(5, 5, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+
+    def fn(a, b):
+        return (a @ b).tanh(), a.exp(), (b * b).sum(-1)  # the last one is never used
+
+    def loss(outputs):
+        return (outputs[0] @ outputs[1]).square().sum()
+
+    assert saved_for_backward_mb(lambda: chunked.recomputed(fn, x, y)) == 2 * x.numel() * 8 / 2**20
+    fast, plain = torch.autograd.grad(loss(chunked.recomputed(fn, x, y)), (x, y)), torch.autograd.grad(loss(fn(x, y)), (x, y))
+    for a, b in zip(fast, plain, strict=True):
+        torch.testing.assert_close(a, b)

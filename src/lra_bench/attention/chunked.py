@@ -36,6 +36,7 @@ CHUNK_ELEMENTS_GPU = 1 << 24  # on a GPU: large enough to fill it, small next to
 MIN_CHUNK = 64
 
 Shift = torch.Tensor | str | None
+Outputs = Any  # a tensor, or a tuple of tensors
 
 
 def augment_rows(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -95,10 +96,11 @@ class _KernelApply(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, y_aug: torch.Tensor, p: torch.Tensor, shift: Shift, scale: float, eps: float) -> torch.Tensor:
         n, step = x.shape[-2], chunk_rows(x, y_aug)
+        x_aug = augment_rows(x, scale)  # once for all chunks (x is kept: it may share the storage of k and v)
         out = x.new_empty(*torch.broadcast_shapes(x.shape[:-2], p.shape[:-2]), n, p.shape[-1])
         for i in range(0, n, step):
             j = min(i + step, n)
-            k = _exp_block(augment_rows(x[..., i:j, :], scale), y_aug, _rows(shift, i, j))
+            k = _exp_block(x_aug[..., i:j, :], y_aug, _rows(shift, i, j))
             if eps:
                 k += eps
             out[..., i:j, :] = k @ p
@@ -110,15 +112,16 @@ class _KernelApply(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, y_aug, p, tensor_shift = ctx.saved_tensors
+        all_x_aug = augment_rows(x, ctx.scale)
         shift: Shift = "row_max" if ctx.row_max else tensor_shift
         need_x, need_y, need_p = ctx.needs_input_grad[:3]
-        n, step = x.shape[-2], chunk_rows(x, y_aug)
+        n, step = all_x_aug.shape[-2], chunk_rows(all_x_aug, y_aug)
         dx = torch.empty_like(x) if need_x else None
-        dy = torch.zeros(*grad.shape[:-2], *y_aug.shape[-2:], dtype=x.dtype, device=x.device) if need_y else None
-        dp = torch.zeros(*grad.shape[:-2], *p.shape[-2:], dtype=x.dtype, device=x.device) if need_p else None
+        dy = torch.zeros(*grad.shape[:-2], *y_aug.shape[-2:], dtype=y_aug.dtype, device=y_aug.device) if need_y else None
+        dp = torch.zeros(*grad.shape[:-2], *p.shape[-2:], dtype=p.dtype, device=p.device) if need_p else None
         for i in range(0, n, step):
             j = min(i + step, n)
-            x_aug = augment_rows(x[..., i:j, :], ctx.scale)
+            x_aug = all_x_aug[..., i:j, :]
             k = _exp_block(x_aug, y_aug, _rows(shift, i, j))
             g = grad[..., i:j, :]
             if dp is not None:
@@ -143,10 +146,11 @@ class _KernelReduce(torch.autograd.Function):
         ctx: Any, x: torch.Tensor, y_aug: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, shift: Shift, scale: float, eps: float
     ) -> torch.Tensor:
         n, step = x.shape[-2], chunk_rows(x, y_aug)
+        x_aug = augment_rows(x, scale)  # once for all chunks (x is kept: it may share the storage of q and v)
         out = x.new_zeros(*torch.broadcast_shapes(x.shape[:-2], y_aug.shape[:-2]), y_aug.shape[-2], v.shape[-1])
         for i in range(0, n, step):
             j = min(i + step, n)
-            k = _kept(x, y_aug, mask, shift, scale, eps, i, j)[0]
+            k = _kept(x_aug[..., i:j, :], y_aug, mask, shift, eps, i, j)[0]
             out += k.mT @ v[..., i:j, :]
         tensor_shift = shift if isinstance(shift, torch.Tensor) else None
         ctx.save_for_backward(x, y_aug, v, mask, tensor_shift)
@@ -156,15 +160,17 @@ class _KernelReduce(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, y_aug, v, mask, tensor_shift = ctx.saved_tensors
+        all_x_aug = augment_rows(x, ctx.scale)
         shift: Shift = "row_max" if ctx.row_max else tensor_shift
         need_x, need_y, need_v = ctx.needs_input_grad[:3]
-        n, step = x.shape[-2], chunk_rows(x, y_aug)
+        n, step = all_x_aug.shape[-2], chunk_rows(all_x_aug, y_aug)
         dx = torch.empty_like(x) if need_x else None
         dv = torch.empty(*grad.shape[:-2], n, v.shape[-1], dtype=v.dtype, device=v.device) if need_v else None
-        dy = torch.zeros(*grad.shape[:-2], *y_aug.shape[-2:], dtype=x.dtype, device=x.device) if need_y else None
+        dy = torch.zeros(*grad.shape[:-2], *y_aug.shape[-2:], dtype=y_aug.dtype, device=y_aug.device) if need_y else None
         for i in range(0, n, step):
             j = min(i + step, n)
-            k, e, x_aug = _kept(x, y_aug, mask, shift, ctx.scale, ctx.eps, i, j)
+            x_aug = all_x_aug[..., i:j, :]
+            k, e = _kept(x_aug, y_aug, mask, shift, ctx.eps, i, j)
             if dv is not None:
                 dv[..., i:j, :] = k @ grad
             de = (v[..., i:j, :] @ grad.mT).mul_(e)  # e: the exponential, zero on padded rows
@@ -178,18 +184,17 @@ class _KernelReduce(torch.autograd.Function):
 
 
 def _kept(
-    x: torch.Tensor, y_aug: torch.Tensor, mask: torch.Tensor | None, shift: Shift, scale: float, eps: float, i: int, j: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows ``i:j`` of the kernel as used (``mask (exp + eps)``), its masked exponential part, and ``x~``."""
-    x_aug = augment_rows(x[..., i:j, :], scale)
+    x_aug: torch.Tensor, y_aug: torch.Tensor, mask: torch.Tensor | None, shift: Shift, eps: float, i: int, j: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``i:j`` of the kernel as used (``mask (exp + eps)``) and its masked exponential part, from ``x~`` rows ``i:j``."""
     e = _exp_block(x_aug, y_aug, _rows(shift, i, j))
     keep = _chunk_mask(mask, i, j, e.dtype)
     if keep is not None:
         e.mul_(keep)
     if not eps:
-        return e, e, x_aug
+        return e, e
     k = e + eps
-    return (k if keep is None else k.mul_(keep)), e, x_aug
+    return (k if keep is None else k.mul_(keep)), e
 
 
 def kernel_apply(x: torch.Tensor, y_aug: torch.Tensor, p: torch.Tensor, *, scale: float, shift: Shift = None, eps: float = 0.0) -> torch.Tensor:
@@ -218,22 +223,30 @@ class _Recomputed(torch.autograd.Function):
     """``fn(*inputs)`` keeping only the inputs; backward runs ``fn`` again under autograd."""
 
     @staticmethod
-    def forward(ctx: Any, fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, fn: Callable[..., Outputs], *inputs: torch.Tensor) -> Outputs:
         ctx.fn = fn
         ctx.save_for_backward(*inputs)
+        ctx.set_materialize_grads(False)  # outputs nothing downstream used get None, not zeros
         return fn(*inputs)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         inputs = [x.detach().requires_grad_(need) for x, need in zip(ctx.saved_tensors, ctx.needs_input_grad[1:], strict=True)]
         wanted = [x for x in inputs if x.requires_grad]
         with torch.enable_grad():
-            grads = iter(torch.autograd.grad(ctx.fn(*inputs), wanted, grad) if wanted else ())
-        return (None, *(next(grads) if x.requires_grad else None for x in inputs))
+            outputs = ctx.fn(*inputs)
+            outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+            used = [(out, grad) for out, grad in zip(outputs, grads, strict=True) if grad is not None and out.requires_grad]
+            found: Any = [None] * len(wanted)
+            if wanted and used:
+                found = torch.autograd.grad([out for out, _ in used], wanted, [grad for _, grad in used], allow_unused=True)
+        by_input = iter(found)
+        return (None, *(next(by_input) if x.requires_grad else None for x in inputs))
 
 
-def recomputed(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
-    """``fn(*inputs)``, its intermediates rebuilt in backward instead of kept (``fn`` must be deterministic)."""
+def recomputed(fn: Callable[..., Outputs], *inputs: torch.Tensor) -> Outputs:
+    """``fn(*inputs)`` (a tensor or a tuple of tensors), its intermediates rebuilt in backward
+    instead of kept (``fn`` must be deterministic)."""
     if not torch.is_grad_enabled() or not any(x.requires_grad for x in inputs):
         return fn(*inputs)
     with without_autocast(inputs[0]):
