@@ -73,6 +73,23 @@ def test_fast_equals_reference_with_gradients(name, kw, padded, seed):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m, what=what: f"{what}: {m}")
 
 
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("name, kw", FLAT)
+def test_fast_equals_reference_in_gpu_tiles(name, kw, padded, monkeypatch: pytest.MonkeyPatch):
+    """The tiling a GPU gets (every head at once, rows in chunks), run on the CPU."""
+    monkeypatch.setattr(chunked, "PER_HEAD_DEVICES", ())
+    monkeypatch.setattr(chunked, "CHUNK_ELEMENTS_GPU", 1)
+    q, k, v = rand_qkv(4, n=50)
+    mask = None
+    if padded:
+        mask = torch.ones(2, 50, dtype=torch.bool)
+        mask[0, 17:] = False
+    fast = outputs_and_grads(build(name, "fast", kw), q, k, v, mask)
+    ref = outputs_and_grads(build(name, "reference", kw), q, k, v, mask)
+    for what, a, b in zip(("out", "dq", "dk", "dv"), fast, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m, what=what: f"{what}: {m}")
+
+
 @pytest.mark.parametrize("name, kw", FLAT)
 def test_fast_path_passes_gradcheck(name, kw):
     q, k, v = (x.requires_grad_() for x in rand_qkv(21, n=15, d=4))

@@ -39,6 +39,7 @@ from lra_bench.attention.base import without_autocast
 CHUNK_ELEMENTS = 1 << 18  # elements of one tile on a CPU (1 MB in fp32): stays in cache
 CHUNK_ELEMENTS_GPU = 1 << 24  # on a GPU: large enough to fill it, small next to its memory (64 MB in fp32)
 MIN_CHUNK = 64
+PER_HEAD_DEVICES = ("cpu",)  # devices tiled one head at a time; the others get every head at once
 
 Shift = torch.Tensor | str | None
 Outputs = Any  # a tensor, or a tuple of tensors
@@ -63,7 +64,7 @@ def augment_landmarks(y: torch.Tensor) -> torch.Tensor:
 def tiles(x: torch.Tensor, m: int) -> Iterator[Tile]:
     """The tiles of the ``[b, h, n, m]`` block for ``x [b, h, n, d]`` (see the module)."""
     b, h, n = x.shape[:3]
-    if x.device.type != "cpu":
+    if x.device.type not in PER_HEAD_DEVICES:
         step = max(MIN_CHUNK, CHUNK_ELEMENTS_GPU // max(1, b * h * m))
         every = slice(None)
         yield from ((every, every, slice(i, min(i + step, n))) for i in range(0, n, step))
