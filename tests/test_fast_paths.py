@@ -310,11 +310,17 @@ def test_performer_peer_settings_are_the_peer_code(impl, padded):
         assert not torch.allclose(attn(q, k, v, mask), ref, rtol=1e-6, atol=0)
 
 
-def test_nystromformer_conv_equals_the_2d_depthwise_convolution():
+def test_nystromformer_conv_equals_the_2d_depthwise_convolution_with_gradients():
     attn = build("nystromformer", "fast", {"num_landmarks": 8, "conv_kernel": 7})
-    v = rand_qkv(33, n=30)[2]
+    v = rand_qkv(33, n=30)[2].requires_grad_()
+    weights = torch.randn(v.shape, generator=torch.Generator().manual_seed(34), dtype=v.dtype)
+    ours = attn.depthwise_conv(v)
     conv2d = torch.nn.functional.conv2d(v, attn.conv.weight, padding=attn.conv.padding, groups=2)
-    torch.testing.assert_close(attn.depthwise_conv(v), conv2d, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ours, conv2d, rtol=1e-12, atol=1e-14)
+    for a, b in zip(torch.autograd.grad(ours, (v, attn.conv.weight), weights), torch.autograd.grad(conv2d, (v, attn.conv.weight), weights), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+    per_channel_weight = v.shape[1] * v.shape[3] * 7
+    assert saved_for_backward_mb(lambda: attn.depthwise_conv(v)) == (v.numel() + per_channel_weight) * 8 / 2**20  # v, not a copy
 
 
 def test_recomputed_keeps_only_its_inputs_and_gives_the_same_gradients():
