@@ -6,7 +6,7 @@ four or five temporaries autograd keeps around them) is what made these variants
 hungrier than exact attention. Here each block is built one tile at a time, in a single matmul
 on augmented rows, used at once, and rebuilt in backward instead of being saved:
 
-    x~ = [s x, -|s x|^2 / 2, 1]   (the long side, ``x [b, h, n, d]``, augmented once per call)
+    x~ = [s x, -|s x|^2 / 2, 1]   (the long side, ``x [b, h, n, d]``, augmented per tile)
     E  = x~ y~^T - shift          (``y~ [.., m, d + 2]`` comes augmented by the caller)
     K  = exp(E) + eps             (padded rows of ``x`` zeroed when a mask is given)
 
@@ -115,10 +115,9 @@ class _KernelApply(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, y_aug: torch.Tensor, p: torch.Tensor, shift: Shift, scale: float, eps: float) -> torch.Tensor:
-        x_aug = augment_rows(x, scale)  # once for all tiles (x is kept: it may share the storage of k and v)
         out = x.new_empty(*torch.broadcast_shapes(x.shape[:-2], p.shape[:-2]), x.shape[-2], p.shape[-1])
         for tile in tiles(x, y_aug.shape[-2]):
-            k = _exp_block(x_aug[tile], _part(y_aug, tile, rows=False), _part(shift, tile, rows=True))
+            k = _exp_block(augment_rows(x[tile], scale), _part(y_aug, tile, rows=False), _part(shift, tile, rows=True))
             if eps:
                 k += eps
             out[tile] = k @ _part(p, tile, rows=False)
@@ -132,12 +131,11 @@ class _KernelApply(torch.autograd.Function):
         x, y_aug, p, tensor_shift = ctx.saved_tensors
         shift: Shift = "row_max" if ctx.row_max else tensor_shift
         need_x, need_y, need_p = ctx.needs_input_grad[:3]
-        all_x_aug = augment_rows(x, ctx.scale)
         dx = torch.empty_like(x) if need_x else None
         dy = torch.zeros(*grad.shape[:-2], *y_aug.shape[-2:], dtype=y_aug.dtype, device=y_aug.device) if need_y else None
         dp = torch.zeros(*grad.shape[:-2], *p.shape[-2:], dtype=p.dtype, device=p.device) if need_p else None
         for tile in tiles(x, y_aug.shape[-2]):
-            x_aug, y_part = all_x_aug[tile], _part(y_aug, tile, rows=False)
+            x_aug, y_part = augment_rows(x[tile], ctx.scale), _part(y_aug, tile, rows=False)
             k = _exp_block(x_aug, y_part, _part(shift, tile, rows=True))
             g = grad[tile]
             if dp is not None:
@@ -161,10 +159,9 @@ class _KernelReduce(torch.autograd.Function):
     def forward(
         ctx: Any, x: torch.Tensor, y_aug: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, shift: Shift, scale: float, eps: float
     ) -> torch.Tensor:
-        x_aug = augment_rows(x, scale)  # once for all tiles (x is kept: it may share the storage of q and v)
         out = x.new_zeros(*torch.broadcast_shapes(x.shape[:-2], y_aug.shape[:-2]), y_aug.shape[-2], v.shape[-1])
         for tile in tiles(x, y_aug.shape[-2]):
-            k = _kept(x_aug[tile], _part(y_aug, tile, rows=False), mask, _part(shift, tile, rows=True), eps, tile)[0]
+            k = _kept(augment_rows(x[tile], scale), _part(y_aug, tile, rows=False), mask, _part(shift, tile, rows=True), eps, tile)[0]
             out[tile[:2]] += k.mT @ v[tile]
         tensor_shift = shift if isinstance(shift, torch.Tensor) else None
         ctx.save_for_backward(x, y_aug, v, mask, tensor_shift)
@@ -176,12 +173,11 @@ class _KernelReduce(torch.autograd.Function):
         x, y_aug, v, mask, tensor_shift = ctx.saved_tensors
         shift: Shift = "row_max" if ctx.row_max else tensor_shift
         need_x, need_y, need_v = ctx.needs_input_grad[:3]
-        all_x_aug = augment_rows(x, ctx.scale)
         dx = torch.empty_like(x) if need_x else None
         dv = torch.empty(*grad.shape[:-2], *v.shape[-2:], dtype=v.dtype, device=v.device) if need_v else None
         dy = torch.zeros(*grad.shape[:-2], *y_aug.shape[-2:], dtype=y_aug.dtype, device=y_aug.device) if need_y else None
         for tile in tiles(x, y_aug.shape[-2]):
-            x_aug, y_part, g = all_x_aug[tile], _part(y_aug, tile, rows=False), grad[tile[:2]]
+            x_aug, y_part, g = augment_rows(x[tile], ctx.scale), _part(y_aug, tile, rows=False), grad[tile[:2]]
             k, e = _kept(x_aug, y_part, mask, _part(shift, tile, rows=True), ctx.eps, tile)
             if dv is not None:
                 dv[tile] = k @ g
