@@ -27,6 +27,7 @@ from lra_bench.attention.base import (
     hidden_score,
     matmul_dtype,
     valid_lengths,
+    without_autocast,
 )
 from lra_bench.attention.chunked import recomputed
 from lra_bench.attention.pinv import PINV_INITS, newton_schulz_pinv, newton_schulz_reference
@@ -152,7 +153,8 @@ class NystromformerAttention(Attention):
         assert self.conv is not None
         h, d, size = v.shape[1], v.shape[3], self.cfg.conv_kernel
         weight = self.conv.weight.to(v.dtype).reshape(h, 1, size).repeat_interleave(d, dim=0)  # [h d, 1, size]
-        return _SequenceConv.apply(v, weight, size // 2)
+        with without_autocast(v):  # backward runs outside autocast: forward must match its dtypes
+            return _SequenceConv.apply(v, weight, size // 2)
 
     def landmarks(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Segment means of q and k, and the additive bias of the landmark keys (0, or MASKED when empty)."""
