@@ -62,11 +62,15 @@ def outputs_and_grads(attn: torch.nn.Module, q, k, v, mask) -> list[torch.Tensor
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("name, kw", FLAT)
 def test_fast_equals_reference_with_gradients(name, kw, padded, seed):
+    assert_fast_equals_reference(name, kw, seed, real_tokens=(50, 31) if padded else None)
+
+
+def assert_fast_equals_reference(name: str, kw: dict[str, object], seed: int, real_tokens: tuple[int, int] | None) -> None:
+    """Outputs and dq, dk, dv of both paths on one batch of two sequences of 50 (``real_tokens`` each, or no mask)."""
     q, k, v = rand_qkv(seed, n=50)
     mask = None
-    if padded:
-        mask = torch.ones(2, 50, dtype=torch.bool)
-        mask[1, 31:] = False
+    if real_tokens is not None:
+        mask = torch.arange(50) < torch.tensor(real_tokens).unsqueeze(1)
     fast = outputs_and_grads(build(name, "fast", kw), q, k, v, mask)
     ref = outputs_and_grads(build(name, "reference", kw), q, k, v, mask)
     for what, a, b in zip(("out", "dq", "dk", "dv"), fast, ref, strict=True):
@@ -79,15 +83,7 @@ def test_fast_equals_reference_in_gpu_tiles(name, kw, padded, monkeypatch: pytes
     """The tiling a GPU gets (every head at once, rows in chunks), run on the CPU."""
     monkeypatch.setattr(chunked, "PER_HEAD_DEVICES", ())
     monkeypatch.setattr(chunked, "CHUNK_ELEMENTS_GPU", 1)
-    q, k, v = rand_qkv(4, n=50)
-    mask = None
-    if padded:
-        mask = torch.ones(2, 50, dtype=torch.bool)
-        mask[0, 17:] = False
-    fast = outputs_and_grads(build(name, "fast", kw), q, k, v, mask)
-    ref = outputs_and_grads(build(name, "reference", kw), q, k, v, mask)
-    for what, a, b in zip(("out", "dq", "dk", "dv"), fast, ref, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m, what=what: f"{what}: {m}")
+    assert_fast_equals_reference(name, kw, 4, real_tokens=(17, 50) if padded else None)
 
 
 @pytest.mark.parametrize("name, kw", FLAT)
