@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from lra_bench.benchmarking.tables import ATTENTION_COLUMNS, TRAIN_STEP_COLUMNS
 from lra_bench.benchmarking.variants import BenchError, parse_entry, resolve
 from lra_bench.benchmarking.worker import Worker
 from lra_bench.paths import conf_dir
-from lra_bench.runtime import PeakMemory, cpu_peak_supported
+from lra_bench.runtime import PeakMemory, cpu_peak_supported, tensor_peak_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_SKY = "'skyformer:num_landmarks=16'"
@@ -75,12 +76,16 @@ def test_attention_bench_rows_tables_and_ratios_from_one_run(tmp_path, capsys):
         assert float(r["fwdbwd_ratio"]) == pytest.approx(float(r["fwdbwd_ms"]) / float(base["fwdbwd_ms"]), rel=1e-3, abs=1e-3)
         assert float(r["fwd_ratio"]) == pytest.approx(float(r["fwd_ms"]) / float(base["fwd_ms"]), rel=1e-3, abs=1e-3)
         assert float(r["saved_ratio"]) == pytest.approx(float(r["saved_mb"]) / float(base["saved_mb"]), rel=1e-3, abs=1e-3)
+        assert float(r["tensor_mem_ratio"]) == pytest.approx(float(r["tensor_mem_mb"]) / float(base["tensor_mem_mb"]), rel=1e-3, abs=1e-3)
         if r["label"] == "softmax-math":  # exactly q, k, v and the n x n weights (batch 4, 2 heads, d 32, fp32)
             n = int(r["n"])
+            weights_mb = 8 * n * n * 4 / 2**20
             assert float(r["saved_mb"]) == pytest.approx((3 * 8 * n * 32 + 8 * n * n) * 4 / 2**20, abs=1e-4)
+            # the scores, the weights and their gradient are alive together at some point
+            assert 2 * weights_mb <= float(r["tensor_mem_mb"]) <= 6 * weights_mb + 1
     out = capsys.readouterr().out
     for label in labels:
-        assert table_rows(out, label) == 3  # forward+backward, forward, saved for backward
+        assert table_rows(out, label) == 4  # forward+backward, forward, saved for backward, tensor memory
     assert (tmp_path / "attention.md").exists()
     assert (tmp_path / "attention.png").stat().st_size > 0
 
@@ -118,7 +123,8 @@ def test_train_step_mode_times_the_task_model(task, tmp_path, capsys):
     assert [r["label"] for r in rows] == ["softmax", "skyformer-num_landmarks=16"]
     assert all(r["status"] == "ok" and r["task"] == task and r["n"] == "64" and r["batch"] == "2" for r in rows)
     assert all(float(r["steps_per_s"]) > 0 and int(r["params"]) > 0 and float(r["saved_mb"]) > 0 for r in rows)
-    assert float(rows[0]["step_ratio"]) == 1.0
+    assert all(float(r["tensor_mem_mb"]) > 0 for r in rows)
+    assert float(rows[0]["step_ratio"]) == 1.0 and float(rows[0]["tensor_mem_ratio"]) == 1.0
     out = capsys.readouterr().out
     assert table_rows(out, "softmax") == 1 and table_rows(out, "skyformer-num_landmarks=16") == 1
 
@@ -147,6 +153,26 @@ def test_cpu_peak_memory_is_the_extra_resident_memory():
     x = torch.ones(16 * 2**20)  # 64 MB, touched
     del x
     assert 60 < memory.peak_mb() < 72
+
+
+def test_cpu_tensor_peak_counts_the_tensors_alive_at_once():
+    held = torch.ones(2**20)  # alive before: not counted
+
+    def two_at_once() -> None:
+        a = torch.ones(2**20)  # 4 MB
+        b = torch.ones(2**21)  # 8 MB, while a is alive
+        del a, b
+        torch.ones(2**21)  # 8 MB again, after both were freed
+
+    def one_at_a_time() -> None:
+        for _ in range(3):
+            torch.ones(2**21)
+
+    cpu = torch.device("cpu")
+    assert tensor_peak_mb(two_at_once, cpu, math.nan) == 12.0
+    assert tensor_peak_mb(one_at_a_time, cpu, math.nan) == 8.0
+    assert tensor_peak_mb(two_at_once, torch.device("cuda"), 5.0) == 5.0  # on a GPU: the allocator's own peak
+    assert held.numel() == 2**20
 
 
 def test_saved_for_backward_counts_each_storage_once():

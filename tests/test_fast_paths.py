@@ -10,7 +10,9 @@ from lra_bench.attention import build_attention, chunked
 from lra_bench.attention.pinv import (
     newton_schulz_pinv,
     newton_schulz_reference,
+    newton_schulz_scale,
     newton_schulz_start,
+    symmetric_newton_schulz_times,
 )
 from lra_bench.benchmarking.measure import saved_for_backward_mb
 
@@ -60,15 +62,28 @@ def outputs_and_grads(attn: torch.nn.Module, q, k, v, mask) -> list[torch.Tensor
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("name, kw", FLAT)
 def test_fast_equals_reference_with_gradients(name, kw, padded, seed):
+    assert_fast_equals_reference(name, kw, seed, real_tokens=(50, 31) if padded else None)
+
+
+def assert_fast_equals_reference(name: str, kw: dict[str, object], seed: int, real_tokens: tuple[int, int] | None) -> None:
+    """Outputs and dq, dk, dv of both paths on one batch of two sequences of 50 (``real_tokens`` each, or no mask)."""
     q, k, v = rand_qkv(seed, n=50)
     mask = None
-    if padded:
-        mask = torch.ones(2, 50, dtype=torch.bool)
-        mask[1, 31:] = False
+    if real_tokens is not None:
+        mask = torch.arange(50) < torch.tensor(real_tokens).unsqueeze(1)
     fast = outputs_and_grads(build(name, "fast", kw), q, k, v, mask)
     ref = outputs_and_grads(build(name, "reference", kw), q, k, v, mask)
     for what, a, b in zip(("out", "dq", "dk", "dv"), fast, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m, what=what: f"{what}: {m}")
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("name, kw", FLAT)
+def test_fast_equals_reference_in_gpu_tiles(name, kw, padded, monkeypatch: pytest.MonkeyPatch):
+    """The tiling a GPU gets (every head at once, rows in chunks), run on the CPU."""
+    monkeypatch.setattr(chunked, "PER_HEAD_DEVICES", ())
+    monkeypatch.setattr(chunked, "CHUNK_ELEMENTS_GPU", 1)
+    assert_fast_equals_reference(name, kw, 4, real_tokens=(17, 50) if padded else None)
 
 
 @pytest.mark.parametrize("name, kw", FLAT)
@@ -93,6 +108,82 @@ def test_newton_schulz_fast_equals_reference_with_gradients(init):
     torch.testing.assert_close(torch.autograd.grad(fast, m, weights)[0], torch.autograd.grad(ref, m, weights)[0], rtol=1e-10, atol=1e-12)
     nonsymmetric = torch.rand(2, 5, 5, generator=g, dtype=torch.float64).requires_grad_()
     assert torch.autograd.gradcheck(lambda x: newton_schulz_pinv(x, 3, init), (nonsymmetric,))
+
+
+def normalised_kernel(
+    seed: int, *, batch: int = 3, size: int = 12, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """Skyformer's M = D^-1/2 (k(L, L) + 0.1 I) D^-1/2 for random landmarks: symmetric, norm about 1."""
+    rows = (
+        torch.randn(batch, size, 8, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+        * 8**-0.25
+    )
+    w = torch.exp(-0.5 * torch.cdist(rows, rows) ** 2) + 0.1 * torch.eye(size, dtype=dtype)
+    d_inv_sqrt = w.sum(-1).rsqrt()
+    return d_inv_sqrt[..., :, None] * w * d_inv_sqrt[..., None, :]
+
+
+def with_repeated_eigenvalues(seed: int) -> torch.Tensor:
+    """Block-diagonal [A 0; 0 A]: every eigenvalue twice, where divided differences meet derivatives."""
+    a = normalised_kernel(seed, size=6)
+    return torch.cat(
+        [torch.cat([a, torch.zeros_like(a)], -1), torch.cat([torch.zeros_like(a), a], -1)], -2
+    )
+
+
+def spectral_and_iterated(source: torch.Tensor, x: torch.Tensor, init: str, iters: int = 6) -> list[torch.Tensor]:
+    """Z x both ways, M = (source + source^T) / 2: gradients reach source through symmetric perturbations only."""
+    results = []
+    for way in ("spectral", "iterated"):
+        m = 0.5 * (source + source.mT)
+        if way == "spectral":
+            results.append(symmetric_newton_schulz_times(m, newton_schulz_scale(m, init), x, iters))
+        else:
+            results.append(newton_schulz_reference(m, iters, init) @ x)
+    return results
+
+
+@pytest.mark.parametrize("init", ["per_matrix", "batch"])
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("make", [normalised_kernel, with_repeated_eigenvalues])
+def test_symmetric_pinv_equals_the_iterations_with_gradients(make, seed, init):
+    """On eigenvalues, the same steps: outputs and gradients for M and x as the plain loop."""
+    source = make(seed).requires_grad_()
+    g = torch.Generator().manual_seed(seed + 50)
+    x = torch.randn(*source.shape[:-1], 3, generator=g, dtype=source.dtype, requires_grad=True)
+    weights = torch.randn(x.shape, generator=g, dtype=source.dtype)
+    fast, ref = spectral_and_iterated(source, x, init)
+    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(fast, (source, x), weights), torch.autograd.grad(ref, (source, x), weights), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("init", ["per_matrix", "batch"])
+def test_symmetric_pinv_passes_gradcheck(init):
+    source = normalised_kernel(7, batch=2, size=5).requires_grad_()
+    x = torch.randn(2, 5, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda s, v: spectral_and_iterated(s, v, init, iters=3)[0], (source, x))
+
+
+def test_symmetric_pinv_in_float32_is_as_close_to_float64_as_the_iterations():
+    m = normalised_kernel(3, batch=8, size=64)
+    x = torch.randn(8, 64, 4, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    exact = newton_schulz_reference(m, 6) @ x
+    scale = exact.abs().max()
+    m32, x32 = m.float(), x.float()
+    spectral = (symmetric_newton_schulz_times(m32, newton_schulz_scale(m32), x32).double() - exact).abs().max() / scale
+    iterated = ((newton_schulz_pinv(m32, 6) @ x32).double() - exact).abs().max() / scale
+    assert spectral < 1e-5 and iterated < 1e-5, (spectral, iterated)
+
+
+def test_symmetric_pinv_falls_back_to_the_iterations_where_eigh_fails(monkeypatch: pytest.MonkeyPatch):
+    def failing(m: torch.Tensor) -> None:
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    m, x = normalised_kernel(4), torch.randn(3, 12, 2, dtype=torch.float64)
+    monkeypatch.setattr(torch.linalg, "eigh", failing)
+    got = symmetric_newton_schulz_times(m, newton_schulz_scale(m), x)
+    torch.testing.assert_close(got, newton_schulz_pinv(m, 6) @ x, rtol=0, atol=0)
 
 
 def test_batch_start_is_one_max_column_sum_over_the_batch():
@@ -215,11 +306,17 @@ def test_performer_peer_settings_are_the_peer_code(impl, padded):
         assert not torch.allclose(attn(q, k, v, mask), ref, rtol=1e-6, atol=0)
 
 
-def test_nystromformer_conv_equals_the_2d_depthwise_convolution():
+def test_nystromformer_conv_equals_the_2d_depthwise_convolution_with_gradients():
     attn = build("nystromformer", "fast", {"num_landmarks": 8, "conv_kernel": 7})
-    v = rand_qkv(33, n=30)[2]
+    v = rand_qkv(33, n=30)[2].requires_grad_()
+    weights = torch.randn(v.shape, generator=torch.Generator().manual_seed(34), dtype=v.dtype)
+    ours = attn.depthwise_conv(v)
     conv2d = torch.nn.functional.conv2d(v, attn.conv.weight, padding=attn.conv.padding, groups=2)
-    torch.testing.assert_close(attn.depthwise_conv(v), conv2d, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ours, conv2d, rtol=1e-12, atol=1e-14)
+    for a, b in zip(torch.autograd.grad(ours, (v, attn.conv.weight), weights), torch.autograd.grad(conv2d, (v, attn.conv.weight), weights), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+    per_channel_weight = v.shape[1] * v.shape[3] * 7
+    assert saved_for_backward_mb(lambda: attn.depthwise_conv(v)) == (v.numel() + per_channel_weight) * 8 / 2**20  # v, not a copy
 
 
 def test_recomputed_keeps_only_its_inputs_and_gives_the_same_gradients():
@@ -231,3 +328,19 @@ def test_recomputed_keeps_only_its_inputs_and_gives_the_same_gradients():
     assert saved_for_backward_mb(lambda: chunked.recomputed(fn, x)) == x.numel() * 8 / 2**20
     assert saved_for_backward_mb(lambda: fn(x)) > x.numel() * 8 / 2**20
     torch.testing.assert_close(torch.autograd.grad(chunked.recomputed(fn, x).sum(), x)[0], torch.autograd.grad(fn(x).sum(), x)[0])
+
+
+def test_recomputed_with_several_outputs_some_unused_gives_the_same_gradients():
+    g = torch.Generator().manual_seed(35)
+    x, y = (torch.randn(5, 5, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+
+    def fn(a, b):
+        return (a @ b).tanh(), a.exp(), (b * b).sum(-1)  # the last one is never used
+
+    def loss(outputs):
+        return (outputs[0] @ outputs[1]).square().sum()
+
+    assert saved_for_backward_mb(lambda: chunked.recomputed(fn, x, y)) == 2 * x.numel() * 8 / 2**20
+    fast, plain = torch.autograd.grad(loss(chunked.recomputed(fn, x, y)), (x, y)), torch.autograd.grad(loss(fn(x, y)), (x, y))
+    for a, b in zip(fast, plain, strict=True):
+        torch.testing.assert_close(a, b)

@@ -3,7 +3,8 @@
 Peak memory on CUDA comes from torch's allocator statistics. On CPU (Linux) it is the resident
 set's high-water mark (``VmHWM`` in ``/proc/self/status``), which writing 5 to
 ``/proc/self/clear_refs`` resets to the current resident set, so that runs or cases sharing a
-process do not inherit an earlier peak.
+process do not inherit an earlier peak. ``tensor_peak_mb`` gives the allocator-independent figure
+(the most tensor memory alive at once) on both.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import platform
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +171,26 @@ class PeakMemory:
         if self.cpu_ok:
             return max(proc_status_kb("VmHWM") * 1024 - self.base, 0) / 2**20
         return math.nan
+
+
+def tensor_peak_mb(fn: Callable[[], Any], device: torch.device, resident_peak_mb: float) -> float:
+    """The most tensor memory alive at once during one ``fn()``, beyond what was alive before it.
+
+    This is what ``torch.cuda.max_memory_allocated`` measures on a GPU (where ``resident_peak_mb``,
+    from ``PeakMemory``, already is this figure). On a CPU it runs ``fn`` once more under the
+    profiler and adds up its allocation and free events in order: unlike the resident set, the
+    figure does not depend on how the C allocator caches and fragments freed memory, so it is the
+    same from run to run. NaN on other devices.
+    """
+    if device.type == "cuda":
+        return resident_peak_mb
+    if device.type != "cpu":
+        return math.nan
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns())
+    alive = peak = 0
+    for event in events:
+        alive += event.nbytes()
+        peak = max(peak, alive)
+    return peak / 2**20

@@ -1,12 +1,12 @@
-"""Exponential-kernel blocks times a thin matrix, chunked along the sequence and recomputed in backward.
+"""Exponential-kernel blocks times a thin matrix, built block by block and recomputed in backward.
 
 Skyformer's Gaussian blocks k(Q, L), k(L, K) and Performer's feature maps phi(Q), phi(K) are
 ``n x m`` matrices of the form ``exp(E)`` with a low-rank exponent. Materialising them (and the
 four or five temporaries autograd keeps around them) is what made these variants slower and
-hungrier than exact attention. Here each block is built one chunk of rows at a time, in a single
-matmul on augmented rows, used at once, and rebuilt in backward instead of being saved:
+hungrier than exact attention. Here each block is built one tile at a time, in a single matmul
+on augmented rows, used at once, and rebuilt in backward instead of being saved:
 
-    x~ = [s x, -|s x|^2 / 2, 1]   (the long side, ``x [b, h, n, d]``, augmented per chunk)
+    x~ = [s x, -|s x|^2 / 2, 1]   (the long side, ``x [b, h, n, d]``, augmented per tile)
     E  = x~ y~^T - shift          (``y~ [.., m, d + 2]`` comes augmented by the caller)
     K  = exp(E) + eps             (padded rows of ``x`` zeroed when a mask is given)
 
@@ -16,6 +16,11 @@ through it): ``"row_max"`` (each row's own max, recomputed identically in backwa
 broadcastable to ``[b, h, n, 1]``. Only ``x``, ``y~``, the thin operand and the mask are saved:
 O(n d + m d) memory for backward, whatever ``n``.
 
+A tile is a range of rows of the block (``tiles``): on a CPU, of one head at a time, about
+``CHUNK_ELEMENTS`` elements, so that each product is one long matrix product on a block that stays
+in cache (a batch of short products over every head costs about a third more); on a GPU, every
+head at once.
+
 ``kernel_apply(x, y~, p)`` returns ``K p`` (``[b, h, n, e]``) and ``kernel_reduce(x, y~, v)``
 returns ``K^T v`` (``[b, h, m, e]``). ``recomputed(fn, *inputs)`` runs a deterministic ``fn``
 without keeping its intermediates and runs it again in backward (``torch.utils.checkpoint``
@@ -24,25 +29,30 @@ without its first-call import of the compiler stack, seconds on a loaded machine
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
 from lra_bench.attention.base import without_autocast
 
-CHUNK_ELEMENTS = 1 << 18  # elements of one [b, h, chunk, m] block on a CPU (1 MB in fp32): stays in cache
+CHUNK_ELEMENTS = 1 << 18  # elements of one tile on a CPU (1 MB in fp32): stays in cache
 CHUNK_ELEMENTS_GPU = 1 << 24  # on a GPU: large enough to fill it, small next to its memory (64 MB in fp32)
 MIN_CHUNK = 64
+PER_HEAD_DEVICES = ("cpu",)  # devices tiled one head at a time; the others get every head at once
 
 Shift = torch.Tensor | str | None
+Outputs = Any  # a tensor, or a tuple of tensors
+Tile = tuple[slice, slice, slice]  # batch, heads and rows of a [b, h, n, .] tensor
 
 
 def augment_rows(x: torch.Tensor, scale: float) -> torch.Tensor:
     """``[.., c, d] -> [.., c, d + 2]``: ``[s x, -|s x|^2 / 2, 1]``."""
-    xs = x * scale
-    half_sq = -0.5 * (xs * xs).sum(-1, keepdim=True)
-    return torch.cat([xs, half_sq, torch.ones_like(half_sq)], dim=-1)
+    out = x.new_empty(*x.shape[:-1], x.shape[-1] + 2)
+    xs = torch.mul(x, scale, out=out[..., :-2])
+    torch.sum(xs * xs, dim=-1, keepdim=True, out=out[..., -2:-1]).mul_(-0.5)
+    out[..., -1] = 1
+    return out
 
 
 def augment_landmarks(y: torch.Tensor) -> torch.Tensor:
@@ -51,15 +61,33 @@ def augment_landmarks(y: torch.Tensor) -> torch.Tensor:
     return torch.cat([y, torch.ones_like(half_sq), half_sq], dim=-1)
 
 
-def chunk_rows(x: torch.Tensor, y_aug: torch.Tensor) -> int:
-    """Rows per chunk: about ``CHUNK_ELEMENTS`` (CPU) or ``CHUNK_ELEMENTS_GPU`` elements per ``[b, h, chunk, m]`` block."""
-    batch = x.shape[0] * x.shape[1]
-    budget = CHUNK_ELEMENTS if x.device.type == "cpu" else CHUNK_ELEMENTS_GPU
-    return max(MIN_CHUNK, budget // max(1, batch * y_aug.shape[-2]))
+def tiles(x: torch.Tensor, m: int) -> Iterator[Tile]:
+    """The tiles of the ``[b, h, n, m]`` block for ``x [b, h, n, d]`` (see the module)."""
+    b, h, n = x.shape[:3]
+    if x.device.type not in PER_HEAD_DEVICES:
+        step = max(MIN_CHUNK, CHUNK_ELEMENTS_GPU // max(1, b * h * m))
+        every = slice(None)
+        yield from ((every, every, slice(i, min(i + step, n))) for i in range(0, n, step))
+        return
+    step = max(MIN_CHUNK, CHUNK_ELEMENTS // max(1, m))
+    for bi in range(b):
+        for hi in range(h):
+            for i in range(0, n, step):
+                yield slice(bi, bi + 1), slice(hi, hi + 1), slice(i, min(i + step, n))
+
+
+def _part(t: Shift, tile: Tile, *, rows: bool) -> Shift:
+    """The tile's part of a tensor broadcastable to ``[b, h, n or m, .]`` (size-1 axes kept whole);
+    its rows too when ``rows``. Strings and None pass through."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    t = t[(None,) * (4 - t.dim())]
+    index = tuple(part if size > 1 else slice(None) for part, size in zip(tile[:2], t.shape[:2], strict=True))
+    return t[(*index, tile[2])] if rows and t.shape[2] > 1 else t[index]
 
 
 def _exp_block(x_aug: torch.Tensor, y_aug: torch.Tensor, shift: Shift) -> torch.Tensor:
-    """``exp(x~ y~^T - shift)`` for one chunk, built in place on the matmul's output."""
+    """``exp(x~ y~^T - shift)`` for one tile, built in place on the matmul's output."""
     e = x_aug @ y_aug.mT
     if isinstance(shift, str):
         e -= e.amax(dim=-1, keepdim=True)
@@ -68,21 +96,14 @@ def _exp_block(x_aug: torch.Tensor, y_aug: torch.Tensor, shift: Shift) -> torch.
     return e.exp_()
 
 
-def _rows(t: Shift, i: int, j: int) -> Shift:
-    """Rows ``i:j`` of a ``[.., n, .]`` tensor; broadcast (size-1) row axes, strings and None pass through."""
-    if not isinstance(t, torch.Tensor) or t.shape[-2] == 1:
-        return t
-    return t[..., i:j, :]
-
-
-def _chunk_mask(mask: torch.Tensor | None, i: int, j: int, dtype: torch.dtype) -> torch.Tensor | None:
-    return None if mask is None else mask[:, None, i:j, None].to(dtype)
+def _tile_mask(mask: torch.Tensor | None, tile: Tile, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if mask is None else mask[tile[0], tile[2]][:, None, :, None].to(dtype)
 
 
 def _x_grad(dx_aug: torch.Tensor, x_aug: torch.Tensor, scale: float) -> torch.Tensor:
     """Gradient for ``x`` from that of ``x~ = [s x, -|s x|^2 / 2, 1]``."""
     d = x_aug.shape[-1] - 2
-    return scale * (dx_aug[..., :d] - x_aug[..., :d] * dx_aug[..., d : d + 1])
+    return torch.addcmul(dx_aug[..., :d], x_aug[..., :d], dx_aug[..., d : d + 1], value=-1).mul_(scale)
 
 
 def _y_grad_sum(dy: torch.Tensor, y_aug: torch.Tensor) -> torch.Tensor:
@@ -90,18 +111,16 @@ def _y_grad_sum(dy: torch.Tensor, y_aug: torch.Tensor) -> torch.Tensor:
 
 
 class _KernelApply(torch.autograd.Function):
-    """``(exp(x~ y~^T - shift) + eps) p``, chunked over the rows of ``x``."""
+    """``(exp(x~ y~^T - shift) + eps) p``, tile by tile."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, y_aug: torch.Tensor, p: torch.Tensor, shift: Shift, scale: float, eps: float) -> torch.Tensor:
-        n, step = x.shape[-2], chunk_rows(x, y_aug)
-        out = x.new_empty(*torch.broadcast_shapes(x.shape[:-2], p.shape[:-2]), n, p.shape[-1])
-        for i in range(0, n, step):
-            j = min(i + step, n)
-            k = _exp_block(augment_rows(x[..., i:j, :], scale), y_aug, _rows(shift, i, j))
+        out = x.new_empty(*torch.broadcast_shapes(x.shape[:-2], p.shape[:-2]), x.shape[-2], p.shape[-1])
+        for tile in tiles(x, y_aug.shape[-2]):
+            k = _exp_block(augment_rows(x[tile], scale), _part(y_aug, tile, rows=False), _part(shift, tile, rows=True))
             if eps:
                 k += eps
-            out[..., i:j, :] = k @ p
+            out[tile] = k @ _part(p, tile, rows=False)
         tensor_shift = shift if isinstance(shift, torch.Tensor) else None
         ctx.save_for_backward(x, y_aug, p, tensor_shift)
         ctx.row_max, ctx.scale, ctx.eps = isinstance(shift, str), scale, eps
@@ -112,42 +131,38 @@ class _KernelApply(torch.autograd.Function):
         x, y_aug, p, tensor_shift = ctx.saved_tensors
         shift: Shift = "row_max" if ctx.row_max else tensor_shift
         need_x, need_y, need_p = ctx.needs_input_grad[:3]
-        n, step = x.shape[-2], chunk_rows(x, y_aug)
         dx = torch.empty_like(x) if need_x else None
-        dy = torch.zeros(*grad.shape[:-2], *y_aug.shape[-2:], dtype=x.dtype, device=x.device) if need_y else None
-        dp = torch.zeros(*grad.shape[:-2], *p.shape[-2:], dtype=x.dtype, device=x.device) if need_p else None
-        for i in range(0, n, step):
-            j = min(i + step, n)
-            x_aug = augment_rows(x[..., i:j, :], ctx.scale)
-            k = _exp_block(x_aug, y_aug, _rows(shift, i, j))
-            g = grad[..., i:j, :]
+        dy = torch.zeros(*grad.shape[:-2], *y_aug.shape[-2:], dtype=y_aug.dtype, device=y_aug.device) if need_y else None
+        dp = torch.zeros(*grad.shape[:-2], *p.shape[-2:], dtype=p.dtype, device=p.device) if need_p else None
+        for tile in tiles(x, y_aug.shape[-2]):
+            x_aug, y_part = augment_rows(x[tile], ctx.scale), _part(y_aug, tile, rows=False)
+            k = _exp_block(x_aug, y_part, _part(shift, tile, rows=True))
+            g = grad[tile]
             if dp is not None:
-                dp += k.mT @ g
+                dp[tile[:2]] += k.mT @ g
                 if ctx.eps:
-                    dp += ctx.eps * g.sum(dim=-2, keepdim=True)
-            de = (g @ p.mT).mul_(k)  # d/dE of exp(E) + eps: the exponential itself
+                    dp[tile[:2]] += ctx.eps * g.sum(dim=-2, keepdim=True)
+            de = (g @ _part(p, tile, rows=False).mT).mul_(k)  # d/dE of exp(E) + eps: the exponential itself
             if dx is not None:
-                dx[..., i:j, :] = _x_grad(de @ y_aug, x_aug, ctx.scale)
+                dx[tile] = _x_grad(de @ y_part, x_aug, ctx.scale)
             if dy is not None:
-                dy += de.mT @ x_aug
+                dy[tile[:2]] += de.mT @ x_aug
         dy = None if dy is None else _y_grad_sum(dy, y_aug)
         dp = None if dp is None else _y_grad_sum(dp, p)
         return dx, dy, dp, None, None, None
 
 
 class _KernelReduce(torch.autograd.Function):
-    """``(mask * (exp(x~ y~^T - shift) + eps))^T v``, chunked over the rows of ``x`` (and ``v``)."""
+    """``(mask * (exp(x~ y~^T - shift) + eps))^T v``, tile by tile."""
 
     @staticmethod
     def forward(
         ctx: Any, x: torch.Tensor, y_aug: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, shift: Shift, scale: float, eps: float
     ) -> torch.Tensor:
-        n, step = x.shape[-2], chunk_rows(x, y_aug)
         out = x.new_zeros(*torch.broadcast_shapes(x.shape[:-2], y_aug.shape[:-2]), y_aug.shape[-2], v.shape[-1])
-        for i in range(0, n, step):
-            j = min(i + step, n)
-            k = _kept(x, y_aug, mask, shift, scale, eps, i, j)[0]
-            out += k.mT @ v[..., i:j, :]
+        for tile in tiles(x, y_aug.shape[-2]):
+            k = _kept(augment_rows(x[tile], scale), _part(y_aug, tile, rows=False), mask, _part(shift, tile, rows=True), eps, tile)[0]
+            out[tile[:2]] += k.mT @ v[tile]
         tensor_shift = shift if isinstance(shift, torch.Tensor) else None
         ctx.save_for_backward(x, y_aug, v, mask, tensor_shift)
         ctx.row_max, ctx.scale, ctx.eps = isinstance(shift, str), scale, eps
@@ -158,38 +173,36 @@ class _KernelReduce(torch.autograd.Function):
         x, y_aug, v, mask, tensor_shift = ctx.saved_tensors
         shift: Shift = "row_max" if ctx.row_max else tensor_shift
         need_x, need_y, need_v = ctx.needs_input_grad[:3]
-        n, step = x.shape[-2], chunk_rows(x, y_aug)
         dx = torch.empty_like(x) if need_x else None
-        dv = torch.empty(*grad.shape[:-2], n, v.shape[-1], dtype=v.dtype, device=v.device) if need_v else None
-        dy = torch.zeros(*grad.shape[:-2], *y_aug.shape[-2:], dtype=x.dtype, device=x.device) if need_y else None
-        for i in range(0, n, step):
-            j = min(i + step, n)
-            k, e, x_aug = _kept(x, y_aug, mask, shift, ctx.scale, ctx.eps, i, j)
+        dv = torch.empty(*grad.shape[:-2], *v.shape[-2:], dtype=v.dtype, device=v.device) if need_v else None
+        dy = torch.zeros(*grad.shape[:-2], *y_aug.shape[-2:], dtype=y_aug.dtype, device=y_aug.device) if need_y else None
+        for tile in tiles(x, y_aug.shape[-2]):
+            x_aug, y_part, g = augment_rows(x[tile], ctx.scale), _part(y_aug, tile, rows=False), grad[tile[:2]]
+            k, e = _kept(x_aug, y_part, mask, _part(shift, tile, rows=True), ctx.eps, tile)
             if dv is not None:
-                dv[..., i:j, :] = k @ grad
-            de = (v[..., i:j, :] @ grad.mT).mul_(e)  # e: the exponential, zero on padded rows
+                dv[tile] = k @ g
+            de = (v[tile] @ g.mT).mul_(e)  # e: the exponential, zero on padded rows
             if dx is not None:
-                dx[..., i:j, :] = _x_grad(de @ y_aug, x_aug, ctx.scale)
+                dx[tile] = _x_grad(de @ y_part, x_aug, ctx.scale)
             if dy is not None:
-                dy += de.mT @ x_aug
+                dy[tile[:2]] += de.mT @ x_aug
         dv = None if dv is None else dv.sum_to_size(v.shape)
         dy = None if dy is None else _y_grad_sum(dy, y_aug)
         return dx, dy, dv, None, None, None, None
 
 
 def _kept(
-    x: torch.Tensor, y_aug: torch.Tensor, mask: torch.Tensor | None, shift: Shift, scale: float, eps: float, i: int, j: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows ``i:j`` of the kernel as used (``mask (exp + eps)``), its masked exponential part, and ``x~``."""
-    x_aug = augment_rows(x[..., i:j, :], scale)
-    e = _exp_block(x_aug, y_aug, _rows(shift, i, j))
-    keep = _chunk_mask(mask, i, j, e.dtype)
+    x_aug: torch.Tensor, y_aug: torch.Tensor, mask: torch.Tensor | None, shift: Shift, eps: float, tile: Tile
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tile of the kernel as used (``mask (exp + eps)``) and its masked exponential part, from the tile's ``x~``."""
+    e = _exp_block(x_aug, y_aug, shift)
+    keep = _tile_mask(mask, tile, e.dtype)
     if keep is not None:
         e.mul_(keep)
     if not eps:
-        return e, e, x_aug
+        return e, e
     k = e + eps
-    return (k if keep is None else k.mul_(keep)), e, x_aug
+    return (k if keep is None else k.mul_(keep)), e
 
 
 def kernel_apply(x: torch.Tensor, y_aug: torch.Tensor, p: torch.Tensor, *, scale: float, shift: Shift = None, eps: float = 0.0) -> torch.Tensor:
@@ -208,32 +221,41 @@ def kernel_reduce(
 
 @torch.no_grad()
 def row_max(x: torch.Tensor, y_aug: torch.Tensor, *, scale: float) -> torch.Tensor:
-    """``max_j x~_i . y~_j`` per row, ``[b, h, n, 1]``, chunked (no gradient: it only stabilises)."""
-    n, step = x.shape[-2], chunk_rows(x, y_aug)
-    chunks = [(augment_rows(x[..., i : i + step, :], scale) @ y_aug.mT).amax(dim=-1, keepdim=True) for i in range(0, n, step)]
-    return torch.cat(chunks, dim=-2)
+    """``max_j x~_i . y~_j`` per row, ``[b, h, n, 1]``, tile by tile (no gradient: it only stabilises)."""
+    out = x.new_empty(*torch.broadcast_shapes(x.shape[:-2], y_aug.shape[:-2]), x.shape[-2], 1)
+    for tile in tiles(x, y_aug.shape[-2]):
+        out[tile] = (augment_rows(x[tile], scale) @ _part(y_aug, tile, rows=False).mT).amax(dim=-1, keepdim=True)
+    return out
 
 
 class _Recomputed(torch.autograd.Function):
     """``fn(*inputs)`` keeping only the inputs; backward runs ``fn`` again under autograd."""
 
     @staticmethod
-    def forward(ctx: Any, fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, fn: Callable[..., Outputs], *inputs: torch.Tensor) -> Outputs:
         ctx.fn = fn
         ctx.save_for_backward(*inputs)
+        ctx.set_materialize_grads(False)  # outputs nothing downstream used get None, not zeros
         return fn(*inputs)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         inputs = [x.detach().requires_grad_(need) for x, need in zip(ctx.saved_tensors, ctx.needs_input_grad[1:], strict=True)]
         wanted = [x for x in inputs if x.requires_grad]
         with torch.enable_grad():
-            grads = iter(torch.autograd.grad(ctx.fn(*inputs), wanted, grad) if wanted else ())
-        return (None, *(next(grads) if x.requires_grad else None for x in inputs))
+            outputs = ctx.fn(*inputs)
+            outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+            used = [(out, grad) for out, grad in zip(outputs, grads, strict=True) if grad is not None and out.requires_grad]
+            found: Any = [None] * len(wanted)
+            if wanted and used:
+                found = torch.autograd.grad([out for out, _ in used], wanted, [grad for _, grad in used], allow_unused=True)
+        by_input = iter(found)
+        return (None, *(next(by_input) if x.requires_grad else None for x in inputs))
 
 
-def recomputed(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
-    """``fn(*inputs)``, its intermediates rebuilt in backward instead of kept (``fn`` must be deterministic)."""
+def recomputed(fn: Callable[..., Outputs], *inputs: torch.Tensor) -> Outputs:
+    """``fn(*inputs)`` (a tensor or a tuple of tensors), its intermediates rebuilt in backward
+    instead of kept (``fn`` must be deterministic)."""
     if not torch.is_grad_enabled() or not any(x.requires_grad for x in inputs):
         return fn(*inputs)
     with without_autocast(inputs[0]):

@@ -13,6 +13,8 @@ ones (pinv of a block-diagonal matrix with a zero block). Cost O(n m d + m^3).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +27,9 @@ from lra_bench.attention.base import (
     hidden_score,
     matmul_dtype,
     valid_lengths,
+    without_autocast,
 )
+from lra_bench.attention.chunked import recomputed
 from lra_bench.attention.pinv import PINV_INITS, newton_schulz_pinv, newton_schulz_reference
 from lra_bench.attention.registry import register_attention
 
@@ -83,6 +87,40 @@ def segment_means(x: torch.Tensor, lengths: torch.Tensor, m: int) -> tuple[torch
     return means, counts > 0
 
 
+def _channels(x: torch.Tensor) -> torch.Tensor:
+    """``[b, h, n, d] -> [b, h d, n]``: one channel per (head, feature), as conv1d wants them."""
+    b, h, n, d = x.shape
+    return x.transpose(2, 3).reshape(b, h * d, n)
+
+
+class _SequenceConv(torch.autograd.Function):
+    """conv1d of ``v [b, h, n, d]`` along the sequence, one filter per channel (``weight [h d, 1, k]``).
+
+    Keeps ``v`` itself for backward, not the ``[b, h d, n]`` copy conv1d would keep (one more
+    ``n x d`` per layer), and rebuilds that copy for the weight's gradient.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, v: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
+        b, h, n, d = v.shape
+        ctx.save_for_backward(v, weight)
+        ctx.padding = padding
+        return F.conv1d(_channels(v), weight, padding=padding, groups=h * d).view(b, h, d, n).transpose(2, 3)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        v, weight = ctx.saved_tensors
+        b, h, n, d = v.shape
+        grad_channels = _channels(grad)
+        dv = dw = None
+        if ctx.needs_input_grad[0]:
+            dv = torch.nn.grad.conv1d_input((b, h * d, n), weight, grad_channels, padding=ctx.padding, groups=h * d)
+            dv = dv.view(b, h, d, n).transpose(2, 3)
+        if ctx.needs_input_grad[1]:
+            dw = torch.nn.grad.conv1d_weight(_channels(v), weight.shape, grad_channels, padding=ctx.padding, groups=h * d)
+        return dv, dw, None
+
+
 @register_attention("nystromformer", NystromformerConfig)
 class NystromformerAttention(Attention):
     cfg: NystromformerConfig
@@ -113,11 +151,10 @@ class NystromformerAttention(Attention):
         (six times slower and five times the memory at n = 4096).
         """
         assert self.conv is not None
-        b, h, n, d = v.shape
-        size = self.cfg.conv_kernel
+        h, d, size = v.shape[1], v.shape[3], self.cfg.conv_kernel
         weight = self.conv.weight.to(v.dtype).reshape(h, 1, size).repeat_interleave(d, dim=0)  # [h d, 1, size]
-        out = F.conv1d(v.transpose(2, 3).reshape(b, h * d, n), weight, padding=size // 2, groups=h * d)
-        return out.view(b, h, d, n).transpose(2, 3)
+        with without_autocast(v):  # backward runs outside autocast: forward must match its dtypes
+            return _SequenceConv.apply(v, weight, size // 2)
 
     def landmarks(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Segment means of q and k, and the additive bias of the landmark keys (0, or MASKED when empty)."""
@@ -134,7 +171,8 @@ class NystromformerAttention(Attention):
         q_l, k_l, lm_bias = self.landmarks(q, k, mask)
         lm_valid = (lm_bias == 0).to(q.dtype)
         kernel_2 = torch.softmax(q_l @ k_l.mT * scale + lm_bias[:, None, None, :], dim=-1) * lm_valid[:, None, :, None]
-        z = newton_schulz_pinv(kernel_2, self.cfg.pinv_iters, self.cfg.pinv_init)
+        # the iterations are rebuilt in backward: they would keep two m x m per step
+        z = recomputed(partial(newton_schulz_pinv, iters=self.cfg.pinv_iters, init=self.cfg.pinv_init), kernel_2)
         key_bias = None
         if mask is not None:
             key_bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, hidden_score(matmul_dtype(q), MASKED))[:, None, None, :]

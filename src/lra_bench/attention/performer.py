@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -89,6 +90,26 @@ def gaussian_orthogonal(m: int, d: int, generator: torch.Generator, orthogonal: 
     return rows * norms
 
 
+class _DivideByLast(torch.autograd.Function):
+    """``a[..., :-1] / a[..., -1:]`` (the output divided by its normaliser) with one buffer the
+    size of ``a`` for the gradient, where autograd's two slices and division make four."""
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a)
+        return a[..., :-1] / a[..., -1:]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (a,) = ctx.saved_tensors
+        den = a[..., -1:]
+        out = torch.empty_like(a)
+        grad_num = torch.div(grad, den, out=out[..., :-1])
+        torch.sum(grad_num * a[..., :-1], dim=-1, keepdim=True, out=out[..., -1:])  # d/d den of num / den
+        out[..., -1:].div_(den).neg_()
+        return out
+
+
 @register_attention("performer", PerformerConfig)
 class PerformerAttention(SampledAttention):
     cfg: PerformerConfig
@@ -118,7 +139,9 @@ class PerformerAttention(SampledAttention):
         v_ext = torch.cat([v, ones], dim=-1)  # the last column accumulates the normaliser
         run = self.reference if self.cfg.impl == "reference" else self.fast
         out = run(q, k, v_ext, mask, w, scale)  # [b, h, n, d + 1]
-        return (out[..., :-1] / out[..., -1:]).to(in_dtype)
+        if self.cfg.impl == "reference":
+            return (out[..., :-1] / out[..., -1:]).to(in_dtype)
+        return _DivideByLast.apply(out).to(in_dtype)
 
     def fast(self, q: torch.Tensor, k: torch.Tensor, v_ext: torch.Tensor, mask: torch.Tensor | None, w: torch.Tensor, scale: float) -> torch.Tensor:
         """phi(Q) (phi(K)^T [V, 1]) with both feature maps built per chunk (see ``chunked.py``)."""

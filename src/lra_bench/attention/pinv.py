@@ -13,29 +13,50 @@ from one of two starts:
 ``newton_schulz_pinv`` runs the iterations batched, as a custom autograd function that keeps
 only each iterate Z and its product MZ for backward (two ``m x m`` per step instead of six);
 ``newton_schulz_reference`` is the plain loop, differentiated by autograd.
+
+``symmetric_newton_schulz_times`` gives Z x for the same iterations and a symmetric M
+(Skyformer's normalised kernel matrix) at a fraction of the cost. From the start Z0 = M / c every
+iterate is a polynomial in M, so with M = Q diag(l) Q^T, Z = Q diag(f(l)) Q^T, where f runs the
+same steps on each eigenvalue: z0 = l / c, z <- z p(l z) / 4, p(y) = 13 - 15y + 7y^2 - y^3.
+Backward uses the Daleckii-Krein formula dZ = Q (F o (Q^T dM Q)) Q^T, with F[i, j] the divided
+difference (f(l_i) - f(l_j)) / (l_i - l_j), carried through the same steps by the product rule so
+that it never divides by a small difference (F[i, i] = f'(l_i)). The gradient is the one for
+symmetric perturbations, the only ones a symmetric M can receive. It equals the iterations to
+about 1e-14 in float64; in float32 both are within about 2e-6 of the float64 result. One
+eigendecomposition and four products replace the 24 products of six steps forward and about 60
+backward, and backward keeps Q and x instead of two k x k per step. It runs on a CPU; on a GPU,
+where batched eigendecompositions of this size are slow and the products are not, the iterations
+run (recomputed in backward).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
 
 from lra_bench.attention.base import without_autocast
+from lra_bench.attention.chunked import recomputed
 
 PINV_INITS = ("per_matrix", "batch")
 
 
-def newton_schulz_start(m: torch.Tensor, init: str = "per_matrix") -> torch.Tensor:
-    """Z0 for ``m [..., k, k]`` (differentiable, like the norms it divides by)."""
+def newton_schulz_scale(m: torch.Tensor, init: str = "per_matrix") -> torch.Tensor:
+    """c with Z0 = M^T / c: ``[..., 1, 1]`` (``per_matrix``) or one number (``batch``), differentiable."""
     if init not in PINV_INITS:
         raise ValueError(f"pinv_init: choose {' or '.join(PINV_INITS)}, got {init!r}")
     abs_m = m.abs()
     col = abs_m.sum(dim=-2).amax(dim=-1)  # ||M||_1 : max column sum
     if init == "batch":
-        return m.mT / col.amax()
+        return col.amax()
     row = abs_m.sum(dim=-1).amax(dim=-1)  # ||M||_inf : max row sum
-    return m.mT / (col * row)[..., None, None]
+    return (col * row)[..., None, None]
+
+
+def newton_schulz_start(m: torch.Tensor, init: str = "per_matrix") -> torch.Tensor:
+    """Z0 for ``m [..., k, k]`` (differentiable, like the norms it divides by)."""
+    return m.mT / newton_schulz_scale(m, init)
 
 
 def newton_schulz_reference(m: torch.Tensor, iters: int = 6, init: str = "per_matrix") -> torch.Tensor:
@@ -86,3 +107,98 @@ def newton_schulz_pinv(m: torch.Tensor, iters: int = 6, init: str = "per_matrix"
     """Approximate pinv of each ``[..., k, k]`` matrix with ``iters`` Newton-Schulz steps (see the module)."""
     with without_autocast(m):  # backward runs outside autocast: forward must match its dtypes
         return _NewtonSchulz.apply(m, newton_schulz_start(m, init), iters)
+
+
+def _step_poly(y: torch.Tensor) -> torch.Tensor:
+    """p(y) = 13 - 15y + 7y^2 - y^3, one step being z <- z p(m z) / 4."""
+    return 13 - y * (15 - y * (7 - y))
+
+
+def _step_poly_slope(y: torch.Tensor) -> torch.Tensor:
+    """p'(y)."""
+    return -15 + y * (14 - 3 * y)
+
+
+def _step_poly_divided(s: torch.Tensor) -> torch.Tensor:
+    """[(p(s_i) - p(s_j)) / (s_i - s_j)] for ``s [..., k]`` -> ``[..., k, k]`` (p'(s_i) where s_i = s_j).
+
+    -15 + 7(s_i + s_j) - s_i^2 - s_i s_j - s_j^2 = u_i + u_j - s_i s_j, with u = -7.5 + 7s - s^2.
+    """
+    u = s * (7 - s) - 7.5
+    return (u.unsqueeze(-1) + u.unsqueeze(-2)).addcmul_(s.unsqueeze(-1), s.unsqueeze(-2), value=-1)
+
+
+def _eigen_steps(lam: torch.Tensor, c: torch.Tensor, iters: int) -> torch.Tensor:
+    """f(l): the Newton-Schulz steps on each eigenvalue ``lam [..., k]``."""
+    z = lam / c.squeeze(-1)
+    for _ in range(iters):
+        z = 0.25 * z * _step_poly(lam * z)
+    return z
+
+
+def _eigen_step_derivatives(lam: torch.Tensor, c: torch.Tensor, iters: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """f(l), F (the divided differences of f, ``[..., k, k]``) and df/dc, through the same steps.
+
+    With y = l z and P = [p(y)], one step z' = z p(y) / 4 gives, by the product rule,
+    [z'](a, b) = P(a, b) (a z(a) [z](a, b) + z(a) z(b)) / 4 + [z](a, b) p(y(b)) / 4.
+    """
+    c_vec = c.squeeze(-1)
+    z = lam / c_vec
+    dz_dc = -z / c_vec
+    divided = (1 / c_vec).unsqueeze(-1).expand(*lam.shape, lam.shape[-1]).clone()  # [z0](a, b) = 1 / c
+    for _ in range(iters):
+        y = lam * z
+        p = _step_poly(y)
+        quarter_z = 0.25 * z
+        term = divided * (lam * quarter_z).unsqueeze(-1)
+        term.addcmul_(quarter_z.unsqueeze(-1), z.unsqueeze(-2)).mul_(_step_poly_divided(y))
+        divided = divided.mul_((0.25 * p).unsqueeze(-2)).add_(term)
+        dz_dc = 0.25 * dz_dc * (p + y * _step_poly_slope(y))
+        z = quarter_z * p
+    return z, divided, dz_dc
+
+
+class _SpectralNewtonSchulzTimes(torch.autograd.Function):
+    """Z x, Z the Newton-Schulz steps from Z0 = M / c for a symmetric M, on its eigenvalues (see the module).
+
+    Keeps the eigenvectors, eigenvalues, c and x for backward: one ``k x k`` and one ``k x e`` per matrix.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, m: torch.Tensor, c: torch.Tensor, x: torch.Tensor, iters: int) -> torch.Tensor:
+        lam, q = torch.linalg.eigh(m)
+        ctx.save_for_backward(lam, q, c, x)
+        ctx.iters = iters
+        return q @ (_eigen_steps(lam, c, iters).unsqueeze(-1) * (q.mT @ x))
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        lam, q, c, x = ctx.saved_tensors
+        f, divided, dz_dc = _eigen_step_derivatives(lam, c, ctx.iters)
+        q_grad, q_x = q.mT @ grad, q.mT @ x
+        dx = q @ (f.unsqueeze(-1) * q_grad)  # Z^T grad, Z symmetric
+        g = q_grad @ q_x.mT  # Q^T dZ Q for dZ = grad x^T
+        g = 0.5 * (g + g.mT)  # only symmetric perturbations of M exist
+        dm = q @ (divided * g) @ q.mT
+        dc = (g.diagonal(dim1=-2, dim2=-1) * dz_dc).sum(-1)
+        return dm, dc.reshape(c.shape) if c.dim() else dc.sum(), dx, None
+
+
+def _iterated_times(m: torch.Tensor, c: torch.Tensor, x: torch.Tensor, iters: int) -> torch.Tensor:
+    return _NewtonSchulz.apply(m, m.mT / c, iters) @ x
+
+
+def symmetric_newton_schulz_times(m: torch.Tensor, c: torch.Tensor, x: torch.Tensor, iters: int = 6) -> torch.Tensor:
+    """Z x for symmetric ``m [..., k, k]``, Z the Newton-Schulz steps from Z0 = M / c (``c`` from
+    ``newton_schulz_scale``), ``x [..., k, e]``: on M's eigenvalues on a CPU (see the module).
+
+    On a GPU, and where the eigendecomposition fails, the iterations run instead (recomputed in
+    backward, so that they keep no ``k x k`` per step).
+    """
+    with without_autocast(m):
+        if m.device.type == "cpu":
+            try:
+                return _SpectralNewtonSchulzTimes.apply(m, c, x, iters)
+            except torch.linalg.LinAlgError:
+                pass
+        return recomputed(partial(_iterated_times, iters=iters), m, c, x)

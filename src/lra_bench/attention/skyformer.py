@@ -5,10 +5,12 @@ M = D^-1/2 W D^-1/2, k(x, y) = exp(-||x - y||^2 / 2) on q, k scaled by d^-1/4, a
 Newton-Schulz iterations. No row normalisation. Cost O(n m d + m^3).
 
 ``impl=fast`` (default) builds the two n x m kernel blocks chunk by chunk and rebuilds them in
-backward (``chunked.py``), and recomputes the m x m part (W, M and the Newton-Schulz iterations,
-which keep two m x m matrices per step) in backward: what a layer keeps for backward is O(n d +
-m d), and O(m^2) is alive only while one layer runs backward. ``impl=reference`` is the same mathematics written plainly and
-differentiated by autograd (the float64 reference in tests).
+backward (``chunked.py``), and rebuilds W, M and the start's scale in backward. M is symmetric, so
+on a CPU the Newton-Schulz steps run on its eigenvalues (``pinv.symmetric_newton_schulz_times``:
+the same steps from the same start, far fewer products), keeping one m x m per layer; on a GPU
+the iterations run and are recomputed in backward. What a layer keeps for backward is
+O(n d + m d + m^2). ``impl=reference`` is the same mathematics written plainly, the iterations
+included, and differentiated by autograd (the float64 reference in tests).
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ from lra_bench.attention.base import (
 )
 from lra_bench.attention.chunked import augment_landmarks, kernel_apply, kernel_reduce, recomputed
 from lra_bench.attention.kernels import gaussian_kernel
-from lra_bench.attention.pinv import PINV_INITS, newton_schulz_pinv, newton_schulz_reference
+from lra_bench.attention.pinv import (
+    PINV_INITS,
+    newton_schulz_reference,
+    newton_schulz_scale,
+    symmetric_newton_schulz_times,
+)
 from lra_bench.attention.registry import register_attention
 
 
@@ -85,28 +92,30 @@ class SkyformerAttention(SampledAttention):
         run = self.reference if self.cfg.impl == "reference" else self.fast
         return run(q, k, v, mask, idx).to(in_dtype)
 
-    def middle(self, landmarks: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """D^-1/2 pinv(M) D^-1/2 c for ``c [b, h, m, e]``: the m x m part, shared by both paths."""
+    def landmark_kernel(self, landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """M = D^-1/2 W D^-1/2, D^-1/2 (``[b, h, m, 1]``) and the Newton-Schulz start's scale c."""
         m = landmarks.shape[2]
         eye = torch.eye(m, dtype=landmarks.dtype, device=landmarks.device)
         w = gaussian_kernel(landmarks, landmarks) + self.cfg.gamma * eye
-        d_inv_sqrt = w.sum(dim=-1).rsqrt().unsqueeze(-1)  # [b, h, m, 1]
+        d_inv_sqrt = w.sum(dim=-1).rsqrt().unsqueeze(-1)
         m_norm = d_inv_sqrt * w * d_inv_sqrt.transpose(-1, -2)
-        pinv = newton_schulz_reference if self.cfg.impl == "reference" else newton_schulz_pinv
-        z = pinv(m_norm, self.cfg.pinv_iters, self.cfg.pinv_init)
-        return d_inv_sqrt * (z @ (d_inv_sqrt * c))
+        return m_norm, d_inv_sqrt, newton_schulz_scale(m_norm, self.cfg.pinv_init)
 
     def fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
         """Chunked blocks, no n x m tensor alive or saved; the d^-1/4 scaling is applied per chunk."""
         n, d = q.shape[2:]
         scale = d**-0.25
-        from_k = (idx >= n).unsqueeze(-1)
-        rows = torch.where(from_k.squeeze(-1), idx - n, idx).unsqueeze(-1).expand(-1, -1, -1, d)
-        landmarks = torch.where(from_k, k.gather(2, rows), q.gather(2, rows)) * scale
+        from_k = idx >= n
+        rows = torch.where(from_k, idx - n, idx)
+        b, h = q.shape[:2]
+        at = (torch.arange(b, device=q.device).view(-1, 1, 1), torch.arange(h, device=q.device).view(1, -1, 1), rows)
+        # indexing, not gather: its backward keeps the indices only, gather's the whole of q and k
+        landmarks = torch.where(from_k.unsqueeze(-1), k[at], q[at]) * scale
         lm_aug = augment_landmarks(landmarks)
         c = kernel_reduce(k, lm_aug, v, mask, scale=scale)  # k(L, K) V over real keys, [b, h, m, d]
-        # the m x m part is recomputed in backward: only the landmarks and c are kept per layer
-        p = recomputed(self.middle, landmarks, c)
+        # M and its scale are rebuilt in backward; the pseudo-inverse keeps one m x m per layer
+        m_norm, d_inv_sqrt, start_scale = recomputed(self.landmark_kernel, landmarks)
+        p = d_inv_sqrt * symmetric_newton_schulz_times(m_norm, start_scale, d_inv_sqrt * c, self.cfg.pinv_iters)
         return kernel_apply(q, lm_aug, p, scale=scale)
 
     def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
@@ -122,4 +131,6 @@ class SkyformerAttention(SampledAttention):
         k_lk = gaussian_kernel(landmarks, k)  # [b, h, m, n]
         if mask is not None:
             k_lk = k_lk * mask[:, None, None, :].to(k_lk.dtype)
-        return k_ql @ self.middle(landmarks, k_lk @ v)
+        m_norm, d_inv_sqrt, _ = self.landmark_kernel(landmarks)
+        z = newton_schulz_reference(m_norm, self.cfg.pinv_iters, self.cfg.pinv_init)
+        return k_ql @ (d_inv_sqrt * (z @ (d_inv_sqrt * (k_lk @ v))))

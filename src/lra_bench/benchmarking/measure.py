@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from lra_bench.runtime import PeakMemory, resolve_device
+from lra_bench.runtime import PeakMemory, resolve_device, tensor_peak_mb
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -182,6 +182,8 @@ def attention_case(case: AttentionCase) -> dict[str, Any]:
     fwdbwd_ms, fwdbwd_min, peak, runs = measure(
         forward_backward, device, warmup=case.warmup, repeats=case.repeats, stop_by=deadline, deadline=deadline
     )
+    tensor_mem = tensor_peak_mb(forward_backward, device, peak)
+    _check(deadline)
     return {
         "fwd_ms": fwd_ms,
         "fwdbwd_ms": fwdbwd_ms,
@@ -190,6 +192,7 @@ def attention_case(case: AttentionCase) -> dict[str, Any]:
         "fwd_mem_mb": fwd_mem,
         "peak_mem_mb": peak,
         "saved_mb": saved,
+        "tensor_mem_mb": tensor_mem,
         "repeats": runs,
     }
 
@@ -232,6 +235,8 @@ def train_step_case(case: TrainStepCase) -> dict[str, Any]:
     with autocast(device, state.amp_dtype):
         saved = saved_for_backward_mb(lambda: state.module(batch))
     step_ms, step_min, peak, runs = measure(step, device, warmup=max(case.warmup, 1), repeats=case.repeats, stop_by=deadline, deadline=deadline)
+    tensor_mem = tensor_peak_mb(step, device, peak)
+    _check(deadline)
     tokens = case.batch * case.n * (2 if case.task.get("dual") else 1)
     return {
         "step_ms": step_ms,
@@ -240,6 +245,7 @@ def train_step_case(case: TrainStepCase) -> dict[str, Any]:
         "tokens_per_s": tokens * 1000 / step_ms,
         "peak_mem_mb": peak,
         "saved_mb": saved,
+        "tensor_mem_mb": tensor_mem,
         "params": sum(p.numel() for p in state.module.parameters()),
         "repeats": runs,
     }

@@ -12,14 +12,14 @@ from lra_bench.report.render import markdown_table
 
 ATTENTION_COLUMNS = [
     "attn", "label", "n", "batch", "heads", "head_dim", "device", "dtype",
-    "fwd_ms", "fwdbwd_ms", "peak_mem_mb", "saved_mb",
-    "fwd_ratio", "fwdbwd_ratio", "mem_ratio", "saved_ratio",
+    "fwd_ms", "fwdbwd_ms", "peak_mem_mb", "saved_mb", "tensor_mem_mb",
+    "fwd_ratio", "fwdbwd_ratio", "mem_ratio", "saved_ratio", "tensor_mem_ratio",
     "fwd_min_ms", "fwdbwd_min_ms", "fwd_mem_mb", "repeats", "threads", "load_avg", "options", "status", "error",
 ]  # fmt: skip
 TRAIN_STEP_COLUMNS = [
     "attn", "label", "task", "n", "batch", "device", "dtype",
-    "step_ms", "steps_per_s", "tokens_per_s", "peak_mem_mb", "saved_mb",
-    "step_ratio", "mem_ratio",
+    "step_ms", "steps_per_s", "tokens_per_s", "peak_mem_mb", "saved_mb", "tensor_mem_mb",
+    "step_ratio", "mem_ratio", "tensor_mem_ratio",
     "step_min_ms", "params", "repeats", "threads", "load_avg", "options", "status", "error",
 ]  # fmt: skip
 DATA_COLUMNS = [
@@ -29,8 +29,10 @@ DATA_COLUMNS = [
 ]  # fmt: skip
 # ratio column -> measured column; a ratio is value / baseline's value at the same n
 RATIOS = {
-    "attention": {"fwd_ratio": "fwd_ms", "fwdbwd_ratio": "fwdbwd_ms", "mem_ratio": "peak_mem_mb", "saved_ratio": "saved_mb"},
-    "train_step": {"step_ratio": "step_ms", "mem_ratio": "peak_mem_mb"},
+    "attention": {
+        "fwd_ratio": "fwd_ms", "fwdbwd_ratio": "fwdbwd_ms", "mem_ratio": "peak_mem_mb", "saved_ratio": "saved_mb", "tensor_mem_ratio": "tensor_mem_mb",
+    },
+    "train_step": {"step_ratio": "step_ms", "mem_ratio": "peak_mem_mb", "tensor_mem_ratio": "tensor_mem_mb"},
 }
 
 
@@ -87,8 +89,21 @@ def _failed(row: dict[str, Any]) -> str:
     return {"oom": "OOM", "timeout": "timeout", "skipped": "skipped", "invalid": "n/a"}.get(row["status"], row["status"])
 
 
+# the single-figure attention tables: title, measured column, its ratio column, formatter
+SINGLE_TABLES = [
+    ("Forward time, no grad (ratio to {baseline})", "fwd_ms", "fwd_ratio", fmt_ms),
+    ("Saved for backward by one forward (ratio to {baseline})", "saved_mb", "saved_ratio", fmt_mb),
+    (
+        "Peak tensor memory of forward+backward: the most bytes of tensors alive at once, whatever the allocator "
+        "caches (max_memory_allocated on a GPU; ratio to {baseline})",
+        "tensor_mem_mb", "tensor_mem_ratio", fmt_mb,
+    ),
+]  # fmt: skip
+
+
 def attention_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
-    """Two tables (rows attentions, columns lengths): forward+backward time and peak memory, and forward time."""
+    """Tables with rows attentions and columns lengths: forward+backward time and peak memory, then
+    forward time, bytes saved for backward and peak tensor memory."""
     if not rows:
         return "(no cases)"
     lengths = sorted({row["n"] for row in rows})
@@ -96,56 +111,49 @@ def attention_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
     first = rows[0]
     setup = f"{first['device']}, {first['dtype']}, batch {first['batch']}, {first['heads']} heads × {first['head_dim']}"
 
-    def cell(label: str, n: int, fwd_only: bool, saved: bool = False) -> str:
-        row = by_key.get((label, n))
-        if row is None:
-            return ""
-        if row["status"] != "ok":
-            return _failed(row)
-        if saved:
-            text = fmt_mb(row.get("saved_mb"))
-            return text if label == baseline or row.get("saved_ratio", "") == "" else f"{text} ({fmt_ratio(row['saved_ratio'])})"
-        if fwd_only:
-            text = fmt_ms(row["fwd_ms"])
-            return text if label == baseline or row["fwd_ratio"] == "" else f"{text} ({fmt_ratio(row['fwd_ratio'])})"
+    def both(row: dict[str, Any]) -> str:
         text = f"{fmt_ms(row['fwdbwd_ms'])} · {fmt_mb(row['peak_mem_mb'])}"
-        if label == baseline or row["fwdbwd_ratio"] == "":
+        if row["label"] == baseline or row["fwdbwd_ratio"] == "":
             return text
         return f"{text} ({fmt_ratio(row['fwdbwd_ratio'])} · {fmt_ratio(row['mem_ratio'])})"
 
-    header = ["attention", *[str(n) for n in lengths]]
-    both = [[label, *[cell(label, n, False) for n in lengths]] for label in _labels(rows)]
-    fwd = [[label, *[cell(label, n, True) for n in lengths]] for label in _labels(rows)]
-    saved = [[label, *[cell(label, n, False, saved=True) for n in lengths]] for label in _labels(rows)]
-    return "\n".join(
-        [
-            f"Forward+backward time · peak extra memory (ratios to {baseline}: time · memory); {setup}",
-            "",
-            markdown_table(header, both, padded=False),
-            "",
-            f"Forward time, no grad (ratio to {baseline}); {setup}",
-            "",
-            markdown_table(header, fwd, padded=False),
-            "",
-            f"Saved for backward by one forward (ratio to {baseline}); {setup}",
-            "",
-            markdown_table(header, saved, padded=False),
-        ]
-    )
+    def single(column: str, ratio: str, fmt: Any) -> Any:
+        def cell(row: dict[str, Any]) -> str:
+            text = fmt(row.get(column))
+            return text if row["label"] == baseline or row.get(ratio, "") == "" else f"{text} ({fmt_ratio(row[ratio])})"
+
+        return cell
+
+    def table(cell: Any) -> str:
+        body = []
+        for label in _labels(rows):
+            found = [by_key.get((label, n)) for n in lengths]
+            body.append([label, *("" if r is None else cell(r) if r["status"] == "ok" else _failed(r) for r in found)])
+        return markdown_table(["attention", *[str(n) for n in lengths]], body, padded=False)
+
+    parts = [f"Forward+backward time · peak extra memory (ratios to {baseline}: time · memory); {setup}", "", table(both)]
+    for title, column, ratio, fmt in SINGLE_TABLES:
+        parts += ["", f"{title.format(baseline=baseline)}; {setup}", "", table(single(column, ratio, fmt))]
+    return "\n".join(parts)
 
 
 def train_step_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
-    """One table: a row per attention with step time, steps/s, memory and ratios to the baseline."""
+    """One table: a row per attention with step time, steps/s, memory (resident peak, saved for
+    backward, peak tensor memory) and ratios to the baseline."""
     if not rows:
         return "(no cases)"
     first = rows[0]
     setup = f"task {first['task']}, n {first['n']}, batch {first['batch']}, {first['device']}, {first['dtype']}"
-    header = ["attention", "step", "steps/s", "peak memory", "saved for backward", f"time vs {baseline}", f"memory vs {baseline}"]
+    header = [
+        "attention", "step", "steps/s", "peak memory", "saved for backward", "tensor memory",
+        f"time vs {baseline}", f"memory vs {baseline}", f"tensor memory vs {baseline}",
+    ]  # fmt: skip
     body = []
     for row in rows:
         if row["status"] != "ok":
-            body.append([row["label"], _failed(row), "", "", "", "", ""])
+            body.append([row["label"], _failed(row), *[""] * (len(header) - 2)])
             continue
+        ratios = [fmt_ratio(row[key]) if row.get(key, "") != "" else "–" for key in ("step_ratio", "mem_ratio", "tensor_mem_ratio")]
         body.append(
             [
                 row["label"],
@@ -153,8 +161,8 @@ def train_step_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
                 f"{_num(row['steps_per_s']):.2f}",
                 fmt_mb(row["peak_mem_mb"]),
                 fmt_mb(row.get("saved_mb")),
-                fmt_ratio(row["step_ratio"]) if row["step_ratio"] != "" else "–",
-                fmt_ratio(row["mem_ratio"]) if row["mem_ratio"] != "" else "–",
+                fmt_mb(row.get("tensor_mem_mb")),
+                *ratios,
             ]
         )
     return f"Training step (forward, backward, AdamW); {setup}\n\n" + markdown_table(header, body, padded=False)
