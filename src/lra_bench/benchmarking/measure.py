@@ -21,6 +21,7 @@ a peak, it is deterministic: the same on any machine and under any load.
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -125,8 +126,22 @@ def _check(deadline: float) -> None:
         raise CaseTimeout("ran past the case's time limit")
 
 
-def measure(fn: Callable[[], None], device: torch.device, *, warmup: int, repeats: int, stop_by: float, deadline: float) -> tuple[float, float, float, int]:
-    """(median ms, min ms, peak MB, timed runs) of ``fn``: warm-up runs, one run under memory tracking, timed runs.
+@dataclass(frozen=True)
+class Measured:
+    """What ``measure`` found: median and min ms of the timed runs, their count, and the peaks."""
+
+    median_ms: float
+    min_ms: float
+    peak_mb: float  # resident (CPU) or allocated (GPU) peak of the memory-tracked run
+    tensor_mb: float  # the most tensor memory alive at once (NaN when not asked for)
+    runs: int
+
+
+def measure(
+    fn: Callable[[], None], device: torch.device, *, warmup: int, repeats: int, stop_by: float, deadline: float, tensors: bool = False
+) -> Measured:
+    """Warm-up runs, one run under memory tracking, with ``tensors`` one run for the peak tensor
+    memory (``runtime.tensor_peak_mb``), then the timed runs.
 
     Timed runs stop early (keeping at least one) when the next would end after ``stop_by``;
     any run ending after ``deadline`` raises CaseTimeout.
@@ -139,13 +154,15 @@ def measure(fn: Callable[[], None], device: torch.device, *, warmup: int, repeat
     fn()
     peak = memory.peak_mb()
     _check(deadline)
+    tensor_mb = tensor_peak_mb(fn, device, peak) if tensors else math.nan
+    _check(deadline)
     times: list[float] = []
     for _ in range(repeats):
         if times and time.monotonic() + times[-1] / 1000 > stop_by:
             break
         times.append(time_ms(fn, device))
         _check(deadline)
-    return statistics.median(times), min(times), peak, len(times)
+    return Measured(statistics.median(times), min(times), peak, tensor_mb, len(times))
 
 
 # --- cases -------------------------------------------------------------------------------------
@@ -176,24 +193,18 @@ def attention_case(case: AttentionCase) -> dict[str, Any]:
 
     saved = saved_for_backward_mb(lambda: module(q, k, v))
     # the forward phase may use a quarter of the time limit; forward+backward the rest
-    fwd_ms, fwd_min, fwd_mem, _ = measure(
-        forward, device, warmup=case.warmup, repeats=case.repeats, stop_by=start + case.time_limit_s / 4, deadline=deadline
-    )
-    fwdbwd_ms, fwdbwd_min, peak, runs = measure(
-        forward_backward, device, warmup=case.warmup, repeats=case.repeats, stop_by=deadline, deadline=deadline
-    )
-    tensor_mem = tensor_peak_mb(forward_backward, device, peak)
-    _check(deadline)
+    fwd = measure(forward, device, warmup=case.warmup, repeats=case.repeats, stop_by=start + case.time_limit_s / 4, deadline=deadline)
+    both = measure(forward_backward, device, warmup=case.warmup, repeats=case.repeats, stop_by=deadline, deadline=deadline, tensors=True)
     return {
-        "fwd_ms": fwd_ms,
-        "fwdbwd_ms": fwdbwd_ms,
-        "fwd_min_ms": fwd_min,
-        "fwdbwd_min_ms": fwdbwd_min,
-        "fwd_mem_mb": fwd_mem,
-        "peak_mem_mb": peak,
+        "fwd_ms": fwd.median_ms,
+        "fwdbwd_ms": both.median_ms,
+        "fwd_min_ms": fwd.min_ms,
+        "fwdbwd_min_ms": both.min_ms,
+        "fwd_mem_mb": fwd.peak_mb,
+        "peak_mem_mb": both.peak_mb,
         "saved_mb": saved,
-        "tensor_mem_mb": tensor_mem,
-        "repeats": runs,
+        "tensor_mem_mb": both.tensor_mb,
+        "repeats": both.runs,
     }
 
 
@@ -234,20 +245,18 @@ def train_step_case(case: TrainStepCase) -> dict[str, Any]:
     batch = random_batch(case.task, case.batch, case.n, device, case.seed)
     with autocast(device, state.amp_dtype):
         saved = saved_for_backward_mb(lambda: state.module(batch))
-    step_ms, step_min, peak, runs = measure(step, device, warmup=max(case.warmup, 1), repeats=case.repeats, stop_by=deadline, deadline=deadline)
-    tensor_mem = tensor_peak_mb(step, device, peak)
-    _check(deadline)
+    timed = measure(step, device, warmup=max(case.warmup, 1), repeats=case.repeats, stop_by=deadline, deadline=deadline, tensors=True)
     tokens = case.batch * case.n * (2 if case.task.get("dual") else 1)
     return {
-        "step_ms": step_ms,
-        "step_min_ms": step_min,
-        "steps_per_s": 1000 / step_ms,
-        "tokens_per_s": tokens * 1000 / step_ms,
-        "peak_mem_mb": peak,
+        "step_ms": timed.median_ms,
+        "step_min_ms": timed.min_ms,
+        "steps_per_s": 1000 / timed.median_ms,
+        "tokens_per_s": tokens * 1000 / timed.median_ms,
+        "peak_mem_mb": timed.peak_mb,
         "saved_mb": saved,
-        "tensor_mem_mb": tensor_mem,
+        "tensor_mem_mb": timed.tensor_mb,
         "params": sum(p.numel() for p in state.module.parameters()),
-        "repeats": runs,
+        "repeats": timed.runs,
     }
 
 
