@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 
 from lra_bench.attention import available
 from lra_bench.benchmarking.__main__ import expand_shorthand, run
-from lra_bench.benchmarking.measure import AttentionCase, saved_for_backward_mb
+from lra_bench.benchmarking.measure import AttentionCase, measure, saved_for_backward_mb
 from lra_bench.benchmarking.tables import ATTENTION_COLUMNS, TRAIN_STEP_COLUMNS
 from lra_bench.benchmarking.variants import BenchError, parse_entry, resolve
 from lra_bench.benchmarking.worker import Worker
@@ -173,6 +173,18 @@ def test_cpu_tensor_peak_counts_the_tensors_alive_at_once():
     assert tensor_peak_mb(one_at_a_time, cpu, math.nan) == 8.0
     assert tensor_peak_mb(two_at_once, torch.device("cuda"), 5.0) == 5.0  # on a GPU: the allocator's own peak
     assert held.numel() == 2**20
+
+
+def test_the_tensor_memory_run_is_skipped_when_it_would_not_fit_the_time_limit():
+    def slow() -> None:
+        time.sleep(0.2)
+
+    cpu, now = torch.device("cpu"), time.monotonic()
+    tight = measure(slow, cpu, warmup=0, repeats=3, stop_by=now + 0.5, deadline=now + 0.5, tensors=True)
+    assert math.isnan(tight.tensor_mb) and tight.runs == 1
+    now = time.monotonic()
+    roomy = measure(slow, cpu, warmup=0, repeats=1, stop_by=now + 30, deadline=now + 30, tensors=True)
+    assert roomy.tensor_mb == 0.0 and roomy.runs == 1  # sleeping allocates no tensor
 
 
 def test_saved_for_backward_counts_each_storage_once():

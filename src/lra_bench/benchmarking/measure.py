@@ -126,6 +126,9 @@ def _check(deadline: float) -> None:
         raise CaseTimeout("ran past the case's time limit")
 
 
+TENSOR_RUN_SHARE = 2.5  # a profiled run and a timed one, in plain runs
+
+
 @dataclass(frozen=True)
 class Measured:
     """What ``measure`` found: median and min ms of the timed runs, their count, and the peaks."""
@@ -141,7 +144,8 @@ def measure(
     fn: Callable[[], None], device: torch.device, *, warmup: int, repeats: int, stop_by: float, deadline: float, tensors: bool = False
 ) -> Measured:
     """Warm-up runs, one run under memory tracking, with ``tensors`` one run for the peak tensor
-    memory (``runtime.tensor_peak_mb``), then the timed runs.
+    memory (``runtime.tensor_peak_mb``; skipped, NaN, when it and one timed run would not fit
+    before ``deadline``), then the timed runs.
 
     Timed runs stop early (keeping at least one) when the next would end after ``stop_by``;
     any run ending after ``deadline`` raises CaseTimeout.
@@ -151,10 +155,13 @@ def measure(
         _check(deadline)
     memory = PeakMemory(device)
     memory.start()
+    began = time.monotonic()
     fn()
+    run_s = time.monotonic() - began
     peak = memory.peak_mb()
     _check(deadline)
-    tensor_mb = tensor_peak_mb(fn, device, peak) if tensors else math.nan
+    # the profiled run (slower than a plain one) and one timed run must fit in the time left
+    tensor_mb = tensor_peak_mb(fn, device, peak) if tensors and time.monotonic() + TENSOR_RUN_SHARE * run_s <= deadline else math.nan
     _check(deadline)
     times: list[float] = []
     for _ in range(repeats):
