@@ -106,6 +106,22 @@ def _x_grad(dx_aug: torch.Tensor, x_aug: torch.Tensor, scale: float) -> torch.Te
     return torch.addcmul(dx_aug[..., :d], x_aug[..., :d], dx_aug[..., d : d + 1], value=-1).mul_(scale)
 
 
+def _keep_settings(ctx: Any, shift: Shift, scale: float, eps: float) -> torch.Tensor | None:
+    """Store the non-tensor settings on ``ctx``; returns the shift to save with the tensors (None unless a tensor)."""
+    ctx.row_max, ctx.scale, ctx.eps = isinstance(shift, str), scale, eps
+    return shift if isinstance(shift, torch.Tensor) else None
+
+
+def _saved_shift(ctx: Any, tensor_shift: torch.Tensor | None) -> Shift:
+    """The shift ``_keep_settings`` stored."""
+    return "row_max" if ctx.row_max else tensor_shift
+
+
+def _accumulator(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Zeros for the gradient of ``like [.., r, c]``, one per batch entry of ``grad`` (summed to ``like``'s shape later)."""
+    return torch.zeros(*grad.shape[:-2], *like.shape[-2:], dtype=like.dtype, device=like.device)
+
+
 def _y_grad_sum(dy: torch.Tensor, y_aug: torch.Tensor) -> torch.Tensor:
     return dy.sum_to_size(y_aug.shape) if dy.shape != y_aug.shape else dy
 
@@ -121,19 +137,17 @@ class _KernelApply(torch.autograd.Function):
             if eps:
                 k += eps
             out[tile] = k @ _part(p, tile, rows=False)
-        tensor_shift = shift if isinstance(shift, torch.Tensor) else None
-        ctx.save_for_backward(x, y_aug, p, tensor_shift)
-        ctx.row_max, ctx.scale, ctx.eps = isinstance(shift, str), scale, eps
+        ctx.save_for_backward(x, y_aug, p, _keep_settings(ctx, shift, scale, eps))
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, y_aug, p, tensor_shift = ctx.saved_tensors
-        shift: Shift = "row_max" if ctx.row_max else tensor_shift
+        shift = _saved_shift(ctx, tensor_shift)
         need_x, need_y, need_p = ctx.needs_input_grad[:3]
         dx = torch.empty_like(x) if need_x else None
-        dy = torch.zeros(*grad.shape[:-2], *y_aug.shape[-2:], dtype=y_aug.dtype, device=y_aug.device) if need_y else None
-        dp = torch.zeros(*grad.shape[:-2], *p.shape[-2:], dtype=p.dtype, device=p.device) if need_p else None
+        dy = _accumulator(grad, y_aug) if need_y else None
+        dp = _accumulator(grad, p) if need_p else None
         for tile in tiles(x, y_aug.shape[-2]):
             x_aug, y_part = augment_rows(x[tile], ctx.scale), _part(y_aug, tile, rows=False)
             k = _exp_block(x_aug, y_part, _part(shift, tile, rows=True))
@@ -163,19 +177,17 @@ class _KernelReduce(torch.autograd.Function):
         for tile in tiles(x, y_aug.shape[-2]):
             k = _kept(augment_rows(x[tile], scale), _part(y_aug, tile, rows=False), mask, _part(shift, tile, rows=True), eps, tile)[0]
             out[tile[:2]] += k.mT @ v[tile]
-        tensor_shift = shift if isinstance(shift, torch.Tensor) else None
-        ctx.save_for_backward(x, y_aug, v, mask, tensor_shift)
-        ctx.row_max, ctx.scale, ctx.eps = isinstance(shift, str), scale, eps
+        ctx.save_for_backward(x, y_aug, v, mask, _keep_settings(ctx, shift, scale, eps))
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, y_aug, v, mask, tensor_shift = ctx.saved_tensors
-        shift: Shift = "row_max" if ctx.row_max else tensor_shift
+        shift = _saved_shift(ctx, tensor_shift)
         need_x, need_y, need_v = ctx.needs_input_grad[:3]
         dx = torch.empty_like(x) if need_x else None
         dv = torch.empty(*grad.shape[:-2], *v.shape[-2:], dtype=v.dtype, device=v.device) if need_v else None
-        dy = torch.zeros(*grad.shape[:-2], *y_aug.shape[-2:], dtype=y_aug.dtype, device=y_aug.device) if need_y else None
+        dy = _accumulator(grad, y_aug) if need_y else None
         for tile in tiles(x, y_aug.shape[-2]):
             x_aug, y_part, g = augment_rows(x[tile], ctx.scale), _part(y_aug, tile, rows=False), grad[tile[:2]]
             k, e = _kept(x_aug, y_part, mask, _part(shift, tile, rows=True), ctx.eps, tile)

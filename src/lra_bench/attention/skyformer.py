@@ -103,11 +103,10 @@ class SkyformerAttention(SampledAttention):
 
     def fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
         """Chunked blocks, no n x m tensor alive or saved; the d^-1/4 scaling is applied per chunk."""
-        n, d = q.shape[2:]
+        b, h, n, d = q.shape
         scale = d**-0.25
         from_k = idx >= n
         rows = torch.where(from_k, idx - n, idx)
-        b, h = q.shape[:2]
         at = (torch.arange(b, device=q.device).view(-1, 1, 1), torch.arange(h, device=q.device).view(1, -1, 1), rows)
         # indexing, not gather: its backward keeps the indices only, gather's the whole of q and k
         landmarks = torch.where(from_k.unsqueeze(-1), k[at], q[at]) * scale
