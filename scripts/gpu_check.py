@@ -56,7 +56,12 @@ def env(out: Path) -> bool:
     from lra_bench.device_setup import native_bf16
     from lra_bench.step import precision_of
 
-    info = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": str(DEVICE), "cpu_mode": CPU_MODE}
+    info = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": str(DEVICE),
+        "cpu_mode": CPU_MODE,
+    }
     if DEVICE.type == "cuda":
         info |= {
             "name": torch.cuda.get_device_name(DEVICE),
@@ -81,7 +86,12 @@ def check_variant(name: str) -> list[str]:
     from lra_bench.attention.base import SampledAttention
 
     torch.manual_seed(0)
-    attn = build_attention({"name": name, "dropout": 0.0, **_small_kwargs(name)}, head_dim=32, num_heads=2, max_len=1024).to(DEVICE)
+    attn = build_attention(
+        {"name": name, "dropout": 0.0, **_small_kwargs(name)},
+        head_dim=32,
+        num_heads=2,
+        max_len=1024,
+    ).to(DEVICE)
     q, k, v = (torch.randn(2, 2, 1000, 32, device=DEVICE) for _ in range(3))
     mask = torch.ones(2, 1000, dtype=torch.bool, device=DEVICE)
     mask[1, 600:] = False
@@ -130,11 +140,26 @@ def smoke(out: Path) -> bool:
         for amp in (False, True):
             start = time.perf_counter()
             try:
-                result = run(compose_config([f"attn={name}", *SMALL.get(name, []), *run_overrides(out, f"smoke/{name}-amp{int(amp)}"), f"trainer.amp={amp}"]))
+                result = run(
+                    compose_config(
+                        [
+                            f"attn={name}",
+                            *SMALL.get(name, []),
+                            *run_overrides(out, f"smoke/{name}-amp{int(amp)}"),
+                            f"trainer.amp={amp}",
+                        ]
+                    )
+                )
                 line = f"{result['precision']:9s} finite loss, test_acc={result['test_acc']:.3f} step_ms={result['step_ms']:.1f}"
             except Exception as err:  # noqa: BLE001 - one line per failing variant, then the next
-                ok, line = False, f"FAILED {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
-            print(f"{name:14s} amp={int(amp)} {line} ({time.perf_counter() - start:.1f} s)", flush=True)
+                ok, line = (
+                    False,
+                    f"FAILED {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}",
+                )
+            print(
+                f"{name:14s} amp={int(amp)} {line} ({time.perf_counter() - start:.1f} s)",
+                flush=True,
+            )
     return ok
 
 
@@ -145,13 +170,24 @@ def resume(out: Path) -> bool:
 
     ok = True
     for name in ("softmax", "skyformer", "informer", "performer"):
-        base = [f"attn={name}", *SMALL.get(name, []), "trainer.steps=8", "trainer.ckpt_every=100", "trainer.deterministic=true"]
+        base = [
+            f"attn={name}",
+            *SMALL.get(name, []),
+            "trainer.steps=8",
+            "trainer.ckpt_every=100",
+            "trainer.deterministic=true",
+        ]
         run(compose_config([*base, *run_overrides(out, f"resume/{name}-straight")]))
         resumed = [*base, *run_overrides(out, f"resume/{name}-resumed")]
         run(compose_config([*resumed, "trainer.stop_at_step=5"]))
         run(compose_config(resumed))
-        a, b = (torch.load(out / "resume" / f"{name}-{kind}" / "last.pt", weights_only=True)["model"] for kind in ("straight", "resumed"))
-        differ = [key for key in a if isinstance(a[key], torch.Tensor) and not torch.equal(a[key], b[key])]
+        a, b = (
+            torch.load(out / "resume" / f"{name}-{kind}" / "last.pt", weights_only=True)["model"]
+            for kind in ("straight", "resumed")
+        )
+        differ = [
+            key for key in a if isinstance(a[key], torch.Tensor) and not torch.equal(a[key], b[key])
+        ]
         print(f"{name:14s} {'identical' if not differ else 'DIFFERENT: ' + ', '.join(differ[:4])}")
         ok &= not differ
     return ok
@@ -169,8 +205,14 @@ def loader(out: Path) -> bool:
                      f"trainer.eval_every={steps}", "data.train_size=1000", "data.limit_train=1000", f"data.loader_workers={workers}"]  # fmt: skip
         times[workers] = run(compose_config(overrides))["step_ms"]
     ratio = times[0] / times[4]
-    verdict = "the loader starves the device with 0 workers" if ratio > 1.2 else "no starvation at 0 workers"
-    print(f"step_ms: workers=0 {times[0]:.2f}, workers=4 {times[4]:.2f}; ratio {ratio:.2f}: {verdict}")
+    verdict = (
+        "the loader starves the device with 0 workers"
+        if ratio > 1.2
+        else "no starvation at 0 workers"
+    )
+    print(
+        f"step_ms: workers=0 {times[0]:.2f}, workers=4 {times[4]:.2f}; ratio {ratio:.2f}: {verdict}"
+    )
     return all(t > 0 for t in times.values())
 
 
@@ -178,10 +220,16 @@ def bench_csv(path: Path, *statuses: str) -> bool:
     """Every row of the bench CSV ``path`` has one of ``statuses`` (and there is at least one row)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    bad = [f"{r['label']} n={r['n']}: {r['status']} {r.get('error', '')}".strip() for r in rows if r["status"] not in statuses]
+    bad = [
+        f"{r['label']} n={r['n']}: {r['status']} {r.get('error', '')}".strip()
+        for r in rows
+        if r["status"] not in statuses
+    ]
     for row in rows:
         timing = row.get("fwdbwd_ms") or row.get("step_ms") or ""
-        print(f"{row['label']:24s} n={row['n']:6s} {row['status']:8s} {timing} {row.get('peak_mem_mb', '')} MB")
+        print(
+            f"{row['label']:24s} n={row['n']:6s} {row['status']:8s} {timing} {row.get('peak_mem_mb', '')} MB"
+        )
     for line in bad:
         print(f"unexpected: {line}")
     return bool(rows) and not bad

@@ -1,6 +1,6 @@
 """Draw a grid of generated Pathfinder samples, each captioned with its label, into one PNG.
 
-    python scripts/preview_pathfinder.py docs/pathfinder_preview.png --size 32 --n 16
+python scripts/preview_pathfinder.py docs/pathfinder_preview.png --size 32 --n 16
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ def preview(n: int, size: int, difficulty: str, seed: int, scale: int) -> Image.
     draw = ImageDraw.Draw(sheet)
     for i in range(n):
         sample = generate_sample(params, seed, i)
-        tile = Image.fromarray(sample.image, mode="L").resize((cell, cell), Image.Resampling.NEAREST)
+        tile = Image.fromarray(sample.image, mode="L").resize(
+            (cell, cell), Image.Resampling.NEAREST
+        )
         x = gap + (i % cols) * (cell + gap)
         y = gap + (i // cols) * (cell + caption + gap)
         sheet.paste(tile, (x, y))
@@ -36,11 +38,15 @@ def preview(n: int, size: int, difficulty: str, seed: int, scale: int) -> Image.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output", type=Path, help="PNG file to write")
-    parser.add_argument("--size", type=int, default=32, help="image side: 32, 64, 128 (Path-X) or 256")
+    parser.add_argument(
+        "--size", type=int, default=32, help="image side: 32, 64, 128 (Path-X) or 256"
+    )
     parser.add_argument("--n", type=int, default=16, help="number of samples")
     parser.add_argument("--difficulty", default="hard", choices=sorted(DIFFICULTY_LENGTH))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scale", type=int, default=None, help="upscaling factor (default: 128 px per sample)")
+    parser.add_argument(
+        "--scale", type=int, default=None, help="upscaling factor (default: 128 px per sample)"
+    )
     args = parser.parse_args()
     scale = args.scale or max(1, 128 // args.size)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -43,14 +43,20 @@ TINY = {
 }
 
 
-def rand_qkv(seed: int, b: int = 2, h: int = 2, n: int = 32, d: int = 8, scale: float = 1.0) -> list[torch.Tensor]:
+def rand_qkv(
+    seed: int, b: int = 2, h: int = 2, n: int = 32, d: int = 8, scale: float = 1.0
+) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return [scale * torch.randn(b, h, n, d, generator=g, dtype=torch.float64) for _ in range(3)]
 
 
 def build(name: str, *, max_len: int = 256, head_dim: int = 8, **kw: object) -> torch.nn.Module:
-    torch.manual_seed(0)  # learned parameters (linformer, sinkhorn, synthesizer) start the same in every test
-    attn = build_attention({"name": name, "dropout": 0.0, **kw}, head_dim=head_dim, num_heads=2, max_len=max_len)
+    torch.manual_seed(
+        0
+    )  # learned parameters (linformer, sinkhorn, synthesizer) start the same in every test
+    attn = build_attention(
+        {"name": name, "dropout": 0.0, **kw}, head_dim=head_dim, num_heads=2, max_len=max_len
+    )
     return attn.double().eval()
 
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-STICKY = "CUDA error: device-side assert triggered\nCUDA kernel errors might be asynchronously reported"
-_broken = False  # once set, every later case in this process fails, as after a real device-side assert
+STICKY = (
+    "CUDA error: device-side assert triggered\nCUDA kernel errors might be asynchronously reported"
+)
+_broken = (
+    False  # once set, every later case in this process fails, as after a real device-side assert
+)
 
 
 def breaking_run(case: Any) -> dict[str, Any]:

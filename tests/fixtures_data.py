@@ -65,12 +65,36 @@ def byte_ids(text: str | bytes) -> list[int]:
 
 REVIEWS = {
     "train": [
-        ("neg", "0_3.txt", "A dull film.<br /><br />The plot drags and the acting is wooden throughout."),
-        ("neg", "1_2.txt", "Naïve script, clichéd score; I wanted my two hours back — truly awful."),
-        ("neg", "2_1.txt", "Worst remake ever made 😞 nothing works, not even the soundtrack at all."),
-        ("pos", "0_9.txt", "Brilliant! The café scene alone is worth the ticket, a real crowd pleaser."),
-        ("pos", "1_8.txt", "日本語の字幕も良かった。 A moving story with a wonderful cast and direction."),
-        ("pos", "2_10.txt", "Superb pacing, lovely photography, and a score that lingers for days."),
+        (
+            "neg",
+            "0_3.txt",
+            "A dull film.<br /><br />The plot drags and the acting is wooden throughout.",
+        ),
+        (
+            "neg",
+            "1_2.txt",
+            "Naïve script, clichéd score; I wanted my two hours back — truly awful.",
+        ),
+        (
+            "neg",
+            "2_1.txt",
+            "Worst remake ever made 😞 nothing works, not even the soundtrack at all.",
+        ),
+        (
+            "pos",
+            "0_9.txt",
+            "Brilliant! The café scene alone is worth the ticket, a real crowd pleaser.",
+        ),
+        (
+            "pos",
+            "1_8.txt",
+            "日本語の字幕も良かった。 A moving story with a wonderful cast and direction.",
+        ),
+        (
+            "pos",
+            "2_10.txt",
+            "Superb pacing, lovely photography, and a score that lingers for days.",
+        ),
     ],
     "test": [
         ("neg", "0_4.txt", "Forgettable and far too long; the ending makes no sense whatsoever."),
@@ -85,7 +109,9 @@ LABEL = {"neg": 0, "pos": 1}
 def imdb_rows(reviews: dict = REVIEWS) -> dict[str, list[tuple[str, int]]]:
     """(text, label) per split in the reader's order: negatives first, file names sorted."""
     return {
-        split: [(text, LABEL[lab]) for lab, _, text in sorted(rows, key=lambda r: (LABEL[r[0]], r[1]))]
+        split: [
+            (text, LABEL[lab]) for lab, _, text in sorted(rows, key=lambda r: (LABEL[r[0]], r[1]))
+        ]
         for split, rows in reviews.items()
     }
 
@@ -108,15 +134,21 @@ def write_imdb_parquet(folder: Path, rows: dict[str, list[tuple[str, int]]] | No
     rows = rows if rows is not None else imdb_rows()
     (folder / "plain_text").mkdir(parents=True, exist_ok=True)
     for split, pairs in {**rows, "unsupervised": [("unlabelled review", -1)]}.items():
-        table = pa.table({"text": [t for t, _ in pairs], "label": pa.array([y for _, y in pairs], pa.int64())})
+        table = pa.table(
+            {"text": [t for t, _ in pairs], "label": pa.array([y for _, y in pairs], pa.int64())}
+        )
         pq.write_table(table, folder / "plain_text" / f"{split}-00000-of-00001.parquet")
     return folder
 
 
-def synthetic_aclimdb(folder: Path, per_split: int, review_bytes: int = 1200, seed: int = 0) -> Path:
+def synthetic_aclimdb(
+    folder: Path, per_split: int, review_bytes: int = 1200, seed: int = 0
+) -> Path:
     """A full-format tree of ``per_split`` random reviews of about ``review_bytes`` each."""
     rng = np.random.default_rng(seed)
-    words = np.array(["the", "film", "was", "très", "good", "bad", "plot", "actor", "scene", "<br", "/>"])
+    words = np.array(
+        ["the", "film", "was", "très", "good", "bad", "plot", "actor", "scene", "<br", "/>"]
+    )
     reviews = {}
     for split in ("train", "test"):
         rows = []
@@ -139,7 +171,9 @@ def write_aan(folder: Path, rows: dict[str, Sequence[tuple[str, str, str, bytes,
     folder.mkdir(parents=True, exist_ok=True)
     names = {"train": "train", "val": "eval", "test": "test"}
     for split, lines in rows.items():
-        (folder / f"new_aan_pairs.{names[split]}.tsv").write_bytes(b"".join(aan_line(*r) for r in lines))
+        (folder / f"new_aan_pairs.{names[split]}.tsv").write_bytes(
+            b"".join(aan_line(*r) for r in lines)
+        )
     return folder
 
 
@@ -148,15 +182,29 @@ def aan_rows(seed: int = 0) -> dict[str, list[tuple[str, str, str, bytes, bytes]
     rng = np.random.default_rng(seed)
 
     def doc(n: int) -> bytes:
-        return ("Ünïcode ✓ " + " ".join(rng.choice(["parsing", "corpus", "tree", "bank"], size=n))).encode()
+        return (
+            "Ünïcode ✓ " + " ".join(rng.choice(["parsing", "corpus", "tree", "bank"], size=n))
+        ).encode()
 
     long_doc = bytes(range(32, 127)) * 140  # 13,300 bytes: past the 10,000-byte cut
     rows = {
-        "train": [("1.0", "P00-1001", "J93-2004", long_doc, doc(30)), ("0.0", "P00-1002", "W99-0613", doc(20), long_doc)],
-        "val": [("1.0", "E03-1005", "P02-1017", doc(25), doc(15)), ("0", "E03-1006", "C00-2136", doc(12), doc(40))],
-        "test": [("1", "N04-1001", "P97-1003", doc(18), doc(22)), ("0.0", "N04-1002", "A00-2018", doc(35), doc(10))],
+        "train": [
+            ("1.0", "P00-1001", "J93-2004", long_doc, doc(30)),
+            ("0.0", "P00-1002", "W99-0613", doc(20), long_doc),
+        ],
+        "val": [
+            ("1.0", "E03-1005", "P02-1017", doc(25), doc(15)),
+            ("0", "E03-1006", "C00-2136", doc(12), doc(40)),
+        ],
+        "test": [
+            ("1", "N04-1001", "P97-1003", doc(18), doc(22)),
+            ("0.0", "N04-1002", "A00-2018", doc(35), doc(10)),
+        ],
     }
-    rows["train"] += [(str(float(i % 2)), f"X{i:02d}-0001", f"Y{i:02d}-0002", doc(10 + i), doc(30 - i)) for i in range(10)]
+    rows["train"] += [
+        (str(float(i % 2)), f"X{i:02d}-0001", f"Y{i:02d}-0002", doc(10 + i), doc(30 - i))
+        for i in range(10)
+    ]
     return rows
 
 
@@ -167,7 +215,10 @@ def synthetic_aan(folder: Path, pairs: int, doc_bytes: int = 10_000, seed: int =
     for i in range(pairs):
         t1, t2 = (alphabet[rng.integers(0, len(alphabet), doc_bytes)].tobytes() for _ in range(2))
         rows.append((f"{i % 2}.0", f"A{i}", f"B{i}", t1, t2))
-    return write_aan(folder, {"train": rows, "val": rows[: max(1, pairs // 10)], "test": rows[: max(1, pairs // 10)]})
+    return write_aan(
+        folder,
+        {"train": rows, "val": rows[: max(1, pairs // 10)], "test": rows[: max(1, pairs // 10)]},
+    )
 
 
 # --- CIFAR-10 ------------------------------------------------------------------------------------
@@ -223,7 +274,9 @@ def cifar_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return rgb, rng.integers(0, 10, size=n)
 
 
-def write_cifar_batches(folder: Path, per_batch: int, n_test: int, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def write_cifar_batches(
+    folder: Path, per_batch: int, n_test: int, seed: int = 0
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """A ``cifar-10-batches-py`` folder; returns the RGB images and labels of train and test."""
     folder.mkdir(parents=True, exist_ok=True)
     train_rgb, train_y = cifar_images(5 * per_batch, seed)
@@ -231,9 +284,15 @@ def write_cifar_batches(folder: Path, per_batch: int, n_test: int, seed: int = 0
     for i in range(5):
         part = slice(i * per_batch, (i + 1) * per_batch)
         name = f"data_batch_{i + 1}"
-        (folder / name).write_bytes(cifar_batch(to_planes(train_rgb[part]), train_y[part], f"training batch {i + 1} of 5"))
-    (folder / "test_batch").write_bytes(cifar_batch(to_planes(test_rgb), test_y, "testing batch 1 of 1"))
-    (folder / "batches.meta").write_bytes(py2_pickle({"label_names": ["airplane", "automobile"], "num_vis": 3072}))
+        (folder / name).write_bytes(
+            cifar_batch(to_planes(train_rgb[part]), train_y[part], f"training batch {i + 1} of 5")
+        )
+    (folder / "test_batch").write_bytes(
+        cifar_batch(to_planes(test_rgb), test_y, "testing batch 1 of 1")
+    )
+    (folder / "batches.meta").write_bytes(
+        py2_pickle({"label_names": ["airplane", "automobile"], "num_vis": 3072})
+    )
     return {"train": (train_rgb, train_y), "test": (test_rgb, test_y)}
 
 
@@ -247,7 +306,10 @@ def write_cifar_parquet(folder: Path, images: dict[str, tuple[np.ndarray, np.nda
     """The Hub's layout: ``plain_text/{train,test}-00000-of-00001.parquet``, ``img`` = {bytes, path}."""
     (folder / "plain_text").mkdir(parents=True, exist_ok=True)
     for split, (rgb, labels) in images.items():
-        img = pa.array([{"bytes": png_bytes(x), "path": None} for x in rgb], pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+        img = pa.array(
+            [{"bytes": png_bytes(x), "path": None} for x in rgb],
+            pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+        )
         table = pa.table({"img": img, "label": pa.array(labels, pa.int64())})
         pq.write_table(table, folder / "plain_text" / f"{split}-00000-of-00001.parquet")
     return folder
@@ -265,4 +327,6 @@ class _Exploit:
 
 def malicious_batch(command: str, protocol: int = pickle.DEFAULT_PROTOCOL) -> bytes:
     data = np.zeros((2, 3072), dtype=np.uint8)
-    return pickle.dumps({b"data": data, b"labels": [0, 1], b"x": _Exploit(command)}, protocol=protocol)
+    return pickle.dumps(
+        {b"data": data, b"labels": [0, 1], b"x": _Exploit(command)}, protocol=protocol
+    )

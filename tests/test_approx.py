@@ -22,14 +22,20 @@ def means(rows: list[approx.Row]) -> list[float]:
 
 def test_identity_trick_reproduces_the_explicit_matrices():
     q, k = approx.random_inputs(2, 2, 48, 8, 1.0, seed=3)[0]
-    softmax = approx.build("softmax", approx.EXACT_SETTINGS["softmax"], n=48, head_dim=8, num_heads=2)
+    softmax = approx.build(
+        "softmax", approx.EXACT_SETTINGS["softmax"], n=48, head_dim=8, num_heads=2
+    )
     explicit = torch.softmax(q @ k.mT / math.sqrt(8), dim=-1)
     assert torch.equal(approx.attention_operator(softmax, q, k), explicit)
     sdpa = approx.build("softmax", {"impl": "sdpa", "dropout": 0.0}, n=48, head_dim=8, num_heads=2)
-    torch.testing.assert_close(approx.attention_operator(sdpa, q, k), explicit, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        approx.attention_operator(sdpa, q, k), explicit, rtol=1e-12, atol=1e-14
+    )
     kernel = approx.build("kernelized", {"dropout": 0.0}, n=48, head_dim=8, num_heads=2)
-    gauss = torch.exp(-torch.cdist(q, k) ** 2 / (2 * math.sqrt(8)))
-    torch.testing.assert_close(approx.attention_operator(kernel, q, k), gauss, rtol=1e-10, atol=1e-14)
+    gauss = torch.exp(-(torch.cdist(q, k) ** 2) / (2 * math.sqrt(8)))
+    torch.testing.assert_close(
+        approx.attention_operator(kernel, q, k), gauss, rtol=1e-10, atol=1e-14
+    )
 
 
 def test_spectral_norm_matches_svd():
@@ -59,7 +65,13 @@ def test_skyformer_is_exact_with_all_rows_as_landmarks(monkeypatch):
 
     monkeypatch.setattr(SkyformerAttention, "draw_landmarks", every_row)
     inputs = approx.random_inputs(1, 2, n, 16, 1.0, seed=1)
-    rows = approx.measure(inputs, attns=["skyformer"], features=[2 * n], seeds=1, settings={"skyformer": {"gamma": 1e-10, "pinv_iters": 40}})
+    rows = approx.measure(
+        inputs,
+        attns=["skyformer"],
+        features=[2 * n],
+        seeds=1,
+        settings={"skyformer": {"gamma": 1e-10, "pinv_iters": 40}},
+    )
     assert rows[0].rel_err_mean < 1e-3
 
 
@@ -75,14 +87,36 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def test_cli_writes_csv_table_and_plot(tmp_path, capsys):
-    argv = ["--n", "32", "--dim", "8", "--heads", "1", "--batch", "1", "--features", "4,8", "--seeds", "2", "--scale", "0.5,1"]
-    assert approx.main([*argv, "--attn", "skyformer,nystromformer", "--out-dir", str(tmp_path)]) == 0
+    argv = [
+        "--n",
+        "32",
+        "--dim",
+        "8",
+        "--heads",
+        "1",
+        "--batch",
+        "1",
+        "--features",
+        "4,8",
+        "--seeds",
+        "2",
+        "--scale",
+        "0.5,1",
+    ]
+    assert (
+        approx.main([*argv, "--attn", "skyformer,nystromformer", "--out-dir", str(tmp_path)]) == 0
+    )
     rows = read_csv(tmp_path / "approx.csv")
     assert list(rows[0]) == approx.COLUMNS and len(rows) == 2 * 2 * 2
     sky = [r for r in rows if r["attn"] == "skyformer"]
     assert {r["exact"] for r in sky} == {"kernelized"} and {r["seed_count"] for r in sky} == {"2"}
-    assert {r["seed_count"] for r in rows if r["attn"] == "nystromformer"} == {"1"}  # deterministic: one seed
-    assert {r["source"] for r in rows} == {"random"} and {r["scale"] for r in rows} == {"0.5", "1.0"}
+    assert {r["seed_count"] for r in rows if r["attn"] == "nystromformer"} == {
+        "1"
+    }  # deterministic: one seed
+    assert {r["source"] for r in rows} == {"random"} and {r["scale"] for r in rows} == {
+        "0.5",
+        "1.0",
+    }
     assert "| skyformer | kernelized |" in capsys.readouterr().out
     assert (tmp_path / "approx.png").stat().st_size > 0 and (tmp_path / "approx.md").exists()
 
@@ -113,9 +147,27 @@ def test_checkpoint_inputs(smoke_overrides, tmp_path, capsys):
     run_dir = tmp_path / "run"
     inputs = approx.capture_qk(run_dir, batch=3)
     assert len(inputs) == 3
-    assert all(q.shape == k.shape and q.shape[:2] == (1, 2) and q.shape[3] == 32 and q.dtype == torch.float64 for q, k in inputs)
+    assert all(
+        q.shape == k.shape
+        and q.shape[:2] == (1, 2)
+        and q.shape[3] == 32
+        and q.dtype == torch.float64
+        for q, k in inputs
+    )
     out = tmp_path / "approx"
-    argv = ["--run-dir", str(run_dir), "--batch", "2", "--features", "4,8", "--seeds", "2", "--out-dir", str(out), "--no-plot"]
+    argv = [
+        "--run-dir",
+        str(run_dir),
+        "--batch",
+        "2",
+        "--features",
+        "4,8",
+        "--seeds",
+        "2",
+        "--out-dir",
+        str(out),
+        "--no-plot",
+    ]
     assert approx.main(argv) == 0
     rows = read_csv(out / "approx.csv")
     assert rows and {r["source"] for r in rows} == {f"checkpoint:{run_dir}"}

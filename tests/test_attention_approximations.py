@@ -23,7 +23,9 @@ def test_gradients_match_finite_differences(name):
     names = [n for n, _ in attn.named_parameters()]
 
     def run(q, k, v, *params):
-        return torch.func.functional_call(attn, dict(zip(names, params, strict=True)), (q, k, v, mask))
+        return torch.func.functional_call(
+            attn, dict(zip(names, params, strict=True)), (q, k, v, mask)
+        )
 
     params = [p.detach().requires_grad_() for p in attn.parameters()]
     assert torch.autograd.gradcheck(run, (q, k, v, *params), fast_mode=True)
@@ -37,7 +39,7 @@ def test_kernelized_is_the_closed_form_gaussian_kernel(seed):
     q, k, v = rand_qkv(seed, n=40, d=16)
     mask = torch.ones(2, 40, dtype=torch.bool)
     mask[1, 25:] = False
-    c = torch.exp(-torch.cdist(q, k) ** 2 / (2 * math.sqrt(16))) * mask[:, None, None, :]
+    c = torch.exp(-(torch.cdist(q, k) ** 2) / (2 * math.sqrt(16))) * mask[:, None, None, :]
     out = build("kernelized", head_dim=16)(q, k, v, mask)
     torch.testing.assert_close(out, c @ v, rtol=1e-10, atol=1e-12)
 
@@ -116,7 +118,9 @@ def test_linformer_projects_only_real_keys_with_the_first_columns():
     mask[0, 20:] = False
     keep = mask[:, None, :, None].double()
     e, f = attn.proj_k[:, :30], attn.proj_v[:, :30]
-    ref = torch.softmax(q @ (e @ (k * keep)).transpose(-1, -2) / math.sqrt(8), -1) @ (f @ (v * keep))
+    ref = torch.softmax(q @ (e @ (k * keep)).transpose(-1, -2) / math.sqrt(8), -1) @ (
+        f @ (v * keep)
+    )
     torch.testing.assert_close(attn(q, k, v, mask), ref)
     assert {name for name, _ in attn.named_parameters()} == {"proj_k", "proj_v"}
 
@@ -129,7 +133,9 @@ def test_performer_error_falls_as_features_grow():
     for m in (16, 256, 2048):
         errs = []
         for seed in range(4):
-            q, k, v = rand_qkv(seed, n=64, d=8, scale=0.4)  # small norms: the estimator's variance grows as exp|q + k|^2
+            q, k, v = rand_qkv(
+                seed, n=64, d=8, scale=0.4
+            )  # small norms: the estimator's variance grows as exp|q + k|^2
             attn = build("performer", num_features=m, seed=seed)
             ref = softmax_reference(q, k, v)
             errs.append(float((attn(q, k, v) - ref).norm() / ref.norm()))
@@ -208,10 +214,14 @@ def test_reformer_query_attends_to_itself_only_when_alone():
 def test_reformer_chunks_see_their_own_and_previous_chunk(wrap):
     n, c = 64, 16
     q, _, v = rand_qkv(11, n=n)
-    attn = build("reformer", max_len=n, chunk_size=c, num_buckets=1, num_hashes=1, wrap=wrap)  # sorted order = positions
+    attn = build(
+        "reformer", max_len=n, chunk_size=c, num_buckets=1, num_hashes=1, wrap=wrap
+    )  # sorted order = positions
     chunk = torch.arange(n) // c
     diff = chunk[:, None] - chunk[None, :]
-    wrapped = (chunk[:, None] == 0) & (chunk[None, :] == n // c - 1) & wrap  # the first chunk sees the last
+    wrapped = (
+        (chunk[:, None] == 0) & (chunk[None, :] == n // c - 1) & wrap
+    )  # the first chunk sees the last
     allowed = ((diff == 0) | (diff == 1) | wrapped) & ~torch.eye(n, dtype=torch.bool)
     torch.testing.assert_close(attn(q, q, v), masked_softmax(shared_qk_scores(q), allowed, v))
 
@@ -220,7 +230,9 @@ def test_reformer_chunks_see_their_own_and_previous_chunk(wrap):
 def test_reformer_rounds_combine_by_log_sum_exp(same_bucket_only):
     n, c = 64, 16
     q, _, v = rand_qkv(12, n=n)
-    attn = build("reformer", max_len=n, chunk_size=c, num_hashes=2, same_bucket_only=same_bucket_only)
+    attn = build(
+        "reformer", max_len=n, chunk_size=c, num_hashes=2, same_bucket_only=same_bucket_only
+    )
     rot = torch.randn(2, 8, 2, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     attn.draw_rotations = lambda heads, d, device=None: rot
     scores = shared_qk_scores(q)
@@ -231,10 +243,14 @@ def test_reformer_rounds_combine_by_log_sum_exp(same_bucket_only):
         rank = (bucket * n + torch.arange(n)).argsort(-1).argsort(-1)  # sorted slot of each token
         ch = rank // c
         diff = ch.unsqueeze(-1) - ch.unsqueeze(-2)
-        allowed = (diff == 0) | (diff == 1) | ((ch.unsqueeze(-1) == 0) & (ch.unsqueeze(-2) == n // c - 1))  # wrap
+        allowed = (
+            (diff == 0) | (diff == 1) | ((ch.unsqueeze(-1) == 0) & (ch.unsqueeze(-2) == n // c - 1))
+        )  # wrap
         if same_bucket_only:
             allowed = allowed & (bucket.unsqueeze(-1) == bucket.unsqueeze(-2))
-        eye = torch.eye(n, dtype=torch.bool)  # itself at -1e5: chosen only when alone, and then weighs ~0
+        eye = torch.eye(
+            n, dtype=torch.bool
+        )  # itself at -1e5: chosen only when alone, and then weighs ~0
         s = scores.masked_fill(~allowed, -math.inf).masked_fill(eye, -1e5)
         outs.append(torch.softmax(s, -1) @ v)
         lses.append(s.logsumexp(-1, keepdim=True))
@@ -293,7 +309,9 @@ def test_bigbird_random_blocks_are_distinct_and_outside_window():
     full = rand[0]
     assert bool((full >= 0).all())
     assert bool((full.sort(-1).values.diff(dim=-1) > 0).all())  # without replacement
-    assert rand[1, :, 2].eq(-1).all()  # 5 blocks: block 2 has no block left outside window and globals
+    assert (
+        rand[1, :, 2].eq(-1).all()
+    )  # 5 blocks: block 2 has no block left outside window and globals
 
 
 # ---------------------------------------------------------------- informer
@@ -325,7 +343,9 @@ def test_informer_selects_sparsest_queries_and_gives_the_rest_mean_v(seed):
     for b, length in enumerate(lengths.tolist()):
         u = factor * math.ceil(math.log(length))
         assert bool((samples[b] < length).all())
-        s = torch.einsum("hnd,hnud->hnu", q[b], k[b][torch.arange(2)[:, None, None], samples[b, :, :, :u]]) / math.sqrt(8)
+        s = torch.einsum(
+            "hnd,hnud->hnu", q[b], k[b][torch.arange(2)[:, None, None], samples[b, :, :, :u]]
+        ) / math.sqrt(8)
         sparsity = (s.max(-1).values - s.mean(-1))[:, :length]
         v_mean = v[b, :, :length].mean(1, keepdim=True)
         for h in range(2):

@@ -18,18 +18,39 @@ from lra_bench.testing import CHECKS, TASK_LENGTHS, check_attention
 # values each variant's settings must refuse, naming the key (beyond the kit's own: an unknown key, dropout=1.5)
 INVALID = {
     "softmax": [("impl", "flash")],
-    "skyformer": [("num_landmarks", 0), ("num_landmarks", 10_000), ("gamma", -1.0), ("impl", "slow"), ("pinv_init", "global")],
+    "skyformer": [
+        ("num_landmarks", 0),
+        ("num_landmarks", 10_000),
+        ("gamma", -1.0),
+        ("impl", "slow"),
+        ("pinv_init", "global"),
+    ],
     "nystromformer": [
-        ("num_landmarks", 0), ("num_landmarks", 10_000), ("conv_kernel", 4), ("pinv_iters", 0), ("dropout", 0.1),
-        ("impl", "slow"), ("pinv_init", "global"),
+        ("num_landmarks", 0),
+        ("num_landmarks", 10_000),
+        ("conv_kernel", 4),
+        ("pinv_iters", 0),
+        ("dropout", 0.1),
+        ("impl", "slow"),
+        ("pinv_init", "global"),
     ],
     "linformer": [("proj_dim", 0), ("proj_dim", 10_000)],
     "performer": [
-        ("num_features", 0), ("redraw", "sometimes"), ("eps", -1.0), ("score_scale", "inv_sqrt"),
-        ("padded_keys", "dropped"), ("stabilizer", "per_batch"), ("impl", "slow"),
+        ("num_features", 0),
+        ("redraw", "sometimes"),
+        ("eps", -1.0),
+        ("score_scale", "inv_sqrt"),
+        ("padded_keys", "dropped"),
+        ("stabilizer", "per_batch"),
+        ("impl", "slow"),
     ],
     "reformer": [("num_hashes", 0), ("chunk_size", 0), ("chunk_size", 10_000), ("num_buckets", 3)],
-    "bigbird": [("block_size", 0), ("block_size", 10_000), ("window_blocks", 2), ("num_random_blocks", -1)],
+    "bigbird": [
+        ("block_size", 0),
+        ("block_size", 10_000),
+        ("window_blocks", 2),
+        ("num_random_blocks", -1),
+    ],
     "informer": [("factor", 0)],
     "linear": [("dropout", 0.1), ("eps", -1.0)],
     "local": [("block_size", 0), ("block_size", 10_000)],
@@ -100,7 +121,9 @@ class Forgetful(SampledAttention):
         pass
 
     def forward(self, q, k, v, mask=None):
-        noise = torch.rand(1, generator=self.own if self.training else self.generator(), dtype=q.dtype)
+        noise = torch.rand(
+            1, generator=self.own if self.training else self.generator(), dtype=q.dtype
+        )
         return Masked.forward(self, q, k, v, mask) * (1 + 1e-3 * noise)
 
 
@@ -122,9 +145,21 @@ class HalfPrecision(Masked):
     "module, check, message",
     [
         (Leaky, "padding", "check 'padding' failed: padded keys change real tokens' outputs"),
-        (Noisy, "determinism", "check 'determinism' failed: two eval-mode calls on the same inputs differ"),
-        (Forgetful, "resume", "check 'resume' failed: a module restored from the state dict computes another training step"),
-        (KeyBlind, "gradients", "check 'gradients' failed: k gets no finite non-zero gradient (set uses_keys = False"),
+        (
+            Noisy,
+            "determinism",
+            "check 'determinism' failed: two eval-mode calls on the same inputs differ",
+        ),
+        (
+            Forgetful,
+            "resume",
+            "check 'resume' failed: a module restored from the state dict computes another training step",
+        ),
+        (
+            KeyBlind,
+            "gradients",
+            "check 'gradients' failed: k gets no finite non-zero gradient (set uses_keys = False",
+        ),
         (HalfPrecision, "bf16", "check 'bf16' failed: bf16 inputs gave torch.float32 outputs"),
     ],
 )
@@ -138,12 +173,18 @@ def test_the_kit_catches_a_broken_attention_with_one_clear_line(module, check, m
 
 
 def test_the_kit_catches_a_setting_without_a_rule():
-    with pytest.raises(ConformanceError, match=r"check 'config' failed: window=-1 is accepted; its check\(\) should raise ValueError\('window: <rule>'\)"):
+    with pytest.raises(
+        ConformanceError,
+        match=r"check 'config' failed: window=-1 is accepted; its check\(\) should raise ValueError\('window: <rule>'\)",
+    ):
         check_attention(Masked, checks=["config"], invalid=[("window", -1)])
 
 
 def test_the_kit_passes_a_correct_attention_and_refuses_unknown_checks():
-    check_attention(Masked, checks=["config", "shape_dtype", "padding", "gradients", "determinism", "resume", "bf16"])
+    check_attention(
+        Masked,
+        checks=["config", "shape_dtype", "padding", "gradients", "determinism", "resume", "bf16"],
+    )
     with pytest.raises(ConformanceError, match="unknown check 'speed'"):
         check_attention(Masked, checks=["speed"])
     with pytest.raises(ConformanceError, match="attention 'nope' is not registered"):

@@ -23,7 +23,9 @@ def padded_mask(b: int, n: int, length: int) -> torch.Tensor:
     return mask
 
 
-def assert_real_close(out: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, **kw: float) -> None:
+def assert_real_close(
+    out: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor, **kw: float
+) -> None:
     keep = mask[:, None, :, None].expand_as(out)
     torch.testing.assert_close(out[keep], ref[keep], **kw)
 
@@ -96,7 +98,9 @@ def test_longformer_matches_dense_band_plus_global_mask(seed, window):
     q, k, v = rand_qkv(seed, n=n)
     mask = padded_mask(2, n, 63)
     out = build("longformer", window=window)(q, k, v, mask)
-    assert_real_close(out, masked_softmax(scores(q, k), longformer_allowed(n, window, mask), v), mask)
+    assert_real_close(
+        out, masked_softmax(scores(q, k), longformer_allowed(n, window, mask), v), mask
+    )
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -207,19 +211,25 @@ def test_sinkhorn_with_identity_sorting_is_local(seed):
     q, k, v = rand_qkv(seed, n=100)
     mask = padded_mask(2, 100, 55)
     attn = build("sinkhorn", block_size=16)
-    attn.sort_matrix = lambda logits, real: torch.eye(logits.shape[-1], dtype=logits.dtype).expand_as(logits)
+    attn.sort_matrix = lambda logits, real: torch.eye(
+        logits.shape[-1], dtype=logits.dtype
+    ).expand_as(logits)
     assert_real_close(attn(q, k, v, mask), build("local", block_size=16)(q, k, v, mask), mask)
 
 
 def test_sinkhorn_sorting_is_doubly_stochastic_over_real_blocks():
-    logits = torch.randn(2, 2, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    logits = torch.randn(
+        2, 2, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     real = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
     attn = build("sinkhorn", block_size=16, sinkhorn_iters=500)
     perm = attn.sort_matrix(logits, real)
     torch.testing.assert_close(perm[0].sum(-1), torch.ones(2, 6, dtype=torch.float64))
     torch.testing.assert_close(perm[0].sum(-2), torch.ones(2, 6, dtype=torch.float64))
     torch.testing.assert_close(perm[1, :, :4, :4].sum(-1), torch.ones(2, 4, dtype=torch.float64))
-    assert perm[1, :, :4, 4:].eq(0).all() and perm[1, :, 4:, :4].eq(0).all()  # real and padding never mix
+    assert (
+        perm[1, :, :4, 4:].eq(0).all() and perm[1, :, 4:, :4].eq(0).all()
+    )  # real and padding never mix
     exact = log_sinkhorn(logits[0] / attn.cfg.temperature, 500).exp()
     torch.testing.assert_close(perm[0], exact)
 
@@ -247,7 +257,12 @@ def test_synthesizer_matches_formula(seed):
     out = attn(q, k, v, mask)
     assert_real_close(out, ref, mask)
     torch.testing.assert_close(attn(q, torch.randn_like(k), v, mask), out)  # keys are not used
-    assert {name for name, _ in attn.named_parameters()} == {"hidden.weight", "hidden.bias", "to_logits.weight", "to_logits.bias"}
+    assert {name for name, _ in attn.named_parameters()} == {
+        "hidden.weight",
+        "hidden.bias",
+        "to_logits.weight",
+        "to_logits.bias",
+    }
 
 
 @pytest.mark.parametrize("name", ["synthesizer", "sinkhorn"])

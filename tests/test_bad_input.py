@@ -28,7 +28,9 @@ def failing(capsys, overrides: list[str]) -> str:
 
 
 def test_missing_data_folder(capsys, smoke_overrides, tmp_path):
-    err = failing(capsys, [*smoke_overrides, "data.source=release", f"data.root={tmp_path / 'nowhere'}"])
+    err = failing(
+        capsys, [*smoke_overrides, "data.source=release", f"data.root={tmp_path / 'nowhere'}"]
+    )
     assert "nowhere" in err and "data.root" in err
 
 
@@ -41,7 +43,9 @@ def test_malformed_release_tsv_names_file_and_line(capsys, smoke_overrides, tmp_
     bad = folder / "basic_train.tsv"
     bad.write_text("Source\tTarget\n" + good + "( [MIN 3 ] )\tnot-a-label\n")
     before = bad.read_bytes()
-    err = failing(capsys, [*smoke_overrides, "data.source=release", f"data.root={tmp_path / 'lra_release'}"])
+    err = failing(
+        capsys, [*smoke_overrides, "data.source=release", f"data.root={tmp_path / 'lra_release'}"]
+    )
     assert "basic_train.tsv" in err and "3" in err
     assert bad.read_bytes() == before  # the data file is never modified
 
@@ -68,7 +72,10 @@ def test_leaderboard_with_another_schema_is_left_untouched(capsys, smoke_overrid
 
 
 def test_nan_loss(capsys, smoke_overrides, tmp_path):
-    err = failing(capsys, [*smoke_overrides, "trainer.lr=1e30", "trainer.clip_value=null", "trainer.warmup_steps=0"])
+    err = failing(
+        capsys,
+        [*smoke_overrides, "trainer.lr=1e30", "trainer.clip_value=null", "trainer.warmup_steps=0"],
+    )
     assert "loss became nan" in err and not (tmp_path / "leaderboard.csv").exists()
 
 
@@ -79,7 +86,12 @@ def test_batch_not_divisible_by_accumulation(capsys, smoke_overrides):
 
 @pytest.mark.slow
 def test_sigkill_at_a_random_step_then_rerun_matches_an_uninterrupted_run(tmp_path, cache_dir):
-    env = {**os.environ, "LRA_BENCH_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "LRA_BENCH_CACHE_DIR": str(cache_dir),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
 
     def command(name: str) -> list[str]:
         return [
@@ -87,9 +99,17 @@ def test_sigkill_at_a_random_step_then_rerun_matches_an_uninterrupted_run(tmp_pa
             "trainer.eval_every=10", f"paths.run_dir={tmp_path / name}", f"paths.leaderboard={tmp_path / name}.csv",
         ]  # fmt: skip
 
-    reference = subprocess.run(command("straight"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    reference = subprocess.run(
+        command("straight"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert reference.returncode == 0, reference.stderr[-2000:]
-    proc = subprocess.Popen(command("killed"), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command("killed"),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     kill_after = random.Random().randint(4, 30)  # a random step, long before the run's 200
     last = tmp_path / "killed" / "last.pt"
     deadline = time.monotonic() + 240
@@ -100,7 +120,9 @@ def test_sigkill_at_a_random_step_then_rerun_matches_an_uninterrupted_run(tmp_pa
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
     assert not (tmp_path / "killed.csv").exists()
-    rerun = subprocess.run(command("killed"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        command("killed"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"notice: taking over the stale lock in {tmp_path / 'killed'}" in rerun.stderr
     assert f"PID {proc.pid}," in rerun.stderr
@@ -112,7 +134,11 @@ def test_sigkill_at_a_random_step_then_rerun_matches_an_uninterrupted_run(tmp_pa
         return rows[0]
 
     a, b = row("straight"), row("killed")
-    assert (a["val_acc"], a["test_acc"], a["best_step"]) == (b["val_acc"], b["test_acc"], b["best_step"])
+    assert (a["val_acc"], a["test_acc"], a["best_step"]) == (
+        b["val_acc"],
+        b["test_acc"],
+        b["best_step"],
+    )
 
 
 # --- one run owns its run folder ----------------------------------------------------------------
@@ -122,7 +148,13 @@ HOLD_LOCK = "import sys; from pathlib import Path; from lra_bench.runlock import
 
 def lock_holder(run_dir, tmp_path) -> subprocess.Popen:
     """A process that takes ``run_dir``'s lock and keeps it until its stdin closes."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run_dir)],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -133,11 +165,18 @@ def test_run_folder_held_by_a_live_process(capsys, smoke_overrides, tmp_path):
     try:
         err = failing(capsys, smoke_overrides)
         assert [p.name for p in run_dir.iterdir()] == ["run.lock"]  # the refused run wrote nothing
-        assert f'"pid": {holder.pid}' in (run_dir / "run.lock").read_text()  # and left the holder's lock alone
+        assert (
+            f'"pid": {holder.pid}' in (run_dir / "run.lock").read_text()
+        )  # and left the holder's lock alone
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
-    assert str(run_dir) in err and f"PID {holder.pid}" in err and "paths.run_dir=" in err and "wait" in err
+    assert (
+        str(run_dir) in err
+        and f"PID {holder.pid}" in err
+        and "paths.run_dir=" in err
+        and "wait" in err
+    )
     assert not (run_dir / "run.lock").exists()  # released by its holder
     assert not (tmp_path / "leaderboard.csv").exists()
 
@@ -163,13 +202,20 @@ def test_two_identical_commands_at_once_train_once(tmp_path, cache_dir):
         sys.executable, "-m", "lra_bench", "trainer=smoke", "trainer.steps=40", f"paths.run_dir={tmp_path / 'run'}",
         f"paths.leaderboard={tmp_path / 'lb.csv'}", f"paths.cache_dir={cache_dir}",
     ]  # fmt: skip
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [(p.wait(timeout=600), *p.communicate()) for p in procs]
     trained = [o for o in outs if "training listops/" in o[1]]
     assert len(trained) == 1 and trained[0][0] == 0, outs
     (code, out, err) = next(o for o in outs if o is not trained[0])
     assert "Traceback" not in err and "training" not in out
-    assert (code == 2 and err.count("\n") == 1 and "is in use by another run" in err) or "run already complete" in out, (code, out, err)
+    assert (
+        code == 2 and err.count("\n") == 1 and "is in use by another run" in err
+    ) or "run already complete" in out, (code, out, err)
     with open(tmp_path / "lb.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 1
 
@@ -181,19 +227,30 @@ def test_changed_cache_file_is_rebuilt_with_a_notice(capsys, smoke_overrides, tm
     import pyarrow as pa
 
     overrides = [*smoke_overrides, f"paths.cache_dir={tmp_path / 'cache'}"]
-    assert main(compose_config([*overrides, "trainer.stop_at_step=1", f"paths.run_dir={tmp_path / 'first'}"])) == 0
+    assert (
+        main(
+            compose_config(
+                [*overrides, "trainer.stop_at_step=1", f"paths.run_dir={tmp_path / 'first'}"]
+            )
+        )
+        == 0
+    )
     (arrow,) = (tmp_path / "cache").glob("listops-*/train/data-*.arrow")
     with pa.ipc.open_stream(arrow) as reader:
         table = reader.read_all()
     ids = table.column("input_ids").combine_chunks()
-    bad = pa.ListArray.from_arrays(ids.offsets, pa.array([250] * len(ids.values), ids.values.type))  # out of the vocabulary
+    bad = pa.ListArray.from_arrays(
+        ids.offsets, pa.array([250] * len(ids.values), ids.values.type)
+    )  # out of the vocabulary
     table = table.set_column(table.column_names.index("input_ids"), "input_ids", bad)
     with pa.ipc.new_stream(arrow, table.schema) as writer:
         writer.write_table(table)
     capsys.readouterr()
     assert main(compose_config(overrides)) == 0
     notices = [line for line in capsys.readouterr().err.splitlines() if "notice" in line]
-    assert notices == [f"notice: rebuilding the data cache {arrow.parents[1]}: train split does not match the row count and token ranges recorded in key.json"]
+    assert notices == [
+        f"notice: rebuilding the data cache {arrow.parents[1]}: train split does not match the row count and token ranges recorded in key.json"
+    ]
 
 
 # --- Pathfinder release with unreadable files -----------------------------------------------------
@@ -209,32 +266,56 @@ def small_pathfinder_release(tmp_path, n: int = 29, zero_byte: tuple[int, ...] =
     return ["task=pathfinder", "data.source=release", f"data.root={tmp_path / 'release'}"]
 
 
-def test_training_on_a_release_with_a_zero_byte_png_warns_and_trains(capsys, smoke_overrides, tmp_path):
+def test_training_on_a_release_with_a_zero_byte_png_warns_and_trains(
+    capsys, smoke_overrides, tmp_path
+):
     release = small_pathfinder_release(tmp_path)
     overrides = [*smoke_overrides, f"paths.cache_dir={tmp_path / 'cache'}", *release]
     assert main(compose_config(overrides)) == 0
     err = capsys.readouterr().err
     (warning,) = [line for line in err.splitlines() if line.startswith("warning:")]
-    assert "skipped 1 of 29 images" in warning and "imgs/0/sample_3.png" in warning and "Traceback" not in err
+    assert (
+        "skipped 1 of 29 images" in warning
+        and "imgs/0/sample_3.png" in warning
+        and "Traceback" not in err
+    )
     with open(tmp_path / "leaderboard.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 1
 
 
 def test_data_command_on_a_release_with_unreadable_pngs(tmp_path):
     release = small_pathfinder_release(tmp_path, zero_byte=(3, 5, 7, 9))
+
     def cmd(release: list[str]) -> list[str]:
-        return [sys.executable, "-m", "lra_bench.data", *release, f"paths.cache_dir={tmp_path / 'cache'}", "trainer.progress=false"]
+        return [
+            sys.executable,
+            "-m",
+            "lra_bench.data",
+            *release,
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            "trainer.progress=false",
+        ]
 
     done = subprocess.run(cmd(release), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     (warning,) = done.stderr.splitlines()
-    assert warning.startswith("warning: skipped 4 of 29 images") and warning.endswith("sample_7.png, ...")
+    assert warning.startswith("warning: skipped 4 of 29 images") and warning.endswith(
+        "sample_7.png, ..."
+    )
     assert "pathfinder train: 21 examples" in done.stdout  # 25 usable: 80/10/10 -> 21/2/2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "release"]  # nothing written elsewhere
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cache",
+        "release",
+    ]  # nothing written elsewhere
     few_release = small_pathfinder_release(tmp_path / "few", n=11, zero_byte=(0, 1))
-    few = subprocess.run(cmd(few_release), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    few = subprocess.run(
+        cmd(few_release), cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert few.returncode == 2 and few.stderr.count("\n") == 2  # the warning and the error
-    assert few.stderr.splitlines()[1].startswith("error: ") and "holds 9 usable images, too few" in few.stderr
+    assert (
+        few.stderr.splitlines()[1].startswith("error: ")
+        and "holds 9 usable images, too few" in few.stderr
+    )
 
 
 # --- an aclImdb tree with an empty class folder ---------------------------------------------------
@@ -248,7 +329,16 @@ def test_aclimdb_tree_with_an_empty_class_folder(capsys, smoke_overrides, tmp_pa
     for f in (tree / "train" / label).iterdir():
         f.unlink()
     before = sorted(p.relative_to(tree) for p in tree.rglob("*"))
-    err = failing(capsys, [*smoke_overrides, "task=text", "data.source=local", f"data.root={tree}", f"paths.cache_dir={tmp_path / 'cache'}"])
+    err = failing(
+        capsys,
+        [
+            *smoke_overrides,
+            "task=text",
+            "data.source=local",
+            f"data.root={tree}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        ],
+    )
     assert f"empty folder {tree / 'train' / label}" in err and "one class only" in err
     assert sorted(p.relative_to(tree) for p in tree.rglob("*")) == before
     assert not (tmp_path / "leaderboard.csv").exists()
@@ -259,11 +349,21 @@ def test_aclimdb_tree_with_an_empty_class_folder(capsys, smoke_overrides, tmp_pa
 
 def test_path_values_keep_run_folders_one_level_deep(tmp_path, cache_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "lra_bench", "trainer=smoke", f"paths.cache_dir={cache_dir}", f"paths.leaderboard={tmp_path / 'lb.csv'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lra_bench",
+        "trainer=smoke",
+        f"paths.cache_dir={cache_dir}",
+        f"paths.leaderboard={tmp_path / 'lb.csv'}",
+    ]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     (run_dir,) = (tmp_path / "runs" / "listops" / "softmax" / "seed0").iterdir()
-    assert run_dir.name == f"paths.cache_dir={cache_dir.name}-{hashlib.sha1(str(cache_dir).encode()).hexdigest()[:8]},trainer=smoke"
+    assert (
+        run_dir.name
+        == f"paths.cache_dir={cache_dir.name}-{hashlib.sha1(str(cache_dir).encode()).hexdigest()[:8]},trainer=smoke"
+    )
     assert (run_dir / "results.json").is_file() and (run_dir / "lra_bench.log").is_file()
     assert not list(run_dir.glob("__main__*"))
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -271,7 +371,13 @@ def test_path_values_keep_run_folders_one_level_deep(tmp_path, cache_dir):
 
 
 def test_help_names_the_app(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "lra_bench", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "lra_bench", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and done.stdout.splitlines()[0] == "lra_bench is powered by Hydra."
     assert "__main__" not in done.stdout and not list(tmp_path.iterdir())
 
@@ -279,8 +385,13 @@ def test_help_names_the_app(tmp_path):
 def test_run_folder_name_shortens_only_path_values():
     from lra_bench.run_names import run_folder_name
 
-    name = run_folder_name(["trainer.lr=0.1", "data.root=/data/my lra/", "+x=1", "seed=3"], ["seed"])
-    assert name == f"data.root=my_lra-{hashlib.sha1(b'/data/my lra/').hexdigest()[:8]},trainer.lr=0.1,+x=1"
+    name = run_folder_name(
+        ["trainer.lr=0.1", "data.root=/data/my lra/", "+x=1", "seed=3"], ["seed"]
+    )
+    assert (
+        name
+        == f"data.root=my_lra-{hashlib.sha1(b'/data/my lra/').hexdigest()[:8]},trainer.lr=0.1,+x=1"
+    )
     assert "/" not in run_folder_name(["paths.cache_dir=/"], [])
 
 
@@ -289,8 +400,14 @@ def test_checkpoint_temporary_names_are_unique_per_process_and_call(tmp_path, mo
 
     seen = []
     real_save = torch.save
-    monkeypatch.setattr(torch, "save", lambda obj, path: (seen.append(Path(path).name), real_save(obj, path)))
+    monkeypatch.setattr(
+        torch, "save", lambda obj, path: (seen.append(Path(path).name), real_save(obj, path))
+    )
     for _ in range(2):
         checkpoint.save_atomic({"step": 1}, tmp_path / "last.pt")
-    assert len(set(seen)) == 2 and all(name.startswith(f".last.pt.tmp-{os.getpid()}-") for name in seen)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"] and checkpoint.load(tmp_path / "last.pt") == {"step": 1}
+    assert len(set(seen)) == 2 and all(
+        name.startswith(f".last.pt.tmp-{os.getpid()}-") for name in seen
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"] and checkpoint.load(
+        tmp_path / "last.pt"
+    ) == {"step": 1}

@@ -30,7 +30,15 @@ SMALL_SKY = "'skyformer:num_landmarks=16'"
 
 def bench_cfg(tmp_path: Path, *overrides: str):
     """The bench config at tiny, in-process settings writing under tmp_path."""
-    base = [f"out_dir={tmp_path}", "progress=false", "plot=false", "isolate=none", "threads=1", "repeats=1", "warmup=1"]
+    base = [
+        f"out_dir={tmp_path}",
+        "progress=false",
+        "plot=false",
+        "isolate=none",
+        "threads=1",
+        "repeats=1",
+        "warmup=1",
+    ]
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return compose("bench", overrides=[*base, *overrides])
 
@@ -47,7 +55,11 @@ def table_rows(text: str, label: str) -> int:
 
 def test_shorthand_turns_comma_lists_into_hydra_lists():
     argv = ["attn=softmax,softmax:impl=math", "n=64,128", "repeats=1"]
-    assert expand_shorthand(argv) == ["attns=['softmax','softmax:impl=math']", "n=[64,128]", "repeats=1"]
+    assert expand_shorthand(argv) == [
+        "attns=['softmax','softmax:impl=math']",
+        "n=[64,128]",
+        "repeats=1",
+    ]
     assert expand_shorthand(["attns=[a,b]", "n=[1]"]) == ["attns=[a,b]", "n=[1]"]
     assert expand_shorthand(["-m", "n=1,2"]) == ["-m", "n=1,2"]
 
@@ -56,46 +68,92 @@ def test_entries_resolve_to_labelled_configs():
     assert parse_entry("softmax:impl=math") == ("softmax", {"impl": "math"}, "softmax-math")
     assert parse_entry("skyformer:num_landmarks=64:label=sky64")[2] == "sky64"
     every = resolve("all", dropout=0.0)
-    assert [v.label for v in every] == ["softmax", "softmax-math", *(a for a in available() if a != "softmax")]
+    assert [v.label for v in every] == [
+        "softmax",
+        "softmax-math",
+        *(a for a in available() if a != "softmax"),
+    ]
     math_row = every[1]
-    assert math_row.name == "softmax" and math_row.config["impl"] == "math" and math_row.config["dropout"] == 0.0
+    assert (
+        math_row.name == "softmax"
+        and math_row.config["impl"] == "math"
+        and math_row.config["dropout"] == 0.0
+    )
 
 
 def test_attention_bench_rows_tables_and_ratios_from_one_run(tmp_path, capsys):
-    cfg = bench_cfg(tmp_path, f"attns=[softmax,'softmax:impl=math',{SMALL_SKY}]", "n=[64,128]", "plot=true")
+    cfg = bench_cfg(
+        tmp_path, f"attns=[softmax,'softmax:impl=math',{SMALL_SKY}]", "n=[64,128]", "plot=true"
+    )
     run(cfg)
     columns, rows = read_csv(tmp_path / "attention.csv")
     assert columns == ATTENTION_COLUMNS
     labels = ["softmax", "softmax-math", "skyformer-num_landmarks=16"]
-    assert sorted((r["label"], int(r["n"])) for r in rows) == sorted((lab, n) for lab in labels for n in (64, 128))
-    assert all(r["status"] == "ok" and float(r["fwd_ms"]) > 0 and float(r["fwdbwd_ms"]) > 0 for r in rows)
-    assert all(r["batch"] == "4" and r["heads"] == "2" and r["head_dim"] == "32" and r["dtype"] == "float32" for r in rows)
+    assert sorted((r["label"], int(r["n"])) for r in rows) == sorted(
+        (lab, n) for lab in labels for n in (64, 128)
+    )
+    assert all(
+        r["status"] == "ok" and float(r["fwd_ms"]) > 0 and float(r["fwdbwd_ms"]) > 0 for r in rows
+    )
+    assert all(
+        r["batch"] == "4"
+        and r["heads"] == "2"
+        and r["head_dim"] == "32"
+        and r["dtype"] == "float32"
+        for r in rows
+    )
     assert {r["attn"] for r in rows if r["label"] == "softmax-math"} == {"softmax"}
     for r in rows:
         base = next(b for b in rows if b["label"] == "softmax" and b["n"] == r["n"])
-        assert float(r["fwdbwd_ratio"]) == pytest.approx(float(r["fwdbwd_ms"]) / float(base["fwdbwd_ms"]), rel=1e-3, abs=1e-3)
-        assert float(r["fwd_ratio"]) == pytest.approx(float(r["fwd_ms"]) / float(base["fwd_ms"]), rel=1e-3, abs=1e-3)
-        assert float(r["saved_ratio"]) == pytest.approx(float(r["saved_mb"]) / float(base["saved_mb"]), rel=1e-3, abs=1e-3)
-        assert float(r["tensor_mem_ratio"]) == pytest.approx(float(r["tensor_mem_mb"]) / float(base["tensor_mem_mb"]), rel=1e-3, abs=1e-3)
-        if r["label"] == "softmax-math":  # exactly q, k, v and the n x n weights (batch 4, 2 heads, d 32, fp32)
+        assert float(r["fwdbwd_ratio"]) == pytest.approx(
+            float(r["fwdbwd_ms"]) / float(base["fwdbwd_ms"]), rel=1e-3, abs=1e-3
+        )
+        assert float(r["fwd_ratio"]) == pytest.approx(
+            float(r["fwd_ms"]) / float(base["fwd_ms"]), rel=1e-3, abs=1e-3
+        )
+        assert float(r["saved_ratio"]) == pytest.approx(
+            float(r["saved_mb"]) / float(base["saved_mb"]), rel=1e-3, abs=1e-3
+        )
+        assert float(r["tensor_mem_ratio"]) == pytest.approx(
+            float(r["tensor_mem_mb"]) / float(base["tensor_mem_mb"]), rel=1e-3, abs=1e-3
+        )
+        if (
+            r["label"] == "softmax-math"
+        ):  # exactly q, k, v and the n x n weights (batch 4, 2 heads, d 32, fp32)
             n = int(r["n"])
             weights_mb = 8 * n * n * 4 / 2**20
-            assert float(r["saved_mb"]) == pytest.approx((3 * 8 * n * 32 + 8 * n * n) * 4 / 2**20, abs=1e-4)
+            assert float(r["saved_mb"]) == pytest.approx(
+                (3 * 8 * n * 32 + 8 * n * n) * 4 / 2**20, abs=1e-4
+            )
             # the scores, the weights and their gradient are alive together at some point
             assert 2 * weights_mb <= float(r["tensor_mem_mb"]) <= 6 * weights_mb + 1
     out = capsys.readouterr().out
     for label in labels:
-        assert table_rows(out, label) == 4  # forward+backward, forward, saved for backward, tensor memory
+        assert (
+            table_rows(out, label) == 4
+        )  # forward+backward, forward, saved for backward, tensor memory
     assert (tmp_path / "attention.md").exists()
     assert (tmp_path / "attention.png").stat().st_size > 0
 
 
 def test_failed_cases_are_recorded_and_longer_lengths_skipped(tmp_path, capsys):
-    cfg = bench_cfg(tmp_path, "attns=[softmax,'skyformer:num_landmarks=200']", "n=[128,256]", "case_timeout_s=0.000001")
+    cfg = bench_cfg(
+        tmp_path,
+        "attns=[softmax,'skyformer:num_landmarks=200']",
+        "n=[128,256]",
+        "case_timeout_s=0.000001",
+    )
     run(cfg)
-    status = {(r["label"], int(r["n"])): r["status"] for r in read_csv(tmp_path / "attention.csv")[1]}
+    status = {
+        (r["label"], int(r["n"])): r["status"] for r in read_csv(tmp_path / "attention.csv")[1]
+    }
     label = "skyformer-num_landmarks=200"
-    assert status == {("softmax", 128): "timeout", (label, 128): "invalid", ("softmax", 256): "skipped", (label, 256): "timeout"}
+    assert status == {
+        ("softmax", 128): "timeout",
+        (label, 128): "invalid",
+        ("softmax", 256): "skipped",
+        (label, 256): "timeout",
+    }
     out = capsys.readouterr().out
     assert "| softmax | timeout | skipped |" in out
 
@@ -104,9 +162,15 @@ def test_unknown_attention_is_one_line_listing_the_choices(tmp_path):
     with pytest.raises(BenchError) as err:
         run(bench_cfg(tmp_path, "attns=[softmax,nope]", "n=[64]"))
     message = str(err.value)
-    assert "\n" not in message and "nope" in message and all(name in message for name in available())
+    assert (
+        "\n" not in message and "nope" in message and all(name in message for name in available())
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "lra_bench.bench", "attn=softmax,nope", "n=64"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "lra_bench.bench", "attn=softmax,nope", "n=64"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -116,13 +180,26 @@ def test_unknown_attention_is_one_line_listing_the_choices(tmp_path):
 
 @pytest.mark.parametrize("task", ["listops", "retrieval"])
 def test_train_step_mode_times_the_task_model(task, tmp_path, capsys):
-    cfg = bench_cfg(tmp_path, "mode=train_step", f"task={task}", f"attns=[softmax,{SMALL_SKY}]", "train.seq_len=64", "train.batch_size=2")
+    cfg = bench_cfg(
+        tmp_path,
+        "mode=train_step",
+        f"task={task}",
+        f"attns=[softmax,{SMALL_SKY}]",
+        "train.seq_len=64",
+        "train.batch_size=2",
+    )
     run(cfg)
     columns, rows = read_csv(tmp_path / f"train_step_{task}.csv")
     assert columns == TRAIN_STEP_COLUMNS
     assert [r["label"] for r in rows] == ["softmax", "skyformer-num_landmarks=16"]
-    assert all(r["status"] == "ok" and r["task"] == task and r["n"] == "64" and r["batch"] == "2" for r in rows)
-    assert all(float(r["steps_per_s"]) > 0 and int(r["params"]) > 0 and float(r["saved_mb"]) > 0 for r in rows)
+    assert all(
+        r["status"] == "ok" and r["task"] == task and r["n"] == "64" and r["batch"] == "2"
+        for r in rows
+    )
+    assert all(
+        float(r["steps_per_s"]) > 0 and int(r["params"]) > 0 and float(r["saved_mb"]) > 0
+        for r in rows
+    )
     assert all(float(r["tensor_mem_mb"]) > 0 for r in rows)
     assert float(rows[0]["step_ratio"]) == 1.0 and float(rows[0]["tensor_mem_ratio"]) == 1.0
     out = capsys.readouterr().out
@@ -138,11 +215,17 @@ def test_train_step_mode_times_the_training_loops_own_step(tmp_path, monkeypatch
     original = step.train_step
 
     def spy(state, batches, micro_batches=1):
-        seen.append((state.clip_value, state.optimizer.defaults["eps"], type(state.scheduler).__name__))
+        seen.append(
+            (state.clip_value, state.optimizer.defaults["eps"], type(state.scheduler).__name__)
+        )
         return original(state, batches, micro_batches)
 
     monkeypatch.setattr(step, "train_step", spy)
-    run(bench_cfg(tmp_path, "mode=train_step", "attns=[softmax]", "train.seq_len=32", "train.batch_size=2"))
+    run(
+        bench_cfg(
+            tmp_path, "mode=train_step", "attns=[softmax]", "train.seq_len=32", "train.batch_size=2"
+        )
+    )
     assert seen and set(seen) == {(TrainerConfig.clip_value, TrainerConfig.eps, "OneCycleLR")}
 
 
@@ -171,7 +254,9 @@ def test_cpu_tensor_peak_counts_the_tensors_alive_at_once():
     cpu = torch.device("cpu")
     assert tensor_peak_mb(two_at_once, cpu, math.nan) == 12.0
     assert tensor_peak_mb(one_at_a_time, cpu, math.nan) == 8.0
-    assert tensor_peak_mb(two_at_once, torch.device("cuda"), 5.0) == 5.0  # on a GPU: the allocator's own peak
+    assert (
+        tensor_peak_mb(two_at_once, torch.device("cuda"), 5.0) == 5.0
+    )  # on a GPU: the allocator's own peak
     assert held.numel() == 2**20
 
 
@@ -180,24 +265,32 @@ def test_the_tensor_memory_run_is_skipped_when_it_would_not_fit_the_time_limit()
         time.sleep(0.2)
 
     cpu, now = torch.device("cpu"), time.monotonic()
-    tight = measure(slow, cpu, warmup=0, repeats=3, stop_by=now + 0.5, deadline=now + 0.5, tensors=True)
+    tight = measure(
+        slow, cpu, warmup=0, repeats=3, stop_by=now + 0.5, deadline=now + 0.5, tensors=True
+    )
     assert math.isnan(tight.tensor_mb) and tight.runs == 1
     now = time.monotonic()
-    roomy = measure(slow, cpu, warmup=0, repeats=1, stop_by=now + 30, deadline=now + 30, tensors=True)
+    roomy = measure(
+        slow, cpu, warmup=0, repeats=1, stop_by=now + 30, deadline=now + 30, tensors=True
+    )
     assert roomy.tensor_mb == 0.0 and roomy.runs == 1  # sleeping allocates no tensor
 
 
 def test_saved_for_backward_counts_each_storage_once():
     x = torch.ones(2**18, requires_grad=True)  # 1 MB
     assert saved_for_backward_mb(lambda: x * x) == 1.0  # x saved twice, one storage
-    assert saved_for_backward_mb(lambda: x.exp() * x) == 2.0  # exp keeps its output, mul both operands
+    assert (
+        saved_for_backward_mb(lambda: x.exp() * x) == 2.0
+    )  # exp keeps its output, mul both operands
     assert saved_for_backward_mb(lambda: (x * 2).sum()) == 0.0  # a scalar product keeps nothing
     with torch.no_grad():
         assert saved_for_backward_mb(lambda: x.exp()) == 0.0
 
 
 def case(attn: dict, n: int, **kw) -> AttentionCase:
-    return AttentionCase("x", attn, n, batch=4, heads=2, head_dim=32, device="cpu", warmup=0, repeats=1, **kw)
+    return AttentionCase(
+        "x", attn, n, batch=4, heads=2, head_dim=32, device="cpu", warmup=0, repeats=1, **kw
+    )
 
 
 @pytest.mark.slow
@@ -205,7 +298,9 @@ def test_worker_records_oom_and_timeouts_and_replaces_a_killed_process():
     math = {"name": "softmax", "dropout": 0.0, "impl": "math"}
     worker = Worker(threads=1, grace_s=10)
     try:
-        assert worker.run(case(math, 2048, mem_limit_mb=64))["status"] == "oom"  # n x n scores: 128 MB
+        assert (
+            worker.run(case(math, 2048, mem_limit_mb=64))["status"] == "oom"
+        )  # n x n scores: 128 MB
         pid = worker.proc.pid
         slow = worker.run(case({"name": "skyformer", "num_landmarks": 16}, 256, time_limit_s=1e-6))
         assert slow["status"] == "timeout" and worker.proc.pid == pid  # checked between runs
@@ -231,7 +326,9 @@ def test_gpu_bench_script_runs_on_cpu_and_writes_csvs(tmp_path):
         rows = read_csv(out / name)[1]
         assert [r["label"] for r in rows] == ["softmax", "skyformer", "skyformer-reference"]
         assert all(r["status"] == "ok" and float(r["saved_mb"]) > 0 for r in rows)
-    assert [p.name for p in tmp_path.iterdir()] == ["bench"]  # nothing else written in the working folder
+    assert [p.name for p in tmp_path.iterdir()] == [
+        "bench"
+    ]  # nothing else written in the working folder
 
 
 @pytest.mark.parametrize("bucket", [False, True])
@@ -241,13 +338,20 @@ def test_data_mode_times_the_runs_loader_alone(bucket, tmp_path, cache_dir, caps
     run_overrides = [
         "trainer=smoke", f"paths.cache_dir={cache_dir}", "data.gen_workers=1", f"data.bucket={str(bucket).lower()}",
     ]  # fmt: skip
-    args = expand_shorthand(["mode=data", "task=listops", "batches=5", *[f"run.{o}" for o in run_overrides]])
+    args = expand_shorthand(
+        ["mode=data", "task=listops", "batches=5", *[f"run.{o}" for o in run_overrides]]
+    )
     assert args[-1].startswith("run=['trainer=smoke',")
     run(bench_cfg(tmp_path, *args))
     columns, rows = read_csv(tmp_path / "data_listops.csv")
     assert columns == DATA_COLUMNS and len(rows) == 1
     row = rows[0]
-    assert row["status"] == "ok" and row["bucket"] == str(bucket) and row["workers"] == "0" and row["repeats"] == "5"
+    assert (
+        row["status"] == "ok"
+        and row["bucket"] == str(bucket)
+        and row["workers"] == "0"
+        and row["repeats"] == "5"
+    )
     assert float(row["ms_per_batch"]) > 0 and float(row["batches_per_s"]) > 0
     assert 0 < float(row["real_fraction"]) <= 1
     assert table_rows(capsys.readouterr().out, "listops") == 1
@@ -262,8 +366,12 @@ def test_sticky_cuda_errors_are_told_from_others():
     from bench_fakes import STICKY
     from lra_bench.benchmarking.worker import is_sticky
 
-    assert is_sticky(RuntimeError(STICKY)) and is_sticky(RuntimeError("an illegal memory access was encountered"))
-    assert not is_sticky(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")) and not is_sticky(ValueError("bad shape"))
+    assert is_sticky(RuntimeError(STICKY)) and is_sticky(
+        RuntimeError("an illegal memory access was encountered")
+    )
+    assert not is_sticky(
+        RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    ) and not is_sticky(ValueError("bad shape"))
 
 
 @pytest.mark.slow
@@ -274,10 +382,18 @@ def test_a_sticky_cuda_error_gets_the_next_case_a_fresh_worker():
     worker = Worker(threads=1, run=breaking_run)
     try:
         first = worker.run(case(softmax, 64))
-        broken = worker.run(AttentionCase("assert", softmax, 64, batch=1, heads=1, head_dim=8, device="cpu"))
-        assert broken["status"] == "error" and "device-side assert" in broken["error"] and "restart" not in broken
+        broken = worker.run(
+            AttentionCase("assert", softmax, 64, batch=1, heads=1, head_dim=8, device="cpu")
+        )
+        assert (
+            broken["status"] == "error"
+            and "device-side assert" in broken["error"]
+            and "restart" not in broken
+        )
         after = worker.run(case(softmax, 64))
-        assert after["status"] == "ok" and after["pid"] != first["pid"]  # a fresh process, not the broken one
+        assert (
+            after["status"] == "ok" and after["pid"] != first["pid"]
+        )  # a fresh process, not the broken one
     finally:
         worker.close()
 
@@ -288,10 +404,16 @@ def test_a_bench_stopped_by_sigterm_still_writes_its_table_and_plot(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "lra_bench.bench", "attn=softmax,linear", "n=32,64,128,256,512,1024,2048,4096", "repeats=50",
            "isolate=none", "threads=1", "progress=false", f"out_dir={out}"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 240
-        while not (out / "attention.csv").exists() and time.monotonic() < deadline and proc.poll() is None:
+        while (
+            not (out / "attention.csv").exists()
+            and time.monotonic() < deadline
+            and proc.poll() is None
+        ):
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=120)

@@ -107,7 +107,10 @@ def test_two_processes_preparing_at_once_both_succeed(tmp_path: Path):
 
 def test_changed_values_inside_an_arrow_file_are_noticed_and_rebuilt(tmp_path: Path, capsys):
     marker = 7_777_777  # a value whose 4 bytes (int32 tokens) occur once in the file
-    splits = {s: datasets.Dataset.from_dict({"input_ids": [[1, marker], [3]], "label": [0, 1]}) for s in SPLITS}
+    splits = {
+        s: datasets.Dataset.from_dict({"input_ids": [[1, marker], [3]], "label": [0, 1]})
+        for s in SPLITS
+    }
     cached_splits(tmp_path, "demo", KEY, lambda: splits)
     entry = cache_path(tmp_path, "demo", KEY)
     (arrow,) = (entry / "train").glob("data-*.arrow")
@@ -119,7 +122,9 @@ def test_changed_values_inside_an_arrow_file_are_noticed_and_rebuilt(tmp_path: P
     rebuilt = cached_splits(tmp_path, "demo", KEY, build)
     assert build.calls == 1 and rebuilt["train"]["input_ids"] == [[1, 2], [3], [4, 5, 6]]
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"notice: rebuilding the data cache {entry}: train split")
+    assert err.count("\n") == 1 and err.startswith(
+        f"notice: rebuilding the data cache {entry}: train split"
+    )
 
 
 def test_no_lock_files_are_left_behind(tmp_path: Path):

@@ -36,8 +36,12 @@ def test_each_attention_composes_to_exactly_its_dataclass_defaults(attn):
 
 
 def test_attention_options_come_from_the_registry_alone():
-    assert not (conf_dir() / "attn").exists()  # a variant is one module: no YAML restating its defaults
-    assert {f.name for f in dataclasses.fields(REGISTRY["skyformer"].config)} == set(compose_config(["attn=skyformer"]).attn)
+    assert not (
+        conf_dir() / "attn"
+    ).exists()  # a variant is one module: no YAML restating its defaults
+    assert {f.name for f in dataclasses.fields(REGISTRY["skyformer"].config)} == set(
+        compose_config(["attn=skyformer"]).attn
+    )
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -52,9 +56,21 @@ def test_every_task_attention_pair_composes_and_validates(task, attn):
 def test_task_protocol_matches_the_paper(task):
     cfg = compose_config([f"task={task}"])
     t = cfg.trainer
-    assert (cfg.task.max_len, cfg.task.num_classes, t.batch_size, t.lr, t.warmup_steps, t.eval_every) == PROTOCOL[task]
+    assert (
+        cfg.task.max_len,
+        cfg.task.num_classes,
+        t.batch_size,
+        t.lr,
+        t.warmup_steps,
+        t.eval_every,
+    ) == PROTOCOL[task]
     assert t.steps == 50_000
-    assert (cfg.model.dim, cfg.model.ffn_dim, cfg.model.num_layers, cfg.model.num_heads) == (64, 128, 2, 2)
+    assert (cfg.model.dim, cfg.model.ffn_dim, cfg.model.num_layers, cfg.model.num_heads) == (
+        64,
+        128,
+        2,
+        2,
+    )
 
 
 @pytest.mark.parametrize(
@@ -102,7 +118,9 @@ def test_unknown_attention_message_lists_the_choices():
 
 
 def test_unknown_attention_setting_names_the_key():
-    with pytest.raises(ConfigError, match="attn.bogus"):  # added with +: composes, then validation refuses it
+    with pytest.raises(
+        ConfigError, match="attn.bogus"
+    ):  # added with +: composes, then validation refuses it
         validate(compose_config(["attn=skyformer", "+attn.bogus=3"]))
 
 
@@ -122,7 +140,10 @@ def test_attention_name_must_match_the_chosen_variant():
         (["task=pathx", "task.max_len=1024"], "task.max_len"),
         (["task=pathfinder", "data.train_size=8"], "data.val_size"),
         (["task=listops", "data.size=2"], "data.size"),
-        (["task=listops", "data.max_length=300"], "data.max_length"),  # the default min_length is 500
+        (
+            ["task=listops", "data.max_length=300"],
+            "data.max_length",
+        ),  # the default min_length is 500
         (["task=text", "data.dev_split=sometimes"], "data.dev_split"),
         (["task=text", "data.heldout_fraction=1.0"], "data.heldout_fraction"),
         (["task=pathfinder", "data.difficulty=extreme"], "data.difficulty"),
@@ -146,13 +167,18 @@ def test_every_offered_source_validates(task):
 def test_batch_must_divide_by_ranks_times_accumulation():
     cfg = compose_config(["trainer.batch_size=32", "trainer.grad_accum=2"])
     validate(cfg, world_size=4)
-    with pytest.raises(ConfigError, match=r"trainer.batch_size=32: must be divisible by ranks x trainer.grad_accum \(3 x 2\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"trainer.batch_size=32: must be divisible by ranks x trainer.grad_accum \(3 x 2\)",
+    ):
         validate(cfg, world_size=3)
 
 
 def test_config_hash_ignores_paths_and_progress_but_not_protocol():
     base = compose_config([])
-    assert config_hash(base) == config_hash(compose_config(["trainer.progress=false", "paths.runs_dir=elsewhere"]))
+    assert config_hash(base) == config_hash(
+        compose_config(["trainer.progress=false", "paths.runs_dir=elsewhere"])
+    )
     assert config_hash(base) != config_hash(compose_config(["trainer.lr=0.001"]))
     assert config_hash(base) != config_hash(compose_config(["seed=1"]))
 
@@ -178,7 +204,9 @@ def cli(tmp_path, monkeypatch, capsys):
     from lra_bench.precheck import run_app
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # run_app sets it; monkeypatch restores it afterwards
+    monkeypatch.setenv(
+        "HYDRA_FULL_ERROR", "0"
+    )  # run_app sets it; monkeypatch restores it afterwards
 
     def call(argv: list[str]) -> tuple[int, str]:
         monkeypatch.setattr("sys.argv", ["lra_bench", *argv])
@@ -220,7 +248,9 @@ def test_cli_checks_the_batch_against_torchrun_ranks(cli, monkeypatch):
 
 def test_help_lists_every_attention_as_a_choice(cli):
     status, _, out = cli(["--help"])
-    assert status == 0 and f"attn: {', '.join(sorted([*available(), 'custom']))}" in out  # custom: attn.target=module:Class
+    assert (
+        status == 0 and f"attn: {', '.join(sorted([*available(), 'custom']))}" in out
+    )  # custom: attn.target=module:Class
 
 
 def test_cli_bad_value_prints_one_line_and_creates_nothing(tmp_path):
@@ -228,7 +258,11 @@ def test_cli_bad_value_prints_one_line_and_creates_nothing(tmp_path):
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "lra_bench", "seed=abc"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "lra_bench", "seed=abc"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "seed" in done.stderr and "Traceback" not in done.stderr
@@ -238,6 +272,11 @@ def test_cli_bad_value_prints_one_line_and_creates_nothing(tmp_path):
 def test_experiment_presets_adjust_only_their_attention():
     sky = compose_config(["attn=skyformer", "experiment=cpu_demo"])
     assert sky.attn.num_landmarks == 32 and sky.task.max_len == 256
-    assert compose_config(["attn=skyformer", "experiment=cpu_demo", "attn.num_landmarks=64"]).attn.num_landmarks == 64
+    assert (
+        compose_config(
+            ["attn=skyformer", "experiment=cpu_demo", "attn.num_landmarks=64"]
+        ).attn.num_landmarks
+        == 64
+    )
     assert compose_config(["attn=skyformer"]).attn.num_landmarks == 128
     validate(compose_config(["attn=softmax", "experiment=cpu_demo"]))

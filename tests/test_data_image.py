@@ -43,12 +43,17 @@ def tokens(ds: datasets.Dataset) -> np.ndarray:
 
 
 def test_grayscale_matches_lra_rule():
-    pixels = np.array([[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255], [100, 150, 200]], dtype=np.uint8)
+    pixels = np.array(
+        [[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255], [100, 150, 200]],
+        dtype=np.uint8,
+    )
     # green: 0.587 * 255 = 149.69 would round to 150, but TF's x/255 * 255.5 then truncation gives 149
     assert image.grayscale(pixels).tolist() == [0, 255, 76, 149, 29, 141]
     rgb = np.random.default_rng(0).integers(0, 256, size=(20000, 3), dtype=np.uint8)
     want, exact = reference_gray(rgb)
-    clear = np.abs(exact - np.round(exact)) > 1e-4  # float32 may differ only at exact integer boundaries
+    clear = (
+        np.abs(exact - np.round(exact)) > 1e-4
+    )  # float32 may differ only at exact integer boundaries
     assert (image.grayscale(rgb)[clear] == want[clear]).all()
 
 
@@ -56,7 +61,11 @@ def test_pickled_batches_give_gray_row_major_tokens_and_lra_splits(cifar, tmp_pa
     folder, data = cifar
     splits = image.prepare(data_settings(compose("image", folder, tmp_path / "cache")))
     n_train = 5 * PER_BATCH
-    assert (len(splits["train"]), len(splits["val"]), len(splits["test"])) == (n_train - 3, 3, N_TEST)
+    assert (len(splits["train"]), len(splits["val"]), len(splits["test"])) == (
+        n_train - 3,
+        3,
+        N_TEST,
+    )
     train_rgb, train_y = data["train"]
     want, _ = reference_gray(train_rgb.reshape(n_train, 1024, 3))
     got = np.concatenate([tokens(splits["train"]), tokens(splits["val"])])
@@ -65,7 +74,9 @@ def test_pickled_batches_give_gray_row_major_tokens_and_lra_splits(cifar, tmp_pa
     assert (tokens(splits["val"]) == got[-3:]).all()  # dev = the last 10% of train
     assert list(splits["train"]["label"]) + list(splits["val"]["label"]) == train_y.tolist()
     assert list(splits["test"]["label"]) == data["test"][1].tolist()
-    assert (got[:, : 4 * 32] == 0).all() and (got[:, -2 * 32 :] == 255).all()  # row-major: top rows black
+    assert (got[:, : 4 * 32] == 0).all() and (
+        got[:, -2 * 32 :] == 255
+    ).all()  # row-major: top rows black
 
 
 def test_a_single_pixel_lands_at_row_times_32_plus_column(tmp_path):
@@ -74,9 +85,13 @@ def test_a_single_pixel_lands_at_row_times_32_plus_column(tmp_path):
     rgb = np.zeros((1, 32, 32, 3), dtype=np.uint8)
     rgb[0, 2, 5] = (0, 255, 0)
     for i in range(1, 6):
-        (folder / f"data_batch_{i}").write_bytes(cifar_batch(to_planes(rgb), [3], f"training batch {i} of 5"))
+        (folder / f"data_batch_{i}").write_bytes(
+            cifar_batch(to_planes(rgb), [3], f"training batch {i} of 5")
+        )
     (folder / "test_batch").write_bytes(cifar_batch(to_planes(rgb), [4], "testing batch 1 of 1"))
-    ids = image.prepare(data_settings(compose("image", folder, tmp_path / "cache")))["test"][0]["input_ids"]
+    ids = image.prepare(data_settings(compose("image", folder, tmp_path / "cache")))["test"][0][
+        "input_ids"
+    ]
     assert len(ids) == 1024 and ids[2 * 32 + 5] == 149 and sum(ids) == 149
 
 
@@ -102,8 +117,12 @@ def test_malicious_pickle_is_refused(cifar, tmp_path):
 
 def test_wrong_batch_contents_are_named(cifar, tmp_path):
     folder, _ = cifar
-    (folder / "test_batch").write_bytes(cifar_batch(np.zeros((2, 1024), np.uint8), [0, 1], "testing batch 1 of 1"))
-    with pytest.raises(DataError, match=r"test_batch: expected a dict with b'data' = uint8 array \[N, 3072\]"):
+    (folder / "test_batch").write_bytes(
+        cifar_batch(np.zeros((2, 1024), np.uint8), [0, 1], "testing batch 1 of 1")
+    )
+    with pytest.raises(
+        DataError, match=r"test_batch: expected a dict with b'data' = uint8 array \[N, 3072\]"
+    ):
         image.prepare(data_settings(compose("image", folder, tmp_path / "cache")))
     (folder / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(DataError, match="test_batch: not a CIFAR-10 python batch"):
@@ -114,7 +133,17 @@ def test_hub_parquet_shards_match_the_pickles(cifar, tmp_path):
     folder, data = cifar
     from_pickles = image.prepare(data_settings(compose("image", folder, tmp_path / "c1")))
     shards = write_cifar_parquet(tmp_path / "hub" / "cifar10", data)
-    from_shards = image.prepare(data_settings(compose("image", None, tmp_path / "c2", f"paths.data_dir={tmp_path / 'hub'}", "data.source=local")))
+    from_shards = image.prepare(
+        data_settings(
+            compose(
+                "image",
+                None,
+                tmp_path / "c2",
+                f"paths.data_dir={tmp_path / 'hub'}",
+                "data.source=local",
+            )
+        )
+    )
     assert shards.is_dir()
     for split in ("train", "val", "test"):
         assert list(from_shards[split]["input_ids"]) == list(from_pickles[split]["input_ids"])
@@ -123,18 +152,25 @@ def test_hub_parquet_shards_match_the_pickles(cifar, tmp_path):
 
 def test_hub_dataset_is_read_like_the_files(cifar, tmp_path, monkeypatch):
     folder, data = cifar
-    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)})
+    features = datasets.Features(
+        {"img": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)}
+    )
     hub = datasets.DatasetDict(
         {
             split: datasets.Dataset.from_dict(
-                {"img": [{"bytes": png_bytes(x), "path": None} for x in rgb], "label": y.tolist()}, features=features
+                {"img": [{"bytes": png_bytes(x), "path": None} for x in rgb], "label": y.tolist()},
+                features=features,
             )
             for split, (rgb, y) in data.items()
         }
     )
     monkeypatch.setattr(sources, "hub_reachable", lambda timeout=3.0: True)
-    monkeypatch.setattr(datasets, "load_dataset", lambda name, *a, **k: hub if name == "uoft-cs/cifar10" else None)
-    from_hub = image.prepare(data_settings(compose("image", None, tmp_path / "c1", "data.source=hub")))
+    monkeypatch.setattr(
+        datasets, "load_dataset", lambda name, *a, **k: hub if name == "uoft-cs/cifar10" else None
+    )
+    from_hub = image.prepare(
+        data_settings(compose("image", None, tmp_path / "c1", "data.source=hub"))
+    )
     from_pickles = image.prepare(data_settings(compose("image", folder, tmp_path / "c2")))
     for split in ("train", "val", "test"):
         assert list(from_hub[split]["input_ids"]) == list(from_pickles[split]["input_ids"])
@@ -142,9 +178,23 @@ def test_hub_dataset_is_read_like_the_files(cifar, tmp_path, monkeypatch):
 
 def test_missing_and_incomplete_sources(cifar, tmp_path):
     with pytest.raises(DataError) as err:
-        image.prepare(data_settings(compose("image", None, tmp_path / "cache", f"paths.data_dir={tmp_path / 'none'}", "data.source=local")))
+        image.prepare(
+            data_settings(
+                compose(
+                    "image",
+                    None,
+                    tmp_path / "cache",
+                    f"paths.data_dir={tmp_path / 'none'}",
+                    "data.source=local",
+                )
+            )
+        )
     msg = str(err.value)
-    assert "\n" not in msg and "CIFAR-10 not found" in msg and str(tmp_path / "none" / "cifar-10-batches-py") in msg
+    assert (
+        "\n" not in msg
+        and "CIFAR-10 not found" in msg
+        and str(tmp_path / "none" / "cifar-10-batches-py") in msg
+    )
     assert "cifar-10-python.tar.gz" in msg and "data.root" in msg
     folder, _ = cifar
     (folder / "data_batch_4").unlink()
@@ -166,7 +216,9 @@ def test_smoke_training_run(cifar, tmp_path, monkeypatch):
     cfg = compose("image", folder, tmp_path / "cache", *smoke_overrides(tmp_path))
     assert len(load_splits(cfg)["train"]) == 5 * PER_BATCH - 3
     result = smoke_run(cfg)
-    assert result["status"] == "complete" and result["task"] == "image" and result["max_len"] == 1024
+    assert (
+        result["status"] == "complete" and result["task"] == "image" and result["max_len"] == 1024
+    )
 
 
 @pytest.mark.parametrize("protocol", [0, 1, 2, 4])
@@ -178,7 +230,11 @@ def test_batches_repickled_by_python3_are_read(cifar, tmp_path, protocol, key):
     original = load_batch(folder / "data_batch_2")
     labels_key = b"labels" if isinstance(key, bytes) else "labels"
     repickled = tmp_path / "data_batch_2"
-    repickled.write_bytes(pickle.dumps({key: original[0], labels_key: [int(v) for v in original[1]]}, protocol=protocol))
+    repickled.write_bytes(
+        pickle.dumps(
+            {key: original[0], labels_key: [int(v) for v in original[1]]}, protocol=protocol
+        )
+    )
     if protocol <= 2:
         assert b"_codecs" in repickled.read_bytes()  # the array bytes go through _codecs.encode
     pixels, labels = load_batch(repickled)

@@ -29,7 +29,10 @@ def release(tmp_path):
 
 
 def expected(split: str, limit: int = 4000) -> list[tuple[list[int], list[int], int]]:
-    return [(byte_ids(t1[:10_000])[:limit], byte_ids(t2[:10_000])[:limit], int(float(y))) for y, _, _, t1, t2 in aan_rows()[split]]
+    return [
+        (byte_ids(t1[:10_000])[:limit], byte_ids(t2[:10_000])[:limit], int(float(y)))
+        for y, _, _, t1, t2 in aan_rows()[split]
+    ]
 
 
 def rows_of(ds) -> list[tuple[list[int], list[int], int]]:
@@ -41,7 +44,10 @@ def test_reads_pairs_with_float_labels_and_eval_as_dev(release, tmp_path):
     for split in ("train", "val", "test"):
         assert rows_of(splits[split]) == expected(split)
     assert splits["train"]["label"][:2] == [1, 0]  # "1.0" and "0.0"
-    assert len(splits["train"][0]["input_ids_1"]) == 4000 and len(splits["train"][1]["input_ids_2"]) == 4000
+    assert (
+        len(splits["train"][0]["input_ids_1"]) == 4000
+        and len(splits["train"][1]["input_ids_2"]) == 4000
+    )
     assert set(splits["train"].column_names) == {"input_ids_1", "input_ids_2", "label"}
 
 
@@ -58,7 +64,11 @@ def test_first_10000_bytes_then_max_bytes(release, tmp_path):
 
 @pytest.mark.parametrize("where", ["outer", "inner", "tsv_data", "data_dir"])
 def test_root_may_point_at_any_level_of_the_release(release, tmp_path, where):
-    roots = {"outer": release, "inner": release / "lra_release", "tsv_data": release / "lra_release" / "tsv_data"}
+    roots = {
+        "outer": release,
+        "inner": release / "lra_release",
+        "tsv_data": release / "lra_release" / "tsv_data",
+    }
     if where == "data_dir":
         cfg = compose("retrieval", None, tmp_path / "cache", f"paths.data_dir={tmp_path}")
     else:
@@ -74,7 +84,11 @@ def test_malformed_lines_name_file_and_line(tmp_path):
     with pytest.raises(DataError) as err:
         retrieval.prepare(data_settings(compose("retrieval", folder, tmp_path / "cache")))
     msg = str(err.value)
-    assert "\n" not in msg and "new_aan_pairs.eval.tsv:2: expected 5 tab-separated fields" in msg and "found 4" in msg
+    assert (
+        "\n" not in msg
+        and "new_aan_pairs.eval.tsv:2: expected 5 tab-separated fields" in msg
+        and "found 4" in msg
+    )
     (folder / "new_aan_pairs.eval.tsv").write_bytes(lines[0] + lines[1] + b"yes\tA\tB\tx\ty\n")
     with pytest.raises(DataError, match=r"new_aan_pairs\.eval\.tsv:3: label 'yes' is not 0 or 1"):
         retrieval.prepare(data_settings(compose("retrieval", folder, tmp_path / "cache")))
@@ -85,13 +99,26 @@ def test_malformed_lines_name_file_and_line(tmp_path):
 
 def test_missing_and_incomplete_sources(tmp_path):
     with pytest.raises(DataError) as err:
-        retrieval.prepare(data_settings(compose("retrieval", None, tmp_path / "cache", f"paths.data_dir={tmp_path / 'none'}")))
+        retrieval.prepare(
+            data_settings(
+                compose(
+                    "retrieval", None, tmp_path / "cache", f"paths.data_dir={tmp_path / 'none'}"
+                )
+            )
+        )
     msg = str(err.value)
-    assert "\n" not in msg and "AAN pairs not found" in msg and "lra_release.gz" in msg and "data.root" in msg
+    assert (
+        "\n" not in msg
+        and "AAN pairs not found" in msg
+        and "lra_release.gz" in msg
+        and "data.root" in msg
+    )
     assert str(tmp_path / "none" / "lra_release" / "lra_release" / "tsv_data") in msg
     folder = write_aan(tmp_path / "tsv_data", aan_rows())
     (folder / "new_aan_pairs.test.tsv").unlink()
-    with pytest.raises(DataError, match=r"incomplete AAN data .*new_aan_pairs\.test\.tsv is missing"):
+    with pytest.raises(
+        DataError, match=r"incomplete AAN data .*new_aan_pairs\.test\.tsv is missing"
+    ):
         retrieval.prepare(data_settings(compose("retrieval", folder, tmp_path / "cache")))
 
 

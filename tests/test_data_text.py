@@ -43,14 +43,28 @@ def test_tree_gives_utf8_bytes_plus_one_and_lra_splits(tree, tmp_path):
 
 
 def test_parent_folder_and_data_dir_are_searched(tree, tmp_path):
-    by_root = text.prepare(data_settings(compose("text", tmp_path, tmp_path / "c1")))  # root holding aclImdb/
-    by_dir = text.prepare(data_settings(compose("text", None, tmp_path / "c2", f"paths.data_dir={tmp_path}", "data.source=local")))
+    by_root = text.prepare(
+        data_settings(compose("text", tmp_path, tmp_path / "c1"))
+    )  # root holding aclImdb/
+    by_dir = text.prepare(
+        data_settings(
+            compose(
+                "text", None, tmp_path / "c2", f"paths.data_dir={tmp_path}", "data.source=local"
+            )
+        )
+    )
     assert rows_of(by_root["train"]) == rows_of(by_dir["train"]) == expected("train")
 
 
 def test_hub_parquet_shards_match_the_tree(tmp_path):
     folder = write_imdb_parquet(tmp_path / "imdb")
-    splits = text.prepare(data_settings(compose("text", None, tmp_path / "cache", f"paths.data_dir={tmp_path}", "data.source=local")))
+    splits = text.prepare(
+        data_settings(
+            compose(
+                "text", None, tmp_path / "cache", f"paths.data_dir={tmp_path}", "data.source=local"
+            )
+        )
+    )
     assert rows_of(splits["train"]) == expected("train")  # the unsupervised shard is ignored
     assert rows_of(splits["test"]) == expected("test")
     assert folder.is_dir()
@@ -58,22 +72,39 @@ def test_hub_parquet_shards_match_the_tree(tmp_path):
 
 def test_truncates_to_max_bytes(tmp_path):
     review = "é" * 2500  # 5000 bytes
-    reviews = {"train": [("pos", "0_9.txt", review), ("neg", "1_2.txt", "bad")], "test": [("neg", "0_1.txt", "short"), ("pos", "1_8.txt", "ok")]}
+    reviews = {
+        "train": [("pos", "0_9.txt", review), ("neg", "1_2.txt", "bad")],
+        "test": [("neg", "0_1.txt", "short"), ("pos", "1_8.txt", "ok")],
+    }
     write_aclimdb(tmp_path / "aclImdb", reviews)
     cfg = compose("text", tmp_path / "aclImdb", tmp_path / "cache")
-    assert text.prepare(data_settings(cfg))["train"][1]["input_ids"] == byte_ids(review)[:4000]  # negatives first
+    assert (
+        text.prepare(data_settings(cfg))["train"][1]["input_ids"] == byte_ids(review)[:4000]
+    )  # negatives first
     with open_dict(cfg.data):
         cfg.data.max_bytes = 7
     assert text.prepare(data_settings(cfg))["train"][1]["input_ids"] == byte_ids(review)[:7]
 
 
 def test_heldout_dev_split_is_seeded_and_disjoint(tree, tmp_path):
-    cfg = compose("text", tree, tmp_path / "cache", "data.dev_split=heldout", "data.heldout_fraction=0.34")
+    cfg = compose(
+        "text", tree, tmp_path / "cache", "data.dev_split=heldout", "data.heldout_fraction=0.34"
+    )
     splits = text.prepare(data_settings(cfg))
     assert (len(splits["train"]), len(splits["val"])) == (4, 2)
     assert sorted(rows_of(splits["train"]) + rows_of(splits["val"])) == sorted(expected("train"))
     assert rows_of(splits["test"]) == expected("test")
-    again = text.prepare(data_settings(compose("text", tree, tmp_path / "other", "data.dev_split=heldout", "data.heldout_fraction=0.34")))
+    again = text.prepare(
+        data_settings(
+            compose(
+                "text",
+                tree,
+                tmp_path / "other",
+                "data.dev_split=heldout",
+                "data.heldout_fraction=0.34",
+            )
+        )
+    )
     assert rows_of(again["val"]) == rows_of(splits["val"])
 
 
@@ -86,14 +117,26 @@ def test_second_prepare_reuses_the_cache_and_a_changed_file_rebuilds(tree, tmp_p
 
     monkeypatch.setattr(text, "build", no_build)
     assert rows_of(text.prepare(data_settings(cfg))["train"]) == rows_of(first["train"])
-    (tree / "train" / "pos" / "0_9.txt").write_text("Changed review, longer than it was before.", encoding="utf-8")
+    (tree / "train" / "pos" / "0_9.txt").write_text(
+        "Changed review, longer than it was before.", encoding="utf-8"
+    )
     with pytest.raises(AssertionError, match="rebuilt"):
         text.prepare(data_settings(cfg))
 
 
 def test_missing_source_is_one_line_naming_where_it_looked(tmp_path):
     with pytest.raises(DataError) as err:
-        text.prepare(data_settings(compose("text", None, tmp_path / "cache", f"paths.data_dir={tmp_path / 'nodata'}", "data.source=local")))
+        text.prepare(
+            data_settings(
+                compose(
+                    "text",
+                    None,
+                    tmp_path / "cache",
+                    f"paths.data_dir={tmp_path / 'nodata'}",
+                    "data.source=local",
+                )
+            )
+        )
     msg = str(err.value)
     assert "\n" not in msg and "IMDB not found" in msg
     assert str(tmp_path / "nodata" / "aclImdb") in msg and str(tmp_path / "nodata" / "imdb") in msg
@@ -111,34 +154,57 @@ def test_incomplete_tree_names_the_missing_folder(tree, tmp_path):
 def test_unreachable_hub_fails_fast_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(DataError) as err:
-        text.prepare(data_settings(compose("text", None, tmp_path / "cache", f"paths.data_dir={tmp_path}")))  # auto, nothing local
+        text.prepare(
+            data_settings(compose("text", None, tmp_path / "cache", f"paths.data_dir={tmp_path}"))
+        )  # auto, nothing local
     msg = str(err.value)
-    assert "\n" not in msg and "unreachable" in msg and "no local copy either" in msg and str(tmp_path / "aclImdb") in msg
+    assert (
+        "\n" not in msg
+        and "unreachable" in msg
+        and "no local copy either" in msg
+        and str(tmp_path / "aclImdb") in msg
+    )
 
 
 def test_hub_errors_become_one_line(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
-        raise ConnectionError("Couldn't reach 'stanfordnlp/imdb' on the Hub\nTraceback (most recent call last): ...")
+        raise ConnectionError(
+            "Couldn't reach 'stanfordnlp/imdb' on the Hub\nTraceback (most recent call last): ..."
+        )
 
     monkeypatch.setattr(sources, "hub_reachable", lambda timeout=3.0: True)
     monkeypatch.setattr(datasets, "load_dataset", fail)
     with pytest.raises(DataError) as err:
         text.prepare(data_settings(compose("text", None, tmp_path / "cache", "data.source=hub")))
-    assert "\n" not in str(err.value) and "Couldn't reach" in str(err.value) and err.value.__cause__ is None
+    assert (
+        "\n" not in str(err.value)
+        and "Couldn't reach" in str(err.value)
+        and err.value.__cause__ is None
+    )
 
 
 def test_hub_dataset_is_read_like_the_files(tmp_path, monkeypatch):
-    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
     hub = datasets.DatasetDict(
         {
-            split: datasets.Dataset.from_dict({"text": [t for t, _ in r], "label": [y for _, y in r]}, features=features)
+            split: datasets.Dataset.from_dict(
+                {"text": [t for t, _ in r], "label": [y for _, y in r]}, features=features
+            )
             for split, r in {**imdb_rows(), "unsupervised": [("x", 0)]}.items()
         }
     )
     monkeypatch.setattr(sources, "hub_reachable", lambda timeout=3.0: True)
-    monkeypatch.setattr(datasets, "load_dataset", lambda name, *a, **k: hub if name == "stanfordnlp/imdb" else None)
-    splits = text.prepare(data_settings(compose("text", None, tmp_path / "cache", "data.source=hub")))
-    assert rows_of(splits["train"]) == expected("train") and rows_of(splits["val"]) == expected("test")
+    monkeypatch.setattr(
+        datasets, "load_dataset", lambda name, *a, **k: hub if name == "stanfordnlp/imdb" else None
+    )
+    splits = text.prepare(
+        data_settings(compose("text", None, tmp_path / "cache", "data.source=hub"))
+    )
+    assert rows_of(splits["train"]) == expected("train") and rows_of(splits["val"]) == expected(
+        "test"
+    )
 
 
 def test_bad_label_in_shard_names_file_and_row(tmp_path):
@@ -161,4 +227,8 @@ def test_smoke_training_run(tree, tmp_path, monkeypatch):
     cfg = compose("text", tree, tmp_path / "cache", *smoke_overrides(tmp_path))
     assert len(load_splits(cfg)["train"]) == 6
     result = smoke_run(cfg)
-    assert result["status"] == "complete" and result["task"] == "text" and 0.0 <= result["test_acc"] <= 1.0
+    assert (
+        result["status"] == "complete"
+        and result["task"] == "text"
+        and 0.0 <= result["test_acc"] <= 1.0
+    )

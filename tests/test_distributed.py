@@ -16,9 +16,19 @@ COMMON = [
 ]  # fmt: skip
 
 
-def launch(prefix: list[str], tmp_path, name: str, cache_dir, extra: tuple[str, ...] = ()) -> dict[str, str]:
+def launch(
+    prefix: list[str], tmp_path, name: str, cache_dir, extra: tuple[str, ...] = ()
+) -> dict[str, str]:
     run_dir = tmp_path / name
-    cmd = [*prefix, "-m", "lra_bench", *COMMON, *extra, f"paths.run_dir={run_dir}", f"paths.leaderboard={tmp_path / name}.csv"]
+    cmd = [
+        *prefix,
+        "-m",
+        "lra_bench",
+        *COMMON,
+        *extra,
+        f"paths.run_dir={run_dir}",
+        f"paths.leaderboard={tmp_path / name}.csv",
+    ]
     env = {**os.environ, "LRA_BENCH_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -50,6 +60,8 @@ def test_batch_must_split_over_ranks_and_accumulation(monkeypatch, smoke_overrid
     from lra_bench.config import ConfigError
     from lra_bench.distributed import DistInfo
 
-    monkeypatch.setattr(train, "init_distributed", lambda device: (DistInfo(0, 3, 0), torch.device("cpu")))
+    monkeypatch.setattr(
+        train, "init_distributed", lambda device: (DistInfo(0, 3, 0), torch.device("cpu"))
+    )
     with pytest.raises(ConfigError, match="ranks x trainer.grad_accum"):
         train.run(compose_config([*smoke_overrides, "trainer.batch_size=4"]))

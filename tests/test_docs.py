@@ -27,12 +27,30 @@ def protocol_rows() -> dict[str, list[str]]:
 def test_protocol_table_matches_the_task_config(task):
     cells = protocol_rows()[task]
     cfg = compose_config([f"task={task}"])
-    documented = [int(cells[0].split()[0]), int(cells[1]), int(cells[2]), int(cells[3]), float(cells[4]), int(cells[5]), int(cells[6])]
-    actual = [cfg.task.max_len, cfg.task.num_classes, cfg.task.vocab_size, cfg.trainer.batch_size, cfg.trainer.lr, cfg.trainer.warmup_steps, cfg.trainer.eval_every]
+    documented = [
+        int(cells[0].split()[0]),
+        int(cells[1]),
+        int(cells[2]),
+        int(cells[3]),
+        float(cells[4]),
+        int(cells[5]),
+        int(cells[6]),
+    ]
+    actual = [
+        cfg.task.max_len,
+        cfg.task.num_classes,
+        cfg.task.vocab_size,
+        cfg.trainer.batch_size,
+        cfg.trainer.lr,
+        cfg.trainer.warmup_steps,
+        cfg.trainer.eval_every,
+    ]
     assert documented == actual
 
 
-@pytest.mark.parametrize("page", ["README.md", *(f"docs/{p.name}" for p in sorted((ROOT / "docs").glob("*.md")))])
+@pytest.mark.parametrize(
+    "page", ["README.md", *(f"docs/{p.name}" for p in sorted((ROOT / "docs").glob("*.md")))]
+)
 def test_relative_links_point_at_files(page):
     text = (ROOT / page).read_text()
     targets = [t for t in re.findall(r"\]\(([^)#]+)\)", text) if "://" not in t]
@@ -45,5 +63,10 @@ def test_outputs_page_describes_every_leaderboard_column_in_order():
     from lra_bench.results import COLUMNS
 
     text = (ROOT / "docs" / "outputs.md").read_text()
-    documented = [name for line in text.splitlines() if line.startswith("| `") for name in re.findall(r"`(\w+)`", line.split("|")[1])]
+    documented = [
+        name
+        for line in text.splitlines()
+        if line.startswith("| `")
+        for name in re.findall(r"`(\w+)`", line.split("|")[1])
+    ]
     assert [c for c in documented if c in COLUMNS] == COLUMNS

@@ -31,7 +31,14 @@ CASES = {
     "performer": [
         {"num_features": 16},
         {"num_features": 16, "eps": 0.0},
-        {"num_features": 16, "score_scale": "inv_d", "padded_keys": "zeroed", "stabilizer": "global", "eps": 1e-4, "redraw": "fixed"},
+        {
+            "num_features": 16,
+            "score_scale": "inv_d",
+            "padded_keys": "zeroed",
+            "stabilizer": "global",
+            "eps": 1e-4,
+            "redraw": "fixed",
+        },
     ],
 }
 SIZE = {"skyformer": "num_landmarks", "nystromformer": "num_landmarks", "performer": "num_features"}
@@ -65,7 +72,9 @@ def test_fast_equals_reference_with_gradients(name, kw, padded, seed):
     assert_fast_equals_reference(name, kw, seed, real_tokens=(50, 31) if padded else None)
 
 
-def assert_fast_equals_reference(name: str, kw: dict[str, object], seed: int, real_tokens: tuple[int, int] | None) -> None:
+def assert_fast_equals_reference(
+    name: str, kw: dict[str, object], seed: int, real_tokens: tuple[int, int] | None
+) -> None:
     """Outputs and dq, dk, dv of both paths on one batch of two sequences of 50 (``real_tokens`` each, or no mask)."""
     q, k, v = rand_qkv(seed, n=50)
     mask = None
@@ -74,7 +83,9 @@ def assert_fast_equals_reference(name: str, kw: dict[str, object], seed: int, re
     fast = outputs_and_grads(build(name, "fast", kw), q, k, v, mask)
     ref = outputs_and_grads(build(name, "reference", kw), q, k, v, mask)
     for what, a, b in zip(("out", "dq", "dk", "dv"), fast, ref, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m, what=what: f"{what}: {m}")
+        torch.testing.assert_close(
+            a, b, rtol=1e-10, atol=1e-12, msg=lambda m, what=what: f"{what}: {m}"
+        )
 
 
 @pytest.mark.parametrize("padded", [False, True])
@@ -91,7 +102,9 @@ def test_fast_path_passes_gradcheck(name, kw):
     q, k, v = (x.requires_grad_() for x in rand_qkv(21, n=15, d=4))
     mask = torch.ones(2, 15, dtype=torch.bool)
     mask[0, 11:] = False
-    if name == "performer":  # with eps > 0 the (constant, detached) max shifts no longer cancel exactly
+    if (
+        name == "performer"
+    ):  # with eps > 0 the (constant, detached) max shifts no longer cancel exactly
         kw = {**kw, "eps": 0.0}
     attn = build(name, "fast", {**kw, SIZE[name]: 4}, head_dim=4)
     assert torch.autograd.gradcheck(lambda q, k, v: attn(q, k, v, mask), (q, k, v))
@@ -105,7 +118,12 @@ def test_newton_schulz_fast_equals_reference_with_gradients(init):
     weights = torch.randn(3, 2, 9, 9, generator=g, dtype=torch.float64)
     fast, ref = newton_schulz_pinv(m, 6, init), newton_schulz_reference(m, 6, init)
     torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(torch.autograd.grad(fast, m, weights)[0], torch.autograd.grad(ref, m, weights)[0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        torch.autograd.grad(fast, m, weights)[0],
+        torch.autograd.grad(ref, m, weights)[0],
+        rtol=1e-10,
+        atol=1e-12,
+    )
     nonsymmetric = torch.rand(2, 5, 5, generator=g, dtype=torch.float64).requires_grad_()
     assert torch.autograd.gradcheck(lambda x: newton_schulz_pinv(x, 3, init), (nonsymmetric,))
 
@@ -131,7 +149,9 @@ def with_repeated_eigenvalues(seed: int) -> torch.Tensor:
     )
 
 
-def spectral_and_iterated(source: torch.Tensor, x: torch.Tensor, init: str, iters: int = 6) -> list[torch.Tensor]:
+def spectral_and_iterated(
+    source: torch.Tensor, x: torch.Tensor, init: str, iters: int = 6
+) -> list[torch.Tensor]:
     """Z x both ways, M = (source + source^T) / 2: gradients reach source through symmetric perturbations only."""
     results = []
     for way in ("spectral", "iterated"):
@@ -154,15 +174,23 @@ def test_symmetric_pinv_equals_the_iterations_with_gradients(make, seed, init):
     weights = torch.randn(x.shape, generator=g, dtype=source.dtype)
     fast, ref = spectral_and_iterated(source, x, init)
     torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-12)
-    for a, b in zip(torch.autograd.grad(fast, (source, x), weights), torch.autograd.grad(ref, (source, x), weights), strict=True):
+    for a, b in zip(
+        torch.autograd.grad(fast, (source, x), weights),
+        torch.autograd.grad(ref, (source, x), weights),
+        strict=True,
+    ):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.parametrize("init", ["per_matrix", "batch"])
 def test_symmetric_pinv_passes_gradcheck(init):
     source = normalised_kernel(7, batch=2, size=5).requires_grad_()
-    x = torch.randn(2, 5, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda s, v: spectral_and_iterated(s, v, init, iters=3)[0], (source, x))
+    x = torch.randn(
+        2, 5, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64, requires_grad=True
+    )
+    assert torch.autograd.gradcheck(
+        lambda s, v: spectral_and_iterated(s, v, init, iters=3)[0], (source, x)
+    )
 
 
 def test_symmetric_pinv_in_float32_is_as_close_to_float64_as_the_iterations():
@@ -171,12 +199,16 @@ def test_symmetric_pinv_in_float32_is_as_close_to_float64_as_the_iterations():
     exact = newton_schulz_reference(m, 6) @ x
     scale = exact.abs().max()
     m32, x32 = m.float(), x.float()
-    spectral = (symmetric_newton_schulz_times(m32, newton_schulz_scale(m32), x32).double() - exact).abs().max() / scale
+    spectral = (
+        symmetric_newton_schulz_times(m32, newton_schulz_scale(m32), x32).double() - exact
+    ).abs().max() / scale
     iterated = ((newton_schulz_pinv(m32, 6) @ x32).double() - exact).abs().max() / scale
     assert spectral < 1e-5 and iterated < 1e-5, (spectral, iterated)
 
 
-def test_symmetric_pinv_falls_back_to_the_iterations_where_eigh_fails(monkeypatch: pytest.MonkeyPatch):
+def test_symmetric_pinv_falls_back_to_the_iterations_where_eigh_fails(
+    monkeypatch: pytest.MonkeyPatch,
+):
     def failing(m: torch.Tensor) -> None:
         raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
 
@@ -188,11 +220,17 @@ def test_symmetric_pinv_falls_back_to_the_iterations_where_eigh_fails(monkeypatc
 
 def test_batch_start_is_one_max_column_sum_over_the_batch():
     m = torch.rand(3, 2, 6, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    largest_column_sum = max(float(m[i, j, :, c].sum()) for i in range(3) for j in range(2) for c in range(6))
-    torch.testing.assert_close(newton_schulz_start(m, "batch"), m.transpose(-1, -2) / largest_column_sum)
+    largest_column_sum = max(
+        float(m[i, j, :, c].sum()) for i in range(3) for j in range(2) for c in range(6)
+    )
+    torch.testing.assert_close(
+        newton_schulz_start(m, "batch"), m.transpose(-1, -2) / largest_column_sum
+    )
     per_matrix = newton_schulz_start(m, "per_matrix")
     for i, j in [(0, 0), (2, 1)]:
-        norms = torch.linalg.matrix_norm(m[i, j], ord=1) * torch.linalg.matrix_norm(m[i, j], ord=float("inf"))
+        norms = torch.linalg.matrix_norm(m[i, j], ord=1) * torch.linalg.matrix_norm(
+            m[i, j], ord=float("inf")
+        )
         torch.testing.assert_close(per_matrix[i, j], m[i, j].T / norms)
 
 
@@ -201,10 +239,14 @@ def test_chunked_blocks_match_the_dense_gaussian_kernel():
     y = y[:, :, :9]
     mask = torch.ones(2, 30, dtype=torch.bool)
     mask[0, 17:] = False
-    dense = torch.exp(-torch.cdist(0.5 * x, y) ** 2 / 2)
+    dense = torch.exp(-(torch.cdist(0.5 * x, y) ** 2) / 2)
     y_aug = chunked.augment_landmarks(y)
-    torch.testing.assert_close(chunked.kernel_apply(x, y_aug, v[:, :, :9], scale=0.5), dense @ v[:, :, :9])
-    torch.testing.assert_close(chunked.kernel_reduce(x, y_aug, v, mask, scale=0.5), (dense * mask[:, None, :, None]).mT @ v)
+    torch.testing.assert_close(
+        chunked.kernel_apply(x, y_aug, v[:, :, :9], scale=0.5), dense @ v[:, :, :9]
+    )
+    torch.testing.assert_close(
+        chunked.kernel_reduce(x, y_aug, v, mask, scale=0.5), (dense * mask[:, None, :, None]).mT @ v
+    )
 
 
 @pytest.mark.parametrize("name, kw", [(name, settings[0]) for name, settings in CASES.items()])
@@ -219,9 +261,13 @@ def test_fast_path_saves_only_its_inputs_per_token(name, kw):
     # q, k, v; + output, its row statistics (fused attention) and the segment index of q and k (int64);
     # + [v, 1] and the output before the division
     rows = {"skyformer": 3, "nystromformer": 4.375, "performer": 5}[name]
-    growth = rows * 2 * 2 * 256 * (8 + (name == "performer")) * 8 / 2**20  # [2, 2, 256 more tokens, d(+1)], float64
+    growth = (
+        rows * 2 * 2 * 256 * (8 + (name == "performer")) * 8 / 2**20
+    )  # [2, 2, 256 more tokens, d(+1)], float64
     assert saved("fast", 512) - saved("fast", 256) <= growth * (1 + 1e-9)
-    assert saved("reference", 512) > saved("fast", 512) + 2 * 2 * 512 * 16 * 8 / 2**20  # the plain form keeps n x m blocks
+    assert (
+        saved("reference", 512) > saved("fast", 512) + 2 * 2 * 512 * 16 * 8 / 2**20
+    )  # the plain form keeps n x m blocks
 
 
 # ---------------------------------------------------------------- the peer code's settings, restated
@@ -253,7 +299,9 @@ def test_skyformer_batch_start_is_the_peer_code(impl, padded):
     sketch = torch.cat([x, y], dim=2).gather(2, idx.unsqueeze(-1).expand(-1, -1, -1, 8))
 
     def rbf(a, b):
-        return torch.exp(a @ b.mT - (a * a).sum(-1, keepdim=True) / 2 - (b * b).sum(-1)[..., None, :] / 2)
+        return torch.exp(
+            a @ b.mT - (a * a).sum(-1, keepdim=True) / 2 - (b * b).sum(-1)[..., None, :] / 2
+        )
 
     stas = rbf(sketch, sketch) + 0.1 * torch.eye(12, dtype=torch.float64)
     d_inv = stas.sum(-1) ** -0.5
@@ -268,7 +316,9 @@ def test_skyformer_batch_start_is_the_peer_code(impl, padded):
 def test_nystromformer_peer_settings_are_the_peer_code(impl):
     q, k, v = rand_qkv(31, n=48)
     mask = torch.ones(2, 48, dtype=torch.bool)
-    attn = build("nystromformer", impl, {"num_landmarks": 8, "pinv_init": "batch", "conv_kernel": 0})
+    attn = build(
+        "nystromformer", impl, {"num_landmarks": 8, "pinv_init": "batch", "conv_kernel": 0}
+    )
     s = 8**-0.25
     x, y = q * s, k * s
     x_l, y_l = x.reshape(2, 2, 8, 6, 8).mean(-2), y.reshape(2, 2, 8, 6, 8).mean(-2)
@@ -285,7 +335,14 @@ def test_performer_peer_settings_are_the_peer_code(impl, padded):
     if padded:
         mask[0, 23:] = False
     w = torch.randn(24, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    peer = {"num_features": 24, "score_scale": "inv_d", "padded_keys": "zeroed", "stabilizer": "global", "eps": 1e-4, "redraw": "fixed"}
+    peer = {
+        "num_features": 24,
+        "score_scale": "inv_d",
+        "padded_keys": "zeroed",
+        "stabilizer": "global",
+        "eps": 1e-4,
+        "redraw": "fixed",
+    }
     attn = build("performer", impl, peer)
     attn.draw_features = lambda d, device=None: w
     keep = mask[:, None, :, None].double()
@@ -301,7 +358,9 @@ def test_performer_peer_settings_are_the_peer_code(impl, padded):
     d_inv = 1.0 / (qf @ kf.sum(-2).unsqueeze(-1))
     ref = (qf @ (kf.mT @ (v * keep))) * d_inv
     torch.testing.assert_close(attn(q, k, v, mask), ref, rtol=1e-9, atol=1e-11)
-    if padded:  # zeroed padded keys still weigh in the normaliser: the output differs from removing them
+    if (
+        padded
+    ):  # zeroed padded keys still weigh in the normaliser: the output differs from removing them
         attn.cfg.padded_keys = "removed"
         assert not torch.allclose(attn(q, k, v, mask), ref, rtol=1e-6, atol=0)
 
@@ -313,26 +372,40 @@ def test_nystromformer_conv_equals_the_2d_depthwise_convolution_with_gradients()
     ours = attn.depthwise_conv(v)
     conv2d = torch.nn.functional.conv2d(v, attn.conv.weight, padding=attn.conv.padding, groups=2)
     torch.testing.assert_close(ours, conv2d, rtol=1e-12, atol=1e-14)
-    for a, b in zip(torch.autograd.grad(ours, (v, attn.conv.weight), weights), torch.autograd.grad(conv2d, (v, attn.conv.weight), weights), strict=True):
+    for a, b in zip(
+        torch.autograd.grad(ours, (v, attn.conv.weight), weights),
+        torch.autograd.grad(conv2d, (v, attn.conv.weight), weights),
+        strict=True,
+    ):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
     per_channel_weight = v.shape[1] * v.shape[3] * 7
-    assert saved_for_backward_mb(lambda: attn.depthwise_conv(v)) == (v.numel() + per_channel_weight) * 8 / 2**20  # v, not a copy
+    assert (
+        saved_for_backward_mb(lambda: attn.depthwise_conv(v))
+        == (v.numel() + per_channel_weight) * 8 / 2**20
+    )  # v, not a copy
 
 
 def test_recomputed_keeps_only_its_inputs_and_gives_the_same_gradients():
-    x = torch.randn(6, 6, generator=torch.Generator().manual_seed(34), dtype=torch.float64, requires_grad=True)
+    x = torch.randn(
+        6, 6, generator=torch.Generator().manual_seed(34), dtype=torch.float64, requires_grad=True
+    )
 
     def fn(a):
         return (a @ a).tanh() @ a
 
     assert saved_for_backward_mb(lambda: chunked.recomputed(fn, x)) == x.numel() * 8 / 2**20
     assert saved_for_backward_mb(lambda: fn(x)) > x.numel() * 8 / 2**20
-    torch.testing.assert_close(torch.autograd.grad(chunked.recomputed(fn, x).sum(), x)[0], torch.autograd.grad(fn(x).sum(), x)[0])
+    torch.testing.assert_close(
+        torch.autograd.grad(chunked.recomputed(fn, x).sum(), x)[0],
+        torch.autograd.grad(fn(x).sum(), x)[0],
+    )
 
 
 def test_recomputed_with_several_outputs_some_unused_gives_the_same_gradients():
     g = torch.Generator().manual_seed(35)
-    x, y = (torch.randn(5, 5, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    x, y = (
+        torch.randn(5, 5, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2)
+    )
 
     def fn(a, b):
         return (a @ b).tanh(), a.exp(), (b * b).sum(-1)  # the last one is never used
@@ -341,6 +414,9 @@ def test_recomputed_with_several_outputs_some_unused_gives_the_same_gradients():
         return (outputs[0] @ outputs[1]).square().sum()
 
     assert saved_for_backward_mb(lambda: chunked.recomputed(fn, x, y)) == 2 * x.numel() * 8 / 2**20
-    fast, plain = torch.autograd.grad(loss(chunked.recomputed(fn, x, y)), (x, y)), torch.autograd.grad(loss(fn(x, y)), (x, y))
+    fast, plain = (
+        torch.autograd.grad(loss(chunked.recomputed(fn, x, y)), (x, y)),
+        torch.autograd.grad(loss(fn(x, y)), (x, y)),
+    )
     for a, b in zip(fast, plain, strict=True):
         torch.testing.assert_close(a, b)

@@ -70,10 +70,16 @@ def test_informer_in_published_mode_is_the_published_formula(seed, padded):
     attn = build("informer", max_len=128, nb_features=20, sparsity_mean="length", ignore_mask=True)
     c = attn.factor  # ceil(20 / ln 128) = 5
     u_count = c * math.ceil(math.log(128))
-    idx = torch.randint(0, N, (N, u_count), generator=torch.Generator().manual_seed(seed))  # one draw for all, as the code
-    attn.draw_key_samples = lambda lengths, n, heads: idx[None, None].expand(len(lengths), heads, -1, -1)
+    idx = torch.randint(
+        0, N, (N, u_count), generator=torch.Generator().manual_seed(seed)
+    )  # one draw for all, as the code
+    attn.draw_key_samples = lambda lengths, n, heads: idx[None, None].expand(
+        len(lengths), heads, -1, -1
+    )
     ref = informer_reference(q, k, v, idx[:, : c * math.ceil(math.log(N))], c)
-    torch.testing.assert_close(attn(q, k, v, mask), ref)  # padding included: the code never reads the mask
+    torch.testing.assert_close(
+        attn(q, k, v, mask), ref
+    )  # padding included: the code never reads the mask
 
 
 def test_informer_length_mean_alone_still_respects_padding():
@@ -113,11 +119,20 @@ def test_bigbird_in_published_mode_is_the_published_pattern(seed, padded):
     bs, nb = 16, 6
     q, k, v = rand_qkv(seed, n=N)
     mask = padding_mask(padded)
-    attn = build("bigbird", max_len=N, block_size=bs, num_random_blocks=1, pattern="fixed", last_global="padded")
+    attn = build(
+        "bigbird",
+        max_len=N,
+        block_size=bs,
+        num_random_blocks=1,
+        pattern="fixed",
+        last_global="padded",
+    )
     rand = torch.full((2, 2, nb, 1), -1, dtype=torch.long)
     rand[:, :, 2, 0], rand[:, :, 3, 0] = 4, 1  # outside window and globals
     attn.draw_random_blocks = lambda *_: rand
-    torch.testing.assert_close(real(attn(q, k, v, mask), mask), real(bigbird_reference(q, k, v, mask, bs, rand), mask))
+    torch.testing.assert_close(
+        real(attn(q, k, v, mask), mask), real(bigbird_reference(q, k, v, mask, bs, rand), mask)
+    )
 
 
 def test_bigbird_fixed_pattern_is_one_pattern_for_training_evaluation_and_modules():
@@ -134,12 +149,21 @@ def test_bigbird_fixed_pattern_is_one_pattern_for_training_evaluation_and_module
     for out in outs[1:]:
         torch.testing.assert_close(out, outs[0])
     fresh = build("bigbird", max_len=n, block_size=16, num_random_blocks=2).train()
-    assert not torch.allclose(fresh(q, k, v), fresh(q, k, v))  # the default redraws every training call
+    assert not torch.allclose(
+        fresh(q, k, v), fresh(q, k, v)
+    )  # the default redraws every training call
 
 
 @pytest.mark.parametrize("n, span_blocks", [(3072, 16), (2048, 32)])
 def test_bigbird_random_blocks_from_the_first_1024_tokens_at_the_papers_lengths(n, span_blocks):
-    attn = build("bigbird", max_len=n, block_size=64, num_random_blocks=3, random_span="first_1024", last_global="padded")
+    attn = build(
+        "bigbird",
+        max_len=n,
+        block_size=64,
+        num_random_blocks=3,
+        random_span="first_1024",
+        last_global="padded",
+    )
     valid = torch.ones(2, n, dtype=torch.bool)
     last, span = attn.block_limits(valid, n)
     rand = attn.draw_random_blocks(last + 1, n // 64, 2, span)
@@ -155,8 +179,14 @@ def test_bigbird_random_blocks_from_the_first_1024_tokens_at_the_papers_lengths(
 def test_linformer_in_published_mode_is_one_fixed_projection_per_head(seed, padded):
     q, k, v = rand_qkv(seed, n=N)
     mask = padding_mask(padded)
-    attn = build("linformer", max_len=128, proj_dim=16, share_kv=True, per_head=True, trainable=False)
-    assert list(attn.parameters()) == [] and "proj_k" in attn.state_dict() and "proj_v" not in attn.state_dict()
+    attn = build(
+        "linformer", max_len=128, proj_dim=16, share_kv=True, per_head=True, trainable=False
+    )
+    assert (
+        list(attn.parameters()) == []
+        and "proj_k" in attn.state_dict()
+        and "proj_v" not in attn.state_dict()
+    )
     e = attn.proj_k[:, :, :N]  # [heads, k, n], the pinned draw
     keep = key_ok(mask).transpose(-1, -2).to(q.dtype)  # [b, 1, n, 1]
     k_proj, v_proj = e @ (k * keep), e @ (v * keep)
@@ -173,7 +203,9 @@ def test_linformer_in_published_mode_is_one_fixed_projection_per_head(seed, padd
 def test_sparse_in_lra_mode_is_the_causal_fixed_pattern(seed, padded, stride, summary):
     q, k, v = rand_qkv(seed, n=N)
     mask = padding_mask(padded)
-    attn = build("sparse", max_len=N, stride=stride, summary=summary, causal=True, block_start_summary=True)
+    attn = build(
+        "sparse", max_len=N, stride=stride, summary=summary, causal=True, block_start_summary=True
+    )
     i, j = torch.arange(N).view(-1, 1), torch.arange(N).view(1, -1)
     rem = j % stride
     pattern = (j <= i) & ((i // stride == j // stride) | (rem == 0) | (rem >= stride - summary))
@@ -208,7 +240,9 @@ def test_longformer_in_lra_mode_is_a_window_without_global_token(seed, padded, w
     mask = padding_mask(padded)
     attn = build("longformer", max_len=N, window=window, global_first=False)
     i, j = torch.arange(N).view(-1, 1), torch.arange(N).view(1, -1)
-    ref = masked_softmax(q @ k.transpose(-1, -2) / math.sqrt(D), ((i - j).abs() <= window) & key_ok(mask), v)
+    ref = masked_softmax(
+        q @ k.transpose(-1, -2) / math.sqrt(D), ((i - j).abs() <= window) & key_ok(mask), v
+    )
     torch.testing.assert_close(real(attn(q, k, v, mask), mask), real(ref, mask))
 
 
@@ -221,14 +255,18 @@ def test_reformer_first_chunk_wraps_to_the_last_real_chunk(seed, padded):
     c = 16
     q, _, v = rand_qkv(seed, n=N)
     mask = padding_mask(padded)
-    attn = build("reformer", max_len=N, chunk_size=c, num_buckets=1, num_hashes=1, wrap=True)  # sorted order = positions
+    attn = build(
+        "reformer", max_len=N, chunk_size=c, num_buckets=1, num_hashes=1, wrap=True
+    )  # sorted order = positions
     chunk = torch.arange(N) // c
     lengths = [N, 61 if padded else N]
     allowed = torch.zeros(2, 1, N, N, dtype=torch.bool)
     for b, length in enumerate(lengths):
         last = (length + c - 1) // c - 1
         diff = chunk[:, None] - chunk[None, :]
-        allowed[b, 0] = (diff == 0) | (diff == 1) | ((chunk[:, None] == 0) & (chunk[None, :] == last))
+        allowed[b, 0] = (
+            (diff == 0) | (diff == 1) | ((chunk[:, None] == 0) & (chunk[None, :] == last))
+        )
     allowed &= ~torch.eye(N, dtype=torch.bool) & key_ok(mask)
     scores = q @ torch.nn.functional.normalize(q, dim=-1).transpose(-1, -2)
     ref = masked_softmax(scores, allowed, v)

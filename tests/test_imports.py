@@ -38,7 +38,9 @@ def imported(tree: ast.AST, known: dict[str, Path]) -> set[str]:
 def test_no_import_cycles():
     known = module_names()
     assert "lra_bench.config" in known and "lra_bench.attention.registry" in known
-    graph = {name: imported(ast.parse(path.read_text()), known) - {name} for name, path in known.items()}
+    graph = {
+        name: imported(ast.parse(path.read_text()), known) - {name} for name, path in known.items()
+    }
     assert "lra_bench.attention" in graph["lra_bench.config"]  # the graph sees real edges
     try:
         TopologicalSorter(graph).prepare()

@@ -27,9 +27,20 @@ ATTN = {
     "skyformer_code": {
         "skyformer": {"landmarks_from": "split", "pinv_init": "batch"},
         "nystromformer": {"pinv_init": "batch", "conv_kernel": 0},
-        "performer": {"score_scale": "inv_d", "padded_keys": "zeroed", "stabilizer": "global", "redraw": "fixed", "eps": 1e-4},
+        "performer": {
+            "score_scale": "inv_d",
+            "padded_keys": "zeroed",
+            "stabilizer": "global",
+            "redraw": "fixed",
+            "eps": 1e-4,
+        },
         "informer": {"nb_features": 128, "sparsity_mean": "length", "ignore_mask": True},
-        "bigbird": {"pattern": "fixed", "pattern_seed": 42, "last_global": "padded", "random_span": "first_1024"},
+        "bigbird": {
+            "pattern": "fixed",
+            "pattern_seed": 42,
+            "last_global": "padded",
+            "random_span": "first_1024",
+        },
         "linformer": {"share_kv": True, "per_head": True, "trainable": False},
         "reformer": {"wrap": True},
     },
@@ -89,23 +100,40 @@ def test_skyformer_table1_experiment_chooses_the_skyformer_code():
     cfg = compose_config(["experiment=skyformer_table1", "attn=bigbird"])
     assert cfg.parity == "skyformer_code" and cfg.experiment_name == "skyformer_table1"
     assert cfg.attn.pattern == "fixed" and cfg.model.pooling == "mean_padded"
-    assert compose_config(["experiment=skyformer_table1", "parity=none"]).parity == "none"  # the command line wins
+    assert (
+        compose_config(["experiment=skyformer_table1", "parity=none"]).parity == "none"
+    )  # the command line wins
 
 
 @pytest.mark.parametrize("task", ["listops", "image"])
 def test_lra_table1_experiment_is_the_lra_protocol_with_the_lra_code(task):
     cfg = compose_config(["experiment=lra_table1", f"task={task}", "attn=sparse"])
-    assert (cfg.protocol.name, cfg.parity, cfg.experiment_name) == ("lra_paper", "lra_code", "lra_table1")
-    assert cfg.attn.causal is True and cfg.model.pooling == "cls"  # the LRA code's quirk and its CLS pooling
+    assert (cfg.protocol.name, cfg.parity, cfg.experiment_name) == (
+        "lra_paper",
+        "lra_code",
+        "lra_table1",
+    )
+    assert (
+        cfg.attn.causal is True and cfg.model.pooling == "cls"
+    )  # the LRA code's quirk and its CLS pooling
     default = compose_config([f"task={task}", "protocol=lra_paper"])
-    assert (cfg.model.dim, cfg.trainer.lr, cfg.trainer.steps) == (default.model.dim, default.trainer.lr, default.trainer.steps)
+    assert (cfg.model.dim, cfg.trainer.lr, cfg.trainer.steps) == (
+        default.model.dim,
+        default.trainer.lr,
+        default.trainer.steps,
+    )
     validate(cfg)
 
 
 def test_run_labels_read_parity_and_protocol():
     cfg = compose_config(["parity=lra_code"])
-    assert run_labels(cfg) == {"parity": "lra_code", "protocol": "skyformer_paper"}  # no protocol node: the Skyformer setup
-    with_protocol = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(cfg)), {"protocol": {"name": "lra_paper"}})
+    assert run_labels(cfg) == {
+        "parity": "lra_code",
+        "protocol": "skyformer_paper",
+    }  # no protocol node: the Skyformer setup
+    with_protocol = OmegaConf.merge(
+        OmegaConf.create(OmegaConf.to_container(cfg)), {"protocol": {"name": "lra_paper"}}
+    )
     assert run_labels(with_protocol)["protocol"] == "lra_paper"
 
 
@@ -113,7 +141,13 @@ def test_run_labels_read_parity_and_protocol():
 
 
 def a_row(**kw: object) -> dict[str, object]:
-    row = {c: "" for c in COLUMNS} | {"schema": 1, "source": "run", "task": "listops", "attn": "softmax", "test_acc": 0.4}
+    row = {c: "" for c in COLUMNS} | {
+        "schema": 1,
+        "source": "run",
+        "task": "listops",
+        "attn": "softmax",
+        "test_acc": 0.4,
+    }
     return row | {"parity": "none", "protocol": "skyformer_paper"} | kw
 
 
@@ -126,27 +160,49 @@ def test_published_rows_carry_the_code_and_protocol_behind_them():
 
 def test_a_leaderboard_without_the_columns_loads_and_is_upgraded_on_append(tmp_path):
     old = tmp_path / "lb.csv"
-    old.write_text(",".join(EARLIER_COLUMNS) + "\n" + ",".join(str(a_row()[c]) for c in EARLIER_COLUMNS) + "\n")
+    old.write_text(
+        ",".join(EARLIER_COLUMNS) + "\n" + ",".join(str(a_row()[c]) for c in EARLIER_COLUMNS) + "\n"
+    )
     assert [(r.parity, r.protocol) for r in load_csv(old)] == [("none", "skyformer_paper")]
     append_row(old, a_row(parity="skyformer_code", test_acc=0.5))
     lines = old.read_text().splitlines()
     assert lines[0] == ",".join(COLUMNS) and len(lines) == 3
     records = load_csv(old)
-    assert [(r.parity, r.values["test_acc"]) for r in records] == [("none", 0.4), ("skyformer_code", 0.5)]
+    assert [(r.parity, r.values["test_acc"]) for r in records] == [
+        ("none", 0.4),
+        ("skyformer_code", 0.5),
+    ]
 
 
 def test_compare_warns_once_per_kind_of_mismatch(tmp_path, capsys):
     base, new = tmp_path / "base.csv", tmp_path / "new.csv"
     for path, rows in (
-        (base, [a_row(source="paper", parity="skyformer_code"), a_row(source="paper", attn="linformer", parity="skyformer_code")]),
+        (
+            base,
+            [
+                a_row(source="paper", parity="skyformer_code"),
+                a_row(source="paper", attn="linformer", parity="skyformer_code"),
+            ],
+        ),
         (new, [a_row(), a_row(attn="linformer", protocol="lra_paper")]),
     ):
-        path.write_text(",".join(COLUMNS) + "\n" + "".join(",".join(str(r[c]) for c in COLUMNS) + "\n" for r in rows))
+        path.write_text(
+            ",".join(COLUMNS)
+            + "\n"
+            + "".join(",".join(str(r[c]) for c in COLUMNS) + "\n" for r in rows)
+        )
     assert main(["compare", str(base), str(new)]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2
     assert err[0].startswith("warning: parity differs on 2") and "parity=skyformer_code" in err[0]
-    assert err[1].startswith("warning: protocol differs on 1") and "protocol=skyformer_paper" in err[1]
-    new.write_text(",".join(COLUMNS) + "\n" + ",".join(str(a_row(parity="skyformer_code")[c]) for c in COLUMNS) + "\n")
+    assert (
+        err[1].startswith("warning: protocol differs on 1") and "protocol=skyformer_paper" in err[1]
+    )
+    new.write_text(
+        ",".join(COLUMNS)
+        + "\n"
+        + ",".join(str(a_row(parity="skyformer_code")[c]) for c in COLUMNS)
+        + "\n"
+    )
     assert main(["compare", str(base), str(new)]) == 0
     assert capsys.readouterr().err == ""

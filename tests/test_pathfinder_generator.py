@@ -33,9 +33,24 @@ def samples() -> list[PathfinderSample]:
 def test_presets_follow_lra() -> None:
     pf32, pathx = preset(32), preset(128)
     assert (pf32.contour_length, pf32.distractor_length, pf32.num_distractors) == (14, 4, 5)
-    assert (pf32.paddle_length, pf32.paddle_thickness, pf32.margins, pf32.seed_distance) == (2, 0.5, (1,), 7)
-    assert (pf32.marker_radius, pf32.continuity, pf32.target_contrast, pf32.distractor_contrast) == (1.5, 1.0, 1.5, 2.0)
-    assert (pathx.margins, pathx.seed_distance, pathx.marker_radius, pathx.paddle_thickness) == ((2, 3), 20, 3.0, 1.5)
+    assert (pf32.paddle_length, pf32.paddle_thickness, pf32.margins, pf32.seed_distance) == (
+        2,
+        0.5,
+        (1,),
+        7,
+    )
+    assert (
+        pf32.marker_radius,
+        pf32.continuity,
+        pf32.target_contrast,
+        pf32.distractor_contrast,
+    ) == (1.5, 1.0, 1.5, 2.0)
+    assert (pathx.margins, pathx.seed_distance, pathx.marker_radius, pathx.paddle_thickness) == (
+        (2, 3),
+        20,
+        3.0,
+        1.5,
+    )
     assert (pathx.continuity, pathx.num_distractors) == (1.8, 8)
     assert [preset(32, d).contour_length for d in ("easy", "intermediate", "hard")] == [6, 9, 14]
 
@@ -45,7 +60,9 @@ def test_images_and_labels(samples: list[PathfinderSample]) -> None:
     labels = np.array([s.label for s in samples])
     assert 0.4 < labels.mean() < 0.6
     nonzero = np.mean([(s.image > 0).mean() for s in samples])
-    assert 0.2 < nonzero < 0.5, nonzero  # about a third to a half, faint antialiasing halos included
+    assert 0.2 < nonzero < 0.5, (
+        nonzero
+    )  # about a third to a half, faint antialiasing halos included
     assert all(s.image.max() == 255 for s in samples)
 
 
@@ -55,7 +72,9 @@ def _components(masks: np.ndarray) -> np.ndarray:
     h, w = masks.shape[1:]
     while True:  # every pixel takes the largest label around it until nothing changes
         padded = np.pad(labels, ((0, 0), (1, 1), (1, 1)))
-        grown = np.max([padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=0)
+        grown = np.max(
+            [padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=0
+        )
         grown = np.where(masks, grown, 0)
         if np.array_equal(grown, labels):
             return np.array([len(np.unique(one[one > 0])) for one in labels])
@@ -92,19 +111,31 @@ def test_image_statistics_match_the_original(samples: list[PathfinderSample]) ->
     }
     for name, (mean, sd) in ORIGINAL_PF32.items():
         tolerance = 4 * sd * math.sqrt(1 / ORIGINAL_N + 1 / len(samples))
-        assert abs(ours[name].mean() - mean) <= tolerance, (name, ours[name].mean(), mean, tolerance)
+        assert abs(ours[name].mean() - mean) <= tolerance, (
+            name,
+            ours[name].mean(),
+            mean,
+            tolerance,
+        )
     assert (images.max(axis=(1, 2)) == 255).all()  # the original stretches every image to 0..255
 
 
 def _byte_scale(values: np.ndarray) -> np.ndarray:
     """The original's conversion to bytes: minimum to 0, maximum to 255, rounded."""
     lo, hi = float(values.min()), float(values.max())
-    return ((values - lo) * (255.0 / (hi - lo if hi > lo else 1.0))).clip(0, 255).__add__(0.5).astype(np.uint8)
+    return (
+        ((values - lo) * (255.0 / (hi - lo if hi > lo else 1.0)))
+        .clip(0, 255)
+        .__add__(0.5)
+        .astype(np.uint8)
+    )
 
 
 def _lanczos(values: np.ndarray, size: int) -> np.ndarray:
     """Byte-scale, then Lanczos-resample to ``size`` x ``size``, back in [0, 1]."""
-    image = Image.fromarray(_byte_scale(values), mode="L").resize((size, size), Image.Resampling.LANCZOS)
+    image = Image.fromarray(_byte_scale(values), mode="L").resize(
+        (size, size), Image.Resampling.LANCZOS
+    )
     return np.asarray(image) / 255.0
 
 
@@ -119,16 +150,23 @@ def _original_render(sample: PathfinderSample, params: PathfinderParams) -> np.n
         contrast = params.target_contrast if snake.kind == "target" else params.distractor_contrast
         for dash in snake.dashes:
             c = r * aa
-            end = (math.ceil(c + length * aa * math.cos(dash.angle)), math.ceil(c + length * aa * math.sin(dash.angle)))
+            end = (
+                math.ceil(c + length * aa * math.cos(dash.angle)),
+                math.ceil(c + length * aa * math.sin(dash.angle)),
+            )
             fine = Image.new("F", (2 * c + 1, 2 * c + 1), 0.0)
-            ImageDraw.Draw(fine).line([(c, c), end], fill=255.0, width=round(params.paddle_thickness * aa))
+            ImageDraw.Draw(fine).line(
+                [(c, c), end], fill=255.0, width=round(params.paddle_thickness * aa)
+            )
             y, x = dash.start
             view = image[y : y + 2 * r + 1, x : x + 2 * r + 1]
             np.maximum(view, _lanczos(np.asarray(fine), 2 * r + 1) * contrast, out=view)
     image = image[r:-r, r:-r]
     fy, fx = np.mgrid[0 : n * aa, 0 : n * aa]
     for y, x in sample.markers:
-        disc = ((fy - y * aa) ** 2 + (fx - x * aa) ** 2 <= (params.marker_radius * aa) ** 2).astype(float)
+        disc = ((fy - y * aa) ** 2 + (fx - x * aa) ** 2 <= (params.marker_radius * aa) ** 2).astype(
+            float
+        )
         image = np.maximum(image, _lanczos(disc, n))
     return _byte_scale(image)
 
@@ -154,10 +192,18 @@ def test_markers_sit_at_the_ends_of_target_snakes(samples: list[PathfinderSample
         assert all(len(sn.dashes) == 14 for sn in s.snakes[:2])
         assert all(len(sn.dashes) == 4 for sn in s.snakes[2:])
         for sn in s.snakes:  # a chain: each dash starts about 2 margins after the previous one ends
-            assert all(math.dist(d1.b, d2.a) <= 2 * s.margin + 3 for d1, d2 in itertools.pairwise(sn.dashes))
+            assert all(
+                math.dist(d1.b, d2.a) <= 2 * s.margin + 3
+                for d1, d2 in itertools.pairwise(sn.dashes)
+            )
         owners = []
         for marker in s.markers:
-            hits = [(k, e) for k in (0, 1) for e, end in enumerate(s.snakes[k].ends) if math.dist(marker, end) < 0.5]
+            hits = [
+                (k, e)
+                for k in (0, 1)
+                for e, end in enumerate(s.snakes[k].ends)
+                if math.dist(marker, end) < 0.5
+            ]
             assert len(hits) == 1, (marker, hits)
             owners.append(hits[0])
         (k0, e0), (k1, e1) = owners
@@ -177,11 +223,18 @@ def _point_segment(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _crossing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(i, j) matrix: do segments i and j properly cross?"""
 
-    def side(p: np.ndarray, q: np.ndarray, r: np.ndarray) -> np.ndarray:  # sign of (q - p) x (r - p)
-        return np.sign((q[..., 0] - p[..., 0]) * (r[..., 1] - p[..., 1]) - (q[..., 1] - p[..., 1]) * (r[..., 0] - p[..., 0]))
+    def side(
+        p: np.ndarray, q: np.ndarray, r: np.ndarray
+    ) -> np.ndarray:  # sign of (q - p) x (r - p)
+        return np.sign(
+            (q[..., 0] - p[..., 0]) * (r[..., 1] - p[..., 1])
+            - (q[..., 1] - p[..., 1]) * (r[..., 0] - p[..., 0])
+        )
 
     a_i, b_i, a_j, b_j = a[:, None], b[:, None], a[None], b[None]
-    return (side(a_i, b_i, a_j) * side(a_i, b_i, b_j) < 0) & (side(a_j, b_j, a_i) * side(a_j, b_j, b_i) < 0)
+    return (side(a_i, b_i, a_j) * side(a_i, b_i, b_j) < 0) & (
+        side(a_j, b_j, a_i) * side(a_j, b_j, b_i) < 0
+    )
 
 
 def _neighbours(sample: PathfinderSample) -> np.ndarray:
@@ -210,7 +263,13 @@ def _worst_overlap(sample: PathfinderSample, params: PathfinderParams) -> int:
     n = params.image_size
     masks = []
     for dash in (d for sn in sample.snakes for d in sn.dashes):
-        patch = dash_patch(dash.angle, params.paddle_length, params.paddle_thickness, sample.margin, params.antialias)
+        patch = dash_patch(
+            dash.angle,
+            params.paddle_length,
+            params.paddle_thickness,
+            sample.margin,
+            params.antialias,
+        )
         canvas = np.zeros((n + 2 * patch.radius, n + 2 * patch.radius), np.int16)
         y, x = dash.start
         canvas[y : y + patch.mask.shape[0], x : x + patch.mask.shape[1]] = patch.mask
@@ -250,7 +309,15 @@ def test_written_files_are_deterministic_and_parse(tmp_path: Path) -> None:
     rows = parse_metadata(one / "metadata" / "0.npy")
     assert [rel for rel, _ in rows] == [f"imgs/0/sample_{i}.png" for i in range(24)]
     first = (one / "metadata" / "0.npy").read_text().splitlines()[0].split()
-    assert first[:3] == ["imgs/0", "sample_0.png", "0"] and first[4:] == ["1.0", "14", "4", "2", "0.5", "1", "1"]
+    assert first[:3] == ["imgs/0", "sample_0.png", "0"] and first[4:] == [
+        "1.0",
+        "14",
+        "4",
+        "2",
+        "0.5",
+        "1",
+        "1",
+    ]
     assert first[3] == str(generate_sample(params, 3, 0).label)
 
 
@@ -258,15 +325,22 @@ def test_batches_follow_the_release_layout(tmp_path: Path, monkeypatch: pytest.M
     import lra_bench.data.generators.pathfinder as gen
 
     monkeypatch.setattr(gen, "BATCH_SIZE", 4)
-    folder = gen.write_dataset(tmp_path / "pf", preset(32, "easy"), 6, seed=0, workers=1, progress=False)
+    folder = gen.write_dataset(
+        tmp_path / "pf", preset(32, "easy"), 6, seed=0, workers=1, progress=False
+    )
     assert sorted(p.name for p in (folder / "metadata").iterdir()) == ["0.npy", "1.npy"]
-    assert sorted(p.name for p in (folder / "imgs" / "1").iterdir()) == ["sample_0.png", "sample_1.png"]
+    assert sorted(p.name for p in (folder / "imgs" / "1").iterdir()) == [
+        "sample_0.png",
+        "sample_1.png",
+    ]
     line = (folder / "metadata" / "1.npy").read_text().splitlines()[1].split()
     assert line[:3] == ["imgs/1", "sample_1.png", "1"] and line[5:7] == ["6", "2"]
     assert BATCH_SIZE == 1000
 
 
-def test_cached_images_follow_the_generator_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cached_images_follow_the_generator_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A new generator version names a new cache folder, so images drawn by an older one are not reused."""
     import lra_bench.data.generators.pathfinder as gen
     from lra_bench.data.pathfinder import generated_folder

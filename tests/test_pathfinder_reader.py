@@ -16,7 +16,9 @@ from lra_bench.data import pathfinder as pf
 META = "{batch} sample_{i}.png {i} {label} 1.0 14 4 2 0.5 1 1\n"
 
 
-def write_release(root: Path, n: int = 101, empty: tuple[int, ...] = (7,), side: int = 32, per_batch: int = 60) -> dict[bytes, int]:
+def write_release(
+    root: Path, n: int = 101, empty: tuple[int, ...] = (7,), side: int = 32, per_batch: int = 60
+) -> dict[bytes, int]:
     """A release folder ``root/pathfinder32/curv_contour_length_14`` of ``n`` images; returns pixels -> label."""
     folder = root / f"pathfinder{side}" / "curv_contour_length_14"
     rng = np.random.default_rng(0)
@@ -25,7 +27,11 @@ def write_release(root: Path, n: int = 101, empty: tuple[int, ...] = (7,), side:
     for index in range(n):
         batch, i = divmod(index, per_batch)
         label = index % 2
-        pixels = np.zeros((side, side), np.uint8) if index in empty else rng.integers(0, 256, (side, side), dtype=np.uint8)
+        pixels = (
+            np.zeros((side, side), np.uint8)
+            if index in empty
+            else rng.integers(0, 256, (side, side), dtype=np.uint8)
+        )
         path = folder / "imgs" / str(batch) / f"sample_{i}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels, mode="L").save(path)
@@ -40,7 +46,13 @@ def write_release(root: Path, n: int = 101, empty: tuple[int, ...] = (7,), side:
 
 def config(tmp_path: Path, *overrides: str, task: str = "pathfinder"):
     return compose_config(
-        [f"task={task}", f"paths.cache_dir={tmp_path / 'cache'}", f"paths.data_dir={tmp_path / 'data'}", "trainer.progress=false", *overrides]
+        [
+            f"task={task}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"paths.data_dir={tmp_path / 'data'}",
+            "trainer.progress=false",
+            *overrides,
+        ]
     )
 
 
@@ -52,7 +64,11 @@ def test_release_is_read_split_and_cached(tmp_path: Path) -> None:
     expected = write_release(tmp_path / "release")
     cfg = config(tmp_path, "data.source=release", f"data.root={tmp_path / 'release'}")
     splits = pf.prepare(data_settings(cfg))
-    assert {k: len(v) for k, v in splits.items()} == {"train": 80, "val": 10, "test": 10}  # 101 - 1 empty
+    assert {k: len(v) for k, v in splits.items()} == {
+        "train": 80,
+        "val": 10,
+        "test": 10,
+    }  # 101 - 1 empty
     seen = [r for name in ("train", "val", "test") for r in rows_of(splits[name])]
     assert all(len(ids) == 1024 for ids, _ in seen)
     assert sorted(seen) == sorted(expected.items())  # every usable image once, with its label
@@ -64,13 +80,25 @@ def test_release_is_read_split_and_cached(tmp_path: Path) -> None:
 def test_root_may_name_the_difficulty_folder_and_sizes_may_be_set(tmp_path: Path) -> None:
     write_release(tmp_path / "release", n=30, empty=())
     folder = tmp_path / "release" / "pathfinder32" / "curv_contour_length_14"
-    cfg = config(tmp_path, f"data.root={folder}", "data.train_size=20", "data.val_size=4", "data.test_size=3")
+    cfg = config(
+        tmp_path, f"data.root={folder}", "data.train_size=20", "data.val_size=4", "data.test_size=3"
+    )
     splits = pf.prepare(data_settings(cfg))  # source=auto finds the release
     assert {k: len(v) for k, v in splits.items()} == {"train": 20, "val": 4, "test": 3}
     with pytest.raises(DataError, match="holds contour length 14 but data.difficulty=easy"):
         pf.prepare(data_settings(config(tmp_path, f"data.root={folder}", "data.difficulty=easy")))
     with pytest.raises(DataError, match="holds 30 usable images"):
-        pf.prepare(data_settings(config(tmp_path, f"data.root={folder}", "data.train_size=30", "data.val_size=4", "data.test_size=3")))
+        pf.prepare(
+            data_settings(
+                config(
+                    tmp_path,
+                    f"data.root={folder}",
+                    "data.train_size=30",
+                    "data.val_size=4",
+                    "data.test_size=3",
+                )
+            )
+        )
 
 
 def test_split_is_seeded(tmp_path: Path) -> None:
@@ -80,7 +108,9 @@ def test_split_is_seeded(tmp_path: Path) -> None:
     first = pf.build_splits(folder, 32, data_settings(cfg).data)
     second = pf.build_splits(folder, 32, data_settings(cfg).data)
     assert rows_of(first["test"]) == rows_of(second["test"])
-    assert [r[1] for r in rows_of(first["train"])] != [i % 2 for i in range(40)]  # shuffled, not file order
+    assert [r[1] for r in rows_of(first["train"])] != [
+        i % 2 for i in range(40)
+    ]  # shuffled, not file order
 
 
 def one_line_error(excinfo: pytest.ExceptionInfo) -> str:
@@ -102,15 +132,25 @@ def test_malformed_metadata_line(tmp_path: Path) -> None:
     assert f"{meta}:3:" in message and "expected 11 space-separated fields" in message
 
 
-def test_unreadable_pngs_are_skipped_with_one_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreadable_pngs_are_skipped_with_one_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     expected = write_release(tmp_path / "release", n=24, empty=())
     imgs = tmp_path / "release" / "pathfinder32" / "curv_contour_length_14" / "imgs" / "0"
-    bad = {"sample_4.png": b"", "sample_9.png": (imgs / "sample_9.png").read_bytes()[:60], "sample_11.png": b"not a png"}
+    bad = {
+        "sample_4.png": b"",
+        "sample_9.png": (imgs / "sample_9.png").read_bytes()[:60],
+        "sample_11.png": b"not a png",
+    }
     for name, raw in bad.items():
         expected.pop(np.asarray(Image.open(imgs / name).convert("L")).tobytes())
         (imgs / name).write_bytes(raw)
-    splits = pf.prepare(data_settings(config(tmp_path, "data.source=release", f"data.root={tmp_path / 'release'}")))
-    assert sorted(r for s in splits.values() for r in rows_of(s)) == sorted(expected.items())  # the 21 others, once each
+    splits = pf.prepare(
+        data_settings(config(tmp_path, "data.source=release", f"data.root={tmp_path / 'release'}"))
+    )
+    assert sorted(r for s in splits.values() for r in rows_of(s)) == sorted(
+        expected.items()
+    )  # the 21 others, once each
     (warning,) = capsys.readouterr().err.splitlines()
     assert warning.startswith("warning: skipped 3 of 24 images in ") and "unreadable" in warning
     assert "imgs/0/sample_4.png, imgs/0/sample_9.png, imgs/0/sample_11.png" in warning
@@ -123,12 +163,25 @@ def test_too_few_readable_pngs_is_one_line(tmp_path: Path) -> None:
     for i in range(3):
         (imgs / f"sample_{i}.png").write_bytes(b"")
     with pytest.raises(DataError) as excinfo:
-        pf.prepare(data_settings(config(tmp_path, "data.source=release", f"data.root={tmp_path / 'release'}")))
+        pf.prepare(
+            data_settings(
+                config(tmp_path, "data.source=release", f"data.root={tmp_path / 'release'}")
+            )
+        )
     assert "holds 9 usable images, too few" in one_line_error(excinfo)
-    cfg = config(tmp_path, "data.source=release", f"data.root={tmp_path / 'release'}", "data.train_size=6", "data.val_size=2", "data.test_size=2")
+    cfg = config(
+        tmp_path,
+        "data.source=release",
+        f"data.root={tmp_path / 'release'}",
+        "data.train_size=6",
+        "data.val_size=2",
+        "data.test_size=2",
+    )
     with pytest.raises(DataError) as excinfo:
         pf.prepare(data_settings(cfg))
-    assert "= 10 but" in one_line_error(excinfo) and "holds 9 usable images" in one_line_error(excinfo)
+    assert "= 10 but" in one_line_error(excinfo) and "holds 9 usable images" in one_line_error(
+        excinfo
+    )
 
 
 def test_missing_image_and_wrong_size(tmp_path: Path) -> None:
@@ -147,7 +200,10 @@ def test_missing_release_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(DataError) as excinfo:
         pf.prepare(data_settings(cfg))
     message = one_line_error(excinfo)
-    assert str(tmp_path / "data" / "lra_release" / "pathfinder32" / "curv_contour_length_14") in message
+    assert (
+        str(tmp_path / "data" / "lra_release" / "pathfinder32" / "curv_contour_length_14")
+        in message
+    )
     assert "data.root" in message and "data.source=generate" in message and "no download" in message
 
 
@@ -162,11 +218,21 @@ def test_metadata_saved_as_a_numpy_array_is_read(tmp_path: Path) -> None:
 
 
 def test_generate_writes_the_release_layout_and_reads_it_back(tmp_path: Path) -> None:
-    cfg = config(tmp_path, "trainer=smoke", "data.source=auto", "data.train_size=16", "data.val_size=4", "data.test_size=4", "data.gen_workers=1")
+    cfg = config(
+        tmp_path,
+        "trainer=smoke",
+        "data.source=auto",
+        "data.train_size=16",
+        "data.val_size=4",
+        "data.test_size=4",
+        "data.gen_workers=1",
+    )
     splits = pf.prepare(data_settings(cfg))
     assert {k: len(v) for k, v in splits.items()} == {"train": 16, "val": 4, "test": 4}
     assert all(len(row["input_ids"]) == 1024 and row["label"] in (0, 1) for row in splits["train"])
-    folders = list((tmp_path / "cache").glob("pathfinder32-images-*/pathfinder32/curv_contour_length_14"))
+    folders = list(
+        (tmp_path / "cache").glob("pathfinder32-images-*/pathfinder32/curv_contour_length_14")
+    )
     assert len(folders) == 1
     assert len(list((folders[0] / "imgs" / "0").glob("sample_*.png"))) == 24
     assert len((folders[0] / "metadata" / "0.npy").read_text().splitlines()) == 24
@@ -174,7 +240,14 @@ def test_generate_writes_the_release_layout_and_reads_it_back(tmp_path: Path) ->
 
 
 def test_pathx_is_128_by_128(tmp_path: Path) -> None:
-    cfg = config(tmp_path, "data.source=generate", "data.train_size=2", "data.val_size=1", "data.test_size=1", task="pathx")
+    cfg = config(
+        tmp_path,
+        "data.source=generate",
+        "data.train_size=2",
+        "data.val_size=1",
+        "data.test_size=1",
+        task="pathx",
+    )
     assert cfg.task.max_len == 16384 and cfg.task.num_classes == 2 and cfg.task.vocab_size == 256
     assert IMAGE_SIDES[cfg.task.name] == 128
     splits = pf.prepare(data_settings(cfg))
@@ -195,10 +268,35 @@ def test_bad_settings(tmp_path: Path) -> None:
 
 def test_smoke_preset_takes_what_a_small_release_holds(tmp_path: Path) -> None:
     write_release(tmp_path / "release", n=29, empty=())
-    splits = pf.prepare(data_settings(config(tmp_path, "trainer=smoke", "data.source=release", f"data.root={tmp_path / 'release'}")))
+    splits = pf.prepare(
+        data_settings(
+            config(
+                tmp_path,
+                "trainer=smoke",
+                "data.source=release",
+                f"data.root={tmp_path / 'release'}",
+            )
+        )
+    )
     sizes = {k: len(v) for k, v in splits.items()}
-    assert sizes == {"train": 21, "val": 4, "test": 4}  # 64/16/16 asked, shrunk in proportion to the 29 there
+    assert sizes == {
+        "train": 21,
+        "val": 4,
+        "test": 4,
+    }  # 64/16/16 asked, shrunk in proportion to the 29 there
     write_release(tmp_path / "tiny", n=5, empty=())
     with pytest.raises(DataError) as excinfo:
-        pf.prepare(data_settings(config(tmp_path, "trainer=smoke", "data.source=release", f"data.root={tmp_path / 'tiny'}")))
-    assert "holds 5 usable images, too few for train/val/test (at least 6 needed)" in one_line_error(excinfo)
+        pf.prepare(
+            data_settings(
+                config(
+                    tmp_path,
+                    "trainer=smoke",
+                    "data.source=release",
+                    f"data.root={tmp_path / 'tiny'}",
+                )
+            )
+        )
+    assert (
+        "holds 5 usable images, too few for train/val/test (at least 6 needed)"
+        in one_line_error(excinfo)
+    )

@@ -18,7 +18,10 @@ from lra_bench.step import precision_of
 
 
 def model_for(attn: str, *overrides: str) -> torch.nn.Module:
-    small = [f"attn.{key}={value}" for key, value in {**SMALL, "skyformer": {"num_landmarks": 16}}.get(attn, {}).items()]
+    small = [
+        f"attn.{key}={value}"
+        for key, value in {**SMALL, "skyformer": {"num_landmarks": 16}}.get(attn, {}).items()
+    ]
     torch.manual_seed(0)
     return build_model(compose_config([f"attn={attn}", "task.max_len=64", *small, *overrides]))
 
@@ -55,7 +58,9 @@ def test_every_parameter_gets_a_gradient(attn):
 def test_hidden_scores_fit_the_dtype_and_vanish_after_softmax():
     assert hidden_score(torch.float32) == -1e9 and hidden_score(torch.bfloat16) == -1e9
     low = hidden_score(torch.float16)
-    assert torch.isfinite(torch.tensor(low, dtype=torch.float16)) and torch.isfinite(torch.tensor(low - 30000, dtype=torch.float16))
+    assert torch.isfinite(torch.tensor(low, dtype=torch.float16)) and torch.isfinite(
+        torch.tensor(low - 30000, dtype=torch.float16)
+    )
     scores = torch.tensor([-20.0, low], dtype=torch.float16)
     assert torch.softmax(scores.float(), 0)[1] == 0.0
     x = torch.zeros(2)
@@ -65,10 +70,14 @@ def test_hidden_scores_fit_the_dtype_and_vanish_after_softmax():
 
 
 def test_emulated_bf16_gpus_train_in_fp16(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)  # a V100
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation
+    )  # a V100
     assert not native_bf16(torch.device("cuda"))
     assert precision_of(True, torch.device("cuda")) == ("fp16-amp", torch.float16)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: True
+    )  # an A100
     assert precision_of(True, torch.device("cuda")) == ("bf16-amp", torch.bfloat16)
     assert precision_of(True, torch.device("cpu")) == ("bf16-amp", torch.bfloat16)
     assert precision_of(False, torch.device("cuda")) == ("fp32", None)
@@ -79,7 +88,10 @@ def test_deterministic_mode_is_strict_and_restores_the_previous_settings(monkeyp
     before = torch.are_deterministic_algorithms_enabled()
     with deterministic_mode(True):
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE
-        assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert (
+            torch.are_deterministic_algorithms_enabled()
+            and not torch.is_deterministic_algorithms_warn_only_enabled()
+        )
         assert not torch.backends.cuda.cudnn_sdp_enabled() and torch.backends.cudnn.deterministic
     assert torch.are_deterministic_algorithms_enabled() == before
     assert torch.backends.cuda.cudnn_sdp_enabled()

@@ -26,12 +26,30 @@ from lra_bench.optim import make_optimizer
 # Transcribed from google-research/long-range-arena (lra_benchmarks/...): batch, lr, weight decay,
 # schedule, warm-up, steps, eval every; model dim, heads, layers, qkv, mlp, dropout, pooling, positions.
 LRA = {
-    "listops": ((32, 0.05, 0.1, "warmup_rsqrt", 1000, 5000, 20), (512, 8, 6, 512, 2048, 0.1, "cls", "sinusoidal")),
-    "text": ((32, 0.05, 0.1, "warmup_rsqrt", 8000, 20000, 100), (256, 4, 4, 256, 1024, 0.1, "cls", "sinusoidal")),
-    "retrieval": ((32, 0.05, 0.1, "warmup_rsqrt", 8000, 5000, 100), (128, 4, 4, 128, 512, 0.1, "first_token", "sinusoidal")),
-    "image": ((256, 5e-4, 0.0, "warmup_cosine", 175, 35000, 175), (32, 1, 1, 32, 64, 0.3, "cls", "learned")),
-    "pathfinder": ((512, 1e-3, 0.0, "warmup_cosine", 312, 62400, 312), (128, 4, 1, 64, 128, 0.2, "mean", "sinusoidal")),
-    "pathx": ((64, 1e-3, 0.0, "warmup_cosine", 2500, 500000, 2500), (32, 2, 1, 16, 32, 0.1, "mean", "learned")),
+    "listops": (
+        (32, 0.05, 0.1, "warmup_rsqrt", 1000, 5000, 20),
+        (512, 8, 6, 512, 2048, 0.1, "cls", "sinusoidal"),
+    ),
+    "text": (
+        (32, 0.05, 0.1, "warmup_rsqrt", 8000, 20000, 100),
+        (256, 4, 4, 256, 1024, 0.1, "cls", "sinusoidal"),
+    ),
+    "retrieval": (
+        (32, 0.05, 0.1, "warmup_rsqrt", 8000, 5000, 100),
+        (128, 4, 4, 128, 512, 0.1, "first_token", "sinusoidal"),
+    ),
+    "image": (
+        (256, 5e-4, 0.0, "warmup_cosine", 175, 35000, 175),
+        (32, 1, 1, 32, 64, 0.3, "cls", "learned"),
+    ),
+    "pathfinder": (
+        (512, 1e-3, 0.0, "warmup_cosine", 312, 62400, 312),
+        (128, 4, 1, 64, 128, 0.2, "mean", "sinusoidal"),
+    ),
+    "pathx": (
+        (64, 1e-3, 0.0, "warmup_cosine", 2500, 500000, 2500),
+        (32, 2, 1, 16, 32, 0.1, "mean", "learned"),
+    ),
 }
 
 
@@ -41,8 +59,25 @@ def test_lra_paper_sets_the_lra_values(task):
     validate(cfg)
     t, m = cfg.trainer, cfg.model
     assert cfg.protocol.name == "lra_paper"
-    assert (t.batch_size, t.lr, t.weight_decay, t.schedule, t.warmup_steps, t.steps, t.eval_every) == LRA[task][0]
-    assert (m.dim, m.num_heads, m.num_layers, m.qkv_dim, m.ffn_dim, m.dropout, m.pooling, m.positions) == LRA[task][1]
+    assert (
+        t.batch_size,
+        t.lr,
+        t.weight_decay,
+        t.schedule,
+        t.warmup_steps,
+        t.steps,
+        t.eval_every,
+    ) == LRA[task][0]
+    assert (
+        m.dim,
+        m.num_heads,
+        m.num_layers,
+        m.qkv_dim,
+        m.ffn_dim,
+        m.dropout,
+        m.pooling,
+        m.positions,
+    ) == LRA[task][1]
     assert m.classifier_dim == m.ffn_dim  # classifier_head(encoded, num_classes, mlp_dim)
     assert (list(t.betas), t.eps, t.clip_value, t.cycle_steps) == ([0.9, 0.98], 1e-9, None, None)
     assert (m.init, m.attn_bias, m.norm_eps) == ("lra", False, 1e-6)
@@ -53,12 +88,22 @@ def test_lra_paper_sets_the_lra_values(task):
 def test_default_protocol_is_the_skyformer_papers(task):
     cfg = compose_config([f"task={task}"])
     assert cfg.protocol.name == "skyformer_paper"
-    assert (cfg.trainer.schedule, list(cfg.trainer.betas), cfg.trainer.eps, cfg.trainer.weight_decay, cfg.trainer.clip_value) == (
-        "one_cycle", [0.9, 0.999], 1e-6, 0.0, 1.0
-    )
+    assert (
+        cfg.trainer.schedule,
+        list(cfg.trainer.betas),
+        cfg.trainer.eps,
+        cfg.trainer.weight_decay,
+        cfg.trainer.clip_value,
+    ) == ("one_cycle", [0.9, 0.999], 1e-6, 0.0, 1.0)
     m = cfg.model
     assert (m.pooling, m.positions, m.qkv_dim, m.dual_head, m.init, m.attn_bias, m.norm_eps) == (
-        "mean", "learned", None, "nli", "default", True, 1e-5
+        "mean",
+        "learned",
+        None,
+        "nli",
+        "default",
+        True,
+        1e-5,
     )
     assert not {"batch_size", "lr", "warmup_steps", "eval_every", "steps"} & set(cfg.task)
 
@@ -67,17 +112,39 @@ def test_smoke_preset_shrinks_the_run_under_lra_paper():
     cfg = compose_config(["task=text", "protocol=lra_paper", "trainer=smoke"])
     t, m = cfg.trainer, cfg.model
     assert (t.steps, t.batch_size, t.warmup_steps, t.eval_every) == (6, 4, 2, 3)
-    assert (m.dim, m.num_layers, m.num_heads, m.ffn_dim, m.qkv_dim, m.classifier_dim) == (64, 2, 2, 128, None, 128)
-    assert (t.schedule, t.lr, m.pooling, m.positions, m.init) == ("warmup_rsqrt", 0.05, "cls", "sinusoidal", "lra")
+    assert (m.dim, m.num_layers, m.num_heads, m.ffn_dim, m.qkv_dim, m.classifier_dim) == (
+        64,
+        2,
+        2,
+        128,
+        None,
+        128,
+    )
+    assert (t.schedule, t.lr, m.pooling, m.positions, m.init) == (
+        "warmup_rsqrt",
+        0.05,
+        "cls",
+        "sinusoidal",
+        "lra",
+    )
     default_smoke = compose_config(["task=text", "trainer=smoke"])
-    assert OmegaConf.to_container(default_smoke.model) == OmegaConf.to_container(compose_config(["task=text"]).model)
+    assert OmegaConf.to_container(default_smoke.model) == OmegaConf.to_container(
+        compose_config(["task=text"]).model
+    )
 
 
 def test_cpu_demo_is_unchanged():
     cfg = compose_config(["experiment=cpu_demo"])
     t = cfg.trainer
     assert cfg.protocol.name == "skyformer_paper"
-    assert (t.steps, t.batch_size, t.lr, t.warmup_steps, t.eval_every, t.schedule) == (3000, 32, 1e-3, 300, 500, "one_cycle")
+    assert (t.steps, t.batch_size, t.lr, t.warmup_steps, t.eval_every, t.schedule) == (
+        3000,
+        32,
+        1e-3,
+        300,
+        500,
+        "one_cycle",
+    )
     assert (cfg.model.dim, cfg.model.num_layers, cfg.task.max_len) == (64, 2, 256)
 
 
@@ -95,14 +162,23 @@ def test_schedule_settings_are_checked():
     with pytest.raises(ConfigError, match="model.qkv_dim"):
         validate(compose_config(["model.qkv_dim=63"]))
     with pytest.raises(ConfigError, match="model.classifier_dim"):
-        validate(compose_config(["task=retrieval", "model.dual_head=lra", "model.classifier_dim=1"]))
+        validate(
+            compose_config(["task=retrieval", "model.dual_head=lra", "model.classifier_dim=1"])
+        )
 
 
 # --- optimiser and schedules -------------------------------------------------------------------
 
 
 def trainer(**values):
-    base = {"lr": 0.05, "betas": [0.9, 0.98], "eps": 1e-9, "weight_decay": 0.0, "steps": 5000, "warmup_steps": 1000}
+    base = {
+        "lr": 0.05,
+        "betas": [0.9, 0.98],
+        "eps": 1e-9,
+        "weight_decay": 0.0,
+        "steps": 5000,
+        "warmup_steps": 1000,
+    }
     return OmegaConf.create({**base, **values})
 
 
@@ -128,7 +204,9 @@ def test_warmup_rsqrt_matches_its_closed_form():
     steps = [0, 1, 500, 999, 1000, 1001, 4000]
     expected = [0.0, 0.05 * 0.001 / math.sqrt(1000), 0.05 * 0.5 / math.sqrt(1000), 0.05 * 0.999 / math.sqrt(1000),
                 0.05 / math.sqrt(1000), 0.05 / math.sqrt(1001), 0.05 / math.sqrt(4000)]  # fmt: skip
-    assert rates(trainer(schedule="warmup_rsqrt"), steps) == pytest.approx(expected, rel=1e-12, abs=0)
+    assert rates(trainer(schedule="warmup_rsqrt"), steps) == pytest.approx(
+        expected, rel=1e-12, abs=0
+    )
 
 
 def test_warmup_cosine_matches_its_closed_form():
@@ -138,7 +216,9 @@ def test_warmup_cosine_matches_its_closed_form():
                 5e-4 * (1 + math.cos(math.pi * (34999 - 175) / 35000)) / 2]  # fmt: skip
     assert rates(tc, steps) == pytest.approx(expected, rel=1e-12, abs=1e-18)
     # a cycle shorter than the run restarts at the peak, as the LRA factor does (progress % 1)
-    restart = rates(trainer(schedule="warmup_cosine", steps=40, warmup_steps=2, cycle_steps=10), [2, 7, 12])
+    restart = rates(
+        trainer(schedule="warmup_cosine", steps=40, warmup_steps=2, cycle_steps=10), [2, 7, 12]
+    )
     assert restart == pytest.approx([0.05, 0.025, 0.05], rel=1e-12)
 
 
@@ -146,7 +226,9 @@ def test_one_cycle_is_the_previous_schedule():
     tc = trainer(schedule="one_cycle", lr=1e-4, steps=100, warmup_steps=10)
     got = rates(tc, [0, 5, 10, 55, 99])
     ref_opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
-    ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=1e-4, total_steps=100, pct_start=0.1, anneal_strategy="linear")
+    ref = torch.optim.lr_scheduler.OneCycleLR(
+        ref_opt, max_lr=1e-4, total_steps=100, pct_start=0.1, anneal_strategy="linear"
+    )
     want = []
     for t in range(100):
         if t in (0, 5, 10, 55, 99):
@@ -185,7 +267,9 @@ def test_adamw_is_flax_adam_with_weight_decay(seed, schedule):
         opt.step()
         sched.step()
     assert lrs[0] == 0.0 and max(lrs) > 0
-    torch.testing.assert_close(param.detach(), flax_adam_reference(start, grads, lrs, wd=0.1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        param.detach(), flax_adam_reference(start, grads, lrs, wd=0.1), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_schedule_resumes_from_its_state():
@@ -208,8 +292,17 @@ def test_schedule_resumes_from_its_state():
 
 def lra_model(task="listops", *extra):
     torch.manual_seed(0)
-    small = ["task.max_len=64", "model.dim=32", "model.num_heads=2", "model.num_layers=2", "model.ffn_dim=64", "model.classifier_dim=64"]
-    return build_model(compose_config([f"task={task}", "protocol=lra_paper", *small, *extra])).eval()
+    small = [
+        "task.max_len=64",
+        "model.dim=32",
+        "model.num_heads=2",
+        "model.num_layers=2",
+        "model.ffn_dim=64",
+        "model.classifier_dim=64",
+    ]
+    return build_model(
+        compose_config([f"task={task}", "protocol=lra_paper", *small, *extra])
+    ).eval()
 
 
 def test_sinusoidal_table_is_lras():
@@ -227,7 +320,11 @@ def test_lra_model_has_a_cls_token_fixed_positions_and_bias_free_projections():
     assert enc.position.shape == (65, 32) and "position" not in dict(model.named_parameters())
     attn = enc.blocks[0].attn
     assert attn.qkv.bias is None and attn.out.bias is None
-    assert attn.qkv.weight.shape == (48, 32) and attn.out.weight.shape == (32, 16) and attn.head_dim == 8
+    assert (
+        attn.qkv.weight.shape == (48, 32)
+        and attn.out.weight.shape == (32, 16)
+        and attn.head_dim == 8
+    )
     assert enc.norm.eps == 1e-6
     assert 0.9 < enc.token.weight.std().item() < 1.1  # flax nn.Embed: normal(stddev=1.0)
     ffn_bias = enc.blocks[0].ffn[0].bias
@@ -235,12 +332,16 @@ def test_lra_model_has_a_cls_token_fixed_positions_and_bias_free_projections():
     assert not model.head[0].bias.any()
 
 
-@pytest.mark.parametrize("task,pooling", [("listops", "cls"), ("pathfinder", "mean"), ("listops", "first_token")])
+@pytest.mark.parametrize(
+    "task,pooling", [("listops", "cls"), ("pathfinder", "mean"), ("listops", "first_token")]
+)
 def test_lra_pooling_is_padding_invariant(task, pooling):
     model = lra_model(task, f"model.pooling={pooling}")
     seqs = [[3, 5, 7, 9, 11, 2, 4], [6, 6, 1, 12, 13, 14, 15, 2, 3, 4, 5, 1]]
     tight = Collator(64, "batch", mask_zero=False, dual=False)({"input_ids": seqs, "label": [0, 1]})
-    loose = Collator(64, "max_len", mask_zero=False, dual=False)({"input_ids": seqs, "label": [0, 1]})
+    loose = Collator(64, "max_len", mask_zero=False, dual=False)(
+        {"input_ids": seqs, "label": [0, 1]}
+    )
     with torch.no_grad():
         torch.testing.assert_close(model(tight), model(loose), rtol=1e-5, atol=1e-6)
 
@@ -257,12 +358,22 @@ def test_cls_pooling_reads_the_cls_token():
 
 
 def test_first_token_pooling_reads_only_the_first_position_output():
-    model = lra_model("listops", "model.pooling=first_token", "model.num_layers=1", "attn=local", "attn.block_size=2")
+    model = lra_model(
+        "listops",
+        "model.pooling=first_token",
+        "model.num_layers=1",
+        "attn=local",
+        "attn.block_size=2",
+    )
     collate = Collator(64, "batch", mask_zero=False, dual=False)
     with torch.no_grad():
         a = model(collate({"input_ids": [[3, 5, 7, 9, 11, 13]], "label": [0]}))
-        b = model(collate({"input_ids": [[3, 5, 7, 9, 12, 14]], "label": [0]}))  # far tokens changed
-        c = model(collate({"input_ids": [[4, 5, 7, 9, 11, 13]], "label": [0]}))  # first token changed
+        b = model(
+            collate({"input_ids": [[3, 5, 7, 9, 12, 14]], "label": [0]})
+        )  # far tokens changed
+        c = model(
+            collate({"input_ids": [[4, 5, 7, 9, 11, 13]], "label": [0]})
+        )  # first token changed
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
 
@@ -298,8 +409,14 @@ def data_for(task, tmp_path):
 @pytest.mark.parametrize("task", ["listops", "text", "retrieval", "image", "pathfinder"])
 def test_smoke_run_under_lra_paper(task, tmp_path):
     root, extra = data_for(task, tmp_path)
-    overrides = [o.replace("attn=skyformer", "attn=softmax") for o in smoke_overrides(tmp_path) if "num_landmarks" not in o]
+    overrides = [
+        o.replace("attn=skyformer", "attn=softmax")
+        for o in smoke_overrides(tmp_path)
+        if "num_landmarks" not in o
+    ]
     cfg = compose(task, root, tmp_path / "cache", *overrides, "protocol=lra_paper", *extra)
     assert (cfg.protocol.name, cfg.trainer.steps) == ("lra_paper", 6)
     result = smoke_run(cfg)
-    assert result["status"] == "complete" and result["steps"] == 6 and 0.0 <= result["test_acc"] <= 1.0
+    assert (
+        result["status"] == "complete" and result["steps"] == 6 and 0.0 <= result["test_acc"] <= 1.0
+    )

@@ -46,10 +46,17 @@ def _ddp_steps(info: DistInfo) -> None:
     """Three DDP steps of the attention layers of the key-less variants (their k projection unused)."""
     for name in ("reformer", "synthesizer"):
         torch.manual_seed(0)
-        attn = build_attention({"name": name, "chunk_size": 8} if name == "reformer" else {"name": name}, head_dim=8, num_heads=2, max_len=32)
+        attn = build_attention(
+            {"name": name, "chunk_size": 8} if name == "reformer" else {"name": name},
+            head_dim=8,
+            num_heads=2,
+            max_len=32,
+        )
         layer = wrap_model(MultiHeadAttention(16, 2, attn, dropout=0.0, attn_fp32=True), info, CPU)
         x = torch.randn(2, 32, 16)
-        for _ in range(3):  # DDP without the unused-parameter search fails on the step after one goes unused
+        for _ in range(
+            3
+        ):  # DDP without the unused-parameter search fails on the step after one goes unused
             layer(x, None).sum().backward()
 
 
@@ -58,7 +65,9 @@ def test_two_ranks_checkpoint_resumes_on_one(tmp_path):
     mp.spawn(_save_from_ranks, args=(2, str(tmp_path)), nprocs=2)
     saved = torch.load(tmp_path / "rng.pt", weights_only=True)
     assert saved["world_size"] == 2 and len(saved["ranks"]) == 2
-    assert not torch.equal(torch.load(tmp_path / "next0.pt"), torch.load(tmp_path / "next1.pt"))  # seed + rank
+    assert not torch.equal(
+        torch.load(tmp_path / "next0.pt"), torch.load(tmp_path / "next1.pt")
+    )  # seed + rank
     notice = restore_rng_states(saved, DistInfo(), CPU)
     assert torch.equal(torch.rand(3), torch.load(tmp_path / "next0.pt"))
     assert notice is not None and "2 rank(s), resuming on 1" in notice

@@ -13,7 +13,9 @@ from lra_bench.results import COLUMNS, ResultsError, append_row
 
 def row(i: int) -> dict:
     r = {c: f"v{i}" for c in COLUMNS}
-    r["overrides"] = f"attn=x,y trainer.lr=1e-4 note=\"quoted, {i}\""  # commas and quotes stay inside one cell
+    r["overrides"] = (
+        f'attn=x,y trainer.lr=1e-4 note="quoted, {i}"'  # commas and quotes stay inside one cell
+    )
     r["seed"] = i
     return r
 
@@ -45,7 +47,9 @@ def test_concurrent_appends_leave_every_row_whole(tmp_path):
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 400
-    assert sorted(int(r["seed"]) for r in rows) == sorted(w * 1000 + j for w in range(8) for j in range(50))
+    assert sorted(int(r["seed"]) for r in rows) == sorted(
+        w * 1000 + j for w in range(8) for j in range(50)
+    )
     assert all(len(r) == len(COLUMNS) and None not in r for r in rows)
 
 
@@ -71,6 +75,8 @@ def test_columns_and_numeric_fields_come_from_the_row_dataclass():
     from lra_bench.results import NUMERIC_COLUMNS, TEXT_COLUMNS, LeaderboardRow
 
     assert COLUMNS == [f.name for f in fields(LeaderboardRow)]
-    assert set(NUMERIC_COLUMNS) | set(TEXT_COLUMNS) == set(COLUMNS) and not set(NUMERIC_COLUMNS) & set(TEXT_COLUMNS)
+    assert set(NUMERIC_COLUMNS) | set(TEXT_COLUMNS) == set(COLUMNS) and not set(
+        NUMERIC_COLUMNS
+    ) & set(TEXT_COLUMNS)
     assert {"val_acc", "test_acc", "step_ms", "tokens_per_s", "params"} <= set(NUMERIC_COLUMNS)
     assert {"task", "attn", "device", "precision", "commit"} <= set(TEXT_COLUMNS)

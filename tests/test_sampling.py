@@ -13,7 +13,15 @@ from lra_bench.attention.registry import REGISTRY, available
 from lra_bench.attention.sampling import DeviceGenerators, seeded_generator, uniform_indices
 
 # operations that read a device tensor back to the host (or size an output by its values)
-HOST_READS = {"_local_scalar_dense", "bincount", "nonzero", "masked_select", "_unique2", "unique_dim", "unique_consecutive"}
+HOST_READS = {
+    "_local_scalar_dense",
+    "bincount",
+    "nonzero",
+    "masked_select",
+    "_unique2",
+    "unique_dim",
+    "unique_consecutive",
+}
 
 
 class HostReads(TorchDispatchMode):
@@ -33,7 +41,9 @@ def test_uniform_indices_match_a_host_draw_on_the_cpu():
     lengths = torch.tensor([7, 100, 1])
     idx = uniform_indices(lengths, (2, 50), seeded_generator(3))
     u = torch.rand((3, 2, 50), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    expected = torch.minimum((u * lengths.double().view(-1, 1, 1)).long(), lengths.view(-1, 1, 1) - 1)
+    expected = torch.minimum(
+        (u * lengths.double().view(-1, 1, 1)).long(), lengths.view(-1, 1, 1) - 1
+    )
     assert torch.equal(idx, expected)
     assert ((idx >= 0) & (idx < lengths.view(-1, 1, 1))).all()
 
@@ -45,13 +55,17 @@ def test_device_generators_round_trip_and_keep_states_of_unused_devices():
     saved = gens.state()
     ahead = torch.rand(4, generator=gens.get("cpu"))
     restored = DeviceGenerators(99)
-    restored.load({**saved, "cuda": torch.zeros(3, dtype=torch.uint8)})  # a GPU run's state, read on a CPU machine
+    restored.load(
+        {**saved, "cuda": torch.zeros(3, dtype=torch.uint8)}
+    )  # a GPU run's state, read on a CPU machine
     assert torch.equal(torch.rand(4, generator=restored.get("cpu")), ahead)
     assert set(restored.state()) == {"cpu", "cuda"}  # kept for a later save, not dropped
 
 
 def test_older_checkpoints_with_a_bare_cpu_state_still_load():
-    attn = build_attention({"name": "skyformer", "num_landmarks": 8}, head_dim=8, num_heads=2, max_len=64)
+    attn = build_attention(
+        {"name": "skyformer", "num_landmarks": 8}, head_dim=8, num_heads=2, max_len=64
+    )
     old = torch.Generator().manual_seed(5).get_state()
     attn.set_extra_state(old)
     assert torch.equal(attn.generator().get_state(), old)
@@ -60,14 +74,20 @@ def test_older_checkpoints_with_a_bare_cpu_state_still_load():
 @pytest.mark.parametrize("name", available())
 def test_forward_reads_nothing_back_to_the_host(name, monkeypatch):
     torch.manual_seed(0)
-    attn = build_attention({"name": name, "dropout": 0.0, **SMALL.get(name, {})}, head_dim=8, num_heads=2, max_len=128)
+    attn = build_attention(
+        {"name": name, "dropout": 0.0, **SMALL.get(name, {})}, head_dim=8, num_heads=2, max_len=128
+    )
     q, k, v = (x.float().requires_grad_() for x in rand_qkv(0, n=96))
     mask = torch.ones(2, 96, dtype=torch.bool)
     mask[1, 50:] = False
     called: list[str] = []
     for method in ("cpu", "item", "tolist", "numpy"):
         original = getattr(torch.Tensor, method)
-        monkeypatch.setattr(torch.Tensor, method, lambda self, *a, _m=method, _o=original, **kw: called.append(_m) or _o(self, *a, **kw))
+        monkeypatch.setattr(
+            torch.Tensor,
+            method,
+            lambda self, *a, _m=method, _o=original, **kw: called.append(_m) or _o(self, *a, **kw),
+        )
     for training in (True, False):
         attn.train(training)
         with HostReads() as reads:
@@ -77,10 +97,21 @@ def test_forward_reads_nothing_back_to_the_host(name, monkeypatch):
         assert reads.seen == [] and called == [], f"{name}: host reads {reads.seen + called}"
 
 
-@pytest.mark.parametrize("name", [n for n in available() if issubclass(REGISTRY[n].module, SampledAttention)])
+@pytest.mark.parametrize(
+    "name", [n for n in available() if issubclass(REGISTRY[n].module, SampledAttention)]
+)
 def test_training_draws_resume_from_the_state_dict(name):
     torch.manual_seed(0)
-    make = lambda: build_attention({"name": name, **SMALL.get(name, {})}, head_dim=8, num_heads=2, max_len=128).double().train()  # noqa: E731
+
+    def make():
+        return (
+            build_attention(
+                {"name": name, **SMALL.get(name, {})}, head_dim=8, num_heads=2, max_len=128
+            )
+            .double()
+            .train()
+        )
+
     a = make()
     q, k, v = rand_qkv(1, n=64)
     a(q, k, v)

@@ -15,7 +15,7 @@ SEEDS = [0, 1, 2]
 
 
 def gaussian(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return torch.exp(-torch.cdist(x, y) ** 2 / 2)
+    return torch.exp(-(torch.cdist(x, y) ** 2) / 2)
 
 
 def skyformer(**kw: object) -> torch.nn.Module:
@@ -50,7 +50,9 @@ def test_softmax_sdpa_and_math_match_reference(seed):
     mask[1, 20:] = False
     ref = softmax_reference(q, k, v, mask)
     for impl in ("sdpa", "math"):
-        attn = build_attention({"name": "softmax", "impl": impl}, head_dim=8, num_heads=2, max_len=64).eval()
+        attn = build_attention(
+            {"name": "softmax", "impl": impl}, head_dim=8, num_heads=2, max_len=64
+        ).eval()
         torch.testing.assert_close(attn(q, k, v, mask), ref)
 
 
@@ -68,9 +70,13 @@ def test_newton_schulz_converges_to_pinv():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(3, 10, 10, generator=g, dtype=torch.float64)
     spd = a @ a.transpose(-1, -2) + 0.5 * torch.eye(10, dtype=torch.float64)
-    spd = spd / spd.abs().sum(-1).amax()  # norm <= 1, as the row-normalised matrices both variants invert
+    spd = (
+        spd / spd.abs().sum(-1).amax()
+    )  # norm <= 1, as the row-normalised matrices both variants invert
     for init in ("per_matrix", "batch"):  # (the batch start needs it: ||I - M Z0|| < 1)
-        torch.testing.assert_close(newton_schulz_pinv(spd, iters=60, init=init), torch.linalg.pinv(spd))
+        torch.testing.assert_close(
+            newton_schulz_pinv(spd, iters=60, init=init), torch.linalg.pinv(spd)
+        )
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -123,4 +129,6 @@ def test_gaussian_kernel_matches_cdist():
 
     x, y, _ = rand_qkv(7, n=20)
     torch.testing.assert_close(gaussian_kernel(x, y), gaussian(x, y))
-    assert math.isclose(float(gaussian_kernel(x, x).diagonal(dim1=-2, dim2=-1).min()), 1.0, rel_tol=1e-12)
+    assert math.isclose(
+        float(gaussian_kernel(x, x).diagonal(dim1=-2, dim2=-1).min()), 1.0, rel_tol=1e-12
+    )

@@ -23,7 +23,10 @@ def sweep(tmp_path, cache_dir, *extra: str) -> list[dict[str, str]]:
 
 
 def job_folders(tmp_path) -> list[str]:
-    return sorted(str(p.parent.relative_to(tmp_path / "runs")) for p in (tmp_path / "runs").rglob("results.json"))
+    return sorted(
+        str(p.parent.relative_to(tmp_path / "runs"))
+        for p in (tmp_path / "runs").rglob("results.json")
+    )
 
 
 @pytest.mark.slow

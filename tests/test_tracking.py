@@ -31,5 +31,14 @@ def test_tracker_finished_even_when_the_run_fails(smoke_overrides, monkeypatch):
 
     monkeypatch.setattr(train, "make_tracker", lambda *a, **k: Spy())
     with pytest.raises(RunError):
-        run(compose_config([*smoke_overrides, "trainer.lr=1e30", "trainer.clip_value=null", "trainer.warmup_steps=0"]))
+        run(
+            compose_config(
+                [
+                    *smoke_overrides,
+                    "trainer.lr=1e30",
+                    "trainer.clip_value=null",
+                    "trainer.warmup_steps=0",
+                ]
+            )
+        )
     assert finished == [True]

@@ -38,7 +38,11 @@ def test_smoke_run_per_attention_records_one_row(attn, smoke_overrides, tmp_path
     assert len(rows) == 1 and list(rows[0]) == COLUMNS
     row = rows[0]
     assert row["task"] == "listops" and row["attn"] == attn and row["steps"] == "6"
-    assert 0.0 <= float(row["test_acc"]) <= 1.0 and float(row["step_ms"]) > 0 and int(row["params"]) > 0
+    assert (
+        0.0 <= float(row["test_acc"]) <= 1.0
+        and float(row["step_ms"]) > 0
+        and int(row["params"]) > 0
+    )
     assert (tmp_path / "run" / "results.json").exists() and (tmp_path / "run" / "best.pt").exists()
 
 
@@ -56,11 +60,23 @@ def assert_same_state(a: object, b: object, key: str) -> None:
         assert torch.equal(a, b), key
 
 
-@pytest.mark.parametrize("attn, bucket", [("softmax", False), ("skyformer", False), ("skyformer", True)])
+@pytest.mark.parametrize(
+    "attn, bucket", [("softmax", False), ("skyformer", False), ("skyformer", True)]
+)
 def test_interrupted_run_resumes_to_identical_weights(attn, bucket, smoke_overrides, tmp_path):
     # deterministic mode: what makes the same comparison hold on a GPU too
-    bucketing = ["data.bucket=true", "data.bucket_window=3"] if bucket else []  # stops inside a window
-    base = [f"attn={attn}", *small_attn(attn), *smoke_overrides, *bucketing, "trainer.steps=8", "trainer.ckpt_every=100", "trainer.deterministic=true"]
+    bucketing = (
+        ["data.bucket=true", "data.bucket_window=3"] if bucket else []
+    )  # stops inside a window
+    base = [
+        f"attn={attn}",
+        *small_attn(attn),
+        *smoke_overrides,
+        *bucketing,
+        "trainer.steps=8",
+        "trainer.ckpt_every=100",
+        "trainer.deterministic=true",
+    ]
     straight = [*base, f"paths.run_dir={tmp_path / 'straight'}"]
     resumed = [*base, f"paths.run_dir={tmp_path / 'resumed'}"]
     run(compose_config(straight))
@@ -77,7 +93,10 @@ def test_interrupted_run_resumes_to_identical_weights(attn, bucket, smoke_overri
     same = ("test_acc", "val_acc", "best_step", "config_hash")
     assert len(rows) == 2 and all(rows[0][key] == rows[1][key] for key in same)
     again = run(compose_config(resumed))  # a complete run is not repeated
-    assert again["test_acc"] == second["test_acc"] and len(read_rows(tmp_path / "leaderboard.csv")) == 2
+    assert (
+        again["test_acc"] == second["test_acc"]
+        and len(read_rows(tmp_path / "leaderboard.csv")) == 2
+    )
 
 
 def test_checkpoint_from_another_config_is_refused(smoke_overrides):
@@ -88,11 +107,22 @@ def test_checkpoint_from_another_config_is_refused(smoke_overrides):
 
 def test_nan_loss_stops_with_a_clear_message_and_no_row(smoke_overrides, tmp_path):
     with pytest.raises(RunError, match="loss became nan"):
-        run(compose_config([*smoke_overrides, "trainer.lr=1e30", "trainer.clip_value=null", "trainer.warmup_steps=0"]))
+        run(
+            compose_config(
+                [
+                    *smoke_overrides,
+                    "trainer.lr=1e30",
+                    "trainer.clip_value=null",
+                    "trainer.warmup_steps=0",
+                ]
+            )
+        )
     assert not (tmp_path / "leaderboard.csv").exists()
 
 
-def test_nan_between_readings_names_its_step_and_the_checkpoint_before_it(smoke_overrides, tmp_path, monkeypatch):
+def test_nan_between_readings_names_its_step_and_the_checkpoint_before_it(
+    smoke_overrides, tmp_path, monkeypatch
+):
     """Losses are read only at logging/evaluation/checkpoint steps; a NaN at step 4 is found at
     step 5 and last.pt (step 3) holds finite weights from before it."""
     import lra_bench.train as train
@@ -110,12 +140,23 @@ def test_nan_between_readings_names_its_step_and_the_checkpoint_before_it(smoke_
         return stats
 
     monkeypatch.setattr(train, "train_step", blow_up_at_step_4)
-    overrides = [*smoke_overrides, "trainer.log_every=5", "trainer.eval_every=100", "trainer.ckpt_every=3", "trainer.steps=9"]
-    with pytest.raises(RunError, match=r"loss became nan at step 4; the last good checkpoint is .*last\.pt \(step 3\)"):
+    overrides = [
+        *smoke_overrides,
+        "trainer.log_every=5",
+        "trainer.eval_every=100",
+        "trainer.ckpt_every=3",
+        "trainer.steps=9",
+    ]
+    with pytest.raises(
+        RunError,
+        match=r"loss became nan at step 4; the last good checkpoint is .*last\.pt \(step 3\)",
+    ):
         run(compose_config(overrides))
     assert len(calls) == 5  # found at the next reading
     saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    assert saved["progress"]["step"] == 3 and all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    assert saved["progress"]["step"] == 3 and all(
+        torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point()
+    )
 
 
 def test_step_meter_means_over_steps_and_first_nonfinite_step():
@@ -135,7 +176,13 @@ def test_step_meter_means_over_steps_and_first_nonfinite_step():
 
 
 def test_grad_accumulation_matches_full_batch_without_dropout(smoke_overrides, tmp_path):
-    common = [*smoke_overrides, "model.dropout=0", "attn.dropout=0", "trainer.steps=3", "trainer.warmup_steps=0"]
+    common = [
+        *smoke_overrides,
+        "model.dropout=0",
+        "attn.dropout=0",
+        "trainer.steps=3",
+        "trainer.warmup_steps=0",
+    ]
     run(compose_config([*common, f"paths.run_dir={tmp_path / 'full'}"]))
     run(compose_config([*common, "trainer.grad_accum=2", f"paths.run_dir={tmp_path / 'accum'}"]))
     a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "accum")
@@ -146,9 +193,25 @@ def test_grad_accumulation_matches_full_batch_without_dropout(smoke_overrides, t
 def test_compiled_run_matches_eager_and_says_so_in_its_row(smoke_overrides, tmp_path):
     """torch.compile (graph capture and autograd tracing; the aot_eager backend skips code
     generation, which takes minutes on a small CPU) trains to the eager run's weights."""
-    common = [*smoke_overrides, "model.dropout=0", "attn.dropout=0", "trainer.steps=3", "trainer.warmup_steps=0", "trainer.eval_every=3"]
+    common = [
+        *smoke_overrides,
+        "model.dropout=0",
+        "attn.dropout=0",
+        "trainer.steps=3",
+        "trainer.warmup_steps=0",
+        "trainer.eval_every=3",
+    ]
     run(compose_config([*common, f"paths.run_dir={tmp_path / 'eager'}"]))
-    run(compose_config([*common, "trainer.compile=true", "trainer.compile_backend=aot_eager", f"paths.run_dir={tmp_path / 'compiled'}"]))
+    run(
+        compose_config(
+            [
+                *common,
+                "trainer.compile=true",
+                "trainer.compile_backend=aot_eager",
+                f"paths.run_dir={tmp_path / 'compiled'}",
+            ]
+        )
+    )
     a, b = final_weights(tmp_path / "eager"), final_weights(tmp_path / "compiled")
     assert a.keys() == b.keys()  # checkpoints hold the module itself, not the compiled wrapper
     for key in a:
@@ -166,7 +229,9 @@ def test_cli_sigterm_checkpoints_and_rerun_resumes(tmp_path, cache_dir):
         "trainer.steps=300", "trainer.ckpt_every=1000", "trainer.eval_every=1000", "data.gen_workers=1",
         f"paths.runs_dir={tmp_path / 'runs'}", f"paths.leaderboard={tmp_path / 'lb.csv'}",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     assert proc.stdout is not None
     for line in proc.stdout:  # wait until training has started
         if line.startswith("training "):
@@ -190,7 +255,9 @@ def test_sigusr1_checkpoints_then_reaches_the_launchers_handler(smoke_overrides,
     import lra_bench.train as train
 
     calls: list[bool] = []
-    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append((tmp_path / "run" / "last.pt").exists()))
+    previous = signal.signal(
+        signal.SIGUSR1, lambda signum, frame: calls.append((tmp_path / "run" / "last.pt").exists())
+    )
     original_save = train.checkpoint.save_atomic
     sent: list[bool] = []
 
@@ -217,7 +284,9 @@ def test_peak_memory_is_this_runs_own(smoke_overrides):
     from lra_bench.runtime import peak_memory_mb
 
     before = peak_memory_mb(torch.device("cpu"))
-    hog = np.ones(int(before + 800) * 2**20 // 8)  # raise the process's peak well above a smoke run's
+    hog = np.ones(
+        int(before + 800) * 2**20 // 8
+    )  # raise the process's peak well above a smoke run's
     hog.fill(2.0)
     del hog
     result = run(compose_config(smoke_overrides))

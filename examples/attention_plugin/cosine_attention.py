@@ -32,12 +32,18 @@ class CosineAttention(Attention):
     Config = CosineConfig
     cfg: CosineConfig
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         in_dtype = q.dtype
         if in_dtype in (torch.float16, torch.bfloat16):
             q, k, v = q.float(), k.float(), v.float()
-        scores = self.cfg.temperature * F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2)
+        scores = (
+            self.cfg.temperature * F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2)
+        )
         if mask is not None:
             scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
-        weights = F.dropout(torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training)
+        weights = F.dropout(
+            torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training
+        )
         return (weights @ v).to(in_dtype)

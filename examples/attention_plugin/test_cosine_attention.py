@@ -19,7 +19,9 @@ def test_matches_the_formula():
     q, k, v = (torch.randn(2, 2, 16, 8, generator=g, dtype=torch.float64) for _ in range(3))
     mask = torch.ones(2, 16, dtype=torch.bool)
     mask[1, 10:] = False
-    attn = build_attention({"name": "cosine", "temperature": 3.0}, head_dim=8, num_heads=2, max_len=16).eval()
+    attn = build_attention(
+        {"name": "cosine", "temperature": 3.0}, head_dim=8, num_heads=2, max_len=16
+    ).eval()
     cos = torch.nn.functional.cosine_similarity(q.unsqueeze(-2), k.unsqueeze(-3), dim=-1)
     ref = torch.softmax((3.0 * cos).masked_fill(~mask[:, None, None, :], float("-inf")), dim=-1) @ v
     torch.testing.assert_close(attn(q, k, v, mask), ref)

@@ -34,7 +34,17 @@ from lra_bench.errors import ApproxError, LraBenchError
 from lra_bench.io import atomic_write_csv, atomic_write_text
 from lra_bench.report.render import markdown_table
 
-COLUMNS = ["attn", "exact", "features", "n", "scale", "source", "seed_count", "rel_err_mean", "rel_err_std"]
+COLUMNS = [
+    "attn",
+    "exact",
+    "features",
+    "n",
+    "scale",
+    "source",
+    "seed_count",
+    "rel_err_mean",
+    "rel_err_std",
+]
 DEFAULT_FEATURES = (16, 32, 64, 128, 256)
 
 
@@ -49,11 +59,16 @@ class Knob:
 
 KNOBS: dict[str, Knob] = {
     "skyformer": Knob("kernelized", "num_landmarks"),
-    "nystromformer": Knob("softmax", "num_landmarks", {"conv_kernel": 0}),  # no conv: the operator is pure attention
+    "nystromformer": Knob(
+        "softmax", "num_landmarks", {"conv_kernel": 0}
+    ),  # no conv: the operator is pure attention
     "performer": Knob("softmax", "num_features"),
     "linformer": Knob("softmax", "proj_dim"),
 }
-EXACT_SETTINGS: dict[str, dict[str, Any]] = {"softmax": {"impl": "math", "dropout": 0.0}, "kernelized": {"dropout": 0.0}}
+EXACT_SETTINGS: dict[str, dict[str, Any]] = {
+    "softmax": {"impl": "math", "dropout": 0.0},
+    "kernelized": {"dropout": 0.0},
+}
 NOTES: dict[str, str] = {  # attention name ("" = always) -> note printed under the table
     "linformer": "linformer: E, F are learned parameters; here they are the random initialisation (init_std), "
     "so its error is that of a random projection, not of a trained Linformer",
@@ -90,19 +105,29 @@ def knob_of(name: str) -> Knob | None:
 def comparable(names: Sequence[str] | None = None) -> list[str]:
     """Registered attentions with a known feature knob (all of them when ``names`` is None)."""
     registered = available()
-    known = [name for name in registered if (knob := knob_of(name)) is not None and knob.exact in registered]
+    known = [
+        name
+        for name in registered
+        if (knob := knob_of(name)) is not None and knob.exact in registered
+    ]
     if names is None:
         return known
     bad = [name for name in names if name not in known]
     if bad:
-        raise ApproxError(f"--attn: {bad[0]!r} has no known feature knob or is not registered; choose from {', '.join(known)}")
+        raise ApproxError(
+            f"--attn: {bad[0]!r} has no known feature knob or is not registered; choose from {', '.join(known)}"
+        )
     return list(names)
 
 
-def build(name: str, settings: dict[str, Any], *, n: int, head_dim: int, num_heads: int) -> Attention:
+def build(
+    name: str, settings: dict[str, Any], *, n: int, head_dim: int, num_heads: int
+) -> Attention:
     """The attention ``name`` with ``settings``, in eval mode and float64."""
     try:
-        attn = build_attention({"name": name, **settings}, head_dim=head_dim, num_heads=num_heads, max_len=n)
+        attn = build_attention(
+            {"name": name, **settings}, head_dim=head_dim, num_heads=num_heads, max_len=n
+        )
     except ValueError as err:
         raise ApproxError(f"{name}: {str(err).splitlines()[0]}") from None
     return attn.eval().double()
@@ -122,9 +147,13 @@ def spectral_norm(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvalsh(x.mT @ x)[..., -1].clamp(min=0.0).sqrt()
 
 
-def relative_spectral_error(approx: torch.Tensor, exact: torch.Tensor, exact_norm: torch.Tensor | None = None) -> torch.Tensor:
+def relative_spectral_error(
+    approx: torch.Tensor, exact: torch.Tensor, exact_norm: torch.Tensor | None = None
+) -> torch.Tensor:
     """||approx - exact||_2 / ||exact||_2 for each matrix of ``[..., n, n]``."""
-    return spectral_norm(approx - exact) / (spectral_norm(exact) if exact_norm is None else exact_norm)
+    return spectral_norm(approx - exact) / (
+        spectral_norm(exact) if exact_norm is None else exact_norm
+    )
 
 
 def random_inputs(batch: int, heads: int, n: int, dim: int, scale: float, seed: int) -> Inputs:
@@ -140,15 +169,30 @@ def is_random(attn: Attention) -> bool:
     return isinstance(attn, SampledAttention) or any(True for _ in attn.parameters())
 
 
-def errors_for(name: str, settings: dict[str, Any], inputs: Inputs, exact: list[tuple[torch.Tensor, torch.Tensor]], seed: int) -> torch.Tensor:
+def errors_for(
+    name: str,
+    settings: dict[str, Any],
+    inputs: Inputs,
+    exact: list[tuple[torch.Tensor, torch.Tensor]],
+    seed: int,
+) -> torch.Tensor:
     """Errors of one configured approximation over every (sequence, head) of ``inputs``."""
     n_max = max(q.shape[2] for q, _ in inputs)
     _, h, _, d = inputs[0][0].shape
     knob = knob_of(name)
     assert knob is not None
     torch.manual_seed(seed)  # random initial parameters (Linformer's E, F) follow the seed too
-    attn = build(name, {**settings, "seed": seed}, n=max(n_max, settings.get(knob.field, 1)), head_dim=d, num_heads=h)
-    errs = [relative_spectral_error(attention_operator(attn, q, k), op, norm) for (q, k), (op, norm) in zip(inputs, exact, strict=True)]
+    attn = build(
+        name,
+        {**settings, "seed": seed},
+        n=max(n_max, settings.get(knob.field, 1)),
+        head_dim=d,
+        num_heads=h,
+    )
+    errs = [
+        relative_spectral_error(attention_operator(attn, q, k), op, norm)
+        for (q, k), (op, norm) in zip(inputs, exact, strict=True)
+    ]
     return torch.cat([e.flatten() for e in errs])
 
 
@@ -168,22 +212,45 @@ def measure(
     _, h, _, d = inputs[0][0].shape
     n_max = max(q.shape[2] for q, _ in inputs)
     n_mean = round(sum(q.shape[2] for q, _ in inputs) / len(inputs))
-    exact_ops: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # per input: operator and its norm
+    exact_ops: dict[
+        str, list[tuple[torch.Tensor, torch.Tensor]]
+    ] = {}  # per input: operator and its norm
     rows = []
     for name in names:
         knob = knob_of(name)
         assert knob is not None
         if knob.exact not in exact_ops:
-            exact = build(knob.exact, {**EXACT_SETTINGS.get(knob.exact, {}), **settings.get(knob.exact, {})}, n=n_max, head_dim=d, num_heads=h)
+            exact = build(
+                knob.exact,
+                {**EXACT_SETTINGS.get(knob.exact, {}), **settings.get(knob.exact, {})},
+                n=n_max,
+                head_dim=d,
+                num_heads=h,
+            )
             ops = [attention_operator(exact, q, k) for q, k in inputs]
             exact_ops[knob.exact] = [(op, spectral_norm(op)) for op in ops]
         for m in features:
             cfg = {**knob.settings, **settings.get(name, {}), knob.field: int(m)}
             probe = build(name, cfg, n=max(n_max, int(m)), head_dim=d, num_heads=h)
             seed_list = range(seeds) if is_random(probe) else range(1)
-            per_seed = [errors_for(name, cfg, inputs, exact_ops[knob.exact], seed).mean().item() for seed in seed_list]
+            per_seed = [
+                errors_for(name, cfg, inputs, exact_ops[knob.exact], seed).mean().item()
+                for seed in seed_list
+            ]
             std = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
-            rows.append(Row(name, knob.exact, int(m), n_mean, scale, source, len(per_seed), statistics.fmean(per_seed), std))
+            rows.append(
+                Row(
+                    name,
+                    knob.exact,
+                    int(m),
+                    n_mean,
+                    scale,
+                    source,
+                    len(per_seed),
+                    statistics.fmean(per_seed),
+                    std,
+                )
+            )
     return rows
 
 
@@ -201,14 +268,18 @@ def capture_qk(run_dir: Path, batch: int, layer: int = 0, split: str = "val") ->
     ckpt = run_dir / "best.pt"
     for path in (run_dir / "config.yaml", ckpt):
         if not path.is_file():
-            raise ApproxError(f"--run-dir: {path} not found (a finished run folder holds config.yaml and best.pt)")
+            raise ApproxError(
+                f"--run-dir: {path} not found (a finished run folder holds config.yaml and best.pt)"
+            )
     cfg = OmegaConf.load(run_dir / "config.yaml")
     model = build_model(cfg)
     model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["model"])
     model.eval()
     layers = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
     if not 0 <= layer < len(layers):
-        raise ApproxError(f"--layer: the model has attention layers 0..{len(layers) - 1}, got {layer}")
+        raise ApproxError(
+            f"--layer: the model has attention layers 0..{len(layers) - 1}, got {layer}"
+        )
     captured: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
 
     def hook(_module: torch.nn.Module, args: tuple[Any, ...]) -> None:
@@ -246,7 +317,14 @@ def rms(inputs: Inputs) -> float:
 
 def write_csv(rows: Sequence[Row], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    cells = ({**asdict(row), "rel_err_mean": f"{row.rel_err_mean:.6g}", "rel_err_std": f"{row.rel_err_std:.6g}"} for row in rows)
+    cells = (
+        {
+            **asdict(row),
+            "rel_err_mean": f"{row.rel_err_mean:.6g}",
+            "rel_err_std": f"{row.rel_err_std:.6g}",
+        }
+        for row in rows
+    )
     atomic_write_csv(path, COLUMNS, cells)
 
 
@@ -254,9 +332,15 @@ def markdown(rows: Sequence[Row]) -> str:
     """Rows = (attention, scale), columns = feature counts, cells = mean ± std."""
     feats = sorted({r.features for r in rows})
     keys = list(dict.fromkeys((r.attn, r.exact, r.scale) for r in rows))
-    cells = {(r.attn, r.exact, r.scale, r.features): f"{r.rel_err_mean:.4f} ± {r.rel_err_std:.4f}" for r in rows}
+    cells = {
+        (r.attn, r.exact, r.scale, r.features): f"{r.rel_err_mean:.4f} ± {r.rel_err_std:.4f}"
+        for r in rows
+    }
     header = ["attn", "vs", "scale", *(f"m={m}" for m in feats)]
-    body = [[attn, exact, str(scale), *(cells.get((attn, exact, scale, m), "–") for m in feats)] for attn, exact, scale in keys]
+    body = [
+        [attn, exact, str(scale), *(cells.get((attn, exact, scale, m), "–") for m in feats)]
+        for attn, exact, scale in keys
+    ]
     return markdown_table(header, body, label_columns=3, padded=False)
 
 
@@ -270,10 +354,20 @@ def plot(rows: Sequence[Row], path: Path, title: str) -> str | None:
     ax = fig.add_subplot()
     scales = {r.scale for r in rows}
     for attn, exact, scale in dict.fromkeys((r.attn, r.exact, r.scale) for r in rows):
-        sel = sorted((r for r in rows if (r.attn, r.exact, r.scale) == (attn, exact, scale)), key=lambda r: r.features)
+        sel = sorted(
+            (r for r in rows if (r.attn, r.exact, r.scale) == (attn, exact, scale)),
+            key=lambda r: r.features,
+        )
         label = f"{attn} vs {exact}" + (f" (scale {scale})" if len(scales) > 1 else "")
         means = [max(r.rel_err_mean, 1e-16) for r in sel]
-        ax.errorbar([r.features for r in sel], means, yerr=[r.rel_err_std for r in sel], marker="o", capsize=3, label=label)
+        ax.errorbar(
+            [r.features for r in sel],
+            means,
+            yerr=[r.rel_err_std for r in sel],
+            marker="o",
+            capsize=3,
+            label=label,
+        )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("features / landmarks / projection rank m")
@@ -318,31 +412,91 @@ def parse_settings(items: Sequence[str]) -> dict[str, dict[str, Any]]:
         target, sep, value = item.partition("=")
         name, dot, key = target.partition(".")
         if not (sep and dot and name and key):
-            raise ApproxError(f"--set: expected NAME.KEY=VALUE (e.g. skyformer.gamma=0.01), got {item!r}")
+            raise ApproxError(
+                f"--set: expected NAME.KEY=VALUE (e.g. skyformer.gamma=0.01), got {item!r}"
+            )
         if name not in available():
-            raise ApproxError(f"--set: unknown attention {name!r}; choose one of {', '.join(available())}")
+            raise ApproxError(
+                f"--set: unknown attention {name!r}; choose one of {', '.join(available())}"
+            )
         out.setdefault(name, {})[key] = _value(value)
     return out
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m lra_bench.approx", description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--attn", help="comma-separated approximations (default: every registered one with a feature knob)")
-    p.add_argument("--features", default=",".join(map(str, DEFAULT_FEATURES)), help="feature counts m (default %(default)s)")
-    p.add_argument("--n", type=int, default=512, help="sequence length of random inputs (default %(default)s)")
-    p.add_argument("--dim", type=int, default=32, help="head dimension of random inputs (default %(default)s)")
-    p.add_argument("--heads", type=int, default=2, help="heads of random inputs (default %(default)s)")
-    p.add_argument("--batch", type=int, default=2, help="sequences: random batch size, or examples from --run-dir (default %(default)s)")
-    p.add_argument("--scale", default="1", help="comma-separated scales of random Q, K ~ N(0, 1) * scale (default %(default)s)")
-    p.add_argument("--seeds", type=int, default=3, help="attention seeds for sampling variants (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random Q, K (default %(default)s)")
-    p.add_argument("--run-dir", type=Path, help="a trained run folder (config.yaml, best.pt): use its Q, K on real batches")
-    p.add_argument("--layer", type=int, default=0, help="--run-dir: attention layer to capture (default %(default)s)")
+    p = _Parser(
+        prog="python -m lra_bench.approx", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    p.add_argument(
+        "--attn",
+        help="comma-separated approximations (default: every registered one with a feature knob)",
+    )
+    p.add_argument(
+        "--features",
+        default=",".join(map(str, DEFAULT_FEATURES)),
+        help="feature counts m (default %(default)s)",
+    )
+    p.add_argument(
+        "--n", type=int, default=512, help="sequence length of random inputs (default %(default)s)"
+    )
+    p.add_argument(
+        "--dim", type=int, default=32, help="head dimension of random inputs (default %(default)s)"
+    )
+    p.add_argument(
+        "--heads", type=int, default=2, help="heads of random inputs (default %(default)s)"
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=2,
+        help="sequences: random batch size, or examples from --run-dir (default %(default)s)",
+    )
+    p.add_argument(
+        "--scale",
+        default="1",
+        help="comma-separated scales of random Q, K ~ N(0, 1) * scale (default %(default)s)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help="attention seeds for sampling variants (default %(default)s)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the random Q, K (default %(default)s)"
+    )
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        help="a trained run folder (config.yaml, best.pt): use its Q, K on real batches",
+    )
+    p.add_argument(
+        "--layer",
+        type=int,
+        default=0,
+        help="--run-dir: attention layer to capture (default %(default)s)",
+    )
     p.add_argument("--split", default="val", help="--run-dir: data split (default %(default)s)")
-    p.add_argument("--set", action="append", default=[], metavar="NAME.KEY=VALUE", help="attention setting, repeatable")
-    p.add_argument("--out-dir", type=Path, default=Path("results/approx"), help="CSV, Markdown and plot folder (default %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads; 0 = torch's default (default %(default)s: "
-                   "the n x n eigen-solves gain little from more, and lose much on a busy machine)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME.KEY=VALUE",
+        help="attention setting, repeatable",
+    )
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("results/approx"),
+        help="CSV, Markdown and plot folder (default %(default)s)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads; 0 = torch's default (default %(default)s: "
+        "the n x n eigen-solves gain little from more, and lose much on a busy machine)",
+    )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     return p
 
@@ -357,7 +511,9 @@ def run(args: argparse.Namespace) -> list[Row]:
         raise ApproxError(f"--threads: must be >= 0, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    attns = comparable([a.strip() for a in args.attn.split(",") if a.strip()] if args.attn else None)
+    attns = comparable(
+        [a.strip() for a in args.attn.split(",") if a.strip()] if args.attn else None
+    )
     if not attns:
         raise ApproxError("no registered attention with a known feature knob")
     settings = parse_settings(args.set)
@@ -371,7 +527,9 @@ def run(args: argparse.Namespace) -> list[Row]:
         try:
             scales = [float(s) for s in args.scale.split(",") if s.strip()]
         except ValueError:
-            raise ApproxError(f"--scale: give comma-separated numbers, got {args.scale!r}") from None
+            raise ApproxError(
+                f"--scale: give comma-separated numbers, got {args.scale!r}"
+            ) from None
         if not scales or min(scales) <= 0:
             raise ApproxError(f"--scale: values must be > 0, got {args.scale!r}")
         rows = []
@@ -383,15 +541,22 @@ def run(args: argparse.Namespace) -> list[Row]:
     notes = [note for name, note in NOTES.items() if name in attns or not name]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.out_dir / "approx.csv")
-    atomic_write_text(args.out_dir / "approx.md", table + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
-    print(f"relative spectral error ||A~ - A||_2 / ||A||_2, {title}; mean ± std over attention seeds\n")
+    atomic_write_text(
+        args.out_dir / "approx.md", table + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    )
+    print(
+        f"relative spectral error ||A~ - A||_2 / ||A||_2, {title}; mean ± std over attention seeds\n"
+    )
     print(table)
     for note in notes:
         print(f"note: {note}")
     print(f"\nwrote {args.out_dir / 'approx.csv'}")
     if not args.no_plot:
         problem = plot(rows, args.out_dir / "approx.png", title)
-        print(problem or f"wrote {args.out_dir / 'approx.png'}", file=sys.stderr if problem else sys.stdout)
+        print(
+            problem or f"wrote {args.out_dir / 'approx.png'}",
+            file=sys.stderr if problem else sys.stdout,
+        )
     return rows
 
 
@@ -403,7 +568,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (RuntimeError, OSError) as err:  # data or checkpoint problems while running
-        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        print(
+            f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -12,7 +12,9 @@ from lra_bench.config import register_configs
 from lra_bench.paths import conf_dir
 
 
-def compose_config(overrides: Sequence[str] = (), *, return_hydra_config: bool = False) -> DictConfig:
+def compose_config(
+    overrides: Sequence[str] = (), *, return_hydra_config: bool = False
+) -> DictConfig:
     """The same config ``python -m lra_bench <overrides>`` would run with.
 
     Inside a running Hydra app of this package (the bench), that app's search path (the same
@@ -20,6 +22,12 @@ def compose_config(overrides: Sequence[str] = (), *, return_hydra_config: bool =
     """
     register_configs()
     if GlobalHydra.instance().is_initialized():
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name="lra_bench"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+        return compose(
+            config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config
+        )
+    with initialize_config_dir(
+        config_dir=str(conf_dir()), version_base="1.3", job_name="lra_bench"
+    ):
+        return compose(
+            config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config
+        )

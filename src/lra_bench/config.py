@@ -36,7 +36,10 @@ TASK_SOURCES = {
     "pathx": ("auto", "release", "generate"),
 }
 IMAGE_SIDES = {"pathfinder": 32, "pathx": 128}  # Pathfinder tasks: side x side pixel tokens
-LISTOPS_LENGTHS = (500, 2000)  # the ListOps generator's default min_length < length < max_length (LRA's)
+LISTOPS_LENGTHS = (
+    500,
+    2000,
+)  # the ListOps generator's default min_length < length < max_length (LRA's)
 
 
 @dataclass
@@ -65,18 +68,26 @@ class DataConfig:
     min_length: int | None = None  # listops generator: keep min_length < length < max_length
     max_length: int | None = None  # (None = LRA's 500 and 2000)
     difficulty: str | None = None  # pathfinder: easy | intermediate | hard
-    max_bytes: int = 4000  # text/retrieval: bytes kept per document (LRA: 4000, then padded to max_len)
-    split_seed: int = 0  # seed of held-out splits cut from a source (independent of the training seed)
+    max_bytes: int = (
+        4000  # text/retrieval: bytes kept per document (LRA: 4000, then padded to max_len)
+    )
+    split_seed: int = (
+        0  # seed of held-out splits cut from a source (independent of the training seed)
+    )
     dev_split: str = "default"  # text: "default" uses test as dev (LRA); "heldout" splits train (image: always the last 10% of train)
     heldout_fraction: float = 0.1
     loader_workers: int | None = None  # loader processes (None = 4 when training on CUDA, 0 on CPU)
-    pad_to: str = "max_len"  # max_len (protocol: fixed shapes) | batch (pad to the longest in the batch)
+    pad_to: str = (
+        "max_len"  # max_len (protocol: fixed shapes) | batch (pad to the longest in the batch)
+    )
     bucket: bool = False  # length bucketing: batches of similar lengths, each padded to its longest
     bucket_window: int = 64  # bucketing: batches per window sorted by length (then shuffled)
     mask_zero: bool = False  # parity with published code: treat token id 0 as padding
     limit_train: int | None = None  # use only the first N training examples (smoke checks)
     limit_eval: int | None = None  # use only the first N dev/test examples (smoke checks)
-    fit_sizes: bool = False  # a source smaller than train/val/test_size: take what is there (>= 2 per split)
+    fit_sizes: bool = (
+        False  # a source smaller than train/val/test_size: take what is there (>= 2 per split)
+    )
 
 
 @dataclass
@@ -88,13 +99,17 @@ class ModelConfig:
     num_layers: int = 2
     num_heads: int = 2
     dropout: float = 0.1
-    pooling: str = "mean"  # mean (over valid tokens) | mean_padded (over the padded length, as peer code)
+    pooling: str = (
+        "mean"  # mean (over valid tokens) | mean_padded (over the padded length, as peer code)
+    )
     # | cls (a learned token prepended, its output classifies) | first_token (the first token's output)
     classifier_dim: int = 128
     attn_fp32: bool = True  # run the attention itself in fp32 under mixed precision
     qkv_dim: int | None = None  # width of queries/keys/values over all heads (None = dim)
     positions: str = "learned"  # learned (trained table) | sinusoidal (fixed sin/cos table)
-    dual_head: str = "nli"  # retrieval head: nli ([u, v, u*v, u-v] -> MLP) | lra ([u, v] -> 3-layer MLP)
+    dual_head: str = (
+        "nli"  # retrieval head: nli ([u, v, u*v, u-v] -> MLP) | lra ([u, v] -> 3-layer MLP)
+    )
     attn_bias: bool = True  # biases on the query/key/value and output projections
     init: str = "default"  # default (N(0, 0.02) embeddings, torch layers) | lra (the LRA code's flax initialisers)
     norm_eps: float = 1e-5  # LayerNorm epsilon
@@ -126,7 +141,9 @@ class TrainerConfig:
     deterministic: bool = False
     threads: int | None = None  # torch intra-op threads (None = torch's default)
     compile: bool = False  # train the model through torch.compile (evaluation runs it as it is)
-    compile_backend: str = "inductor"  # torch.compile backend (aot_eager: no code generation, for checks)
+    compile_backend: str = (
+        "inductor"  # torch.compile backend (aot_eager: no code generation, for checks)
+    )
 
 
 @dataclass
@@ -180,7 +197,9 @@ def _fail(key: str, value: Any, rule: str) -> NoReturn:
     raise ConfigError(f"invalid setting {key}={value!r}: {rule}")
 
 
-def _check_positive(section: DictConfig, prefix: str, keys: list[str], *, strict: bool = True) -> None:
+def _check_positive(
+    section: DictConfig, prefix: str, keys: list[str], *, strict: bool = True
+) -> None:
     for key in keys:
         value = section[key]
         if value is None:
@@ -211,7 +230,9 @@ def _check_resolvable(cfg: DictConfig) -> None:
     """Every value present and every interpolation resolvable (Hydra's own node left out)."""
     run_keys = [key for key in cfg if key != "hydra"]
     try:
-        OmegaConf.to_container(OmegaConf.masked_copy(cfg, run_keys), resolve=True, throw_on_missing=True)
+        OmegaConf.to_container(
+            OmegaConf.masked_copy(cfg, run_keys), resolve=True, throw_on_missing=True
+        )
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         raise ConfigError(f"invalid setting {key}: {str(err).splitlines()[0]}") from None
@@ -227,9 +248,22 @@ def _check_task(cfg: DictConfig) -> None:
 def _check_trainer(cfg: DictConfig, world_size: int) -> None:
     trainer = cfg.trainer
     _check_positive(
-        trainer, "trainer", ["steps", "batch_size", "lr", "eval_every", "eval_batch_size", "grad_accum", "ckpt_every", "log_every"]
+        trainer,
+        "trainer",
+        [
+            "steps",
+            "batch_size",
+            "lr",
+            "eval_every",
+            "eval_batch_size",
+            "grad_accum",
+            "ckpt_every",
+            "log_every",
+        ],
     )
-    _check_positive(trainer, "trainer", ["warmup_steps", "weight_decay", "clip_value"], strict=False)
+    _check_positive(
+        trainer, "trainer", ["warmup_steps", "weight_decay", "clip_value"], strict=False
+    )
     _check_schedule(trainer)
     if trainer.batch_size % (trainer.grad_accum * world_size):
         rule = f"trainer.grad_accum ({trainer.grad_accum})"
@@ -246,12 +280,24 @@ def _check_schedule(trainer: DictConfig) -> None:
     _check_positive(trainer, "trainer", ["cycle_steps"])
     if trainer.schedule != "one_cycle":
         if trainer.warmup_steps < 1:  # the LRA factors divide by the warm-up length
-            _fail("trainer.warmup_steps", trainer.warmup_steps, f"must be >= 1 for trainer.schedule={trainer.schedule}")
+            _fail(
+                "trainer.warmup_steps",
+                trainer.warmup_steps,
+                f"must be >= 1 for trainer.schedule={trainer.schedule}",
+            )
         return
     if trainer.warmup_steps == 1:
-        _fail("trainer.warmup_steps", 1, "must be 0 or at least 2 (OneCycleLR needs a warm-up phase of two steps)")
+        _fail(
+            "trainer.warmup_steps",
+            1,
+            "must be 0 or at least 2 (OneCycleLR needs a warm-up phase of two steps)",
+        )
     if trainer.warmup_steps >= trainer.steps:
-        _fail("trainer.warmup_steps", trainer.warmup_steps, f"must be < trainer.steps ({trainer.steps})")
+        _fail(
+            "trainer.warmup_steps",
+            trainer.warmup_steps,
+            f"must be < trainer.steps ({trainer.steps})",
+        )
 
 
 MODEL_CHOICES = {
@@ -264,7 +310,11 @@ MODEL_CHOICES = {
 
 def _check_model(cfg: DictConfig) -> None:
     model = cfg.model
-    _check_positive(model, "model", ["dim", "ffn_dim", "num_layers", "num_heads", "classifier_dim", "qkv_dim", "norm_eps"])
+    _check_positive(
+        model,
+        "model",
+        ["dim", "ffn_dim", "num_layers", "num_heads", "classifier_dim", "qkv_dim", "norm_eps"],
+    )
     qkv_dim = model.qkv_dim or model.dim
     if qkv_dim % model.num_heads:
         key = "model.qkv_dim" if model.qkv_dim else "model.dim"
@@ -275,15 +325,35 @@ def _check_model(cfg: DictConfig) -> None:
         if model[key] not in allowed:
             _fail(f"model.{key}", model[key], f"choose {', '.join(allowed)}")
     if model.dual_head == "lra" and model.classifier_dim < 2:
-        _fail("model.classifier_dim", model.classifier_dim, "must be >= 2 with model.dual_head=lra (its second layer is half as wide)")
+        _fail(
+            "model.classifier_dim",
+            model.classifier_dim,
+            "must be >= 2 with model.dual_head=lra (its second layer is half as wide)",
+        )
 
 
 def _check_data(cfg: DictConfig) -> None:
     data = cfg.data
     if data.pad_to not in ("max_len", "batch"):
         _fail("data.pad_to", data.pad_to, "choose max_len or batch")
-    _check_positive(data, "data", ["train_size", "val_size", "test_size", "size", "gen_workers", "limit_train", "limit_eval", "max_bytes", "bucket_window"])
-    _check_positive(data, "data", ["gen_seed", "split_seed", "min_length", "loader_workers"], strict=False)
+    _check_positive(
+        data,
+        "data",
+        [
+            "train_size",
+            "val_size",
+            "test_size",
+            "size",
+            "gen_workers",
+            "limit_train",
+            "limit_eval",
+            "max_bytes",
+            "bucket_window",
+        ],
+    )
+    _check_positive(
+        data, "data", ["gen_seed", "split_seed", "min_length", "loader_workers"], strict=False
+    )
     if data.difficulty not in (None, "easy", "intermediate", "hard"):
         _fail("data.difficulty", data.difficulty, "choose easy, intermediate or hard")
     if data.dev_split not in ("default", "heldout"):
@@ -297,10 +367,17 @@ def _check_task_data(cfg: DictConfig) -> None:
     task, data = cfg.task.name, cfg.data
     sources = TASK_SOURCES.get(task)
     if sources is not None and data.source not in sources:
-        _fail("data.source", data.source, f"task {task} reads {', '.join(sources[:-1])} or {sources[-1]}")
+        _fail(
+            "data.source",
+            data.source,
+            f"task {task} reads {', '.join(sources[:-1])} or {sources[-1]}",
+        )
     lo, hi = data.min_length, data.max_length
     if task == "listops":  # unset lengths are the generator's defaults
-        lo, hi = (LISTOPS_LENGTHS[0] if lo is None else lo), (LISTOPS_LENGTHS[1] if hi is None else hi)
+        lo, hi = (
+            (LISTOPS_LENGTHS[0] if lo is None else lo),
+            (LISTOPS_LENGTHS[1] if hi is None else hi),
+        )
         if data.size is not None and data.size < 3:
             _fail("data.size", data.size, "too small to split into train/val/test (at least 3)")
     if lo is not None and hi is not None and hi <= lo + 1:
@@ -309,7 +386,9 @@ def _check_task_data(cfg: DictConfig) -> None:
         sizes = {key: data[key] for key in ("train_size", "val_size", "test_size")}
         unset = [f"data.{key}" for key, value in sizes.items() if value is None]
         if 0 < len(unset) < len(sizes):
-            _fail(unset[0], None, "set all of data.train_size, data.val_size, data.test_size, or none")
+            _fail(
+                unset[0], None, "set all of data.train_size, data.val_size, data.test_size, or none"
+            )
 
 
 def _check_attention(cfg: DictConfig) -> None:

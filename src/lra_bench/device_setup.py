@@ -38,7 +38,11 @@ def _sdpa_switches() -> dict[str, tuple[object, object]]:
     """The SDPA kernel switches this torch has: name -> (read, write)."""
     b = torch.backends.cuda
     names = {"cudnn": ("cudnn_sdp_enabled", "enable_cudnn_sdp")}
-    return {k: (getattr(b, r), getattr(b, w)) for k, (r, w) in names.items() if hasattr(b, r) and hasattr(b, w)}
+    return {
+        k: (getattr(b, r), getattr(b, w))
+        for k, (r, w) in names.items()
+        if hasattr(b, r) and hasattr(b, w)
+    }
 
 
 @contextmanager
@@ -47,8 +51,13 @@ def deterministic_mode(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)  # before the first cuBLAS handle
-    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    os.environ.setdefault(
+        "CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE
+    )  # before the first cuBLAS handle
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     switches = _sdpa_switches()
     sdpa = {name: read() for name, (read, _) in switches.items()}  # type: ignore[operator]

@@ -38,7 +38,9 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     try:
         device = resolve_device(device_name, local_rank)
     except ValueError as err:
-        raise ConfigError(f"invalid setting trainer.device={device_name}: {err} (use auto or cpu)") from None
+        raise ConfigError(
+            f"invalid setting trainer.device={device_name}: {err} (use auto or cpu)"
+        ) from None
     if world <= 1:
         return DistInfo(), device
     info = DistInfo(int(os.environ["RANK"]), world, local_rank or 0)
@@ -86,4 +88,6 @@ def wrap_model(model: torch.nn.Module, info: DistInfo, device: torch.device) -> 
     """
     if not info.enabled:
         return model
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )

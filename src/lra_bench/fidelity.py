@@ -25,12 +25,21 @@ from lra_bench.compose import compose_config
 from lra_bench.paths import conf_dir
 
 HEAD_DIM, HEADS, BATCH = 32, 2, 2  # the Skyformer paper's heads (two of 32 dimensions)
-EXTRA = [("reformer", {"wrap": False}, {"wrap": True}, "wrap: false -> true (this harness before -> now)")]
+EXTRA = [
+    (
+        "reformer",
+        {"wrap": False},
+        {"wrap": True},
+        "wrap: false -> true (this harness before -> now)",
+    )
+]
 
 
 def attn_settings(attn: str, parity: str) -> dict[str, Any]:
     """The attention node composed for ``attn=<attn> parity=<parity>``, as a plain dict."""
-    node = OmegaConf.to_container(compose_config([f"attn={attn}", f"parity={parity}"]).attn, resolve=True)
+    node = OmegaConf.to_container(
+        compose_config([f"attn={attn}", f"parity={parity}"]).attn, resolve=True
+    )
     assert isinstance(node, dict)
     return node
 
@@ -38,7 +47,9 @@ def attn_settings(attn: str, parity: str) -> dict[str, Any]:
 def inputs(n: int, padded: bool, seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """q, k, v ~ N(0, 1) in float64 and, when padded, a mask whose second sequence keeps 3/4 of n."""
     g = torch.Generator().manual_seed(seed)
-    qkv = [torch.randn(BATCH, HEADS, n, HEAD_DIM, generator=g, dtype=torch.float64) for _ in range(3)]
+    qkv = [
+        torch.randn(BATCH, HEADS, n, HEAD_DIM, generator=g, dtype=torch.float64) for _ in range(3)
+    ]
     if not padded:
         return qkv, None
     mask = torch.ones(BATCH, n, dtype=torch.bool)
@@ -46,14 +57,18 @@ def inputs(n: int, padded: bool, seed: int = 0) -> tuple[list[torch.Tensor], tor
     return qkv, mask
 
 
-def output(settings: dict[str, Any], qkv: list[torch.Tensor], mask: torch.Tensor | None, n: int) -> torch.Tensor:
+def output(
+    settings: dict[str, Any], qkv: list[torch.Tensor], mask: torch.Tensor | None, n: int
+) -> torch.Tensor:
     torch.manual_seed(0)  # the same learned parameters (where shapes agree) on both sides
     attn = build_attention(settings, head_dim=HEAD_DIM, num_heads=HEADS, max_len=n).double().eval()
     with torch.no_grad():
         return attn(*qkv, mask)
 
 
-def relative_difference(a: dict[str, Any], b: dict[str, Any], *, n: int = 512, padded: bool = False) -> float:
+def relative_difference(
+    a: dict[str, Any], b: dict[str, Any], *, n: int = 512, padded: bool = False
+) -> float:
     """||out_b - out_a|| / ||out_a|| over real tokens, float64, pinned draws."""
     qkv, mask = inputs(n, padded)
     out_a, out_b = output(a, qkv, mask, n), output(b, qkv, mask, n)
@@ -72,9 +87,15 @@ def comparisons() -> list[tuple[str, str, dict[str, Any], dict[str, Any], str]]:
             a = attn_settings(attn, "none")
             wanted = OmegaConf.to_container(OmegaConf.load(path))
             assert isinstance(wanted, dict)
-            b = attn_settings(attn, parity) if settings_exist({"name": attn, **wanted}) else {"name": attn, **wanted}
+            b = (
+                attn_settings(attn, parity)
+                if settings_exist({"name": attn, **wanted})
+                else {"name": attn, **wanted}
+            )
             changed = {k: v for k, v in b.items() if a.get(k) != v}
-            rows.append((attn, parity, a, b, ", ".join(f"{k}: {v}" for k, v in changed.items()) or "(none)"))
+            rows.append(
+                (attn, parity, a, b, ", ".join(f"{k}: {v}" for k, v in changed.items()) or "(none)")
+            )
     for attn, before, after, what in EXTRA:
         base = attn_settings(attn, "none")
         rows.append((attn, "none", base | before, base | after, what))
@@ -101,7 +122,9 @@ def table(n: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lra_bench.fidelity", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lra_bench.fidelity", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--n", type=int, default=512, help="sequence length (default 512)")
     args = parser.parse_args(argv)
     sys.stdout.write(table(args.n))

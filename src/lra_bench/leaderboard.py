@@ -41,11 +41,23 @@ def names(text: str) -> list[str]:
 
 
 def add_filters(p: argparse.ArgumentParser, devices: bool = True) -> None:
-    p.add_argument("--task", type=names, action="extend", help="only these tasks (comma-separated or repeated)")
+    p.add_argument(
+        "--task", type=names, action="extend", help="only these tasks (comma-separated or repeated)"
+    )
     p.add_argument("--attn", type=names, action="extend", help="only these attentions")
     if devices:
-        p.add_argument("--device", type=names, action="extend", help="only devices containing this text (case-insensitive)")
-        p.add_argument("--precision", type=names, action="extend", help="only these precisions (fp32, bf16-amp, …)")
+        p.add_argument(
+            "--device",
+            type=names,
+            action="extend",
+            help="only devices containing this text (case-insensitive)",
+        )
+        p.add_argument(
+            "--precision",
+            type=names,
+            action="extend",
+            help="only these precisions (fp32, bf16-amp, …)",
+        )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -64,35 +76,68 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     show.add_argument("files", nargs="+", metavar="FILE")
-    show.add_argument("--format", choices=FORMATS, default="markdown",
-                      help="markdown tables (default), latex tables, or csv/json records with full numbers")
+    show.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="markdown",
+        help="markdown tables (default), latex tables, or csv/json records with full numbers",
+    )
     show.add_argument("-o", "--output", help="write here instead of stdout")
     add_filters(show)
 
-    cmp = sub.add_parser("compare", help="accuracy deltas and time/memory ratios of NEW against BASE")
+    cmp = sub.add_parser(
+        "compare", help="accuracy deltas and time/memory ratios of NEW against BASE"
+    )
     cmp.add_argument("base", metavar="BASE")
     cmp.add_argument("new", metavar="NEW")
-    cmp.add_argument("--fail-below", type=float, metavar="X",
-                     help="exit 1 when any accuracy delta is below -X points")
+    cmp.add_argument(
+        "--fail-below",
+        type=float,
+        metavar="X",
+        help="exit 1 when any accuracy delta is below -X points",
+    )
     cmp.add_argument("--format", choices=FORMATS, default="markdown")
     cmp.add_argument("-o", "--output", help="write here instead of stdout")
     add_filters(cmp, devices=False)
     for side in ("base", "new"):
-        cmp.add_argument(f"--{side}-device", type=names, action="extend", help=f"only {side} rows on devices containing this text")
-        cmp.add_argument(f"--{side}-precision", type=names, action="extend", help=f"only {side} rows of these precisions")
-        cmp.add_argument(f"--{side}-source", type=names, action="extend", help=f"only {side} rows of these sources")
+        cmp.add_argument(
+            f"--{side}-device",
+            type=names,
+            action="extend",
+            help=f"only {side} rows on devices containing this text",
+        )
+        cmp.add_argument(
+            f"--{side}-precision",
+            type=names,
+            action="extend",
+            help=f"only {side} rows of these precisions",
+        )
+        cmp.add_argument(
+            f"--{side}-source",
+            type=names,
+            action="extend",
+            help=f"only {side} rows of these sources",
+        )
 
-    plot = sub.add_parser("plot", help="LRA-style chart: speed vs average accuracy, marker area = peak memory")
+    plot = sub.add_parser(
+        "plot", help="LRA-style chart: speed vs average accuracy, marker area = peak memory"
+    )
     plot.add_argument("files", nargs="+", metavar="FILE")
     plot.add_argument("-o", "--output", required=True, help="image file (.png, .pdf, .svg)")
-    plot.add_argument("--acc-source", help="take accuracies from rows of this source (when several could pair with the times)")
+    plot.add_argument(
+        "--acc-source",
+        help="take accuracies from rows of this source (when several could pair with the times)",
+    )
     plot.add_argument("--title")
     add_filters(plot)
     return top
 
 
-def keep(records: list[Record], task=None, attn=None, device=None, precision=None, source=None) -> list[Record]:
+def keep(
+    records: list[Record], task=None, attn=None, device=None, precision=None, source=None
+) -> list[Record]:
     """Rows passing every given filter (device: case-insensitive substring; others: exact)."""
+
     def ok(r: Record) -> bool:
         return (
             (not task or r.task in task)
@@ -127,8 +172,14 @@ def emit(text: str, output: str | None) -> None:
 def run_show(args: argparse.Namespace) -> int:
     from lra_bench.report.show import show_tables
 
-    rows = filtered(load_all(args.files), ", ".join(args.files),
-                    task=args.task, attn=args.attn, device=args.device, precision=args.precision)
+    rows = filtered(
+        load_all(args.files),
+        ", ".join(args.files),
+        task=args.task,
+        attn=args.attn,
+        device=args.device,
+        precision=args.precision,
+    )
     emit(render(show_tables(rows, args.task), args.format), args.output)
     return 0
 
@@ -138,10 +189,15 @@ def run_compare(args: argparse.Namespace) -> int:
 
     sides = []
     for option, path in (("base", args.base), ("new", args.new)):
-        rows = filtered(load_csv(path), path, task=args.task, attn=args.attn,
-                        device=getattr(args, f"{option}_device"),
-                        precision=getattr(args, f"{option}_precision"),
-                        source=getattr(args, f"{option}_source"))
+        rows = filtered(
+            load_csv(path),
+            path,
+            task=args.task,
+            attn=args.attn,
+            device=getattr(args, f"{option}_device"),
+            precision=getattr(args, f"{option}_precision"),
+            source=getattr(args, f"{option}_source"),
+        )
         sides.append(Side(path, option, rows))
     result = compare(*sides)
     for warning in result.warnings:
@@ -151,7 +207,10 @@ def run_compare(args: argparse.Namespace) -> int:
         drops = [(t, a, d) for t, a, d in result.deltas if d < -args.fail_below]
         if drops:
             listed = ", ".join(f"{t}/{a} {d:+.2f}" for t, a, d in drops)
-            print(f"accuracy dropped by more than {args.fail_below:g} points: {listed}", file=sys.stderr)
+            print(
+                f"accuracy dropped by more than {args.fail_below:g} points: {listed}",
+                file=sys.stderr,
+            )
             return 1
     return 0
 
@@ -159,8 +218,14 @@ def run_compare(args: argparse.Namespace) -> int:
 def run_plot(args: argparse.Namespace) -> int:
     from lra_bench.report.plot import draw, plot_data
 
-    rows = filtered(load_all(args.files), ", ".join(args.files),
-                    task=args.task, attn=args.attn, device=args.device, precision=args.precision)
+    rows = filtered(
+        load_all(args.files),
+        ", ".join(args.files),
+        task=args.task,
+        attn=args.attn,
+        device=args.device,
+        precision=args.precision,
+    )
     data = plot_data(rows, args.acc_source)
     out = draw(data, args.output, args.title)
     for note in data.notes:

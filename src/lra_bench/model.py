@@ -27,7 +27,14 @@ class MultiHeadAttention(nn.Module):
     """Projections around a registered attention variant; optionally runs it in fp32 under autocast."""
 
     def __init__(
-        self, dim: int, num_heads: int, attention: Attention, dropout: float, attn_fp32: bool, qkv_dim: int | None = None, bias: bool = True
+        self,
+        dim: int,
+        num_heads: int,
+        attention: Attention,
+        dropout: float,
+        attn_fp32: bool,
+        qkv_dim: int | None = None,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         qkv_dim = qkv_dim or dim
@@ -69,10 +76,16 @@ class Block(nn.Module):
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = MultiHeadAttention(dim, num_heads, attention, dropout, attn_fp32, qkv_dim, attn_bias)
+        self.attn = MultiHeadAttention(
+            dim, num_heads, attention, dropout, attn_fp32, qkv_dim, attn_bias
+        )
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim), nn.Dropout(dropout)
+            nn.Linear(dim, ffn_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(ffn_dim, dim),
+            nn.Dropout(dropout),
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -99,13 +112,17 @@ def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
 class Encoder(nn.Module):
     """Embeddings, blocks, final LayerNorm and pooling: token ids ``[b, n]`` -> ``[b, dim]``."""
 
-    def __init__(self, model_cfg: Any, attn_cfg: AttentionConfig, *, vocab_size: int, max_len: int) -> None:
+    def __init__(
+        self, model_cfg: Any, attn_cfg: AttentionConfig, *, vocab_size: int, max_len: int
+    ) -> None:
         super().__init__()
         dim, heads = model_cfg.dim, model_cfg.num_heads
         qkv_dim = option(model_cfg, "qkv_dim", dim)
         self.pooling = model_cfg.pooling
         self.token = nn.Embedding(vocab_size, dim)
-        if self.pooling == "cls":  # LRA: a zero-initialised token prepended before positions are added
+        if (
+            self.pooling == "cls"
+        ):  # LRA: a zero-initialised token prepended before positions are added
             self.cls = nn.Parameter(torch.zeros(1, 1, dim))
             max_len += 1
         learned = option(model_cfg, "positions", "learned") == "learned"
@@ -123,7 +140,9 @@ class Encoder(nn.Module):
                 dim,
                 model_cfg.ffn_dim,
                 heads,
-                build_attention(attn_cfg, head_dim=qkv_dim // heads, num_heads=heads, max_len=max_len),
+                build_attention(
+                    attn_cfg, head_dim=qkv_dim // heads, num_heads=heads, max_len=max_len
+                ),
                 model_cfg.dropout,
                 model_cfg.attn_fp32,
                 qkv_dim=qkv_dim,
@@ -165,9 +184,13 @@ class Classifier(nn.Module):
 
     def __init__(self, model_cfg: Any, attn_cfg: AttentionConfig, task_cfg: Any) -> None:
         super().__init__()
-        self.encoder = Encoder(model_cfg, attn_cfg, vocab_size=task_cfg.vocab_size, max_len=task_cfg.max_len)
+        self.encoder = Encoder(
+            model_cfg, attn_cfg, vocab_size=task_cfg.vocab_size, max_len=task_cfg.max_len
+        )
         self.head = nn.Sequential(
-            nn.Linear(model_cfg.dim, model_cfg.classifier_dim), nn.ReLU(), nn.Linear(model_cfg.classifier_dim, task_cfg.num_classes)
+            nn.Linear(model_cfg.dim, model_cfg.classifier_dim),
+            nn.ReLU(),
+            nn.Linear(model_cfg.classifier_dim, task_cfg.num_classes),
         )
         if option(model_cfg, "init", "default") == "lra":
             init_lra(self)
@@ -186,15 +209,23 @@ class DualClassifier(nn.Module):
 
     def __init__(self, model_cfg: Any, attn_cfg: AttentionConfig, task_cfg: Any) -> None:
         super().__init__()
-        self.encoder = Encoder(model_cfg, attn_cfg, vocab_size=task_cfg.vocab_size, max_len=task_cfg.max_len)
+        self.encoder = Encoder(
+            model_cfg, attn_cfg, vocab_size=task_cfg.vocab_size, max_len=task_cfg.max_len
+        )
         dim, hidden, classes = model_cfg.dim, model_cfg.classifier_dim, task_cfg.num_classes
         self.interaction = option(model_cfg, "dual_head", "nli")
         if self.interaction == "lra":
             self.head = nn.Sequential(
-                nn.Linear(2 * dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden // 2), nn.ReLU(), nn.Linear(hidden // 2, classes)
+                nn.Linear(2 * dim, hidden),
+                nn.ReLU(),
+                nn.Linear(hidden, hidden // 2),
+                nn.ReLU(),
+                nn.Linear(hidden // 2, classes),
             )
         else:
-            self.head = nn.Sequential(nn.Linear(4 * dim, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+            self.head = nn.Sequential(
+                nn.Linear(4 * dim, hidden), nn.ReLU(), nn.Linear(hidden, classes)
+            )
         if option(model_cfg, "init", "default") == "lra":
             init_lra(self)
 
@@ -207,7 +238,9 @@ class DualClassifier(nn.Module):
 
 def _lecun_normal_(weight: torch.Tensor) -> None:
     """jax's ``lecun_normal`` (flax ``nn.Dense``'s default): truncated normal, variance 1 / fan_in."""
-    std = math.sqrt(1.0 / weight.shape[1]) / 0.87962566103423978  # the std of N(0, 1) truncated to [-2, 2]
+    std = (
+        math.sqrt(1.0 / weight.shape[1]) / 0.87962566103423978
+    )  # the std of N(0, 1) truncated to [-2, 2]
     nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
 
 

@@ -51,10 +51,14 @@ class WarmupCosine:
 
     def __call__(self, step: int) -> float:
         progress = max(0.0, (step - self.warmup) / float(self.cycle))
-        return min(1.0, step / self.warmup) * max(0.0, 0.5 * (1.0 + math.cos(math.pi * (progress % 1.0))))
+        return min(1.0, step / self.warmup) * max(
+            0.0, 0.5 * (1.0 + math.cos(math.pi * (progress % 1.0)))
+        )
 
 
-def make_optimizer(model: torch.nn.Module, trainer_cfg: Any) -> tuple[torch.optim.Optimizer, LRScheduler]:
+def make_optimizer(
+    model: torch.nn.Module, trainer_cfg: Any
+) -> tuple[torch.optim.Optimizer, LRScheduler]:
     """AdamW over ``model``'s parameters and the scheduler of ``trainer_cfg.schedule``; step the
     scheduler once per update.
 
@@ -62,18 +66,31 @@ def make_optimizer(model: torch.nn.Module, trainer_cfg: Any) -> tuple[torch.opti
     ``steps``, ``warmup_steps``, ``schedule``, ``cycle_steps``).
     """
     tc = trainer_cfg
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay, fused=on_cuda(model) or None)
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=tc.lr,
+        betas=tuple(tc.betas),
+        eps=tc.eps,
+        weight_decay=tc.weight_decay,
+        fused=on_cuda(model) or None,
+    )
     schedule = getattr(tc, "schedule", "one_cycle")
     if schedule == "one_cycle":
         # OneCycleLR with its defaults (as the peer code), so beta1 also cycles 0.85..0.95.
         scheduler: LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=tc.lr, total_steps=tc.steps, pct_start=tc.warmup_steps / tc.steps, anneal_strategy="linear"
+            optimizer,
+            max_lr=tc.lr,
+            total_steps=tc.steps,
+            pct_start=tc.warmup_steps / tc.steps,
+            anneal_strategy="linear",
         )
     elif schedule == "warmup_rsqrt":
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupRsqrt(tc.warmup_steps))
     elif schedule == "warmup_cosine":
         cycle = getattr(tc, "cycle_steps", None) or tc.steps
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(tc.warmup_steps, cycle))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, WarmupCosine(tc.warmup_steps, cycle)
+        )
     else:
         raise ValueError(f"unknown schedule {schedule!r}; choose {', '.join(SCHEDULES)}")
     return optimizer, scheduler

@@ -21,7 +21,13 @@ from omegaconf.errors import OmegaConfBaseException
 from lra_bench.config import register_configs, validate
 from lra_bench.errors import ConfigError, LraBenchError
 
-_NOISE = ("Config search path", "provider=", "Set the environment variable", "object_type=", "reference_type=")
+_NOISE = (
+    "Config search path",
+    "provider=",
+    "Set the environment variable",
+    "object_type=",
+    "reference_type=",
+)
 
 
 class ValidateConfig(Callback):
@@ -48,7 +54,9 @@ def one_line(message: str) -> str:
     """Hydra/OmegaConf messages span several lines; keep the informative ones, joined."""
     lines = [ln.strip() for ln in message.splitlines()]
     kept = [ln for ln in lines if ln and not ln.startswith(_NOISE)]
-    return " ".join(kept).replace("full_key:", "(key:").rstrip() + (")" if "full_key:" in message else "")
+    return " ".join(kept).replace("full_key:", "(key:").rstrip() + (
+        ")" if "full_key:" in message else ""
+    )
 
 
 def describe(err: BaseException) -> str:
@@ -56,7 +64,9 @@ def describe(err: BaseException) -> str:
     if isinstance(err, LraBenchError):
         return str(err)
     cause = err.__cause__
-    return one_line(f"{err}\n{cause}" if cause is not None and str(cause) not in str(err) else str(err))
+    return one_line(
+        f"{err}\n{cause}" if cause is not None and str(cause) not in str(err) else str(err)
+    )
 
 
 def run_app(app: Callable[[], Any]) -> None:

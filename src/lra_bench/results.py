@@ -51,7 +51,9 @@ class LeaderboardRow:
     config_hash: str
     overrides: str
     run_dir: str
-    parity: str = "none"  # whose code the run reproduces: none | skyformer_code | lra_code (docs/fidelity.md)
+    parity: str = (
+        "none"  # whose code the run reproduces: none | skyformer_code | lra_code (docs/fidelity.md)
+    )
     protocol: str = "skyformer_paper"  # training recipe: skyformer_paper | lra_paper
 
     def as_dict(self) -> dict[str, Any]:
@@ -139,5 +141,7 @@ def append_row(path: str | Path, row: dict[str, Any]) -> Path:
                 f.flush()
                 os.fsync(f.fileno())
     except OSError as err:
-        raise ResultsError(f"cannot write the leaderboard {path}: {err.strerror}; set paths.leaderboard to a writable file") from None
+        raise ResultsError(
+            f"cannot write the leaderboard {path}: {err.strerror}; set paths.leaderboard to a writable file"
+        ) from None
     return path

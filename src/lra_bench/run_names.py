@@ -38,4 +38,6 @@ def run_folder_name(overrides: Sequence[str], exclude_keys: Sequence[str]) -> st
 def register_resolver() -> None:
     """Make ``${lra_run_name:<overrides>,<exclude keys>}`` available to the configs."""
     if not OmegaConf.has_resolver(RESOLVER):
-        OmegaConf.register_new_resolver(RESOLVER, lambda overrides, exclude: run_folder_name(list(overrides), list(exclude)))
+        OmegaConf.register_new_resolver(
+            RESOLVER, lambda overrides, exclude: run_folder_name(list(overrides), list(exclude))
+        )

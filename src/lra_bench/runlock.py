@@ -95,10 +95,15 @@ class RunLock:
                     f"run folder {run_dir} has a lock from another machine ({_describe(previous)}) that this machine "
                     f"cannot check: if that run is gone, delete {self.path}; else wait or use paths.run_dir=..."
                 )
-            if _pid_alive(int(previous.get("pid", 0) or 0)):  # a file system without flock: trust the PID
+            if _pid_alive(
+                int(previous.get("pid", 0) or 0)
+            ):  # a file system without flock: trust the PID
                 os.close(self.fd)
                 raise _held_error(run_dir, previous)
-            print(f"notice: taking over the stale lock in {run_dir}: its holder ({_describe(previous)}) is gone", file=sys.stderr)
+            print(
+                f"notice: taking over the stale lock in {run_dir}: its holder ({_describe(previous)}) is gone",
+                file=sys.stderr,
+            )
         record = {"host": host, "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         os.ftruncate(self.fd, 0)
         os.lseek(self.fd, 0, os.SEEK_SET)

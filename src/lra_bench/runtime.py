@@ -44,7 +44,11 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
 
 def device_label(device: torch.device, threads: int | None = None, world: int = 1) -> str:
     """The device as result rows name it: the GPU's name or ``cpu-<threads>t``, ``x<ranks>`` when several."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{threads or torch.get_num_threads()}t"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu-{threads or torch.get_num_threads()}t"
+    )
     return name + (f"x{world}" if world > 1 else "")
 
 
@@ -186,9 +190,14 @@ def tensor_peak_mb(fn: Callable[[], Any], device: torch.device, resident_peak_mb
         return resident_peak_mb
     if device.type != "cpu":
         return math.nan
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+    ) as prof:
         fn()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns())
+    events = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+        key=lambda e: e.start_ns(),
+    )
     alive = peak = 0
     for event in events:
         alive += event.nbytes()

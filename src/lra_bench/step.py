@@ -33,11 +33,15 @@ def precision_of(amp: bool, device: torch.device) -> tuple[str, torch.dtype | No
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
     """Mixed precision around a forward pass (nothing when ``dtype`` is None)."""
-    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
+    return (
+        torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
+    )
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
-    return {k: (v.to(device, non_blocking=True) if v is not None else None) for k, v in batch.items()}
+    return {
+        k: (v.to(device, non_blocking=True) if v is not None else None) for k, v in batch.items()
+    }
 
 
 @dataclass
@@ -75,7 +79,9 @@ class TrainState:
         self.scaler.load_state_dict(state["scaler"])
 
 
-def make_train_state(module: torch.nn.Module, trainer_cfg: Any, device: torch.device, info: DistInfo | None = None) -> TrainState:
+def make_train_state(
+    module: torch.nn.Module, trainer_cfg: Any, device: torch.device, info: DistInfo | None = None
+) -> TrainState:
     """The state of a fresh run: ``module`` (already on ``device``), wrapped for DDP under
     torchrun and compiled when asked, with the optimiser and schedule of ``make_optimizer`` and a
     loss scaler (fp16 only)."""
@@ -86,7 +92,9 @@ def make_train_state(module: torch.nn.Module, trainer_cfg: Any, device: torch.de
     optimizer, scheduler = make_optimizer(module, trainer_cfg)
     _, amp_dtype = precision_of(trainer_cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    return TrainState(module, model, optimizer, scheduler, scaler, device, amp_dtype, trainer_cfg.clip_value, info)
+    return TrainState(
+        module, model, optimizer, scheduler, scaler, device, amp_dtype, trainer_cfg.clip_value, info
+    )
 
 
 @dataclass
@@ -111,7 +119,11 @@ class NonFiniteLoss(ArithmeticError):
 def real_tokens(batch: Batch) -> int:
     """Real (unpadded) token positions of a host batch (both documents of a retrieval pair)."""
     total = 0
-    for ids_key, mask_key in (("input_ids", "mask"), ("input_ids_1", "mask_1"), ("input_ids_2", "mask_2")):
+    for ids_key, mask_key in (
+        ("input_ids", "mask"),
+        ("input_ids_1", "mask_1"),
+        ("input_ids_2", "mask_2"),
+    ):
         ids, mask = batch.get(ids_key), batch.get(mask_key)
         if ids is not None:
             total += ids.numel() if mask is None else int(mask.sum())
@@ -134,7 +146,7 @@ def train_step(state: TrainState, batches: Iterator[Batch], micro_batches: int =
         tokens += real_tokens(host_batch)  # masks are still on the host: no device wait
         batch = to_device(host_batch, device)
         sync = micro == micro_batches - 1 or not info.enabled
-        with autocast(device, state.amp_dtype), (nullcontext() if sync else state.model.no_sync()):  # type: ignore[operator]
+        with autocast(device, state.amp_dtype), nullcontext() if sync else state.model.no_sync():  # type: ignore[operator]
             logits = state.model(batch)
             loss = torch.nn.functional.cross_entropy(logits.float(), batch["label"])
             state.scaler.scale(loss / micro_batches).backward()
@@ -175,34 +187,54 @@ class StepMeter:
 
     def reset(self) -> None:
         self.sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss, correct
-        self.bad = torch.zeros(2, dtype=torch.float64, device=self.device)  # first non-finite step, its loss
+        self.bad = torch.zeros(
+            2, dtype=torch.float64, device=self.device
+        )  # first non-finite step, its loss
         self.seen = self.tokens = self.steps = 0
 
     def add(self, stats: StepStats, step: int) -> None:
         """Count ``stats`` of training step ``step`` (no device wait)."""
         loss = stats.loss.detach().double()
-        self.sums += torch.stack([torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0), stats.correct.double()])
+        self.sums += torch.stack(
+            [torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0), stats.correct.double()]
+        )
         first = (self.bad[0] == 0) & ~torch.isfinite(loss)
-        self.bad = torch.where(first, torch.stack([torch.full_like(loss, float(step)), loss]), self.bad)  # a fill, no copy
-        self.seen, self.tokens, self.steps = self.seen + stats.seen, self.tokens + stats.tokens, self.steps + 1
+        self.bad = torch.where(
+            first, torch.stack([torch.full_like(loss, float(step)), loss]), self.bad
+        )  # a fill, no copy
+        self.seen, self.tokens, self.steps = (
+            self.seen + stats.seen,
+            self.tokens + stats.tokens,
+            self.steps + 1,
+        )
 
     def read(self, info: DistInfo) -> MeterReading:
         """The means since the last reading (then start afresh); NonFiniteLoss when a loss was not finite."""
         if self.steps == 0:
             return MeterReading(float("nan"), float("nan"), 0, 0)
         bad_step, bad_loss = self.bad.tolist()
-        loss, correct, seen, tokens, bad_ranks = all_sum([*self.sums.tolist(), self.seen, self.tokens, float(bad_step > 0)], info, self.device)
+        loss, correct, seen, tokens, bad_ranks = all_sum(
+            [*self.sums.tolist(), self.seen, self.tokens, float(bad_step > 0)], info, self.device
+        )
         steps = self.steps
         self.reset()
         if bad_step > 0:
             raise NonFiniteLoss(bad_loss, int(bad_step))
         if bad_ranks > 0:
             raise NonFiniteLoss(float("nan"), 0)  # another rank's (0: the step is named there)
-        return MeterReading(loss / (steps * info.world_size), correct / max(seen, 1), int(tokens), steps)
+        return MeterReading(
+            loss / (steps * info.world_size), correct / max(seen, 1), int(tokens), steps
+        )
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: Any, device: torch.device, amp_dtype: torch.dtype | None, info: DistInfo) -> float:
+def evaluate(
+    model: torch.nn.Module,
+    loader: Any,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    info: DistInfo,
+) -> float:
     """Accuracy over every example of the split (each rank's share, summed; no batch dropped)."""
     model.eval()
     correct = total = 0

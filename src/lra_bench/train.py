@@ -111,7 +111,13 @@ def run_directory(cfg: DictConfig) -> Path:
 
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
-    return Path(cfg.paths.runs_dir) / cfg.task.name / cfg.attn.name / f"seed{cfg.seed}" / config_hash(cfg)
+    return (
+        Path(cfg.paths.runs_dir)
+        / cfg.task.name
+        / cfg.attn.name
+        / f"seed{cfg.seed}"
+        / config_hash(cfg)
+    )
 
 
 @dataclass(frozen=True)
@@ -153,7 +159,9 @@ class RunFolder:
         return json.loads(self.results.read_text())
 
 
-def prepare_process(cfg: DictConfig, folder: RunFolder, device: torch.device, info: DistInfo) -> None:
+def prepare_process(
+    cfg: DictConfig, folder: RunFolder, device: torch.device, info: DistInfo
+) -> None:
     """Save the resolved config; set the seed and threads; restart the peak-memory count."""
     if info.is_main:
         OmegaConf.save(cfg, folder.path / "config.yaml", resolve=True)
@@ -182,7 +190,9 @@ class RunData:
     def stream(self, cfg: DictConfig, step: int) -> Any:
         """Micro-batches from training step ``step`` on (a resumed run continues where it stopped)."""
         trainer_cfg = cfg.trainer
-        micro_batch = trainer_cfg.batch_size // trainer_cfg.grad_accum  # global; each rank takes 1/world of it
+        micro_batch = (
+            trainer_cfg.batch_size // trainer_cfg.grad_accum
+        )  # global; each rank takes 1/world of it
         start = step * trainer_cfg.grad_accum
         return train_stream(
             self.train, self.collate, micro_batch, cfg.seed, start, self.workers, self.info.rank, self.info.world_size,
@@ -204,10 +214,16 @@ def prepare_data(cfg: DictConfig, info: DistInfo, device: torch.device) -> RunDa
     rank, world = info.rank, info.world_size
 
     def lengths(split: str) -> Any:
-        return example_lengths(splits[split], collate.columns, cfg.task.max_len) if cfg.data.bucket else None
+        return (
+            example_lengths(splits[split], collate.columns, cfg.task.max_len)
+            if cfg.data.bucket
+            else None
+        )
 
     val = eval_batches(splits["val"], collate, eval_bs, workers, rank, world, lengths("val"), pin)
-    test = eval_batches(splits["test"], collate, eval_bs, workers, rank, world, lengths("test"), pin)
+    test = eval_batches(
+        splits["test"], collate, eval_bs, workers, rank, world, lengths("test"), pin
+    )
     return RunData(splits["train"], collate, val, test, info, workers, pin, lengths("train"))
 
 
@@ -251,7 +267,9 @@ def resume(folder: RunFolder, state: TrainState) -> Progress:
     return progress
 
 
-def save_last(folder: RunFolder, state: TrainState, progress: Progress, complete: bool = False) -> None:
+def save_last(
+    folder: RunFolder, state: TrainState, progress: Progress, complete: bool = False
+) -> None:
     """Write ``last.pt`` (rank 0): module, optimiser, schedule, scaler, progress and every rank's RNG states.
 
     Every rank calls this (the RNG states are gathered), except for ``complete`` (rank 0 alone).
@@ -274,7 +292,9 @@ def start_tracker(cfg: DictConfig, folder: RunFolder, info: DistInfo) -> Tracker
     """The experiment tracker on rank 0; a silent one on the other ranks."""
     if not info.is_main:
         return make_tracker(OmegaConf.create({"logger": {"name": "none"}}), "", "")
-    return make_tracker(cfg, str(folder.path), f"{cfg.task.name}-{cfg.attn.name}-s{cfg.seed}-{folder.config_digest}")
+    return make_tracker(
+        cfg, str(folder.path), f"{cfg.task.name}-{cfg.attn.name}-s{cfg.seed}-{folder.config_digest}"
+    )
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -287,7 +307,11 @@ class StopFlag:
     cluster launcher's, e.g. submitit's checkpoint-and-requeue), after ``last.pt`` is written.
     """
 
-    SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s is not None)
+    SIGNALS = tuple(
+        s
+        for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None))
+        if s is not None
+    )
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -314,7 +338,12 @@ class StopFlag:
 
 
 def train(
-    cfg: DictConfig, folder: RunFolder, state: TrainState, progress: Progress, data: RunData, tracker: Tracker
+    cfg: DictConfig,
+    folder: RunFolder,
+    state: TrainState,
+    progress: Progress,
+    data: RunData,
+    tracker: Tracker,
 ) -> dict[str, Any] | None:
     """Step until ``trainer.steps``; returns the ``interrupted`` result when a signal or
     ``trainer.stop_at_step`` stops it first (after writing ``last.pt``), else None."""
@@ -322,8 +351,17 @@ def train(
     stream = data.stream(cfg, progress.step)
     state.model.train()
     if info.is_main:
-        print(f"training {cfg.task.name}/{cfg.attn.name} seed {cfg.seed} in {folder.path} from step {progress.step} of {trainer_cfg.steps}", flush=True)
-    bar = tqdm(total=trainer_cfg.steps, initial=progress.step, disable=not (trainer_cfg.progress and info.is_main), desc=f"{cfg.task.name}/{cfg.attn.name}", dynamic_ncols=True)
+        print(
+            f"training {cfg.task.name}/{cfg.attn.name} seed {cfg.seed} in {folder.path} from step {progress.step} of {trainer_cfg.steps}",
+            flush=True,
+        )
+    bar = tqdm(
+        total=trainer_cfg.steps,
+        initial=progress.step,
+        disable=not (trainer_cfg.progress and info.is_main),
+        desc=f"{cfg.task.name}/{cfg.attn.name}",
+        dynamic_ncols=True,
+    )
     meter, timer = StepMeter(state.device), StepTimer(state.device)
     with StopFlag() as stop:
         while progress.step < trainer_cfg.steps:
@@ -344,19 +382,35 @@ def train(
                 barrier(info)
                 bar.close()
                 if info.is_main:
-                    print(f"stopped at step {progress.step} ({why}); checkpoint {folder.last}; re-run the same command to resume")
-                return {"status": "interrupted", "step": progress.step, "signal": stop.signum, "run_dir": str(folder.path)}
+                    print(
+                        f"stopped at step {progress.step} ({why}); checkpoint {folder.last}; re-run the same command to resume"
+                    )
+                return {
+                    "status": "interrupted",
+                    "step": progress.step,
+                    "signal": stop.signum,
+                    "run_dir": str(folder.path),
+                }
     bar.close()
     return None
 
 
 def reading_due(trainer_cfg: DictConfig, step: int) -> bool:
     """Steps at which the loop waits for the device: logging, evaluation, checkpoint and the last step."""
-    return step == trainer_cfg.steps or any(step % every == 0 for every in (trainer_cfg.log_every, trainer_cfg.eval_every, trainer_cfg.ckpt_every))
+    return step == trainer_cfg.steps or any(
+        step % every == 0
+        for every in (trainer_cfg.log_every, trainer_cfg.eval_every, trainer_cfg.ckpt_every)
+    )
 
 
 def take_reading(
-    folder: RunFolder, state: TrainState, progress: Progress, meter: StepMeter, timer: StepTimer, bar: Any, tracker: Tracker
+    folder: RunFolder,
+    state: TrainState,
+    progress: Progress,
+    meter: StepMeter,
+    timer: StepTimer,
+    bar: Any,
+    tracker: Tracker,
 ) -> None:
     """Wait for the device once: the step times since the last reading into ``progress``, then the
     steps' mean loss and accuracy to the bar and tracker. A non-finite loss stops the run here,
@@ -368,16 +422,30 @@ def take_reading(
         reading = meter.read(state.info)
     except NonFiniteLoss as err:
         where = f"at step {err.step}" if err.step else f"on another rank by step {progress.step}"
-        good = f"{folder.last} (step {progress.saved_step})" if progress.saved_step else "none (no checkpoint was written before it)"
-        raise RunError(f"loss became {err.loss} {where}; the last good checkpoint is {good} (try a lower trainer.lr or trainer.amp=false)") from None
+        good = (
+            f"{folder.last} (step {progress.saved_step})"
+            if progress.saved_step
+            else "none (no checkpoint was written before it)"
+        )
+        raise RunError(
+            f"loss became {err.loss} {where}; the last good checkpoint is {good} (try a lower trainer.lr or trainer.amp=false)"
+        ) from None
     progress.tokens += reading.tokens
     lr = state.scheduler.get_last_lr()[0]
     bar.set_postfix(loss=f"{reading.loss:.4f}", acc=f"{reading.acc:.3f}", lr=f"{lr:.2e}")
-    tracker.log({"train/loss": reading.loss, "train/acc": reading.acc, "train/lr": lr}, progress.step)
+    tracker.log(
+        {"train/loss": reading.loss, "train/acc": reading.acc, "train/lr": lr}, progress.step
+    )
 
 
 def maybe_evaluate(
-    cfg: DictConfig, folder: RunFolder, state: TrainState, progress: Progress, val: Any, bar: Any, tracker: Tracker
+    cfg: DictConfig,
+    folder: RunFolder,
+    state: TrainState,
+    progress: Progress,
+    val: Any,
+    bar: Any,
+    tracker: Tracker,
 ) -> None:
     """Every ``eval_every`` steps (and the last): dev accuracy; a new best is saved to ``best.pt``."""
     if progress.step % cfg.trainer.eval_every and progress.step != cfg.trainer.steps:
@@ -386,14 +454,25 @@ def maybe_evaluate(
     val_acc = evaluate(state.module, val, state.device, state.amp_dtype, info)
     tracker.log({"val/acc": val_acc}, progress.step)
     if info.is_main:
-        bar.write(f"step {progress.step}: val_acc={val_acc:.4f} (best {max(val_acc, progress.best_val):.4f})")
+        bar.write(
+            f"step {progress.step}: val_acc={val_acc:.4f} (best {max(val_acc, progress.best_val):.4f})"
+        )
     if val_acc > progress.best_val:
         progress.best_val, progress.best_step = val_acc, progress.step
         if info.is_main:
-            checkpoint.save_atomic({"model": state.module.state_dict(), "step": progress.step, "config_hash": folder.config_digest}, folder.best)
+            checkpoint.save_atomic(
+                {
+                    "model": state.module.state_dict(),
+                    "step": progress.step,
+                    "config_hash": folder.config_digest,
+                },
+                folder.best,
+            )
 
 
-def stop_reason(stop: StopFlag, trainer_cfg: DictConfig, progress: Progress, state: TrainState) -> str | None:
+def stop_reason(
+    stop: StopFlag, trainer_cfg: DictConfig, progress: Progress, state: TrainState
+) -> str | None:
     """Why the run stops after this step (a signal on any rank, or ``trainer.stop_at_step``), else None."""
     signalled = all_sum([float(stop.signum is not None)], state.info, state.device)[0] > 0
     if stop.signum is not None:
@@ -416,7 +495,9 @@ def test_best(folder: RunFolder, state: TrainState, test: Any) -> float:
     return evaluate(state.module, test, state.device, state.amp_dtype, state.info)
 
 
-def leaderboard_row(cfg: DictConfig, folder: RunFolder, state: TrainState, progress: Progress, test_acc: float) -> LeaderboardRow:
+def leaderboard_row(
+    cfg: DictConfig, folder: RunFolder, state: TrainState, progress: Progress, test_acc: float
+) -> LeaderboardRow:
     """The run's leaderboard row: accuracies, time, memory and where the numbers came from."""
     step_ms = 1000 * statistics.median(progress.step_times) if progress.step_times else float("nan")
     return LeaderboardRow(
@@ -448,7 +529,9 @@ def leaderboard_row(cfg: DictConfig, folder: RunFolder, state: TrainState, progr
     )
 
 
-def record(cfg: DictConfig, folder: RunFolder, state: TrainState, progress: Progress, row: LeaderboardRow) -> None:
+def record(
+    cfg: DictConfig, folder: RunFolder, state: TrainState, progress: Progress, row: LeaderboardRow
+) -> None:
     """Rank 0 writes ``results.json``, appends the row and marks ``last.pt`` complete; all ranks wait."""
     if state.info.is_main:
         atomic_write_json(folder.results, {"status": "complete", **row.as_dict()})
@@ -461,10 +544,20 @@ def git_commit() -> str:
     """The commit of the installed source tree, with ``-dirty`` for local changes; ``unknown`` outside git."""
     src = Path(__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        head = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         if head.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -489,5 +582,19 @@ def main(cfg: DictConfig) -> int:
     if result["status"] != "complete":
         return 130 if result.get("signal") == signal.SIGINT else 0
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
-        print(" ".join(f"{k}={result[k]}" for k in ("task", "attn", "seed", "steps", "val_acc", "test_acc", "step_ms", "peak_mem_mb")))
+        print(
+            " ".join(
+                f"{k}={result[k]}"
+                for k in (
+                    "task",
+                    "attn",
+                    "seed",
+                    "steps",
+                    "val_acc",
+                    "test_acc",
+                    "step_ms",
+                    "peak_mem_mb",
+                )
+            )
+        )
     return 0

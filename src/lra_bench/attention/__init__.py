@@ -19,7 +19,24 @@ from lra_bench.attention.registry import (
     register_attention_configs,
 )
 
-VARIANT_MODULES = ["softmax", "skyformer", "kernelized", "nystromformer", "linformer", "performer", "reformer", "bigbird", "informer", "linear", "local", "longformer", "sparse", "sinkhorn", "synthesizer", "custom"]
+VARIANT_MODULES = [
+    "softmax",
+    "skyformer",
+    "kernelized",
+    "nystromformer",
+    "linformer",
+    "performer",
+    "reformer",
+    "bigbird",
+    "informer",
+    "linear",
+    "local",
+    "longformer",
+    "sparse",
+    "sinkhorn",
+    "synthesizer",
+    "custom",
+]
 
 for _module in VARIANT_MODULES:
     import_module(f"lra_bench.attention.{_module}")

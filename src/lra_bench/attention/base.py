@@ -15,10 +15,20 @@ from torch import nn
 
 from lra_bench.attention.sampling import DeviceGenerators, seeded_generator, uniform_indices
 
-__all__ = ["Attention", "AttentionConfig", "SampledAttention", "key_padding_bias", "uniform_indices", "valid_lengths"]
+__all__ = [
+    "Attention",
+    "AttentionConfig",
+    "SampledAttention",
+    "key_padding_bias",
+    "uniform_indices",
+    "valid_lengths",
+]
 
 
-IMPLS = ("fast", "reference")  # variants with a fast path: it, or the plain form it is tested against
+IMPLS = (
+    "fast",
+    "reference",
+)  # variants with a fast path: it, or the plain form it is tested against
 
 
 @dataclass
@@ -38,7 +48,9 @@ class AttentionConfig:
         """Raise ValueError('key: choose a, b or c, got ...') unless setting ``key`` is one of ``choices``."""
         value = getattr(self, key)
         if value not in choices:
-            listed = ", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else choices[0]
+            listed = (
+                ", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else choices[0]
+            )
             raise ValueError(f"{key}: choose {listed}, got {value!r}")
 
 
@@ -47,14 +59,18 @@ class Attention(nn.Module):
 
     uses_keys: bool = True  # False for variants that ignore ``k`` (shared-QK Reformer): its projection gets no gradient
 
-    def __init__(self, cfg: AttentionConfig, *, head_dim: int, num_heads: int, max_len: int) -> None:
+    def __init__(
+        self, cfg: AttentionConfig, *, head_dim: int, num_heads: int, max_len: int
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.head_dim = head_dim
         self.num_heads = num_heads
         self.max_len = max_len
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -68,7 +84,9 @@ class SampledAttention(Attention):
     reproducible whatever happened before. Draws are made on the device they are asked for.
     """
 
-    def __init__(self, cfg: AttentionConfig, *, head_dim: int, num_heads: int, max_len: int) -> None:
+    def __init__(
+        self, cfg: AttentionConfig, *, head_dim: int, num_heads: int, max_len: int
+    ) -> None:
         super().__init__(cfg, head_dim=head_dim, num_heads=num_heads, max_len=max_len)
         self.train_generators = DeviceGenerators(int(torch.randint(0, 2**62, (1,)).item()))
 
@@ -119,7 +137,9 @@ def key_padding_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Ten
     return bias[:, None, None, :]
 
 
-def valid_lengths(mask: torch.Tensor | None, batch: int, n: int, device: torch.device) -> torch.Tensor:
+def valid_lengths(
+    mask: torch.Tensor | None, batch: int, n: int, device: torch.device
+) -> torch.Tensor:
     """Number of real tokens per sequence, ``[batch]`` (all n when there is no mask)."""
     if mask is None:
         return torch.full((batch,), n, dtype=torch.long, device=device)

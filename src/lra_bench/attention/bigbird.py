@@ -49,12 +49,16 @@ class BigBirdConfig(AttentionConfig):
     pattern: str = "fresh"  # fresh: new random blocks every training call | fixed: reseeded with pattern_seed every call
     pattern_seed: int = 42  # seed of the fixed pattern (the Skyformer code's default --random 42)
     last_global: str = "real"  # real: the last block holding a real token | padded: the padded sequence's last block
-    random_span: str = "all"  # all | first_1024: from the first 1024 tokens when n is 1024, 3072 or 4096
+    random_span: str = (
+        "all"  # all | first_1024: from the first 1024 tokens when n is 1024, 3072 or 4096
+    )
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
         if not 1 <= self.block_size <= max_len:
-            raise ValueError(f"block_size: must be between 1 and the task's max length {max_len}, got {self.block_size}")
+            raise ValueError(
+                f"block_size: must be between 1 and the task's max length {max_len}, got {self.block_size}"
+            )
         if self.window_blocks < 1 or self.window_blocks % 2 == 0:
             raise ValueError(f"window_blocks: must be odd and >= 1, got {self.window_blocks}")
         if self.num_random_blocks < 0:
@@ -77,7 +81,11 @@ def gather_blocks(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 class BigBirdAttention(SampledAttention):
     cfg: BigBirdConfig
 
-    PAPER_LENGTHS = (1024, 3072, 4096)  # lengths whose random blocks the published code takes from the first 1024 tokens
+    PAPER_LENGTHS = (
+        1024,
+        3072,
+        4096,
+    )  # lengths whose random blocks the published code takes from the first 1024 tokens
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
         """The running/eval generator, or one reseeded with ``pattern_seed`` for the fixed pattern."""
@@ -100,7 +108,9 @@ class BigBirdAttention(SampledAttention):
             span = span.clamp(max=1024 // bs)
         return real - 1, span.view(b)
 
-    def draw_random_blocks(self, real_blocks: torch.Tensor, nb: int, heads: int, span: torch.Tensor | None = None) -> torch.Tensor:
+    def draw_random_blocks(
+        self, real_blocks: torch.Tensor, nb: int, heads: int, span: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Random key blocks of each query block, ``[b, heads, nb, r]``, -1 where none is left.
 
         Drawn without replacement among the first ``span`` blocks (default: the real blocks)
@@ -117,13 +127,20 @@ class BigBirdAttention(SampledAttention):
         i = torch.arange(nb, device=real_blocks.device)
         last = (real_blocks - 1).view(-1, 1, 1)
         j = i.view(1, 1, -1)
-        allowed = (j < span.view(-1, 1, 1)) & ((j - i.view(1, -1, 1)).abs() > half) & (j != 0) & (j != last)
+        allowed = (
+            (j < span.view(-1, 1, 1))
+            & ((j - i.view(1, -1, 1)).abs() > half)
+            & (j != 0)
+            & (j != last)
+        )
         u = torch.where(allowed.unsqueeze(1), u, -1.0)
         top, idx = u.topk(min(r, nb), dim=-1)
         idx = torch.where(top >= 0, idx, -1)
         return F.pad(idx, (0, r - idx.shape[-1]), value=-1)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         in_dtype = q.dtype
         if in_dtype in (torch.float16, torch.bfloat16):
             q, k, v = q.float(), k.float(), v.float()
@@ -140,9 +157,17 @@ class BigBirdAttention(SampledAttention):
         # masks ride in the matmul: q gets a column of ones, k a column of 0 / MASKED, and dropped
         # slots point at an extra all-masked "null" block (index nb), so no pass over the scores
         q = torch.cat([q * d**-0.5, torch.ones_like(q[..., :1])], dim=-1)  # [b, h, n_c, d + 1]
-        hidden = hidden_score(matmul_dtype(q), MASKED)  # fits the scores' dtype (fp16 under autocast)
-        bias = F.pad(torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, hidden), (0, bs), value=hidden)
-        k = torch.cat([F.pad(k, (0, 0, 0, bs)), bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1)
+        hidden = hidden_score(
+            matmul_dtype(q), MASKED
+        )  # fits the scores' dtype (fp16 under autocast)
+        bias = F.pad(
+            torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, hidden),
+            (0, bs),
+            value=hidden,
+        )
+        k = torch.cat(
+            [F.pad(k, (0, 0, 0, bs)), bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1
+        )
         v = F.pad(v, (0, 0, 0, bs))
 
         # key blocks of every query block: window, global first/last, random; duplicates dropped
@@ -153,23 +178,33 @@ class BigBirdAttention(SampledAttention):
         window = torch.minimum(window, last)  # [b, nb, w]
         glob = torch.cat([torch.zeros_like(last), last], dim=-1).expand(-1, nb, -1)
         rand = self.draw_random_blocks(real_blocks, nb, h, span)
-        idx = torch.cat([torch.cat([window, glob], dim=-1).unsqueeze(1).expand(-1, h, -1, -1), rand], dim=-1)
+        idx = torch.cat(
+            [torch.cat([window, glob], dim=-1).unsqueeze(1).expand(-1, h, -1, -1), rand], dim=-1
+        )
         same = idx.unsqueeze(-1) == idx.unsqueeze(-2)
-        earlier = torch.ones(idx.shape[-1], idx.shape[-1], dtype=torch.bool, device=q.device).tril(-1)
+        earlier = torch.ones(idx.shape[-1], idx.shape[-1], dtype=torch.bool, device=q.device).tril(
+            -1
+        )
         slot_ok = (idx >= 0) & ~(same & earlier).any(dim=-1)  # [b, h, nb, s]
         idx = torch.where(slot_ok, idx, nb)
 
         k_sel = gather_blocks(k.view(b, h, nb + 1, bs, d + 1), idx)  # [b, h, nb, s*bs, d + 1]
         v_sel = gather_blocks(v.view(b, h, nb + 1, bs, d), idx)
         scores = q.view(b, h, nb, bs, d + 1) @ k_sel.transpose(-1, -2)  # [b, h, nb, bs, s*bs]
-        weights = F.dropout(torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training)
+        weights = F.dropout(
+            torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training
+        )
         out = weights @ v_sel  # [b, h, nb, bs, d]
 
         # the global blocks' queries see every key
         first_last = torch.stack([torch.zeros_like(real_blocks), real_blocks - 1], dim=-1)  # [b, 2]
-        q_glob = gather_blocks(q.view(b, h, nb, bs, d + 1), first_last.view(b, 1, 1, 2).expand(-1, h, 1, -1))[:, :, 0]
+        q_glob = gather_blocks(
+            q.view(b, h, nb, bs, d + 1), first_last.view(b, 1, 1, 2).expand(-1, h, 1, -1)
+        )[:, :, 0]
         dense = q_glob @ k[:, :, :n_c].transpose(-1, -2)  # [b, h, 2*bs, n_c]
-        weights_g = F.dropout(torch.softmax(dense, dim=-1), p=self.cfg.dropout, training=self.training)
+        weights_g = F.dropout(
+            torch.softmax(dense, dim=-1), p=self.cfg.dropout, training=self.training
+        )
         out_g = (weights_g @ v[:, :, :n_c]).view(b, h, 2, bs, d)
         is_first = (i == 0).view(1, 1, nb, 1, 1)
         is_last = (i.view(1, -1) == real_blocks.view(-1, 1) - 1).view(b, 1, nb, 1, 1)

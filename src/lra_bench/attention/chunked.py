@@ -37,7 +37,9 @@ import torch
 from lra_bench.attention.base import without_autocast
 
 CHUNK_ELEMENTS = 1 << 18  # elements of one tile on a CPU (1 MB in fp32): stays in cache
-CHUNK_ELEMENTS_GPU = 1 << 24  # on a GPU: large enough to fill it, small next to its memory (64 MB in fp32)
+CHUNK_ELEMENTS_GPU = (
+    1 << 24
+)  # on a GPU: large enough to fill it, small next to its memory (64 MB in fp32)
 MIN_CHUNK = 64
 PER_HEAD_DEVICES = ("cpu",)  # devices tiled one head at a time; the others get every head at once
 
@@ -82,7 +84,9 @@ def _part(t: Shift, tile: Tile, *, rows: bool) -> Shift:
     if not isinstance(t, torch.Tensor):
         return t
     t = t[(None,) * (4 - t.dim())]
-    index = tuple(part if size > 1 else slice(None) for part, size in zip(tile[:2], t.shape[:2], strict=True))
+    index = tuple(
+        part if size > 1 else slice(None) for part, size in zip(tile[:2], t.shape[:2], strict=True)
+    )
     return t[(*index, tile[2])] if rows and t.shape[2] > 1 else t[index]
 
 
@@ -103,7 +107,9 @@ def _tile_mask(mask: torch.Tensor | None, tile: Tile, dtype: torch.dtype) -> tor
 def _x_grad(dx_aug: torch.Tensor, x_aug: torch.Tensor, scale: float) -> torch.Tensor:
     """Gradient for ``x`` from that of ``x~ = [s x, -|s x|^2 / 2, 1]``."""
     d = x_aug.shape[-1] - 2
-    return torch.addcmul(dx_aug[..., :d], x_aug[..., :d], dx_aug[..., d : d + 1], value=-1).mul_(scale)
+    return torch.addcmul(dx_aug[..., :d], x_aug[..., :d], dx_aug[..., d : d + 1], value=-1).mul_(
+        scale
+    )
 
 
 def _keep_settings(ctx: Any, shift: Shift, scale: float, eps: float) -> torch.Tensor | None:
@@ -130,10 +136,24 @@ class _KernelApply(torch.autograd.Function):
     """``(exp(x~ y~^T - shift) + eps) p``, tile by tile."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, y_aug: torch.Tensor, p: torch.Tensor, shift: Shift, scale: float, eps: float) -> torch.Tensor:
-        out = x.new_empty(*torch.broadcast_shapes(x.shape[:-2], p.shape[:-2]), x.shape[-2], p.shape[-1])
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        y_aug: torch.Tensor,
+        p: torch.Tensor,
+        shift: Shift,
+        scale: float,
+        eps: float,
+    ) -> torch.Tensor:
+        out = x.new_empty(
+            *torch.broadcast_shapes(x.shape[:-2], p.shape[:-2]), x.shape[-2], p.shape[-1]
+        )
         for tile in tiles(x, y_aug.shape[-2]):
-            k = _exp_block(augment_rows(x[tile], scale), _part(y_aug, tile, rows=False), _part(shift, tile, rows=True))
+            k = _exp_block(
+                augment_rows(x[tile], scale),
+                _part(y_aug, tile, rows=False),
+                _part(shift, tile, rows=True),
+            )
             if eps:
                 k += eps
             out[tile] = k @ _part(p, tile, rows=False)
@@ -156,7 +176,9 @@ class _KernelApply(torch.autograd.Function):
                 dp[tile[:2]] += k.mT @ g
                 if ctx.eps:
                     dp[tile[:2]] += ctx.eps * g.sum(dim=-2, keepdim=True)
-            de = (g @ _part(p, tile, rows=False).mT).mul_(k)  # d/dE of exp(E) + eps: the exponential itself
+            de = (g @ _part(p, tile, rows=False).mT).mul_(
+                k
+            )  # d/dE of exp(E) + eps: the exponential itself
             if dx is not None:
                 dx[tile] = _x_grad(de @ y_part, x_aug, ctx.scale)
             if dy is not None:
@@ -171,11 +193,27 @@ class _KernelReduce(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, y_aug: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, shift: Shift, scale: float, eps: float
+        ctx: Any,
+        x: torch.Tensor,
+        y_aug: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None,
+        shift: Shift,
+        scale: float,
+        eps: float,
     ) -> torch.Tensor:
-        out = x.new_zeros(*torch.broadcast_shapes(x.shape[:-2], y_aug.shape[:-2]), y_aug.shape[-2], v.shape[-1])
+        out = x.new_zeros(
+            *torch.broadcast_shapes(x.shape[:-2], y_aug.shape[:-2]), y_aug.shape[-2], v.shape[-1]
+        )
         for tile in tiles(x, y_aug.shape[-2]):
-            k = _kept(augment_rows(x[tile], scale), _part(y_aug, tile, rows=False), mask, _part(shift, tile, rows=True), eps, tile)[0]
+            k = _kept(
+                augment_rows(x[tile], scale),
+                _part(y_aug, tile, rows=False),
+                mask,
+                _part(shift, tile, rows=True),
+                eps,
+                tile,
+            )[0]
             out[tile[:2]] += k.mT @ v[tile]
         ctx.save_for_backward(x, y_aug, v, mask, _keep_settings(ctx, shift, scale, eps))
         return out
@@ -186,10 +224,18 @@ class _KernelReduce(torch.autograd.Function):
         shift = _saved_shift(ctx, tensor_shift)
         need_x, need_y, need_v = ctx.needs_input_grad[:3]
         dx = torch.empty_like(x) if need_x else None
-        dv = torch.empty(*grad.shape[:-2], *v.shape[-2:], dtype=v.dtype, device=v.device) if need_v else None
+        dv = (
+            torch.empty(*grad.shape[:-2], *v.shape[-2:], dtype=v.dtype, device=v.device)
+            if need_v
+            else None
+        )
         dy = _accumulator(grad, y_aug) if need_y else None
         for tile in tiles(x, y_aug.shape[-2]):
-            x_aug, y_part, g = augment_rows(x[tile], ctx.scale), _part(y_aug, tile, rows=False), grad[tile[:2]]
+            x_aug, y_part, g = (
+                augment_rows(x[tile], ctx.scale),
+                _part(y_aug, tile, rows=False),
+                grad[tile[:2]],
+            )
             k, e = _kept(x_aug, y_part, mask, _part(shift, tile, rows=True), ctx.eps, tile)
             if dv is not None:
                 dv[tile] = k @ g
@@ -204,7 +250,12 @@ class _KernelReduce(torch.autograd.Function):
 
 
 def _kept(
-    x_aug: torch.Tensor, y_aug: torch.Tensor, mask: torch.Tensor | None, shift: Shift, eps: float, tile: Tile
+    x_aug: torch.Tensor,
+    y_aug: torch.Tensor,
+    mask: torch.Tensor | None,
+    shift: Shift,
+    eps: float,
+    tile: Tile,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The tile of the kernel as used (``mask (exp + eps)``) and its masked exponential part, from the tile's ``x~``."""
     e = _exp_block(x_aug, y_aug, shift)
@@ -217,14 +268,29 @@ def _kept(
     return (k if keep is None else k.mul_(keep)), e
 
 
-def kernel_apply(x: torch.Tensor, y_aug: torch.Tensor, p: torch.Tensor, *, scale: float, shift: Shift = None, eps: float = 0.0) -> torch.Tensor:
+def kernel_apply(
+    x: torch.Tensor,
+    y_aug: torch.Tensor,
+    p: torch.Tensor,
+    *,
+    scale: float,
+    shift: Shift = None,
+    eps: float = 0.0,
+) -> torch.Tensor:
     """``(exp(x~ y~^T - shift) + eps) @ p``: ``x [b, h, n, d]``, ``y~ [.., m, d + 2]``, ``p [.., m, e]`` -> ``[b, h, n, e]``."""
     with without_autocast(x):
         return _KernelApply.apply(x, y_aug, p, shift, scale, eps)
 
 
 def kernel_reduce(
-    x: torch.Tensor, y_aug: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *, scale: float, shift: Shift = None, eps: float = 0.0
+    x: torch.Tensor,
+    y_aug: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    scale: float,
+    shift: Shift = None,
+    eps: float = 0.0,
 ) -> torch.Tensor:
     """``(mask (exp(x~ y~^T - shift) + eps))^T @ v``: ``v [b, h, n, e]``, ``mask [b, n]`` -> ``[b, h, m, e]``."""
     with without_autocast(x):
@@ -236,7 +302,9 @@ def row_max(x: torch.Tensor, y_aug: torch.Tensor, *, scale: float) -> torch.Tens
     """``max_j x~_i . y~_j`` per row, ``[b, h, n, 1]``, tile by tile (no gradient: it only stabilises)."""
     out = x.new_empty(*torch.broadcast_shapes(x.shape[:-2], y_aug.shape[:-2]), x.shape[-2], 1)
     for tile in tiles(x, y_aug.shape[-2]):
-        out[tile] = (augment_rows(x[tile], scale) @ _part(y_aug, tile, rows=False).mT).amax(dim=-1, keepdim=True)
+        out[tile] = (augment_rows(x[tile], scale) @ _part(y_aug, tile, rows=False).mT).amax(
+            dim=-1, keepdim=True
+        )
     return out
 
 
@@ -252,15 +320,24 @@ class _Recomputed(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-        inputs = [x.detach().requires_grad_(need) for x, need in zip(ctx.saved_tensors, ctx.needs_input_grad[1:], strict=True)]
+        inputs = [
+            x.detach().requires_grad_(need)
+            for x, need in zip(ctx.saved_tensors, ctx.needs_input_grad[1:], strict=True)
+        ]
         wanted = [x for x in inputs if x.requires_grad]
         with torch.enable_grad():
             outputs = ctx.fn(*inputs)
             outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-            used = [(out, grad) for out, grad in zip(outputs, grads, strict=True) if grad is not None and out.requires_grad]
+            used = [
+                (out, grad)
+                for out, grad in zip(outputs, grads, strict=True)
+                if grad is not None and out.requires_grad
+            ]
             found: Any = [None] * len(wanted)
             if wanted and used:
-                found = torch.autograd.grad([out for out, _ in used], wanted, [grad for _, grad in used], allow_unused=True)
+                found = torch.autograd.grad(
+                    [out for out, _ in used], wanted, [grad for _, grad in used], allow_unused=True
+                )
         by_input = iter(found)
         return (None, *(next(by_input) if x.requires_grad else None for x in inputs))
 

@@ -39,20 +39,32 @@ class CustomConfig(AttentionConfig):
     def _located(self, err: ValueError) -> str:
         """The target's ``key: rule`` with the key as written in this config (``settings.<key>``, or dropout/seed)."""
         key = str(err).partition(":")[0]
-        return f"settings.{err}" if key in self.settings or key not in ("dropout", "seed") else str(err)
+        return (
+            f"settings.{err}"
+            if key in self.settings or key not in ("dropout", "seed")
+            else str(err)
+        )
 
     def target_class(self) -> type[Attention]:
         """The imported class; ValueError('target: ...') when it cannot be imported or is not an Attention."""
-        module_name, sep, attr = self.target.partition(":") if ":" in self.target else self.target.rpartition(".")
+        module_name, sep, attr = (
+            self.target.partition(":") if ":" in self.target else self.target.rpartition(".")
+        )
         if not (module_name and attr and sep):
-            raise ValueError(f"target: give the attention class as module:Class on PYTHONPATH (attn.target=my_module:MyAttention), got {self.target!r}")
+            raise ValueError(
+                f"target: give the attention class as module:Class on PYTHONPATH (attn.target=my_module:MyAttention), got {self.target!r}"
+            )
         try:
             found = getattr(import_module(module_name), attr)
         except Exception as err:  # noqa: BLE001 - user code: any import failure is reported in one line
             why = str(err).splitlines()[0] if str(err) else ""
-            raise ValueError(f"target: cannot import {self.target!r} ({type(err).__name__}: {why}); is its folder on PYTHONPATH?") from None
+            raise ValueError(
+                f"target: cannot import {self.target!r} ({type(err).__name__}: {why}); is its folder on PYTHONPATH?"
+            ) from None
         if not (isinstance(found, type) and issubclass(found, Attention)):
-            raise ValueError(f"target: {self.target!r} is not a subclass of lra_bench.attention.Attention")
+            raise ValueError(
+                f"target: {self.target!r} is not a subclass of lra_bench.attention.Attention"
+            )
         return found
 
     def target_config(self) -> AttentionConfig:
@@ -62,7 +74,10 @@ class CustomConfig(AttentionConfig):
             config = settings_class(cls)
         except ValueError as err:
             raise ValueError(f"target: {err}") from None
-        values = {**self.settings, **{k: v for k, v in (("dropout", self.dropout), ("seed", self.seed)) if v is not None}}
+        values = {
+            **self.settings,
+            **{k: v for k, v in (("dropout", self.dropout), ("seed", self.seed)) if v is not None},
+        }
         try:
             return typed_settings(config, values, self.target)
         except ValueError as err:
@@ -73,5 +88,9 @@ class CustomConfig(AttentionConfig):
 class CustomAttention(Attention):
     """Stands for the target: constructing it builds the target class with its typed settings."""
 
-    def __new__(cls, cfg: CustomConfig, *, head_dim: int, num_heads: int, max_len: int) -> Attention:  # type: ignore[misc]
-        return cfg.target_class()(cfg.target_config(), head_dim=head_dim, num_heads=num_heads, max_len=max_len)
+    def __new__(
+        cls, cfg: CustomConfig, *, head_dim: int, num_heads: int, max_len: int
+    ) -> Attention:  # type: ignore[misc]
+        return cfg.target_class()(
+            cfg.target_config(), head_dim=head_dim, num_heads=num_heads, max_len=max_len
+        )

@@ -38,9 +38,15 @@ class InformerConfig(AttentionConfig):
     name: str = "informer"
     dropout: float = 0.0
     factor: int = 5  # c: c ceil(ln L) sampled keys per query and selected queries
-    nb_features: int = 0  # > 0: c = ceil(nb_features / ln max_len) instead of `factor` (Skyformer code: 128)
-    sparsity_mean: str = "samples"  # samples: max - sum / U (the paper) | length: max - sum / L (the published code)
-    ignore_mask: bool = False  # true: padded tokens are keys and queries like real ones (the Skyformer code)
+    nb_features: int = (
+        0  # > 0: c = ceil(nb_features / ln max_len) instead of `factor` (Skyformer code: 128)
+    )
+    sparsity_mean: str = (
+        "samples"  # samples: max - sum / U (the paper) | length: max - sum / L (the published code)
+    )
+    ignore_mask: bool = (
+        False  # true: padded tokens are keys and queries like real ones (the Skyformer code)
+    )
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
@@ -86,9 +92,13 @@ class InformerAttention(SampledAttention):
         """
         size = max(self.max_len, n)
         samples = budget_of(self.factor, size)
-        return uniform_indices(lengths, (heads, size, samples), self.generator(lengths.device))[:, :, :n]
+        return uniform_indices(lengths, (heads, size, samples), self.generator(lengths.device))[
+            :, :, :n
+        ]
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         in_dtype = q.dtype
         if in_dtype in (torch.float16, torch.bfloat16):
             q, k, v = q.float(), k.float(), v.float()
@@ -102,7 +112,9 @@ class InformerAttention(SampledAttention):
         with torch.no_grad():  # the sparsity measure only ranks queries
             idx = self.draw_key_samples(lengths, n, h)  # [b, h, n, U]
             u_max = idx.shape[-1]
-            k_s = k.gather(2, idx.reshape(b, h, -1, 1).expand(-1, -1, -1, d)).view(b, h, n, u_max, d)
+            k_s = k.gather(2, idx.reshape(b, h, -1, 1).expand(-1, -1, -1, d)).view(
+                b, h, n, u_max, d
+            )
             s = (q.unsqueeze(-2) @ k_s.transpose(-1, -2)).squeeze(-2)  # [b, h, n, U]
             used = torch.arange(u_max, device=q.device) < budget.view(-1, 1, 1, 1)
             top = s.masked_fill(~used, -math.inf).amax(dim=-1)
@@ -123,7 +135,11 @@ class InformerAttention(SampledAttention):
         out_top = weights @ v  # [b, h, n_top, d]
 
         v_real = v if mask is None else v * mask[:, None, :, None].to(v.dtype)
-        v_mean = v_real.sum(dim=2, keepdim=True) / lengths.clamp(min=1).view(-1, 1, 1, 1).to(v.dtype)
+        v_mean = v_real.sum(dim=2, keepdim=True) / lengths.clamp(min=1).view(-1, 1, 1, 1).to(
+            v.dtype
+        )
         out_top = torch.where(slot_ok.unsqueeze(-1), out_top, v_mean)
-        out = v_mean.expand(b, h, n, d).scatter(2, chosen.unsqueeze(-1).expand(-1, -1, -1, d), out_top)
+        out = v_mean.expand(b, h, n, d).scatter(
+            2, chosen.unsqueeze(-1).expand(-1, -1, -1, d), out_top
+        )
         return out.to(in_dtype)

@@ -28,12 +28,18 @@ class KernelizedConfig(AttentionConfig):
 class KernelizedAttention(Attention):
     cfg: KernelizedConfig
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         in_dtype = q.dtype
         if in_dtype in HALF_TYPES:  # exp of a distance: fp32
             q, k, v = q.float(), k.float(), v.float()
         scale = q.shape[-1] ** -0.25  # ||q s - k s||^2 / 2 = ||q - k||^2 / (2 sqrt d)
-        c = F.dropout(gaussian_kernel(q * scale, k * scale), p=self.cfg.dropout, training=self.training)
-        if mask is not None:  # padded keys removed: their values are zeroed (cheaper than C's columns)
+        c = F.dropout(
+            gaussian_kernel(q * scale, k * scale), p=self.cfg.dropout, training=self.training
+        )
+        if (
+            mask is not None
+        ):  # padded keys removed: their values are zeroed (cheaper than C's columns)
             v = v * mask[:, None, :, None].to(v.dtype)
         return (c @ v).to(in_dtype)

@@ -27,7 +27,9 @@ class LinearConfig(AttentionConfig):
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
         if self.dropout != 0.0:
-            raise ValueError(f"dropout: linear attention has no attention weights to drop, must be 0, got {self.dropout}")
+            raise ValueError(
+                f"dropout: linear attention has no attention weights to drop, must be 0, got {self.dropout}"
+            )
         if self.eps < 0:
             raise ValueError(f"eps: must be >= 0, got {self.eps}")
 
@@ -41,7 +43,9 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
 class LinearAttention(Attention):
     cfg: LinearConfig
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         in_dtype = q.dtype
         q, k, v = upcast(q, k, v)
         phi_q, phi_k = elu_feature_map(q), elu_feature_map(k)

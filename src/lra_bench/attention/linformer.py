@@ -31,14 +31,18 @@ class LinformerConfig(AttentionConfig):
     dropout: float = 0.0
     proj_dim: int = 128  # k, the number of projected keys/values
     init_std: float = 0.02  # E, F ~ N(0, init_std^2), as the LRA peer code
-    share_kv: bool = False  # true: one projection E for keys and values (F = E), as the Skyformer code
+    share_kv: bool = (
+        False  # true: one projection E for keys and values (F = E), as the Skyformer code
+    )
     per_head: bool = False  # true: a projection per head ([heads, k, max_len]) instead of one shared by the heads
     trainable: bool = True  # false: E (and F) stay the fixed random draw (a buffer), as the Skyformer code's GPU runs
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
         if not 1 <= self.proj_dim <= max_len:
-            raise ValueError(f"proj_dim: must be between 1 and the task's max length {max_len}, got {self.proj_dim}")
+            raise ValueError(
+                f"proj_dim: must be between 1 and the task's max length {max_len}, got {self.proj_dim}"
+            )
         if self.init_std <= 0:
             raise ValueError(f"init_std: must be > 0, got {self.init_std}")
 
@@ -47,7 +51,9 @@ class LinformerConfig(AttentionConfig):
 class LinformerAttention(Attention):
     cfg: LinformerConfig
 
-    def __init__(self, cfg: LinformerConfig, *, head_dim: int, num_heads: int, max_len: int) -> None:
+    def __init__(
+        self, cfg: LinformerConfig, *, head_dim: int, num_heads: int, max_len: int
+    ) -> None:
         super().__init__(cfg, head_dim=head_dim, num_heads=num_heads, max_len=max_len)
         shape = (num_heads, cfg.proj_dim, max_len) if cfg.per_head else (cfg.proj_dim, max_len)
         self.add_projection("proj_k", torch.randn(shape) * cfg.init_std)  # E
@@ -69,13 +75,17 @@ class LinformerAttention(Attention):
             e, f = e.unsqueeze(0), f.unsqueeze(0)
         return e, f
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         in_dtype = q.dtype
         if in_dtype in (torch.float16, torch.bfloat16):
             q, k, v = q.float(), k.float(), v.float()
         n = q.shape[2]
         if n > self.max_len:
-            raise ValueError(f"linformer: sequence length {n} exceeds the max_len {self.max_len} it was built for")
+            raise ValueError(
+                f"linformer: sequence length {n} exceeds the max_len {self.max_len} it was built for"
+            )
         if mask is not None:
             keep = mask[:, None, :, None].to(k.dtype)
             k, v = k * keep, v * keep

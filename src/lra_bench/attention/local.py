@@ -30,11 +30,19 @@ class LocalConfig(AttentionConfig):
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
         if not 1 <= self.block_size <= max_len:
-            raise ValueError(f"block_size: must be between 1 and the task's max length {max_len}, got {self.block_size}")
+            raise ValueError(
+                f"block_size: must be between 1 and the task's max length {max_len}, got {self.block_size}"
+            )
 
 
 def block_local_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor, block: int, dropout: float, training: bool
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    valid: torch.Tensor,
+    block: int,
+    dropout: float,
+    training: bool,
 ) -> torch.Tensor:
     """softmax within consecutive blocks of ``block`` tokens; ``valid [b, n]`` hides keys."""
     b, h, n, d = q.shape
@@ -50,9 +58,13 @@ def block_local_attention(
 class LocalAttention(Attention):
     cfg: LocalConfig
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         in_dtype = q.dtype
         q, k, v = upcast(q, k, v)
         block = min(self.cfg.block_size, q.shape[2])  # one block of n is the same as one of more
-        out = block_local_attention(q, k, v, valid_keys(mask, q), block, self.cfg.dropout, self.training)
+        out = block_local_attention(
+            q, k, v, valid_keys(mask, q), block, self.cfg.dropout, self.training
+        )
         return out.to(in_dtype)

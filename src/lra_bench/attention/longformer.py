@@ -35,19 +35,25 @@ class LongformerConfig(AttentionConfig):
     name: str = "longformer"
     dropout: float = 0.0
     window: int = 256  # keys seen on each side of a query (the band is 2 window + 1 wide)
-    global_first: bool = True  # the first token is global (the paper's classification token); false as the LRA code
+    global_first: bool = (
+        True  # the first token is global (the paper's classification token); false as the LRA code
+    )
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
         if not 0 <= self.window <= max_len:
-            raise ValueError(f"window: must be between 0 and the task's max length {max_len}, got {self.window}")
+            raise ValueError(
+                f"window: must be between 0 and the task's max length {max_len}, got {self.window}"
+            )
 
 
 @register_attention("longformer", LongformerConfig)
 class LongformerAttention(Attention):
     cfg: LongformerConfig
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         in_dtype = q.dtype
         q, k, v = upcast(q, k, v)
         b, h, n, d = q.shape
@@ -65,16 +71,22 @@ class LongformerAttention(Attention):
         nb = n_c // c
         k_first = k[:, :, None, :1].expand(-1, -1, nb, -1, -1)
         v_first = v[:, :, None, :1].expand(-1, -1, nb, -1, -1)
-        keys = torch.cat([F.pad(k, pad).unfold(2, span, c).transpose(-1, -2), k_first], dim=3)  # [b, h, nb, span + 1, d]
+        keys = torch.cat(
+            [F.pad(k, pad).unfold(2, span, c).transpose(-1, -2), k_first], dim=3
+        )  # [b, h, nb, span + 1, d]
         values = torch.cat([F.pad(v, pad).unfold(2, span, c).transpose(-1, -2), v_first], dim=3)
         valid_pad = F.pad(valid, (w, n_c - n + w), value=False)
         glob = self.cfg.global_first
         if glob:
             valid_pad[:, w] = False  # the first key, reached through the global column instead
-        valid_win = torch.cat([valid_pad.unfold(1, span, c), valid[:, None, :1].expand(-1, nb, -1) & glob], dim=-1)
+        valid_win = torch.cat(
+            [valid_pad.unfold(1, span, c), valid[:, None, :1].expand(-1, nb, -1) & glob], dim=-1
+        )
         r = torch.arange(c, device=q.device).view(-1, 1)
         s = torch.arange(span + 1, device=q.device).view(1, -1)
-        band = ((s >= r) & (s <= r + 2 * w)) | (s == span)  # |i - j| <= w, or the first key: [c, span + 1]
+        band = ((s >= r) & (s <= r + 2 * w)) | (
+            s == span
+        )  # |i - j| <= w, or the first key: [c, span + 1]
         allowed = band & valid_win.unsqueeze(2)  # [b, nb, c, span + 1]
 
         scores = hide(blocked(pad_seq(q, n_c), c) @ keys.transpose(-1, -2), allowed.unsqueeze(1))

@@ -44,14 +44,20 @@ class NystromformerConfig(AttentionConfig):
     pinv_iters: int = 6
     pinv_init: str = "per_matrix"  # per_matrix: M^T/(||M||_1 ||M||_inf) | batch: M^T / max over the batch of ||M||_1 (the code's)
     conv_kernel: int = 35  # depthwise conv on V along the sequence; 0 = off (as the code behind the Skyformer table)
-    impl: str = "fast"  # fast: fused attention kernels for the n x m factors | reference: plain autograd
+    impl: str = (
+        "fast"  # fast: fused attention kernels for the n x m factors | reference: plain autograd
+    )
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
         if self.dropout != 0.0:
-            raise ValueError(f"dropout: nystromformer has no attention weights to drop, must be 0, got {self.dropout}")
+            raise ValueError(
+                f"dropout: nystromformer has no attention weights to drop, must be 0, got {self.dropout}"
+            )
         if not 1 <= self.num_landmarks <= max_len:
-            raise ValueError(f"num_landmarks: must be between 1 and the task's max length {max_len}, got {self.num_landmarks}")
+            raise ValueError(
+                f"num_landmarks: must be between 1 and the task's max length {max_len}, got {self.num_landmarks}"
+            )
         if self.pinv_iters < 1:
             raise ValueError(f"pinv_iters: must be >= 1, got {self.pinv_iters}")
         self.require_choice("pinv_init", PINV_INITS)
@@ -60,7 +66,9 @@ class NystromformerConfig(AttentionConfig):
             raise ValueError(f"conv_kernel: must be 0 (off) or an odd size, got {self.conv_kernel}")
 
 
-def segment_means(x: torch.Tensor, lengths: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+def segment_means(
+    x: torch.Tensor, lengths: torch.Tensor, m: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Means of ``x [b, h, n, d]`` over m contiguous segments of the valid tokens.
 
     Returns ``[b, h, m, d]`` and ``[b, m]`` bool (segment non-empty). Valid token i of a
@@ -72,15 +80,21 @@ def segment_means(x: torch.Tensor, lengths: torch.Tensor, m: int) -> tuple[torch
     lens = lengths.clamp(min=1).view(-1, 1)
     seg = torch.where(pos < lens, pos * m // lens, m)  # [b, n]; m = the discard segment
     by_batch = seg + torch.arange(b, device=x.device).view(-1, 1) * (m + 1)
-    flat = by_batch.reshape(-1)  # counted by a scatter, not bincount: no host sync for the output size
-    counts = torch.zeros(b * (m + 1), dtype=torch.long, device=x.device).index_add_(0, flat, torch.ones_like(flat))
+    flat = by_batch.reshape(
+        -1
+    )  # counted by a scatter, not bincount: no host sync for the output size
+    counts = torch.zeros(b * (m + 1), dtype=torch.long, device=x.device).index_add_(
+        0, flat, torch.ones_like(flat)
+    )
     counts = counts.view(b, m + 1)[:, :m]
     try:  # tokens as rows of [b n, h, d], a view when each token's heads sit together (one projection)
         rows = x.transpose(1, 2).view(b * n, h, d)
         sums = rows.new_zeros(b * (m + 1), h, d).index_add_(0, by_batch.reshape(-1), rows)
         sums = sums.view(b, m + 1, h, d)[:, :m].transpose(1, 2)
     except RuntimeError:  # [b, h, n, d] in memory (or a copy when neither)
-        flat = (seg.unsqueeze(1) + (m + 1) * torch.arange(b * h, device=x.device).view(b, h, 1)).reshape(-1)
+        flat = (
+            seg.unsqueeze(1) + (m + 1) * torch.arange(b * h, device=x.device).view(b, h, 1)
+        ).reshape(-1)
         sums = x.new_zeros(b * h * (m + 1), d).index_add_(0, flat, x.reshape(b * h * n, d))
         sums = sums.view(b, h, m + 1, d)[:, :, :m]
     means = sums / counts.clamp(min=1).to(x.dtype)[:, None, :, None]
@@ -105,7 +119,11 @@ class _SequenceConv(torch.autograd.Function):
         b, h, n, d = v.shape
         ctx.save_for_backward(v, weight)
         ctx.padding = padding
-        return F.conv1d(_channels(v), weight, padding=padding, groups=h * d).view(b, h, d, n).transpose(2, 3)
+        return (
+            F.conv1d(_channels(v), weight, padding=padding, groups=h * d)
+            .view(b, h, d, n)
+            .transpose(2, 3)
+        )
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -114,10 +132,14 @@ class _SequenceConv(torch.autograd.Function):
         grad_channels = _channels(grad)
         dv = dw = None
         if ctx.needs_input_grad[0]:
-            dv = torch.nn.grad.conv1d_input((b, h * d, n), weight, grad_channels, padding=ctx.padding, groups=h * d)
+            dv = torch.nn.grad.conv1d_input(
+                (b, h * d, n), weight, grad_channels, padding=ctx.padding, groups=h * d
+            )
             dv = dv.view(b, h, d, n).transpose(2, 3)
         if ctx.needs_input_grad[1]:
-            dw = torch.nn.grad.conv1d_weight(_channels(v), weight.shape, grad_channels, padding=ctx.padding, groups=h * d)
+            dw = torch.nn.grad.conv1d_weight(
+                _channels(v), weight.shape, grad_channels, padding=ctx.padding, groups=h * d
+            )
         return dv, dw, None
 
 
@@ -125,22 +147,37 @@ class _SequenceConv(torch.autograd.Function):
 class NystromformerAttention(Attention):
     cfg: NystromformerConfig
 
-    def __init__(self, cfg: NystromformerConfig, *, head_dim: int, num_heads: int, max_len: int) -> None:
+    def __init__(
+        self, cfg: NystromformerConfig, *, head_dim: int, num_heads: int, max_len: int
+    ) -> None:
         super().__init__(cfg, head_dim=head_dim, num_heads=num_heads, max_len=max_len)
         self.conv: nn.Conv2d | None = None
         if cfg.conv_kernel > 0:
             self.conv = nn.Conv2d(
-                num_heads, num_heads, (cfg.conv_kernel, 1), padding=(cfg.conv_kernel // 2, 0), bias=False, groups=num_heads
+                num_heads,
+                num_heads,
+                (cfg.conv_kernel, 1),
+                padding=(cfg.conv_kernel // 2, 0),
+                bias=False,
+                groups=num_heads,
             )
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         in_dtype = q.dtype
         if in_dtype in (torch.float16, torch.bfloat16):  # softmax products and pinv need fp32
             q, k, v = q.float(), k.float(), v.float()
         if mask is not None:  # also what the conv sees: no padding
             v = v * mask[:, None, :, None].to(v.dtype)
-        out = self.reference(q, k, v, mask) if self.cfg.impl == "reference" else self.fast(q, k, v, mask)
-        if self.conv is not None:  # v is already zero on padded tokens, like the conv's own zero padding
+        out = (
+            self.reference(q, k, v, mask)
+            if self.cfg.impl == "reference"
+            else self.fast(q, k, v, mask)
+        )
+        if (
+            self.conv is not None
+        ):  # v is already zero on padded tokens, like the conv's own zero padding
             out = out + self.depthwise_conv(v)
         return out.to(in_dtype)
 
@@ -152,34 +189,56 @@ class NystromformerAttention(Attention):
         """
         assert self.conv is not None
         h, d, size = v.shape[1], v.shape[3], self.cfg.conv_kernel
-        weight = self.conv.weight.to(v.dtype).reshape(h, 1, size).repeat_interleave(d, dim=0)  # [h d, 1, size]
+        weight = (
+            self.conv.weight.to(v.dtype).reshape(h, 1, size).repeat_interleave(d, dim=0)
+        )  # [h d, 1, size]
         with without_autocast(v):  # backward runs outside autocast: forward must match its dtypes
             return _SequenceConv.apply(v, weight, size // 2)
 
-    def landmarks(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def landmarks(
+        self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Segment means of q and k, and the additive bias of the landmark keys (0, or MASKED when empty)."""
         b, _, n, _ = q.shape
         lengths = valid_lengths(mask, b, n, q.device)
         q_l, lm_valid = segment_means(q, lengths, self.cfg.num_landmarks)
         k_l, _ = segment_means(k, lengths, self.cfg.num_landmarks)
-        lm_bias = torch.zeros(lm_valid.shape, dtype=q.dtype, device=q.device).masked_fill(~lm_valid, hidden_score(matmul_dtype(q), MASKED))
+        lm_bias = torch.zeros(lm_valid.shape, dtype=q.dtype, device=q.device).masked_fill(
+            ~lm_valid, hidden_score(matmul_dtype(q), MASKED)
+        )
         return q_l, k_l, lm_bias
 
-    def fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def fast(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         """kernel_1 (z (kernel_3 v)) with both n x m factors as fused attention calls."""
         scale = q.shape[-1] ** -0.5
         q_l, k_l, lm_bias = self.landmarks(q, k, mask)
         lm_valid = (lm_bias == 0).to(q.dtype)
-        kernel_2 = torch.softmax(q_l @ k_l.mT * scale + lm_bias[:, None, None, :], dim=-1) * lm_valid[:, None, :, None]
+        kernel_2 = (
+            torch.softmax(q_l @ k_l.mT * scale + lm_bias[:, None, None, :], dim=-1)
+            * lm_valid[:, None, :, None]
+        )
         # the iterations are rebuilt in backward: they would keep two m x m per step
-        z = recomputed(partial(newton_schulz_pinv, iters=self.cfg.pinv_iters, init=self.cfg.pinv_init), kernel_2)
+        z = recomputed(
+            partial(newton_schulz_pinv, iters=self.cfg.pinv_iters, init=self.cfg.pinv_init),
+            kernel_2,
+        )
         key_bias = None
         if mask is not None:
-            key_bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, hidden_score(matmul_dtype(q), MASKED))[:, None, None, :]
-        kernel_3_v = F.scaled_dot_product_attention(q_l, k, v, attn_mask=key_bias, scale=scale)  # [b, h, m, d]
-        return F.scaled_dot_product_attention(q, k_l, z @ kernel_3_v, attn_mask=lm_bias[:, None, None, :], scale=scale)
+            key_bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(
+                ~mask, hidden_score(matmul_dtype(q), MASKED)
+            )[:, None, None, :]
+        kernel_3_v = F.scaled_dot_product_attention(
+            q_l, k, v, attn_mask=key_bias, scale=scale
+        )  # [b, h, m, d]
+        return F.scaled_dot_product_attention(
+            q, k_l, z @ kernel_3_v, attn_mask=lm_bias[:, None, None, :], scale=scale
+        )
 
-    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def reference(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         """The three softmax factors materialised."""
         b, h, n, d = q.shape
         q, k = q * d**-0.25, k * d**-0.25  # so that q.k is already divided by sqrt d
@@ -195,7 +254,9 @@ class NystromformerAttention(Attention):
         q = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)
         kernel_1 = torch.softmax(q @ k_l.transpose(-1, -2), dim=-1)  # [b, h, n, m]
         kernel_2 = torch.softmax(q_l @ k_l.transpose(-1, -2), dim=-1)  # [b, h, m, m]
-        kernel_2 = kernel_2 * lm_valid[:, None, :, None].to(q.dtype)  # empty landmarks: zero rows too
+        kernel_2 = kernel_2 * lm_valid[:, None, :, None].to(
+            q.dtype
+        )  # empty landmarks: zero rows too
         kernel_3 = torch.softmax(q_l @ k.transpose(-1, -2), dim=-1)  # [b, h, m, n]
         z = newton_schulz_reference(kernel_2, self.cfg.pinv_iters, self.cfg.pinv_init)
         return kernel_1 @ (z @ (kernel_3 @ v))

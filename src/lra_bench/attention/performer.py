@@ -48,17 +48,23 @@ class PerformerConfig(AttentionConfig):
     dropout: float = 0.0
     num_features: int = 128
     orthogonal: bool = True  # orthogonal blocks (FAVOR+) | false: i.i.d. Gaussian rows
-    redraw: str = "fresh"  # fresh: new features every training forward | fixed: always the seeded eval draw
+    redraw: str = (
+        "fresh"  # fresh: new features every training forward | fixed: always the seeded eval draw
+    )
     eps: float = 1e-6  # added to every feature after the max shift (numerical stabiliser of the paper's code)
     score_scale: str = "inv_sqrt_d"  # inv_sqrt_d: softmax(q k^T / sqrt d) | inv_d: / d (q, k scaled twice, as the peer code)
     padded_keys: str = "removed"  # removed: out of both sums | zeroed: zero vectors, still in the normaliser (peer code)
     stabilizer: str = "per_sequence"  # per_sequence: key max per sequence and head | global: one max over the batch (peer code)
-    impl: str = "fast"  # fast: feature maps per chunk, rebuilt in backward | reference: plain autograd
+    impl: str = (
+        "fast"  # fast: feature maps per chunk, rebuilt in backward | reference: plain autograd
+    )
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
         if self.dropout != 0.0:
-            raise ValueError(f"dropout: performer has no attention weights to drop, must be 0, got {self.dropout}")
+            raise ValueError(
+                f"dropout: performer has no attention weights to drop, must be 0, got {self.dropout}"
+            )
         if self.num_features < 1:
             raise ValueError(f"num_features: must be >= 1, got {self.num_features}")
         self.require_choice("redraw", ("fresh", "fixed"))
@@ -76,7 +82,9 @@ CHOICES = {
 }
 
 
-def gaussian_orthogonal(m: int, d: int, generator: torch.Generator, orthogonal: bool = True) -> torch.Tensor:
+def gaussian_orthogonal(
+    m: int, d: int, generator: torch.Generator, orthogonal: bool = True
+) -> torch.Tensor:
     """``[m, d]`` random features (float64, on the generator's device): orthogonal blocks of d rows with chi(d) norms."""
     device = generator.device
     if not orthogonal:
@@ -86,7 +94,9 @@ def gaussian_orthogonal(m: int, d: int, generator: torch.Generator, orthogonal: 
     q, r = torch.linalg.qr(gauss)
     q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)  # Haar-uniform rotation
     rows = q.transpose(-1, -2).reshape(blocks * d, d)[:m]
-    norms = torch.randn(m, d, generator=generator, dtype=torch.float64, device=device).norm(dim=-1, keepdim=True)
+    norms = torch.randn(m, d, generator=generator, dtype=torch.float64, device=device).norm(
+        dim=-1, keepdim=True
+    )
     return rows * norms
 
 
@@ -105,7 +115,9 @@ class _DivideByLast(torch.autograd.Function):
         den = a[..., -1:]
         out = torch.empty_like(a)
         grad_num = torch.div(grad, den, out=out[..., :-1])
-        torch.sum(grad_num * a[..., :-1], dim=-1, keepdim=True, out=out[..., -1:])  # d/d den of num / den
+        torch.sum(
+            grad_num * a[..., :-1], dim=-1, keepdim=True, out=out[..., -1:]
+        )  # d/d den of num / den
         out[..., -1:].div_(den).neg_()
         return out
 
@@ -125,15 +137,21 @@ class PerformerAttention(SampledAttention):
             g = self.generator(device)
         return gaussian_orthogonal(self.cfg.num_features, d, g, self.cfg.orthogonal)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         in_dtype = q.dtype
         if in_dtype in (torch.float16, torch.bfloat16):  # exponentials of projections: fp32
             q, k, v = q.float(), k.float(), v.float()
         d = q.shape[-1]
-        scale = d**-0.25 if self.cfg.score_scale == "inv_sqrt_d" else d**-0.5  # features act on x = scale * q
+        scale = (
+            d**-0.25 if self.cfg.score_scale == "inv_sqrt_d" else d**-0.5
+        )  # features act on x = scale * q
         w = self.draw_features(d, device=q.device).to(dtype=q.dtype)
         ones = torch.ones_like(v[..., :1])
-        if mask is not None and self.cfg.padded_keys == "zeroed":  # padded keys become zero vectors that still count
+        if (
+            mask is not None and self.cfg.padded_keys == "zeroed"
+        ):  # padded keys become zero vectors that still count
             keep = mask[:, None, :, None].to(k.dtype)
             k, v, mask = k * keep, v * keep, None
         v_ext = torch.cat([v, ones], dim=-1)  # the last column accumulates the normaliser
@@ -143,40 +161,69 @@ class PerformerAttention(SampledAttention):
             return (out[..., :-1] / out[..., -1:]).to(in_dtype)
         return _DivideByLast.apply(out).to(in_dtype)
 
-    def fast(self, q: torch.Tensor, k: torch.Tensor, v_ext: torch.Tensor, mask: torch.Tensor | None, w: torch.Tensor, scale: float) -> torch.Tensor:
+    def fast(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v_ext: torch.Tensor,
+        mask: torch.Tensor | None,
+        w: torch.Tensor,
+        scale: float,
+    ) -> torch.Tensor:
         """phi(Q) (phi(K)^T [V, 1]) with both feature maps built per chunk (see ``chunked.py``)."""
         zero, one = torch.zeros_like(w[:, :1]), torch.ones_like(w[:, :1])
         glob = self.cfg.stabilizer == "global"
-        w_plain, w_norm = torch.cat([w, zero, zero], dim=-1), torch.cat([w, one, zero], dim=-1)  # x~ . w~ = s x.w (- |s x|^2/2)
+        w_plain, w_norm = (
+            torch.cat([w, zero, zero], dim=-1),
+            torch.cat([w, one, zero], dim=-1),
+        )  # x~ . w~ = s x.w (- |s x|^2/2)
         if glob:
             q_shift: torch.Tensor | str = row_max(q, w_plain, scale=scale)
             k_shift = self.masked_max(row_max(k, w_plain, scale=scale), mask, dims=(0, 1, 2))
         else:
             q_shift = "row_max"
             k_shift = self.masked_max(row_max(k, w_norm, scale=scale), mask, dims=(2,))
-        kv = kernel_reduce(k, w_norm, v_ext, mask, scale=scale, shift=k_shift, eps=self.cfg.eps)  # [b, h, m, d + 1]
-        return kernel_apply(q, w_norm if glob else w_plain, kv, scale=scale, shift=q_shift, eps=self.cfg.eps)
+        kv = kernel_reduce(
+            k, w_norm, v_ext, mask, scale=scale, shift=k_shift, eps=self.cfg.eps
+        )  # [b, h, m, d + 1]
+        return kernel_apply(
+            q, w_norm if glob else w_plain, kv, scale=scale, shift=q_shift, eps=self.cfg.eps
+        )
 
     @staticmethod
-    def masked_max(rows: torch.Tensor, mask: torch.Tensor | None, dims: tuple[int, ...]) -> torch.Tensor:
+    def masked_max(
+        rows: torch.Tensor, mask: torch.Tensor | None, dims: tuple[int, ...]
+    ) -> torch.Tensor:
         """Max of per-row maxima ``[b, h, n, 1]`` over ``dims``, real keys only (0 when there is none)."""
         if mask is not None:
             rows = rows.masked_fill(~mask[:, None, :, None], -math.inf)
         return rows.amax(dim=dims, keepdim=True).nan_to_num(neginf=0.0)
 
-    def reference(self, q: torch.Tensor, k: torch.Tensor, v_ext: torch.Tensor, mask: torch.Tensor | None, w: torch.Tensor, scale: float) -> torch.Tensor:
+    def reference(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v_ext: torch.Tensor,
+        mask: torch.Tensor | None,
+        w: torch.Tensor,
+        scale: float,
+    ) -> torch.Tensor:
         """The feature maps materialised; the shifts cancel between numerator and normaliser (up to eps)."""
         w = w * scale
         qw = q @ w.T  # [b, h, n, m]
         kw = k @ w.T
         half_sq_k = 0.5 * scale**2 * (k * k).sum(-1, keepdim=True)  # |x|^2 / 2 for x = scale * k
-        if self.cfg.stabilizer == "global":  # the peer's: query features keep their norm term, one max of k.w
+        if (
+            self.cfg.stabilizer == "global"
+        ):  # the peer's: query features keep their norm term, one max of k.w
             half_sq_q = 0.5 * scale**2 * (q * q).sum(-1, keepdim=True)
             phi_q = torch.exp(qw - half_sq_q - qw.detach().amax(dim=-1, keepdim=True))
             k_max = self.masked_max(kw.detach().amax(dim=-1, keepdim=True), mask, dims=(0, 1, 2))
         else:
             phi_q = torch.exp(qw - qw.detach().amax(dim=-1, keepdim=True))
-            k_max = self.masked_max(kw.detach().amax(dim=-1, keepdim=True) - half_sq_k.detach(), mask, dims=(2,))
+            k_max = self.masked_max(
+                kw.detach().amax(dim=-1, keepdim=True) - half_sq_k.detach(), mask, dims=(2,)
+            )
         shift = half_sq_k + k_max
         if mask is not None:  # exp(-inf) = 0: a padded key can neither overflow nor count
             shift = shift.masked_fill(~mask[:, None, :, None], math.inf)

@@ -59,7 +59,9 @@ def newton_schulz_start(m: torch.Tensor, init: str = "per_matrix") -> torch.Tens
     return m.mT / newton_schulz_scale(m, init)
 
 
-def newton_schulz_reference(m: torch.Tensor, iters: int = 6, init: str = "per_matrix") -> torch.Tensor:
+def newton_schulz_reference(
+    m: torch.Tensor, iters: int = 6, init: str = "per_matrix"
+) -> torch.Tensor:
     """The iterations as written, differentiated by autograd (the reference for the fast path)."""
     z = newton_schulz_start(m, init)
     eye = torch.eye(m.shape[-1], dtype=m.dtype, device=m.device)
@@ -136,7 +138,9 @@ def _eigen_steps(lam: torch.Tensor, c: torch.Tensor, iters: int) -> torch.Tensor
     return z
 
 
-def _eigen_step_derivatives(lam: torch.Tensor, c: torch.Tensor, iters: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _eigen_step_derivatives(
+    lam: torch.Tensor, c: torch.Tensor, iters: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """f(l), F (the divided differences of f, ``[..., k, k]``) and df/dc, through the same steps.
 
     With y = l z and P = [p(y)], one step z' = z p(y) / 4 gives, by the product rule,
@@ -145,7 +149,9 @@ def _eigen_step_derivatives(lam: torch.Tensor, c: torch.Tensor, iters: int) -> t
     c_vec = c.squeeze(-1)
     z = lam / c_vec
     dz_dc = -z / c_vec
-    divided = (1 / c_vec).unsqueeze(-1).expand(*lam.shape, lam.shape[-1]).clone()  # [z0](a, b) = 1 / c
+    divided = (
+        (1 / c_vec).unsqueeze(-1).expand(*lam.shape, lam.shape[-1]).clone()
+    )  # [z0](a, b) = 1 / c
     for _ in range(iters):
         y = lam * z
         p = _step_poly(y)
@@ -165,7 +171,9 @@ class _SpectralNewtonSchulzTimes(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, m: torch.Tensor, c: torch.Tensor, x: torch.Tensor, iters: int) -> torch.Tensor:
+    def forward(
+        ctx: Any, m: torch.Tensor, c: torch.Tensor, x: torch.Tensor, iters: int
+    ) -> torch.Tensor:
         lam, q = torch.linalg.eigh(m)
         ctx.save_for_backward(lam, q, c, x)
         ctx.iters = iters
@@ -188,7 +196,9 @@ def _iterated_times(m: torch.Tensor, c: torch.Tensor, x: torch.Tensor, iters: in
     return _NewtonSchulz.apply(m, m.mT / c, iters) @ x
 
 
-def symmetric_newton_schulz_times(m: torch.Tensor, c: torch.Tensor, x: torch.Tensor, iters: int = 6) -> torch.Tensor:
+def symmetric_newton_schulz_times(
+    m: torch.Tensor, c: torch.Tensor, x: torch.Tensor, iters: int = 6
+) -> torch.Tensor:
     """Z x for symmetric ``m [..., k, k]``, Z the Newton-Schulz steps from Z0 = M / c (``c`` from
     ``newton_schulz_scale``), ``x [..., k, e]``: on M's eigenvalues on a CPU (see the module).
 

@@ -39,7 +39,9 @@ class ReformerConfig(AttentionConfig):
     num_hashes: int = 2
     chunk_size: int = 64  # tokens per chunk of the sorted sequence
     num_buckets: int = 0  # 0 = 2 * ceil(max_len / chunk_size) (the paper's n_buckets = 2 n / chunk); else 1 or even
-    same_bucket_only: bool = False  # also mask keys of another bucket inside the window (off in the reference code)
+    same_bucket_only: bool = (
+        False  # also mask keys of another bucket inside the window (off in the reference code)
+    )
     wrap: bool = True  # the first chunk also sees the last chunk holding a real token (as the Trax and Hugging Face code)
 
     def check(self, *, max_len: int, head_dim: int) -> None:
@@ -47,7 +49,9 @@ class ReformerConfig(AttentionConfig):
         if self.num_hashes < 1:
             raise ValueError(f"num_hashes: must be >= 1, got {self.num_hashes}")
         if not 1 <= self.chunk_size <= max_len:
-            raise ValueError(f"chunk_size: must be between 1 and the task's max length {max_len}, got {self.chunk_size}")
+            raise ValueError(
+                f"chunk_size: must be between 1 and the task's max length {max_len}, got {self.chunk_size}"
+            )
         if self.num_buckets < 0 or (self.num_buckets > 1 and self.num_buckets % 2):
             raise ValueError(f"num_buckets: must be 0 (auto), 1 or even, got {self.num_buckets}")
 
@@ -61,7 +65,9 @@ class ReformerAttention(SampledAttention):
     def num_buckets(self) -> int:
         return self.cfg.num_buckets or 2 * math.ceil(self.max_len / self.cfg.chunk_size)
 
-    def draw_rotations(self, heads: int, d: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    def draw_rotations(
+        self, heads: int, d: int, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
         """Random rotations ``[heads, d, num_hashes, num_buckets // 2]`` (float64, on ``device``).
 
         Tests may replace this method to pin the hashes.
@@ -82,7 +88,9 @@ class ReformerAttention(SampledAttention):
             low, arg_low = r.min(dim=-1)
             return torch.where(high >= -low, arg_high, arg_low + rot.shape[-1])
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         in_dtype = q.dtype
         if in_dtype in (torch.float16, torch.bfloat16):
             q, v = q.float(), v.float()
@@ -90,44 +98,69 @@ class ReformerAttention(SampledAttention):
         q, v, valid = pad_to_chunks(q, v, mask, self.cfg.chunk_size)
         buckets = self.hash_buckets(q)  # [b, h, r, n_c]
         pos = torch.arange(q.shape[2], device=q.device)
-        sort_key = torch.where(valid[:, None, None, :], buckets, self.num_buckets) * q.shape[2] + pos
+        sort_key = (
+            torch.where(valid[:, None, None, :], buckets, self.num_buckets) * q.shape[2] + pos
+        )
         perm = sort_key.argsort(dim=-1)  # [b, h, r, n_c]: padding sorted after every real token
         out_s, lse = self.chunk_attention(q, v, valid, buckets, perm)
         return combine_rounds(out_s, lse, perm)[:, :, :n].to(in_dtype)
 
     def chunk_attention(
-        self, q: torch.Tensor, v: torch.Tensor, valid: torch.Tensor, buckets: torch.Tensor, perm: torch.Tensor
+        self,
+        q: torch.Tensor,
+        v: torch.Tensor,
+        valid: torch.Tensor,
+        buckets: torch.Tensor,
+        perm: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each sorted chunk's queries against the previous and own chunk's keys, in every round:
         outputs ``[b, h, r, n_c, d]`` in sorted order and each query's log-sum-exp of scores."""
         b, h, n_c, d = q.shape
         c, rounds = self.cfg.chunk_size, self.cfg.num_hashes
         # masks ride in the matmul: queries get a column of ones, keys a column of 0 / MASKED_SCORE
-        hidden = hidden_score(matmul_dtype(q), MASKED_SCORE)  # fits the scores' dtype (fp16 under autocast)
+        hidden = hidden_score(
+            matmul_dtype(q), MASKED_SCORE
+        )  # fits the scores' dtype (fp16 under autocast)
         bias = torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, hidden)
-        keys = torch.cat([F.normalize(q, dim=-1, eps=1e-6), bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1)
+        keys = torch.cat(
+            [F.normalize(q, dim=-1, eps=1e-6), bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1
+        )
         queries = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)
         null_k = torch.zeros(d + 1, dtype=q.dtype, device=q.device)
         null_k[-1] = hidden
         real_chunks = (valid.sum(-1) + c - 1).div(c, rounding_mode="floor").clamp(min=1)  # [b]
         prev = previous_chunks(real_chunks, n_c // c) if self.cfg.wrap else None
         k_w = window(sort_into_chunks(keys, perm, c), null_k, prev)
-        v_w = window(sort_into_chunks(v, perm, c), torch.zeros(d, dtype=v.dtype, device=v.device), prev)
-        scores = sort_into_chunks(queries, perm, c) @ k_w.transpose(-1, -2)  # [b, h, r, chunks, c, 2c]
+        v_w = window(
+            sort_into_chunks(v, perm, c), torch.zeros(d, dtype=v.dtype, device=v.device), prev
+        )
+        scores = sort_into_chunks(queries, perm, c) @ k_w.transpose(
+            -1, -2
+        )  # [b, h, r, chunks, c, 2c]
         if self.cfg.same_bucket_only:
             b_s = buckets.gather(3, perm).view(b, h, rounds, n_c // c, c, 1)
-            other = b_s != window(b_s, torch.full((1,), -1, device=q.device), prev).transpose(-1, -2)
+            other = b_s != window(b_s, torch.full((1,), -1, device=q.device), prev).transpose(
+                -1, -2
+            )
             scores = scores.masked_fill(other, hidden_score(scores.dtype, MASKED_SCORE))
-        scores.diagonal(offset=c, dim1=-2, dim2=-1).fill_(max(SELF_SCORE, hidden_score(scores.dtype) / 2))  # a token and itself, above hidden keys
-        if prev is not None:  # a sequence of one chunk: its "previous" chunk is itself, hide the duplicate
-            alone = (real_chunks == 1).view(b, 1, 1, 1, 1, 1) & (torch.arange(n_c // c, device=q.device) == 0).view(1, 1, 1, -1, 1, 1)
+        scores.diagonal(offset=c, dim1=-2, dim2=-1).fill_(
+            max(SELF_SCORE, hidden_score(scores.dtype) / 2)
+        )  # a token and itself, above hidden keys
+        if (
+            prev is not None
+        ):  # a sequence of one chunk: its "previous" chunk is itself, hide the duplicate
+            alone = (real_chunks == 1).view(b, 1, 1, 1, 1, 1) & (
+                torch.arange(n_c // c, device=q.device) == 0
+            ).view(1, 1, 1, -1, 1, 1)
             scores[..., :c].masked_fill_(alone, hidden_score(scores.dtype, MASKED_SCORE))
         lse = scores.logsumexp(dim=-1, keepdim=True)
         probs = F.dropout(torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training)
         return (probs @ v_w).view(b, h, rounds, n_c, d), lse
 
 
-def pad_to_chunks(q: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pad_to_chunks(
+    q: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, c: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q and v padded to whole chunks of ``c`` tokens, and the valid-token mask ``[b, n_c]`` (extra slots are padding)."""
     b, _, n, _ = q.shape
     n_c = math.ceil(n / c) * c
@@ -143,12 +176,22 @@ def sort_into_chunks(x: torch.Tensor, perm: torch.Tensor, c: int) -> torch.Tenso
     b, h, rounds, n_c = perm.shape
     e = x.shape[-1]
     idx = perm.unsqueeze(-1).expand(-1, -1, -1, -1, e)
-    return x.unsqueeze(2).expand(-1, -1, rounds, -1, -1).gather(3, idx).view(b, h, rounds, n_c // c, c, e)
+    return (
+        x.unsqueeze(2)
+        .expand(-1, -1, rounds, -1, -1)
+        .gather(3, idx)
+        .view(b, h, rounds, n_c // c, c, e)
+    )
 
 
 def previous_chunks(real_chunks: torch.Tensor, chunks: int) -> torch.Tensor:
     """The chunk before each chunk, ``[b, chunks]``, wrapping the first to the last chunk holding a real token."""
-    prev = torch.arange(chunks, device=real_chunks.device).sub(1).view(1, -1).expand(real_chunks.shape[0], -1)
+    prev = (
+        torch.arange(chunks, device=real_chunks.device)
+        .sub(1)
+        .view(1, -1)
+        .expand(real_chunks.shape[0], -1)
+    )
     return torch.where(prev < 0, real_chunks.view(-1, 1) - 1, prev)
 
 
@@ -169,7 +212,9 @@ def combine_rounds(out_s: torch.Tensor, lse: torch.Tensor, perm: torch.Tensor) -
     """Outputs back in token order, the rounds weighted by softmax over their log-sum-exp: ``[b, h, n_c, d]``."""
     b, h, rounds, n_c, d = out_s.shape
     pos = torch.arange(n_c, device=perm.device)
-    inv = torch.empty_like(perm).scatter_(-1, perm, pos.expand_as(perm))  # sorted slot of each token
+    inv = torch.empty_like(perm).scatter_(
+        -1, perm, pos.expand_as(perm)
+    )  # sorted slot of each token
     out_r = out_s.gather(3, inv.unsqueeze(-1).expand(-1, -1, -1, -1, d))
     lse_r = lse.view(b, h, rounds, n_c).gather(3, inv)
     weights = torch.softmax(lse_r, dim=2).unsqueeze(-1)

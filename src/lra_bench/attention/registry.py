@@ -40,17 +40,26 @@ class Entry:
     name: str
     module: type[Attention]
     config: type[AttentionConfig]
-    origin: str = "lra_bench"  # the package that registered it (a plugin: its distribution and entry point)
-    listed: bool = True  # False for ``custom``: an option of the attn group, not a variant of its own
+    origin: str = (
+        "lra_bench"  # the package that registered it (a plugin: its distribution and entry point)
+    )
+    listed: bool = (
+        True  # False for ``custom``: an option of the attn group, not a variant of its own
+    )
 
 
 REGISTRY: dict[str, Entry] = {}
 BROKEN: dict[str, str] = {}  # entry-point name -> why the plugin did not load
 _loading: list[str] = []  # the plugin being imported (the origin of what it registers)
-_discovery: dict[str, Any] = {"done": False, "clash": None}  # discovery runs once; a name clash is raised on every use
+_discovery: dict[str, Any] = {
+    "done": False,
+    "clash": None,
+}  # discovery runs once; a name clash is raised on every use
 
 
-def register_attention(name: str, config: type[AttentionConfig], *, listed: bool = True) -> Callable[[type[Attention]], type[Attention]]:
+def register_attention(
+    name: str, config: type[AttentionConfig], *, listed: bool = True
+) -> Callable[[type[Attention]], type[Attention]]:
     """Class decorator: ``@register_attention("skyformer", SkyformerConfig)``."""
 
     def wrap(module: type[Attention]) -> type[Attention]:
@@ -81,7 +90,9 @@ def _entry(name: str) -> Entry:
     discover_plugins()
     if name not in REGISTRY:
         broken = f"; plugin {name!r} did not load: {BROKEN[name]}" if name in BROKEN else ""
-        raise ValueError(f"name: unknown attention {name!r}{broken}; choose one of: {', '.join(available())}")
+        raise ValueError(
+            f"name: unknown attention {name!r}{broken}; choose one of: {', '.join(available())}"
+        )
     return REGISTRY[name]
 
 
@@ -101,9 +112,14 @@ def discover_plugins() -> None:
             _discovery["clash"] = clash
             raise
         except Exception as err:  # noqa: BLE001 - any failure of third-party code: report, go on
-            why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+            why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(
+                ": "
+            )
             BROKEN[point.name] = why
-            print(f"warning: attention plugin {origin} not loaded ({why}); the other attentions are unaffected", file=sys.stderr)
+            print(
+                f"warning: attention plugin {origin} not loaded ({why}); the other attentions are unaffected",
+                file=sys.stderr,
+            )
 
 
 @contextmanager
@@ -136,11 +152,17 @@ def settings_class(module: type[Attention], name: str | None = None) -> type[Att
         if entry.module is module:
             return entry.config
     config = getattr(module, "Config", None)
-    if not (isinstance(config, type) and is_dataclass(config) and issubclass(config, AttentionConfig)):
-        raise ValueError(f"{module.__qualname__} has no settings: give it a Config dataclass subclassing AttentionConfig, or register it with @register_attention")
+    if not (
+        isinstance(config, type) and is_dataclass(config) and issubclass(config, AttentionConfig)
+    ):
+        raise ValueError(
+            f"{module.__qualname__} has no settings: give it a Config dataclass subclassing AttentionConfig, or register it with @register_attention"
+        )
     default = next(f.default for f in fields(config) if f.name == "name")
     if name is not None and default != name:
-        raise ValueError(f"{module.__qualname__}.Config.name defaults to {default!r}; it must be the entry point's name {name!r}")
+        raise ValueError(
+            f"{module.__qualname__}.Config.name defaults to {default!r}; it must be the entry point's name {name!r}"
+        )
     return config
 
 
@@ -156,21 +178,34 @@ def make_config(attn_cfg: DictConfig | Mapping[str, Any] | AttentionConfig) -> A
     """Turn the ``attn`` node (or a plain mapping) into the variant's dataclass; types checked, unknown keys refused."""
     if isinstance(attn_cfg, AttentionConfig):
         return attn_cfg
-    container = OmegaConf.to_container(attn_cfg, resolve=True) if isinstance(attn_cfg, DictConfig) else dict(attn_cfg)
+    container = (
+        OmegaConf.to_container(attn_cfg, resolve=True)
+        if isinstance(attn_cfg, DictConfig)
+        else dict(attn_cfg)
+    )
     assert isinstance(container, dict)
     entry = _entry(str(container.get("name")))
-    if isinstance(attn_cfg, DictConfig) and OmegaConf.get_type(attn_cfg) not in (dict, entry.config):
+    if isinstance(attn_cfg, DictConfig) and OmegaConf.get_type(attn_cfg) not in (
+        dict,
+        entry.config,
+    ):
         chosen = OmegaConf.get_type(attn_cfg).__name__  # type: ignore[union-attr]
-        raise ValueError(f"name: {entry.name!r} does not match the chosen attention ({chosen}); choose it with attn={entry.name}")
+        raise ValueError(
+            f"name: {entry.name!r} does not match the chosen attention ({chosen}); choose it with attn={entry.name}"
+        )
     return typed_settings(entry.config, container, entry.name)
 
 
-def typed_settings(config: type[AttentionConfig], values: Mapping[str, Any], owner: str) -> AttentionConfig:
+def typed_settings(
+    config: type[AttentionConfig], values: Mapping[str, Any], owner: str
+) -> AttentionConfig:
     """``values`` over the dataclass ``config``'s defaults: types checked, unknown keys refused (ValueError "key: rule")."""
     known = {f.name for f in fields(config)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"{unknown[0]}: not a setting of attention {owner!r} (settings: {', '.join(sorted(known))})")
+        raise ValueError(
+            f"{unknown[0]}: not a setting of attention {owner!r} (settings: {', '.join(sorted(known))})"
+        )
     try:
         merged = OmegaConf.merge(OmegaConf.structured(config), dict(values))
     except OmegaConfBaseException as err:
@@ -181,19 +216,33 @@ def typed_settings(config: type[AttentionConfig], values: Mapping[str, Any], own
     return obj
 
 
-def checked_config(attn_cfg: DictConfig | Mapping[str, Any] | AttentionConfig, *, max_len: int, head_dim: int) -> AttentionConfig:
+def checked_config(
+    attn_cfg: DictConfig | Mapping[str, Any] | AttentionConfig, *, max_len: int, head_dim: int
+) -> AttentionConfig:
     """The typed settings, checked against the task's length and the head size; ValueError("key: rule") otherwise."""
     config = make_config(attn_cfg)
     config.check(max_len=max_len, head_dim=head_dim)
     return config
 
 
-def build_attention(attn_cfg: DictConfig | Mapping[str, Any] | AttentionConfig, *, head_dim: int, num_heads: int, max_len: int) -> Attention:
+def build_attention(
+    attn_cfg: DictConfig | Mapping[str, Any] | AttentionConfig,
+    *,
+    head_dim: int,
+    num_heads: int,
+    max_len: int,
+) -> Attention:
     """Build the registered module.
 
     A dataclass is taken as already checked (a run's config passed ``config.validate``, and
     the model types ``attn`` once for all its layers); a mapping or DictConfig (tests, the
     bench, ``approx``) is typed and checked here first.
     """
-    config = attn_cfg if isinstance(attn_cfg, AttentionConfig) else checked_config(attn_cfg, max_len=max_len, head_dim=head_dim)
-    return _entry(config.name).module(config, head_dim=head_dim, num_heads=num_heads, max_len=max_len)
+    config = (
+        attn_cfg
+        if isinstance(attn_cfg, AttentionConfig)
+        else checked_config(attn_cfg, max_len=max_len, head_dim=head_dim)
+    )
+    return _entry(config.name).module(
+        config, head_dim=head_dim, num_heads=num_heads, max_len=max_len
+    )

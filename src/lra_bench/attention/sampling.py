@@ -56,13 +56,20 @@ class DeviceGenerators:
                 g.set_state(value)
 
 
-def uniform_indices(lengths: torch.Tensor, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+def uniform_indices(
+    lengths: torch.Tensor, shape: tuple[int, ...], generator: torch.Generator
+) -> torch.Tensor:
     """Indices drawn uniformly with replacement from ``[0, lengths[b])``, shape ``[batch, *shape]``.
 
     Uniform numbers are drawn with a fixed shape on the generator's device, so the same
     generator state gives the same indices whatever the padding (the draw is padding-invariant).
     """
-    u = torch.rand((lengths.shape[0], *shape), generator=generator, dtype=torch.float64, device=generator.device)
+    u = torch.rand(
+        (lengths.shape[0], *shape),
+        generator=generator,
+        dtype=torch.float64,
+        device=generator.device,
+    )
     u = u.to(lengths.device)
     lens = lengths.to(torch.float64).clamp(min=1).view(-1, *([1] * len(shape)))
     return torch.minimum((u * lens).long(), lens.long() - 1)

@@ -40,12 +40,16 @@ class SinkhornConfig(AttentionConfig):
     block_size: int = 64  # tokens per block
     sinkhorn_iters: int = 5  # row + column normalisation rounds
     temperature: float = 0.75  # the logits are divided by it before Sinkhorn
-    pool: str = "sum"  # block embedding: sum (the paper, the LRA code) | mean of the block's real keys
+    pool: str = (
+        "sum"  # block embedding: sum (the paper, the LRA code) | mean of the block's real keys
+    )
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
         if not 1 <= self.block_size <= max_len:
-            raise ValueError(f"block_size: must be between 1 and the task's max length {max_len}, got {self.block_size}")
+            raise ValueError(
+                f"block_size: must be between 1 and the task's max length {max_len}, got {self.block_size}"
+            )
         if self.sinkhorn_iters < 1:
             raise ValueError(f"sinkhorn_iters: must be >= 1, got {self.sinkhorn_iters}")
         if not self.temperature > 0:
@@ -81,12 +85,16 @@ class SinkhornAttention(Attention):
         log_alpha = log_alpha.masked_fill(~same.unsqueeze(1), hidden_score(log_alpha.dtype, MASKED))
         return log_sinkhorn(log_alpha, self.cfg.sinkhorn_iters).exp()
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         in_dtype = q.dtype
         q, k, v = upcast(q, k, v)
         b, h, n, d = q.shape
         if n > self.max_len:
-            raise ValueError(f"sinkhorn: sequence length {n} exceeds the max_len {self.max_len} it was built for")
+            raise ValueError(
+                f"sinkhorn: sequence length {n} exceeds the max_len {self.max_len} it was built for"
+            )
         bs = self.cfg.block_size
         n_c = math.ceil(n / bs) * bs
         nb = n_c // bs
@@ -99,15 +107,23 @@ class SinkhornAttention(Attention):
         emb = k_blk.sum(dim=3)  # [b, h, nb, d]
         if self.cfg.pool == "mean":
             emb = emb / valid_blk.sum(-1).clamp(min=1).view(b, 1, nb, 1).to(emb.dtype)
-        logits = F.linear(emb, self.sort_net.weight[:nb].to(emb.dtype), self.sort_net.bias[:nb].to(emb.dtype))
+        logits = F.linear(
+            emb, self.sort_net.weight[:nb].to(emb.dtype), self.sort_net.bias[:nb].to(emb.dtype)
+        )
         perm = self.sort_matrix(logits, valid_blk.any(dim=-1))  # [b, h, nb, nb]
 
         k_sorted = torch.einsum("bhij,bhjtd->bhitd", perm, k_blk)
         v_sorted = torch.einsum("bhij,bhjtd->bhitd", perm, v_blk)
-        mass = torch.einsum("bhij,bjt->bhit", perm, valid_blk.to(perm.dtype))  # real share of each sorted slot
+        mass = torch.einsum(
+            "bhij,bjt->bhit", perm, valid_blk.to(perm.dtype)
+        )  # real share of each sorted slot
         keys = torch.cat([k_blk, k_sorted], dim=3)  # [b, h, nb, 2 bs, d]
         values = torch.cat([v_blk, v_sorted], dim=3)
-        allowed = torch.cat([valid_blk.unsqueeze(1).expand(-1, h, -1, -1), mass > 0], dim=-1)  # [b, h, nb, 2 bs]
+        allowed = torch.cat(
+            [valid_blk.unsqueeze(1).expand(-1, h, -1, -1), mass > 0], dim=-1
+        )  # [b, h, nb, 2 bs]
         scores = hide(q_blk @ keys.transpose(-1, -2), allowed.unsqueeze(-2))
-        weights = F.dropout(torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training)
+        weights = F.dropout(
+            torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training
+        )
         return (weights @ values).reshape(b, h, n_c, d)[:, :, :n].to(in_dtype)

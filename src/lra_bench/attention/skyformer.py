@@ -44,16 +44,22 @@ class SkyformerConfig(AttentionConfig):
     num_landmarks: int = 128
     gamma: float = 0.1  # nugget added to the landmark kernel matrix W
     pinv_iters: int = 6
-    landmarks_from: str = "split"  # split: half from Q, half from K | joint: uniform over all 2n rows (the paper)
+    landmarks_from: str = (
+        "split"  # split: half from Q, half from K | joint: uniform over all 2n rows (the paper)
+    )
     pinv_init: str = "per_matrix"  # per_matrix: M^T/(||M||_1 ||M||_inf) | batch: M^T / max over the batch of ||M||_1 (peer code)
     impl: str = "fast"  # fast: chunked blocks, rebuilt in backward | reference: plain autograd
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
         if self.dropout != 0.0:
-            raise ValueError(f"dropout: skyformer forms no attention weights to drop, must be 0, got {self.dropout}")
+            raise ValueError(
+                f"dropout: skyformer forms no attention weights to drop, must be 0, got {self.dropout}"
+            )
         if not 1 <= self.num_landmarks <= max_len:
-            raise ValueError(f"num_landmarks: must be between 1 and the task's max length {max_len}, got {self.num_landmarks}")
+            raise ValueError(
+                f"num_landmarks: must be between 1 and the task's max length {max_len}, got {self.num_landmarks}"
+            )
         if self.gamma < 0:
             raise ValueError(f"gamma: must be >= 0, got {self.gamma}")
         if self.pinv_iters < 1:
@@ -83,7 +89,9 @@ class SkyformerAttention(SampledAttention):
         idx_k = uniform_indices(lengths, (heads, m - m_q), g) + n
         return torch.cat([idx_q, idx_k], dim=-1)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         in_dtype = q.dtype
         if in_dtype in (torch.float16, torch.bfloat16):  # the Gram matrix and pinv need fp32
             q, k, v = q.float(), k.float(), v.float()
@@ -92,7 +100,9 @@ class SkyformerAttention(SampledAttention):
         run = self.reference if self.cfg.impl == "reference" else self.fast
         return run(q, k, v, mask, idx).to(in_dtype)
 
-    def landmark_kernel(self, landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def landmark_kernel(
+        self, landmarks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """M = D^-1/2 W D^-1/2, D^-1/2 (``[b, h, m, 1]``) and the Newton-Schulz start's scale c."""
         m = landmarks.shape[2]
         eye = torch.eye(m, dtype=landmarks.dtype, device=landmarks.device)
@@ -101,23 +111,43 @@ class SkyformerAttention(SampledAttention):
         m_norm = d_inv_sqrt * w * d_inv_sqrt.transpose(-1, -2)
         return m_norm, d_inv_sqrt, newton_schulz_scale(m_norm, self.cfg.pinv_init)
 
-    def fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
+    def fast(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None,
+        idx: torch.Tensor,
+    ) -> torch.Tensor:
         """Chunked blocks, no n x m tensor alive or saved; the d^-1/4 scaling is applied per chunk."""
         b, h, n, d = q.shape
         scale = d**-0.25
         from_k = idx >= n
         rows = torch.where(from_k, idx - n, idx)
-        at = (torch.arange(b, device=q.device).view(-1, 1, 1), torch.arange(h, device=q.device).view(1, -1, 1), rows)
+        at = (
+            torch.arange(b, device=q.device).view(-1, 1, 1),
+            torch.arange(h, device=q.device).view(1, -1, 1),
+            rows,
+        )
         # indexing, not gather: its backward keeps the indices only, gather's the whole of q and k
         landmarks = torch.where(from_k.unsqueeze(-1), k[at], q[at]) * scale
         lm_aug = augment_landmarks(landmarks)
         c = kernel_reduce(k, lm_aug, v, mask, scale=scale)  # k(L, K) V over real keys, [b, h, m, d]
         # M and its scale are rebuilt in backward; the pseudo-inverse keeps one m x m per layer
         m_norm, d_inv_sqrt, start_scale = recomputed(self.landmark_kernel, landmarks)
-        p = d_inv_sqrt * symmetric_newton_schulz_times(m_norm, start_scale, d_inv_sqrt * c, self.cfg.pinv_iters)
+        p = d_inv_sqrt * symmetric_newton_schulz_times(
+            m_norm, start_scale, d_inv_sqrt * c, self.cfg.pinv_iters
+        )
         return kernel_apply(q, lm_aug, p, scale=scale)
 
-    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
+    def reference(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None,
+        idx: torch.Tensor,
+    ) -> torch.Tensor:
         """The formula as written, every block materialised."""
         d = q.shape[-1]
         scale = d**-0.25

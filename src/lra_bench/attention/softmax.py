@@ -23,7 +23,9 @@ class SoftmaxConfig(AttentionConfig):
         self.require_choice("impl", ("sdpa", "math"))
 
 
-def softmax_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def softmax_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """softmax(QK^T/sqrt(d) + key mask) V, materialised (also the float64 reference in tests)."""
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
     bias = key_padding_bias(mask, scores.dtype)
@@ -36,7 +38,9 @@ def softmax_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
 class SoftmaxAttention(Attention):
     cfg: SoftmaxConfig
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         p = self.cfg.dropout if self.training else 0.0
         if self.cfg.impl == "sdpa":
             attn_mask = None if mask is None else mask[:, None, None, :]

@@ -39,14 +39,20 @@ class SparseConfig(AttentionConfig):
     stride: int = 128  # l: block length
     summary: int = 32  # c: the last c positions of every block are seen by every query
     causal: bool = False  # true: keys after the query are hidden (the LRA code)
-    block_start_summary: bool = False  # true: each block's first position is a summary too (the LRA code)
+    block_start_summary: bool = (
+        False  # true: each block's first position is a summary too (the LRA code)
+    )
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
         if not 1 <= self.stride <= max_len:
-            raise ValueError(f"stride: must be between 1 and the task's max length {max_len}, got {self.stride}")
+            raise ValueError(
+                f"stride: must be between 1 and the task's max length {max_len}, got {self.stride}"
+            )
         if not 0 <= self.summary <= self.stride:
-            raise ValueError(f"summary: must be between 0 and stride ({self.stride}), got {self.summary}")
+            raise ValueError(
+                f"summary: must be between 0 and stride ({self.stride}), got {self.summary}"
+            )
 
 
 @register_attention("sparse", SparseConfig)
@@ -60,7 +66,9 @@ class SparseAttention(Attention):
             offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=device), offsets])
         return offsets
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         in_dtype = q.dtype
         q, k, v = upcast(q, k, v)
         b, h, n, d = q.shape
@@ -83,12 +91,18 @@ class SparseAttention(Attention):
         v_sum = v_blk[:, :, :, offsets].reshape(b, h, nb * c, d)
         key_block = torch.arange(nb, device=q.device).repeat_interleave(c)
         query_block = torch.arange(nb, device=q.device).view(-1, 1)
-        other = key_block.view(1, -1) < query_block if self.cfg.causal else key_block.view(1, -1) != query_block  # [nb, nb * c]
+        other = (
+            key_block.view(1, -1) < query_block
+            if self.cfg.causal
+            else key_block.view(1, -1) != query_block
+        )  # [nb, nb * c]
         allowed = other.unsqueeze(0) & valid[:, :, offsets].reshape(b, 1, nb * c)  # [b, nb, nb * c]
         summ = (q_blk.reshape(b, h, n_c, d) @ k_sum.transpose(-1, -2)).view(b, h, nb, blk, nb * c)
         summ = hide(summ, allowed.view(b, 1, nb, 1, nb * c))
 
         weights = torch.softmax(torch.cat([own, summ], dim=-1), dim=-1)
         weights = F.dropout(weights, p=self.cfg.dropout, training=self.training)
-        out = weights[..., :blk] @ v_blk + (weights[..., blk:].reshape(b, h, n_c, nb * c) @ v_sum).view(b, h, nb, blk, d)
+        out = weights[..., :blk] @ v_blk + (
+            weights[..., blk:].reshape(b, h, n_c, nb * c) @ v_sum
+        ).view(b, h, nb, blk, d)
         return out.reshape(b, h, n_c, d)[:, :, :n].to(in_dtype)

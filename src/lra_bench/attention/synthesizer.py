@@ -46,15 +46,21 @@ class SynthesizerAttention(Attention):
     uses_keys = False
     cfg: SynthesizerConfig
 
-    def __init__(self, cfg: SynthesizerConfig, *, head_dim: int, num_heads: int, max_len: int) -> None:
+    def __init__(
+        self, cfg: SynthesizerConfig, *, head_dim: int, num_heads: int, max_len: int
+    ) -> None:
         super().__init__(cfg, head_dim=head_dim, num_heads=num_heads, max_len=max_len)
         self.uses_keys = cfg.dot_product
         if "dense" in cfg.mode:
             self.hidden = nn.Linear(head_dim, head_dim)  # W1, b1
             self.to_logits = nn.Linear(head_dim, max_len)  # W2, b2: one logit per key position
-        if "random" in cfg.mode:  # R ~ U(-a, a), a = sqrt(3 / (heads max_len)): the LRA code's Xavier-uniform of [h, L, L]
+        if (
+            "random" in cfg.mode
+        ):  # R ~ U(-a, a), a = sqrt(3 / (heads max_len)): the LRA code's Xavier-uniform of [h, L, L]
             bound = (3.0 / (num_heads * max_len)) ** 0.5
-            self.random_logits = nn.Parameter(torch.empty(num_heads, max_len, max_len).uniform_(-bound, bound))
+            self.random_logits = nn.Parameter(
+                torch.empty(num_heads, max_len, max_len).uniform_(-bound, bound)
+            )
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """B = W2 relu(W1 x + b1) + b2 restricted to the first n key positions, ``[b, h, n, n]``."""
@@ -65,20 +71,30 @@ class SynthesizerAttention(Attention):
     def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """The chosen logits summed, ``[b, h, n, n]``."""
         n = q.shape[2]
-        scores = self.logits(q) if "dense" in self.cfg.mode else torch.zeros((), dtype=q.dtype, device=q.device)
+        scores = (
+            self.logits(q)
+            if "dense" in self.cfg.mode
+            else torch.zeros((), dtype=q.dtype, device=q.device)
+        )
         if "random" in self.cfg.mode:
             scores = scores + self.random_logits[:, :n, :n].to(q.dtype)
         if self.cfg.dot_product:
             scores = scores + q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
         return scores.expand(q.shape[0], -1, n, n)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         in_dtype = q.dtype
         q, k, v = upcast(q, k, v)
         if q.shape[2] > self.max_len:
-            raise ValueError(f"synthesizer: sequence length {q.shape[2]} exceeds the max_len {self.max_len} it was built for")
+            raise ValueError(
+                f"synthesizer: sequence length {q.shape[2]} exceeds the max_len {self.max_len} it was built for"
+            )
         scores = self.scores(q, k)
         if mask is not None:
             scores = scores.masked_fill(~mask[:, None, None, :], hidden_score(scores.dtype, MASKED))
-        weights = F.dropout(torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training)
+        weights = F.dropout(
+            torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training
+        )
         return (weights @ v).to(in_dtype)

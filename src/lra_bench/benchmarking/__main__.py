@@ -64,7 +64,11 @@ def expand_shorthand(argv: Sequence[str]) -> list[str]:
             if key == "n":
                 arg = f"n=[{','.join(items)}]"
             else:
-                arg = "attns=[" + ",".join(f"'{item}'" if "'" not in item else item for item in items) + "]"
+                arg = (
+                    "attns=["
+                    + ",".join(f"'{item}'" if "'" not in item else item for item in items)
+                    + "]"
+                )
         out.append(arg)
     if run:
         out.append("run=[" + ",".join(f"'{item}'" for item in run) + "]")
@@ -121,11 +125,15 @@ def make_cases(cfg: DictConfig, variants: list[Variant], device: torch.device) -
         "repeats": cfg.repeats,
         "time_limit_s": float(cfg.case_timeout_s),
         "seed": cfg.seed,
-        "mem_limit_mb": default_mem_limit_mb(cfg.mem_limit_mb, device) if cfg.isolate == "process" else None,
+        "mem_limit_mb": default_mem_limit_mb(cfg.mem_limit_mb, device)
+        if cfg.isolate == "process"
+        else None,
     }
     if cfg.mode == "attention":
         return [
-            AttentionCase(v.label, v.config, n, cfg.batch, cfg.heads, cfg.head_dim, dtype=cfg.dtype, **common)
+            AttentionCase(
+                v.label, v.config, n, cfg.batch, cfg.heads, cfg.head_dim, dtype=cfg.dtype, **common
+            )
             for n in lengths(cfg)
             for v in variants
         ]
@@ -135,13 +143,18 @@ def make_cases(cfg: DictConfig, variants: list[Variant], device: torch.device) -
     n = cfg.train.seq_len or task["max_len"]
     batch = cfg.train.batch_size or cfg.trainer.batch_size
     trainer = trainer_settings(cfg)
-    return [TrainStepCase(v.label, v.config, task, model, trainer, n, batch, **common) for v in variants]  # type: ignore[arg-type]
+    return [
+        TrainStepCase(v.label, v.config, task, model, trainer, n, batch, **common) for v in variants
+    ]  # type: ignore[arg-type]
 
 
 def trainer_settings(cfg: DictConfig) -> dict[str, Any]:
     """The training loop's settings for the bench's task under its protocol, with ``train.lr`` and ``train.amp``."""
     run_cfg = OmegaConf.create(
-        {"task": OmegaConf.merge(OmegaConf.structured(TaskConfig), cfg.task), "trainer": OmegaConf.merge(OmegaConf.structured(TrainerConfig), cfg.trainer)}
+        {
+            "task": OmegaConf.merge(OmegaConf.structured(TaskConfig), cfg.task),
+            "trainer": OmegaConf.merge(OmegaConf.structured(TrainerConfig), cfg.trainer),
+        }
     )
     run_cfg.trainer.lr, run_cfg.trainer.amp = cfg.train.lr, cfg.train.amp
     trainer = OmegaConf.to_container(run_cfg.trainer, resolve=True)
@@ -149,7 +162,9 @@ def trainer_settings(cfg: DictConfig) -> dict[str, Any]:
     return trainer  # type: ignore[return-value]
 
 
-def make_row(cfg: DictConfig, case: Case, variant: Variant, result: dict[str, Any], device: str, threads: int) -> dict[str, Any]:
+def make_row(
+    cfg: DictConfig, case: Case, variant: Variant, result: dict[str, Any], device: str, threads: int
+) -> dict[str, Any]:
     row: dict[str, Any] = {
         "attn": variant.name,
         "label": variant.label,
@@ -164,7 +179,10 @@ def make_row(cfg: DictConfig, case: Case, variant: Variant, result: dict[str, An
         row.update(heads=case.heads, head_dim=case.head_dim, dtype=case.dtype)
     else:
         amp = case.trainer["amp"]
-        row.update(task=cfg.task.name, dtype=precision_of(amp, torch.device(case.device))[0] if amp else "float32")
+        row.update(
+            task=cfg.task.name,
+            dtype=precision_of(amp, torch.device(case.device))[0] if amp else "float32",
+        )
     return row
 
 
@@ -186,7 +204,10 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     device = pick_device(cfg.device)
     cases = make_cases(cfg, variants, device)
     if cfg.baseline not in {v.label for v in variants}:
-        print(f"note: baseline {cfg.baseline!r} is not among the attentions: no ratios", file=sys.stderr)
+        print(
+            f"note: baseline {cfg.baseline!r} is not among the attentions: no ratios",
+            file=sys.stderr,
+        )
     rows, stopped = run_cases(cfg, cases, variants, device)
     write_outputs(cfg, rows)
     if stopped:
@@ -207,7 +228,12 @@ def run_data(cfg: DictConfig) -> list[dict[str, Any]]:
         run_cfg = compose_config([f"task={cfg.task.name}", *cfg.run])
         validate(run_cfg)
         load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""
-        row = {**time_loader(cfg, run_cfg), "threads": torch.get_num_threads(), "load_avg": load, "run": " ".join(cfg.run)}
+        row = {
+            **time_loader(cfg, run_cfg),
+            "threads": torch.get_num_threads(),
+            "load_avg": load,
+            "run": " ".join(cfg.run),
+        }
     except (ConfigError, DataError) as err:
         raise BenchError(f"data mode: {err}") from None
     except Exception as err:  # Hydra's own override errors
@@ -229,7 +255,9 @@ def skip_reason(cfg: DictConfig, case: Case, failed: set[str], start: float) -> 
     return None
 
 
-def run_cases(cfg: DictConfig, cases: list[Case], variants: list[Variant], device: torch.device) -> tuple[list[dict[str, Any]], bool]:
+def run_cases(
+    cfg: DictConfig, cases: list[Case], variants: list[Variant], device: torch.device
+) -> tuple[list[dict[str, Any]], bool]:
     """Each case in turn (or skipped), the CSV rewritten with ratios after every one; and whether
     SIGTERM or Ctrl-C stopped the bench (the cases left are then rows marked ``skipped``)."""
     by_label = {v.label: v for v in variants}
@@ -241,26 +269,51 @@ def run_cases(cfg: DictConfig, cases: list[Case], variants: list[Variant], devic
     failed: set[str] = set()
     start = time.monotonic()
     stopped = False
-    bar = tqdm(cases, desc=f"bench {cfg.mode}", disable=not cfg.progress, dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(
+        cases,
+        desc=f"bench {cfg.mode}",
+        disable=not cfg.progress,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
     try:
         with TermAsInterrupt():
             for case in bar:
                 bar.set_postfix_str(f"{case.label} n={case.n}")
                 load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""
                 skipped = skip_reason(cfg, case, failed, start)
-                result = runner.run(case) if skipped is None else {"status": "skipped", "error": skipped}
+                result = (
+                    runner.run(case) if skipped is None else {"status": "skipped", "error": skipped}
+                )
                 if result["status"] in ("oom", "timeout"):
                     failed.add(case.label)
-                row = make_row(cfg, case, by_label[case.label], result, device_label(device, threads), threads)
+                row = make_row(
+                    cfg, case, by_label[case.label], result, device_label(device, threads), threads
+                )
                 rows.append({**row, "load_avg": load})
                 tables.add_ratios(rows, cfg.baseline, cfg.mode)
                 tables.write_csv(csv_path, rows, columns)
     except KeyboardInterrupt:
         stopped = True
-        print(f"\nstopped after {len(rows)} of {len(cases)} cases: tables and plot from those", file=sys.stderr)
+        print(
+            f"\nstopped after {len(rows)} of {len(cases)} cases: tables and plot from those",
+            file=sys.stderr,
+        )
         for case in cases[len(rows) :]:
             result = {"status": "skipped", "error": "the bench was stopped (SIGTERM or Ctrl-C)"}
-            rows.append({**make_row(cfg, case, by_label[case.label], result, device_label(device, threads), threads), "load_avg": ""})
+            rows.append(
+                {
+                    **make_row(
+                        cfg,
+                        case,
+                        by_label[case.label],
+                        result,
+                        device_label(device, threads),
+                        threads,
+                    ),
+                    "load_avg": "",
+                }
+            )
         tables.add_ratios(rows, cfg.baseline, cfg.mode)
         tables.write_csv(csv_path, rows, columns)
     finally:
@@ -304,7 +357,11 @@ def write_outputs(cfg: DictConfig, rows: list[dict[str, Any]]) -> None:
         if row.get("status") in ("error", "invalid"):
             print(f"{row['label']} n={row['n']}: {row['error']}", file=sys.stderr)
     print(f"\nwrote {stem.with_suffix('.csv')}", end="")
-    if cfg.mode == "attention" and cfg.plot and tables.plot_attention(rows, stem.with_suffix(".png")):
+    if (
+        cfg.mode == "attention"
+        and cfg.plot
+        and tables.plot_attention(rows, stem.with_suffix(".png"))
+    ):
         print(f" and {stem.with_suffix('.png')}", end="")
     print()
 
@@ -313,7 +370,9 @@ def write_outputs(cfg: DictConfig, rows: list[dict[str, Any]]) -> None:
 def _app(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except LraBenchError as err:  # a bad bench setting, or two plugins registering one attention name
+    except (
+        LraBenchError
+    ) as err:  # a bad bench setting, or two plugins registering one attention name
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

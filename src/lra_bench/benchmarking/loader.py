@@ -22,7 +22,11 @@ from lra_bench.data.batches import Batch
 def _tokens(batch: Batch) -> tuple[int, int]:
     """(real, padded) token positions of a batch (both documents of a pair)."""
     real = padded = 0
-    for ids_key, mask_key in (("input_ids", "mask"), ("input_ids_1", "mask_1"), ("input_ids_2", "mask_2")):
+    for ids_key, mask_key in (
+        ("input_ids", "mask"),
+        ("input_ids_1", "mask_1"),
+        ("input_ids_2", "mask_2"),
+    ):
         ids = batch.get(ids_key)
         if ids is None:
             continue
@@ -67,7 +71,9 @@ def time_loader(cfg: DictConfig, run_cfg: DictConfig) -> dict[str, Any]:
     return {
         "task": run_cfg.task.name,
         "split": cfg.data_split,
-        "batch": run_cfg.trainer.batch_size if cfg.data_split == "train" else (run_cfg.trainer.eval_batch_size or run_cfg.trainer.batch_size),
+        "batch": run_cfg.trainer.batch_size
+        if cfg.data_split == "train"
+        else (run_cfg.trainer.eval_batch_size or run_cfg.trainer.batch_size),
         "n": run_cfg.task.max_len,
         "workers": workers,
         "bucket": bool(run_cfg.data.bucket),

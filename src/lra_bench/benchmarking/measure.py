@@ -141,7 +141,14 @@ class Measured:
 
 
 def measure(
-    fn: Callable[[], None], device: torch.device, *, warmup: int, repeats: int, stop_by: float, deadline: float, tensors: bool = False
+    fn: Callable[[], None],
+    device: torch.device,
+    *,
+    warmup: int,
+    repeats: int,
+    stop_by: float,
+    deadline: float,
+    tensors: bool = False,
 ) -> Measured:
     """Warm-up runs, one run under memory tracking, with ``tensors`` one run for the peak tensor
     memory (``runtime.tensor_peak_mb``; skipped, NaN, when it and one timed run would not fit
@@ -161,7 +168,11 @@ def measure(
     peak = memory.peak_mb()
     _check(deadline)
     # the profiled run (slower than a plain one) and one timed run must fit in the time left
-    tensor_mb = tensor_peak_mb(fn, device, peak) if tensors and time.monotonic() + TENSOR_RUN_SHARE * run_s <= deadline else math.nan
+    tensor_mb = (
+        tensor_peak_mb(fn, device, peak)
+        if tensors and time.monotonic() + TENSOR_RUN_SHARE * run_s <= deadline
+        else math.nan
+    )
     _check(deadline)
     times: list[float] = []
     for _ in range(repeats):
@@ -183,7 +194,9 @@ def attention_case(case: AttentionCase) -> dict[str, Any]:
     deadline = start + case.time_limit_s
     device, dtype = _use(case.device), DTYPES[case.dtype]
     torch.manual_seed(case.seed)
-    module = build_attention(case.attn, head_dim=case.head_dim, num_heads=case.heads, max_len=case.n)
+    module = build_attention(
+        case.attn, head_dim=case.head_dim, num_heads=case.heads, max_len=case.n
+    )
     module = module.to(device=device, dtype=dtype).train()
     shape = (case.batch, case.heads, case.n, case.head_dim)
     q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
@@ -200,8 +213,23 @@ def attention_case(case: AttentionCase) -> dict[str, Any]:
 
     saved = saved_for_backward_mb(lambda: module(q, k, v))
     # the forward phase may use a quarter of the time limit; forward+backward the rest
-    fwd = measure(forward, device, warmup=case.warmup, repeats=case.repeats, stop_by=start + case.time_limit_s / 4, deadline=deadline)
-    both = measure(forward_backward, device, warmup=case.warmup, repeats=case.repeats, stop_by=deadline, deadline=deadline, tensors=True)
+    fwd = measure(
+        forward,
+        device,
+        warmup=case.warmup,
+        repeats=case.repeats,
+        stop_by=start + case.time_limit_s / 4,
+        deadline=deadline,
+    )
+    both = measure(
+        forward_backward,
+        device,
+        warmup=case.warmup,
+        repeats=case.repeats,
+        stop_by=deadline,
+        deadline=deadline,
+        tensors=True,
+    )
     return {
         "fwd_ms": fwd.median_ms,
         "fwdbwd_ms": both.median_ms,
@@ -215,14 +243,18 @@ def attention_case(case: AttentionCase) -> dict[str, Any]:
     }
 
 
-def random_batch(task: dict[str, Any], batch: int, n: int, device: torch.device, seed: int) -> dict[str, torch.Tensor | None]:
+def random_batch(
+    task: dict[str, Any], batch: int, n: int, device: torch.device, seed: int
+) -> dict[str, torch.Tensor | None]:
     """Random token ids of full length (no padding) and random labels, shaped like the task's batches."""
     g = torch.Generator().manual_seed(seed)
 
     def ids() -> torch.Tensor:
         return torch.randint(1, task["vocab_size"], (batch, n), generator=g).to(device)
 
-    out: dict[str, torch.Tensor | None] = {"label": torch.randint(0, task["num_classes"], (batch,), generator=g).to(device)}
+    out: dict[str, torch.Tensor | None] = {
+        "label": torch.randint(0, task["num_classes"], (batch,), generator=g).to(device)
+    }
     if task.get("dual"):
         out.update(input_ids_1=ids(), mask_1=None, input_ids_2=ids(), mask_2=None)
     else:
@@ -241,9 +273,13 @@ def train_step_case(case: TrainStepCase) -> dict[str, Any]:
     device = _use(case.device)
     torch.manual_seed(case.seed)
     model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), case.model)
-    cfg = OmegaConf.create({"task": {**case.task, "max_len": max(case.task["max_len"], case.n)}, "attn": case.attn})
+    cfg = OmegaConf.create(
+        {"task": {**case.task, "max_len": max(case.task["max_len"], case.n)}, "attn": case.attn}
+    )
     cfg.model = model_cfg
-    state = make_train_state(build_model(cfg).to(device).train(), OmegaConf.create(case.trainer), device)
+    state = make_train_state(
+        build_model(cfg).to(device).train(), OmegaConf.create(case.trainer), device
+    )
     batches = itertools.repeat(random_batch(case.task, case.batch, case.n, device, case.seed))
 
     def step() -> None:
@@ -252,7 +288,15 @@ def train_step_case(case: TrainStepCase) -> dict[str, Any]:
     batch = random_batch(case.task, case.batch, case.n, device, case.seed)
     with autocast(device, state.amp_dtype):
         saved = saved_for_backward_mb(lambda: state.module(batch))
-    timed = measure(step, device, warmup=max(case.warmup, 1), repeats=case.repeats, stop_by=deadline, deadline=deadline, tensors=True)
+    timed = measure(
+        step,
+        device,
+        warmup=max(case.warmup, 1),
+        repeats=case.repeats,
+        stop_by=deadline,
+        deadline=deadline,
+        tensors=True,
+    )
     tokens = case.batch * case.n * (2 if case.task.get("dual") else 1)
     return {
         "step_ms": timed.median_ms,

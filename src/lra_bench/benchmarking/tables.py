@@ -30,9 +30,17 @@ DATA_COLUMNS = [
 # ratio column -> measured column; a ratio is value / baseline's value at the same n
 RATIOS = {
     "attention": {
-        "fwd_ratio": "fwd_ms", "fwdbwd_ratio": "fwdbwd_ms", "mem_ratio": "peak_mem_mb", "saved_ratio": "saved_mb", "tensor_mem_ratio": "tensor_mem_mb",
+        "fwd_ratio": "fwd_ms",
+        "fwdbwd_ratio": "fwdbwd_ms",
+        "mem_ratio": "peak_mem_mb",
+        "saved_ratio": "saved_mb",
+        "tensor_mem_ratio": "tensor_mem_mb",
     },
-    "train_step": {"step_ratio": "step_ms", "mem_ratio": "peak_mem_mb", "tensor_mem_ratio": "tensor_mem_mb"},
+    "train_step": {
+        "step_ratio": "step_ms",
+        "mem_ratio": "peak_mem_mb",
+        "tensor_mem_ratio": "tensor_mem_mb",
+    },
 }
 
 
@@ -68,7 +76,15 @@ def _cell(value: Any) -> Any:
 
 def fmt_ms(ms: Any) -> str:
     x = _num(ms)
-    return "–" if math.isnan(x) else f"{x:.0f} ms" if x >= 100 else f"{x:.1f} ms" if x >= 10 else f"{x:.2f} ms"
+    return (
+        "–"
+        if math.isnan(x)
+        else f"{x:.0f} ms"
+        if x >= 100
+        else f"{x:.1f} ms"
+        if x >= 10
+        else f"{x:.2f} ms"
+    )
 
 
 def fmt_mb(mb: Any) -> str:
@@ -86,7 +102,9 @@ def _labels(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _failed(row: dict[str, Any]) -> str:
-    return {"oom": "OOM", "timeout": "timeout", "skipped": "skipped", "invalid": "n/a"}.get(row["status"], row["status"])
+    return {"oom": "OOM", "timeout": "timeout", "skipped": "skipped", "invalid": "n/a"}.get(
+        row["status"], row["status"]
+    )
 
 
 # the single-figure attention tables: title, measured column, its ratio column, formatter
@@ -120,7 +138,11 @@ def attention_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
     def single(column: str, ratio: str, fmt: Any) -> Any:
         def cell(row: dict[str, Any]) -> str:
             text = fmt(row.get(column))
-            return text if row["label"] == baseline or row.get(ratio, "") == "" else f"{text} ({fmt_ratio(row[ratio])})"
+            return (
+                text
+                if row["label"] == baseline or row.get(ratio, "") == ""
+                else f"{text} ({fmt_ratio(row[ratio])})"
+            )
 
         return cell
 
@@ -128,12 +150,29 @@ def attention_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
         body = []
         for label in _labels(rows):
             found = [by_key.get((label, n)) for n in lengths]
-            body.append([label, *("" if r is None else cell(r) if r["status"] == "ok" else _failed(r) for r in found)])
+            body.append(
+                [
+                    label,
+                    *(
+                        "" if r is None else cell(r) if r["status"] == "ok" else _failed(r)
+                        for r in found
+                    ),
+                ]
+            )
         return markdown_table(["attention", *[str(n) for n in lengths]], body, padded=False)
 
-    parts = [f"Forward+backward time · peak extra memory (ratios to {baseline}: time · memory); {setup}", "", table(both)]
+    parts = [
+        f"Forward+backward time · peak extra memory (ratios to {baseline}: time · memory); {setup}",
+        "",
+        table(both),
+    ]
     for title, column, ratio, fmt in SINGLE_TABLES:
-        parts += ["", f"{title.format(baseline=baseline)}; {setup}", "", table(single(column, ratio, fmt))]
+        parts += [
+            "",
+            f"{title.format(baseline=baseline)}; {setup}",
+            "",
+            table(single(column, ratio, fmt)),
+        ]
     return "\n".join(parts)
 
 
@@ -153,7 +192,10 @@ def train_step_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
         if row["status"] != "ok":
             body.append([row["label"], _failed(row), *[""] * (len(header) - 2)])
             continue
-        ratios = [fmt_ratio(row[key]) if row.get(key, "") != "" else "–" for key in ("step_ratio", "mem_ratio", "tensor_mem_ratio")]
+        ratios = [
+            fmt_ratio(row[key]) if row.get(key, "") != "" else "–"
+            for key in ("step_ratio", "mem_ratio", "tensor_mem_ratio")
+        ]
         body.append(
             [
                 row["label"],
@@ -165,12 +207,25 @@ def train_step_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
                 *ratios,
             ]
         )
-    return f"Training step (forward, backward, AdamW); {setup}\n\n" + markdown_table(header, body, padded=False)
+    return f"Training step (forward, backward, AdamW); {setup}\n\n" + markdown_table(
+        header, body, padded=False
+    )
 
 
 def data_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """One table: a row per timed loader with ms/batch, batches/s and real tokens/s."""
-    header = ["task", "split", "batch", "n", "bucket", "workers", "ms/batch", "batches/s", "real tokens/s", "real / padded"]
+    header = [
+        "task",
+        "split",
+        "batch",
+        "n",
+        "bucket",
+        "workers",
+        "ms/batch",
+        "batches/s",
+        "real tokens/s",
+        "real / padded",
+    ]
     body = [
         [
             row["task"], row["split"], str(row["batch"]), str(row["n"]), str(row["bucket"]).lower(), str(row["workers"]),
@@ -179,7 +234,9 @@ def data_markdown(rows: Sequence[dict[str, Any]]) -> str:
         ]
         for row in rows
     ]  # fmt: skip
-    return "Data loader alone (no model), median over timed batches\n\n" + markdown_table(header, body, padded=False)
+    return "Data loader alone (no model), median over timed batches\n\n" + markdown_table(
+        header, body, padded=False
+    )
 
 
 def plot_attention(rows: Sequence[dict[str, Any]], path: Path) -> bool:
@@ -194,11 +251,17 @@ def plot_attention(rows: Sequence[dict[str, Any]], path: Path) -> bool:
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
     colors, markers = plt.get_cmap("tab20").colors, "osD^v<>ph*"
     for i, label in enumerate(_labels(rows)):
-        ok = sorted((r for r in rows if r["label"] == label and r["status"] == "ok"), key=lambda r: r["n"])
+        ok = sorted(
+            (r for r in rows if r["label"] == label and r["status"] == "ok"), key=lambda r: r["n"]
+        )
         if not ok:
             continue
         ns = [r["n"] for r in ok]
-        style = {"ls": "--" if label.startswith("softmax") else "-", "marker": markers[i % len(markers)], "color": colors[i % 20]}
+        style = {
+            "ls": "--" if label.startswith("softmax") else "-",
+            "marker": markers[i % len(markers)],
+            "color": colors[i % 20],
+        }
         ax_t.plot(ns, [_num(r["fwdbwd_ms"]) for r in ok], label=label, **style)
         ax_m.plot(ns, [_num(r["peak_mem_mb"]) for r in ok], label=label, **style)
     for ax, title in ((ax_t, "forward+backward time (ms)"), (ax_m, "peak extra memory (MB)")):

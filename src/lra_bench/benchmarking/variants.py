@@ -57,7 +57,9 @@ def parse_entry(entry: str) -> tuple[str, dict[str, str], str]:
     for opt in opts:
         key, sep, value = opt.partition("=")
         if not sep or not key.strip():
-            raise BenchError(f"attention entry {entry!r}: write options as name:key=value[:key=value]")
+            raise BenchError(
+                f"attention entry {entry!r}: write options as name:key=value[:key=value]"
+            )
         options[key.strip()] = value.strip()
     label = options.pop("label", "") or default_label(name, options)
     return name, options, label
@@ -86,7 +88,9 @@ def resolve(entries: Any, dropout: float | None = None) -> list[Variant]:
     for entry in expanded:
         name, options, label = parse_entry(entry)
         if name not in names:
-            raise BenchError(f"unknown attention {name!r}; choose from: {', '.join(names)} (or all)")
+            raise BenchError(
+                f"unknown attention {name!r}; choose from: {', '.join(names)} (or all)"
+            )
         config: dict[str, Any] = {**options, "name": name}  # the rest: the dataclass defaults
         if dropout is not None:
             config["dropout"] = dropout
@@ -101,6 +105,8 @@ def resolve(entries: Any, dropout: float | None = None) -> list[Variant]:
         if twin is not None:
             if twin.config == variant.config:
                 continue  # e.g. "all,softmax": one row
-            raise BenchError(f"two attention entries are labelled {label!r}; add :label=... to one of them")
+            raise BenchError(
+                f"two attention entries are labelled {label!r}; add :label=... to one of them"
+            )
         variants.append(variant)
     return variants

@@ -22,8 +22,21 @@ from lra_bench.benchmarking.measure import Case, CaseTimeout, run_case
 from lra_bench.runtime import proc_status_kb
 
 # errors after which the CUDA context is unusable ("sticky"): every later case in that process fails
-STICKY_MARKERS = ("cuda error", "device-side assert", "illegal memory access", "unspecified launch failure", "misaligned address", "cublas_status_execution_failed")
-OOM_MARKERS = ("out of memory", "can't allocate memory", "not enough memory", "bad_alloc", "cannot allocate memory")
+STICKY_MARKERS = (
+    "cuda error",
+    "device-side assert",
+    "illegal memory access",
+    "unspecified launch failure",
+    "misaligned address",
+    "cublas_status_execution_failed",
+)
+OOM_MARKERS = (
+    "out of memory",
+    "can't allocate memory",
+    "not enough memory",
+    "bad_alloc",
+    "cannot allocate memory",
+)
 
 
 def _one_line(err: BaseException) -> str:
@@ -33,7 +46,9 @@ def _one_line(err: BaseException) -> str:
 
 def is_sticky(err: BaseException) -> bool:
     """True for an error that leaves the process's CUDA context broken (a device-side assert, ...)."""
-    if type(err).__name__ == "AcceleratorError":  # torch's own class for such errors, where it has one
+    if (
+        type(err).__name__ == "AcceleratorError"
+    ):  # torch's own class for such errors, where it has one
         return True
     text = str(err).lower()
     return any(marker in text for marker in STICKY_MARKERS)
@@ -104,7 +119,9 @@ def memory_cap(extra_mb: float | None) -> Iterator[None]:
             resource.setrlimit(resource.RLIMIT_AS, previous)
 
 
-def _serve(conn: Any, threads: int | None, run: Callable[[Case], dict[str, Any]] = run_case) -> None:
+def _serve(
+    conn: Any, threads: int | None, run: Callable[[Case], dict[str, Any]] = run_case
+) -> None:
     """Worker loop: receive a case, send back its result, until told to stop (or its CUDA context broke)."""
     if threads:
         torch.set_num_threads(threads)
@@ -136,7 +153,9 @@ class InProcess:
     def run(self, case: Case) -> dict[str, Any]:
         result = execute(case)
         if result.pop("restart", False):
-            result["error"] += " (the CUDA context may be broken for later cases: use isolate=process)"
+            result["error"] += (
+                " (the CUDA context may be broken for later cases: use isolate=process)"
+            )
         return result
 
     def close(self) -> None:
@@ -155,16 +174,27 @@ class Worker:
     """
 
     def __init__(
-        self, threads: int | None = None, grace_s: float | None = None, start_timeout_s: float = 300.0, run: Callable[[Case], dict[str, Any]] = run_case
+        self,
+        threads: int | None = None,
+        grace_s: float | None = None,
+        start_timeout_s: float = 300.0,
+        run: Callable[[Case], dict[str, Any]] = run_case,
     ) -> None:
-        self.threads, self.grace_s, self.start_timeout_s, self.measure = threads, grace_s, start_timeout_s, run
+        self.threads, self.grace_s, self.start_timeout_s, self.measure = (
+            threads,
+            grace_s,
+            start_timeout_s,
+            run,
+        )
         self.proc: Any = None
         self.conn: Any = None
 
     def _start(self) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, self.threads, self.measure), daemon=True)
+        self.proc = ctx.Process(
+            target=_serve, args=(child, self.threads, self.measure), daemon=True
+        )
         self.proc.start()
         child.close()
         if not self.conn.poll(self.start_timeout_s) or self._recv() != "ready":
@@ -202,7 +232,10 @@ class Worker:
             code = self.proc.exitcode
             self._kill()
             if code == -signal.SIGKILL:
-                return {"status": "oom", "error": "the worker was killed (SIGKILL), most likely out of memory"}
+                return {
+                    "status": "oom",
+                    "error": "the worker was killed (SIGKILL), most likely out of memory",
+                }
             return {"status": "error", "error": f"the worker exited with code {code}"}
         if result.pop("restart", False):  # a sticky CUDA error: the next case gets a fresh process
             self._kill()

@@ -63,12 +63,20 @@ def load_splits(cfg: DictConfig) -> dict[str, datasets.Dataset]:
     """Prepare (or load from the cache) the task's splits, then apply ``data.limit_*``."""
     name = cfg.task.name
     if name not in TASK_MODULES:
-        raise DataError(f"task {name!r} has no data module yet; available: {', '.join(sorted(TASK_MODULES))}")
+        raise DataError(
+            f"task {name!r} has no data module yet; available: {', '.join(sorted(TASK_MODULES))}"
+        )
     settings = data_settings(cfg)
     splits = import_module(TASK_MODULES[name]).prepare(settings)
     for split, ds in splits.items():
-        check_ranges(ds, f"{name} {split} split", settings.task.vocab_size, settings.task.num_classes)
-    limits = {"train": settings.data.limit_train, "val": settings.data.limit_eval, "test": settings.data.limit_eval}
+        check_ranges(
+            ds, f"{name} {split} split", settings.task.vocab_size, settings.task.num_classes
+        )
+    limits = {
+        "train": settings.data.limit_train,
+        "val": settings.data.limit_eval,
+        "test": settings.data.limit_eval,
+    }
     for split, limit in limits.items():
         if limit is not None and len(splits[split]) > limit:
             splits[split] = splits[split].select(range(limit))
@@ -83,8 +91,18 @@ def check_ranges(ds: datasets.Dataset, what: str, vocab_size: int, num_classes: 
     for column, (count, lo, hi, _) in columns.items():
         if not count:
             continue
-        limit = num_classes if column == "label" else vocab_size if column.startswith("input_ids") else None
+        limit = (
+            num_classes
+            if column == "label"
+            else vocab_size
+            if column.startswith("input_ids")
+            else None
+        )
         if limit is not None and (lo < 0 or hi >= limit):
             kind = "label" if column == "label" else "token id"
-            where = f"delete the cache folder {Path(ds.cache_files[0]['filename']).parents[1]} to rebuild it" if ds.cache_files else "check the data source"
+            where = (
+                f"delete the cache folder {Path(ds.cache_files[0]['filename']).parents[1]} to rebuild it"
+                if ds.cache_files
+                else "check the data source"
+            )
             raise DataError(f"{what} holds {kind}s {lo}..{hi}, outside 0..{limit - 1}: {where}")

@@ -58,20 +58,34 @@ class TokenColumn:
         parts = [token_buffers(chunk) for chunk in column.chunks]
         self.values = [values for _, _, values in parts]
         self.grids = [_as_grid(*part) for part in parts]
-        self.starts = np.concatenate([starts for starts, _, _ in parts]) if parts else np.zeros(0, np.int64)
-        self.lengths = np.concatenate([lengths for _, lengths, _ in parts]) if parts else np.zeros(0, np.int64)
+        self.starts = (
+            np.concatenate([starts for starts, _, _ in parts]) if parts else np.zeros(0, np.int64)
+        )
+        self.lengths = (
+            np.concatenate([lengths for _, lengths, _ in parts]) if parts else np.zeros(0, np.int64)
+        )
         self.chunk_of = np.repeat(np.arange(len(parts)), [len(lengths) for _, lengths, _ in parts])
-        self.row_in_chunk = np.concatenate([np.arange(len(lengths)) for _, lengths, _ in parts]) if parts else np.zeros(0, np.int64)
+        self.row_in_chunk = (
+            np.concatenate([np.arange(len(lengths)) for _, lengths, _ in parts])
+            if parts
+            else np.zeros(0, np.int64)
+        )
 
     def pad(self, indices: np.ndarray, length: int) -> np.ndarray:
         """Rows ``indices`` right-padded with 0 (or cut) to ``length``: int64 ``[len(indices), length]``."""
         ids = np.zeros((len(indices), length), dtype=np.int64)
-        lengths, starts, chunks = np.minimum(self.lengths[indices], length), self.starts[indices], self.chunk_of[indices]
+        lengths, starts, chunks = (
+            np.minimum(self.lengths[indices], length),
+            self.starts[indices],
+            self.chunk_of[indices],
+        )
         cols = np.arange(length)
         for chunk in np.unique(chunks):
             rows = np.flatnonzero(chunks == chunk)
             values, grid = self.values[chunk], self.grids[chunk]
-            if grid is not None and grid.shape[1] >= length:  # fixed-length rows: a view [rows, size]
+            if (
+                grid is not None and grid.shape[1] >= length
+            ):  # fixed-length rows: a view [rows, size]
                 ids[rows] = grid[self.row_in_chunk[indices[rows]], :length]
             else:
                 valid = cols[None, :] < lengths[rows, None]
@@ -93,7 +107,9 @@ def _as_grid(starts: np.ndarray, lengths: np.ndarray, values: np.ndarray) -> np.
 
 def _as_table(rows: Rows | datasets.Dataset) -> pa.Table:
     if isinstance(rows, datasets.Dataset):
-        return rows.with_format("arrow")[:]  # the memory-mapped table itself when the split has no index mapping
+        return rows.with_format("arrow")[
+            :
+        ]  # the memory-mapped table itself when the split has no index mapping
     return rows if isinstance(rows, pa.Table) else pa.Table.from_pydict(rows)
 
 
@@ -115,17 +131,27 @@ class TokenRows:
         return np.minimum(longest, max_len)
 
 
-def pad_column(column: pa.Array | pa.ChunkedArray, length: int, mask_zero: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def pad_column(
+    column: pa.Array | pa.ChunkedArray, length: int, mask_zero: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Right-pad (or cut) every row of a list column to ``length`` with 0; the mask marks real
     tokens (None when nothing is padded).
 
     ``mask_zero`` reproduces the peer code: every id 0 counts as padding, even inside a sequence.
     """
-    tokens = TokenColumn(column if isinstance(column, pa.ChunkedArray) else pa.chunked_array([column]))
-    return _with_mask(tokens.pad(np.arange(len(tokens.lengths)), length), np.minimum(tokens.lengths, length), mask_zero)
+    tokens = TokenColumn(
+        column if isinstance(column, pa.ChunkedArray) else pa.chunked_array([column])
+    )
+    return _with_mask(
+        tokens.pad(np.arange(len(tokens.lengths)), length),
+        np.minimum(tokens.lengths, length),
+        mask_zero,
+    )
 
 
-def _with_mask(ids: np.ndarray, lengths: np.ndarray, mask_zero: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _with_mask(
+    ids: np.ndarray, lengths: np.ndarray, mask_zero: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     tensor = torch.from_numpy(ids)
     if mask_zero:
         return tensor, tensor != 0
@@ -135,9 +161,13 @@ def _with_mask(ids: np.ndarray, lengths: np.ndarray, mask_zero: bool) -> tuple[t
     return tensor, torch.from_numpy(np.arange(length)[None, :] < lengths[:, None])
 
 
-def pad_sequences(seqs: Sequence[Sequence[int]], length: int, mask_zero: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def pad_sequences(
+    seqs: Sequence[Sequence[int]], length: int, mask_zero: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``pad_column`` for Python lists of token ids."""
-    return pad_column(pa.array([list(s) for s in seqs], type=pa.list_(pa.int64())), length, mask_zero)
+    return pad_column(
+        pa.array([list(s) for s in seqs], type=pa.list_(pa.int64())), length, mask_zero
+    )
 
 
 class Collator:
@@ -164,14 +194,19 @@ class Collator:
     def gather(self, rows: TokenRows, indices: np.ndarray) -> Batch:
         """The batch of rows ``indices``, padded to ``max_len`` or to its longest row (``pad_to``)."""
         indices = np.asarray(indices, dtype=np.int64)
-        lengths = {name: np.minimum(column.lengths[indices], self.max_len) for name, column in rows.columns.items()}
+        lengths = {
+            name: np.minimum(column.lengths[indices], self.max_len)
+            for name, column in rows.columns.items()
+        }
         length = self.max_len
         if self.pad_to == "batch":
             length = max(1, max((int(v.max()) if len(v) else 0) for v in lengths.values()))
         batch: Batch = {"label": torch.from_numpy(rows.labels[indices])}
         for name, column in rows.columns.items():
             mask_name = name.replace("input_ids", "mask")
-            batch[name], batch[mask_name] = _with_mask(column.pad(indices, length), np.minimum(lengths[name], length), self.mask_zero)
+            batch[name], batch[mask_name] = _with_mask(
+                column.pad(indices, length), np.minimum(lengths[name], length), self.mask_zero
+            )
         return batch
 
 
@@ -205,7 +240,9 @@ def training_indices(num_examples: int, batch_size: int, position: int, seed: in
     return stream_slice(num_examples, position * batch_size, batch_size, seed).tolist()
 
 
-def bucket_window(lengths: np.ndarray, batch_size: int, window: int, index: int, seed: int) -> np.ndarray:
+def bucket_window(
+    lengths: np.ndarray, batch_size: int, window: int, index: int, seed: int
+) -> np.ndarray:
     """The ``[window, batch_size]`` batches of window ``index``: its stream slice sorted by length,
     cut into batches, the batches in an order drawn from ``(seed, index)``."""
     indices = stream_slice(len(lengths), index * window * batch_size, window * batch_size, seed)
@@ -244,10 +281,15 @@ class _TrainBatches(Dataset):
     def indices(self, position: int) -> np.ndarray:
         """The global micro-batch ``position`` (all ranks' examples)."""
         if self.lengths is None:
-            return stream_slice(len(self.data), position * self.batch_size, self.batch_size, self.seed)
+            return stream_slice(
+                len(self.data), position * self.batch_size, self.batch_size, self.seed
+            )
         index, slot = divmod(position, self.window)
         if self._cached is None or self._cached[0] != index:
-            self._cached = (index, bucket_window(self.lengths, self.batch_size, self.window, index, self.seed))
+            self._cached = (
+                index,
+                bucket_window(self.lengths, self.batch_size, self.window, index, self.seed),
+            )
         return self._cached[1][slot]
 
     def __getitem__(self, position: int) -> Batch:
@@ -259,8 +301,22 @@ class _TrainBatches(Dataset):
 class _EvalBatches(Dataset):
     """Consecutive batches of the split (of ``order`` when given); with several ranks, batch i goes to rank i % world."""
 
-    def __init__(self, data: datasets.Dataset, collate: Collator, batch_size: int, rank: int, world: int, order: np.ndarray | None = None) -> None:
-        self.data, self.collate, self.batch_size, self.rank, self.world = data, collate, batch_size, rank, world
+    def __init__(
+        self,
+        data: datasets.Dataset,
+        collate: Collator,
+        batch_size: int,
+        rank: int,
+        world: int,
+        order: np.ndarray | None = None,
+    ) -> None:
+        self.data, self.collate, self.batch_size, self.rank, self.world = (
+            data,
+            collate,
+            batch_size,
+            rank,
+            world,
+        )
         self.order = np.arange(len(data)) if order is None else order
         self._rows: TokenRows | None = None
 
@@ -328,4 +384,10 @@ def eval_batches(
     order = None if lengths is None else np.argsort(lengths, kind="stable")
     dataset = _EvalBatches(data, collate, batch_size, rank, world, order)
     options = _loader_options(workers, pin_memory)
-    return DataLoader(dataset, batch_size=None, generator=torch.Generator(), persistent_workers=workers > 0, **options)
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        generator=torch.Generator(),
+        persistent_workers=workers > 0,
+        **options,
+    )

@@ -66,7 +66,10 @@ def _load(entry: Path) -> tuple[dict[str, datasets.Dataset] | None, str]:
         splits = {split: datasets.load_from_disk(str(entry / split)) for split in SPLITS}
         for split in SPLITS:
             if split_summary(splits[split]) != recorded.get(split):
-                return None, f"{split} split does not match the row count and token ranges recorded in key.json"
+                return (
+                    None,
+                    f"{split} split does not match the row count and token ranges recorded in key.json",
+                )
     except (OSError, ValueError, json.JSONDecodeError, pa.ArrowException) as err:
         return None, f"unreadable ({type(err).__name__})"
     return splits, ""
@@ -94,11 +97,15 @@ def cached_splits(
         _write(entry, task, key, build())
     loaded, why = _load(entry)
     if loaded is None:
-        raise DataError(f"data cache {entry} is unreadable right after writing ({why}); check the disk under paths.cache_dir")
+        raise DataError(
+            f"data cache {entry} is unreadable right after writing ({why}); check the disk under paths.cache_dir"
+        )
     return loaded
 
 
-def _write(entry: Path, task: str, key: dict[str, Any], splits: dict[str, datasets.Dataset]) -> None:
+def _write(
+    entry: Path, task: str, key: dict[str, Any], splits: dict[str, datasets.Dataset]
+) -> None:
     """Save the splits and then ``key.json`` (with their summaries) into ``entry`` at once."""
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()

@@ -63,6 +63,7 @@ DEV_FRACTION = 0.1  # LRA: dev = train[90%:]
 READER_VERSION = 1  # bump when the reading or the grayscale rule below changes
 CHUNK = 2048  # images decoded per step (PNG sources)
 
+
 def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
     """``_codecs.encode`` as pickles of protocols 0-2 use it for bytes (``latin1`` only)."""
     if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
@@ -111,17 +112,32 @@ def load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as f:
             batch = BatchUnpickler(f, encoding="bytes").load()
     except RefusedGlobal as err:
-        raise DataError(f"{path}: refused to unpickle: it refers to {err}, but a CIFAR-10 batch holds only numpy arrays and lists") from None
+        raise DataError(
+            f"{path}: refused to unpickle: it refers to {err}, but a CIFAR-10 batch holds only numpy arrays and lists"
+        ) from None
     except Exception as err:  # any other failure means the file is not a batch
         raise DataError(f"{path}: not a CIFAR-10 python batch ({first_line(err)})") from None
     if isinstance(batch, dict):  # a batch re-pickled by Python 3 may have str keys
         batch = {k.encode() if isinstance(k, str) else k: v for k, v in batch.items()}
     data = batch.get(b"data") if isinstance(batch, dict) else None
     labels = batch.get(b"labels") if isinstance(batch, dict) else None
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * SIDE * SIDE:
-        raise DataError(f"{path}: expected a dict with b'data' = uint8 array [N, 3072] (a CIFAR-10 python batch)")
-    if not isinstance(labels, list) or len(labels) != len(data) or not all(isinstance(v, int) for v in labels):
-        raise DataError(f"{path}: expected b'labels' = a list of {len(data)} ints (a CIFAR-10 python batch)")
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3 * SIDE * SIDE
+    ):
+        raise DataError(
+            f"{path}: expected a dict with b'data' = uint8 array [N, 3072] (a CIFAR-10 python batch)"
+        )
+    if (
+        not isinstance(labels, list)
+        or len(labels) != len(data)
+        or not all(isinstance(v, int) for v in labels)
+    ):
+        raise DataError(
+            f"{path}: expected b'labels' = a list of {len(data)} ints (a CIFAR-10 python batch)"
+        )
     return data, check_labels(np.array(labels, dtype=np.int64), NUM_CLASSES, str(path))
 
 
@@ -132,8 +148,14 @@ def batch_files(folder: Path) -> dict[str, list[Path]] | None:
     if not any(present):
         return None
     if not all(present):
-        gap = next(p for p, ok in zip((p for v in files.values() for p in v), present, strict=True) if not ok)
-        raise DataError(f"incomplete cifar-10-batches-py in {folder}: {gap.name} is missing; get it from {URL}")
+        gap = next(
+            p
+            for p, ok in zip((p for v in files.values() for p in v), present, strict=True)
+            if not ok
+        )
+        raise DataError(
+            f"incomplete cifar-10-batches-py in {folder}: {gap.name} is missing; get it from {URL}"
+        )
     return files
 
 
@@ -159,7 +181,9 @@ def decode_png(blob: bytes | None, where: str, row: int) -> np.ndarray:
     except Exception as err:  # PIL raises many kinds
         raise DataError(f"{where} row {row}: not a decodable image ({first_line(err)})") from None
     if rgb.shape[:2] != (SIDE, SIDE):
-        raise DataError(f"{where} row {row}: image is {rgb.shape[1]}x{rgb.shape[0]}, expected {SIDE}x{SIDE}")
+        raise DataError(
+            f"{where} row {row}: image is {rgb.shape[1]}x{rgb.shape[0]}, expected {SIDE}x{SIDE}"
+        )
     return rgb
 
 
@@ -169,12 +193,19 @@ def table_split(tables: list[tuple[str, pa.Table]]) -> tuple[np.ndarray, np.ndar
     for where, table in tables:
         img, label = table.column("img").combine_chunks(), table.column("label")
         if not pa.types.is_struct(img.type) or img.type.get_field_index("bytes") < 0:
-            raise DataError(f"{where}: column img is {img.type}, expected the Hub's image struct {{bytes, path}}")
+            raise DataError(
+                f"{where}: column img is {img.type}, expected the Hub's image struct {{bytes, path}}"
+            )
         if label.null_count:
             raise DataError(f"{where}: column label has empty values")
         blobs = img.field("bytes").to_pylist()
         for start in range(0, len(blobs), CHUNK):
-            rgb = np.stack([decode_png(b, where, start + i + 1) for i, b in enumerate(blobs[start : start + CHUNK])])
+            rgb = np.stack(
+                [
+                    decode_png(b, where, start + i + 1)
+                    for i, b in enumerate(blobs[start : start + CHUNK])
+                ]
+            )
             pixels.append(grayscale(rgb).reshape(len(rgb), SIDE * SIDE))
         labels.append(check_labels(label.to_numpy().astype(np.int64), NUM_CLASSES, where))
     return np.concatenate(pixels), np.concatenate(labels)
@@ -187,7 +218,11 @@ def locate(settings: DataSettings) -> Located:
     """Resolve ``data.source`` (auto | local | hub): pickled batches, Parquet shards (``auto`` tries these first) or the Hub."""
     source = settings.data.source
     if source == "hub":
-        return Located("hub", HUB_NAME, hub_hint="use a local copy instead: data.source=local data.root=<folder holding cifar-10-batches-py>")
+        return Located(
+            "hub",
+            HUB_NAME,
+            hub_hint="use a local copy instead: data.source=local data.root=<folder holding cifar-10-batches-py>",
+        )
     looked = candidate_dirs(settings, SUBDIRS)
     for folder in looked:
         if not folder.is_dir():
@@ -204,11 +239,15 @@ def locate(settings: DataSettings) -> Located:
     return Located("hub", HUB_NAME, hub_hint=f"no local copy either: {missing}")
 
 
-def read_split(located: Located, split: str, hub: datasets.DatasetDict | None) -> tuple[np.ndarray, np.ndarray]:
+def read_split(
+    located: Located, split: str, hub: datasets.DatasetDict | None
+) -> tuple[np.ndarray, np.ndarray]:
     if located.kind == "batches":
         return pickled_split(located.files[split])
     if located.kind == "shards":
-        return table_split([(str(p), t) for p, t in read_table_shards(located.files[split], ("img", "label"))])
+        return table_split(
+            [(str(p), t) for p, t in read_table_shards(located.files[split], ("img", "label"))]
+        )
     assert hub is not None
     return table_split([(f"{HUB_NAME} {split}", hub_table(hub, HUB_NAME, split, ("img", "label")))])
 
@@ -217,7 +256,9 @@ def build(located: Located, scratch: Path) -> dict[str, datasets.Dataset]:
     hub = load_hub(HUB_NAME, located.hub_hint) if located.kind == "hub" else None
     train_px, train_y = read_split(located, "train", hub)
     test_px, test_y = read_split(located, "test", hub)
-    n_train = len(train_px) - max(1, round(DEV_FRACTION * len(train_px)))  # 50,000 -> 45,000 + 5,000
+    n_train = len(train_px) - max(
+        1, round(DEV_FRACTION * len(train_px))
+    )  # 50,000 -> 45,000 + 5,000
     parts = {
         "train": (train_px[:n_train], train_y[:n_train]),
         "val": (train_px[n_train:], train_y[n_train:]),
@@ -228,7 +269,9 @@ def build(located: Located, scratch: Path) -> dict[str, datasets.Dataset]:
     for split, (px, y) in parts.items():
         writer = SplitWriter(scratch / f"{split}.arrow", schema, f"{located.where} ({split})")
         for start in range(0, len(px), 8192):
-            writer.write(input_ids=fixed_tokens(px[start : start + 8192]), label=y[start : start + 8192])
+            writer.write(
+                input_ids=fixed_tokens(px[start : start + 8192]), label=y[start : start + 8192]
+            )
         out[split] = writer.finish()
     return out
 
@@ -236,5 +279,10 @@ def build(located: Located, scratch: Path) -> dict[str, datasets.Dataset]:
 def prepare(settings: DataSettings) -> dict[str, datasets.Dataset]:
     """CIFAR-10 splits ``train``/``val``/``test``: 1024 gray pixel tokens ``input_ids`` and ``label`` (cached)."""
     located = locate(settings)
-    key = {"reader": READER_VERSION, **located.fingerprint(), "gray": "tf.image.rgb_to_grayscale", "dev_fraction": DEV_FRACTION}
+    key = {
+        "reader": READER_VERSION,
+        **located.fingerprint(),
+        "gray": "tf.image.rgb_to_grayscale",
+        "dev_fraction": DEV_FRACTION,
+    }
     return prepare_cached(settings, TASK, key, lambda scratch: build(located, scratch))

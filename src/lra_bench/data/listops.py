@@ -203,8 +203,14 @@ def _file_stamp(path: Path) -> list[int]:
 def prepare(settings: DataSettings) -> dict[str, datasets.Dataset]:
     """ListOps splits ``train``/``val``/``test`` from the release or the generator, cached."""
     max_len = settings.task.max_len
-    folder = release_or_generate(settings.data.source, lambda: find_release(settings), lambda: _missing_release(settings))
-    key: dict[str, Any] = {"source": "generate" if folder is None else "release", "max_len": max_len, "reader": READER_VERSION}
+    folder = release_or_generate(
+        settings.data.source, lambda: find_release(settings), lambda: _missing_release(settings)
+    )
+    key: dict[str, Any] = {
+        "source": "generate" if folder is None else "release",
+        "max_len": max_len,
+        "reader": READER_VERSION,
+    }
     if folder is not None:
         key["files"] = {name: _file_stamp(folder / name) for name in SPLIT_FILES.values()}
         release = folder

@@ -72,7 +72,9 @@ def split_sizes(n: int, data: DataConfig, where: Path) -> tuple[int, int, int]:
     if sizes is None:
         val = test = n // 10
         if val == 0:
-            raise DataError(f"{where} holds {n} usable images, too few for an 80/10/10 split (at least 10 needed); add images or set data.*_size")
+            raise DataError(
+                f"{where} holds {n} usable images, too few for an 80/10/10 split (at least 10 needed); add images or set data.*_size"
+            )
         return n - val - test, val, test
     if sum(sizes) > n and data.fit_sizes:
         return _fitted_sizes(sizes, n, where)
@@ -87,7 +89,9 @@ def split_sizes(n: int, data: DataConfig, where: Path) -> tuple[int, int, int]:
 def _fitted_sizes(sizes: tuple[int, int, int], n: int, where: Path) -> tuple[int, int, int]:
     """The requested sizes shrunk in proportion to the ``n`` images there, at least a few per split."""
     if n < 3 * MIN_FITTED_SPLIT:
-        raise DataError(f"{where} holds {n} usable images, too few for train/val/test (at least {3 * MIN_FITTED_SPLIT} needed)")
+        raise DataError(
+            f"{where} holds {n} usable images, too few for train/val/test (at least {3 * MIN_FITTED_SPLIT} needed)"
+        )
     val, test = (max(MIN_FITTED_SPLIT, s * n // sum(sizes)) for s in sizes[1:])
     return min(sizes[0], n - val - test), val, test
 
@@ -114,7 +118,9 @@ def _metadata_lines(path: Path) -> list[str]:
             return [" ".join(str(v) for v in np.atleast_1d(row)) for row in np.atleast_2d(table)]
         return raw.decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise DataError(f"{path}: unreadable metadata file ({_one_line(err)}); expected a text file of {_EXPECTED_LINE}") from None
+        raise DataError(
+            f"{path}: unreadable metadata file ({_one_line(err)}); expected a text file of {_EXPECTED_LINE}"
+        ) from None
 
 
 def parse_metadata(path: Path) -> list[tuple[str, int]]:
@@ -124,9 +130,15 @@ def parse_metadata(path: Path) -> list[tuple[str, int]]:
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != METADATA_FIELDS or fields[3] not in ("0", "1") or not fields[1].endswith(".png"):
+        if (
+            len(fields) != METADATA_FIELDS
+            or fields[3] not in ("0", "1")
+            or not fields[1].endswith(".png")
+        ):
             shown = line if len(line) <= 80 else line[:77] + "..."
-            raise DataError(f"{path}:{lineno}: malformed metadata line {shown!r}; expected {_EXPECTED_LINE}")
+            raise DataError(
+                f"{path}:{lineno}: malformed metadata line {shown!r}; expected {_EXPECTED_LINE}"
+            )
         rows.append((f"{fields[0]}/{fields[1]}", int(fields[3])))
     return rows
 
@@ -145,7 +157,9 @@ def load_image(path: Path, side: int) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise UnreadableImage(f"{path}: unreadable or truncated PNG ({_one_line(err)})") from None
     if pixels.shape != (side, side):
-        raise DataError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]}, expected {side}x{side}")
+        raise DataError(
+            f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]}, expected {side}x{side}"
+        )
     return pixels.reshape(-1)
 
 
@@ -168,11 +182,19 @@ def _load_chunk(job: tuple[list[Path], int]) -> tuple[np.ndarray, list[int]]:
 
 def _warn_unreadable(folder: Path, paths: list[Path], total: int) -> None:
     """One warning line counting the unreadable images and naming the first few."""
-    shown = ", ".join(str(p.relative_to(folder)) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
-    print(f"warning: skipped {len(paths)} of {total} images in {folder} as unreadable (0 bytes or not a decodable PNG): {shown}", file=sys.stderr, flush=True)
+    shown = ", ".join(str(p.relative_to(folder)) for p in paths[:3]) + (
+        ", ..." if len(paths) > 3 else ""
+    )
+    print(
+        f"warning: skipped {len(paths)} of {total} images in {folder} as unreadable (0 bytes or not a decodable PNG): {shown}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
-def read_folder(folder: Path, side: int, workers: int = 1, progress: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+def read_folder(
+    folder: Path, side: int, workers: int = 1, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray, int]:
     """All images of a difficulty folder, in metadata order, without the all-zero ones.
 
     Returns (pixels (N, side*side) uint8, labels (N,) int64, number of skipped images).
@@ -181,7 +203,9 @@ def read_folder(folder: Path, side: int, workers: int = 1, progress: bool = Fals
 
     files = metadata_files(folder)
     if not files:
-        raise DataError(f"{folder / 'metadata'}: no metadata/*.npy files; expected the LRA Pathfinder layout (imgs/, metadata/)")
+        raise DataError(
+            f"{folder / 'metadata'}: no metadata/*.npy files; expected the LRA Pathfinder layout (imgs/, metadata/)"
+        )
     rows = [row for f in files for row in parse_metadata(f)]
     if not rows:
         raise DataError(f"{folder / 'metadata'}: the metadata files list no images")
@@ -220,17 +244,29 @@ def _chunk_map(workers: int, n_jobs: int) -> Iterator[Callable]:
 def to_dataset(pixels: np.ndarray, labels: np.ndarray) -> datasets.Dataset:
     """Rows of ``input_ids`` (fixed-length lists of uint8 pixel tokens) and ``label``."""
     n, length = pixels.shape
-    ids = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(pixels).reshape(-1)), length)
-    return datasets.Dataset.from_dict({"input_ids": ids, "label": pa.array(labels, type=pa.int64())})
+    ids = pa.FixedSizeListArray.from_arrays(
+        pa.array(np.ascontiguousarray(pixels).reshape(-1)), length
+    )
+    return datasets.Dataset.from_dict(
+        {"input_ids": ids, "label": pa.array(labels, type=pa.int64())}
+    )
 
 
-def build_splits(folder: Path, side: int, data: DataConfig, workers: int = 1, progress: bool = False) -> dict[str, datasets.Dataset]:
+def build_splits(
+    folder: Path, side: int, data: DataConfig, workers: int = 1, progress: bool = False
+) -> dict[str, datasets.Dataset]:
     """Read a difficulty folder and split it by the seeded permutation (``data.split_seed``: the same split for every training seed)."""
     pixels, labels, _ = read_folder(folder, side, workers=workers, progress=progress)
     n_train, n_val, n_test = split_sizes(len(labels), data, folder)
     order = np.random.default_rng(data.split_seed).permutation(len(labels))
-    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n_train + n_val + n_test)}
-    return {name: to_dataset(pixels[order[a:b]], labels[order[a:b]]) for name, (a, b) in bounds.items()}
+    bounds = {
+        "train": (0, n_train),
+        "val": (n_train, n_train + n_val),
+        "test": (n_train + n_val, n_train + n_val + n_test),
+    }
+    return {
+        name: to_dataset(pixels[order[a:b]], labels[order[a:b]]) for name, (a, b) in bounds.items()
+    }
 
 
 # ----------------------------------------------------------------------------- sources
@@ -244,7 +280,12 @@ def _release_root(settings: DataSettings) -> Path:
 def find_release(settings: DataSettings, side: int, level: str) -> Path | None:
     """The release's difficulty folder (holding metadata/), or None when it is not there."""
     root, sub = _release_root(settings), gen.DIFFICULTY_FOLDER[level]
-    for folder in (root, root / sub, root / f"pathfinder{side}" / sub, root / "lra_release" / f"pathfinder{side}" / sub):
+    for folder in (
+        root,
+        root / sub,
+        root / f"pathfinder{side}" / sub,
+        root / "lra_release" / f"pathfinder{side}" / sub,
+    ):
         if (folder / "metadata").is_dir():
             if folder == root and folder.name != sub:
                 _check_contour_length(folder, level)
@@ -255,7 +296,11 @@ def find_release(settings: DataSettings, side: int, level: str) -> Path | None:
 def _check_contour_length(folder: Path, level: str) -> None:
     """When data.root names a difficulty folder directly, it must match data.difficulty."""
     files = metadata_files(folder)
-    fields = next((line.split() for line in _metadata_lines(files[0]) if line.strip()), []) if files else []
+    fields = (
+        next((line.split() for line in _metadata_lines(files[0]) if line.strip()), [])
+        if files
+        else []
+    )
     want = gen.DIFFICULTY_LENGTH[level]
     if len(fields) == METADATA_FIELDS and fields[5] != str(want):
         raise DataError(
@@ -279,7 +324,9 @@ def _release_key(folder: Path) -> dict:
     return {"folder": str(folder.resolve()), "metadata": listing}
 
 
-def generated_folder(cache_dir: Path, params: gen.PathfinderParams, n: int, seed: int, level: str) -> tuple[Path, dict]:
+def generated_folder(
+    cache_dir: Path, params: gen.PathfinderParams, n: int, seed: int, level: str
+) -> tuple[Path, dict]:
     """Where ``generate`` writes its images, and the key that names them."""
     key = {
         "params": dataclasses.asdict(params),
@@ -288,15 +335,26 @@ def generated_folder(cache_dir: Path, params: gen.PathfinderParams, n: int, seed
         "version": gen.GENERATOR_VERSION,
         "batch": gen.BATCH_SIZE,
     }
-    root = cache_dir / f"pathfinder{params.image_size}-images-{cache_key_hash('pathfinder-images', key)}"
+    root = (
+        cache_dir
+        / f"pathfinder{params.image_size}-images-{cache_key_hash('pathfinder-images', key)}"
+    )
     return root / f"pathfinder{params.image_size}" / gen.DIFFICULTY_FOLDER[level], key
 
 
-def ensure_generated(folder: Path, params: gen.PathfinderParams, n: int, seed: int, workers: int, progress: bool) -> Path:
+def ensure_generated(
+    folder: Path, params: gen.PathfinderParams, n: int, seed: int, workers: int, progress: bool
+) -> Path:
     """Generate the images unless a complete copy exists (built aside, renamed into place, locked)."""
 
     def fill(tmp: Path) -> None:
-        log.info("pathfinder: generating %d images of %dx%d into %s", n, params.image_size, params.image_size, folder)
+        log.info(
+            "pathfinder: generating %d images of %dx%d into %s",
+            n,
+            params.image_size,
+            params.image_size,
+            folder,
+        )
         gen.write_dataset(tmp, params, n, seed, workers=workers, progress=progress)
 
     return build_dir_once(folder, "metadata", fill)
@@ -323,10 +381,19 @@ def prepare(settings: DataSettings) -> dict[str, datasets.Dataset]:
         "reader": READER_VERSION,
         **({"fit_sizes": True} if data.fit_sizes else {}),
     }
-    folder = release_or_generate(data.source, lambda: find_release(settings, side, level), lambda: _missing_release(settings, side, level))
+    folder = release_or_generate(
+        data.source,
+        lambda: find_release(settings, side, level),
+        lambda: _missing_release(settings, side, level),
+    )
     if folder is not None:
         key = {"source": "release", **_release_key(folder), **shaping}
-        return cached_splits(settings.cache_dir, name, key, lambda: build_splits(folder, side, data, workers, progress))
+        return cached_splits(
+            settings.cache_dir,
+            name,
+            key,
+            lambda: build_splits(folder, side, data, workers, progress),
+        )
 
     params = gen.preset(side, level)
     n, seed = _generated_count(data), data.gen_seed

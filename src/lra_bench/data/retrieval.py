@@ -28,7 +28,11 @@ from lra_bench.data.sources import (
 )
 
 TASK = "retrieval"
-FILES = {"train": "new_aan_pairs.train.tsv", "val": "new_aan_pairs.eval.tsv", "test": "new_aan_pairs.test.tsv"}
+FILES = {
+    "train": "new_aan_pairs.train.tsv",
+    "val": "new_aan_pairs.eval.tsv",
+    "test": "new_aan_pairs.test.tsv",
+}
 SUBDIRS = ("tsv_data", "lra_release/tsv_data", "lra_release/lra_release/tsv_data")
 URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz (the LRA release)"
 DOC_BYTES = 10_000  # LRA's reader keeps the first 10,000 bytes of each document
@@ -48,7 +52,9 @@ def locate(settings: DataSettings) -> dict[str, Path]:
             return paths
         if any(present):
             gap = next(p for p, ok in zip(paths.values(), present, strict=True) if not ok)
-            raise DataError(f"incomplete AAN data in {folder}: {gap.name} is missing; get the full release from {URL}")
+            raise DataError(
+                f"incomplete AAN data in {folder}: {gap.name} is missing; get the full release from {URL}"
+            )
     raise DataError(not_found("AAN pairs", "new_aan_pairs.{train,eval,test}.tsv", looked, URL))
 
 
@@ -59,7 +65,9 @@ def parse_label(field: bytes, path: Path, lineno: int) -> int:
         value = float("nan")
     if value not in (0.0, 1.0):
         shown = field[:20].decode("utf-8", "replace")
-        raise DataError(f"{path}:{lineno}: label {shown!r} is not 0 or 1 (expected {FIELDS}, tab-separated)")
+        raise DataError(
+            f"{path}:{lineno}: label {shown!r} is not 0 or 1 (expected {FIELDS}, tab-separated)"
+        )
     return int(value)
 
 
@@ -71,7 +79,9 @@ def read_split(path: Path, writer: SplitWriter, limit: int) -> None:
 
     def flush() -> None:
         writer.write(
-            input_ids_1=byte_tokens(docs1, limit), input_ids_2=byte_tokens(docs2, limit), label=np.array(labels, dtype=np.int64)
+            input_ids_1=byte_tokens(docs1, limit),
+            input_ids_2=byte_tokens(docs2, limit),
+            label=np.array(labels, dtype=np.int64),
         )
         docs1.clear(), docs2.clear(), labels.clear()
 
@@ -81,7 +91,9 @@ def read_split(path: Path, writer: SplitWriter, limit: int) -> None:
                 continue
             fields = line.rstrip(b"\r\n").split(b"\t")
             if len(fields) != 5:
-                raise DataError(f"{path}:{lineno}: expected 5 tab-separated fields ({FIELDS}), found {len(fields)}")
+                raise DataError(
+                    f"{path}:{lineno}: expected 5 tab-separated fields ({FIELDS}), found {len(fields)}"
+                )
             labels.append(parse_label(fields[0], path, lineno))
             docs1.append(fields[3][:DOC_BYTES])
             docs2.append(fields[4][:DOC_BYTES])

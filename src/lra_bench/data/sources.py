@@ -46,7 +46,9 @@ def candidate_dirs(settings: DataSettings, subdirs: Sequence[str]) -> list[Path]
     return list(dict.fromkeys(found))
 
 
-def release_or_generate(source: str, find_release: Callable[[], Path | None], missing_release: Callable[[], DataError]) -> Path | None:
+def release_or_generate(
+    source: str, find_release: Callable[[], Path | None], missing_release: Callable[[], DataError]
+) -> Path | None:
     """The release folder to read, or None to generate (ListOps, Pathfinder).
 
     ``generate`` never looks for a release; ``release`` must find one (else ``missing_release()``
@@ -89,7 +91,9 @@ def first_line(err: BaseException) -> str:
 def not_found(what: str, expected: str, looked_in: Sequence[Path], obtain: str) -> str:
     """The one-line message for a missing local source (a DataError's text)."""
     where = ", ".join(str(p) for p in looked_in)
-    return f"{what} not found: looked for {expected} in {where}; {WHERE_SETTING}; get it from {obtain}"
+    return (
+        f"{what} not found: looked for {expected} in {where}; {WHERE_SETTING}; get it from {obtain}"
+    )
 
 
 # --- the Hugging Face Hub ----------------------------------------------------------------------
@@ -101,7 +105,9 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     Offline mode (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``) and proxies are left to the
     Hub client itself; without them an unreachable Hub would cost many retries.
     """
-    if any(os.environ.get(v, "").lower() in TRUTHY for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+    if any(
+        os.environ.get(v, "").lower() in TRUTHY for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    ):
         return True
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return True
@@ -119,23 +125,31 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def load_hub(name: str, local_hint: str) -> datasets.DatasetDict:
     """``datasets.load_dataset(name)``; any failure becomes a one-line DataError ending in ``local_hint``."""
     if not hub_reachable():
-        raise DataError(f"the Hugging Face Hub is unreachable, so {name} cannot be downloaded; {local_hint}")
+        raise DataError(
+            f"the Hugging Face Hub is unreachable, so {name} cannot be downloaded; {local_hint}"
+        )
     try:
         loaded = datasets.load_dataset(name)
     except Exception as err:  # any Hub/network/format failure is reported the same way
-        raise DataError(f"could not load {name} from the Hugging Face Hub ({first_line(err)}); {local_hint}") from None
+        raise DataError(
+            f"could not load {name} from the Hugging Face Hub ({first_line(err)}); {local_hint}"
+        ) from None
     if not isinstance(loaded, datasets.DatasetDict):
         raise DataError(f"{name} from the Hub is not a dataset with splits; {local_hint}")
     return loaded
 
 
-def hub_table(data: datasets.DatasetDict, name: str, split: str, columns: Sequence[str]) -> pa.Table:
+def hub_table(
+    data: datasets.DatasetDict, name: str, split: str, columns: Sequence[str]
+) -> pa.Table:
     """One Hub split as an Arrow table of ``columns`` (raw storage: images stay encoded)."""
     if split not in data:
         raise DataError(f"{name} from the Hub has no {split!r} split (has {', '.join(data)})")
     missing = [c for c in columns if c not in data[split].column_names]
     if missing:
-        raise DataError(f"{name} {split} from the Hub lacks column(s) {', '.join(missing)} (has {', '.join(data[split].column_names)})")
+        raise DataError(
+            f"{name} {split} from the Hub lacks column(s) {', '.join(missing)} (has {', '.join(data[split].column_names)})"
+        )
     table = data[split].select_columns(list(columns)).with_format("arrow")[:]
     return table.combine_chunks() if isinstance(table, pa.Table) else pa.table(table)
 
@@ -153,7 +167,9 @@ def files_fingerprint(files: Iterable[Path]) -> dict[str, Any]:
     return {"files": count, "digest": digest.hexdigest()[:16]}
 
 
-def split_files(folder: Path, split: str, extensions: Sequence[str] = ("parquet", "arrow")) -> list[Path]:
+def split_files(
+    folder: Path, split: str, extensions: Sequence[str] = ("parquet", "arrow")
+) -> list[Path]:
     """Shards of ``split`` in ``folder`` named as the Hub and its cache name them, sorted.
 
     Matches ``train-00000-of-00001.parquet``, ``train.parquet``, ``imdb-train.arrow`` and
@@ -193,7 +209,9 @@ def _read_one(path: Path, columns: Sequence[str]) -> pa.Table:
         if all(c in have for c in columns):
             return table.select(list(columns))
     missing = [c for c in columns if c not in have]
-    raise DataError(f"{path}: no column(s) {', '.join(missing)} (has {', '.join(have)}); expected the Hub's columns {', '.join(columns)}")
+    raise DataError(
+        f"{path}: no column(s) {', '.join(missing)} (has {', '.join(have)}); expected the Hub's columns {', '.join(columns)}"
+    )
 
 
 def read_table_shards(files: Sequence[Path], columns: Sequence[str]) -> list[tuple[Path, pa.Table]]:
@@ -203,7 +221,9 @@ def read_table_shards(files: Sequence[Path], columns: Sequence[str]) -> list[tup
         try:
             out.append((path, _read_one(path, columns)))
         except (OSError, pa.ArrowException) as err:
-            raise DataError(f"{path}: not a readable Parquet/Arrow file ({first_line(err)})") from None
+            raise DataError(
+                f"{path}: not a readable Parquet/Arrow file ({first_line(err)})"
+            ) from None
     return out
 
 
@@ -211,7 +231,9 @@ def check_labels(labels: np.ndarray, num_classes: int, where: str) -> np.ndarray
     """Labels as int64 in ``0..num_classes-1``; the first bad one is named with its row."""
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
-        raise DataError(f"{where} row {bad[0] + 1}: label {labels[bad[0]]} is outside 0..{num_classes - 1}")
+        raise DataError(
+            f"{where} row {bad[0] + 1}: label {labels[bad[0]]} is outside 0..{num_classes - 1}"
+        )
     return labels.astype(np.int64)
 
 
@@ -224,14 +246,18 @@ def byte_tokens(texts: Sequence[bytes], limit: int) -> pa.ListArray:
     offsets = np.zeros(len(cut) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, cut), dtype=np.int64, count=len(cut)), out=offsets[1:])
     values = np.frombuffer(b"".join(cut), dtype=np.uint8).astype(np.int16) + 1
-    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)).cast(pa.list_(pa.int16()))
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)).cast(
+        pa.list_(pa.int16())
+    )
 
 
 def fixed_tokens(rows: np.ndarray) -> pa.ListArray:
     """Rows of a ``[N, L]`` array as lists of length ``L`` (element type kept)."""
     n, length = rows.shape
     offsets = np.arange(0, (n + 1) * length, length, dtype=np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.ascontiguousarray(rows).reshape(-1)))
+    return pa.ListArray.from_arrays(
+        pa.array(offsets), pa.array(np.ascontiguousarray(rows).reshape(-1))
+    )
 
 
 class SplitWriter:
@@ -250,7 +276,12 @@ class SplitWriter:
         self._writer = pa.ipc.new_stream(self._sink, schema)
 
     def write(self, **columns: pa.Array | np.ndarray) -> None:
-        arrays = [pa.array(columns[f.name], type=f.type) if isinstance(columns[f.name], np.ndarray) else columns[f.name] for f in self.schema]
+        arrays = [
+            pa.array(columns[f.name], type=f.type)
+            if isinstance(columns[f.name], np.ndarray)
+            else columns[f.name]
+            for f in self.schema
+        ]
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         self._writer.write_batch(batch)
         self.rows += batch.num_rows
@@ -264,11 +295,16 @@ class SplitWriter:
 
 
 def token_schema(*token_columns: str, value_type: pa.DataType) -> pa.Schema:
-    return pa.schema([*(pa.field(c, pa.list_(value_type)) for c in token_columns), pa.field("label", pa.int64())])
+    return pa.schema(
+        [*(pa.field(c, pa.list_(value_type)) for c in token_columns), pa.field("label", pa.int64())]
+    )
 
 
 def prepare_cached(
-    settings: DataSettings, task: str, key: dict[str, Any], build: Callable[[Path], dict[str, datasets.Dataset]]
+    settings: DataSettings,
+    task: str,
+    key: dict[str, Any],
+    build: Callable[[Path], dict[str, datasets.Dataset]],
 ) -> dict[str, datasets.Dataset]:
     """``cached_splits`` whose ``build`` gets a scratch folder, removed once the entry is written."""
     cache_dir = settings.cache_dir

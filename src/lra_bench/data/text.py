@@ -57,7 +57,9 @@ def tree_files(folder: Path) -> dict[str, list[Path]] | None:
         return None
     if not all(present):
         gap = next(d for d, ok in zip(wanted, present, strict=True) if not ok)
-        raise DataError(f"incomplete aclImdb tree in {folder}: {gap} is missing; unpack the full archive from {URL}")
+        raise DataError(
+            f"incomplete aclImdb tree in {folder}: {gap} is missing; unpack the full archive from {URL}"
+        )
     files: dict[str, list[Path]] = {}
     for split in SPLITS:
         files[split] = []
@@ -92,7 +94,11 @@ def locate(settings: DataSettings) -> Located:
     """Resolve ``data.source`` (auto | local | hub): a local copy (``auto`` tries one first) or the Hub."""
     source = settings.data.source
     if source == "hub":
-        return Located("hub", HUB_NAME, hub_hint="use a local copy instead: data.source=local data.root=<folder holding aclImdb>")
+        return Located(
+            "hub",
+            HUB_NAME,
+            hub_hint="use a local copy instead: data.source=local data.root=<folder holding aclImdb>",
+        )
     found, looked = locate_local(settings)
     if found is not None:
         return found
@@ -106,7 +112,11 @@ def dev_settings(data: DataConfig) -> dict[str, Any]:
     """The dev-split part of the cache key."""
     if data.dev_split == "default":
         return {"dev_split": "test"}
-    return {"dev_split": "heldout", "heldout_fraction": float(data.heldout_fraction), "split_seed": data.split_seed}
+    return {
+        "dev_split": "heldout",
+        "heldout_fraction": float(data.heldout_fraction),
+        "split_seed": data.split_seed,
+    }
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -114,7 +124,10 @@ def dev_settings(data: DataConfig) -> dict[str, Any]:
 
 def write_texts(writer: SplitWriter, texts: list[bytes], labels: np.ndarray, limit: int) -> None:
     for start in range(0, len(texts), CHUNK):
-        writer.write(input_ids=byte_tokens(texts[start : start + CHUNK], limit), label=labels[start : start + CHUNK])
+        writer.write(
+            input_ids=byte_tokens(texts[start : start + CHUNK], limit),
+            label=labels[start : start + CHUNK],
+        )
 
 
 def tree_split(files: list[Path], writer: SplitWriter, limit: int) -> None:
@@ -147,15 +160,28 @@ def build(data: DataConfig, located: Located, scratch: Path) -> dict[str, datase
         if located.kind == "tree":
             tree_split(located.files[split], writer, limit)
         elif located.kind == "shards":
-            table_split([(str(p), t) for p, t in read_table_shards(located.files[split], ("text", "label"))], writer, limit)
+            table_split(
+                [
+                    (str(p), t)
+                    for p, t in read_table_shards(located.files[split], ("text", "label"))
+                ],
+                writer,
+                limit,
+            )
         else:
             assert hub is not None
-            table_split([(f"{HUB_NAME} {split}", hub_table(hub, HUB_NAME, split, ("text", "label")))], writer, limit)
+            table_split(
+                [(f"{HUB_NAME} {split}", hub_table(hub, HUB_NAME, split, ("text", "label")))],
+                writer,
+                limit,
+            )
         out[split] = writer.finish()
     return dev_split(data, out["train"], out["test"])
 
 
-def dev_split(data: DataConfig, train: datasets.Dataset, test: datasets.Dataset) -> dict[str, datasets.Dataset]:
+def dev_split(
+    data: DataConfig, train: datasets.Dataset, test: datasets.Dataset
+) -> dict[str, datasets.Dataset]:
     """LRA: dev = test; ``heldout``: a seeded ``heldout_fraction`` of train (both parts keep file order)."""
     settings = dev_settings(data)
     if settings["dev_split"] == "test":
@@ -170,5 +196,12 @@ def dev_split(data: DataConfig, train: datasets.Dataset, test: datasets.Dataset)
 def prepare(settings: DataSettings) -> dict[str, datasets.Dataset]:
     """IMDB splits ``train``/``val``/``test`` with byte tokens ``input_ids`` and ``label`` (cached)."""
     located = locate(settings)
-    key = {"reader": READER_VERSION, **located.fingerprint(), "max_bytes": settings.data.max_bytes, **dev_settings(settings.data)}
-    return prepare_cached(settings, TASK, key, lambda scratch: build(settings.data, located, scratch))
+    key = {
+        "reader": READER_VERSION,
+        **located.fingerprint(),
+        "max_bytes": settings.data.max_bytes,
+        **dev_settings(settings.data),
+    }
+    return prepare_cached(
+        settings, TASK, key, lambda scratch: build(settings.data, located, scratch)
+    )

@@ -40,7 +40,9 @@ class Side:
 class Comparison:
     table: Table
     deltas: list[tuple[str, str, float]] = field(default_factory=list)  # (task, attn, points)
-    warnings: list[str] = field(default_factory=list)  # one line per kind of mismatch (parity, protocol)
+    warnings: list[str] = field(
+        default_factory=list
+    )  # one line per kind of mismatch (parity, protocol)
 
 
 def mismatches(base: Side, new: Side, keys: set[tuple[str, str]]) -> list[str]:
@@ -49,7 +51,10 @@ def mismatches(base: Side, new: Side, keys: set[tuple[str, str]]) -> list[str]:
     for label in LABEL_COLUMNS:
         differ = []
         for key in sorted(keys):
-            values = [{getattr(r, label) for r in side.records if (r.task, r.attn) == key} for side in (base, new)]
+            values = [
+                {getattr(r, label) for r in side.records if (r.task, r.attn) == key}
+                for side in (base, new)
+            ]
             if values[0] != values[1]:
                 differ.append((key, values))
         if differ:
@@ -62,7 +67,9 @@ def mismatches(base: Side, new: Side, keys: set[tuple[str, str]]) -> list[str]:
     return lines
 
 
-def pick(side: Side, task: str, attn: str, wanted: Callable[[Record], bool], what: str) -> list[Record]:
+def pick(
+    side: Side, task: str, attn: str, wanted: Callable[[Record], bool], what: str
+) -> list[Record]:
     """The rows of one group holding ``what`` for (task, attn); several groups is an error."""
     rows = [r for r in side.records if r.task == task and r.attn == attn and wanted(r)]
     groups = group_records(rows)
@@ -80,7 +87,9 @@ def spread(a: Stat | None, b: Stat | None) -> float | None:
     return max(stds) if stds else None
 
 
-def time_ratio(base: list[Record], new: list[Record], task: str, attn: str) -> tuple[str, float] | None:
+def time_ratio(
+    base: list[Record], new: list[Record], task: str, attn: str
+) -> tuple[str, float] | None:
     """(measure, new time / base time) on the first measure both sides have."""
     pair = comparable_times(base, new, task, attn, attn)
     return (pair[0], pair[2].mean / pair[1].mean) if pair and pair[1].mean > 0 else None
@@ -105,7 +114,12 @@ def measure_pair(base: Side, new: Side, task: str, attn: str) -> PairFigures:
     delta = acc_n.mean - acc_b.mean if acc_b and acc_n else None
     sp = spread(acc_b, acc_n)
     beyond = None if delta is None or sp is None else abs(delta) > sp
-    timing = time_ratio(pick(base, task, attn, has_time, "times"), pick(new, task, attn, has_time, "times"), task, attn)
+    timing = time_ratio(
+        pick(base, task, attn, has_time, "times"),
+        pick(new, task, attn, has_time, "times"),
+        task,
+        attn,
+    )
     mem_b = cell(pick(base, task, attn, has_mem, "memory figures"), task, attn, "peak_mem_mb")
     mem_n = cell(pick(new, task, attn, has_mem, "memory figures"), task, attn, "peak_mem_mb")
     mem = mem_n.mean / mem_b.mean if mem_b and mem_n and mem_b.mean > 0 else None
@@ -120,7 +134,9 @@ def pair_cells(task: str, attn: str, f: PairFigures) -> list[str]:
         acc_text(f.acc_b),
         acc_text(f.acc_n),
         MISSING if f.delta is None else f"{f.delta:+.2f}",
-        MISSING if f.delta is None else ("n/a" if f.beyond is None else ("yes" if f.beyond else "no")),
+        MISSING
+        if f.delta is None
+        else ("n/a" if f.beyond is None else ("yes" if f.beyond else "no")),
         MISSING if f.timing is None else f"{f.timing[1]:.2f}× ({f.timing[0]})",
         MISSING if f.mem is None else f"{f.mem:.2f}×",
     ]
@@ -143,7 +159,16 @@ def compare(base: Side, new: Side) -> Comparison:
     both = base.records + new.records
     table = Table(
         title=f"{new.name} against {base.name}",
-        header=["Task", "Attention", "Base acc (%)", "New acc (%)", "Δ (pts)", "Beyond spread", "Time new/base", "Memory new/base"],
+        header=[
+            "Task",
+            "Attention",
+            "Base acc (%)",
+            "New acc (%)",
+            "Δ (pts)",
+            "Beyond spread",
+            "Time new/base",
+            "Memory new/base",
+        ],
         label_columns=2,
     )
     result = Comparison(table)
@@ -176,7 +201,9 @@ def groups_used(side: Side) -> str:
     return "; ".join(g.label() for g in group_records(side.records)) or "no rows"
 
 
-def unmatched(what: str, keys: set[tuple[str, str]], records: list[Record], shown: int = 8) -> list[str]:
+def unmatched(
+    what: str, keys: set[tuple[str, str]], records: list[Record], shown: int = 8
+) -> list[str]:
     """A note listing (task, attention) pairs that one side lacks; empty when none."""
     if not keys:
         return []

@@ -70,7 +70,9 @@ def _read(path: Path, reader: Any) -> list[Record]:
         while header is not None and not any(c.strip() for c in header):
             header = next(reader, None)
         if header is None:
-            raise ReportError(f"{path}: empty file (expected a header line with the leaderboard columns)")
+            raise ReportError(
+                f"{path}: empty file (expected a header line with the leaderboard columns)"
+            )
         header = [c.strip() for c in header]
         missing = [c for c in COLUMNS if c not in header and c not in COLUMN_DEFAULTS]
         if missing:
@@ -79,7 +81,11 @@ def _read(path: Path, reader: Any) -> list[Record]:
                 "(not a lra_bench leaderboard CSV?)"
             )
         index = {name: header.index(name) for name in COLUMNS if name in header}
-        records = [_record(path, reader.line_num, row, header, index) for row in reader if any(c.strip() for c in row)]
+        records = [
+            _record(path, reader.line_num, row, header, index)
+            for row in reader
+            if any(c.strip() for c in row)
+        ]
     except csv.Error as err:
         raise ReportError(f"{path}: line {reader.line_num}: malformed CSV: {err}") from None
     if not records:
@@ -87,12 +93,17 @@ def _read(path: Path, reader: Any) -> list[Record]:
     return records
 
 
-def _record(path: Path, line: int, row: list[str], header: list[str], index: dict[str, int]) -> Record:
+def _record(
+    path: Path, line: int, row: list[str], header: list[str], index: dict[str, int]
+) -> Record:
     if len(row) != len(header):
         raise ReportError(f"{path}: line {line}: {len(row)} fields, the header has {len(header)}")
     values: dict[str, float | None] = {}
     cells = {name: row[index[name]] if name in index else "" for name in COLUMNS}
-    for name, default in COLUMN_DEFAULTS.items():  # a column added later: absent or empty reads as its default
+    for (
+        name,
+        default,
+    ) in COLUMN_DEFAULTS.items():  # a column added later: absent or empty reads as its default
         if not cells[name].strip():
             cells[name] = str(default)
     for name in NUMERIC_COLUMNS:

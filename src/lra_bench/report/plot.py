@@ -48,17 +48,24 @@ class PlotData:
     notes: list[str] = field(default_factory=list)
 
 
-def accuracy_rows(group: Group, rows: list[Record], groups: dict[Group, list[Record]], acc_source: str | None) -> tuple[Group | None, list[Record]]:
+def accuracy_rows(
+    group: Group, rows: list[Record], groups: dict[Group, list[Record]], acc_source: str | None
+) -> tuple[Group | None, list[Record]]:
     """Where the accuracies of a timed group come from: itself, or the one accuracy-only group."""
     if any(has_acc(r) for r in rows) and acc_source in (None, group.source):
         return group, rows
     candidates = [
-        g for g, rs in groups.items()
-        if any(has_acc(r) for r in rs) and not any(has_time(r) for r in rs) and acc_source in (None, g.source)
+        g
+        for g, rs in groups.items()
+        if any(has_acc(r) for r in rs)
+        and not any(has_time(r) for r in rs)
+        and acc_source in (None, g.source)
     ]
     if len(candidates) > 1:
         names = ", ".join(sorted({g.source for g in candidates}))
-        raise ReportError(f"accuracies for {group.label()} could come from several sources ({names}); choose one with --acc-source")
+        raise ReportError(
+            f"accuracies for {group.label()} could come from several sources ({names}); choose one with --acc-source"
+        )
     return (candidates[0], groups[candidates[0]]) if candidates else (None, [])
 
 
@@ -72,13 +79,17 @@ def plot_data(records: list[Record], acc_source: str | None = None) -> PlotData:
         if not timed:
             continue
         if not any(r.attn == BASELINE for r in timed):
-            data.notes.append(f"{group.label()}: no {BASELINE} times to measure speed against; left out.")
+            data.notes.append(
+                f"{group.label()}: no {BASELINE} times to measure speed against; left out."
+            )
             continue
         acc_group, acc_rows = accuracy_rows(group, rows, groups, acc_source)
         if acc_group is None:
             data.notes.append(f"{group.label()}: no accuracies to pair with its times; left out.")
             continue
-        label = group.label() + ("" if acc_group == group else f"; accuracy from {acc_group.source}")
+        label = group.label() + (
+            "" if acc_group == group else f"; accuracy from {acc_group.source}"
+        )
         series = Series(label)
         for attn in attns_of(timed):
             timed_attns.add(attn)
@@ -124,7 +135,9 @@ def draw(data: PlotData, out: str | Path, title: str | None = None) -> Path:
         raise ReportError(INSTALL_HINT) from None
     points = [p for s in data.series for p in s.points]
     if not points:
-        raise ReportError("nothing to plot: no attention has both accuracies and times (with a softmax baseline)")
+        raise ReportError(
+            "nothing to plot: no attention has both accuracies and times (with a softmax baseline)"
+        )
     max_mem = max((p.mem_mb for p in points if p.mem_mb), default=None)
     fig = Figure(figsize=(8, 5.5), dpi=150)
     ax = fig.add_subplot()
@@ -137,15 +150,44 @@ def draw(data: PlotData, out: str | Path, title: str | None = None) -> Path:
         colour = colours[i % len(colours)]
         for p in series.points:
             area = 80 + 2200 * (p.mem_mb / max_mem) if p.mem_mb and max_mem else 80
-            ax.scatter([p.speed], [p.acc], s=area, color=colour, alpha=0.45, edgecolors="black", linewidths=0.8, zorder=3)
-            mem = "memory n/a" if p.mem_mb is None else f"{p.mem_mb / 1024:.1f} GiB" if p.mem_mb >= 1024 else f"{p.mem_mb:.0f} MiB"
+            ax.scatter(
+                [p.speed],
+                [p.acc],
+                s=area,
+                color=colour,
+                alpha=0.45,
+                edgecolors="black",
+                linewidths=0.8,
+                zorder=3,
+            )
+            mem = (
+                "memory n/a"
+                if p.mem_mb is None
+                else f"{p.mem_mb / 1024:.1f} GiB"
+                if p.mem_mb >= 1024
+                else f"{p.mem_mb:.0f} MiB"
+            )
             radius = (area / 3.14159) ** 0.5  # points
             # labels of points that (nearly) coincide are stacked instead of overprinted
-            near = sum(abs(x - p.speed) < 0.05 * span_x and abs(y - p.acc) < 0.05 * span_y for x, y in placed)
+            near = sum(
+                abs(x - p.speed) < 0.05 * span_x and abs(y - p.acc) < 0.05 * span_y
+                for x, y in placed
+            )
             placed.append((p.speed, p.acc))
-            ax.annotate(f"{p.attn}{'*' if p.partial else ''}\n{mem}", (p.speed, p.acc), textcoords="offset points",
-                        xytext=(radius + 4, -24 * near), ha="left", va="center", fontsize=8, color=_darker(colour), zorder=4)
-        handles.append(Line2D([], [], marker="o", ls="", color=colour, alpha=0.6, label=series.label))
+            ax.annotate(
+                f"{p.attn}{'*' if p.partial else ''}\n{mem}",
+                (p.speed, p.acc),
+                textcoords="offset points",
+                xytext=(radius + 4, -24 * near),
+                ha="left",
+                va="center",
+                fontsize=8,
+                color=_darker(colour),
+                zorder=4,
+            )
+        handles.append(
+            Line2D([], [], marker="o", ls="", color=colour, alpha=0.6, label=series.label)
+        )
     ax.axvline(1.0, color="grey", ls=":", lw=1, zorder=1)
     ax.margins(x=0.3, y=0.35)
     ax.grid(True, alpha=0.3)
@@ -153,7 +195,10 @@ def draw(data: PlotData, out: str | Path, title: str | None = None) -> Path:
     ax.set_ylabel("LRA average test accuracy (%)")
     ax.set_title(title or "Accuracy, speed and memory (marker area ∝ peak memory)")
     ax.legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.8)
-    notes = ["marker area ∝ peak memory (mean over the tasks timed); labels: attention, mean peak memory.", *data.notes]
+    notes = [
+        "marker area ∝ peak memory (mean over the tasks timed); labels: attention, mean peak memory.",
+        *data.notes,
+    ]
     if any(p.partial for p in points):
         notes.append("* average over the tasks with results only (fewer than five).")
     if notes:
@@ -164,7 +209,9 @@ def draw(data: PlotData, out: str | Path, title: str | None = None) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out)
     except (OSError, ValueError) as err:
-        raise ReportError(f"{out}: cannot write the chart: {getattr(err, 'strerror', None) or err}") from None
+        raise ReportError(
+            f"{out}: cannot write the chart: {getattr(err, 'strerror', None) or err}"
+        ) from None
     return out
 
 

@@ -32,23 +32,40 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def markdown_table(header: list[str], rows: list[list[str]], label_columns: int = 1, padded: bool = True) -> str:
+def markdown_table(
+    header: list[str], rows: list[list[str]], label_columns: int = 1, padded: bool = True
+) -> str:
     """One Markdown table: the first ``label_columns`` columns left-aligned, the others right-aligned.
 
     ``padded`` pads cells so that the columns line up as plain text too; unpadded tables stay
     narrow when cells differ much in width.
     """
     grid = [[_md_cell(c) for c in row] for row in (header, *rows)]
-    widths = [max(len(x) for x in col) for col in zip(*grid, strict=True)] if padded else [0] * len(header)
+    widths = (
+        [max(len(x) for x in col) for col in zip(*grid, strict=True)]
+        if padded
+        else [0] * len(header)
+    )
 
     def line(cells: list[str]) -> str:
-        aligned = [c.ljust(w) if i < label_columns else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        aligned = [
+            c.ljust(w) if i < label_columns else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
         return "| " + " | ".join(aligned) + " |"
 
     if padded:
-        rule = "|" + "|".join("-" * (w + 1) + ("-" if i < label_columns else ":") for i, w in enumerate(widths)) + "|"
+        rule = (
+            "|"
+            + "|".join(
+                "-" * (w + 1) + ("-" if i < label_columns else ":") for i, w in enumerate(widths)
+            )
+            + "|"
+        )
     else:
-        rule = "|" + "|".join("---" if i < label_columns else "---:" for i in range(len(header))) + "|"
+        rule = (
+            "|" + "|".join("---" if i < label_columns else "---:" for i in range(len(header))) + "|"
+        )
     return "\n".join([line(grid[0]), rule, *(line(r) for r in grid[1:])])
 
 
@@ -124,4 +141,6 @@ def to_json(tables: list[Table]) -> str:
 
 
 def render(tables: list[Table], form: str) -> str:
-    return {"markdown": to_markdown, "csv": to_csv, "latex": to_latex, "json": to_json}[form](tables)
+    return {"markdown": to_markdown, "csv": to_csv, "latex": to_latex, "json": to_json}[form](
+        tables
+    )

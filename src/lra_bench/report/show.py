@@ -34,7 +34,13 @@ def acc_text(stat: Stat | None) -> str:
 
 
 def group_fields(group: Group) -> dict[str, Any]:
-    return {"source": group.source, "device": group.device, "precision": group.precision, "parity": group.parity, "protocol": group.protocol}
+    return {
+        "source": group.source,
+        "device": group.device,
+        "precision": group.precision,
+        "parity": group.parity,
+        "protocol": group.protocol,
+    }
 
 
 PARITY_NOTES = {
@@ -71,19 +77,39 @@ def accuracy_table(group: Group, records: list[Record], tasks: list[str]) -> Tab
         for t in tasks:
             s = cells[t]
             table.records.append(
-                {"table": "accuracy", **group_fields(group), "attn": attn, "task": t,
-                 "mean": rounded(s and s.mean), "std": rounded(s and s.std), "n": s.n if s else 0, "unit": "%"}
+                {
+                    "table": "accuracy",
+                    **group_fields(group),
+                    "attn": attn,
+                    "task": t,
+                    "mean": rounded(s and s.mean),
+                    "std": rounded(s and s.std),
+                    "n": s.n if s else 0,
+                    "unit": "%",
+                }
             )
         table.records.append(
-            {"table": "accuracy", **group_fields(group), "attn": attn, "task": "avg",
-             "mean": rounded(avg and avg.value), "std": None, "n": avg.tasks if avg else 0, "unit": "%",
-             "partial": bool(avg and avg.partial)}
+            {
+                "table": "accuracy",
+                **group_fields(group),
+                "attn": attn,
+                "task": "avg",
+                "mean": rounded(avg and avg.value),
+                "std": None,
+                "n": avg.tasks if avg else 0,
+                "unit": "%",
+                "partial": bool(avg and avg.partial),
+            }
         )
     table.notes.append("mean ± sample std over seeds (n rows); – = no result.")
     if avg_over != list(TASKS):
-        table.notes.append(f"Avg over the tasks shown ({', '.join(avg_over) or 'none'}), not all five.")
+        table.notes.append(
+            f"Avg over the tasks shown ({', '.join(avg_over) or 'none'}), not all five."
+        )
     if partial:
-        table.notes.append(f"* partial: mean over the tasks with results only, not comparable with a {len(avg_over)}-task average.")
+        table.notes.append(
+            f"* partial: mean over the tasks with results only, not comparable with a {len(avg_over)}-task average."
+        )
     table.notes.extend(source_notes(group))
     return table
 
@@ -126,16 +152,30 @@ def efficiency_tables(group: Group, records: list[Record], tasks: list[str]) -> 
             for t in tasks:
                 s = cell(recs, t, attn, column)
                 ratio = s.mean / base[t].mean if s and base[t] and base[t].mean > 0 else None
-                text = MISSING if s is None else fmt(s.mean * scale) + (f" ({ratio:.2f}×)" if ratio is not None else "")
+                text = (
+                    MISSING
+                    if s is None
+                    else fmt(s.mean * scale) + (f" ({ratio:.2f}×)" if ratio is not None else "")
+                )
                 row.append(text)
                 table.records.append(
-                    {"table": column, **group_fields(group), "attn": attn, "task": t,
-                     "mean": rounded(s and s.mean), "std": rounded(s and s.std), "n": s.n if s else 0,
-                     "unit": raw_unit, "ratio_to_softmax": rounded(ratio)}
+                    {
+                        "table": column,
+                        **group_fields(group),
+                        "attn": attn,
+                        "task": t,
+                        "mean": rounded(s and s.mean),
+                        "std": rounded(s and s.std),
+                        "n": s.n if s else 0,
+                        "unit": raw_unit,
+                        "ratio_to_softmax": rounded(ratio),
+                    }
                 )
             table.rows.append(row)
         if any(b is not None for b in base.values()):
-            table.notes.append(f"(×) = mean / {BASELINE} mean, same group and task; below 1 = less.")
+            table.notes.append(
+                f"(×) = mean / {BASELINE} mean, same group and task; below 1 = less."
+            )
         else:
             table.notes.append(f"no {BASELINE} rows in this group, so no ratios.")
         table.notes.extend(source_notes(group))

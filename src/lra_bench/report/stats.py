@@ -12,7 +12,13 @@ from lra_bench.results import COLUMN_DEFAULTS, LABEL_COLUMNS
 
 # LRA tasks in the LRA paper's column order, with their display names.
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder")
-TASK_TITLES = {"listops": "ListOps", "text": "Text", "retrieval": "Retrieval", "image": "Image", "pathfinder": "Pathfinder"}
+TASK_TITLES = {
+    "listops": "ListOps",
+    "text": "Text",
+    "retrieval": "Retrieval",
+    "image": "Image",
+    "pathfinder": "Pathfinder",
+}
 BASELINE = "softmax"
 
 # What published sources are; their rows carry the paper's figures (one row per cell).
@@ -87,7 +93,9 @@ def attns_of(records: Iterable[Record]) -> list[str]:
     return ordered(r.attn for r in records)
 
 
-def cell(records: Iterable[Record], task: str, attn: str, column: str, scale: float = 1.0) -> Stat | None:
+def cell(
+    records: Iterable[Record], task: str, attn: str, column: str, scale: float = 1.0
+) -> Stat | None:
     """Aggregate of ``column`` (times ``scale``) over the rows of one (task, attention)."""
     return summarize(
         r.values[column] * scale
@@ -147,7 +155,9 @@ def step_time(records: Iterable[Record], task: str, attn: str, kind: str) -> Sta
 TIME_KINDS = ("step_ms", "train_s/step", "train_s")
 
 
-def comparable_times(a: Iterable[Record], b: Iterable[Record], task: str, attn_a: str, attn_b: str) -> tuple[str, Stat, Stat] | None:
+def comparable_times(
+    a: Iterable[Record], b: Iterable[Record], task: str, attn_a: str, attn_b: str
+) -> tuple[str, Stat, Stat] | None:
     """The first time measure both sides have: (kind, a, b), or None."""
     a, b = list(a), list(b)
     for kind in TIME_KINDS:

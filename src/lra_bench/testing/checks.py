@@ -39,15 +39,21 @@ class Subject:
         if isinstance(attention, str):
             discover_plugins()
             if attention not in REGISTRY:
-                raise ConformanceError(f"attention {attention!r} is not registered (is its package installed?)")
+                raise ConformanceError(
+                    f"attention {attention!r} is not registered (is its package installed?)"
+                )
             if not REGISTRY[attention].listed:
-                raise ConformanceError(f"attention {attention!r} stands for a target class: check that class, check_attention(MyAttention)")
+                raise ConformanceError(
+                    f"attention {attention!r} stands for a target class: check that class, check_attention(MyAttention)"
+                )
             entry = REGISTRY[attention]
             return cls(attention, entry.module, entry.config, settings)
         try:
             return cls(attention.__qualname__, attention, settings_class(attention), settings)
         except ValueError as err:
-            raise ConformanceError(f"{attention.__qualname__}: check 'config' failed: {err}") from None
+            raise ConformanceError(
+                f"{attention.__qualname__}: check 'config' failed: {err}"
+            ) from None
 
     def fail(self, check: str, problem: str) -> ConformanceError:
         return ConformanceError(f"attention {self.label!r}: check {check!r} failed: {problem}")
@@ -55,7 +61,14 @@ class Subject:
     def typed(self, **overrides: Any) -> AttentionConfig:
         return typed_settings(self.config, {**self.settings, **overrides}, self.label)
 
-    def build(self, *, max_len: int = MAX_LEN, seed: int = 0, dtype: torch.dtype = torch.float64, **overrides: Any) -> Attention:
+    def build(
+        self,
+        *,
+        max_len: int = MAX_LEN,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float64,
+        **overrides: Any,
+    ) -> Attention:
         """A fresh module (parameters and generators from ``torch.manual_seed(seed)``), in eval mode."""
         cfg = self.typed(**overrides)
         cfg.check(max_len=max_len, head_dim=HEAD_DIM)
@@ -63,10 +76,15 @@ class Subject:
         return self.module(cfg, head_dim=HEAD_DIM, num_heads=2, max_len=max_len).to(dtype).eval()
 
 
-def inputs(seed: int, n: int = N, dtype: torch.dtype = torch.float64, scale: float = 1.0, batch: int = 2) -> tuple[list[torch.Tensor], torch.Tensor]:
+def inputs(
+    seed: int, n: int = N, dtype: torch.dtype = torch.float64, scale: float = 1.0, batch: int = 2
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Random q, k, v and a mask whose second sequence is padded after 70% of ``n``."""
     g = torch.Generator().manual_seed(seed)
-    qkv = [scale * torch.randn(batch, 2, n, HEAD_DIM, generator=g, dtype=torch.float64).to(dtype) for _ in range(3)]
+    qkv = [
+        scale * torch.randn(batch, 2, n, HEAD_DIM, generator=g, dtype=torch.float64).to(dtype)
+        for _ in range(3)
+    ]
     mask = torch.ones(batch, n, dtype=torch.bool)
     mask[-1, int(0.7 * n) :] = False
     return qkv, mask
@@ -87,7 +105,10 @@ def check_config(s: Subject, invalid: Iterable[tuple[str, Any]] = ()) -> None:
         OmegaConf.structured(s.config)
         s.typed().check(max_len=MAX_LEN, head_dim=HEAD_DIM)
     except Exception as err:  # noqa: BLE001 - any failure here is the finding
-        raise s.fail("config", f"the settings {s.settings} are refused or not typeable: {type(err).__name__}: {err}") from None
+        raise s.fail(
+            "config",
+            f"the settings {s.settings} are refused or not typeable: {type(err).__name__}: {err}",
+        ) from None
     names = {f.name for f in fields(s.config)}
     bad: list[tuple[str, Any]] = [("no_such_setting", 1), *invalid]
     if "dropout" in names:
@@ -98,9 +119,15 @@ def check_config(s: Subject, invalid: Iterable[tuple[str, Any]] = ()) -> None:
         except ValueError as err:
             message = str(err)
             if not message.startswith(f"{key}: ") or "\n" in message:
-                raise s.fail("config", f"{key}={value!r} is refused, but the message is not one line 'key: rule': {message!r}") from None
+                raise s.fail(
+                    "config",
+                    f"{key}={value!r} is refused, but the message is not one line 'key: rule': {message!r}",
+                ) from None
             continue
-        raise s.fail("config", f"{key}={value!r} is accepted; its check() should raise ValueError('{key}: <rule>')")
+        raise s.fail(
+            "config",
+            f"{key}={value!r} is accepted; its check() should raise ValueError('{key}: <rule>')",
+        )
 
 
 def check_shape_dtype(s: Subject) -> None:
@@ -112,9 +139,15 @@ def check_shape_dtype(s: Subject) -> None:
             with torch.no_grad():
                 out = attn(q, k, v, m)
             if out.shape != q.shape or out.dtype != dtype:
-                raise s.fail("shape_dtype", f"{dtype} inputs {tuple(q.shape)} gave {out.dtype} {tuple(out.shape)}")
+                raise s.fail(
+                    "shape_dtype",
+                    f"{dtype} inputs {tuple(q.shape)} gave {out.dtype} {tuple(out.shape)}",
+                )
             if not bool(torch.isfinite(out).all()):
-                raise s.fail("shape_dtype", f"non-finite outputs ({dtype}, mask={'none' if m is None else 'given'})")
+                raise s.fail(
+                    "shape_dtype",
+                    f"non-finite outputs ({dtype}, mask={'none' if m is None else 'given'})",
+                )
 
 
 def check_padding(s: Subject) -> None:
@@ -126,10 +159,16 @@ def check_padding(s: Subject) -> None:
         padded = [torch.cat([x, p], dim=2) for x, p in zip((q, k, v), pad, strict=True)]
         mask_padded = torch.cat([mask, torch.zeros(2, EXTRA, dtype=torch.bool)], dim=1)
         with torch.no_grad():
-            short, long = _pinned(attn, q, k, v, mask), _pinned(attn, *padded, mask_padded)[:, :, :N]
+            short, long = (
+                _pinned(attn, q, k, v, mask),
+                _pinned(attn, *padded, mask_padded)[:, :, :N],
+            )
         keep = mask[:, None, :, None].expand_as(short)
         if not torch.allclose(long[keep], short[keep], rtol=1e-7, atol=1e-9):
-            raise s.fail("padding", f"padded keys change real tokens' outputs (seed {seed}, max abs difference {_max_diff(long[keep], short[keep]):.3g})")
+            raise s.fail(
+                "padding",
+                f"padded keys change real tokens' outputs (seed {seed}, max abs difference {_max_diff(long[keep], short[keep]):.3g})",
+            )
 
 
 def check_gradients(s: Subject) -> None:
@@ -141,8 +180,16 @@ def check_gradients(s: Subject) -> None:
     attn(q, k, v, mask).square().mean().backward()
     used = {"q": q, "k": k, "v": v} if attn.uses_keys else {"q": q, "v": v}
     for name, t in used.items():
-        if t.grad is None or not bool(torch.isfinite(t.grad).all()) or float(t.grad.abs().sum()) == 0:
-            raise s.fail("gradients", f"{name} gets no finite non-zero gradient" + (" (set uses_keys = False if k is ignored)" if name == "k" else ""))
+        if (
+            t.grad is None
+            or not bool(torch.isfinite(t.grad).all())
+            or float(t.grad.abs().sum()) == 0
+        ):
+            raise s.fail(
+                "gradients",
+                f"{name} gets no finite non-zero gradient"
+                + (" (set uses_keys = False if k is ignored)" if name == "k" else ""),
+            )
     if not attn.uses_keys and k.grad is not None and float(k.grad.abs().sum()) > 0:
         raise s.fail("gradients", "k gets a gradient although uses_keys is False")
     for name, p in attn.named_parameters():
@@ -157,7 +204,10 @@ def check_determinism(s: Subject) -> None:
     with torch.no_grad():
         first, second = attn(q, k, v, mask), attn(q, k, v, mask)
     if not torch.equal(first, second):
-        raise s.fail("determinism", f"two eval-mode calls on the same inputs differ (max abs difference {_max_diff(first, second):.3g}); draw eval randomness from a generator seeded by cfg.seed")
+        raise s.fail(
+            "determinism",
+            f"two eval-mode calls on the same inputs differ (max abs difference {_max_diff(first, second):.3g}); draw eval randomness from a generator seeded by cfg.seed",
+        )
 
 
 def check_resume(s: Subject) -> None:
@@ -172,7 +222,10 @@ def check_resume(s: Subject) -> None:
         restored.load_state_dict(state)
         got = _pinned(restored, q, k, v, mask)
     if not torch.equal(expected, got):
-        raise s.fail("resume", f"a module restored from the state dict computes another training step (max abs difference {_max_diff(expected, got):.3g}); save the training generator's state (get_extra_state/set_extra_state)")
+        raise s.fail(
+            "resume",
+            f"a module restored from the state dict computes another training step (max abs difference {_max_diff(expected, got):.3g}); save the training generator's state (get_extra_state/set_extra_state)",
+        )
 
 
 def check_bf16(s: Subject) -> None:
@@ -183,11 +236,18 @@ def check_bf16(s: Subject) -> None:
         ref = _pinned(attn, q.double(), k.double(), v.double(), mask)
         out = _pinned(attn.float(), q, k, v, mask)
     if out.dtype != torch.bfloat16 or not bool(torch.isfinite(out).all()):
-        raise s.fail("bf16", f"bf16 inputs gave {out.dtype} outputs" + ("" if out.dtype != torch.bfloat16 else " that are not finite"))
+        raise s.fail(
+            "bf16",
+            f"bf16 inputs gave {out.dtype} outputs"
+            + ("" if out.dtype != torch.bfloat16 else " that are not finite"),
+        )
     keep = mask[:, None, :, None].expand_as(out)
     err = float((out.double() - ref)[keep].norm() / ref[keep].norm())
     if err > 3e-2:
-        raise s.fail("bf16", f"bf16 outputs are {err:.1%} off the float64 ones (allowed 3%); compute softmax/exponentials in float32")
+        raise s.fail(
+            "bf16",
+            f"bf16 outputs are {err:.1%} off the float64 ones (allowed 3%); compute softmax/exponentials in float32",
+        )
 
 
 def check_task_shapes(s: Subject) -> None:
@@ -203,8 +263,15 @@ def check_task_shapes(s: Subject) -> None:
             out = attn(q, k, v, mask)
             out.square().mean().backward()
         except Exception as err:  # noqa: BLE001 - any failure at a task's shape is the finding
-            raise s.fail("task_shapes", f"n={n} ({tasks}): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
-        if not (bool(torch.isfinite(out).all()) and q.grad is not None and bool(torch.isfinite(q.grad).all())):
+            raise s.fail(
+                "task_shapes",
+                f"n={n} ({tasks}): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+            ) from None
+        if not (
+            bool(torch.isfinite(out).all())
+            and q.grad is not None
+            and bool(torch.isfinite(q.grad).all())
+        ):
             raise s.fail("task_shapes", f"n={n} ({tasks}): non-finite outputs or gradients")
 
 
@@ -221,7 +288,11 @@ CHECKS: dict[str, Callable[..., None]] = {
 
 
 def check_attention(
-    attention: str | type[Attention], *, checks: Iterable[str] | None = None, invalid: Iterable[tuple[str, Any]] = (), **settings: Any
+    attention: str | type[Attention],
+    *,
+    checks: Iterable[str] | None = None,
+    invalid: Iterable[tuple[str, Any]] = (),
+    **settings: Any,
 ) -> None:
     """Run the conformance checks on a registered name or an Attention class with ``settings``.
 

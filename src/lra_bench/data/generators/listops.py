@@ -230,7 +230,9 @@ def _line_buffer(root_size: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, 
     return buf, line_start
 
 
-def _write_level(buf: np.ndarray, lv: dict[str, np.ndarray], offset: np.ndarray, size: np.ndarray) -> bool:
+def _write_level(
+    buf: np.ndarray, lv: dict[str, np.ndarray], offset: np.ndarray, size: np.ndarray
+) -> bool:
     """Leaf digits, operator prefixes ``"( ( ... [OP "`` and closings ``"] )"`` of one level; False when it has no operators."""
     is_op, k, op = lv["is_op"], lv["k"], lv["op"]
     buf[offset[~is_op]] = ord("0") + lv["leaf"]
@@ -245,7 +247,13 @@ def _write_level(buf: np.ndarray, lv: dict[str, np.ndarray], offset: np.ndarray,
     return True
 
 
-def _write_children(buf: np.ndarray, lv: dict[str, np.ndarray], offset: np.ndarray, size: np.ndarray, child_size: np.ndarray) -> np.ndarray:
+def _write_children(
+    buf: np.ndarray,
+    lv: dict[str, np.ndarray],
+    offset: np.ndarray,
+    size: np.ndarray,
+    child_size: np.ndarray,
+) -> np.ndarray:
     """Offsets of the next level's nodes: the first child at the end of its parent's prefix, each
     next after the previous + ``" ) "`` (written here)."""
     is_op, k, op = lv["is_op"], lv["k"], lv["op"]

@@ -49,7 +49,11 @@ from lra_bench.io import atomic_write_text
 GENERATOR_VERSION = 2  # bump when the images or labels for given settings change
 DIFFICULTY_LENGTH = {"easy": 6, "intermediate": 9, "hard": 14}
 # Folder names of the LRA release (its "easy" set is the original's baseline).
-DIFFICULTY_FOLDER = {"easy": "curv_baseline", "intermediate": "curv_contour_length_9", "hard": "curv_contour_length_14"}
+DIFFICULTY_FOLDER = {
+    "easy": "curv_baseline",
+    "intermediate": "curv_contour_length_9",
+    "hard": "curv_contour_length_14",
+}
 BATCH_SIZE = 1000  # images per imgs/<batch> folder and metadata file, as in the release
 MAX_TARGET_ATTEMPTS = 100_000  # a guard against impossible settings, far above what presets need
 
@@ -98,9 +102,13 @@ IMAGE_SIZES = tuple(_PRESETS)
 def preset(image_size: int, difficulty: str = "hard") -> PathfinderParams:
     """The LRA parameter set for a resolution (32, 64, 128 = Path-X, 256) and difficulty."""
     if image_size not in _PRESETS:
-        raise ValueError(f"no Pathfinder preset for {image_size}x{image_size}; choose one of {sorted(_PRESETS)}")
+        raise ValueError(
+            f"no Pathfinder preset for {image_size}x{image_size}; choose one of {sorted(_PRESETS)}"
+        )
     if difficulty not in DIFFICULTY_LENGTH:
-        raise ValueError(f"unknown difficulty {difficulty!r}; choose one of {', '.join(DIFFICULTY_LENGTH)}")
+        raise ValueError(
+            f"unknown difficulty {difficulty!r}; choose one of {', '.join(DIFFICULTY_LENGTH)}"
+        )
     length, thick, margins, seed_d, radius, cont, budget, c_t, c_d, pad = _PRESETS[image_size]
     contour = DIFFICULTY_LENGTH[difficulty]
     return PathfinderParams(
@@ -177,10 +185,14 @@ class _Ring:
         self.angles = np.arctan2(offs[:, 0], offs[:, 1])
         self.dy, self.dx = offs[:, 0].tolist(), offs[:, 1].tolist()
         disc = disc_offsets(float(margin))
-        self.near = (offs[:, 0] * stride + offs[:, 1])[:, None] + (disc[:, 0] * stride + disc[:, 1])[None, :]
+        self.near = (offs[:, 0] * stride + offs[:, 1])[:, None] + (
+            disc[:, 0] * stride + disc[:, 1]
+        )[None, :]
         self.turn = [self.turn_weights(a) for a in self.angles]
         self.back = back = [flip(float(a)) for a in self.angles]
-        self.patches = [dash_patch(a, L, params.paddle_thickness, margin, params.antialias) for a in back]
+        self.patches = [
+            dash_patch(a, L, params.paddle_thickness, margin, params.antialias) for a in back
+        ]
         self.ends = [(L * math.sin(a), L * math.cos(a)) for a in back]
 
     def turn_weights(self, heading: float) -> np.ndarray:
@@ -215,19 +227,26 @@ class _Occupancy:
     def copy(self) -> _Occupancy:
         return _Occupancy(self.occ.copy(), self.n, self.pad)
 
-    def _windows(self, r: int, y: int, x: int) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
+    def _windows(
+        self, r: int, y: int, x: int
+    ) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
         """Slices of the occupancy and of a radius-``r`` patch at (y, x), clipped to the image."""
         n, p = self.n, self.pad
         y0, y1, x0, x1 = max(y - r, 0), min(y + r + 1, n), max(x - r, 0), min(x + r + 1, n)
         if y0 >= y1 or x0 >= x1:
             return None
-        return (slice(y0 + p, y1 + p), slice(x0 + p, x1 + p)), (slice(y0 - y + r, y1 - y + r), slice(x0 - x + r, x1 - x + r))
+        return (slice(y0 + p, y1 + p), slice(x0 + p, x1 + p)), (
+            slice(y0 - y + r, y1 - y + r),
+            slice(x0 - x + r, x1 - x + r),
+        )
 
     def fits(self, patch: DashPatch, y: int, x: int) -> bool:
         """False when the dash's mask plus the occupancy reaches 1.8 anywhere in the image."""
         r, n, p = patch.radius, self.n, self.pad
         if r <= y < n - r and r <= x < n - r:  # the usual case: the patch is inside the image
-            return not (self.occ[y - r + p : y + r + 1 + p, x - r + p : x + r + 1 + p] >= patch.limit).any()
+            return not (
+                self.occ[y - r + p : y + r + 1 + p, x - r + p : x + r + 1 + p] >= patch.limit
+            ).any()
         w = self._windows(r, y, x)
         return w is None or not (self.occ[w[0]] >= patch.limit[w[1]]).any()
 
@@ -329,7 +348,9 @@ class _Painter:
                 return y, x
         return None
 
-    def seed(self, occ: _Occupancy, frame: int) -> tuple[DashPatch, tuple[int, int], float, tuple[int, int]] | None:
+    def seed(
+        self, occ: _Occupancy, frame: int
+    ) -> tuple[DashPatch, tuple[int, int], float, tuple[int, int]] | None:
         """A snake's first dash (original: seed_snake): random heading, uniform free start."""
         p = self.p
         for _ in range(p.max_paddle_retrial + 1):
@@ -344,14 +365,25 @@ class _Painter:
                 return patch, tail, angle, pivot
         return None
 
-    def start(self, kind: str, patch: DashPatch, tail: tuple[int, int], angle: float, pivot: tuple[int, int]) -> _Growth:
+    def start(
+        self,
+        kind: str,
+        patch: DashPatch,
+        tail: tuple[int, int],
+        angle: float,
+        pivot: tuple[int, int],
+    ) -> _Growth:
         """A snake made of its seed dash, ready to grow."""
         L = self.p.paddle_length
         b = (tail[0] + L * math.sin(angle), tail[1] + L * math.cos(angle))
         dash = Dash(a=(float(tail[0]), float(tail[1])), b=b, start=tail, angle=angle)
-        return _Growth(Snake(kind, [dash]), pivot, angle, self.ring.turn_weights(angle), (patch, *tail))
+        return _Growth(
+            Snake(kind, [dash]), pivot, angle, self.ring.turn_weights(angle), (patch, *tail)
+        )
 
-    def extend(self, g: _Growth, occ: _Occupancy, contrast: float) -> tuple[DashPatch, int, int] | None:
+    def extend(
+        self, g: _Growth, occ: _Occupancy, contrast: float
+    ) -> tuple[DashPatch, int, int] | None:
         """Place a snake's next dash (original: extend_snake); None at a dead end.
 
         The new dash is tested against ``occ``, which must not hold the snake's own newest
@@ -377,8 +409,15 @@ class _Painter:
         patch = ring.patches[k]
         self.strokes.append((patch, hy, hx, contrast))
         ty, tx = ring.ends[k]
-        g.snake.dashes.append(Dash(a=(hy + ty, hx + tx), b=(float(hy), float(hx)), start=(hy, hx), angle=ring.back[k]))
-        g.pivot, g.heading, g.turn, g.pending = (py, px), float(ring.angles[k]), ring.turn[k], (patch, hy, hx)
+        g.snake.dashes.append(
+            Dash(a=(hy + ty, hx + tx), b=(float(hy), float(hx)), start=(hy, hx), angle=ring.back[k])
+        )
+        g.pivot, g.heading, g.turn, g.pending = (
+            (py, px),
+            float(ring.angles[k]),
+            ring.turn[k],
+            (patch, hy, hx),
+        )
         return g.pending
 
 
@@ -415,7 +454,10 @@ def _two_targets(pt: _Painter) -> tuple[list[_Growth], _Occupancy] | None:
     view1 = base
     view1.add(patch2, *tail2)
     growths = []
-    for patch, tail, angle, pivot in ((patch1, tail1, angle1, pivot1), (patch2, tail2, angle2, pivot2)):
+    for patch, tail, angle, pivot in (
+        (patch1, tail1, angle1, pivot1),
+        (patch2, tail2, angle2, pivot2),
+    ):
         pt.strokes.append((patch, tail[0], tail[1], p.target_contrast))
         growths.append(pt.start("target", patch, tail, angle, pivot))
     views = (view1, view2)
@@ -441,7 +483,10 @@ def _distractor(pt: _Painter, occ: _Occupancy) -> tuple[Snake, _Occupancy] | Non
         patch, tail, angle, pivot = seed
         pt.strokes.append((patch, tail[0], tail[1], p.distractor_contrast))
         g = pt.start("distractor", patch, tail, angle, pivot)
-        if all(pt.extend(g, work, p.distractor_contrast) is not None for _ in range(p.distractor_length - 1)):
+        if all(
+            pt.extend(g, work, p.distractor_contrast) is not None
+            for _ in range(p.distractor_length - 1)
+        ):
             work.add(*g.pending)
             return g.snake, work
     del pt.strokes[n_strokes:]
@@ -457,7 +502,11 @@ def _render(pt: _Painter, markers: Sequence[tuple[int, int]]) -> np.ndarray:
         y0, y1, x0, x1 = max(y - r, 0), min(y + r + 1, n), max(x - r, 0), min(x + r + 1, n)
         if y0 < y1 and x0 < x1:
             view = image[y0:y1, x0:x1]
-            np.maximum(view, patch.line[y0 - y + r : y1 - y + r, x0 - x + r : x1 - x + r] * contrast, out=view)
+            np.maximum(
+                view,
+                patch.line[y0 - y + r : y1 - y + r, x0 - x + r : x1 - x + r] * contrast,
+                out=view,
+            )
     for y, x in markers:
         y0, x0, disc = marker_patch(y, x, p.marker_radius, p.antialias, n)
         view = image[y0 : y0 + disc.shape[0], x0 : x0 + disc.shape[1]]
@@ -476,7 +525,9 @@ def generate_sample(params: PathfinderParams, seed: int, index: int) -> Pathfind
         if found is not None:
             break
     else:
-        raise RuntimeError(f"could not place two target snakes in {MAX_TARGET_ATTEMPTS} attempts: {params}")
+        raise RuntimeError(
+            f"could not place two target snakes in {MAX_TARGET_ATTEMPTS} attempts: {params}"
+        )
     growths, occ = found
     snakes = [g.snake for g in growths]
     for _ in range(params.num_distractors):
@@ -539,7 +590,9 @@ def _write_chunk(job: tuple[Path, PathfinderParams, int, range]) -> list[tuple[i
 
 def _run_jobs(jobs: list, workers: int) -> Iterator[list[tuple[int, str]]]:
     """Results of ``_write_chunk`` over ``jobs``, in this process or a pool (any order)."""
-    if workers <= 1 or len(jobs) <= 1 or mp.current_process().daemon:  # a pool's worker cannot fork one
+    if (
+        workers <= 1 or len(jobs) <= 1 or mp.current_process().daemon
+    ):  # a pool's worker cannot fork one
         yield from map(_write_chunk, jobs)
         return
     # fork: workers inherit the loaded modules instead of importing them again
@@ -569,7 +622,9 @@ def write_dataset(
     chunk = max(1, min(64, n // (8 * max(workers, 1))))
     jobs = [(folder, params, seed, range(a, min(a + chunk, n))) for a in range(0, n, chunk)]
     lines: dict[int, str] = {}
-    with tqdm(total=n, desc=f"generate pathfinder{params.image_size}", unit="img", disable=not progress) as bar:
+    with tqdm(
+        total=n, desc=f"generate pathfinder{params.image_size}", unit="img", disable=not progress
+    ) as bar:
         for part in _run_jobs(jobs, workers):
             lines.update(part)
             bar.update(len(part))

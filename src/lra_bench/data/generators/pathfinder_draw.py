@@ -91,7 +91,9 @@ def _dash(angle: float, length: int, thickness: float, margin: int, aa: int) -> 
     ImageDraw.Draw(canvas).line([(centre, centre), (hx, hy)], fill=255, width=round(thickness * aa))
     fine = np.asarray(canvas)
     fine_mask = max_filter(np.where(fine > 0, 255, 0).astype(np.uint8), margin * aa)
-    fine_mask = fine_mask[margin * aa : margin * aa + fine_size, margin * aa : margin * aa + fine_size]
+    fine_mask = fine_mask[
+        margin * aa : margin * aa + fine_size, margin * aa : margin * aa + fine_size
+    ]
     size = (2 * r + 1, 2 * r + 1)
     line = _shrink(fine, size).astype(np.float64) / 255.0
     mask = _shrink(np.ascontiguousarray(fine_mask), size)
@@ -116,7 +118,9 @@ def dash_patch(angle: float, length: int, thickness: float, margin: int, aa: int
     Keyed by the exact angle: its last bits decide where the fine-canvas line ends.
     """
     if abs(thickness * aa - round(thickness * aa)) > 1e-9:
-        raise ValueError(f"dash thickness {thickness} x antialias {aa} must be a whole number of pixels")
+        raise ValueError(
+            f"dash thickness {thickness} x antialias {aa} must be a whole number of pixels"
+        )
     return _dash(float(angle), length, thickness, margin, aa)
 
 
