@@ -25,6 +25,11 @@ SMALL = {
     "sinkhorn": {"block_size": 16},
     "synthesizer": {},
 }
+# variants without an entry above, and where they are tested instead
+TESTED_ELSEWHERE = {
+    "softmax": "the exact reference every other variant is compared with",
+    "skyformer": "tests/test_skyformer.py and tests/test_fast_paths.py",
+}
 # tiny settings for finite-difference gradient checks at n ~ 22
 TINY = {
     "kernelized": {},

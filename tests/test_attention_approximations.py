@@ -7,14 +7,15 @@ import math
 import pytest
 import torch
 
-from attention_cases import SEEDS, SMALL, TINY, build, masked_softmax, rand_qkv
+from attention_cases import SEEDS, TESTED_ELSEWHERE, TINY, build, masked_softmax, rand_qkv
+from lra_bench.attention import available
 from lra_bench.attention.pinv import newton_schulz_pinv
 from lra_bench.attention.softmax import softmax_reference
 
 # ---------------------------------------------------------------- gradients
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("name", sorted(set(available()) - set(TESTED_ELSEWHERE)))
 def test_gradients_match_finite_differences(name):
     q, k, v = (x.requires_grad_() for x in rand_qkv(13, b=2, n=22, d=4))
     mask = torch.ones(2, 22, dtype=torch.bool)

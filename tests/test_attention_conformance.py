@@ -189,3 +189,13 @@ def test_the_kit_passes_a_correct_attention_and_refuses_unknown_checks():
         check_attention(Masked, checks=["speed"])
     with pytest.raises(ConformanceError, match="attention 'nope' is not registered"):
         check_attention("nope")
+
+
+def test_every_registered_attention_has_test_settings():
+    """A new variant gets small and tiny test settings (or a stated home elsewhere), so the
+    suites parametrised over the registry cannot skip it silently."""
+    from attention_cases import TESTED_ELSEWHERE, TINY
+
+    needing = set(available()) - set(TESTED_ELSEWHERE)
+    assert needing - set(SMALL) == set(), "add small settings in tests/attention_cases.py"
+    assert needing - set(TINY) == set(), "add tiny settings in tests/attention_cases.py"

@@ -161,7 +161,9 @@ def test_every_offered_source_validates(task):
     from lra_bench.config import TASK_SOURCES
 
     for source in TASK_SOURCES[task]:
-        validate(compose_config([f"task={task}", f"data.source={source}"]))
+        cfg = compose_config([f"task={task}", f"data.source={source}"])
+        validate(cfg)  # raises ConfigError on a rule broken
+        assert (cfg.task.name, cfg.data.source) == (task, source)
 
 
 def test_batch_must_divide_by_ranks_times_accumulation():

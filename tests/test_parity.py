@@ -93,7 +93,10 @@ def test_parity_configs_validate(parity, attn):
     keys = ATTN[parity].get(attn, {})
     if not settings_exist(attn, keys):
         pytest.skip(f"{attn} does not have the settings {sorted(keys)} yet")
-    validate(compose_config([f"attn={attn}", f"parity={parity}", "task=image"]))
+    cfg = compose_config([f"attn={attn}", f"parity={parity}", "task=image"])
+    validate(cfg)  # raises ConfigError on a rule broken
+    assert cfg.parity == parity
+    assert {key: cfg.attn[key] for key in keys} == keys
 
 
 def test_skyformer_table1_experiment_chooses_the_skyformer_code():

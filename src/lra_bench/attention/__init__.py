@@ -1,10 +1,11 @@
 """Attention variants: the interface, the registry and every registered variant.
 
-Importing this package registers every variant module listed in ``VARIANT_MODULES``;
+Importing this package imports every module in it, so each variant registers itself;
 installed plugins (entry-point group ``lra_bench.attention``) are registered on first use of
 the registry (``available``, a lookup, ``register_attention_configs``).
 """
 
+import pkgutil
 from importlib import import_module
 
 from lra_bench.attention.base import Attention, AttentionConfig, SampledAttention
@@ -19,27 +20,15 @@ from lra_bench.attention.registry import (
     register_attention_configs,
 )
 
-VARIANT_MODULES = [
-    "softmax",
-    "skyformer",
-    "kernelized",
-    "nystromformer",
-    "linformer",
-    "performer",
-    "reformer",
-    "bigbird",
-    "informer",
-    "linear",
-    "local",
-    "longformer",
-    "sparse",
-    "sinkhorn",
-    "synthesizer",
-    "custom",
-]
 
-for _module in VARIANT_MODULES:
-    import_module(f"lra_bench.attention.{_module}")
+def _import_every_module() -> None:
+    """Import each module of this package, so every variant registers itself: a new variant is
+    one new file, with no list to update."""
+    for info in pkgutil.iter_modules(__path__):
+        import_module(f"{__name__}.{info.name}")
+
+
+_import_every_module()
 
 __all__ = [
     "REGISTRY",
