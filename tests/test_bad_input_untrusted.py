@@ -1,0 +1,55 @@
+"""Bad input that used to be trusted: damaged caches and release folders, impossible settings,
+stopped peers and misbehaving plugins. Each gives one line and loses nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from lra_bench.compose import compose_config
+from lra_bench.train import main
+from test_cache import shift_boundary
+
+# --- caches that cannot lie -----------------------------------------------------------------------
+
+
+def first_run(overrides: list[str], tmp_path) -> None:
+    """One smoke step into its own run folder: builds the cache entry the test then damages."""
+    run = [*overrides, "trainer.stop_at_step=1", f"paths.run_dir={tmp_path / 'first'}"]
+    assert main(compose_config(run)) == 0
+
+
+def rows(board) -> int:
+    with open(board, newline="") as f:
+        return len(list(csv.DictReader(f)))
+
+
+def test_a_moved_example_boundary_in_the_cache_is_rebuilt(capsys, smoke_overrides, tmp_path):
+    overrides = [*smoke_overrides, f"paths.cache_dir={tmp_path / 'cache'}"]
+    first_run(overrides, tmp_path)
+    (arrow,) = (tmp_path / "cache").glob("listops-*/train/data-*.arrow")
+    shift_boundary(arrow, row=9, by=5)  # row 9 gains 5 tokens that row 10 loses
+    capsys.readouterr()
+    assert main(compose_config(overrides)) == 0
+    notices = [line for line in capsys.readouterr().err.splitlines() if "notice" in line]
+    assert notices == [
+        f"notice: rebuilding the data cache {arrow.parents[1]}: train split does not match the"
+        " digest recorded in key.json (column input_ids)"
+    ]
+    assert rows(tmp_path / "leaderboard.csv") == 1
+
+
+def test_key_json_of_the_wrong_shape_is_rebuilt(capsys, smoke_overrides, tmp_path):
+    overrides = [*smoke_overrides, f"paths.cache_dir={tmp_path / 'cache'}"]
+    first_run(overrides, tmp_path)
+    (key,) = (tmp_path / "cache").glob("listops-*/key.json")
+    key.write_text(json.dumps([1, 2]))
+    capsys.readouterr()
+    assert main(compose_config(overrides)) == 0
+    err = capsys.readouterr().err
+    notices = [line for line in err.splitlines() if "notice" in line]
+    assert notices == [
+        f"notice: rebuilding the data cache {key.parent}: key.json does not hold a digest per"
+        " split (damaged, or an older format)"
+    ]
+    assert "Traceback" not in err and "digests" in json.loads(key.read_text())
