@@ -6,9 +6,14 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+from PIL import Image
+
 from lra_bench.compose import compose_config
 from lra_bench.train import main
+from test_bad_input import failing
 from test_cache import shift_boundary
+from test_pathfinder_reader import write_release
 
 # --- caches that cannot lie -----------------------------------------------------------------------
 
@@ -53,3 +58,31 @@ def test_key_json_of_the_wrong_shape_is_rebuilt(capsys, smoke_overrides, tmp_pat
         " split (damaged, or an older format)"
     ]
     assert "Traceback" not in err and "digests" in json.loads(key.read_text())
+
+
+# --- a Pathfinder release reads nothing outside its folder ----------------------------------------
+
+
+@pytest.mark.parametrize("how", ["climbing", "absolute", "symlink"])
+def test_release_paths_leaving_the_folder_are_one_line(capsys, smoke_overrides, tmp_path, how):
+    write_release(tmp_path / "release", n=29, empty=())
+    folder = tmp_path / "release" / "pathfinder32" / "curv_contour_length_14"
+    secret = tmp_path / "outside" / "secret.png"
+    secret.parent.mkdir()
+    Image.new("L", (32, 32), 200).save(secret)
+    meta = folder / "metadata" / "0.npy"
+    lines = meta.read_text().splitlines(keepends=True)
+    batch = {"climbing": "imgs/../../../../outside", "absolute": str(secret.parent)}.get(how)
+    if batch:
+        lines[2] = f"{batch} secret.png 2 0 1.0 14 4 2 0.5 1 1\n"
+        meta.write_text("".join(lines))
+    else:
+        (folder / "imgs" / "0" / "sample_2.png").unlink()
+        (folder / "imgs" / "0" / "sample_2.png").symlink_to(secret)
+    before = meta.read_bytes()
+    release = ["task=pathfinder", "data.source=release", f"data.root={tmp_path / 'release'}"]
+    err = failing(capsys, [*smoke_overrides, f"paths.cache_dir={tmp_path / 'cache'}", *release])
+    assert err.startswith(f"error: {meta}:3: ") and "secret" in err
+    assert ("leaves the release folder" if batch else "outside the release folder") in err
+    assert meta.read_bytes() == before and not (tmp_path / "leaderboard.csv").exists()
+    assert not list((tmp_path / "cache").rglob("*.arrow"))
