@@ -86,3 +86,30 @@ def test_release_paths_leaving_the_folder_are_one_line(capsys, smoke_overrides, 
     assert ("leaves the release folder" if batch else "outside the release folder") in err
     assert meta.read_bytes() == before and not (tmp_path / "leaderboard.csv").exists()
     assert not list((tmp_path / "cache").rglob("*.arrow"))
+
+
+# --- settings torch would only reject later (or never) ----------------------------------------------
+
+IMPOSSIBLE_MODEL = ["model.dim=1048576", "model.ffn_dim=1048576", "model.num_heads=1"]
+
+
+@pytest.mark.parametrize(
+    "overrides, start",
+    [
+        (["trainer.lr=nan"], "trainer.lr=nan: must be a finite number"),
+        (["trainer.lr=inf"], "trainer.lr=inf: must be a finite number"),
+        (["trainer.weight_decay=nan"], "trainer.weight_decay=nan: must be a finite number"),
+        (["trainer.eps=-1"], "trainer.eps=-1.0: must be > 0"),
+        (["trainer.betas=[2,3]"], "trainer.betas=[2.0, 3.0]: each value must be in [0, 1)"),
+        (["trainer.device=tpu"], "trainer.device='tpu': choose auto, cpu, cuda or cuda:N"),
+        (["trainer.clip_value=nan"], "trainer.clip_value=nan: must be a finite number"),
+        (IMPOSSIBLE_MODEL, "model.dim=1048576, model.ffn_dim=1048576, model.num_layers=2: "),
+    ],
+)
+def test_bad_trainer_and_model_values_stop_before_anything_is_written(
+    capsys, smoke_overrides, tmp_path, overrides, start
+):
+    cache = tmp_path / "own-cache"
+    err = failing(capsys, [*smoke_overrides, f"paths.cache_dir={cache}", *overrides])
+    assert err.startswith(f"error: invalid setting {start}")
+    assert not (tmp_path / "run").exists() and not cache.exists()
