@@ -249,7 +249,7 @@ def test_changed_cache_file_is_rebuilt_with_a_notice(capsys, smoke_overrides, tm
     assert main(compose_config(overrides)) == 0
     notices = [line for line in capsys.readouterr().err.splitlines() if "notice" in line]
     assert notices == [
-        f"notice: rebuilding the data cache {arrow.parents[1]}: train split does not match the row count and token ranges recorded in key.json"
+        f"notice: rebuilding the data cache {arrow.parents[1]}: train split does not match the digest recorded in key.json (column input_ids)"
     ]
 
 

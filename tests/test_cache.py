@@ -146,3 +146,70 @@ def test_token_ids_outside_the_vocabulary_are_one_line(tmp_path: Path):
     assert str(cache_path(tmp_path, "demo", KEY)) in message
     with pytest.raises(DataError, match="labels 0..1, outside 0..0"):
         check_ranges(train, "demo train split", vocab_size=7, num_classes=1)
+
+
+def shift_boundary(arrow: Path, row: int, by: int) -> None:
+    """Move where example ``row`` ends by ``by`` tokens, leaving every token value in place."""
+    import pyarrow as pa
+
+    with pa.ipc.open_stream(arrow) as reader:
+        table = reader.read_all()
+    ids = table.column("input_ids").combine_chunks()
+    offsets = ids.offsets.to_pylist()
+    offsets[row + 1] += by
+    moved = pa.ListArray.from_arrays(pa.array(offsets, ids.offsets.type), ids.values)
+    table = table.set_column(table.column_names.index("input_ids"), "input_ids", moved)
+    with pa.ipc.new_stream(arrow, table.schema) as writer:
+        writer.write_table(table)
+
+
+def test_a_moved_boundary_between_examples_is_noticed_and_rebuilt(tmp_path: Path, capsys):
+    cached_splits(tmp_path, "demo", KEY, make_splits)
+    entry = cache_path(tmp_path, "demo", KEY)
+    (arrow,) = (entry / "train").glob("data-*.arrow")
+    shift_boundary(arrow, row=0, by=1)  # [[1, 2], [3], ...] -> [[1, 2, 3], [], ...]
+    moved = datasets.load_from_disk(str(entry / "train"))["input_ids"]
+    assert moved == [[1, 2, 3], [], [4, 5, 6]]  # same tokens, same count/min/max/sum
+    capsys.readouterr()
+    build = CountingBuild()
+    rebuilt = cached_splits(tmp_path, "demo", KEY, build)
+    assert build.calls == 1 and rebuilt["train"]["input_ids"] == [[1, 2], [3], [4, 5, 6]]
+    assert capsys.readouterr().err == (
+        f"notice: rebuilding the data cache {entry}: train split does not match the digest"
+        " recorded in key.json (column input_ids)\n"
+    )
+    assert cached_splits(tmp_path, "demo", KEY, never)["train"]["input_ids"][0] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["[1, 2]", '{"summaries": "x"}', '{"digests": {"train": "x"}}', "null", '{"digests": ', "\xff"],
+)
+def test_key_json_of_another_shape_is_rebuilt_once(tmp_path: Path, capsys, content: str):
+    cached_splits(tmp_path, "demo", KEY, make_splits)
+    entry = cache_path(tmp_path, "demo", KEY)
+    (entry / "key.json").write_bytes(content.encode("latin-1"))
+    capsys.readouterr()
+    build = CountingBuild()
+    assert cached_splits(tmp_path, "demo", KEY, build)["val"]["label"] == [0, 1, 1]
+    err = capsys.readouterr().err
+    assert build.calls == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"notice: rebuilding the data cache {entry}: key.json ")
+    assert cached_splits(tmp_path, "demo", KEY, never)["test"]["label"] == [0, 1, 2]
+    assert not capsys.readouterr().err  # repaired: the next load is silent
+
+
+def test_digest_covers_offsets_values_and_type():
+    import pyarrow as pa
+
+    from lra_bench.data.cache import column_digest
+
+    def digest(values: list, type_=pa.list_(pa.int32())) -> str:
+        return column_digest(pa.chunked_array([pa.array(values, type_)]))
+
+    base = digest([[1, 2], [3]])
+    assert base == digest([[1, 2], [3]])
+    assert base != digest([[1], [2, 3]])  # a moved boundary
+    assert base != digest([[1, 2], [4]])  # a changed value
+    assert base != digest([[1, 2], [3]], pa.list_(pa.int64()))  # another type
+    assert base != digest([[1, 2], None])  # a null

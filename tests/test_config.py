@@ -83,6 +83,23 @@ def test_task_protocol_matches_the_paper(task):
         (["trainer.grad_accum=3"], "trainer.batch_size"),
         (["model.dropout=1.5"], "model.dropout"),
         (["trainer.warmup_steps=1"], "trainer.warmup_steps"),
+        (["trainer.lr=nan"], "trainer.lr"),
+        (["trainer.lr=inf"], "trainer.lr"),
+        (["trainer.weight_decay=nan"], "trainer.weight_decay"),
+        (["trainer.weight_decay=-0.1"], "trainer.weight_decay"),
+        (["trainer.eps=-1"], "trainer.eps"),
+        (["trainer.eps=0"], "trainer.eps"),
+        (["trainer.betas=[2,3]"], "trainer.betas"),
+        (["trainer.betas=[-0.1,0.9]"], "trainer.betas"),
+        (["trainer.betas=[0.9,1.0]"], "trainer.betas"),
+        (["trainer.betas=[0.9]"], "trainer.betas"),
+        (["trainer.betas=[0.9,0.99,0.999]"], "trainer.betas"),
+        (["trainer.clip_value=nan"], "trainer.clip_value"),
+        (["trainer.clip_value=inf"], "trainer.clip_value"),
+        (["trainer.device=tpu"], "trainer.device"),
+        (["trainer.device=cuda:x"], "trainer.device"),
+        (["trainer.device=CPU"], "trainer.device"),
+        (["model.norm_eps=nan"], "model.norm_eps"),
     ],
 )
 def test_out_of_range_values_fail_with_one_line_naming_the_key(overrides, key):
@@ -282,3 +299,8 @@ def test_experiment_presets_adjust_only_their_attention():
     )
     assert compose_config(["attn=skyformer"]).attn.num_landmarks == 128
     validate(compose_config(["attn=softmax", "experiment=cpu_demo"]))
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0"])
+def test_known_device_kinds_pass(device):
+    validate(compose_config([f"trainer.device={device}", "trainer.betas=[0.0,0.5]"]))

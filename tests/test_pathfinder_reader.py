@@ -300,3 +300,95 @@ def test_smoke_preset_takes_what_a_small_release_holds(tmp_path: Path) -> None:
         "holds 5 usable images, too few for train/val/test (at least 6 needed)"
         in one_line_error(excinfo)
     )
+
+
+# --- the release folder is the boundary; its content is the cache key ------------------------------
+
+FOLDER = Path("pathfinder32") / "curv_contour_length_14"
+
+
+def release_with_line(tmp_path: Path, line_2: str) -> Path:
+    """A 10-image release whose metadata line 2 is replaced; returns the metadata file."""
+    write_release(tmp_path / "release", n=10, empty=())
+    meta = tmp_path / "release" / FOLDER / "metadata" / "0.npy"
+    lines = meta.read_text().splitlines(keepends=True)
+    lines[1] = line_2
+    meta.write_text("".join(lines))
+    return meta
+
+
+def outside_image(tmp_path: Path) -> Path:
+    """An image of the right size outside the release, which must never be read."""
+    secret = tmp_path / "secret" / "secret.png"
+    secret.parent.mkdir()
+    Image.new("L", (32, 32), 200).save(secret)
+    return secret
+
+
+@pytest.mark.parametrize("kind", ["climbing", "absolute"])
+def test_metadata_paths_leaving_the_release_are_refused(tmp_path: Path, kind: str) -> None:
+    secret = outside_image(tmp_path)
+    batch = "imgs/../../../../secret" if kind == "climbing" else str(secret.parent)
+    meta = release_with_line(tmp_path, f"{batch} secret.png 1 1 1.0 14 4 2 0.5 1 1\n")
+    assert (tmp_path / "release" / FOLDER / batch / "secret.png").resolve() == secret.resolve()
+    cfg = config(tmp_path, "data.source=release", f"data.root={tmp_path / 'release'}")
+    with pytest.raises(DataError) as excinfo:
+        pf.prepare(data_settings(cfg))
+    message = one_line_error(excinfo)
+    assert message.startswith(f"{meta}:2: image path '{batch}/secret.png' leaves the release")
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("*.arrow"))
+
+
+@pytest.mark.parametrize("linked", ["image", "folder"])
+def test_symlinks_out_of_the_release_are_refused(tmp_path: Path, linked: str) -> None:
+    secret = outside_image(tmp_path)
+    write_release(tmp_path / "release", n=10, empty=())
+    folder = tmp_path / "release" / FOLDER
+    if linked == "image":
+        target = folder / "imgs" / "0" / "sample_4.png"
+        target.unlink()
+        target.symlink_to(secret)
+    else:
+        target = folder / "imgs" / "0"
+        (folder / "imgs" / "0").rename(tmp_path / "secret" / "0")
+        target.symlink_to(tmp_path / "secret" / "0", target_is_directory=True)
+    with pytest.raises(DataError) as excinfo:
+        pf.read_folder(folder, 32)
+    message = one_line_error(excinfo)
+    line = 5 if linked == "image" else 1
+    assert message.startswith(f"{folder / 'metadata' / '0.npy'}:{line}: {folder / 'imgs' / '0'}")
+    assert f"outside the release folder {folder.resolve()}" in message
+
+
+def test_symlinks_inside_the_release_are_read(tmp_path: Path) -> None:
+    expected = write_release(tmp_path / "release", n=10, empty=())
+    folder = tmp_path / "release" / FOLDER
+    (folder / "imgs" / "0").rename(folder / "imgs" / "real")
+    (folder / "imgs" / "0").symlink_to("real", target_is_directory=True)
+    pixels, labels, _ = pf.read_folder(folder, 32)
+    assert sorted(zip((p.tobytes() for p in pixels), labels, strict=True)) == sorted(
+        expected.items()
+    )
+
+
+def test_a_flipped_label_or_a_replaced_image_is_a_new_cache_entry(tmp_path: Path) -> None:
+    write_release(tmp_path / "release", n=20, empty=())
+    folder = tmp_path / "release" / FOLDER
+    cfg = config(tmp_path, "data.source=release", f"data.root={tmp_path / 'release'}")
+
+    def labels_and_pixels() -> tuple[list, set]:
+        splits = pf.prepare(data_settings(cfg))
+        rows = [r for name in ("train", "val", "test") for r in rows_of(splits[name])]
+        return sorted(label for _, label in rows), {ids for ids, _ in rows}
+
+    labels, pixels = labels_and_pixels()
+    meta = folder / "metadata" / "0.npy"
+    text = meta.read_text()
+    assert text.startswith("imgs/0 sample_0.png 0 0 1.0 ")
+    meta.write_text(text.replace(" 0 0 1.0 ", " 0 1 1.0 ", 1))  # line 1: label 0 -> 1, same size
+    flipped, _ = labels_and_pixels()
+    assert flipped.count(1) == labels.count(1) + 1
+    Image.new("L", (32, 32), 77).save(folder / "imgs" / "0" / "sample_5.png")
+    _, replaced = labels_and_pixels()
+    assert bytes([77] * 1024) in replaced and bytes([77] * 1024) not in pixels
+    assert len(list((tmp_path / "cache").glob("pathfinder-*"))) == 3

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -204,6 +206,8 @@ def _check_positive(
         value = section[key]
         if value is None:
             continue
+        if not math.isfinite(value):
+            _fail(f"{prefix}.{key}", value, "must be a finite number")
         if (strict and value <= 0) or (not strict and value < 0):
             _fail(f"{prefix}.{key}", value, "must be > 0" if strict else "must be >= 0")
 
@@ -217,6 +221,7 @@ def validate(cfg: DictConfig, world_size: int = 1) -> None:
     _check_task(cfg)
     _check_trainer(cfg, world_size)
     _check_model(cfg)
+    _check_model_fits(cfg)
     _check_data(cfg)
     _check_task_data(cfg)
     if cfg.logger.name not in ("none", "wandb"):
@@ -259,17 +264,45 @@ def _check_trainer(cfg: DictConfig, world_size: int) -> None:
             "grad_accum",
             "ckpt_every",
             "log_every",
+            "eps",
         ],
     )
     _check_positive(
         trainer, "trainer", ["warmup_steps", "weight_decay", "clip_value"], strict=False
     )
+    _check_betas(trainer.betas)
+    check_device(trainer.device)
     _check_schedule(trainer)
     if trainer.batch_size % (trainer.grad_accum * world_size):
         rule = f"trainer.grad_accum ({trainer.grad_accum})"
         if world_size > 1:
             rule = f"ranks x trainer.grad_accum ({world_size} x {trainer.grad_accum})"
         _fail("trainer.batch_size", trainer.batch_size, f"must be divisible by {rule}")
+
+
+def _check_betas(betas: Any) -> None:
+    """Adam's two decay rates, each in [0, 1)."""
+    values = list(betas) if OmegaConf.is_list(betas) else None
+    if values is None or len(values) != 2:
+        _fail("trainer.betas", betas, "give two values in [0, 1), e.g. [0.9,0.999]")
+    for value in values:
+        if not (math.isfinite(value) and 0.0 <= value < 1.0):
+            _fail("trainer.betas", values, "each value must be in [0, 1), e.g. [0.9,0.999]")
+
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device(name: str) -> None:
+    """A device kind the run can use; a CUDA index this machine has (when it has CUDA)."""
+    if not DEVICE_PATTERN.fullmatch(name):
+        _fail("trainer.device", name, "choose auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda:"):
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else None
+        if count is not None and int(name[5:]) >= count:
+            _fail("trainer.device", name, f"this machine has {count} CUDA device(s): cuda:0..")
 
 
 def _check_schedule(trainer: DictConfig) -> None:
@@ -329,6 +362,19 @@ def _check_model(cfg: DictConfig) -> None:
             "model.classifier_dim",
             model.classifier_dim,
             "must be >= 2 with model.dual_head=lra (its second layer is half as wide)",
+        )
+
+
+def _check_model_fits(cfg: DictConfig) -> None:
+    """The model's weights and optimiser state fit the device's memory (checked before building it)."""
+    from lra_bench.model_size import too_large
+
+    why = too_large(cfg.model, cfg.task, cfg.trainer.device)
+    if why is not None:
+        model = cfg.model
+        raise ConfigError(
+            f"invalid setting model.dim={model.dim}, model.ffn_dim={model.ffn_dim}, "
+            f"model.num_layers={model.num_layers}: {why}"
         )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from lra_bench.config import check_device
 from lra_bench.errors import ConfigError
 from lra_bench.runtime import resolve_device
 
@@ -35,11 +36,13 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     """Join the process group when started by torchrun (NCCL on GPU, gloo on CPU); pick this rank's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else None
+    check_device(device_name)  # before torch parses it: one line for an unknown kind
     try:
         device = resolve_device(device_name, local_rank)
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:  # torch names an unknown kind in a RuntimeError
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(
-            f"invalid setting trainer.device={device_name}: {err} (use auto or cpu)"
+            f"invalid setting trainer.device={device_name}: {reason} (use auto, cpu, cuda or cuda:N)"
         ) from None
     if world <= 1:
         return DistInfo(), device

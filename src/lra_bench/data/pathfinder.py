@@ -20,7 +20,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing as mp
+import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +31,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pyarrow as pa
+import xxhash
 from PIL import Image
 
 from lra_bench.config import IMAGE_SIDES, DataConfig
@@ -125,6 +128,15 @@ def _metadata_lines(path: Path) -> list[str]:
 
 def parse_metadata(path: Path) -> list[tuple[str, int]]:
     """(image path relative to the difficulty folder, label) for each line of a metadata file."""
+    return [(rel, label) for _, rel, label in _metadata_rows(path)]
+
+
+def _metadata_rows(path: Path) -> list[tuple[int, str, int]]:
+    """(line number, image path relative to the difficulty folder, label) per metadata line.
+
+    Paths that are absolute or climb with ``..`` are refused: the release folder holds every
+    image it lists.
+    """
     rows = []
     for lineno, line in enumerate(_metadata_lines(path), start=1):
         fields = line.split()
@@ -139,8 +151,67 @@ def parse_metadata(path: Path) -> list[tuple[str, int]]:
             raise DataError(
                 f"{path}:{lineno}: malformed metadata line {shown!r}; expected {_EXPECTED_LINE}"
             )
-        rows.append((f"{fields[0]}/{fields[1]}", int(fields[3])))
+        rel = f"{fields[0]}/{fields[1]}"
+        if rel.startswith(("/", "\\")) or ".." in rel.replace("\\", "/").split("/"):
+            raise DataError(
+                f"{path}:{lineno}: image path {rel!r} leaves the release folder; metadata lines "
+                "name images inside it, as 'imgs/<batch> sample_<i>.png'"
+            )
+        rows.append((lineno, rel, int(fields[3])))
     return rows
+
+
+def listed_images(folder: Path) -> tuple[list[Path], np.ndarray]:
+    """Paths and labels of every image the metadata lists, each checked to exist in ``folder``."""
+    rels, labels, _ = release_listing(folder)
+    return [folder / rel for rel in rels], labels
+
+
+def release_listing(folder: Path) -> tuple[list[str], np.ndarray, str]:
+    """Image paths (relative to ``folder``) and labels as the metadata lists them, and a digest
+    of every image's size and modification time: one stat per image.
+
+    Each image must exist, and neither it nor its folder may link outside ``folder``; else
+    one line naming the metadata file and line.
+    """
+    files = metadata_files(folder)
+    if not files:
+        raise DataError(
+            f"{folder / 'metadata'}: no metadata/*.npy files; expected the LRA Pathfinder layout (imgs/, metadata/)"
+        )
+    rows = [(f, lineno, rel, label) for f in files for lineno, rel, label in _metadata_rows(f)]
+    if not rows:
+        raise DataError(f"{folder / 'metadata'}: the metadata files list no images")
+    inside, parents, digest = folder.resolve(), {}, xxhash.xxh3_128()
+    for meta, lineno, rel, _ in rows:
+        st = _stat_inside(f"{folder}/{rel}", inside, parents, f"{meta}:{lineno}")
+        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    labels = np.array([label for *_, label in rows], dtype=np.int64)
+    return [rel for _, _, rel, _ in rows], labels, digest.hexdigest()
+
+
+def _stat_inside(path: str, inside: Path, parents: dict[str, bool], where: str) -> os.stat_result:
+    """The image's stat; DataError if it is missing or it or its folder links outside ``inside``.
+
+    ``parents`` remembers each folder's verdict, so a folder is resolved once, not per image.
+    """
+    parent = path.rpartition("/")[0]
+    if parent not in parents:
+        parents[parent] = Path(parent).resolve().is_relative_to(inside)
+    try:
+        st = os.lstat(path)
+        linked = stat.S_ISLNK(st.st_mode)
+        st = os.stat(path) if linked else st
+    except FileNotFoundError:
+        raise DataError(f"{where}: {path}: image listed in the metadata is missing") from None
+    except OSError as err:
+        raise DataError(f"{where}: {path}: cannot be read ({_one_line(err)})") from None
+    if not parents[parent] or (linked and not Path(path).resolve().is_relative_to(inside)):
+        raise DataError(
+            f"{where}: {path} resolves to {Path(path).resolve()}, outside the release folder "
+            f"{inside}; copy the image into the folder instead of linking to it"
+        )
+    return st
 
 
 def _one_line(err: BaseException) -> str:
@@ -201,16 +272,7 @@ def read_folder(
     """
     from tqdm.auto import tqdm
 
-    files = metadata_files(folder)
-    if not files:
-        raise DataError(
-            f"{folder / 'metadata'}: no metadata/*.npy files; expected the LRA Pathfinder layout (imgs/, metadata/)"
-        )
-    rows = [row for f in files for row in parse_metadata(f)]
-    if not rows:
-        raise DataError(f"{folder / 'metadata'}: the metadata files list no images")
-    paths = [folder / rel for rel, _ in rows]
-    labels = np.array([label for _, label in rows], dtype=np.int64)
+    paths, labels = listed_images(folder)
     pixels = np.empty((len(paths), side * side), dtype=np.uint8)
     chunk = 512
     jobs = [(paths[a : a + chunk], side) for a in range(0, len(paths), chunk)]
@@ -320,8 +382,19 @@ def _missing_release(settings: DataSettings, side: int, level: str) -> DataError
 
 
 def _release_key(folder: Path) -> dict:
-    listing = [(f.name, f.stat().st_size) for f in metadata_files(folder)]
-    return {"folder": str(folder.resolve()), "metadata": listing}
+    """What identifies a release's content: its metadata files' bytes, and the size and
+    modification time of every image they list (a flipped label or a replaced image is a
+    new cache entry)."""
+    metadata = xxhash.xxh3_128()
+    for f in metadata_files(folder):
+        metadata.update(f"{f.name}\0{f.stat().st_size}\0".encode())
+        metadata.update(f.read_bytes())
+    _, labels, images = release_listing(folder)
+    return {
+        "folder": str(folder.resolve()),
+        "metadata": metadata.hexdigest(),
+        "images": {"count": len(labels), "sizes_and_times": images},
+    }
 
 
 def generated_folder(

@@ -1,0 +1,115 @@
+"""Bad input that used to be trusted: damaged caches and release folders, impossible settings,
+stopped peers and misbehaving plugins. Each gives one line and loses nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+
+from lra_bench.compose import compose_config
+from lra_bench.train import main
+from test_bad_input import failing
+from test_cache import shift_boundary
+from test_pathfinder_reader import write_release
+
+# --- caches that cannot lie -----------------------------------------------------------------------
+
+
+def first_run(overrides: list[str], tmp_path) -> None:
+    """One smoke step into its own run folder: builds the cache entry the test then damages."""
+    run = [*overrides, "trainer.stop_at_step=1", f"paths.run_dir={tmp_path / 'first'}"]
+    assert main(compose_config(run)) == 0
+
+
+def rows(board) -> int:
+    with open(board, newline="") as f:
+        return len(list(csv.DictReader(f)))
+
+
+def test_a_moved_example_boundary_in_the_cache_is_rebuilt(capsys, smoke_overrides, tmp_path):
+    overrides = [*smoke_overrides, f"paths.cache_dir={tmp_path / 'cache'}"]
+    first_run(overrides, tmp_path)
+    (arrow,) = (tmp_path / "cache").glob("listops-*/train/data-*.arrow")
+    shift_boundary(arrow, row=9, by=5)  # row 9 gains 5 tokens that row 10 loses
+    capsys.readouterr()
+    assert main(compose_config(overrides)) == 0
+    notices = [line for line in capsys.readouterr().err.splitlines() if "notice" in line]
+    assert notices == [
+        f"notice: rebuilding the data cache {arrow.parents[1]}: train split does not match the"
+        " digest recorded in key.json (column input_ids)"
+    ]
+    assert rows(tmp_path / "leaderboard.csv") == 1
+
+
+def test_key_json_of_the_wrong_shape_is_rebuilt(capsys, smoke_overrides, tmp_path):
+    overrides = [*smoke_overrides, f"paths.cache_dir={tmp_path / 'cache'}"]
+    first_run(overrides, tmp_path)
+    (key,) = (tmp_path / "cache").glob("listops-*/key.json")
+    key.write_text(json.dumps([1, 2]))
+    capsys.readouterr()
+    assert main(compose_config(overrides)) == 0
+    err = capsys.readouterr().err
+    notices = [line for line in err.splitlines() if "notice" in line]
+    assert notices == [
+        f"notice: rebuilding the data cache {key.parent}: key.json does not hold a digest per"
+        " split (damaged, or an older format)"
+    ]
+    assert "Traceback" not in err and "digests" in json.loads(key.read_text())
+
+
+# --- a Pathfinder release reads nothing outside its folder ----------------------------------------
+
+
+@pytest.mark.parametrize("how", ["climbing", "absolute", "symlink"])
+def test_release_paths_leaving_the_folder_are_one_line(capsys, smoke_overrides, tmp_path, how):
+    write_release(tmp_path / "release", n=29, empty=())
+    folder = tmp_path / "release" / "pathfinder32" / "curv_contour_length_14"
+    secret = tmp_path / "outside" / "secret.png"
+    secret.parent.mkdir()
+    Image.new("L", (32, 32), 200).save(secret)
+    meta = folder / "metadata" / "0.npy"
+    lines = meta.read_text().splitlines(keepends=True)
+    batch = {"climbing": "imgs/../../../../outside", "absolute": str(secret.parent)}.get(how)
+    if batch:
+        lines[2] = f"{batch} secret.png 2 0 1.0 14 4 2 0.5 1 1\n"
+        meta.write_text("".join(lines))
+    else:
+        (folder / "imgs" / "0" / "sample_2.png").unlink()
+        (folder / "imgs" / "0" / "sample_2.png").symlink_to(secret)
+    before = meta.read_bytes()
+    release = ["task=pathfinder", "data.source=release", f"data.root={tmp_path / 'release'}"]
+    err = failing(capsys, [*smoke_overrides, f"paths.cache_dir={tmp_path / 'cache'}", *release])
+    assert err.startswith(f"error: {meta}:3: ") and "secret" in err
+    assert ("leaves the release folder" if batch else "outside the release folder") in err
+    assert meta.read_bytes() == before and not (tmp_path / "leaderboard.csv").exists()
+    assert not list((tmp_path / "cache").rglob("*.arrow"))
+
+
+# --- settings torch would only reject later (or never) ----------------------------------------------
+
+IMPOSSIBLE_MODEL = ["model.dim=1048576", "model.ffn_dim=1048576", "model.num_heads=1"]
+
+
+@pytest.mark.parametrize(
+    "overrides, start",
+    [
+        (["trainer.lr=nan"], "trainer.lr=nan: must be a finite number"),
+        (["trainer.lr=inf"], "trainer.lr=inf: must be a finite number"),
+        (["trainer.weight_decay=nan"], "trainer.weight_decay=nan: must be a finite number"),
+        (["trainer.eps=-1"], "trainer.eps=-1.0: must be > 0"),
+        (["trainer.betas=[2,3]"], "trainer.betas=[2.0, 3.0]: each value must be in [0, 1)"),
+        (["trainer.device=tpu"], "trainer.device='tpu': choose auto, cpu, cuda or cuda:N"),
+        (["trainer.clip_value=nan"], "trainer.clip_value=nan: must be a finite number"),
+        (IMPOSSIBLE_MODEL, "model.dim=1048576, model.ffn_dim=1048576, model.num_layers=2: "),
+    ],
+)
+def test_bad_trainer_and_model_values_stop_before_anything_is_written(
+    capsys, smoke_overrides, tmp_path, overrides, start
+):
+    cache = tmp_path / "own-cache"
+    err = failing(capsys, [*smoke_overrides, f"paths.cache_dir={cache}", *overrides])
+    assert err.startswith(f"error: invalid setting {start}")
+    assert not (tmp_path / "run").exists() and not cache.exists()
