@@ -17,7 +17,15 @@ import torch
 from lra_bench.attention import build_attention
 from lra_bench.attention.bigbird import code_plan
 from lra_bench.compose import compose_config
-from lra_bench.fidelity import CODE_LENGTHS, QUIRKS, code_difference, main, ours_and_code
+from lra_bench.fidelity import (
+    CODE_LENGTHS,
+    QUIRKS,
+    attn_settings,
+    code_difference,
+    main,
+    ours_and_code,
+)
+from lra_bench.testing import check_attention
 from lra_bench.testing.published_code import _code_rows, bigbird_code_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,3 +170,14 @@ def test_docs_table_agrees_with_the_tested_claims():
     for attn, quirk, n, padded in CONTROLS:
         column = 2 * CODE_LENGTHS.index(n) + int(padded)
         assert float(rows[(attn, quirk)][column]) > 10 * TOLERANCE
+
+
+@pytest.mark.parametrize("attn", sorted(QUIRKS))
+def test_parity_settings_train_in_bf16_with_gradients(attn):
+    settings = {k: v for k, v in attn_settings(attn, "skyformer_code").items() if k != "name"}
+    small = {
+        "reformer": {"chunk_size": 16},
+        "bigbird": {"block_size": 16},
+        "nystromformer": {"num_landmarks": 16},
+    }
+    check_attention(attn, checks=["gradients", "bf16"], **settings | small.get(attn, {}))

@@ -12,11 +12,12 @@ on ``max_len`` only, so padding never changes what a real query sees.
 Settings that reproduce the Skyformer code (Hugging Face's BigBird; defaults follow the paper):
 ``pattern: fixed`` draws the random blocks from a generator reseeded with ``pattern_seed`` on
 every call, so training, evaluation and every layer share one pattern (the code reseeds numpy
-with 42 on each forward); ``last_global: padded`` makes the last block of the padded sequence
+with the run's seed, ``--random``, default 42, on each forward); ``last_global: padded`` makes the last block of the padded sequence
 the global one, whose keys are all padding for a short sequence, and lets random blocks land
 on padding (the code lays blocks over the padded length); ``random_span: first_1024`` draws
 random blocks among the first 1024 tokens when the padded length is 1024, 3072 or 4096 (the
-code's "old plans"). The blocks themselves come from this module's generator, not numpy's.
+code's "old plans", the previous parity value). The blocks themselves come from this module's
+generator, not numpy's: the same candidates and distribution, not numpy's draw.
 
 ``random_span: code`` takes the candidate blocks of every row from the code's plans
 (pkuzengqi/Skyformer ``code/models/attention_bigbird.py`` at 6ffd607, Hugging Face's BigBird of
@@ -25,8 +26,7 @@ last two middle rows, which draw from all of them, window blocks included; at ot
 Hugging Face's ``_get_rand_attn_plan`` (at 2048 with 3 random blocks: blocks 1-9 only, the first
 704 tokens); one draw per head, shared by the batch. ``duplicates: keep`` counts a random block
 that is also a window block twice in the softmax, as the code does; the default counts it once.
-The code reseeds its pattern with the run's seed (``--random``), hence ``pattern_seed: ${seed}``
-in the parity file.
+The parity file sets ``pattern_seed: ${seed}``, the run's seed.
 """
 
 from __future__ import annotations
