@@ -15,18 +15,19 @@ import pytest
 import torch
 
 from lra_bench.attention import build_attention
-from lra_bench.attention.bigbird import code_plan
+from lra_bench.attention.bigbird import code_plan, numpy_code_draw
 from lra_bench.compose import compose_config
 from lra_bench.fidelity import (
     CODE_LENGTHS,
     QUIRKS,
+    RANKED,
     attn_settings,
     code_difference,
     main,
     ours_and_code,
 )
 from lra_bench.testing import check_attention
-from lra_bench.testing.published_code import _code_rows, bigbird_code_blocks
+from lra_bench.testing.published_code import _code_rows, bigbird_code_blocks, bigbird_code_numpy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,9 +38,17 @@ TOLERANCE = 1e-6  # max |ours - code| / max |code|
 @pytest.mark.parametrize("n", CODE_LENGTHS)  # about a second each at 4096
 @pytest.mark.parametrize("attn", sorted(QUIRKS))
 def test_parity_matches_the_restated_code(attn, n, padded):
+    """BigBird here with the code's own numpy draw for the run's seed: nothing pinned."""
     out, ref = ours_and_code(attn, n, padded, {})
     assert ref.numel() >= 2 * 8 * n and ref.abs().max() > 1e-3  # every real token compared
     assert float((out - ref).abs().max() / ref.abs().max()) <= TOLERANCE
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("n", CODE_LENGTHS)
+def test_bigbird_plan_with_a_ranked_draw_matches_the_restated_code(n, padded):
+    """This module's generator in place of numpy, both pinned to one ranking of the blocks."""
+    assert code_difference("bigbird", n, padded, ranked=True) <= TOLERANCE
 
 
 # (attention, quirk, n, padded): where the quirk shows; off = the setting's default
@@ -47,6 +56,7 @@ CONTROLS = [
     ("reformer", "rounds_joined", 1024, False),
     ("reformer", "wrap_to", 1024, True),
     ("reformer", "key_norm", 1024, False),  # on query-keys of small norm (CONTROL_SCALE)
+    ("bigbird", "draw", 1024, False),  # this module's generator, not numpy's
     ("bigbird", "random_span", 2048, False),  # the code draws from blocks 1-9 only
     ("bigbird", "random_span", 1024, False),  # rows 13, 14 draw window blocks in seed 1
     ("bigbird", "duplicates", 1024, False),
@@ -164,9 +174,12 @@ def test_docs_table_agrees_with_the_tested_claims():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 2 + 2 * len(CODE_LENGTHS) and cells[0] in QUIRKS:
             rows[(cells[0], cells[1].split(":")[0].removeprefix("... with "))] = cells[2:]
-    assert len(rows) == len(QUIRKS) + sum(len(q) for q in QUIRKS.values())
+    assert len(rows) == len(QUIRKS) + len(RANKED) + sum(len(q) for q in QUIRKS.values())
     for attn in QUIRKS:
         assert all(float(x) <= TOLERANCE for x in rows[(attn, "parity=skyformer_code")])
+    for attn in RANKED:
+        ranked = rows[(attn, "parity=skyformer_code, ranked draw")]
+        assert all(float(x) <= TOLERANCE for x in ranked)
     for attn, quirk, n, padded in CONTROLS:
         column = 2 * CODE_LENGTHS.index(n) + int(padded)
         assert float(rows[(attn, quirk)][column]) > 10 * TOLERANCE
@@ -181,3 +194,16 @@ def test_parity_settings_train_in_bf16_with_gradients(attn):
         "nystromformer": {"num_landmarks": 16},
     }
     check_attention(attn, checks=["gradients", "bf16"], **settings | small.get(attn, {}))
+
+
+@pytest.mark.parametrize("n", [512, 640, 1024, 2048, 3072, 4096])
+def test_bigbird_numpy_draw_is_the_codes_draw(n):
+    for seed in (0, 42):
+        ours = torch.from_numpy(numpy_code_draw(n // 64, 64, 3, 2, seed))[:, 1:-1]
+        assert torch.equal(ours, bigbird_code_numpy(n, 64, 3, 2, seed))
+
+
+def test_bigbird_codes_seed_42_pattern_repeats_a_window_block_at_1024():
+    """Row 13 of the code's seed-42 pattern (the code's default --random) draws block 14."""
+    blocks = bigbird_code_numpy(1024, 64, 3, 2, 42)
+    assert any(abs(j - 13) <= 1 for h in range(2) for j in blocks[h, 12].tolist())

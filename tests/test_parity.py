@@ -41,6 +41,7 @@ ATTN = {
             "last_global": "padded",
             "random_span": "code",
             "duplicates": "keep",
+            "draw": "numpy",
         },
         "linformer": {"share_kv": True, "per_head": True, "trainable": False},
         "reformer": {"wrap": True, "wrap_to": "padded", "rounds_joined": True, "key_norm": "root"},

@@ -33,6 +33,7 @@ from lra_bench.paths import conf_dir
 from lra_bench.testing.published_code import (
     bigbird_code,
     bigbird_code_blocks,
+    bigbird_code_numpy,
     nystrom_code,
     reformer_code,
 )
@@ -144,11 +145,14 @@ CODE_D = 8  # head size of the code comparisons (small: the structure, not the s
 # each quirk of parity=skyformer_code; off = the setting's default (the papers' behaviour)
 QUIRKS = {
     "reformer": ("rounds_joined", "wrap_to", "key_norm"),
-    "bigbird": ("random_span", "duplicates", "last_global"),
+    "bigbird": ("draw", "random_span", "duplicates", "last_global"),
     "nystromformer": ("landmark_span",),
 }
 # inputs scale per quirk control: the eps of key_norm shows only on query-keys of small norm
 CONTROL_SCALE = {"key_norm": 0.01}
+# BigBird's block plan, tested with this module's generator, the code's draw replaced by a
+# pinned ranking of the blocks (the code's own numpy draw fixes which blocks a seed gives)
+RANKED = {"bigbird": {"draw": "torch"}}
 
 
 def code_inputs(
@@ -176,16 +180,30 @@ def ranking_scores(ranking: np.ndarray) -> torch.Tensor:
 
 
 def ours_and_code(
-    attn: str, n: int, padded: bool, overrides: dict[str, Any], scale: float = 1.0, seed: int = 1
+    attn: str,
+    n: int,
+    padded: bool,
+    overrides: dict[str, Any],
+    scale: float = 1.0,
+    seed: int = 1,
+    ranked: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """This harness's output under ``parity=skyformer_code`` (plus ``overrides``) and the
-    restated code's, on the same inputs and the same pinned draw."""
+    restated code's, on the same inputs and the same pinned draw. BigBird: the code's own
+    numpy draw for ``pattern_seed``, ours not pinned; ``ranked``: both pinned to one ranking."""
     (q, k, v), mask = code_inputs(n, padded, seed, scale)
-    settings = attn_settings(attn, "skyformer_code") | overrides
+    settings = attn_settings(attn, "skyformer_code") | (RANKED.get(attn, {}) if ranked else {})
+    settings |= overrides
     module = build_attention(settings, head_dim=CODE_D, num_heads=HEADS, max_len=n).double().eval()
     real = None if mask is None else mask.double()
     rng = np.random.RandomState(seed)
-    if attn == "reformer":
+    if attn == "bigbird" and not ranked:  # nothing pinned: the code's own draw
+        cfg = module.cfg
+        blocks = bigbird_code_numpy(
+            n, cfg.block_size, cfg.num_random_blocks, HEADS, cfg.pattern_seed
+        )
+        ref = bigbird_code(q, k, v, real, blocks, cfg.block_size)
+    elif attn == "reformer":
         buckets = module.num_buckets
         rot = torch.from_numpy(
             rng.standard_normal((HEADS, CODE_D, module.cfg.num_hashes, buckets // 2))
@@ -213,13 +231,18 @@ def ours_and_code(
     return out, ref
 
 
-def code_difference(attn: str, n: int, padded: bool, off: str | None = None) -> float:
-    """max |ours - code| / max |code| over real tokens; ``off``: a quirk switched to its default."""
+def code_difference(
+    attn: str, n: int, padded: bool, off: str | None = None, ranked: bool = False
+) -> float:
+    """max |ours - code| / max |code| over real tokens; ``off``: a quirk switched to its default;
+    ``ranked``: BigBird's draw from this module's generator, pinned to a ranking of the blocks
+    (every quirk but ``draw`` is controlled so)."""
     overrides, scale = {}, 1.0
+    ranked = ranked or (off not in (None, "draw") and attn in RANKED)
     if off is not None:
-        overrides = {off: getattr(REGISTRY[attn].config(), off)}
+        overrides[off] = getattr(REGISTRY[attn].config(), off)
         scale = CONTROL_SCALE.get(off, 1.0)
-    out, ref = ours_and_code(attn, n, padded, overrides, scale)
+    out, ref = ours_and_code(attn, n, padded, overrides, scale, ranked=ranked)
     return float((out - ref).abs().max() / ref.abs().max())
 
 
@@ -231,11 +254,16 @@ def code_table(lengths: Sequence[int] = CODE_LENGTHS) -> str:
         "|---|---|" + "---|" * len(cols),
     ]
     for attn, quirks in QUIRKS.items():
-        for off in (None, *quirks):
+        rows = [(None, False)] + [(None, True)] * (attn in RANKED) + [(q, False) for q in quirks]
+        for off, ranked in rows:
             what = "parity=skyformer_code" if off is None else f"... with {off}: default"
+            if ranked or (off not in (None, "draw") and attn in RANKED):
+                what += ", ranked draw"
             if off in CONTROL_SCALE:
                 what += f" (q, k x {CONTROL_SCALE[off]})"
-            diffs = [code_difference(attn, n, p, off) for n in lengths for p in (False, True)]
+            diffs = [
+                code_difference(attn, n, p, off, ranked) for n in lengths for p in (False, True)
+            ]
             lines.append(f"| {attn} | {what} | " + " | ".join(f"{x:.2g}" for x in diffs) + " |")
     return "\n".join(lines) + "\n"
 

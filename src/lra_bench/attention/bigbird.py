@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -62,6 +63,9 @@ class BigBirdConfig(AttentionConfig):
     # all | first_1024: from the first 1024 tokens when n is 1024, 3072 or 4096 | code: the code's plans
     random_span: str = "all"
     duplicates: str = "drop"  # drop: a key block counted once | keep: a random block repeating a window block counts twice
+    # torch: this module's generator | numpy: the code's own draw (numpy seeded with pattern_seed,
+    # its permutations in its order), the code's pattern itself; needs random_span: code
+    draw: str = "torch"
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
@@ -77,6 +81,12 @@ class BigBirdConfig(AttentionConfig):
         self.require_choice("last_global", ("real", "padded"))
         self.require_choice("random_span", ("all", "first_1024", "code"))
         self.require_choice("duplicates", ("drop", "keep"))
+        self.require_choice("draw", ("torch", "numpy"))
+        if self.draw == "numpy" and (self.random_span, self.pattern) != ("code", "fixed"):
+            raise ValueError(
+                "draw: numpy reproduces the code's fixed pattern; set random_span: code and "
+                f"pattern: fixed (got {self.random_span}, {self.pattern})"
+            )
 
 
 def gather_blocks(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -122,6 +132,9 @@ class BigBirdAttention(SampledAttention):
         top scores of ``block_scores``. Tests may replace this method to pin the draw.
         """
         b, r = real_blocks.shape[0], self.cfg.num_random_blocks
+        if self.cfg.draw == "numpy":
+            drawn = numpy_code_draw(nb, self.cfg.block_size, r, heads, self.cfg.pattern_seed)
+            return torch.from_numpy(drawn).to(real_blocks.device).expand(b, -1, -1, -1)
         groups = self.random_candidates(real_blocks, nb, span)
         u = self.block_scores(
             1 if self.cfg.random_span == "code" else b, heads, nb, real_blocks.device
@@ -281,3 +294,47 @@ def code_plan(
     if r + 5 < nb:
         return [(r // 2, between(0, r + 5)), (r - r // 2, between(r + 5, nb))]
     return [(r, between(0, nb))]
+
+
+def numpy_code_draw(nb: int, bs: int, r: int, heads: int, seed: int) -> np.ndarray:
+    """The code's own random blocks ``[heads, nb, r]`` (rows 0 and nb - 1: -1, unused).
+
+    numpy's global generator seeded with ``seed`` as the code does on every forward, then its
+    permutations in its order: at 1024, 3072 and 4096 one permutation of each row's candidate
+    list per head and row (heads outer) and its first r; elsewhere a permutation of each
+    plan range per row and head (heads inner, row nb - 1 drawn too), its first legal blocks.
+    """
+    rng = np.random.RandomState(seed)
+    out = np.full((heads, nb, r), -1, dtype=np.int64)
+    groups = code_plan(nb, bs, r, 1, torch.device("cpu"))
+    if nb * bs in (1024, 3072, 4096):
+        allowed = groups[0][1][0].numpy()
+        for h in range(heads):
+            for i in range(1, nb - 1):
+                pick = rng.permutation(np.flatnonzero(allowed[i]))[:r]
+                out[h, i, : len(pick)] = pick
+        return out
+    for rows, (start, end), col, count in _code_draw_order(nb, r):
+        allowed = groups[int(col > 0)][1][0].numpy()  # the range's group: first or second
+        for i in rows:
+            for h in range(heads):
+                order = rng.permutation(np.arange(start, end))
+                pick = [j for j in order if allowed[i, j]][:count]
+                out[h, i, col : col + len(pick)] = pick
+    return out
+
+
+def _code_draw_order(nb: int, r: int) -> list[tuple[range, tuple[int, int], int, int]]:
+    """(rows, block range, first column, count) of the code's draws off its old lengths, in
+    the order it makes them (Hugging Face's ``_bigbird_block_rand_mask_with_head``)."""
+    if 2 * r + 5 < nb:
+        return [(range(1, nb), (0, 2 * r + 5), 0, r)]
+    if r + 5 < nb:
+        p, a = r + 5, r // 2
+        return [
+            (range(1, p), (0, p), 0, a),
+            (range(1, p), (p, nb), a, r - a),
+            (range(p, nb), (0, p), 0, a),
+            (range(p, nb), (p, nb), a, r - a),
+        ]
+    return [(range(1, nb), (0, nb), 0, r)]

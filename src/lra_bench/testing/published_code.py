@@ -26,6 +26,7 @@ import torch
 __all__ = [
     "bigbird_code",
     "bigbird_code_blocks",
+    "bigbird_code_numpy",
     "nystrom_code",
     "reformer_code",
 ]
@@ -134,41 +135,87 @@ def bigbird_code_blocks(n: int, bs: int, r: int, ranking: np.ndarray) -> torch.T
     return torch.from_numpy(out)
 
 
+def _old_plan_list(n: int, bs: int, i: int) -> list[int]:
+    """Row i's candidate list at the code's old lengths (1024, 3072, 4096), in its order."""
+    nb = n // bs
+    middle = list(range(1, nb - 1))
+    last = 1024 // bs - 1 if 1024 > 2 * bs else nb - 1
+    if i == 1:
+        return middle[2:last]
+    if i == 2:
+        return middle[3:last]
+    if i in (nb - 3, nb - 2) or i - 2 > last:
+        return middle[:last]
+    if i + 1 == last:
+        return middle[: i - 2]
+    return middle[: i - 2] + middle[i + 1 : last]
+
+
+def _plan(n: int, bs: int, r: int) -> list[tuple[int, int]]:
+    """Hugging Face's ``_get_rand_attn_plan`` in blocks: (end block, random blocks) per part."""
+    nb = n // bs
+    if 2 * r + 5 < nb:
+        return [(2 * r + 5, r), (nb, 0)]
+    if r + 5 < nb:
+        return [(r + 5, r // 2), (nb, r - r // 2)]
+    return [(nb, r)]
+
+
+def _illegal(i: int, end: int) -> set[int]:
+    """Blocks row i may not draw from a range ending at ``end`` (its window, the range's ends)."""
+    illegal = {i - 1, i, i + 1, 0, end - 1}
+    if i == 1:
+        illegal.add(end - 2)
+    if i == end - 2:
+        illegal.add(1)
+    return illegal
+
+
 def _code_rows(n: int, bs: int, r: int, i: int) -> list[tuple[int, int, int, set[int]]]:
     """Row i's draws in the code: (range start, range end, how many, legal blocks) each."""
-    nb = n // bs
     if n in (1024, 3072, 4096):  # "old plans used in paper"
-        middle = list(range(1, nb - 1))
-        last = 1024 // bs - 1 if 1024 > 2 * bs else nb - 1
-        if i == 1:
-            cands = middle[2:last]
-        elif i == 2:
-            cands = middle[3:last]
-        elif i in (nb - 3, nb - 2):
-            cands = middle[:last]
-        elif i - 2 > last:
-            cands = middle[:last]
-        elif i + 1 == last:
-            cands = middle[: i - 2]
-        else:
-            cands = middle[: i - 2] + middle[i + 1 : last]
-        return [(0, nb, r, set(cands))]
-    if 2 * r + 5 < nb:
-        plan = [(2 * r + 5, r)]
-    elif r + 5 < nb:
-        plan = [(r + 5, r // 2), (nb, r - r // 2)]
-    else:
-        plan = [(nb, r)]
+        return [(0, n // bs, r, set(_old_plan_list(n, bs, i)))]
     rows, start = [], 0
-    for end, count in plan:
-        illegal = {i - 1, i, i + 1, 0, end - 1}
-        if i == 1:
-            illegal.add(end - 2)
-        if i == end - 2:
-            illegal.add(1)
-        rows.append((start, end, count, set(range(start, end)) - illegal))
+    for end, count in _plan(n, bs, r):
+        if count:
+            rows.append((start, end, count, set(range(start, end)) - _illegal(i, end)))
         start = end
     return rows
+
+
+def bigbird_code_numpy(n: int, bs: int, r: int, heads: int, seed: int) -> torch.Tensor:
+    """The code's random blocks ``[heads, nb - 2, r]`` as it draws them: numpy's global
+    generator seeded with ``seed``, then its loops (heads outer at the old lengths; plan parts,
+    rows, heads inner elsewhere, the last row drawn and dropped)."""
+    rng, nb = np.random.RandomState(seed), n // bs
+    if n in (1024, 3072, 4096):
+        old = [
+            [rng.permutation(np.array(_old_plan_list(n, bs, i)))[:r] for i in range(1, nb - 1)]
+            for _ in range(heads)
+        ]
+        return torch.from_numpy(np.array(old, dtype=np.int64))
+    plan = _plan(n, bs, r)
+    ends, counts = [e for e, _ in plan], [c for _, c in plan]
+    out = np.full((heads, nb, sum(counts)), -1, dtype=np.int64)  # -1: none left (the code fails)
+
+    def fill(rows: range, part: int) -> None:
+        start, col = (ends[part - 1] if part else 0), sum(counts[:part])
+        for i in rows:
+            for h in range(heads):
+                order = rng.permutation(np.arange(start, ends[part]))
+                legal = [j for j in order if j not in _illegal(i, ends[part])][: counts[part]]
+                out[h, i, col : col + len(legal)] = legal
+
+    for part in range(len(plan)):
+        if part > 0:
+            if counts[part]:
+                fill(range(1, ends[part - 1]), part)
+            for earlier in range(part):
+                if counts[earlier]:
+                    fill(range(ends[part - 1], ends[part]), earlier)
+        if counts[part]:
+            fill(range(1 if part == 0 else ends[part - 1], ends[part]), part)
+    return torch.from_numpy(out[:, 1 : nb - 1])
 
 
 # ---------------------------------------------------------------- Nystromformer
