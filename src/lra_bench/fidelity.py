@@ -2,8 +2,9 @@
 
 First table: for each attention whose published code is restated in ``lra_bench.testing.
 published_code``, this harness under ``parity=skyformer_code`` against that restatement, per
-length, without and with padding, the code's random draw pinned in both; then the same with
-each quirk's setting switched back to its default (each must break the match where it applies).
+length, without and with padding, the code's random draw pinned in both (BigBird: the code's
+own numpy draw, and a ranking of the blocks pinned in both); then the same with each quirk's
+setting switched back to its default (each must break the match where it applies).
 
 Second table: for every attention that a ``parity`` choice changes, both versions are built from the composed
 configs (``parity=none`` and the choice) with the same parameter seed, run in evaluation mode

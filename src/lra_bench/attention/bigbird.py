@@ -26,7 +26,9 @@ last two middle rows, which draw from all of them, window blocks included; at ot
 Hugging Face's ``_get_rand_attn_plan`` (at 2048 with 3 random blocks: blocks 1-9 only, the first
 704 tokens); one draw per head, shared by the batch. ``duplicates: keep`` counts a random block
 that is also a window block twice in the softmax, as the code does; the default counts it once.
-The parity file sets ``pattern_seed: ${seed}``, the run's seed.
+``draw: numpy`` (with ``random_span: code`` and ``pattern: fixed``) makes the code's own draw:
+numpy seeded with ``pattern_seed`` and its permutations in its order, so a seed gives the code's
+pattern itself. The parity file sets ``pattern_seed: ${seed}``, the run's seed.
 """
 
 from __future__ import annotations
