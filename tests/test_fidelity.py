@@ -306,6 +306,11 @@ def test_relative_difference_is_zero_for_identical_settings_and_positive_for_a_q
         ("bigbird", {"random_span": "first_512"}, "random_span"),
         ("synthesizer", {"mode": "factorized"}, "mode"),
         ("reformer", {"wrap": "sometimes"}, "wrap"),
+        ("reformer", {"wrap_to": "first"}, "wrap_to"),
+        ("reformer", {"rounds_joined": "often"}, "rounds_joined"),
+        ("reformer", {"key_norm": "l2"}, "key_norm"),
+        ("bigbird", {"duplicates": "twice"}, "duplicates"),
+        ("nystromformer", {"landmark_span": "all"}, "landmark_span"),
     ],
 )
 def test_invalid_published_code_settings_raise_naming_the_key(name, setting, key):

@@ -1,6 +1,12 @@
-"""``python -m lra_bench.fidelity``: how far each published code's attention is from this harness's default.
+"""``python -m lra_bench.fidelity``: this harness against the published code, and against its own default.
 
-For every attention that a ``parity`` choice changes, both versions are built from the composed
+First table: for each attention whose published code is restated in ``lra_bench.testing.
+published_code``, this harness under ``parity=skyformer_code`` against that restatement, per
+length, without and with padding, the code's random draw pinned in both (BigBird: the code's
+own numpy draw, and a ranking of the blocks pinned in both); then the same with each quirk's
+setting switched back to its default (each must break the match where it applies).
+
+Second table: for every attention that a ``parity`` choice changes, both versions are built from the composed
 configs (``parity=none`` and the choice) with the same parameter seed, run in evaluation mode
 (pinned draws) on the same float64 inputs, and compared by the relative Frobenius difference of
 their outputs over real tokens, without and with padding. The last column is the default
@@ -11,11 +17,13 @@ alone makes. docs/fidelity.md quotes the table.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
@@ -23,6 +31,13 @@ from lra_bench.attention import build_attention
 from lra_bench.attention.registry import REGISTRY
 from lra_bench.compose import compose_config
 from lra_bench.paths import conf_dir
+from lra_bench.testing.published_code import (
+    bigbird_code,
+    bigbird_code_blocks,
+    bigbird_code_numpy,
+    nystrom_code,
+    reformer_code,
+)
 
 HEAD_DIM, HEADS, BATCH = 32, 2, 2  # the Skyformer paper's heads (two of 32 dimensions)
 EXTRA = [
@@ -37,11 +52,16 @@ EXTRA = [
 
 def attn_settings(attn: str, parity: str) -> dict[str, Any]:
     """The attention node composed for ``attn=<attn> parity=<parity>``, as a plain dict."""
+    return dict(_composed_attn(attn, parity))
+
+
+@functools.cache
+def _composed_attn(attn: str, parity: str) -> tuple[tuple[str, Any], ...]:
     node = OmegaConf.to_container(
         compose_config([f"attn={attn}", f"parity={parity}"]).attn, resolve=True
     )
     assert isinstance(node, dict)
-    return node
+    return tuple(node.items())
 
 
 def inputs(n: int, padded: bool, seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor | None]:
@@ -121,12 +141,155 @@ def table(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+CODE_LENGTHS = (512, 1024, 2048, 4096)
+CODE_D = 8  # head size of the code comparisons (small: the structure, not the size, is compared)
+# each quirk of parity=skyformer_code; off = the setting's default (the papers' behaviour)
+QUIRKS = {
+    "reformer": ("rounds_joined", "wrap_to", "key_norm"),
+    "bigbird": ("draw", "random_span", "duplicates", "last_global"),
+    "nystromformer": ("landmark_span",),
+}
+# inputs scale per quirk control: the eps of key_norm shows only on query-keys of small norm
+CONTROL_SCALE = {"key_norm": 0.01}
+# BigBird's block plan, tested with this module's generator, the code's draw replaced by a
+# pinned ranking of the blocks (the code's own numpy draw fixes which blocks a seed gives)
+RANKED = {"bigbird": {"draw": "torch"}}
+
+
+def code_inputs(
+    n: int, padded: bool, seed: int = 0, scale: float = 1.0
+) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """q, k, v ~ N(0, 1) float64 ``[2, 2, n, CODE_D]`` (q, k times ``scale``) and, when padded,
+    a mask whose second sequence keeps 3n/4 - 37 tokens (not a whole number of chunks)."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (
+        torch.randn(BATCH, HEADS, n, CODE_D, generator=g, dtype=torch.float64) for _ in "qkv"
+    )
+    mask = None
+    if padded:
+        mask = torch.ones(BATCH, n, dtype=torch.bool)
+        mask[1, 3 * n // 4 - 37 :] = False
+    return [q * scale, k * scale, v], mask
+
+
+def ranking_scores(ranking: np.ndarray) -> torch.Tensor:
+    """BigBird's block scores ``[1, h, nb, nb]`` that rank the blocks as ``ranking`` lists them."""
+    h, nb, _ = ranking.shape
+    scores = np.empty((h, nb, nb))
+    np.put_along_axis(scores, ranking, 1.0 - np.arange(nb) / nb, axis=-1)
+    return torch.from_numpy(scores).unsqueeze(0)
+
+
+def ours_and_code(
+    attn: str,
+    n: int,
+    padded: bool,
+    overrides: dict[str, Any],
+    scale: float = 1.0,
+    seed: int = 1,
+    ranked: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """This harness's output under ``parity=skyformer_code`` (plus ``overrides``) and the
+    restated code's, on the same inputs and the same pinned draw. BigBird: the code's own
+    numpy draw for ``pattern_seed``, ours not pinned; ``ranked``: both pinned to one ranking."""
+    (q, k, v), mask = code_inputs(n, padded, seed, scale)
+    settings = attn_settings(attn, "skyformer_code") | (RANKED.get(attn, {}) if ranked else {})
+    settings |= overrides
+    module = build_attention(settings, head_dim=CODE_D, num_heads=HEADS, max_len=n).double().eval()
+    real = None if mask is None else mask.double()
+    rng = np.random.RandomState(seed)
+    if attn == "bigbird" and not ranked:  # nothing pinned: the code's own draw
+        cfg = module.cfg
+        blocks = bigbird_code_numpy(
+            n, cfg.block_size, cfg.num_random_blocks, HEADS, cfg.pattern_seed
+        )
+        ref = bigbird_code(q, k, v, real, blocks, cfg.block_size)
+    elif attn == "reformer":
+        buckets = module.num_buckets
+        rot = torch.from_numpy(
+            rng.standard_normal((HEADS, CODE_D, module.cfg.num_hashes, buckets // 2))
+        )
+        module.draw_rotations = lambda *a, **kw: rot
+        ref = reformer_code(q, v, real, rot, module.cfg.chunk_size)
+    elif attn == "bigbird":
+        nb = n // module.cfg.block_size
+        ranking = np.argsort(rng.random_sample((HEADS, nb, nb)), axis=-1)
+        scores = ranking_scores(ranking)
+        module.block_scores = lambda b, *a, **kw: scores.expand(b, -1, -1, -1)
+        blocks = bigbird_code_blocks(
+            n, module.cfg.block_size, module.cfg.num_random_blocks, ranking
+        )
+        ref = bigbird_code(q, k, v, real, blocks, module.cfg.block_size)
+    elif attn == "nystromformer":
+        ref = nystrom_code(q, k, v, real, module.cfg.num_landmarks)
+    else:
+        raise ValueError(f"attention: no restated code for {attn!r}; choose {', '.join(QUIRKS)}")
+    with torch.no_grad():
+        out = module(q, k, v, mask)
+    if mask is not None:
+        keep = mask[:, None, :, None].expand_as(out)
+        out, ref = out[keep], ref[keep]
+    return out, ref
+
+
+def code_difference(
+    attn: str, n: int, padded: bool, off: str | None = None, ranked: bool = False
+) -> float:
+    """max |ours - code| / max |code| over real tokens; ``off``: a quirk switched to its default;
+    ``ranked``: BigBird's draw from this module's generator, pinned to a ranking of the blocks
+    (every quirk but ``draw`` is controlled so)."""
+    overrides, scale = {}, 1.0
+    ranked = ranked or (off not in (None, "draw") and attn in RANKED)
+    if off is not None:
+        overrides[off] = getattr(REGISTRY[attn].config(), off)
+        scale = CONTROL_SCALE.get(off, 1.0)
+    out, ref = ours_and_code(attn, n, padded, overrides, scale, ranked=ranked)
+    return float((out - ref).abs().max() / ref.abs().max())
+
+
+def code_table(lengths: Sequence[int] = CODE_LENGTHS) -> str:
+    """Per restated attention, length and padding: parity against the code, then each quirk off."""
+    cols = [f"n={n}{' padded' if p else ''}" for n in lengths for p in (False, True)]
+    lines = [
+        "| attention | settings | " + " | ".join(cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for attn, quirks in QUIRKS.items():
+        rows = [(None, False)] + [(None, True)] * (attn in RANKED) + [(q, False) for q in quirks]
+        for off, ranked in rows:
+            what = "parity=skyformer_code" if off is None else f"... with {off}: default"
+            if ranked or (off not in (None, "draw") and attn in RANKED):
+                what += ", ranked draw"
+            if off in CONTROL_SCALE:
+                what += f" (q, k x {CONTROL_SCALE[off]})"
+            diffs = [
+                code_difference(attn, n, p, off, ranked) for n in lengths for p in (False, True)
+            ]
+            lines.append(f"| {attn} | {what} | " + " | ".join(f"{x:.2g}" for x in diffs) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lra_bench.fidelity", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--n", type=int, default=512, help="sequence length (default 512)")
+    parser.add_argument(
+        "--n", type=int, default=512, help="sequence length of the second table (default 512)"
+    )
+    parser.add_argument(
+        "--code-lengths",
+        type=int,
+        nargs="+",
+        default=list(CODE_LENGTHS),
+        help="lengths of the first table (default 512 1024 2048 4096; powers of 2 from 512)",
+    )
     args = parser.parse_args(argv)
+    bad = [n for n in args.code_lengths if n < 512 or n & (n - 1)]
+    if bad:
+        parser.error(f"--code-lengths: {bad[0]} is not a power of 2 of at least 512")
+    sys.stdout.write("Against the published code (max |ours - code| / max |code|):\n\n")
+    sys.stdout.write(code_table(args.code_lengths))
+    sys.stdout.write("\nDefault against the parity settings:\n\n")
     sys.stdout.write(table(args.n))
     return 0
 

@@ -47,6 +47,9 @@ class NystromformerConfig(AttentionConfig):
     impl: str = (
         "fast"  # fast: fused attention kernels for the n x m factors | reference: plain autograd
     )
+    # real: segments of the real tokens | padded: segments of the padded length, padded rows zeroed
+    # and counted in the means (pkuzengqi/Skyformer code/models/attention_nystrom.py at 6ffd607)
+    landmark_span: str = "real"
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
@@ -62,6 +65,7 @@ class NystromformerConfig(AttentionConfig):
             raise ValueError(f"pinv_iters: must be >= 1, got {self.pinv_iters}")
         self.require_choice("pinv_init", PINV_INITS)
         self.require_choice("impl", IMPLS)
+        self.require_choice("landmark_span", ("real", "padded"))
         if self.conv_kernel < 0 or (self.conv_kernel > 0 and self.conv_kernel % 2 == 0):
             raise ValueError(f"conv_kernel: must be 0 (off) or an odd size, got {self.conv_kernel}")
 
@@ -201,6 +205,9 @@ class NystromformerAttention(Attention):
         """Segment means of q and k, and the additive bias of the landmark keys (0, or MASKED when empty)."""
         b, _, n, _ = q.shape
         lengths = valid_lengths(mask, b, n, q.device)
+        if self.cfg.landmark_span == "padded" and mask is not None:
+            keep = mask[:, None, :, None].to(q.dtype)  # zeroed padded rows, averaged in
+            q, k, lengths = q * keep, k * keep, torch.full_like(lengths, n)
         q_l, lm_valid = segment_means(q, lengths, self.cfg.num_landmarks)
         k_l, _ = segment_means(k, lengths, self.cfg.num_landmarks)
         lm_bias = torch.zeros(lm_valid.shape, dtype=q.dtype, device=q.device).masked_fill(

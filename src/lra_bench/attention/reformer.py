@@ -15,6 +15,16 @@ sorted buckets the wrap joins the two ends of the bucket order. ``wrap: false`` 
 first chunk no previous chunk. Padded tokens are sorted after every real token and the wrap
 goes to the last chunk holding a real token, so padding never changes which keys a real query
 sees.
+
+Settings that reproduce Hugging Face's ``LSHSelfAttention`` (transformers, ``modeling_reformer.py``
+at commit 000824f17f924a8b520edf04c597c461fc83356a), which the Skyformer code calls
+(pkuzengqi/Skyformer ``code/models/attention_reformer.py`` at 6ffd607); defaults follow the paper:
+``rounds_joined: true`` sorts all hash rounds as one sequence (bucket numbers offset per round),
+so the first chunk of round r looks back to the last chunk of round r - 1 and round 0's to the
+last round's, and a token's copy from another round in that chunk is masked like itself;
+``wrap_to: padded`` wraps to the padded sequence's last chunk (padding included, its keys hidden);
+``key_norm: root`` divides keys by sqrt(|q|^2 + d 1e-6) (Hugging Face's eps inside the square
+root) instead of max(|q|, 1e-6).
 """
 
 from __future__ import annotations
@@ -42,7 +52,10 @@ class ReformerConfig(AttentionConfig):
     same_bucket_only: bool = (
         False  # also mask keys of another bucket inside the window (off in the reference code)
     )
-    wrap: bool = True  # the first chunk also sees the last chunk holding a real token (as the Trax and Hugging Face code)
+    wrap: bool = True  # the first chunk also sees a last chunk (as the Trax and Hugging Face code)
+    wrap_to: str = "real"  # real: the last chunk holding a real token | padded: the padded sequence's last chunk (Hugging Face)
+    rounds_joined: bool = False  # True: rounds sorted as one sequence, round r's first chunk sees round r-1's last (Hugging Face)
+    key_norm: str = "clamp"  # clamp: q / max(|q|, 1e-6) | root: q / sqrt(|q|^2 + d 1e-6) (Hugging Face's _len_and_dim_norm)
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
@@ -54,6 +67,12 @@ class ReformerConfig(AttentionConfig):
             )
         if self.num_buckets < 0 or (self.num_buckets > 1 and self.num_buckets % 2):
             raise ValueError(f"num_buckets: must be 0 (auto), 1 or even, got {self.num_buckets}")
+        if not isinstance(self.wrap, bool):
+            raise ValueError(f"wrap: must be true or false, got {self.wrap!r}")
+        if not isinstance(self.rounds_joined, bool):
+            raise ValueError(f"rounds_joined: must be true or false, got {self.rounds_joined!r}")
+        self.require_choice("wrap_to", ("real", "padded"))
+        self.require_choice("key_norm", ("clamp", "root"))
 
 
 @register_attention("reformer", ReformerConfig)
@@ -118,44 +137,68 @@ class ReformerAttention(SampledAttention):
         b, h, n_c, d = q.shape
         c, rounds = self.cfg.chunk_size, self.cfg.num_hashes
         # masks ride in the matmul: queries get a column of ones, keys a column of 0 / MASKED_SCORE
-        hidden = hidden_score(
-            matmul_dtype(q), MASKED_SCORE
-        )  # fits the scores' dtype (fp16 under autocast)
+        hidden = hidden_score(matmul_dtype(q), MASKED_SCORE)  # fits the scores' dtype (fp16)
         bias = torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, hidden)
         keys = torch.cat(
-            [F.normalize(q, dim=-1, eps=1e-6), bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1
+            [unit_keys(q, self.cfg.key_norm), bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1
         )
         queries = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)
         null_k = torch.zeros(d + 1, dtype=q.dtype, device=q.device)
         null_k[-1] = hidden
-        real_chunks = (valid.sum(-1) + c - 1).div(c, rounding_mode="floor").clamp(min=1)  # [b]
-        prev = previous_chunks(real_chunks, n_c // c) if self.cfg.wrap else None
+        prev = self.previous_chunks(valid, n_c // c)
         k_w = window(sort_into_chunks(keys, perm, c), null_k, prev)
-        v_w = window(
-            sort_into_chunks(v, perm, c), torch.zeros(d, dtype=v.dtype, device=v.device), prev
-        )
-        scores = sort_into_chunks(queries, perm, c) @ k_w.transpose(
-            -1, -2
-        )  # [b, h, r, chunks, c, 2c]
+        v_w = window(sort_into_chunks(v, perm, c), v.new_zeros(d), prev)
+        scores = sort_into_chunks(queries, perm, c) @ k_w.transpose(-1, -2)  # [b, h, r, C, c, 2c]
         if self.cfg.same_bucket_only:
             b_s = buckets.gather(3, perm).view(b, h, rounds, n_c // c, c, 1)
-            other = b_s != window(b_s, torch.full((1,), -1, device=q.device), prev).transpose(
-                -1, -2
-            )
+            other = b_s != window(b_s, buckets.new_full((1,), -1), prev).transpose(-1, -2)
             scores = scores.masked_fill(other, hidden_score(scores.dtype, MASKED_SCORE))
-        scores.diagonal(offset=c, dim1=-2, dim2=-1).fill_(
-            max(SELF_SCORE, hidden_score(scores.dtype) / 2)
-        )  # a token and itself, above hidden keys
-        if (
-            prev is not None
-        ):  # a sequence of one chunk: its "previous" chunk is itself, hide the duplicate
-            alone = (real_chunks == 1).view(b, 1, 1, 1, 1, 1) & (
-                torch.arange(n_c // c, device=q.device) == 0
-            ).view(1, 1, 1, -1, 1, 1)
-            scores[..., :c].masked_fill_(alone, hidden_score(scores.dtype, MASKED_SCORE))
+        self_score = max(SELF_SCORE, hidden_score(scores.dtype) / 2)  # above hidden keys
+        if self.cfg.rounds_joined:  # a previous chunk may hold the query's copy from another round
+            pos = perm.view(b, h, rounds, n_c // c, c, 1)
+            pos_w = window(pos, perm.new_full((1,), -1), prev)[..., 0]
+            scores.masked_fill_(pos == pos_w.unsqueeze(-2), self_score)
+        else:
+            scores.diagonal(offset=c, dim1=-2, dim2=-1).fill_(self_score)
+        # a chunk that is its own previous chunk (one real chunk, one round): hide the duplicate
+        alone = prev == torch.arange(rounds * (n_c // c), device=q.device).view(rounds, -1)
+        scores[..., :c].masked_fill_(
+            alone.view(b, 1, rounds, n_c // c, 1, 1), hidden_score(scores.dtype, MASKED_SCORE)
+        )
         lse = scores.logsumexp(dim=-1, keepdim=True)
         probs = F.dropout(torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training)
         return (probs @ v_w).view(b, h, rounds, n_c, d), lse
+
+    def previous_chunks(self, valid: torch.Tensor, chunks: int) -> torch.Tensor:
+        """The chunk each chunk looks back to, ``[b, rounds, chunks]``, as an index into the
+        ``rounds * chunks`` sorted chunks of all rounds; ``rounds * chunks`` means none.
+
+        Chunk j > 0 sees chunk j - 1 of its round. The first chunk of a round sees the last chunk
+        (``wrap_to``: the last holding a real token, or the padded sequence's last) of its own
+        round, or with ``rounds_joined`` of the previous round (round 0: of the last round);
+        with ``wrap: false`` round 0's first chunk (every round's, unless joined) sees none.
+        """
+        rounds, c = self.cfg.num_hashes, self.cfg.chunk_size
+        if self.cfg.wrap_to == "padded":
+            last = torch.full((valid.shape[0], 1), chunks - 1, device=valid.device)
+        else:
+            real = (valid.sum(-1, keepdim=True) + c - 1).div(c, rounding_mode="floor")
+            last = real.clamp(min=1) - 1
+        flat = torch.arange(rounds * chunks, device=valid.device)
+        r, j = flat.div(chunks, rounding_mode="floor"), flat % chunks
+        source = (r - 1) % rounds if self.cfg.rounds_joined else r
+        out = torch.where(j == 0, source * chunks + last, flat - 1)  # [b, rounds * chunks]
+        if not self.cfg.wrap:
+            none = (j == 0) & ((r == 0) | (not self.cfg.rounds_joined))
+            out = torch.where(none, rounds * chunks, out)
+        return out.view(-1, rounds, chunks)
+
+
+def unit_keys(q: torch.Tensor, rule: str) -> torch.Tensor:
+    """Shared-QK keys: q over its length, ``clamp``: max(|q|, 1e-6), ``root``: sqrt(|q|^2 + d 1e-6)."""
+    if rule == "root":
+        return q * torch.rsqrt(q.pow(2).sum(-1, keepdim=True) + q.shape[-1] * 1e-6)
+    return F.normalize(q, dim=-1, eps=1e-6)
 
 
 def pad_to_chunks(
@@ -184,27 +227,16 @@ def sort_into_chunks(x: torch.Tensor, perm: torch.Tensor, c: int) -> torch.Tenso
     )
 
 
-def previous_chunks(real_chunks: torch.Tensor, chunks: int) -> torch.Tensor:
-    """The chunk before each chunk, ``[b, chunks]``, wrapping the first to the last chunk holding a real token."""
-    prev = (
-        torch.arange(chunks, device=real_chunks.device)
-        .sub(1)
-        .view(1, -1)
-        .expand(real_chunks.shape[0], -1)
-    )
-    return torch.where(prev < 0, real_chunks.view(-1, 1) - 1, prev)
+def window(x: torch.Tensor, null: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+    """Keys of each chunk's window ``[b, h, r, chunks, 2c, e]``: its previous chunk then its own.
 
-
-def window(x: torch.Tensor, null: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
-    """Keys of each chunk's window ``[b, h, r, chunks, 2c, e]``: the previous chunk then its own.
-
-    Without ``prev`` the first chunk's previous chunk is ``null``; with it, chunk j's is ``prev[:, j]``.
+    ``prev [b, r, chunks]`` indexes the ``r * chunks`` chunks of all rounds; index ``r * chunks``
+    is a chunk of ``null`` rows.
     """
     b, h, rounds, chunks, c, e = x.shape
-    if prev is None:
-        before = torch.cat([null.expand(b, h, rounds, 1, c, -1), x[:, :, :, :-1]], dim=3)
-    else:
-        before = x.gather(3, prev.view(b, 1, 1, chunks, 1, 1).expand(-1, h, rounds, -1, c, e))
+    flat = torch.cat([x.flatten(2, 3), null.expand(b, h, 1, c, e)], dim=2)
+    idx = prev.reshape(b, 1, rounds * chunks, 1, 1).expand(-1, h, -1, c, e)
+    before = flat.gather(2, idx).view(b, h, rounds, chunks, c, e)
     return torch.cat([before, x], dim=4)
 
 
