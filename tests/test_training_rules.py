@@ -17,6 +17,7 @@ import lra_bench.train as train
 from fixtures_data import smoke_run
 from lra_bench.compose import compose_config
 from lra_bench.config import ConfigError, config_hash, validate
+from lra_bench.data.batches import Collator
 from lra_bench.distributed import DistInfo
 from lra_bench.errors import DataError
 from lra_bench.step import fp32_fallback, make_train_state, precision_of
@@ -103,21 +104,38 @@ def test_a_cpu_run_says_once_that_it_trains_in_fp32(capsys):
     assert "fp32" not in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_on_cuda_fp16_autocast_scales_gradients_and_keeps_the_attention_in_fp32():
-    cfg = compose_config(["experiment=skyformer_table1", "trainer=smoke", "attn=softmax"])
-    model = train.build_model(cfg).to(CUDA)
-    state = make_train_state(model, cfg.trainer, CUDA, DistInfo())
-    assert state.amp_dtype == torch.float16 and state.scaler.is_enabled()
+def fp16_forward_dtypes(device: torch.device, *overrides: str) -> dict[str, torch.dtype]:
+    """Under the skyformer_table1 preset on ``device``: the dtype of the query/key/value
+    projection's output and of the attention core's input, in one training forward pass."""
+    preset = ["experiment=skyformer_table1", "trainer=smoke", "attn=softmax", *overrides]
+    cfg = compose_config(preset)
+    model = train.build_model(cfg).to(device)
+    state = make_train_state(model, cfg.trainer, device, DistInfo())
     block = model.encoder.blocks[0].attn
     seen: dict[str, torch.dtype] = {}
-    block.qkv.register_forward_hook(lambda m, i, out: seen.setdefault("qkv", out.dtype))
-    block.attention.register_forward_hook(lambda m, i, out: seen.setdefault("core", i[0].dtype))
-    ids = torch.randint(1, 10, (2, 32), device=CUDA)
-    batch = {"input_ids": ids, "mask": torch.ones_like(ids, dtype=torch.bool), "label": None}
-    with step.autocast(CUDA, state.amp_dtype):
-        model({**batch, "label": torch.zeros(2, dtype=torch.long, device=CUDA)})
-    assert seen == {"qkv": torch.float16, "core": torch.float32}
+    block.qkv.register_forward_hook(lambda m, i, out: seen.setdefault("qkv", out.dtype) and None)
+    block.attention.register_forward_hook(
+        lambda m, i, out: seen.setdefault("core", i[0].dtype) and None
+    )
+    collate = Collator(32, "max_len", mask_zero=True, dual=False)
+    batch = collate({"input_ids": [[3 + i % 7 for i in range(32)], [4] * 20], "label": [0, 1]})
+    with step.autocast(device, state.amp_dtype):
+        model(step.to_device(batch, device))
+    seen["scaler"] = state.scaler.is_enabled()
+    return seen
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_fp16_autocast_scales_gradients_and_keeps_the_attention_in_fp32():
+    seen = fp16_forward_dtypes(CUDA)
+    assert seen == {"qkv": torch.float16, "core": torch.float32, "scaler": True}
+
+
+def test_on_a_cpu_the_preset_runs_in_fp32_without_a_scaler():
+    seen = fp16_forward_dtypes(CPU)
+    assert seen == {"qkv": torch.float32, "core": torch.float32, "scaler": False}
+    seen = fp16_forward_dtypes(CPU, "trainer.amp_dtype=bf16")  # autocast on: the core stays fp32
+    assert seen == {"qkv": torch.bfloat16, "core": torch.float32, "scaler": False}
 
 
 # --- the best checkpoint after 20% ---------------------------------------------------------------
