@@ -19,7 +19,14 @@ from lra_bench.results import COLUMNS, EARLIER_COLUMNS, append_row, run_labels
 # What each choice must set, beyond parity=none: the published code's values, written out here.
 GLOBAL = {
     "none": {},
-    "skyformer_code": {"model.pooling": "mean_padded", "data.mask_zero": True},
+    "skyformer_code": {
+        "model.pooling": "mean_padded",
+        "data.mask_zero": True,
+        "data.test_drop_last": True,
+        "trainer.amp": True,
+        "trainer.amp_dtype": "fp16",
+        "trainer.best_after": 0.2,
+    },
     "lra_code": {},
 }
 ATTN = {

@@ -23,12 +23,13 @@ from lra_bench.data.batches import Collator
 from lra_bench.model import build_model, sinusoidal_table
 from lra_bench.optim import make_optimizer
 
-# Transcribed from google-research/long-range-arena (lra_benchmarks/...): batch, lr, weight decay,
-# schedule, warm-up, steps, eval every; model dim, heads, layers, qkv, mlp, dropout, pooling, positions.
+# Transcribed from google-research/long-range-arena (lra_benchmarks/...) at HEAD (cd31e5c): batch, lr,
+# weight decay, schedule, warm-up, steps, eval every; the Transformer's (transformer_base.py) dim, heads,
+# layers, qkv, mlp, dropout, pooling, positions. Other attentions: tests/test_protocol_rows.py.
 LRA = {
     "listops": (
-        (32, 0.05, 0.1, "warmup_rsqrt", 1000, 5000, 20),
-        (512, 8, 6, 512, 2048, 0.1, "cls", "sinusoidal"),
+        (32, 0.05, 0.1, "warmup_rsqrt", 1000, 5000, 50),
+        (512, 8, 4, 512, 1024, 0.1, "cls", "sinusoidal"),
     ),
     "text": (
         (32, 0.05, 0.1, "warmup_rsqrt", 8000, 20000, 100),
@@ -40,11 +41,11 @@ LRA = {
     ),
     "image": (
         (256, 5e-4, 0.0, "warmup_cosine", 175, 35000, 175),
-        (32, 1, 1, 32, 64, 0.3, "cls", "learned"),
+        (128, 8, 1, 64, 128, 0.3, "cls", "learned"),
     ),
     "pathfinder": (
         (512, 1e-3, 0.0, "warmup_cosine", 312, 62400, 312),
-        (128, 4, 1, 64, 128, 0.2, "mean", "sinusoidal"),
+        (32, 4, 4, 16, 32, 0.2, "mean", "sinusoidal"),
     ),
     "pathx": (
         (64, 1e-3, 0.0, "warmup_cosine", 2500, 500000, 2500),

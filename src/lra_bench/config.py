@@ -22,6 +22,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lra_bench import training_rules
 from lra_bench.attention import checked_config, register_attention_configs
 from lra_bench.errors import ConfigError
 from lra_bench.run_names import register_resolver
@@ -87,6 +88,9 @@ class DataConfig:
     mask_zero: bool = False  # parity with published code: treat token id 0 as padding
     limit_train: int | None = None  # use only the first N training examples (smoke checks)
     limit_eval: int | None = None  # use only the first N dev/test examples (smoke checks)
+    test_drop_last: bool = (
+        False  # drop the test set's last partial batch of trainer.batch_size (peer code)
+    )
     fit_sizes: bool = (
         False  # a source smaller than train/val/test_size: take what is there (>= 2 per split)
     )
@@ -135,6 +139,12 @@ class TrainerConfig:
     schedule: str = "one_cycle"  # one_cycle | warmup_rsqrt | warmup_cosine (see lra_bench.optim)
     cycle_steps: int | None = None  # warmup_cosine: steps per cosine cycle (None = steps)
     amp: bool = False  # mixed precision (bf16 on CPU, fp16 with a scaler on CUDA)
+    amp_dtype: str = (
+        "auto"  # with amp: auto (bf16 where native, else fp16) | fp16 (CUDA; fp32 elsewhere) | bf16
+    )
+    best_after: float = (
+        0.0  # best.pt only from evaluations after this fraction of steps (lra_bench.training_rules)
+    )
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     ckpt_every: int = 500
     log_every: int = 10
@@ -273,6 +283,7 @@ def _check_trainer(cfg: DictConfig, world_size: int) -> None:
     _check_betas(trainer.betas)
     check_device(trainer.device)
     _check_schedule(trainer)
+    training_rules.check(cfg, _fail)
     if trainer.batch_size % (trainer.grad_accum * world_size):
         rule = f"trainer.grad_accum ({trainer.grad_accum})"
         if world_size > 1:
@@ -455,5 +466,8 @@ def config_hash(cfg: DictConfig) -> str:
         shaping["trainer"].pop(volatile, None)
     for volatile in ("loader_workers", "gen_workers", "root", "source"):
         shaping["data"].pop(volatile, None)
+    for (section, key), default in training_rules.UNHASHED_DEFAULTS.items():
+        if shaping[section].get(key) == default:  # off: the hash of a run from before the setting
+            shaping[section].pop(key)
     blob = json.dumps(shaping, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

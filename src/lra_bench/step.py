@@ -22,13 +22,26 @@ from lra_bench.distributed import DistInfo, all_sum, wrap_model
 from lra_bench.optim import make_optimizer
 
 
-def precision_of(amp: bool, device: torch.device) -> tuple[str, torch.dtype | None]:
-    """(name for result rows, autocast dtype or None): bf16 where supported, else fp16 with a scaler."""
-    if not amp:
+def precision_of(
+    amp: bool, device: torch.device, dtype: str = "auto"
+) -> tuple[str, torch.dtype | None]:
+    """(name for result rows, autocast dtype or None) of ``trainer.amp`` and ``trainer.amp_dtype``.
+
+    ``auto``: bf16 where supported, else fp16 with a scaler; ``fp16``: fp16 with a scaler on a CUDA
+    device and fp32 elsewhere (``fp32_fallback`` says so); ``bf16``: bf16.
+    """
+    if not amp or (dtype == "fp16" and device.type != "cuda"):
         return "fp32", None
-    if not native_bf16(device):  # V100, T4: bf16 only emulated, slower than fp16
+    if dtype == "fp16" or (dtype == "auto" and not native_bf16(device)):  # V100, T4: emulated bf16
         return "fp16-amp", torch.float16
     return "bf16-amp", torch.bfloat16
+
+
+def fp32_fallback(trainer_cfg: Any, device: torch.device) -> str | None:
+    """The line a run prints when ``trainer.amp_dtype=fp16`` meets a device without fp16 training."""
+    if trainer_cfg.amp and trainer_cfg.amp_dtype == "fp16" and device.type != "cuda":
+        return f"trainer.amp_dtype=fp16: fp16 training needs a CUDA device; this run on {device.type} trains in fp32"
+    return None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
@@ -90,7 +103,10 @@ def make_train_state(
     if trainer_cfg.compile:
         model = torch.compile(model, backend=trainer_cfg.compile_backend)  # type: ignore[assignment]
     optimizer, scheduler = make_optimizer(module, trainer_cfg)
-    _, amp_dtype = precision_of(trainer_cfg.amp, device)
+    _, amp_dtype = precision_of(trainer_cfg.amp, device, trainer_cfg.amp_dtype)
+    fallback = fp32_fallback(trainer_cfg, device)
+    if fallback and info.is_main:
+        print(fallback, flush=True)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     return TrainState(
         module, model, optimizer, scheduler, scaler, device, amp_dtype, trainer_cfg.clip_value, info

@@ -58,6 +58,7 @@ from lra_bench.step import (
     train_step,
 )
 from lra_bench.tracking import Tracker, make_tracker
+from lra_bench.training_rules import drop_partial_batch, keeps_best
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -221,6 +222,9 @@ def prepare_data(cfg: DictConfig, info: DistInfo, device: torch.device) -> RunDa
         )
 
     val = eval_batches(splits["val"], collate, eval_bs, workers, rank, world, lengths("val"), pin)
+    splits["test"] = drop_partial_batch(
+        splits["test"], cfg.trainer.batch_size, cfg.data.test_drop_last
+    )
     test = eval_batches(
         splits["test"], collate, eval_bs, workers, rank, world, lengths("test"), pin
     )
@@ -447,7 +451,8 @@ def maybe_evaluate(
     bar: Any,
     tracker: Tracker,
 ) -> None:
-    """Every ``eval_every`` steps (and the last): dev accuracy; a new best is saved to ``best.pt``."""
+    """Every ``eval_every`` steps (and the last): dev accuracy; a new best is saved to ``best.pt``
+    (from evaluations after ``trainer.best_after`` of the steps, ``training_rules.keeps_best``)."""
     if progress.step % cfg.trainer.eval_every and progress.step != cfg.trainer.steps:
         return
     info = state.info
@@ -459,7 +464,7 @@ def maybe_evaluate(
         )
     if val_acc > progress.best_val:
         progress.best_val, progress.best_step = val_acc, progress.step
-        if info.is_main:
+        if info.is_main and keeps_best(cfg.trainer, progress.step):
             checkpoint.save_atomic(
                 {
                     "model": state.module.state_dict(),
@@ -488,7 +493,7 @@ def stop_reason(
 
 
 def test_best(folder: RunFolder, state: TrainState, test: Any) -> float:
-    """Test accuracy of the best dev checkpoint (of the last weights when no dev pass ran)."""
+    """Test accuracy of the best dev checkpoint (of the last weights when none was kept)."""
     barrier(state.info)
     if folder.best.exists():
         state.module.load_state_dict(checkpoint.load(folder.best)["model"])
@@ -517,7 +522,7 @@ def leaderboard_row(
         peak_mem_mb=round(peak_memory_mb(state.device), 1),
         params=sum(p.numel() for p in state.module.parameters()),
         device=device_label(state.device, world=state.info.world_size),
-        precision=precision_of(cfg.trainer.amp, state.device)[0],
+        precision=precision_of(cfg.trainer.amp, state.device, cfg.trainer.amp_dtype)[0],
         compiled=bool(cfg.trainer.compile),
         batch_size=cfg.trainer.batch_size,
         max_len=cfg.task.max_len,
