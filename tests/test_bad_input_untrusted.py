@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 from PIL import Image
@@ -113,3 +119,90 @@ def test_bad_trainer_and_model_values_stop_before_anything_is_written(
     err = failing(capsys, [*smoke_overrides, f"paths.cache_dir={cache}", *overrides])
     assert err.startswith(f"error: invalid setting {start}")
     assert not (tmp_path / "run").exists() and not cache.exists()
+
+
+# --- a rank that dies or stops ---------------------------------------------------------------------
+
+RANK_SCRIPT = """
+import sys, time
+from pathlib import Path
+from lra_bench.distributed import all_sum, init_distributed, peer_failures, shutdown
+from lra_bench.errors import LraBenchError
+
+go, timeout = Path(sys.argv[1]), float(sys.argv[2])
+print("imported", flush=True)
+while not go.exists():
+    time.sleep(0.02)
+try:
+    with peer_failures(timeout):  # as lra_bench.train.run and main use them
+        info, device = init_distributed("cpu", timeout)
+        print("joined", flush=True)
+        try:
+            while True:
+                all_sum([1.0], info, device)
+                time.sleep(0.01)
+        finally:
+            shutdown(info)
+except LraBenchError as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_ranks(tmp_path, timeout: float) -> list[subprocess.Popen]:
+    """Two gloo ranks exchanging sums until one of them is stopped or killed."""
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    env.update(WORLD_SIZE="2", OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    go = tmp_path / "go"
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_SCRIPT, str(go), str(timeout)],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for r in range(2)
+    ]
+    for rank in ranks:  # imports can take long on a busy machine; the rendezvous should not
+        assert rank.stdout.readline().strip() == "imported"
+    go.touch()
+    for rank in ranks:
+        assert rank.stdout.readline().strip() == "joined"
+    return ranks
+
+
+@pytest.mark.parametrize(
+    "victim, how", [(1, signal.SIGSTOP), (1, signal.SIGKILL), (0, signal.SIGKILL)]
+)
+def test_a_stopped_or_killed_rank_ends_the_job_within_the_timeout(tmp_path, victim, how):
+    timeout = 5.0
+    ranks = start_ranks(tmp_path, timeout)
+    survivor = ranks[1 - victim]
+    try:
+        time.sleep(0.5)
+        os.kill(ranks[victim].pid, how)
+        stopped = time.monotonic()
+        _, err = survivor.communicate(timeout=60)
+        elapsed = time.monotonic() - stopped
+    finally:
+        for rank in ranks:
+            if rank.poll() is None:
+                rank.kill()
+            rank.communicate()
+    assert survivor.returncode == 2 and elapsed < timeout + 5, (elapsed, err)
+    if victim == 1:  # rank 0 survives: one line
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert err.startswith(
+            "error: another of the 2 ranks died or did not answer within"
+            " trainer.dist_timeout_s=5 s ("
+        )
+    else:  # another rank survives: quiet, rank 0's log speaks for the job
+        assert err == ""
