@@ -11,12 +11,14 @@ import socket
 import subprocess
 import sys
 import time
+from importlib.metadata import EntryPoint
 
 import pytest
 from PIL import Image
 
 from lra_bench.compose import compose_config
 from lra_bench.train import main
+from test_attention_plugins import cli, fake_install
 from test_bad_input import failing
 from test_cache import shift_boundary
 from test_pathfinder_reader import write_release
@@ -206,3 +208,59 @@ def test_a_stopped_or_killed_rank_ends_the_job_within_the_timeout(tmp_path, vict
         )
     else:  # another rank survives: quiet, rank 0's log speaks for the job
         assert err == ""
+
+
+# --- a plugin that exits on import -----------------------------------------------------------------
+
+
+def test_a_plugin_calling_sys_exit_on_import_is_one_warning(tmp_path):
+    site = tmp_path / "site"
+    fake_install(site, "exiting-attn", {"exiting": "exiting_mod"}, {"exiting_mod": EXITING})
+    done = cli(["-m", "lra_bench", "--help"], tmp_path, site)
+    assert done.returncode == 0, done.stderr
+    assert "attn: " in done.stdout and "exiting" not in done.stdout
+    assert done.stderr.splitlines() == [
+        "warning: attention plugin exiting-attn (entry point exiting = exiting_mod) not loaded"
+        " (it called sys.exit(3) on import); the other attentions are unaffected"
+    ]
+
+
+EXITING = "import sys\nsys.exit(3)\n"
+
+
+@pytest.fixture
+def fresh_discovery(tmp_path, monkeypatch):
+    """Plugin discovery run again, in this process, over entry points the test names."""
+    from lra_bench.attention import registry
+
+    monkeypatch.setitem(registry._discovery, "done", False)
+    monkeypatch.setattr(registry, "BROKEN", {})
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def install(modules: dict[str, str]) -> None:
+        for name, text in modules.items():
+            (tmp_path / f"{name}.py").write_text(text)
+        points = [EntryPoint(name, name, registry.GROUP) for name in modules]
+        monkeypatch.setattr(registry, "entry_points", lambda group: points)
+
+    return install
+
+
+def test_sys_exit_in_a_plugin_is_reported_and_skipped(fresh_discovery, capsys):
+    from lra_bench.attention import registry
+
+    fresh_discovery({"exits_zero": "raise SystemExit(0)\n", "exits_three": EXITING})
+    registry.discover_plugins()
+    assert registry.BROKEN == {
+        "exits_three": "it called sys.exit(3) on import",
+        "exits_zero": "it called sys.exit(0) on import",
+    }
+    assert len(capsys.readouterr().err.splitlines()) == 2
+
+
+def test_ctrl_c_while_a_plugin_imports_still_stops(fresh_discovery):
+    from lra_bench.attention import registry
+
+    fresh_discovery({"interrupted": "raise KeyboardInterrupt\n"})
+    with pytest.raises(KeyboardInterrupt):
+        registry.discover_plugins()
