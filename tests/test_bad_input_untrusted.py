@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from importlib.metadata import EntryPoint
 
 import pytest
 from PIL import Image
 
 from lra_bench.compose import compose_config
 from lra_bench.train import main
+from test_attention_plugins import cli, fake_install
 from test_bad_input import failing
 from test_cache import shift_boundary
 from test_pathfinder_reader import write_release
@@ -113,3 +121,146 @@ def test_bad_trainer_and_model_values_stop_before_anything_is_written(
     err = failing(capsys, [*smoke_overrides, f"paths.cache_dir={cache}", *overrides])
     assert err.startswith(f"error: invalid setting {start}")
     assert not (tmp_path / "run").exists() and not cache.exists()
+
+
+# --- a rank that dies or stops ---------------------------------------------------------------------
+
+RANK_SCRIPT = """
+import sys, time
+from pathlib import Path
+from lra_bench.distributed import all_sum, init_distributed, peer_failures, shutdown
+from lra_bench.errors import LraBenchError
+
+go, timeout = Path(sys.argv[1]), float(sys.argv[2])
+print("imported", flush=True)
+while not go.exists():
+    time.sleep(0.02)
+try:
+    with peer_failures(timeout):  # as lra_bench.train.run and main use them
+        info, device = init_distributed("cpu", timeout)
+        print("joined", flush=True)
+        try:
+            while True:
+                all_sum([1.0], info, device)
+                time.sleep(0.01)
+        finally:
+            shutdown(info)
+except LraBenchError as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_ranks(tmp_path, timeout: float) -> list[subprocess.Popen]:
+    """Two gloo ranks exchanging sums until one of them is stopped or killed."""
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    env.update(WORLD_SIZE="2", OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    go = tmp_path / "go"
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_SCRIPT, str(go), str(timeout)],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for r in range(2)
+    ]
+    for rank in ranks:  # imports can take long on a busy machine; the rendezvous should not
+        assert rank.stdout.readline().strip() == "imported"
+    go.touch()
+    for rank in ranks:
+        assert rank.stdout.readline().strip() == "joined"
+    return ranks
+
+
+@pytest.mark.parametrize(
+    "victim, how", [(1, signal.SIGSTOP), (1, signal.SIGKILL), (0, signal.SIGKILL)]
+)
+def test_a_stopped_or_killed_rank_ends_the_job_within_the_timeout(tmp_path, victim, how):
+    timeout = 5.0
+    ranks = start_ranks(tmp_path, timeout)
+    survivor = ranks[1 - victim]
+    try:
+        time.sleep(0.5)
+        os.kill(ranks[victim].pid, how)
+        stopped = time.monotonic()
+        _, err = survivor.communicate(timeout=60)
+        elapsed = time.monotonic() - stopped
+    finally:
+        for rank in ranks:
+            if rank.poll() is None:
+                rank.kill()
+            rank.communicate()
+    assert survivor.returncode == 2 and elapsed < timeout + 5, (elapsed, err)
+    if victim == 1:  # rank 0 survives: one line
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert err.startswith(
+            "error: another of the 2 ranks died or did not answer within"
+            " trainer.dist_timeout_s=5 s ("
+        )
+    else:  # another rank survives: quiet, rank 0's log speaks for the job
+        assert err == ""
+
+
+# --- a plugin that exits on import -----------------------------------------------------------------
+
+
+def test_a_plugin_calling_sys_exit_on_import_is_one_warning(tmp_path):
+    site = tmp_path / "site"
+    fake_install(site, "exiting-attn", {"exiting": "exiting_mod"}, {"exiting_mod": EXITING})
+    done = cli(["-m", "lra_bench", "--help"], tmp_path, site)
+    assert done.returncode == 0, done.stderr
+    assert "attn: " in done.stdout and "exiting" not in done.stdout
+    assert done.stderr.splitlines() == [
+        "warning: attention plugin exiting-attn (entry point exiting = exiting_mod) not loaded"
+        " (it called sys.exit(3) on import); the other attentions are unaffected"
+    ]
+
+
+EXITING = "import sys\nsys.exit(3)\n"
+
+
+@pytest.fixture
+def fresh_discovery(tmp_path, monkeypatch):
+    """Plugin discovery run again, in this process, over entry points the test names."""
+    from lra_bench.attention import registry
+
+    monkeypatch.setitem(registry._discovery, "done", False)
+    monkeypatch.setattr(registry, "BROKEN", {})
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def install(modules: dict[str, str]) -> None:
+        for name, text in modules.items():
+            (tmp_path / f"{name}.py").write_text(text)
+        points = [EntryPoint(name, name, registry.GROUP) for name in modules]
+        monkeypatch.setattr(registry, "entry_points", lambda group: points)
+
+    return install
+
+
+def test_sys_exit_in_a_plugin_is_reported_and_skipped(fresh_discovery, capsys):
+    from lra_bench.attention import registry
+
+    fresh_discovery({"exits_zero": "raise SystemExit(0)\n", "exits_three": EXITING})
+    registry.discover_plugins()
+    assert registry.BROKEN == {
+        "exits_three": "it called sys.exit(3) on import",
+        "exits_zero": "it called sys.exit(0) on import",
+    }
+    assert len(capsys.readouterr().err.splitlines()) == 2
+
+
+def test_ctrl_c_while_a_plugin_imports_still_stops(fresh_discovery):
+    from lra_bench.attention import registry
+
+    fresh_discovery({"interrupted": "raise KeyboardInterrupt\n"})
+    with pytest.raises(KeyboardInterrupt):
+        registry.discover_plugins()

@@ -61,7 +61,7 @@ def test_batch_must_split_over_ranks_and_accumulation(monkeypatch, smoke_overrid
     from lra_bench.distributed import DistInfo
 
     monkeypatch.setattr(
-        train, "init_distributed", lambda device: (DistInfo(0, 3, 0), torch.device("cpu"))
+        train, "init_distributed", lambda device, *_: (DistInfo(0, 3, 0), torch.device("cpu"))
     )
     with pytest.raises(ConfigError, match="ranks x trainer.grad_accum"):
         train.run(compose_config([*smoke_overrides, "trainer.batch_size=4"]))

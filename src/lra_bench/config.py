@@ -146,6 +146,9 @@ class TrainerConfig:
         0.0  # best.pt only from evaluations after this fraction of steps (lra_bench.training_rules)
     )
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dist_timeout_s: float = (
+        600.0  # torchrun: how long a collective waits for a peer (torch: 30 min)
+    )
     ckpt_every: int = 500
     log_every: int = 10
     progress: bool = True
@@ -275,6 +278,7 @@ def _check_trainer(cfg: DictConfig, world_size: int) -> None:
             "ckpt_every",
             "log_every",
             "eps",
+            "dist_timeout_s",
         ],
     )
     _check_positive(
@@ -462,7 +466,9 @@ def config_hash(cfg: DictConfig) -> str:
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     shaping = {k: container[k] for k in ("task", "attn", "model", "trainer", "data", "seed")}
-    for volatile in ("progress", "log_every", "stop_at_step", "ckpt_every", "device", "threads"):
+    for volatile in (
+        "progress", "log_every", "stop_at_step", "ckpt_every", "device", "threads", "dist_timeout_s"
+    ):  # fmt: skip
         shaping["trainer"].pop(volatile, None)
     for volatile in ("loader_workers", "gen_workers", "root", "source"):
         shaping["data"].pop(volatile, None)

@@ -2,18 +2,26 @@
 
 Without torchrun (no ``WORLD_SIZE`` > 1 in the environment) everything here is a no-op for a
 single process, so the training loop reads the same either way.
+
+The process group waits ``trainer.dist_timeout_s`` seconds (default 600) for a peer before a
+collective fails, instead of torch's 30 minutes: a rank that died or stopped answering ends the
+run within that time with one line from rank 0 (``peer_failures``); the others exit with
+status 2 quietly. With NCCL, torch's watchdog applies the same timeout and may end the process
+itself.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-from lra_bench.config import check_device
-from lra_bench.errors import ConfigError
+from lra_bench.errors import ConfigError, LraBenchError, RunError
 from lra_bench.runtime import resolve_device
 
 
@@ -32,10 +40,20 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
-    """Join the process group when started by torchrun (NCCL on GPU, gloo on CPU); pick this rank's device."""
+DEFAULT_TIMEOUT_S = 600.0  # trainer.dist_timeout_s: how long a collective waits for a peer
+
+
+def init_distributed(
+    device_name: str, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> tuple[DistInfo, torch.device]:
+    """Join the process group when started by torchrun (NCCL on GPU, gloo on CPU); pick this rank's device.
+
+    ``timeout_s``: how long the rendezvous and each collective wait for the other ranks.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else None
+    from lra_bench.config import check_device
+
     check_device(device_name)  # before torch parses it: one line for an unknown kind
     try:
         device = resolve_device(device_name, local_rank)
@@ -50,8 +68,47 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo",
+            timeout=timedelta(seconds=timeout_s),
+        )
     return info, device
+
+
+class PeerLost(RunError):
+    """Another rank died or stopped answering; the run cannot go on."""
+
+
+def _is_peer_failure(err: BaseException) -> bool:
+    """A failed collective: torch's distributed errors, or gloo's and NCCL's RuntimeErrors."""
+    dist_error = getattr(dist, "DistError", ())
+    text = str(err)
+    return isinstance(err, dist_error) or any(
+        mark in text for mark in ("/gloo/", "NCCL", "ProcessGroup", "Connection reset by peer")
+    )
+
+
+@contextmanager
+def peer_failures(timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[None]:
+    """Under torchrun, a collective failing because a peer died or hung becomes one line on rank 0.
+
+    Rank 0 raises ``PeerLost`` (printed as ``error: ...``); the other ranks exit with status 2
+    without a message, so the job's log holds one line instead of one traceback per rank.
+    """
+    try:
+        yield
+    except RuntimeError as err:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1 or isinstance(err, LraBenchError) or not _is_peer_failure(err):
+            raise
+        if int(os.environ.get("RANK", "0")) != 0:
+            raise SystemExit(2) from None
+        first = " ".join(str(err).split())[:160]
+        raise PeerLost(
+            f"another of the {world} ranks died or did not answer within trainer.dist_timeout_s="
+            f"{timeout_s:g} s ({first}); check that rank's log, then rerun the command to resume "
+            "from the last checkpoint"
+        ) from None
 
 
 def all_sum(values: list[float], info: DistInfo, device: torch.device) -> list[float]:

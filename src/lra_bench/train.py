@@ -39,6 +39,7 @@ from lra_bench.distributed import (
     all_sum,
     barrier,
     init_distributed,
+    peer_failures,
     seed_dropout_streams,
     shutdown,
 )
@@ -66,12 +67,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     Under torchrun every rank calls this; only rank 0 writes files, rows and progress.
     """
-    with deterministic_mode(cfg.trainer.deterministic):  # before CUDA starts
+    # deterministic mode before CUDA starts; a dead or hung peer rank is one line, from rank 0
+    with deterministic_mode(cfg.trainer.deterministic), peer_failures(cfg.trainer.dist_timeout_s):
         return _run(cfg)
 
 
 def _run(cfg: DictConfig) -> dict[str, Any]:
-    info, device = init_distributed(cfg.trainer.device)
+    info, device = init_distributed(cfg.trainer.device, cfg.trainer.dist_timeout_s)
     try:
         validate(cfg, world_size=info.world_size)  # the batch must split over the ranks too
         folder = RunFolder.of(cfg, info)

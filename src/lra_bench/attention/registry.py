@@ -11,8 +11,8 @@ Installed packages add variants through the ``lra_bench.attention`` entry-point 
 exactly like the built-ins: an entry point names either an ``Attention`` subclass, whose
 settings are its ``Config`` class attribute (or which ``@register_attention`` already
 registered when its module was imported), or a module whose import registers its variants
-with ``@register_attention``. A plugin that fails to import is reported in one line and
-skipped; two packages registering one name is a ConfigError naming both.
+with ``@register_attention``. A plugin that fails to import (an exception, or ``sys.exit``)
+is reported in one line and skipped; two packages registering one name is a ConfigError naming both.
 """
 
 from __future__ import annotations
@@ -111,15 +111,22 @@ def discover_plugins() -> None:
         except ConfigError as clash:
             _discovery["clash"] = clash
             raise
-        except Exception as err:  # noqa: BLE001 - any failure of third-party code: report, go on
-            why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(
-                ": "
-            )
+        except (Exception, SystemExit) as err:  # any failure of third-party code: report, go on
+            why = _why_broken(err)
             BROKEN[point.name] = why
             print(
                 f"warning: attention plugin {origin} not loaded ({why}); the other attentions are unaffected",
                 file=sys.stderr,
             )
+
+
+def _why_broken(err: BaseException) -> str:
+    """One line for a plugin's failure; ``sys.exit`` on import is a failure like any other
+    (Ctrl-C, a KeyboardInterrupt, is not caught: it still stops the program)."""
+    if isinstance(err, SystemExit):
+        return f"it called sys.exit({err.code!r}) on import"
+    first = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {first}".rstrip(": ")
 
 
 @contextmanager
