@@ -182,7 +182,12 @@ def start_ranks(tmp_path, timeout: float) -> list[subprocess.Popen]:
 
 
 @pytest.mark.parametrize(
-    "victim, how", [(1, signal.SIGSTOP), (1, signal.SIGKILL), (0, signal.SIGKILL)]
+    "victim, how",
+    [
+        pytest.param(1, signal.SIGSTOP, marks=pytest.mark.slow, id="rank1-stopped"),
+        pytest.param(1, signal.SIGKILL, id="rank1-killed"),
+        pytest.param(0, signal.SIGKILL, id="rank0-killed"),
+    ],
 )
 def test_a_stopped_or_killed_rank_ends_the_job_within_the_timeout(tmp_path, victim, how):
     timeout = 5.0

@@ -385,11 +385,11 @@ def _release_key(folder: Path) -> dict:
     """What identifies a release's content: its metadata files' bytes, and the size and
     modification time of every image they list (a flipped label or a replaced image is a
     new cache entry)."""
+    _, labels, images = release_listing(folder)  # first: one line for unreadable metadata
     metadata = xxhash.xxh3_128()
     for f in metadata_files(folder):
         metadata.update(f"{f.name}\0{f.stat().st_size}\0".encode())
         metadata.update(f.read_bytes())
-    _, labels, images = release_listing(folder)
     return {
         "folder": str(folder.resolve()),
         "metadata": metadata.hexdigest(),
