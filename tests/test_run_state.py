@@ -260,3 +260,134 @@ def test_a_config_change_is_refused_before_config_yaml_is_rewritten(capsys, smok
     before = snapshot(run_dir)
     err = failing(capsys, [*smoke_overrides, "trainer.lr=0.002"])
     assert "another configuration" in err and snapshot(run_dir) == before
+
+
+# --- the leaderboard file ---------------------------------------------------------------------
+
+OLD_23 = [
+    c
+    for c in __import__("lra_bench.results", fromlist=["COLUMNS"]).COLUMNS
+    if c not in ("compiled", "parity", "protocol", "run_id")
+]
+
+
+def old_row(columns: list[str]) -> str:
+    values = {"schema": "1", "source": "run", "task": "listops", "attn": "softmax", "seed": "0"}
+    values |= {"val_acc": "0.5", "test_acc": "0.25", "device": "cpu-1t", "max_len": "2000"}
+    values |= {"commit": "adca049", "precision": "fp32"}
+    return ",".join(values.get(c, "1") for c in columns) + "\n"
+
+
+@pytest.mark.parametrize(
+    "missing", [("compiled", "parity", "protocol", "run_id"), ("compiled",), ("run_id",)]
+)
+def test_older_headers_are_upgraded_in_column_order(missing, capsys, smoke_overrides, tmp_path):
+    from lra_bench.report.load import load_csv
+    from lra_bench.results import COLUMNS
+
+    board = tmp_path / "leaderboard.csv"
+    columns = [c for c in COLUMNS if c not in missing]
+    board.write_text(",".join(columns) + "\n" + old_row(columns))
+    assert main(compose_config(smoke_overrides)) == 0
+    lines = board.read_text().splitlines()
+    assert lines[0] == ",".join(COLUMNS) and len(lines) == 3
+    records = load_csv(board)  # what `show` reads
+    assert [r.get("max_len") for r in records] == [2000, 2048]
+    assert records[0].commit == "adca049" and records[0].run_id == ""
+    assert records[0].compiled == ("False" if "compiled" in missing else "1")
+
+
+def test_a_last_line_lacking_only_its_newline_is_repaired(smoke_overrides, tmp_path):
+    board = tmp_path / "leaderboard.csv"
+    assert main(compose_config(smoke_overrides)) == 0
+    board.write_text(board.read_text().rstrip("\n"))
+    other = [*smoke_overrides[:2], f"paths.run_dir={tmp_path / 'other'}", *smoke_overrides[3:]]
+    assert main(compose_config([*other, "seed=1"])) == 0
+    rows = read_rows(board)
+    assert [r["seed"] for r in rows] == ["0", "1"] and all(None not in r for r in rows)
+
+
+def test_a_last_line_cut_inside_a_row_is_refused_before_training(capsys, smoke_overrides, tmp_path):
+    board = tmp_path / "leaderboard.csv"
+    assert main(compose_config(smoke_overrides)) == 0
+    text = board.read_text()
+    board.write_text(text[: len(text) - 20])  # a write cut off inside the row
+    before = board.read_bytes()
+    other = [*smoke_overrides[:2], f"paths.run_dir={tmp_path / 'other'}", *smoke_overrides[3:]]
+    capsys.readouterr()
+    status = main(compose_config([*other, "seed=1"]))
+    out, err = capsys.readouterr()
+    assert status == 2 and err.count("\n") == 1 and "training" not in out
+    print(err, end="")
+    assert f"{board}: line 2 is cut off (an interrupted write)" in err
+    assert board.read_bytes() == before and not (tmp_path / "other" / "config.yaml").exists()
+
+
+def test_another_schema_is_found_before_training(capsys, smoke_overrides, tmp_path):
+    board = tmp_path / "leaderboard.csv"
+    board.write_text("some,other,schema\n1,2,3\n")
+    err = failing(capsys, smoke_overrides)
+    assert "another schema" in err and board.read_text() == "some,other,schema\n1,2,3\n"
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+# --- machine failures, signals, leftovers -----------------------------------------------------
+
+
+def test_out_of_memory_names_the_phase_and_leaves_error_txt(capsys, smoke_overrides, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 ...")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "train_step", no_memory)
+        err = failing(capsys, smoke_overrides)
+    assert err == (
+        "error: out of memory on cpu while training (step 1) (it tried to allocate 2.00 GiB); "
+        "lower trainer.batch_size (raising trainer.grad_accum keeps the batch), "
+        "trainer.eval_batch_size or the model's size\n"
+    )
+    run_dir = Path(compose_config(smoke_overrides).paths.run_dir)
+    assert (run_dir / "error.txt").read_text() == err
+    assert main(compose_config(smoke_overrides)) == 0  # a later success removes it
+    assert not (run_dir / "error.txt").exists()
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_old_checkpoint(
+    capsys, smoke_overrides, monkeypatch
+):
+    import errno
+
+    run_dir = stopped_run([*smoke_overrides, "trainer.ckpt_every=1"], step=3)
+    before = (run_dir / "last.pt").read_bytes()
+
+    def disk_full(path, data):
+        Path(path).write_bytes(bytes(data)[:100])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "write_synced", disk_full)
+        err = failing(capsys, [*smoke_overrides, "trainer.ckpt_every=1"])
+    assert err.startswith(f"error: no space left on device writing {run_dir / 'last.pt'};")
+    assert (run_dir / "last.pt").read_bytes() == before
+    assert not list(run_dir.glob(".*.tmp-*"))
+
+
+def test_leftover_temporaries_are_removed_at_the_next_start(capsys, smoke_overrides):
+    run_dir = stopped_run(smoke_overrides)
+    for name in (".last.pt.tmp-123-abcd1234", ".results.json.tmp-9-00000000"):
+        (run_dir / name).write_bytes(b"")
+    capsys.readouterr()
+    assert main(compose_config(smoke_overrides)) == 0
+    notices = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("notice")]
+    assert notices == [
+        f"notice: removed 2 temporary file(s) left by an interrupted write in {run_dir}: "
+        ".last.pt.tmp-123-abcd1234, .results.json.tmp-9-00000000"
+    ]
+    assert not list(run_dir.glob(".*.tmp-*"))
+
+
+@pytest.mark.parametrize("signum, status", [(15, 143), (2, 130), (None, 0)])
+def test_a_stopped_run_exits_with_128_plus_the_signal(signum, status, monkeypatch):
+    stopped = {"status": "interrupted", "step": 2, "signal": signum, "run_dir": "x"}
+    monkeypatch.setattr(train, "run", lambda cfg: stopped)
+    assert main(compose_config([])) == status

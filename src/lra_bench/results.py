@@ -148,7 +148,7 @@ def read_board(path: Path) -> Board | None:
     for number, cells in body:
         if len(cells) != len(header):
             last = torn and (number, cells) == body[-1]
-            what = "is cut off (an interrupted write)" if last else "has"
+            what = "is cut off (an interrupted write):" if last else "has"
             raise _bad(
                 path, f"line {number} {what} {len(cells)} fields, the header has {len(header)}"
             )
