@@ -293,8 +293,9 @@ def test_older_headers_are_upgraded_in_column_order(missing, capsys, smoke_overr
     assert lines[0] == ",".join(COLUMNS) and len(lines) == 3
     records = load_csv(board)  # what `show` reads
     assert [r.get("max_len") for r in records] == [2000, 2048]
-    assert records[0].commit == "adca049" and records[0].run_id == ""
-    assert records[0].compiled == ("False" if "compiled" in missing else "1")
+    old = records[0]
+    assert old.commit == "adca049" and old.run_id == ("" if "run_id" in missing else "1")
+    assert old.compiled == ("False" if "compiled" in missing else "1")
 
 
 def test_a_last_line_lacking_only_its_newline_is_repaired(smoke_overrides, tmp_path):
