@@ -392,3 +392,32 @@ def test_a_stopped_run_exits_with_128_plus_the_signal(signum, status, monkeypatc
     stopped = {"status": "interrupted", "step": 2, "signal": signum, "run_dir": "x"}
     monkeypatch.setattr(train, "run", lambda cfg: stopped)
     assert main(compose_config([])) == status
+
+
+def test_command_keeps_hydra_files_in_run_dir_and_recovers_a_damaged_complete_last_pt(
+    tmp_path, cache_dir
+):
+    """The real command: .hydra/ and the log follow paths.run_dir; a damaged complete last.pt
+    falls back to last.prev.pt, and the run is finished again without a second row."""
+    import os
+    import subprocess
+    import sys
+
+    run_dir, board = tmp_path / "chosen", tmp_path / "lb.csv"
+    cmd = [
+        sys.executable, "-m", "lra_bench", "trainer=smoke", "data.gen_workers=1",
+        f"paths.cache_dir={cache_dir}", f"paths.run_dir={run_dir}", f"paths.leaderboard={board}",
+    ]  # fmt: skip
+    import lra_bench
+
+    source = str(Path(lra_bench.__file__).resolve().parents[1])  # the code under test
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": source}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "lra_bench.log").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chosen", "lb.csv", "lb.csv.lock"]
+    damage(run_dir / "last.pt", "truncated")
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming from {run_dir / 'last.prev.pt'} (step 6) instead" in again.stderr
+    assert len(read_rows(board)) == 1 and checkpoint.load(run_dir / "last.pt")["complete"]
