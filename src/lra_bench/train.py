@@ -104,7 +104,8 @@ def train_and_record(
 ) -> dict[str, Any]:
     """Everything after the folder's checks: train (or resume), test, record."""
     info = folder.info
-    prepare_process(cfg, folder, device, info)
+    with doing("writing config.yaml", device):
+        prepare_process(cfg, folder, device, info)
     with doing("preparing the data", device):
         data = prepare_data(cfg, info, device)
     with doing("building the model", device):
