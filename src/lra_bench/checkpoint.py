@@ -112,10 +112,11 @@ def load(path: Path) -> dict[str, Any]:
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"{path} holds objects other than tensors and plain containers: it is not a checkpoint "
-            "this program wrote and is not loaded; delete or replace it"
+            "this program wrote, and is not loaded"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
-        why = "an empty file" if path.stat().st_size == 0 else f"cannot be read: {_short(err)}"
+        detail = "truncated or not a checkpoint" if isinstance(err, OSError) else _short(err)
+        why = "an empty file" if path.stat().st_size == 0 else f"cannot be read: {detail}"
         raise CheckpointError(f"{path} is damaged ({why})") from None
     if not isinstance(saved, dict):
         raise CheckpointError(
