@@ -399,9 +399,11 @@ def test_checkpoint_temporary_names_are_unique_per_process_and_call(tmp_path, mo
     from lra_bench import checkpoint
 
     seen = []
-    real_save = torch.save
+    real_write = checkpoint.write_synced
     monkeypatch.setattr(
-        torch, "save", lambda obj, path: (seen.append(Path(path).name), real_save(obj, path))
+        checkpoint,
+        "write_synced",
+        lambda path, data: (seen.append(Path(path).name), real_write(path, data)),
     )
     for _ in range(2):
         checkpoint.save_atomic({"step": 1}, tmp_path / "last.pt")

@@ -239,7 +239,7 @@ def test_cli_sigterm_checkpoints_and_rerun_resumes(tmp_path, cache_dir):
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 0, out
+    assert proc.returncode == 128 + signal.SIGTERM, out  # saved, then not taken for success
     last = list((tmp_path / "runs").rglob("last.pt"))
     assert len(last) == 1 and not (tmp_path / "lb.csv").exists()
     step = torch.load(last[0], weights_only=True)["progress"]["step"]
@@ -261,8 +261,8 @@ def test_sigusr1_checkpoints_then_reaches_the_launchers_handler(smoke_overrides,
     original_save = train.checkpoint.save_atomic
     sent: list[bool] = []
 
-    def save_and_signal_once(state, path):  # deliver SIGUSR1 during the first checkpoint
-        original_save(state, path)
+    def save_and_signal_once(state, path, **kw):  # deliver SIGUSR1 during the first checkpoint
+        original_save(state, path, **kw)
         if not sent:
             sent.append(True)
             os.kill(os.getpid(), signal.SIGUSR1)

@@ -1,8 +1,21 @@
-"""Atomic checkpoints (written to a temporary sibling and renamed, loaded with ``weights_only=True``)
-and the per-rank random streams they carry."""
+"""Checkpoints that cannot lie: written atomically with a content digest, loaded with
+``weights_only=True`` and checked against that digest; plus the per-rank random streams they carry.
+
+A checkpoint is serialised in memory, then written to a temporary sibling, flushed to disk and
+renamed into place, so ``path`` always holds the old or the new complete file and a full disk
+is reported as such (``DiskFullError``) instead of as a failure inside torch's zip writer.
+``keep_previous`` keeps the file being replaced as ``<stem>.prev.pt`` (``last.prev.pt``), the
+fallback when the newest one turns out damaged.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -10,17 +23,117 @@ import torch
 import torch.distributed as dist
 
 from lra_bench.distributed import DistInfo
-from lra_bench.io import atomic_write
+from lra_bench.errors import RunError
+from lra_bench.io import atomic_write, temporary_sibling, write_synced
+
+DIGEST_KEY = "content_sha256"
 
 
-def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """Save ``state`` so that ``path`` always holds either the old or the new complete checkpoint."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+class CheckpointError(RunError):
+    """A checkpoint that cannot be read, or whose content does not match its digest."""
+
+
+def content_digest(obj: Any) -> str:
+    """SHA-256 over a checkpoint's structure and every tensor's dtype, shape and bytes.
+
+    Walks dicts (in their order), lists and tuples; other leaves enter by type and ``repr``.
+    The same content gives the same digest before saving and after loading.
+    """
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def _feed(h: Any, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for key, value in obj.items():
+            _feed(h, key)
+            _feed(h, value)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{type(obj).__name__[0]}{len(obj)}".encode())
+        for value in obj:
+            _feed(h, value)
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+
+def previous_of(path: Path) -> Path:
+    """Where ``keep_previous`` keeps the file it replaces: ``last.pt`` -> ``last.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_atomic(state: dict[str, Any], path: Path, keep_previous: bool = False) -> None:
+    """Save ``state`` with its digest so that ``path`` always holds an old or new complete checkpoint.
+
+    With ``keep_previous`` the checkpoint being replaced is first kept as ``previous_of(path)``
+    (a hard link, or a copy where links are not supported), so both names always exist whole.
+    """
+    path = Path(path)
+    buf = io.BytesIO()
+    torch.save({**state, DIGEST_KEY: content_digest(state)}, buf)
+    if keep_previous and path.exists():
+        _keep_copy(path, previous_of(path))
+    atomic_write(path, lambda tmp: write_synced(tmp, buf.getbuffer()))
+
+
+def _keep_copy(path: Path, target: Path) -> None:
+    """Make ``target`` a complete copy of ``path`` (atomically replacing what was there)."""
+    tmp = temporary_sibling(target)
+    try:
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copy2(path, tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def load(path: Path) -> dict[str, Any]:
-    """Load a checkpoint written by ``save_atomic`` (tensors and plain containers only)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load a checkpoint written by ``save_atomic`` (tensors and plain containers only) and check its digest.
+
+    A file that cannot be read, is not a checkpoint, holds other objects, or whose content
+    does not match its digest raises ``CheckpointError`` (one line naming the file).
+    Checkpoints written before digests existed load unchecked.
+    """
+    path = Path(path)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain containers: it is not a checkpoint "
+            "this program wrote, and is not loaded"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        detail = "truncated or not a checkpoint" if isinstance(err, OSError) else _short(err)
+        why = "an empty file" if path.stat().st_size == 0 else f"cannot be read: {detail}"
+        raise CheckpointError(f"{path} is damaged ({why})") from None
+    if not isinstance(saved, dict):
+        raise CheckpointError(
+            f"{path} is damaged (it holds a {type(saved).__name__}, not a checkpoint)"
+        )
+    stored = saved.pop(DIGEST_KEY, None)
+    if stored is not None and stored != content_digest(saved):
+        raise CheckpointError(
+            f"{path} is damaged (its content does not match the digest stored in it)"
+        )
+    return saved
+
+
+def _short(err: BaseException) -> str:
+    """The first line of an exception's message, trimmed (torch's reader messages span lines)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text.split(". ")[0].removeprefix("PytorchStreamReader ")[:160]
 
 
 def local_rng_state(device: torch.device) -> dict[str, Any]:

@@ -25,6 +25,10 @@ class RunError(LraBenchError, RuntimeError):
     """A run that cannot go on (NaN loss, mismatched checkpoint, run folder held by another process)."""
 
 
+class DiskFullError(LraBenchError, OSError):
+    """No space left on the device (or the quota) while writing a named file."""
+
+
 class ResultsError(LraBenchError, RuntimeError):
     """A results file cannot be written or read as asked."""
 

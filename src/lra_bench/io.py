@@ -7,6 +7,7 @@ never trip over each other's temporary file.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import shutil
@@ -18,22 +19,49 @@ from typing import Any
 
 from filelock import FileLock
 
+from lra_bench.errors import DiskFullError
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
 
 def temporary_sibling(path: Path) -> Path:
     """A hidden name next to ``path`` that no other process or call uses."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def no_space(path: Path) -> DiskFullError:
+    """The one-line error for a full disk (or an exhausted quota) met while writing ``path``."""
+    return DiskFullError(
+        f"no space left on device writing {path}; free space there and re-run the same command "
+        "(a run resumes from its last checkpoint)"
+    )
+
+
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write(tmp)`` on a temporary sibling, then rename it onto ``path``."""
+    """Call ``write(tmp)`` on a temporary sibling, then rename it onto ``path``.
+
+    A full disk raises ``DiskFullError`` naming ``path``; ``path`` keeps its old content.
+    """
     path = Path(path)
     tmp = temporary_sibling(path)
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in NO_SPACE:
+            raise no_space(path) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_synced(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` and flush it to the disk (before a rename makes it visible)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -1,14 +1,16 @@
 """The shared training loop, in named parts read top to bottom by ``run``.
 
-``run(cfg)`` validates the config, prepares data, builds the model with the protocol's optimiser
-and schedule (``optim.make_optimizer``), trains (evaluating on the whole dev set every ``eval_every`` steps and keeping the best
-checkpoint), tests that checkpoint on the whole test set, and records ``results.json`` and one
-leaderboard row. Re-running with the same run folder resumes exactly from ``last.pt``.
+``run(cfg)`` validates the config, checks the run folder (``run_state.open_folder``: nothing is
+written before it passes), prepares data, builds the model with the protocol's optimiser and
+schedule (``optim.make_optimizer``), trains (evaluating on the whole dev set every ``eval_every``
+steps and keeping the best checkpoint), tests that checkpoint on the whole test set, and records
+``results.json`` and one leaderboard row. Re-running with the same run folder resumes exactly
+from ``last.pt``; the complete ``last.pt`` holds the last step's weights, ``best.pt`` the best.
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import os
 import signal
 import statistics
@@ -24,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from lra_bench import checkpoint
-from lra_bench.config import ConfigError, config_hash, validate
+from lra_bench.config import config_hash, validate
 from lra_bench.data import load_splits
 from lra_bench.data.batches import (
     Collator,
@@ -43,10 +45,19 @@ from lra_bench.distributed import (
     seed_dropout_streams,
     shutdown,
 )
-from lra_bench.errors import RunError
+from lra_bench.errors import LraBenchError, RunError
+from lra_bench.failures import doing
 from lra_bench.io import atomic_write_json
 from lra_bench.model import build_model
-from lra_bench.results import SCHEMA_VERSION, LeaderboardRow, append_row, run_labels
+from lra_bench.results import (
+    SCHEMA_VERSION,
+    LeaderboardRow,
+    append_row,
+    check_appendable,
+    new_run_id,
+    run_labels,
+)
+from lra_bench.run_state import Opening, clear_error, open_folder, remove_temporaries, write_error
 from lra_bench.runlock import hold_run_folder
 from lra_bench.runtime import StepTimer, device_label, peak_memory_mb, reset_peak_memory
 from lra_bench.step import (
@@ -78,29 +89,50 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
         validate(cfg, world_size=info.world_size)  # the batch must split over the ranks too
         folder = RunFolder.of(cfg, info)
         with hold_run_folder(folder.path, info, device):  # one process trains in a folder
-            finished = folder.finished_results()
-            if finished is not None:
-                return finished
-            prepare_process(cfg, folder, device, info)
-            data = prepare_data(cfg, info, device)
-            module = build_model(cfg).to(device)
-            state = make_train_state(module, cfg.trainer, device, info)
-            seed_dropout_streams(cfg.seed, info)
-            progress = resume(folder, state)
-            tracker = start_tracker(cfg, folder, info)
+            opening = folder.open(cfg)  # checks only: a refusal leaves the folder as it was
+            if opening.finished is not None:
+                return opening.finished
             try:
-                stopped = train(cfg, folder, state, progress, data, tracker)
-                if stopped is not None:
-                    return stopped
-                test_acc = test_best(folder, state, data.test)
-                row = leaderboard_row(cfg, folder, state, progress, test_acc)
-                record(cfg, folder, state, progress, row)
-                tracker.summary({"test/acc": test_acc, "val/best_acc": progress.best_val})
-                return {"status": "complete", **row.as_dict()}
-            finally:
-                tracker.finish()
+                return train_and_record(cfg, folder, opening, device)
+            except LraBenchError as err:
+                if info.is_main:
+                    write_error(folder.path, f"error: {err}")
+                raise
     finally:
         shutdown(info)
+
+
+def train_and_record(
+    cfg: DictConfig, folder: RunFolder, opening: Opening, device: torch.device
+) -> dict[str, Any]:
+    """Everything after the folder's checks: train (or resume), test, record."""
+    info = folder.info
+    with doing("writing config.yaml", device):
+        prepare_process(cfg, folder, device, info)
+    with doing("preparing the data", device):
+        data = prepare_data(cfg, info, device)
+    with doing("building the model", device):
+        module = build_model(cfg).to(device)
+        state = make_train_state(module, cfg.trainer, device, info)
+    seed_dropout_streams(cfg.seed, info)
+    progress = resume(folder, state, opening.saved)
+    tracker = start_tracker(cfg, folder, info)
+    try:
+        with doing(lambda: f"training (step {progress.step + 1})", device):
+            stopped = train(cfg, folder, state, progress, data, tracker)
+        if stopped is not None:
+            return stopped
+        row = opening.recorded  # this run's results, written before a stop: tested already
+        if row is None:
+            with doing("testing", device):
+                test_acc = test_best(folder, state, data.test)
+            row = leaderboard_row(cfg, folder, state, progress, test_acc).as_dict()
+        row = {key: value for key, value in row.items() if key != "status"}
+        record(cfg, folder, state, progress, row)
+        tracker.summary({"test/acc": row["test_acc"], "val/best_acc": progress.best_val})
+        return {"status": "complete", **row}
+    finally:
+        tracker.finish()
 
 
 # --- the run folder and the process ------------------------------------------------------------
@@ -151,15 +183,23 @@ class RunFolder:
     def best(self) -> Path:
         return self.path / "best.pt"
 
-    def finished_results(self) -> dict[str, Any] | None:
-        """The results of a run of this config that already completed in this folder, else None."""
-        if not (self.results.exists() and self.last.exists()):
-            return None
-        done = checkpoint.load(self.last)
-        if not (done.get("complete") and done.get("config_hash") == self.config_digest):
-            return None
-        print(f"run already complete in {self.path}; results: {self.results}")
-        return json.loads(self.results.read_text())
+    def open(self, cfg: DictConfig) -> Opening:
+        """Check the folder's files and the leaderboard before anything is written (every rank
+        reads; a refusal is one line). Then rank 0 removes temporaries left by killed writes."""
+        opening = open_folder(self.path, self.config_digest, self.info.is_main)
+        if opening.finished is not None:
+            if self.info.is_main:
+                print(f"run already complete in {self.path}; results: {self.results}")
+            return opening
+        check_appendable(cfg.paths.leaderboard)
+        if self.info.is_main:
+            gone = remove_temporaries(self.path)
+            if gone:
+                print(
+                    f"notice: removed {len(gone)} temporary file(s) left by an interrupted write in {self.path}: {', '.join(gone)}",
+                    file=sys.stderr,
+                )
+        return opening
 
 
 def prepare_process(
@@ -246,25 +286,28 @@ class Progress:
     train_s: float = 0.0
     step_times: list[float] = field(default_factory=list)
     tokens: int = 0  # real (unpadded) tokens trained on, all ranks
+    run_id: str = ""  # this run's id, in its results and leaderboard row (set when it starts)
     saved_step: int = field(default=0, repr=False, compare=False)  # the step of last.pt (not saved)
 
     def saved(self) -> dict[str, Any]:
-        keys = ("step", "best_val", "best_step", "train_s", "step_times", "tokens")
+        keys = ("step", "best_val", "best_step", "train_s", "step_times", "tokens", "run_id")
         return {key: getattr(self, key) for key in keys}
 
 
-def resume(folder: RunFolder, state: TrainState) -> Progress:
-    """Load ``last.pt`` into ``state`` (and restore the RNG) when it exists; a fresh Progress otherwise."""
-    if not folder.last.exists():
-        return Progress()
-    saved = checkpoint.load(folder.last)
-    if saved.get("config_hash") != folder.config_digest:
+def resume(folder: RunFolder, state: TrainState, saved: dict[str, Any] | None) -> Progress:
+    """Load the checked checkpoint ``saved`` into ``state`` (and restore the RNG); a fresh
+    Progress with a new run id when there is none."""
+    if saved is None:
+        return Progress(run_id=new_run_id())
+    try:
+        state.load_state_dict(saved)
+        progress = Progress(**saved["progress"], saved_step=saved["progress"]["step"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise RunError(
-            f"{folder.last} was written by another configuration (hash {saved.get('config_hash')}, now {folder.config_digest}); "
-            "use another run folder (paths.run_dir=...) or delete that checkpoint"
-        )
-    state.load_state_dict(saved)
-    progress = Progress(**saved["progress"], saved_step=saved["progress"]["step"])
+            f"{folder.last} does not fit this model and optimiser ({str(err).splitlines()[0][:120]}); "
+            "use another run folder (paths.run_dir=...)"
+        ) from None
+    progress.run_id = progress.run_id or new_run_id()  # checkpoints from before run ids
     notice = checkpoint.restore_rng_states(saved["rng"], folder.info, state.device)
     if notice and folder.info.is_main:
         print(notice)
@@ -282,6 +325,7 @@ def save_last(
     """
     rng = checkpoint.rank_rng_states(folder.info, state.device, gather=not complete)
     if not folder.info.is_main:
+        progress.saved_step = progress.step  # every rank knows what is saved (the same on all)
         return
     payload = {
         **state.state_dict(),
@@ -290,7 +334,7 @@ def save_last(
         "config_hash": folder.config_digest,
         "complete": complete,
     }
-    checkpoint.save_atomic(payload, folder.last)
+    checkpoint.save_atomic(payload, folder.last, keep_previous=True)
     progress.saved_step = progress.step
 
 
@@ -384,7 +428,8 @@ def train(
                 if progress.step % trainer_cfg.ckpt_every == 0:
                     save_last(folder, state, progress)
             if why is not None:
-                save_last(folder, state, progress)
+                if progress.saved_step != progress.step:
+                    save_last(folder, state, progress)
                 barrier(info)
                 bar.close()
                 if info.is_main:
@@ -398,6 +443,8 @@ def train(
                     "run_dir": str(folder.path),
                 }
     bar.close()
+    if progress.saved_step != progress.step:  # the last step's state, kept before testing
+        save_last(folder, state, progress)
     return None
 
 
@@ -495,11 +542,19 @@ def stop_reason(
 
 
 def test_best(folder: RunFolder, state: TrainState, test: Any) -> float:
-    """Test accuracy of the best dev checkpoint (of the last weights when none was kept)."""
+    """Test accuracy of the best dev checkpoint (of the last weights when none was kept).
+
+    The module gets its last weights back afterwards: the complete ``last.pt`` holds them.
+    """
     barrier(state.info)
-    if folder.best.exists():
-        state.module.load_state_dict(checkpoint.load(folder.best)["model"])
-    return evaluate(state.module, test, state.device, state.amp_dtype, state.info)
+    if not folder.best.exists():
+        return evaluate(state.module, test, state.device, state.amp_dtype, state.info)
+    final = copy.deepcopy(state.module.state_dict())
+    state.module.load_state_dict(checkpoint.load(folder.best)["model"])
+    try:
+        return evaluate(state.module, test, state.device, state.amp_dtype, state.info)
+    finally:
+        state.module.load_state_dict(final)
 
 
 def leaderboard_row(
@@ -533,17 +588,24 @@ def leaderboard_row(
         overrides=hydra_overrides(),
         run_dir=str(folder.path),
         **run_labels(cfg),
+        run_id=progress.run_id,
     )
 
 
 def record(
-    cfg: DictConfig, folder: RunFolder, state: TrainState, progress: Progress, row: LeaderboardRow
+    cfg: DictConfig, folder: RunFolder, state: TrainState, progress: Progress, row: dict[str, Any]
 ) -> None:
-    """Rank 0 writes ``results.json``, appends the row and marks ``last.pt`` complete; all ranks wait."""
+    """Rank 0 writes ``results.json``, appends the row and marks ``last.pt`` complete; all ranks wait.
+
+    Each step may be repeated: a run stopped between them is re-run from its last step, finds
+    its ``results.json`` (same run id) and does not test again, and the leaderboard skips a row
+    whose run id it holds, so no stop loses or doubles the row.
+    """
     if state.info.is_main:
-        atomic_write_json(folder.results, {"status": "complete", **row.as_dict()})
-        append_row(cfg.paths.leaderboard, row.as_dict())
+        atomic_write_json(folder.results, {"status": "complete", **row})
+        append_row(cfg.paths.leaderboard, row)
         save_last(folder, state, progress, complete=True)
+        clear_error(folder.path)
     barrier(state.info)
 
 
@@ -578,16 +640,13 @@ def hydra_overrides() -> str:
 
 def main(cfg: DictConfig) -> int:
     """Command-line wrapper around ``run``: one-line errors, the row printed, an exit status."""
-    from lra_bench.data import DataError
-    from lra_bench.results import ResultsError
-
     try:
         result = run(cfg)
-    except (ConfigError, DataError, RunError, ResultsError) as err:
+    except LraBenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if result["status"] != "complete":
-        return 130 if result.get("signal") == signal.SIGINT else 0
+        return 128 + result["signal"] if result.get("signal") else 0  # SIGTERM 143, SIGINT 130
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(
             " ".join(
