@@ -68,6 +68,7 @@ class DataConfig:
     min_length: int | None = None  # listops generator: keep min_length < length < max_length
     max_length: int | None = None  # (None = LRA's 500 and 2000)
     difficulty: str | None = None  # pathfinder: easy | intermediate | hard
+    seed_rule: str = "original"  # pathfinder generator: original | unrestricted (docs/data.md)
     max_bytes: int = (
         4000  # text/retrieval: bytes kept per document (LRA: 4000, then padded to max_len)
     )
@@ -356,6 +357,8 @@ def _check_data(cfg: DictConfig) -> None:
     )
     if data.difficulty not in (None, "easy", "intermediate", "hard"):
         _fail("data.difficulty", data.difficulty, "choose easy, intermediate or hard")
+    if data.get("seed_rule", "original") not in ("original", "unrestricted"):
+        _fail("data.seed_rule", data.seed_rule, "choose original or unrestricted")
     if data.dev_split not in ("default", "heldout"):
         _fail("data.dev_split", data.dev_split, "choose default (dev = test, as LRA) or heldout")
     if not 0.0 < data.heldout_fraction < 1.0:
@@ -409,5 +412,7 @@ def config_hash(cfg: DictConfig) -> str:
         shaping["trainer"].pop(volatile, None)
     for volatile in ("loader_workers", "gen_workers", "root", "source"):
         shaping["data"].pop(volatile, None)
+    if shaping["data"].get("seed_rule") == "original":  # the default keeps earlier hashes
+        shaping["data"].pop("seed_rule")
     blob = json.dumps(shaping, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
