@@ -154,6 +154,28 @@ def test_distractor_counts_follow_the_original() -> None:
     assert chi2 < 11.34, (ours, theirs, chi2)  # the 99th percentile of chi-square(3)
 
 
+# The same for 64 Path-X images of the original (seeds 0 and 1; window 128, margins 2 and 3,
+# seed distance 20, marker radius 3, dash length 5, thickness 1.5, continuity 1.8, 8
+# distractors of 4 dashes, snake contrast 0.9).
+ORIGINAL_PATHX = {
+    "non-zero fraction": (0.1373, 0.0060),
+    "mean pixel": (7.921, 0.377),
+    "fraction >= 64": (0.04089, 0.00214),
+    "8-connected components of pixels > 0": (70.0, 23.9),
+    "8-connected components of pixels >= 64": (57.80, 2.43),
+}
+ORIGINAL_PATHX_N = 64
+
+
+@pytest.mark.slow
+def test_pathx_statistics_match_the_original() -> None:
+    samples = [generate_sample(preset(128), 5, i) for i in range(24)]
+    ours = _figures(samples)
+    for name, (mean, sd) in ORIGINAL_PATHX.items():
+        tolerance = 4 * sd * math.sqrt(1 / ORIGINAL_PATHX_N + 1 / len(samples))
+        assert abs(ours[name].mean() - mean) <= tolerance, (name, ours[name].mean(), mean)
+
+
 def test_seed_guard_admits_the_originals_headings() -> None:
     """Headings whose first dash the original's seed test lets through on an empty image,
     as measured on the original at PF32, PF64 and Path-X (margins 2 and 3)."""
