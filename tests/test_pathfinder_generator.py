@@ -16,12 +16,13 @@ from lra_bench.data.generators.pathfinder import (
     PathfinderSample,
     generate_sample,
     preset,
+    seed_blocked,
     write_dataset,
 )
 from lra_bench.data.generators.pathfinder_draw import dash_patch
 from lra_bench.data.pathfinder import parse_metadata
 
-N_SAMPLES = 200
+N_SAMPLES = 60
 
 
 @pytest.fixture(scope="module")
@@ -81,43 +82,124 @@ def _components(masks: np.ndarray) -> np.ndarray:
         labels = grown
 
 
-# Per-image statistics of 400 PF32 "hard" images (seeds 0 and 1) of the original generator's
-# published code (drewlinsley/pathfinder snakes2.py with LRA's PF32 settings, scipy.misc's
-# imresize/imsave as defined there: byte scaling, Pillow's Lanczos), as (mean, sd per image).
+# Per-image statistics of 400 PF32 "hard" images (seeds 0 and 1, 200 each) made by the
+# original generator (drewlinsley/pathfinder snakes2.py + snakes.py at ab9c130, run unmodified
+# under CPython 2.7.18 with numpy 1.16.6, scipy 1.2.3, Pillow 6.2.2, OpenCV 4.2.0; contour 14,
+# 5 distractors of 4 dashes, snake contrast 2, paddle contrast 0.75, margin 1), as (mean, sd).
 ORIGINAL_PF32 = {
-    "non-zero fraction": (0.4501, 0.0284),
-    "mean pixel": (27.66, 1.815),
-    "fraction >= 64": (0.1732, 0.0103),
-    "fraction 1..15": (0.2325, 0.0186),
-    "8-connected components of pixels > 0": (7.87, 2.95),
-    "8-connected components of pixels >= 64": (18.71, 4.00),
-    "label": (0.48, 0.5),
+    "non-zero fraction": (0.3438, 0.0389),
+    "mean pixel": (20.31, 2.129),
+    "fraction >= 64": (0.1264, 0.0131),
+    "fraction 1..15": (0.1851, 0.0236),
+    "8-connected components of pixels > 0": (8.21, 3.260),
+    "8-connected components of pixels >= 64": (13.87, 3.325),
+    "distractors placed": (1.238, 0.937),
+    "label": (0.485, 0.500),
 }
 ORIGINAL_N = 400
+# How many of the 5 distractors the original placed, over its 400 images (0, 1, ..., 5).
+ORIGINAL_DISTRACTOR_COUNTS = (90, 168, 104, 34, 3, 1)
 
 
-def test_image_statistics_match_the_original(samples: list[PathfinderSample]) -> None:
-    """Means over our samples agree with the original's within 4 standard errors of the
-    difference of two sample means: 4 * sd * sqrt(1/400 + 1/len(samples))."""
+def _figures(samples: list[PathfinderSample]) -> dict[str, np.ndarray]:
     images = np.stack([s.image for s in samples])
-    ours = {
+    return {
         "non-zero fraction": (images > 0).mean(axis=(1, 2)),
         "mean pixel": images.mean(axis=(1, 2)),
         "fraction >= 64": (images >= 64).mean(axis=(1, 2)),
         "fraction 1..15": ((images >= 1) & (images <= 15)).mean(axis=(1, 2)),
         "8-connected components of pixels > 0": _components(images > 0),
         "8-connected components of pixels >= 64": _components(images >= 64),
+        "distractors placed": np.array([len(s.snakes) - 2 for s in samples]),
         "label": np.array([s.label for s in samples]),
     }
-    for name, (mean, sd) in ORIGINAL_PF32.items():
-        tolerance = 4 * sd * math.sqrt(1 / ORIGINAL_N + 1 / len(samples))
-        assert abs(ours[name].mean() - mean) <= tolerance, (
-            name,
-            ours[name].mean(),
-            mean,
-            tolerance,
-        )
+
+
+def _off_figures(samples: list[PathfinderSample]) -> list[str]:
+    """The figures whose mean over ``samples`` is off the original's by more than 4 standard
+    errors of the difference of two sample means: 4 * sd * sqrt(1/400 + 1/len(samples))."""
+    ours = _figures(samples)
+    return [
+        f"{name}: {ours[name].mean():.4g} vs {mean:.4g}"
+        for name, (mean, sd) in ORIGINAL_PF32.items()
+        if abs(ours[name].mean() - mean) > 4 * sd * math.sqrt(1 / ORIGINAL_N + 1 / len(samples))
+    ]
+
+
+def test_image_statistics_match_the_original(samples: list[PathfinderSample]) -> None:
+    assert _off_figures(samples) == []
+    images = np.stack([s.image for s in samples])
     assert (images.max(axis=(1, 2)) == 255).all()  # the original stretches every image to 0..255
+
+
+def test_unrestricted_seeds_make_a_denser_task() -> None:
+    """Negative control: without the original's seed guard, images fail the original's figures."""
+    params = preset(32, seed_rule="unrestricted")
+    off = _off_figures([generate_sample(params, 7, i) for i in range(N_SAMPLES)])
+    assert any(name.startswith("non-zero fraction") for name in off), off
+    assert any(name.startswith("distractors placed") for name in off), off
+
+
+@pytest.mark.slow
+def test_distractor_counts_follow_the_original() -> None:
+    """Over 400 images the histogram of distractors placed per image is the original's:
+    chi-square test of homogeneity (3+ pooled, 3 degrees of freedom) not rejected at 1%."""
+    params = preset(32)
+    placed = [len(generate_sample(params, 11, i).snakes) - 2 for i in range(ORIGINAL_N)]
+    ours = np.bincount(np.minimum(placed, 3), minlength=4)
+    theirs = np.array(ORIGINAL_DISTRACTOR_COUNTS[:3] + (sum(ORIGINAL_DISTRACTOR_COUNTS[3:]),))
+    table = np.stack([ours, theirs]).astype(float)
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
+    chi2 = float(((table - expected) ** 2 / expected).sum())
+    assert chi2 < 11.34, (ours, theirs, chi2)  # the 99th percentile of chi-square(3)
+
+
+# The same for 70 Path-X images of the original (seeds 0 and 1; window 128, margins 2 and 3,
+# seed distance 20, marker radius 3, dash length 5, thickness 1.5, continuity 1.8, 8
+# distractors of 4 dashes, snake contrast 0.9).
+ORIGINAL_PATHX = {
+    "non-zero fraction": (0.1373, 0.0059),
+    "mean pixel": (7.923, 0.366),
+    "fraction >= 64": (0.04091, 0.00207),
+    "8-connected components of pixels > 0": (70.1, 23.3),
+    "8-connected components of pixels >= 64": (57.79, 2.40),
+    "distractors placed": (7.67, 0.61),
+}
+ORIGINAL_PATHX_N = 70
+
+
+@pytest.mark.slow
+def test_pathx_statistics_match_the_original() -> None:
+    samples = [generate_sample(preset(128), 5, i) for i in range(24)]
+    ours = _figures(samples)
+    for name, (mean, sd) in ORIGINAL_PATHX.items():
+        tolerance = 4 * sd * math.sqrt(1 / ORIGINAL_PATHX_N + 1 / len(samples))
+        assert abs(ours[name].mean() - mean) <= tolerance, (name, ours[name].mean(), mean)
+
+
+def test_seed_guard_admits_the_originals_headings() -> None:
+    """Headings whose first dash the original's seed test lets through on an empty image,
+    as measured on the original at PF32, PF64 and Path-X (margins 2 and 3)."""
+
+    def admitted(n: int, length: int, thickness: float, margin: int) -> list[int]:
+        return [
+            deg
+            for deg in range(-180, 180)
+            if not seed_blocked(dash_patch(deg * math.pi / 180, length, thickness, margin, 2), n)
+        ]
+
+    assert admitted(32, 2, 0.5, 1) == list(range(-150, -120))
+    assert len(admitted(64, 5, 1.0, 1)) == 95
+    assert len(admitted(128, 5, 1.5, 2)) == 354
+    assert len(admitted(128, 5, 1.5, 3)) == 360
+
+
+def test_seed_taps_are_the_originals_kernel() -> None:
+    """The pixels the original's seed test reads (its uint8 kernel, centred), for two headings."""
+    taps = dash_patch(-150 * math.pi / 180, 2, 0.5, 1, 2).taps
+    assert sorted(map(tuple, taps.tolist())) == [(0, -1), (0, 0), (1, 1)]
+    taps = dash_patch(90 * math.pi / 180, 2, 0.5, 1, 2).taps
+    assert sorted(map(tuple, taps.tolist())) == [(1, 1), (3, 1)]
 
 
 def _byte_scale(values: np.ndarray) -> np.ndarray:
@@ -196,20 +278,10 @@ def test_markers_sit_at_the_ends_of_target_snakes(samples: list[PathfinderSample
                 math.dist(d1.b, d2.a) <= 2 * s.margin + 3
                 for d1, d2 in itertools.pairwise(sn.dashes)
             )
-        owners = []
-        for marker in s.markers:
-            hits = [
-                (k, e)
-                for k in (0, 1)
-                for e, end in enumerate(s.snakes[k].ends)
-                if math.dist(marker, end) < 0.5
-            ]
-            assert len(hits) == 1, (marker, hits)
-            owners.append(hits[0])
-        (k0, e0), (k1, e1) = owners
-        assert (k0, e0) != (k1, e1)
+        k0, k1 = s.marked
+        assert math.dist(s.markers[0], s.snakes[k0].ends[0]) < 0.5  # the origin's free end
+        assert math.dist(s.markers[1], s.snakes[k1].ends[1]) < 0.5  # and a far end
         assert (k0 == k1) == (s.label == 1)  # label 1: both ends of one target; 0: one end of each
-        assert s.marked == (k0, k1)
 
 
 def _point_segment(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -256,9 +328,12 @@ def _closest_dashes(sample: PathfinderSample) -> np.ndarray:
 
 
 def _worst_overlap(sample: PathfinderSample, params: PathfinderParams) -> int:
-    """Largest sum of two non-neighbour dashes' margin masks on one pixel (0..255 levels).
+    """Largest sum of the margin masks of two non-neighbour dashes of one snake on one pixel
+    (0..255 levels).
 
-    Every placed dash must keep this below 1.8 (459): the rule each new dash is tested by.
+    Within a snake this stays below 1.8 (459): each new dash is tested against all earlier
+    ones but its predecessor. Across snakes the original's gaps allow overlaps (a new target
+    dash is not tested against the other target's newest, seeds only by the seed test).
     """
     n = params.image_size
     masks = []
@@ -275,26 +350,28 @@ def _worst_overlap(sample: PathfinderSample, params: PathfinderParams) -> int:
         canvas[y : y + patch.mask.shape[0], x : x + patch.mask.shape[1]] = patch.mask
         masks.append(canvas[patch.radius : -patch.radius, patch.radius : -patch.radius].reshape(-1))
     stack = np.stack(masks)
-    near = _neighbours(sample)
+    snake = np.array([k for k, sn in enumerate(sample.snakes) for _ in sn.dashes])
+    near = _neighbours(sample) | (snake[:, None] != snake[None])
     return max(int((stack[i] + stack[~near[i]]).max(initial=0)) for i in range(len(stack)))
 
 
 def test_dashes_keep_their_margin(samples: list[PathfinderSample]) -> None:
-    """Dashes never overlap (mask sums stay under 1.8) nor cross, and most keep the full
-    margin (1 px) from every dash but their neighbours on their own snake."""
+    """Dashes of one snake never overlap (mask sums stay under 1.8). Across snakes the
+    original's gaps let some touch (about 1% of dashes cross another), but most keep the
+    full margin (1 px) from every dash but their neighbours on their own snake."""
     params = preset(32)
-    assert max(_worst_overlap(s, params) for s in samples[:60]) < 459
+    assert max(_worst_overlap(s, params) for s in samples) < 459
     closest = np.concatenate([_closest_dashes(s) for s in samples])
-    assert closest.min() > 0.0  # no crossing
+    assert np.mean(closest == 0.0) < 0.05
     assert np.median(closest) >= 1.0
 
 
 def test_pathx_dashes_keep_their_margin() -> None:
     params = preset(128)
-    for i in range(3):
+    for i in range(2):
         sample = generate_sample(params, 1, i)
         assert _worst_overlap(sample, params) < 459
-        assert _closest_dashes(sample).min() >= min(params.margins)
+        assert np.median(_closest_dashes(sample)) >= min(params.margins)
 
 
 def test_written_files_are_deterministic_and_parse(tmp_path: Path) -> None:
@@ -350,3 +427,23 @@ def test_cached_images_follow_the_generator_version(
     monkeypatch.setattr(gen, "GENERATOR_VERSION", gen.GENERATOR_VERSION + 1)
     after, _ = generated_folder(tmp_path, preset(32), 10, 0, "hard")
     assert before != after
+
+
+def test_seed_rule_setting_is_checked_and_changes_the_run_hash(tmp_path: Path) -> None:
+    from lra_bench.compose import compose_config
+    from lra_bench.config import ConfigError, config_hash, validate
+    from lra_bench.data.pathfinder import generated_folder
+
+    base = compose_config(["task=pathfinder"])
+    validate(base)
+    assert base.data.seed_rule == "original"
+    dense = compose_config(["task=pathfinder", "data.seed_rule=unrestricted"])
+    validate(dense)
+    assert config_hash(dense) != config_hash(base)
+    with pytest.raises(ConfigError, match="data.seed_rule"):
+        validate(compose_config(["task=pathfinder", "data.seed_rule=denser"]))
+    with pytest.raises(ValueError, match="seed rule"):
+        preset(32, seed_rule="denser")
+    one, _ = generated_folder(tmp_path, preset(32), 10, 0, "hard")
+    two, _ = generated_folder(tmp_path, preset(32, seed_rule="unrestricted"), 10, 0, "hard")
+    assert one != two

@@ -71,6 +71,7 @@ class DataConfig:
     min_length: int | None = None  # listops generator: keep min_length < length < max_length
     max_length: int | None = None  # (None = LRA's 500 and 2000)
     difficulty: str | None = None  # pathfinder: easy | intermediate | hard
+    seed_rule: str = "original"  # pathfinder generator: original | unrestricted (docs/data.md)
     max_bytes: int = (
         4000  # text/retrieval: bytes kept per document (LRA: 4000, then padded to max_len)
     )
@@ -417,6 +418,8 @@ def _check_data(cfg: DictConfig) -> None:
     )
     if data.difficulty not in (None, "easy", "intermediate", "hard"):
         _fail("data.difficulty", data.difficulty, "choose easy, intermediate or hard")
+    if data.get("seed_rule", "original") not in ("original", "unrestricted"):
+        _fail("data.seed_rule", data.seed_rule, "choose original or unrestricted")
     if data.dev_split not in ("default", "heldout"):
         _fail("data.dev_split", data.dev_split, "choose default (dev = test, as LRA) or heldout")
     if not 0.0 < data.heldout_fraction < 1.0:
@@ -475,5 +478,7 @@ def config_hash(cfg: DictConfig) -> str:
     for (section, key), default in training_rules.UNHASHED_DEFAULTS.items():
         if shaping[section].get(key) == default:  # off: the hash of a run from before the setting
             shaping[section].pop(key)
+    if shaping["task"].get("name") not in IMAGE_SIDES:  # only Pathfinder's generator reads it
+        shaping["data"].pop("seed_rule", None)
     blob = json.dumps(shaping, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -468,7 +468,7 @@ def prepare(settings: DataSettings) -> dict[str, datasets.Dataset]:
             lambda: build_splits(folder, side, data, workers, progress),
         )
 
-    params = gen.preset(side, level)
+    params = gen.preset(side, level, data.seed_rule)
     n, seed = _generated_count(data), data.gen_seed
     target, gen_key = generated_folder(settings.cache_dir, params, n, seed, level)
     key = {"source": "generate", "generator": gen_key, **shaping}

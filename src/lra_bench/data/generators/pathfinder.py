@@ -8,14 +8,21 @@ pi/2)), 0)^2, and rejected if its margin-dilated mask overlaps what is already d
 Two discs mark the free end of one target snake and the far end of the same snake
 (label 1) or of the other one (label 0).
 
-Departures from the original, each closing a gap in its overlap rule: a target's new dash
-is also tested against the other target's newest dash, seed dashes (the second target's
-included) pass the same overlap test as every later dash, both targets' last dashes block
-distractors, and a seed's footprint is anchored at its start point. Speed comes from
-working in small windows (dash patches rendered once per orientation, occupancy read
-only around the candidate points, rejection-sampled seed sites) instead of full-image
-renders and dilations at every step; the restarts of the original (a failed target snake
-starts the image over) are kept, as they shape the distribution.
+The overlap rules are the original's, gaps included: a new dash is not tested against its
+own snake's newest dash nor the other target's newest, seed dashes only by the seed test,
+and the first target's last dash does not block distractors. The seed test is the
+original's too (``seed_rule="original"``): a start point is admissible when the pixels
+the dash's core kernel reads, one pixel down and right of the dash, are free; and a
+heading for which that kernel reads only outside the image from some pixel fails the
+attempt (the original's OpenCV border trips its "mystery" guard). At PF32 this admits 30
+of 360 headings for a distractor's and the first target's first dash, so about 1.24 of
+the 5 distractors are placed per image. ``seed_rule="unrestricted"`` drops that guard
+(the original with a zero border): a denser image, a different task from the released one.
+
+Speed comes from working in small windows (dash patches rendered once per orientation,
+occupancy read only around the candidate points) instead of full-image renders and
+dilations at every step; the restarts of the original (a failed target snake starts the
+image over) are kept, as they shape the distribution.
 
 Images are seeded by (seed, index), so files are byte-identical for any number of
 worker processes. Output follows the LRA release layout: ``imgs/<batch>/sample_<i>.png``
@@ -46,7 +53,7 @@ from lra_bench.data.generators.pathfinder_draw import (
 )
 from lra_bench.io import atomic_write_text
 
-GENERATOR_VERSION = 2  # bump when the images or labels for given settings change
+GENERATOR_VERSION = 3  # bump when the images or labels for given settings change
 DIFFICULTY_LENGTH = {"easy": 6, "intermediate": 9, "hard": 14}
 # Folder names of the LRA release (its "easy" set is the original's baseline).
 DIFFICULTY_FOLDER = {
@@ -78,6 +85,7 @@ class PathfinderParams:
     max_paddle_retrial: int = 2
     max_distractor_retrial: int = 4
     n_contrasts: int = 1  # metadata field: number of per-dash contrast levels
+    seed_rule: str = "original"  # "original" | "unrestricted" (see SEED_RULES)
 
     @property
     def distractor_length(self) -> int:
@@ -97,10 +105,15 @@ _PRESETS: dict[int, tuple] = {
     256: (5, 2.0, (3,), 27, 5.0, 1.8, 30, 1.0, 1.0, 22),
 }
 IMAGE_SIZES = tuple(_PRESETS)
+SEED_RULES = ("original", "unrestricted")
 
 
-def preset(image_size: int, difficulty: str = "hard") -> PathfinderParams:
+def preset(
+    image_size: int, difficulty: str = "hard", seed_rule: str = "original"
+) -> PathfinderParams:
     """The LRA parameter set for a resolution (32, 64, 128 = Path-X, 256) and difficulty."""
+    if seed_rule not in SEED_RULES:
+        raise ValueError(f"unknown seed rule {seed_rule!r}; choose one of {', '.join(SEED_RULES)}")
     if image_size not in _PRESETS:
         raise ValueError(
             f"no Pathfinder preset for {image_size}x{image_size}; choose one of {sorted(_PRESETS)}"
@@ -124,6 +137,7 @@ def preset(image_size: int, difficulty: str = "hard") -> PathfinderParams:
         target_contrast=c_t,
         distractor_contrast=c_d,
         padding=pad,
+        seed_rule=seed_rule,
     )
 
 
@@ -275,6 +289,28 @@ def _fresh_array(n: int, pad: int, padding: int) -> np.ndarray:
     return occ
 
 
+@lru_cache(maxsize=4096)
+def _blocked(taps: bytes, n: int) -> bool:
+    offsets = np.frombuffer(taps, dtype=np.int64).reshape(-1, 2)
+    pos = np.arange(n)
+    in_y = (pos[None, :] + offsets[:, :1] >= 0) & (pos[None, :] + offsets[:, :1] < n)
+    in_x = (pos[None, :] + offsets[:, 1:] >= 0) & (pos[None, :] + offsets[:, 1:] < n)
+    reads_inside = (in_y[:, :, None] & in_x[:, None, :]).any(axis=0)
+    return not reads_inside.all()
+
+
+def seed_blocked(patch: DashPatch, n: int) -> bool:
+    """True when some pixel of an n x n image has every tap of ``patch`` outside the image.
+
+    The original dilates its float occupancy with OpenCV, whose default border for a float
+    image is -DBL_MAX: at such a pixel the dilated value is -1.8e308, its guard ``min < 0``
+    (commented 'mystery') then reports no free start point at all, and the seed attempt
+    fails whatever the occupancy. This depends only on the heading (through the taps) and
+    the image size: at PF32 only headings -150 .. -121 degrees pass.
+    """
+    return _blocked(np.ascontiguousarray(patch.taps, dtype=np.int64).tobytes(), n)
+
+
 @dataclass
 class _Growth:
     """A snake being grown: its pivot, its heading (towards the next pivot), the turn weights
@@ -315,47 +351,42 @@ class _Painter:
         return int(self.rng.integers(-180, 180)) * math.pi / 180
 
     def _site(self, occ: _Occupancy, patch: DashPatch, frame: int) -> tuple[int, int] | None:
-        """A start point drawn uniformly among the free ones (None when there is none).
+        """A start point drawn uniformly among the admissible ones (None when there is none).
 
-        Free: the dash's core lies at least ``frame`` pixels inside the border and covers
-        no taken pixel (the original's test), and the dash does not overlap (the test every
-        later dash passes). Rejection sampling in batches, then exact enumeration in a
-        random order; both give the uniform distribution over the free start points.
+        As the original's seed test: a start point is admissible when none of the pixels its
+        dash's taps read is taken, a pixel being taken when it lies within ``frame`` pixels
+        of the border or holds occupancy above 0.3; taps outside the image are not read.
         """
-        lo, hi, pad = frame, self.n - frame, occ.pad
-        if hi <= lo:
+        n, r, pad = self.n, patch.radius + 1, occ.pad
+        taken = np.zeros((n + 2 * r, n + 2 * r), dtype=bool)
+        taken[r : r + n, r : r + n] = True
+        inner = slice(frame, n - frame)
+        if frame < n - frame:
+            taken[r + frame : r + n - frame, r + frame : r + n - frame] = (
+                occ.occ[pad:, pad:][inner, inner] >= TAKEN_LEVEL
+            )
+        blocked = np.zeros((n, n), dtype=bool)
+        for ty, tx in patch.taps:
+            blocked |= taken[r + ty : r + ty + n, r + tx : r + tx + n]
+        free = np.flatnonzero(~blocked)
+        if len(free) == 0:
             return None
-        cy, cx = patch.core[:, 0], patch.core[:, 1]
-        for _ in range(4):
-            ys = self.rng.integers(lo, hi, 32)
-            xs = self.rng.integers(lo, hi, 32)
-            py, px = ys[:, None] + cy, xs[:, None] + cx
-            inside = (py >= lo) & (py < hi) & (px >= lo) & (px < hi)
-            ok = (inside & (occ.occ[py + pad, px + pad] < TAKEN_LEVEL)).all(axis=1)
-            for k in np.flatnonzero(ok):
-                if occ.fits(patch, int(ys[k]), int(xs[k])):
-                    return int(ys[k]), int(xs[k])
-        n = self.n
-        taken = np.ones((n + 2 * pad, n + 2 * pad), dtype=bool)
-        box = (slice(pad + lo, pad + hi), slice(pad + lo, pad + hi))
-        taken[box] = occ.occ[box] >= TAKEN_LEVEL
-        blocked = taken[pad : pad + n, pad : pad + n].copy()
-        for dy, dx in patch.core:
-            blocked |= taken[pad + dy : pad + dy + n, pad + dx : pad + dx + n]
-        for site in self.rng.permutation(np.flatnonzero(~blocked)):
-            y, x = divmod(int(site), n)
-            if occ.fits(patch, y, x):
-                return y, x
-        return None
+        return divmod(int(free[self.rng.integers(len(free))]), n)
 
     def seed(
         self, occ: _Occupancy, frame: int
     ) -> tuple[DashPatch, tuple[int, int], float, tuple[int, int]] | None:
-        """A snake's first dash (original: seed_snake): random heading, uniform free start."""
+        """A snake's first dash (original: seed_snake): random heading, uniform admissible start.
+
+        Under the original rule a heading whose taps all leave the image from some pixel
+        ends the attempt (``seed_blocked``).
+        """
         p = self.p
         for _ in range(p.max_paddle_retrial + 1):
             angle = self.random_angle()
             patch = self.dash(angle)
+            if p.seed_rule == "original" and seed_blocked(patch, self.n):
+                return None
             tail = self._site(occ, patch, frame)
             if tail is None:
                 return None
@@ -424,8 +455,9 @@ class _Painter:
 def _two_targets(pt: _Painter) -> tuple[list[_Growth], _Occupancy] | None:
     """Seed two snakes ``seed_distance`` apart and grow them alternately (original: two_snakes).
 
-    Each snake sees its own view of the occupancy: everything drawn except its own newest
-    dash (which its next dash necessarily touches), so it also avoids the other's newest.
+    As in the original, both grow on one occupancy, to which a dash is added when its
+    successor is placed: a new dash is tested against everything but its own snake's newest
+    dash and the other snake's newest, and the second seed is only required to lie inside.
     """
     p, rng = pt.p, pt.rng
     base = pt.fresh()
@@ -442,17 +474,11 @@ def _two_targets(pt: _Painter) -> tuple[list[_Growth], _Occupancy] | None:
         )
         head2 = translate(*tail2, angle2, p.paddle_length)
         pivot2 = translate(*head2, flip(angle2), p.paddle_length + pt.margin)
-        patch2 = pt.dash(angle2)
-        if not pt.inside(tail2, head2, pivot2):
-            continue
-        view2 = base.copy()
-        view2.add(patch1, *tail1)
-        if view2.fits(patch2, *tail2):
+        if pt.inside(tail2, head2, pivot2):
             break
     else:
         return None
-    view1 = base
-    view1.add(patch2, *tail2)
+    patch2 = pt.dash(angle2)
     growths = []
     for patch, tail, angle, pivot in (
         (patch1, tail1, angle1, pivot1),
@@ -460,15 +486,13 @@ def _two_targets(pt: _Painter) -> tuple[list[_Growth], _Occupancy] | None:
     ):
         pt.strokes.append((patch, tail[0], tail[1], p.target_contrast))
         growths.append(pt.start("target", patch, tail, angle, pivot))
-    views = (view1, view2)
+    occ = base
     for _ in range(p.contour_length - 1):
-        for me in (0, 1):
-            new = pt.extend(growths[me], views[me], p.target_contrast)
-            if new is None:
+        for g in growths:
+            if pt.extend(g, occ, p.target_contrast) is None:
                 return None
-            views[1 - me].add(*new)
-    view1.add(*growths[0].pending)  # view1 now holds every dash of both snakes
-    return growths, view1
+    occ.add(*growths[1].pending)  # as the original: the first target's last dash is left out
+    return growths, occ
 
 
 def _distractor(pt: _Painter, occ: _Occupancy) -> tuple[Snake, _Occupancy] | None:

@@ -70,15 +70,32 @@ class DashPatch:
 
     ``line``: intensity in [0, 1]. ``mask``: the dash dilated by the margin, 0..255 (its
     occupancy). ``limit``: the occupancy level from which a pixel under the mask overlaps
-    (459 - mask). ``core``: offsets where the mask is fully on; a seed dash fits where none
-    of them is taken. Arrays are (2 * radius + 1) square.
+    (459 - mask). ``taps``: the pixels, relative to a start point, that the original's seed
+    test reads (see ``seed_taps``). Arrays are (2 * radius + 1) square.
     """
 
     line: np.ndarray
     mask: np.ndarray
     limit: np.ndarray
-    core: np.ndarray
+    taps: np.ndarray
     radius: int
+
+
+def seed_taps(mask: np.ndarray, length: int, margin: int) -> np.ndarray:
+    """(K, 2) offsets from a seed's start point that the original's seed test reads.
+
+    The original tests a start point by dilating the occupancy with a kernel made of the
+    dash's own margin mask, cast to ``uint8``: only pixels fully on (255) survive. That mask
+    is placed with its start at (c + 1, c + 1) in a (2c + 1)-square kernel, c = length +
+    margin, and the kernel is anchored at its centre (c, c), so it reads the occupancy at
+    ``core + (1, 1)``, one pixel down and right of where the dash lies; core pixels that fall
+    outside the kernel square are lost.
+    """
+    r = mask.shape[0] // 2
+    core = np.argwhere(mask == 255) - r
+    c = length + margin
+    keep = ((core >= -c - 1) & (core <= c - 1)).all(axis=1)
+    return core[keep] + 1
 
 
 @lru_cache(maxsize=16384)
@@ -97,17 +114,14 @@ def _dash(angle: float, length: int, thickness: float, margin: int, aa: int) -> 
     size = (2 * r + 1, 2 * r + 1)
     line = _shrink(fine, size).astype(np.float64) / 255.0
     mask = _shrink(np.ascontiguousarray(fine_mask), size)
-    core = np.argwhere(mask == 255)
-    if len(core) == 0:  # very thin dashes: use the densest pixels instead
-        core = np.argwhere(mask == mask.max())
     patch = DashPatch(
         line=line,
         mask=mask,
         limit=(OVERLAP_LEVEL - mask.astype(np.int16)),
-        core=core - r,
+        taps=seed_taps(mask, length, margin),
         radius=r,
     )
-    for arr in (patch.line, patch.mask, patch.limit, patch.core):
+    for arr in (patch.line, patch.mask, patch.limit, patch.taps):
         arr.setflags(write=False)
     return patch
 
