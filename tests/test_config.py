@@ -175,7 +175,7 @@ def test_task_data_rules_live_in_validation(overrides, key):
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_every_offered_source_validates(task):
-    from lra_bench.config import TASK_SOURCES
+    from lra_bench.data.tasks import TASK_SOURCES
 
     for source in TASK_SOURCES[task]:
         cfg = compose_config([f"task={task}", f"data.source={source}"])
@@ -304,3 +304,27 @@ def test_experiment_presets_adjust_only_their_attention():
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0"])
 def test_known_device_kinds_pass(device):
     validate(compose_config([f"trainer.device={device}", "trainer.betas=[0.0,0.5]"]))
+
+
+def test_every_task_config_has_its_data_registered():
+    """A task in conf/task/ has a data module, a list of sources and, if an image task, a side."""
+    from lra_bench.data.tasks import IMAGE_SIDES, TASK_MODULES, TASK_SOURCES
+
+    conf_tasks = {
+        p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "task").glob("*.yaml")
+    }
+    assert conf_tasks == set(TASK_MODULES) == set(TASK_SOURCES)
+    assert set(IMAGE_SIDES) <= conf_tasks
+    for task, side in IMAGE_SIDES.items():
+        assert compose_config([f"task={task}"]).task.max_len == side * side
+
+
+def test_data_modules_do_not_import_the_config_module_at_run_time():
+    """Task knowledge lives in data/tasks.py, which config.py reads; the data side needs config only for types."""
+    import ast
+
+    data = Path(__file__).resolve().parents[1] / "src" / "lra_bench" / "data"
+    for name in ("tasks.py", "listops.py", "__init__.py"):
+        tree = ast.parse((data / name).read_text())
+        top = [n for n in tree.body if isinstance(n, ast.ImportFrom)]
+        assert all(n.module != "lra_bench.config" for n in top), name
