@@ -328,3 +328,55 @@ def test_data_modules_do_not_import_the_config_module_at_run_time():
         tree = ast.parse((data / name).read_text())
         top = [n for n in tree.body if isinstance(n, ast.ImportFrom)]
         assert all(n.module != "lra_bench.config" for n in top), name
+
+
+DEFAULT_FILES = {"model/default.yaml": "ModelConfig", "trainer/default.yaml": "TrainerConfig"}
+
+
+@pytest.mark.parametrize("path", sorted(DEFAULT_FILES))
+def test_default_config_files_restate_no_dataclass_default(path):
+    """Defaults are written once, in the dataclasses; the default YAML keeps only what differs."""
+    import lra_bench.config as config
+
+    schema = getattr(config, DEFAULT_FILES[path])
+    defaults = {f.name: f.default for f in dataclasses.fields(schema)}
+    written = OmegaConf.to_container(OmegaConf.load(conf_dir() / path))
+    restated = sorted(k for k, v in written.items() if k in defaults and defaults[k] == v)
+    assert restated == [], f"{path} restates dataclass defaults: {restated}"
+
+
+def protocol_keys(section: str, protocol: str, task: str) -> set[str]:
+    """The ``section`` keys a protocol and its per-task file set."""
+    files = [conf_dir() / "protocol" / f"{protocol}.yaml"]
+    files.append(conf_dir() / "protocol_task" / protocol / f"{task}.yaml")
+    return {key for f in files for key in OmegaConf.load(f).get(section, {})}
+
+
+@pytest.mark.parametrize("protocol", ["skyformer_paper", "lra_paper"])
+@pytest.mark.parametrize("task", TASKS)
+def test_composed_model_and_loop_settings_are_the_dataclass_defaults(task, protocol):
+    from lra_bench.config import ModelConfig, TrainerConfig
+
+    cfg = compose_config([f"task={task}", f"protocol={protocol}"])
+    for section, schema in (("model", ModelConfig), ("trainer", TrainerConfig)):
+        chosen = protocol_keys(section, protocol, task)
+        for f in dataclasses.fields(schema):
+            if f.name not in chosen and f.default is not dataclasses.MISSING:
+                assert cfg[section][f.name] == f.default, f"{section}.{f.name}"
+
+
+def test_the_default_model_is_the_skyformer_papers():
+    model = compose_config(["protocol=skyformer_paper"]).model
+    sizes = (model.dim, model.ffn_dim, model.num_layers, model.num_heads, model.classifier_dim)
+    assert sizes == (64, 128, 2, 2, 128)
+    assert (model.dropout, model.pooling, model.attn_fp32) == (0.1, "mean", True)
+
+
+def test_model_settings_missing_from_an_old_config_read_the_dataclass_defaults():
+    from lra_bench.config import ModelConfig
+    from lra_bench.model import option
+
+    old = OmegaConf.create({"dim": 64})  # saved before norm_eps, init and positions existed
+    assert option(old, "norm_eps") == ModelConfig.norm_eps
+    assert (option(old, "init"), option(old, "positions")) == ("default", "learned")
+    assert option(OmegaConf.create({"norm_eps": 1e-6}), "norm_eps") == 1e-6
