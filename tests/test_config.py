@@ -380,3 +380,30 @@ def test_model_settings_missing_from_an_old_config_read_the_dataclass_defaults()
     assert option(old, "norm_eps") == ModelConfig.norm_eps
     assert (option(old, "init"), option(old, "positions")) == ("default", "learned")
     assert option(OmegaConf.create({"norm_eps": 1e-6}), "norm_eps") == 1e-6
+
+
+def test_attention_settings_precedence(tmp_path):
+    """dataclass < experiment's attn keys < attn_preset < parity_attn < command line, key by key."""
+    files = {
+        "experiment/prec.yaml": "# @package _global_\nattn:\n  num_landmarks: 16\n  gamma: 0.5\n  seed: 7\n",
+        "parity/prec.yaml": "# @package _global_\nparity: prec\n",
+        "attn_preset/prec/skyformer.yaml": "num_landmarks: 24\ngamma: 0.25\n",
+        "parity_attn/prec/skyformer.yaml": "num_landmarks: 40\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    base = ["attn=skyformer", f"hydra.searchpath=[file://{tmp_path}]"]
+
+    def values(*overrides: str) -> tuple:
+        attn = compose_config([*base, *overrides]).attn
+        return attn.num_landmarks, attn.gamma, attn.seed
+
+    from lra_bench.attention.skyformer import SkyformerConfig
+
+    dataclass_values = (SkyformerConfig.num_landmarks, SkyformerConfig.gamma, SkyformerConfig.seed)
+    assert values() == dataclass_values
+    assert values("experiment=prec") == (24, 0.25, 7)  # the preset over the experiment's keys
+    assert values("experiment=prec", "parity=prec") == (40, 0.25, 7)
+    assert values("experiment=prec", "parity=prec", "attn.num_landmarks=48") == (48, 0.25, 7)
+    assert values("parity=prec") == (40, *dataclass_values[1:])
