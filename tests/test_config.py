@@ -175,7 +175,7 @@ def test_task_data_rules_live_in_validation(overrides, key):
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_every_offered_source_validates(task):
-    from lra_bench.config import TASK_SOURCES
+    from lra_bench.data.tasks import TASK_SOURCES
 
     for source in TASK_SOURCES[task]:
         cfg = compose_config([f"task={task}", f"data.source={source}"])
@@ -304,3 +304,106 @@ def test_experiment_presets_adjust_only_their_attention():
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0"])
 def test_known_device_kinds_pass(device):
     validate(compose_config([f"trainer.device={device}", "trainer.betas=[0.0,0.5]"]))
+
+
+def test_every_task_config_has_its_data_registered():
+    """A task in conf/task/ has a data module, a list of sources and, if an image task, a side."""
+    from lra_bench.data.tasks import IMAGE_SIDES, TASK_MODULES, TASK_SOURCES
+
+    conf_tasks = {
+        p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "task").glob("*.yaml")
+    }
+    assert conf_tasks == set(TASK_MODULES) == set(TASK_SOURCES)
+    assert set(IMAGE_SIDES) <= conf_tasks
+    for task, side in IMAGE_SIDES.items():
+        assert compose_config([f"task={task}"]).task.max_len == side * side
+
+
+def test_data_modules_do_not_import_the_config_module_at_run_time():
+    """Task knowledge lives in data/tasks.py, which config.py reads; the data side needs config only for types."""
+    import ast
+
+    data = Path(__file__).resolve().parents[1] / "src" / "lra_bench" / "data"
+    for name in ("tasks.py", "listops.py", "__init__.py"):
+        tree = ast.parse((data / name).read_text())
+        top = [n for n in tree.body if isinstance(n, ast.ImportFrom)]
+        assert all(n.module != "lra_bench.config" for n in top), name
+
+
+DEFAULT_FILES = {"model/default.yaml": "ModelConfig", "trainer/default.yaml": "TrainerConfig"}
+
+
+@pytest.mark.parametrize("path", sorted(DEFAULT_FILES))
+def test_default_config_files_restate_no_dataclass_default(path):
+    """Defaults are written once, in the dataclasses; the default YAML keeps only what differs."""
+    import lra_bench.config as config
+
+    schema = getattr(config, DEFAULT_FILES[path])
+    defaults = {f.name: f.default for f in dataclasses.fields(schema)}
+    written = OmegaConf.to_container(OmegaConf.load(conf_dir() / path))
+    restated = sorted(k for k, v in written.items() if k in defaults and defaults[k] == v)
+    assert restated == [], f"{path} restates dataclass defaults: {restated}"
+
+
+def protocol_keys(section: str, protocol: str, task: str) -> set[str]:
+    """The ``section`` keys a protocol and its per-task file set."""
+    files = [conf_dir() / "protocol" / f"{protocol}.yaml"]
+    files.append(conf_dir() / "protocol_task" / protocol / f"{task}.yaml")
+    return {key for f in files for key in OmegaConf.load(f).get(section, {})}
+
+
+@pytest.mark.parametrize("protocol", ["skyformer_paper", "lra_paper"])
+@pytest.mark.parametrize("task", TASKS)
+def test_composed_model_and_loop_settings_are_the_dataclass_defaults(task, protocol):
+    from lra_bench.config import ModelConfig, TrainerConfig
+
+    cfg = compose_config([f"task={task}", f"protocol={protocol}"])
+    for section, schema in (("model", ModelConfig), ("trainer", TrainerConfig)):
+        chosen = protocol_keys(section, protocol, task)
+        for f in dataclasses.fields(schema):
+            if f.name not in chosen and f.default is not dataclasses.MISSING:
+                assert cfg[section][f.name] == f.default, f"{section}.{f.name}"
+
+
+def test_the_default_model_is_the_skyformer_papers():
+    model = compose_config(["protocol=skyformer_paper"]).model
+    sizes = (model.dim, model.ffn_dim, model.num_layers, model.num_heads, model.classifier_dim)
+    assert sizes == (64, 128, 2, 2, 128)
+    assert (model.dropout, model.pooling, model.attn_fp32) == (0.1, "mean", True)
+
+
+def test_model_settings_missing_from_an_old_config_read_the_dataclass_defaults():
+    from lra_bench.config import ModelConfig
+    from lra_bench.model import option
+
+    old = OmegaConf.create({"dim": 64})  # saved before norm_eps, init and positions existed
+    assert option(old, "norm_eps") == ModelConfig.norm_eps
+    assert (option(old, "init"), option(old, "positions")) == ("default", "learned")
+    assert option(OmegaConf.create({"norm_eps": 1e-6}), "norm_eps") == 1e-6
+
+
+def test_attention_settings_precedence(tmp_path):
+    """dataclass < experiment's attn keys < attn_preset < parity_attn < command line, key by key."""
+    files = {
+        "experiment/prec.yaml": "# @package _global_\nattn:\n  num_landmarks: 16\n  gamma: 0.5\n  seed: 7\n",
+        "parity/prec.yaml": "# @package _global_\nparity: prec\n",
+        "attn_preset/prec/skyformer.yaml": "num_landmarks: 24\ngamma: 0.25\n",
+        "parity_attn/prec/skyformer.yaml": "num_landmarks: 40\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    base = ["attn=skyformer", f"hydra.searchpath=[file://{tmp_path}]"]
+
+    def values(*overrides: str) -> tuple:
+        attn = compose_config([*base, *overrides]).attn
+        return attn.num_landmarks, attn.gamma, attn.seed
+
+    from lra_bench.attention.skyformer import SkyformerConfig
+
+    dataclass_values = (SkyformerConfig.num_landmarks, SkyformerConfig.gamma, SkyformerConfig.seed)
+    assert values() == dataclass_values
+    assert values("experiment=prec") == (24, 0.25, 7)  # the preset over the experiment's keys
+    assert values("experiment=prec", "parity=prec") == (40, 0.25, 7)
+    assert values("experiment=prec", "parity=prec", "attn.num_landmarks=48") == (48, 0.25, 7)
+    assert values("parity=prec") == (40, *dataclass_values[1:])

@@ -70,3 +70,29 @@ def test_outputs_page_describes_every_leaderboard_column_in_order():
         for name in re.findall(r"`(\w+)`", line.split("|")[1])
     ]
     assert [c for c in documented if c in COLUMNS] == COLUMNS
+
+
+def module_table() -> dict[str, str]:
+    """docs/architecture.md's module table: the text of each row, by its first cell."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split("## Packages and modules", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip().strip("|").split("|", 1) for line in section.splitlines()]
+    return {row[0].strip(): row[1] for row in rows if len(row) == 2 and row[0].strip()[:1] == "`"}
+
+
+def test_module_table_names_every_module_of_the_package():
+    """A top-level module is named in a row's first cell; a package's modules in the package's row."""
+    src = ROOT / "src" / "lra_bench"
+    rows = module_table()
+    first_cells = " ".join(rows)
+    missing = []
+    for path in sorted(src.rglob("*.py")):
+        parts = path.relative_to(src).parts
+        if len(parts) == 1:
+            found = f"`{parts[0]}`" in first_cells
+        else:
+            row = next((text for cell, text in rows.items() if f"`{parts[0]}/`" in cell), "")
+            found = parts[-1] == "__init__.py" or f"`{'/'.join(parts[1:])}`" in row
+        if not found:
+            missing.append("/".join(parts))
+    assert missing == [], f"docs/architecture.md's module table misses {missing}"

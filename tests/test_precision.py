@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 from attention_cases import SMALL
 from lra_bench.attention import available
-from lra_bench.attention.base import hidden_score, matmul_dtype
+from lra_bench.attention.base import hidden_score, matmul_dtype, upcast
 from lra_bench.compose import compose_config
 from lra_bench.data.batches import Collator
 from lra_bench.device_setup import CUBLAS_WORKSPACE, deterministic_mode, native_bf16
@@ -97,3 +99,21 @@ def test_deterministic_mode_is_strict_and_restores_the_previous_settings(monkeyp
     assert torch.backends.cuda.cudnn_sdp_enabled()
     with deterministic_mode(False):
         assert torch.are_deterministic_algorithms_enabled() == before
+
+
+def test_upcast_lifts_half_types_only():
+    x16, xb, x32, x64 = (
+        torch.ones(2, dtype=t)
+        for t in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    )
+    out = upcast(x16, xb, x32, x64)
+    assert [t.dtype for t in out] == [torch.float32, torch.float32, torch.float32, torch.float64]
+    assert out[2] is x32 and out[3] is x64  # full-precision inputs pass through untouched
+
+
+def test_attention_package_has_one_half_precision_check():
+    """Variants call ``base.upcast``; a second list of half types would drift from it."""
+    package = Path(__file__).resolve().parents[1] / "src" / "lra_bench" / "attention"
+    pattern = re.compile(r"\(torch\.(float16|bfloat16), torch\.(float16|bfloat16)\)")
+    holders = sorted(f.name for f in package.glob("*.py") if pattern.search(f.read_text()))
+    assert holders == ["base.py"]

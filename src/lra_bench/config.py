@@ -24,25 +24,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lra_bench import training_rules
 from lra_bench.attention import checked_config, register_attention_configs
+from lra_bench.data.tasks import IMAGE_SIDES, LISTOPS_LENGTHS, TASK_SOURCES
 from lra_bench.errors import ConfigError
 from lra_bench.run_names import register_resolver
 
 __all__ = ["ConfigError", "Config", "validate", "config_hash", "register_configs"]
-
-# The data sources each task reads (``data.source``); ``auto`` picks the first one found.
-TASK_SOURCES = {
-    "listops": ("auto", "release", "generate"),
-    "text": ("auto", "local", "hub"),
-    "retrieval": ("auto", "local", "release"),
-    "image": ("auto", "local", "hub"),
-    "pathfinder": ("auto", "release", "generate"),
-    "pathx": ("auto", "release", "generate"),
-}
-IMAGE_SIDES = {"pathfinder": 32, "pathx": 128}  # Pathfinder tasks: side x side pixel tokens
-LISTOPS_LENGTHS = (
-    500,
-    2000,
-)  # the ListOps generator's default min_length < length < max_length (LRA's)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from torch import nn
 
 from lra_bench.attention import Attention, AttentionConfig, build_attention, make_config
 from lra_bench.attention.base import without_autocast
+from lra_bench.config import ModelConfig
 
 
 class MultiHeadAttention(nn.Module):
@@ -93,10 +94,10 @@ class Block(nn.Module):
         return x + self.ffn(self.norm2(x))
 
 
-def option(model_cfg: Any, key: str, default: Any) -> Any:
-    """A ``model`` setting, or its default for configs saved before the setting existed."""
+def option(model_cfg: Any, key: str) -> Any:
+    """A ``model`` setting, or ``ModelConfig``'s default for configs saved before it existed."""
     value = getattr(model_cfg, key, None)
-    return default if value is None else value
+    return getattr(ModelConfig(), key) if value is None else value
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
@@ -117,7 +118,7 @@ class Encoder(nn.Module):
     ) -> None:
         super().__init__()
         dim, heads = model_cfg.dim, model_cfg.num_heads
-        qkv_dim = option(model_cfg, "qkv_dim", dim)
+        qkv_dim = option(model_cfg, "qkv_dim") or dim  # None = dim
         self.pooling = model_cfg.pooling
         self.token = nn.Embedding(vocab_size, dim)
         if (
@@ -125,7 +126,7 @@ class Encoder(nn.Module):
         ):  # LRA: a zero-initialised token prepended before positions are added
             self.cls = nn.Parameter(torch.zeros(1, 1, dim))
             max_len += 1
-        learned = option(model_cfg, "positions", "learned") == "learned"
+        learned = option(model_cfg, "positions") == "learned"
         if learned:
             self.position = nn.Parameter(torch.zeros(max_len, dim))
         else:
@@ -134,7 +135,7 @@ class Encoder(nn.Module):
         if learned:
             nn.init.normal_(self.position, std=0.02)
         self.dropout = nn.Dropout(model_cfg.dropout)
-        norm_eps = option(model_cfg, "norm_eps", 1e-5)
+        norm_eps = option(model_cfg, "norm_eps")
         self.blocks = nn.ModuleList(
             Block(
                 dim,
@@ -146,7 +147,7 @@ class Encoder(nn.Module):
                 model_cfg.dropout,
                 model_cfg.attn_fp32,
                 qkv_dim=qkv_dim,
-                attn_bias=option(model_cfg, "attn_bias", True),
+                attn_bias=option(model_cfg, "attn_bias"),
                 norm_eps=norm_eps,
             )
             for _ in range(model_cfg.num_layers)
@@ -192,7 +193,7 @@ class Classifier(nn.Module):
             nn.ReLU(),
             nn.Linear(model_cfg.classifier_dim, task_cfg.num_classes),
         )
-        if option(model_cfg, "init", "default") == "lra":
+        if option(model_cfg, "init") == "lra":
             init_lra(self)
 
     def forward(self, batch: dict[str, torch.Tensor | None]) -> torch.Tensor:
@@ -213,7 +214,7 @@ class DualClassifier(nn.Module):
             model_cfg, attn_cfg, vocab_size=task_cfg.vocab_size, max_len=task_cfg.max_len
         )
         dim, hidden, classes = model_cfg.dim, model_cfg.classifier_dim, task_cfg.num_classes
-        self.interaction = option(model_cfg, "dual_head", "nli")
+        self.interaction = option(model_cfg, "dual_head")
         if self.interaction == "lra":
             self.head = nn.Sequential(
                 nn.Linear(2 * dim, hidden),
@@ -226,7 +227,7 @@ class DualClassifier(nn.Module):
             self.head = nn.Sequential(
                 nn.Linear(4 * dim, hidden), nn.ReLU(), nn.Linear(hidden, classes)
             )
-        if option(model_cfg, "init", "default") == "lra":
+        if option(model_cfg, "init") == "lra":
             init_lra(self)
 
     def forward(self, batch: dict[str, torch.Tensor | None]) -> torch.Tensor:

@@ -21,6 +21,7 @@ __all__ = [
     "SampledAttention",
     "key_padding_bias",
     "uniform_indices",
+    "upcast",
     "valid_lengths",
 ]
 
@@ -101,6 +102,15 @@ class SampledAttention(Attention):
 
     def set_extra_state(self, state: dict[str, torch.Tensor] | torch.Tensor) -> None:
         self.train_generators.load(state)
+
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def upcast(*xs: torch.Tensor) -> list[torch.Tensor]:
+    """fp16/bf16 tensors as fp32, others unchanged: the variants compute softmax, exponentials,
+    Gram matrices and pseudo-inverses in fp32 and cast the result back to the input dtype."""
+    return [x.float() if x.dtype in LOW_PRECISION else x for x in xs]
 
 
 def matmul_dtype(x: torch.Tensor) -> torch.dtype:

@@ -46,6 +46,7 @@ from lra_bench.attention.base import (
     hidden_score,
     matmul_dtype,
     seeded_generator,
+    upcast,
 )
 from lra_bench.attention.registry import register_attention
 
@@ -194,8 +195,7 @@ class BigBirdAttention(SampledAttention):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         in_dtype = q.dtype
-        if in_dtype in (torch.float16, torch.bfloat16):
-            q, k, v = q.float(), k.float(), v.float()
+        q, k, v = upcast(q, k, v)
         b, h, n, d = q.shape
         bs = self.cfg.block_size
         n_c = math.ceil(n / bs) * bs

@@ -14,13 +14,6 @@ from lra_bench.attention.base import hidden_score
 
 MASKED = -1e9  # score of a hidden key
 
-LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def upcast(*xs: torch.Tensor) -> list[torch.Tensor]:
-    """fp16/bf16 tensors as fp32 (softmax and exponentials are computed in fp32); others unchanged."""
-    return [x.float() if x.dtype in LOW_PRECISION else x for x in xs]
-
 
 def valid_keys(mask: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor:
     """The key mask ``[batch, n]`` (True = real), all True when ``mask`` is None."""

@@ -28,6 +28,7 @@ from lra_bench.attention.base import (
     SampledAttention,
     key_padding_bias,
     uniform_indices,
+    upcast,
     valid_lengths,
 )
 from lra_bench.attention.registry import register_attention
@@ -100,8 +101,7 @@ class InformerAttention(SampledAttention):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         in_dtype = q.dtype
-        if in_dtype in (torch.float16, torch.bfloat16):
-            q, k, v = q.float(), k.float(), v.float()
+        q, k, v = upcast(q, k, v)
         b, h, n, d = q.shape
         if self.cfg.ignore_mask:
             mask = None

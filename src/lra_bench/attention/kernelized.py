@@ -11,11 +11,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lra_bench.attention.base import Attention, AttentionConfig
+from lra_bench.attention.base import Attention, AttentionConfig, upcast
 from lra_bench.attention.kernels import gaussian_kernel
 from lra_bench.attention.registry import register_attention
-
-HALF_TYPES = (torch.float16, torch.bfloat16)
 
 
 @dataclass
@@ -32,8 +30,7 @@ class KernelizedAttention(Attention):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         in_dtype = q.dtype
-        if in_dtype in HALF_TYPES:  # exp of a distance: fp32
-            q, k, v = q.float(), k.float(), v.float()
+        q, k, v = upcast(q, k, v)  # exp of a distance: fp32
         scale = q.shape[-1] ** -0.25  # ||q s - k s||^2 / 2 = ||q - k||^2 / (2 sqrt d)
         c = F.dropout(
             gaussian_kernel(q * scale, k * scale), p=self.cfg.dropout, training=self.training

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lra_bench.attention.base import Attention, AttentionConfig
-from lra_bench.attention.blocks import upcast
+from lra_bench.attention.base import Attention, AttentionConfig, upcast
 from lra_bench.attention.registry import register_attention
 
 

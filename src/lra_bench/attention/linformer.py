@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.attention.base import Attention, AttentionConfig
+from lra_bench.attention.base import Attention, AttentionConfig, upcast
 from lra_bench.attention.registry import register_attention
 
 
@@ -79,8 +79,7 @@ class LinformerAttention(Attention):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         in_dtype = q.dtype
-        if in_dtype in (torch.float16, torch.bfloat16):
-            q, k, v = q.float(), k.float(), v.float()
+        q, k, v = upcast(q, k, v)
         n = q.shape[2]
         if n > self.max_len:
             raise ValueError(

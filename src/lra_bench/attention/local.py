@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lra_bench.attention.base import Attention, AttentionConfig
-from lra_bench.attention.blocks import blocked, hide, pad_seq, upcast, valid_keys
+from lra_bench.attention.base import Attention, AttentionConfig, upcast
+from lra_bench.attention.blocks import blocked, hide, pad_seq, valid_keys
 from lra_bench.attention.registry import register_attention
 
 

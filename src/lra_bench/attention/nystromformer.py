@@ -26,6 +26,7 @@ from lra_bench.attention.base import (
     AttentionConfig,
     hidden_score,
     matmul_dtype,
+    upcast,
     valid_lengths,
     without_autocast,
 )
@@ -170,8 +171,7 @@ class NystromformerAttention(Attention):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         in_dtype = q.dtype
-        if in_dtype in (torch.float16, torch.bfloat16):  # softmax products and pinv need fp32
-            q, k, v = q.float(), k.float(), v.float()
+        q, k, v = upcast(q, k, v)  # softmax products and pinv need fp32
         if mask is not None:  # also what the conv sees: no padding
             v = v * mask[:, None, :, None].to(v.dtype)
         out = (

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from lra_bench.attention.base import IMPLS, AttentionConfig, SampledAttention
+from lra_bench.attention.base import IMPLS, AttentionConfig, SampledAttention, upcast
 from lra_bench.attention.chunked import kernel_apply, kernel_reduce, row_max
 from lra_bench.attention.registry import register_attention
 from lra_bench.attention.sampling import seeded_generator
@@ -141,8 +141,7 @@ class PerformerAttention(SampledAttention):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         in_dtype = q.dtype
-        if in_dtype in (torch.float16, torch.bfloat16):  # exponentials of projections: fp32
-            q, k, v = q.float(), k.float(), v.float()
+        q, k, v = upcast(q, k, v)  # exponentials of projections: fp32
         d = q.shape[-1]
         scale = (
             d**-0.25 if self.cfg.score_scale == "inv_sqrt_d" else d**-0.5

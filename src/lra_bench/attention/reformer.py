@@ -35,7 +35,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lra_bench.attention.base import AttentionConfig, SampledAttention, hidden_score, matmul_dtype
+from lra_bench.attention.base import (
+    AttentionConfig,
+    SampledAttention,
+    hidden_score,
+    matmul_dtype,
+    upcast,
+)
 from lra_bench.attention.registry import register_attention
 
 SELF_SCORE = -1e5  # a token's score for itself: used only when nothing else is visible
@@ -111,8 +117,7 @@ class ReformerAttention(SampledAttention):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         in_dtype = q.dtype
-        if in_dtype in (torch.float16, torch.bfloat16):
-            q, v = q.float(), v.float()
+        q, v = upcast(q, v)
         n = q.shape[2]
         q, v, valid = pad_to_chunks(q, v, mask, self.cfg.chunk_size)
         buckets = self.hash_buckets(q)  # [b, h, r, n_c]

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.attention.base import Attention, AttentionConfig, hidden_score
-from lra_bench.attention.blocks import MASKED, blocked, hide, pad_seq, upcast, valid_keys
+from lra_bench.attention.base import Attention, AttentionConfig, hidden_score, upcast
+from lra_bench.attention.blocks import MASKED, blocked, hide, pad_seq, valid_keys
 from lra_bench.attention.registry import register_attention
 
 

@@ -24,6 +24,7 @@ from lra_bench.attention.base import (
     AttentionConfig,
     SampledAttention,
     uniform_indices,
+    upcast,
     valid_lengths,
 )
 from lra_bench.attention.chunked import augment_landmarks, kernel_apply, kernel_reduce, recomputed
@@ -93,8 +94,7 @@ class SkyformerAttention(SampledAttention):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         in_dtype = q.dtype
-        if in_dtype in (torch.float16, torch.bfloat16):  # the Gram matrix and pinv need fp32
-            q, k, v = q.float(), k.float(), v.float()
+        q, k, v = upcast(q, k, v)  # the Gram matrix and pinv need fp32
         b, h, n, _ = q.shape
         idx = self.draw_landmarks(valid_lengths(mask, b, n, q.device), n, h)
         run = self.reference if self.cfg.impl == "reference" else self.fast

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.attention.base import Attention, AttentionConfig, hidden_score
-from lra_bench.attention.blocks import MASKED, upcast
+from lra_bench.attention.base import Attention, AttentionConfig, hidden_score, upcast
+from lra_bench.attention.blocks import MASKED
 from lra_bench.attention.registry import register_attention
 
 

@@ -13,24 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
 from omegaconf import DictConfig, OmegaConf
 
-from lra_bench.config import DataConfig, TaskConfig
+from lra_bench.data.tasks import TASK_MODULES
 from lra_bench.errors import DataError
 
-__all__ = ["DataError", "DataSettings", "TASK_MODULES", "data_settings", "load_splits"]
+if TYPE_CHECKING:  # config.py reads data.tasks: importing config here would run in a loop
+    import datasets
 
-TASK_MODULES = {
-    "listops": "lra_bench.data.listops",
-    "text": "lra_bench.data.text",
-    "retrieval": "lra_bench.data.retrieval",
-    "image": "lra_bench.data.image",
-    "pathfinder": "lra_bench.data.pathfinder",
-    "pathx": "lra_bench.data.pathfinder",
-}
+    from lra_bench.config import DataConfig, TaskConfig
+
+__all__ = ["DataError", "DataSettings", "TASK_MODULES", "data_settings", "load_splits"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +45,8 @@ def _typed(schema: type, node: Any) -> Any:
 
 def data_settings(cfg: DictConfig) -> DataSettings:
     """The data part of a run's config, typed."""
+    from lra_bench.config import DataConfig, TaskConfig
+
     return DataSettings(
         task=_typed(TaskConfig, cfg.task),
         data=_typed(DataConfig, cfg.data),

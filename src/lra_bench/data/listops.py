@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from lra_bench.config import LISTOPS_LENGTHS, DataConfig
 from lra_bench.data import DataError, DataSettings
 from lra_bench.data.cache import SPLITS, cache_key_hash, cached_splits
 from lra_bench.data.generators import listops as gen
 from lra_bench.data.sources import release_or_generate
+from lra_bench.data.tasks import LISTOPS_LENGTHS
 from lra_bench.io import build_dir_once
+
+if TYPE_CHECKING:
+    from lra_bench.config import DataConfig
 
 RELEASE_FOLDER = "listops-1000"
 SPLIT_FILES = gen.SPLIT_FILES

@@ -34,11 +34,12 @@ import pyarrow as pa
 import xxhash
 from PIL import Image
 
-from lra_bench.config import IMAGE_SIDES, DataConfig
+from lra_bench.config import DataConfig
 from lra_bench.data import DataError, DataSettings
 from lra_bench.data.cache import cache_key_hash, cached_splits
 from lra_bench.data.generators import pathfinder as gen
 from lra_bench.data.sources import release_or_generate
+from lra_bench.data.tasks import IMAGE_SIDES
 from lra_bench.io import build_dir_once
 
 log = logging.getLogger(__name__)
