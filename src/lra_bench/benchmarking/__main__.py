@@ -9,11 +9,15 @@ memory vs sequence length, whole training steps, or the data loader alone.
 Attention mode times forward (no grad) and forward+backward of each attention module on random
 q, k, v ``[batch, heads, n, head_dim]`` and measures the peak extra memory (see
 ``benchmarking/measure.py``). Train-step mode times the training loop's own step
-(``step.train_step``: forward, backward, clipping, AdamW and schedule, with the trainer's
-settings) of the task model on random tokens. Data mode times the run's own loader on the
+(``step.train_step``: forward, backward, clipping, AdamW and schedule) of the task model on
+random tokens, each variant with its run's composed config (``trained.py``: its attention
+dropout included unless ``dropout=`` replaces it). Data mode times the run's own loader on the
 task's data (``run.<key>=<value>`` overrides the run config, see ``benchmarking/loader.py``). Each (attention, n) case runs in a worker process with a time limit;
-an OOM or a timeout is recorded in its row and the bench goes on. Outputs: a CSV (rewritten after
-every case), Markdown tables on stdout (and next to the CSV) and, in attention mode, a plot.
+an OOM or a timeout is recorded in its row and the bench goes on. Unless ``quick=true``, the
+variants of each length then run again in interleaved rounds (``rounds.py``) for steady time
+ratios. Outputs: a new timestamped CSV (rewritten after every case), Markdown tables on stdout
+(and next to the CSV), in attention mode a plot, and copies under the un-timestamped names
+(``outputs.py``).
 """
 
 from __future__ import annotations
