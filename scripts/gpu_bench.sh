@@ -31,21 +31,21 @@ case $SIZE in
         # variants, sparse and synthesizer, and a worker restart or two), five train-step benches
         # <= 30 s each, start-up ~10 s per bench: ~7.5 minutes at most
     ATTN=${BENCH_ATTN:-$FULL}  # the reference forms last: a tight budget skips them first
-    BENCH=(n=1024,2048,4096,8192,16384 warmup=2 repeats=5 case_timeout_s=15 budget_s=210 device=cuda)
-    STEP=(warmup=2 repeats=5 case_timeout_s=10 budget_s=30 device=cuda)
+    BENCH=(n=1024,2048,4096,8192,16384 warmup=2 repeats=5 case_timeout_s=15 budget_s=210 device=cuda quick=true)
+    STEP=(warmup=2 repeats=5 case_timeout_s=10 budget_s=30 device=cuda quick=true)
     ATTN_LIMIT=240
     STEP_LIMIT=60
     ;;
   cpu)
     ATTN=${BENCH_ATTN:-$FULL}
-    BENCH=(n=256,512 warmup=1 repeats=2 case_timeout_s=60 budget_s=240 device=cpu)
-    STEP=(train.seq_len=256 train.batch_size=2 warmup=1 repeats=2 case_timeout_s=60 budget_s=60 device=cpu)
+    BENCH=(n=256,512 warmup=1 repeats=2 case_timeout_s=60 budget_s=240 device=cpu quick=true)
+    STEP=(train.seq_len=256 train.batch_size=2 warmup=1 repeats=2 case_timeout_s=60 budget_s=60 device=cpu quick=true)
     LAST_START=100000
     ;;
   tiny)
     ATTN=${BENCH_ATTN:-softmax,skyformer,skyformer:impl=reference}
-    BENCH=(n=128 warmup=1 repeats=1 isolate=none progress=false device=cpu)
-    STEP=(train.seq_len=128 train.batch_size=2 warmup=0 repeats=1 isolate=none progress=false device=cpu)
+    BENCH=(n=128 warmup=1 repeats=1 isolate=none progress=false device=cpu quick=true)
+    STEP=(train.seq_len=128 train.batch_size=2 warmup=0 repeats=1 isolate=none progress=false device=cpu quick=true)
     TASKS=(listops)
     ;;
   *) echo "BENCH_SIZE must be gpu, cpu or tiny (got $SIZE)" >&2; exit 2 ;;

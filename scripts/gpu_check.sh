@@ -25,15 +25,15 @@ OUT=$(cd "$OUT" && pwd)
 if [[ ${GPU_CHECK_CPU:-0} == 1 ]] || ! $PY -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   export GPU_CHECK_CPU=1
   DEV=cpu
-  ATTN_BENCH=(n=512 warmup=1 repeats=2 case_timeout_s=30 budget_s=150 threads=1 device=cpu)
-  OOM_BENCH=(attn=softmax:impl=math,softmax n=4096 mem_limit_mb=256 warmup=0 repeats=1 threads=1 device=cpu)
-  IMAGE_BENCH=(train.seq_len=256 train.batch_size=2 warmup=1 repeats=2 case_timeout_s=30 budget_s=120 threads=1 device=cpu)
+  ATTN_BENCH=(n=512 warmup=1 repeats=2 case_timeout_s=30 budget_s=150 threads=1 device=cpu quick=true)
+  OOM_BENCH=(attn=softmax:impl=math,softmax n=4096 mem_limit_mb=256 warmup=0 repeats=1 threads=1 device=cpu quick=true)
+  IMAGE_BENCH=(train.seq_len=256 train.batch_size=2 warmup=1 repeats=2 case_timeout_s=30 budget_s=120 threads=1 device=cpu quick=true)
   LIMIT=(env=120 smoke=420 resume=240 bench=200 oom=90 image=180 loader=240)
 else
   DEV=cuda
-  ATTN_BENCH=(n=16384 warmup=2 repeats=5 case_timeout_s=20 budget_s=80 device=cuda)
+  ATTN_BENCH=(n=16384 warmup=2 repeats=5 case_timeout_s=20 budget_s=80 device=cuda quick=true)
   OOM_BENCH=(attn=softmax:impl=math,softmax n=131072 warmup=0 repeats=1 device=cuda)  # 550 GB of scores
-  IMAGE_BENCH=(train.batch_size=32 warmup=2 repeats=5 case_timeout_s=15 budget_s=40 device=cuda)
+  IMAGE_BENCH=(train.batch_size=32 warmup=2 repeats=5 case_timeout_s=15 budget_s=40 device=cuda quick=true)
   LIMIT=(env=45 smoke=120 resume=45 bench=110 oom=40 image=60 loader=60)  # 480 s at most
 fi
 limit() { local kv; for kv in "${LIMIT[@]}"; do [[ ${kv%%=*} == "$1" ]] && echo "${kv#*=}"; done; }

@@ -38,6 +38,7 @@ def bench_cfg(tmp_path: Path, *overrides: str):
         "threads=1",
         "repeats=1",
         "warmup=1",
+        "quick=true",
     ]
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return compose("bench", overrides=[*base, *overrides])
@@ -127,11 +128,18 @@ def test_attention_bench_rows_tables_and_ratios_from_one_run(tmp_path, capsys):
             )
             # the scores, the weights and their gradient are alive together at some point
             assert 2 * weights_mb <= float(r["tensor_mem_mb"]) <= 6 * weights_mb + 1
+            # its own: the weights alone, without q, k, v (the output is not saved)
+            assert float(r["own_saved_mb"]) == pytest.approx(weights_mb, abs=1e-4)
+            shared = 4 * 8 * n * 32 * 4 / 2**20  # output and three input gradients
+            assert float(r["own_tensor_mb"]) == pytest.approx(
+                float(r["tensor_mem_mb"]) - shared, abs=1e-3
+            )
+        assert float(r["own_saved_mb"]) < float(r["saved_mb"])
+        assert float(r["worker_rss_mb"]) > float(r["peak_mem_mb"])  # the whole process
     out = capsys.readouterr().out
     for label in labels:
-        assert (
-            table_rows(out, label) == 4
-        )  # forward+backward, forward, saved for backward, tensor memory
+        # forward+backward, forward, saved for backward (all, own), tensor memory (all, own)
+        assert table_rows(out, label) == 6
     assert (tmp_path / "attention.md").exists()
     assert (tmp_path / "attention.png").stat().st_size > 0
 
@@ -425,3 +433,124 @@ def test_a_bench_stopped_by_sigterm_still_writes_its_table_and_plot(tmp_path):
     table = (out / "attention.md").read_text()
     assert "| softmax |" in table and table in stdout
     assert (out / "attention.png").stat().st_size > 0
+
+
+def test_train_step_times_each_runs_own_attention_dropout_unless_told(tmp_path, capsys):
+    """By default the rows train as the runs do (softmax's 0.1), and the table says so;
+    ``dropout=0`` gives 0 to every variant, labelled as not as trained."""
+    small = [
+        "mode=train_step",
+        f"attns=[softmax,{SMALL_SKY}]",
+        "train.seq_len=32",
+        "train.batch_size=2",
+    ]
+    rows = run(bench_cfg(tmp_path / "trained", *small))
+    assert [float(r["attn_dropout"]) for r in rows] == [0.1, 0.0]
+    out = capsys.readouterr().out
+    assert "as trained" in out and "softmax 0.1" in out
+    assert "softmax with dropout ran by blocks of query rows" in out  # detected, not assumed
+    rows = run(bench_cfg(tmp_path / "zero", *small, "dropout=0"))
+    assert [float(r["attn_dropout"]) for r in rows] == [0.0, 0.0]
+    out = capsys.readouterr().out
+    assert "Attention dropout 0 for every variant (not as trained" in out
+    assert "blocks of query rows" not in out
+
+
+def test_sdpa_math_fallback_is_detected_and_noted():
+    from lra_bench.benchmarking.measure import kernels_seen
+    from lra_bench.benchmarking.tables import notes
+    from lra_bench.runtime import profile_run
+
+    q = torch.randn(1, 2, 32, 8, requires_grad=True)
+
+    def sdpa(p: float):
+        return lambda: (
+            torch.nn.functional.scaled_dot_product_attention(q, q, q, dropout_p=p).sum().backward()
+        )
+
+    fallback = kernels_seen(profile_run(sdpa(0.1), memory=False)[1])
+    fused = kernels_seen(profile_run(sdpa(0.0), memory=False)[1])
+    assert fallback == "sdpa-math" and "sdpa-math" not in fused and fused
+    row = {"label": "softmax", "n": 32, "status": "ok", "kernels": fallback}
+    assert any("math fallback" in line for line in notes([row], "softmax"))
+    assert not any(
+        "math fallback" in line for line in notes([{**row, "kernels": fused}], "softmax")
+    )
+
+
+def test_profiler_lines_are_silenced(capfd):
+    from lra_bench.runtime import profile_run
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
+        torch.ones(3).sum()
+    control = capfd.readouterr().err
+    peak, names = profile_run(lambda: torch.ones(1000).sum(), memory=True)
+    assert capfd.readouterr().err == "" and peak > 0 and "aten::sum" in names
+    if "profiler_start" not in control:
+        pytest.skip("this torch build prints nothing from its profiler")
+
+
+def test_each_run_writes_new_timestamped_files_and_a_latest_copy(tmp_path, monkeypatch):
+    from lra_bench.benchmarking import outputs
+
+    (tmp_path / "attention.csv").write_text("an earlier run's table\n")  # before timestamps
+    stamps = iter(["20260101-000000", "20260101-000001"])
+    monkeypatch.setattr(
+        outputs, "stamp", lambda seconds=None: next(stamps) if seconds is None else "old"
+    )
+    args = ["attns=[softmax]", "n=[16]"]
+    run(bench_cfg(tmp_path, *args))
+    run(bench_cfg(tmp_path, *args, "batch=1"))
+    first, second = (read_csv(tmp_path / f"attention-20260101-00000{i}.csv")[1] for i in (0, 1))
+    assert first[0]["batch"] == "4" and second[0]["batch"] == "1"
+    assert read_csv(tmp_path / "attention.csv")[1][0]["batch"] == "1"  # the latest copy
+    assert (tmp_path / "attention-old-earlier.csv").read_text() == "an earlier run's table\n"
+
+
+def test_interleaved_rounds_give_each_ratio_its_spread(tmp_path, capsys):
+    """quick=false: after each length its variants run in rounds; each time ratio is the median
+    of the round-by-round ratios, with their min and max; a spread beyond tolerance is said."""
+    cfg = bench_cfg(
+        tmp_path,
+        f"attns=[softmax,{SMALL_SKY}]",
+        "n=[32]",
+        "quick=false",
+        "spread.window=2",
+        "spread.tolerance=100",
+    )
+    rows = run(cfg)
+    assert all(r["rounds"] == 2 and r["spread_ok"] is True for r in rows)
+    sky = rows[1]
+    assert sky["fwdbwd_ratio_min"] <= sky["fwdbwd_ratio"] <= sky["fwdbwd_ratio_max"]
+    assert sky["fwd_ratio_min"] <= sky["fwd_ratio"] <= sky["fwd_ratio_max"]
+    assert rows[0]["fwdbwd_ratio"] == 1.0
+    assert "median over interleaved rounds" in capsys.readouterr().out
+    cfg = bench_cfg(
+        tmp_path / "tight",
+        f"attns=[softmax,{SMALL_SKY}]",
+        "n=[32]",
+        "quick=false",
+        "spread.tolerance=1e-9",
+        "spread.budget_s=0",
+    )
+    rows = run(cfg)
+    assert all(r["rounds"] == 1 and r["spread_ok"] is False for r in rows)
+    assert (
+        "the time budget ended before the ratio's spread was within ±5%" in capsys.readouterr().out
+    )
+
+
+def test_rounds_stop_when_every_ratio_is_steady():
+    from lra_bench.benchmarking.rounds import TimingGroup, steady, summarise
+
+    case = AttentionCase("a", {}, 8, 1, 1, 4, "cpu")
+    group = TimingGroup(
+        (case,), "base", window=3, tolerance=0.05, budget_s=1, max_rounds=9, time_limit_s=9
+    )
+    base = [10.0, 20.0, 10.0, 10.0]
+    steady_times = {"base": {"fwdbwd": base}, "a": {"fwdbwd": [9.0, 10.0, 5.0, 5.1]}}
+    assert not steady({**steady_times, "a": {"fwdbwd": [5.0, 10.0, 5.0, 9.0]}}, group)
+    assert steady(steady_times, group)  # the last 3 rounds: ratios 0.5, 0.5, 0.51
+    figures = summarise({"times": steady_times, "rounds": 4, "converged": True}, group)["a"]
+    assert figures["fwdbwd_ratio"] == 0.5 and figures["fwdbwd_ratio_max"] == 0.51
+    assert figures["fwdbwd_ratio_min"] == 0.5 and figures["fwdbwd_ms"] == 5.1

@@ -97,6 +97,31 @@ def test_fast_equals_reference_in_gpu_tiles(name, kw, padded, monkeypatch: pytes
     assert_fast_equals_reference(name, kw, 4, real_tokens=(17, 50) if padded else None)
 
 
+@pytest.mark.parametrize(
+    "n, tiles",
+    [(10, 1), (40, 2), (60, 4), (120, 2 * 2 * 2)],  # all at once, per entry, per head, per rows
+)
+@pytest.mark.parametrize("name, kw", [f for f in FLAT if f[0] != "nystromformer"])
+def test_tiling_chosen_by_size_equals_reference(name, kw, n, tiles, monkeypatch):
+    """Short lengths: as many whole heads and batch entries per tile as fit ``CHUNK_ELEMENTS``;
+    long ones: rows of one head per tile; every choice gives the reference's outputs and
+    gradients."""
+    monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 2 * 40 * 16)  # two heads of 40 rows at m = 16
+    monkeypatch.setattr(chunked, "MIN_CHUNK", 50)
+    q = torch.randn(2, 2, n, 8, dtype=torch.float64)
+    assert len(list(chunked.tiles(q, 16))) == tiles
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 2, n, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    mask = torch.arange(n) < torch.tensor([n, n // 2]).unsqueeze(1)
+    kw = {**kw, SIZE[name]: 16}
+    fast = outputs_and_grads(build(name, "fast", kw), q, k, v, mask)
+    ref = outputs_and_grads(build(name, "reference", kw), q, k, v, mask)
+    for what, a, b in zip(("out", "dq", "dk", "dv"), fast, ref, strict=True):
+        torch.testing.assert_close(
+            a, b, rtol=1e-10, atol=1e-12, msg=lambda m, what=what: f"{what}: {m}"
+        )
+
+
 @pytest.mark.parametrize("name, kw", FLAT)
 def test_fast_path_passes_gradcheck(name, kw):
     q, k, v = (x.requires_grad_() for x in rand_qkv(21, n=15, d=4))

@@ -12,10 +12,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
+import os
 import platform
 import resource
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +180,54 @@ class PeakMemory:
         return math.nan
 
 
+@contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Send the process's file descriptor 2 to the null device while the block runs.
+
+    The profiler's native library prints start/stop lines there (``USDT ... profiler_start``,
+    ``STAGE ...``, and ``gpuGetDeviceCount failed`` from CUDA builds on a CPU) that no setting
+    turns off; Python errors still propagate as exceptions.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to silence
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def profile_run(fn: Callable[[], Any], *, memory: bool) -> tuple[float, set[str]]:
+    """Run ``fn`` once under the profiler: the most tensor memory alive at once beyond what was
+    alive before it (MB; NaN unless ``memory``) and the names of the operators it called."""
+    prof = torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=memory
+    )
+    with quiet_native_stderr():
+        prof.__enter__()
+    try:
+        fn()
+    finally:
+        with quiet_native_stderr():
+            prof.__exit__(None, None, None)
+    events = list(prof.profiler.kineto_results.events())
+    names = {e.name() for e in events if e.name() != "[memory]"}
+    if not memory:
+        return math.nan, names
+    alive = peak = 0
+    for event in sorted((e for e in events if e.name() == "[memory]"), key=lambda e: e.start_ns()):
+        alive += event.nbytes()
+        peak = max(peak, alive)
+    return peak / 2**20, names
+
+
 def tensor_peak_mb(fn: Callable[[], Any], device: torch.device, resident_peak_mb: float) -> float:
     """The most tensor memory alive at once during one ``fn()``, beyond what was alive before it.
 
@@ -190,16 +241,4 @@ def tensor_peak_mb(fn: Callable[[], Any], device: torch.device, resident_peak_mb
         return resident_peak_mb
     if device.type != "cpu":
         return math.nan
-    with torch.profiler.profile(
-        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
-    ) as prof:
-        fn()
-    events = sorted(
-        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-        key=lambda e: e.start_ns(),
-    )
-    alive = peak = 0
-    for event in events:
-        alive += event.nbytes()
-        peak = max(peak, alive)
-    return peak / 2**20
+    return profile_run(fn, memory=True)[0]

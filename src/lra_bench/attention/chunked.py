@@ -16,10 +16,12 @@ through it): ``"row_max"`` (each row's own max, recomputed identically in backwa
 broadcastable to ``[b, h, n, 1]``. Only ``x``, ``y~``, the thin operand and the mask are saved:
 O(n d + m d) memory for backward, whatever ``n``.
 
-A tile is a range of rows of the block (``tiles``): on a CPU, of one head at a time, about
-``CHUNK_ELEMENTS`` elements, so that each product is one long matrix product on a block that stays
-in cache (a batch of short products over every head costs about a third more); on a GPU, every
-head at once.
+A tile is a part of the block of at most about ``CHUNK_ELEMENTS`` elements on a CPU, so that it
+stays in cache (``tiles``): when a whole head's ``n x m`` fits, as many whole heads and batch
+entries as fit (one batched call: at short lengths the cost of issuing a few small operations
+per head would dominate); otherwise rows of one head at a time, each product one long matrix
+product (a batch of short products over every head costs about a third more). On a GPU, rows of
+every head at once. Either way a tile's memory is bounded, whatever ``b``, ``h`` and ``n``.
 
 ``kernel_apply(x, y~, p)`` returns ``K p`` (``[b, h, n, e]``) and ``kernel_reduce(x, y~, v)``
 returns ``K^T v`` (``[b, h, m, e]``). ``recomputed(fn, *inputs)`` runs a deterministic ``fn``
@@ -66,10 +68,17 @@ def augment_landmarks(y: torch.Tensor) -> torch.Tensor:
 def tiles(x: torch.Tensor, m: int) -> Iterator[Tile]:
     """The tiles of the ``[b, h, n, m]`` block for ``x [b, h, n, d]`` (see the module)."""
     b, h, n = x.shape[:3]
+    every = slice(None)
     if x.device.type not in PER_HEAD_DEVICES:
         step = max(MIN_CHUNK, CHUNK_ELEMENTS_GPU // max(1, b * h * m))
-        every = slice(None)
         yield from ((every, every, slice(i, min(i + step, n))) for i in range(0, n, step))
+        return
+    if n * m <= CHUNK_ELEMENTS:  # whole heads fit a tile: as many heads and batch entries as fit
+        heads = min(h, CHUNK_ELEMENTS // max(1, n * m))
+        entries = max(1, CHUNK_ELEMENTS // max(1, h * n * m)) if heads == h else 1
+        for bi in range(0, b, entries):
+            for hi in range(0, h, heads):
+                yield slice(bi, min(bi + entries, b)), slice(hi, min(hi + heads, h)), every
         return
     step = max(MIN_CHUNK, CHUNK_ELEMENTS // max(1, m))
     for bi in range(b):

@@ -34,6 +34,7 @@ from lra_bench.attention.chunked import recomputed
 from lra_bench.attention.pinv import PINV_INITS, newton_schulz_pinv, newton_schulz_reference
 from lra_bench.attention.registry import register_attention
 
+KEPT_PINV_ELEMENTS = 1 << 20  # b h m^2 up to which the pinv iterations are kept (48 MB at 6)
 MASKED = -1e9  # score offset of a hidden key: exp underflows to exactly 0 next to any visible key
 
 
@@ -226,11 +227,10 @@ class NystromformerAttention(Attention):
             torch.softmax(q_l @ k_l.mT * scale + lm_bias[:, None, None, :], dim=-1)
             * lm_valid[:, None, :, None]
         )
-        # the iterations are rebuilt in backward: they would keep two m x m per step
-        z = recomputed(
-            partial(newton_schulz_pinv, iters=self.cfg.pinv_iters, init=self.cfg.pinv_init),
-            kernel_2,
-        )
+        # the iterations keep two m x m per step: rebuilt in backward when that is large, kept
+        # when small (rebuilding them would cost more than the n x m factors at short lengths)
+        pinv = partial(newton_schulz_pinv, iters=self.cfg.pinv_iters, init=self.cfg.pinv_init)
+        z = pinv(kernel_2) if kernel_2.numel() <= KEPT_PINV_ELEMENTS else recomputed(pinv, kernel_2)
         key_bias = None
         if mask is not None:
             key_bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(

@@ -1,4 +1,10 @@
-"""Exact softmax attention: torch SDPA by default, or the materialised n x n form the papers timed."""
+"""Exact softmax attention: torch SDPA by default, or the materialised n x n form the papers timed.
+
+With attention dropout in training on a CPU, where SDPA would fall back to its math kernel and
+materialise every head's n x n weights, ``impl=sdpa`` runs the same computation a block of query
+rows at a time (``softmax_dropout.py``: same outputs and gradients for the same mask, bounded
+memory). That path runs under the profiler label ``CHUNKED_EVENT``, which the bench reports.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,9 @@ import torch.nn.functional as F
 
 from lra_bench.attention.base import Attention, AttentionConfig, key_padding_bias
 from lra_bench.attention.registry import register_attention
+from lra_bench.attention.softmax_dropout import dropped_softmax_attention
+
+CHUNKED_EVENT = "lra_bench::softmax_dropout_blocks"
 
 
 @dataclass
@@ -42,6 +51,9 @@ class SoftmaxAttention(Attention):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         p = self.cfg.dropout if self.training else 0.0
+        if self.cfg.impl == "sdpa" and p > 0 and q.device.type == "cpu":
+            with torch.profiler.record_function(CHUNKED_EVENT):
+                return dropped_softmax_attention(q, k, v, key_padding_bias(mask, q.dtype), p)
         if self.cfg.impl == "sdpa":
             attn_mask = None if mask is None else mask[:, None, None, :]
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)

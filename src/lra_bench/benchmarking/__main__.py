@@ -9,11 +9,15 @@ memory vs sequence length, whole training steps, or the data loader alone.
 Attention mode times forward (no grad) and forward+backward of each attention module on random
 q, k, v ``[batch, heads, n, head_dim]`` and measures the peak extra memory (see
 ``benchmarking/measure.py``). Train-step mode times the training loop's own step
-(``step.train_step``: forward, backward, clipping, AdamW and schedule, with the trainer's
-settings) of the task model on random tokens. Data mode times the run's own loader on the
+(``step.train_step``: forward, backward, clipping, AdamW and schedule) of the task model on
+random tokens, each variant with its run's composed config (``trained.py``: its attention
+dropout included unless ``dropout=`` replaces it). Data mode times the run's own loader on the
 task's data (``run.<key>=<value>`` overrides the run config, see ``benchmarking/loader.py``). Each (attention, n) case runs in a worker process with a time limit;
-an OOM or a timeout is recorded in its row and the bench goes on. Outputs: a CSV (rewritten after
-every case), Markdown tables on stdout (and next to the CSV) and, in attention mode, a plot.
+an OOM or a timeout is recorded in its row and the bench goes on. Unless ``quick=true``, the
+variants of each length then run again in interleaved rounds (``rounds.py``) for steady time
+ratios. Outputs: a new timestamped CSV (rewritten after every case), Markdown tables on stdout
+(and next to the CSV), in attention mode a plot, and copies under the un-timestamped names
+(``outputs.py``).
 """
 
 from __future__ import annotations
@@ -32,10 +36,18 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from lra_bench.benchmarking import tables
-from lra_bench.benchmarking.measure import DTYPES, AttentionCase, Case, TrainStepCase
+from lra_bench.benchmarking.measure import (
+    DTYPES,
+    AttentionCase,
+    Case,
+    TrainStepCase,
+    tokens_per_step,
+)
+from lra_bench.benchmarking.outputs import new_stem, publish_latest
+from lra_bench.benchmarking.rounds import TimingGroup, summarise
+from lra_bench.benchmarking.trained import trained_settings
 from lra_bench.benchmarking.variants import BenchError, Variant, resolve
 from lra_bench.benchmarking.worker import default_mem_limit_mb, make_runner
-from lra_bench.config import TaskConfig, TrainerConfig
 from lra_bench.errors import LraBenchError
 from lra_bench.io import atomic_write_text
 from lra_bench.paths import conf_dir
@@ -97,6 +109,11 @@ def check(cfg: DictConfig) -> None:
     """One-line BenchError on the first bad setting, before any work."""
     if cfg.mode not in MODES:
         raise BenchError(f"mode: choose {' or '.join(MODES)}, got {cfg.mode!r}")
+    for key in ("window", "budget_s", "max_rounds"):
+        if cfg.spread[key] is None or cfg.spread[key] < (0 if key == "budget_s" else 1):
+            raise BenchError(f"spread.{key}: must be >= 1 (budget_s >= 0), got {cfg.spread[key]}")
+    if not cfg.spread.tolerance or cfg.spread.tolerance <= 0:
+        raise BenchError(f"spread.tolerance: must be > 0, got {cfg.spread.tolerance}")
     for key in ("batch", "heads", "head_dim", "repeats", "case_timeout_s"):
         if cfg[key] is None or cfg[key] <= 0:
             raise BenchError(f"{key}: must be > 0, got {cfg[key]}")
@@ -137,29 +154,15 @@ def make_cases(cfg: DictConfig, variants: list[Variant], device: torch.device) -
             for n in lengths(cfg)
             for v in variants
         ]
-    task = OmegaConf.to_container(cfg.task, resolve=True)
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    assert isinstance(task, dict) and isinstance(model, dict)
-    n = cfg.train.seq_len or task["max_len"]
-    batch = cfg.train.batch_size or cfg.trainer.batch_size
-    trainer = trainer_settings(cfg)
-    return [
-        TrainStepCase(v.label, v.config, task, model, trainer, n, batch, **common) for v in variants
-    ]  # type: ignore[arg-type]
-
-
-def trainer_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The training loop's settings for the bench's task under its protocol, with ``train.lr`` and ``train.amp``."""
-    run_cfg = OmegaConf.create(
-        {
-            "task": OmegaConf.merge(OmegaConf.structured(TaskConfig), cfg.task),
-            "trainer": OmegaConf.merge(OmegaConf.structured(TrainerConfig), cfg.trainer),
-        }
-    )
-    run_cfg.trainer.lr, run_cfg.trainer.amp = cfg.train.lr, cfg.train.amp
-    trainer = OmegaConf.to_container(run_cfg.trainer, resolve=True)
-    assert isinstance(trainer, dict)
-    return trainer  # type: ignore[return-value]
+    cases: list[Case] = []
+    for v in variants:
+        run = trained_settings(cfg, v)
+        n = cfg.train.seq_len or run.task["max_len"]
+        batch = cfg.train.batch_size or run.trainer["batch_size"]
+        cases.append(
+            TrainStepCase(v.label, run.attn, run.task, run.model, run.trainer, n, batch, **common)
+        )
+    return cases
 
 
 def make_row(
@@ -181,6 +184,7 @@ def make_row(
         amp = case.trainer["amp"]
         row.update(
             task=cfg.task.name,
+            attn_dropout=case.attn.get("dropout", ""),
             dtype=precision_of(amp, torch.device(case.device))[0] if amp else "float32",
         )
     return row
@@ -200,7 +204,8 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     check(cfg)
     if cfg.mode == "data":
         return run_data(cfg)
-    variants = resolve(cfg.attns, cfg.dropout)
+    fixed = cfg.dropout if cfg.mode == "train_step" or cfg.dropout is not None else 0.0
+    variants = resolve(cfg.attns, fixed)
     device = pick_device(cfg.device)
     cases = make_cases(cfg, variants, device)
     if cfg.baseline not in {v.label for v in variants}:
@@ -208,8 +213,9 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             f"note: baseline {cfg.baseline!r} is not among the attentions: no ratios",
             file=sys.stderr,
         )
-    rows, stopped = run_cases(cfg, cases, variants, device)
-    write_outputs(cfg, rows)
+    stem = new_stem(output_stem(cfg))
+    rows, stopped = run_cases(cfg, cases, variants, device, stem)
+    write_outputs(cfg, rows, stem)
     if stopped:
         raise KeyboardInterrupt
     return rows
@@ -241,8 +247,9 @@ def run_data(cfg: DictConfig) -> list[dict[str, Any]]:
             raise BenchError(f"run: {str(err).splitlines()[0]}") from None
         raise
     rows = [row]
-    tables.write_csv(output_stem(cfg).with_suffix(".csv"), rows, tables.DATA_COLUMNS)
-    write_outputs(cfg, rows)
+    stem = new_stem(output_stem(cfg))
+    tables.write_csv(stem.with_suffix(".csv"), rows, tables.DATA_COLUMNS)
+    write_outputs(cfg, rows, stem)
     return rows
 
 
@@ -256,13 +263,13 @@ def skip_reason(cfg: DictConfig, case: Case, failed: set[str], start: float) -> 
 
 
 def run_cases(
-    cfg: DictConfig, cases: list[Case], variants: list[Variant], device: torch.device
+    cfg: DictConfig, cases: list[Case], variants: list[Variant], device: torch.device, stem: Path
 ) -> tuple[list[dict[str, Any]], bool]:
     """Each case in turn (or skipped), the CSV rewritten with ratios after every one; and whether
     SIGTERM or Ctrl-C stopped the bench (the cases left are then rows marked ``skipped``)."""
     by_label = {v.label: v for v in variants}
     threads = cfg.threads or torch.get_num_threads()
-    csv_path = output_stem(cfg).with_suffix(".csv")
+    csv_path = stem.with_suffix(".csv")
     columns = tables.ATTENTION_COLUMNS if cfg.mode == "attention" else tables.TRAIN_STEP_COLUMNS
     runner = make_runner(cfg.isolate, cfg.threads)
     rows: list[dict[str, Any]] = []
@@ -278,7 +285,7 @@ def run_cases(
     )
     try:
         with TermAsInterrupt():
-            for case in bar:
+            for i, case in enumerate(bar):
                 bar.set_postfix_str(f"{case.label} n={case.n}")
                 load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""
                 skipped = skip_reason(cfg, case, failed, start)
@@ -291,6 +298,10 @@ def run_cases(
                     cfg, case, by_label[case.label], result, device_label(device, threads), threads
                 )
                 rows.append({**row, "load_avg": load})
+                last_of_length = i + 1 == len(cases) or cases[i + 1].n != case.n
+                if not cfg.quick and last_of_length:
+                    bar.set_postfix_str(f"interleaved rounds n={case.n}")
+                    interleave_length(cfg, runner, cases[: i + 1], rows)
                 tables.add_ratios(rows, cfg.baseline, cfg.mode)
                 tables.write_csv(csv_path, rows, columns)
     except KeyboardInterrupt:
@@ -322,6 +333,45 @@ def run_cases(
     return rows, stopped
 
 
+def interleave_length(
+    cfg: DictConfig, runner: Any, cases: list[Case], rows: list[dict[str, Any]]
+) -> None:
+    """Time the cases of the last length that ran ok in interleaved rounds (``rounds.py``) and
+    put their round-by-round times and ratios into their rows."""
+    n = cases[-1].n
+    ok = {row["label"] for row in rows if row["n"] == n and row["status"] == "ok"}
+    group_cases = tuple(c for c in cases if c.n == n and c.label in ok)
+    if cfg.baseline not in ok or len(group_cases) < 2:
+        return
+    by_label = {row["label"]: row for row in rows if row["n"] == n}
+    ops = ("fwd_ms", "fwdbwd_ms") if cfg.mode == "attention" else ("step_ms",)
+    round_s = sum(float(by_label[c.label][op]) for c in group_cases for op in ops) / 1000
+    spread = cfg.spread
+    group = TimingGroup(
+        group_cases,
+        cfg.baseline,
+        spread.window,
+        spread.tolerance,
+        float(spread.budget_s),
+        spread.max_rounds,
+        time_limit_s=float(spread.budget_s) + 4 * round_s + 60,
+        mem_limit_mb=group_cases[0].mem_limit_mb,
+    )
+    result = runner.run(group)
+    if result["status"] != "ok":
+        print(f"n={n}: interleaved rounds {result['status']}: {result.get('error', '')}; "
+              "ratios from each variant's own runs", file=sys.stderr)  # fmt: skip
+        return
+    for label, figures in summarise(result, group).items():
+        row = by_label[label]
+        row.update(figures)
+        if "step_ms" in figures:
+            row["steps_per_s"] = 1000 / figures["step_ms"]
+            row["tokens_per_s"] = row["steps_per_s"] * tokens_per_step(
+                next(c for c in group_cases if c.label == label)  # type: ignore[arg-type]
+            )
+
+
 class TermAsInterrupt:
     """While active, SIGTERM (``timeout``, a job scheduler) stops the bench like Ctrl-C, so its outputs are still written."""
 
@@ -341,16 +391,16 @@ class TermAsInterrupt:
             signal.signal(signal.SIGTERM, self.previous)
 
 
-def write_outputs(cfg: DictConfig, rows: list[dict[str, Any]]) -> None:
-    """The Markdown tables (stdout and ``.md``), problems on stderr and, in attention mode, the plot."""
-    stem = output_stem(cfg)
+def write_outputs(cfg: DictConfig, rows: list[dict[str, Any]], stem: Path) -> None:
+    """The Markdown tables (stdout and ``.md``), problems on stderr, in attention mode the plot,
+    and the copies of this run's files under the un-timestamped names (``outputs.py``)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     if cfg.mode == "data":
         table = tables.data_markdown(rows)
     elif cfg.mode == "attention":
         table = tables.attention_markdown(rows, cfg.baseline)
     else:
-        table = tables.train_step_markdown(rows, cfg.baseline)
+        table = tables.train_step_markdown(rows, cfg.baseline, cfg.dropout)
     atomic_write_text(stem.with_suffix(".md"), table + "\n")
     print(table)
     for row in rows:
@@ -363,7 +413,8 @@ def write_outputs(cfg: DictConfig, rows: list[dict[str, Any]]) -> None:
         and tables.plot_attention(rows, stem.with_suffix(".png"))
     ):
         print(f" and {stem.with_suffix('.png')}", end="")
-    print()
+    copies = publish_latest(stem, output_stem(cfg))
+    print(f" (latest copies: {', '.join(p.name for p in copies)})")
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="bench", version_base="1.3")

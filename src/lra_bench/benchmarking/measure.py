@@ -24,14 +24,21 @@ import itertools
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 
-from lra_bench.runtime import PeakMemory, resolve_device, tensor_peak_mb
+from lra_bench.runtime import (
+    PeakMemory,
+    cpu_peak_supported,
+    proc_status_kb,
+    profile_run,
+    reset_resident_peak,
+    resolve_device,
+)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -84,6 +91,14 @@ Case = AttentionCase | TrainStepCase
 
 def saved_for_backward_mb(forward: Callable[[], Any]) -> float:
     """MB of the distinct storages autograd saves during one ``forward()`` (each storage counted once)."""
+    return saved_bytes_mb(forward)[0]
+
+
+def saved_bytes_mb(
+    forward: Callable[[], Any], inputs: Sequence[torch.Tensor] = ()
+) -> tuple[float, float]:
+    """MB of the distinct storages autograd saves during one ``forward()``, and the same without
+    the storages of ``inputs`` and of the tensor ``forward`` returns (the attention's own)."""
     sizes: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -93,8 +108,12 @@ def saved_for_backward_mb(forward: Callable[[], Any]) -> float:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = forward()
+    shared = {t.untyped_storage().data_ptr() for t in inputs}
+    if isinstance(out, torch.Tensor):
+        shared.add(out.untyped_storage().data_ptr())
     del out
-    return sum(sizes.values()) / 2**20
+    own = sum(size for ptr, size in sizes.items() if ptr not in shared)
+    return sum(sizes.values()) / 2**20, own / 2**20
 
 
 # --- time --------------------------------------------------------------------------------------
@@ -128,16 +147,57 @@ def _check(deadline: float) -> None:
 
 TENSOR_RUN_SHARE = 2.5  # a profiled run and a timed one, in plain runs
 
+# operators whose presence in the profiled run names the attention kernel that ran
+KERNEL_EVENTS = {
+    "aten::_scaled_dot_product_attention_math": "sdpa-math",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "sdpa-flash-cpu",
+    "aten::_scaled_dot_product_flash_attention": "sdpa-flash",
+    "aten::_scaled_dot_product_efficient_attention": "sdpa-efficient",
+    "aten::_scaled_dot_product_cudnn_attention": "sdpa-cudnn",
+}
+FALLBACK_KERNELS = ("sdpa-math",)  # SDPA's materialising fallback (b·h·n² scores at once)
+
+
+def kernels_seen(ops: set[str]) -> str:
+    """The attention kernels a profiled run called (``KERNEL_EVENTS`` and the chunked softmax)."""
+    from lra_bench.attention.softmax import CHUNKED_EVENT
+
+    found = {label for name, label in KERNEL_EVENTS.items() if name in ops}
+    if CHUNKED_EVENT in ops:
+        found.add("softmax-chunked")
+    return " ".join(sorted(found))
+
+
+class ResidentHigh:
+    """The resident set's high-water mark over a whole case, across the resets ``PeakMemory``
+    makes: the worker's own peak, NaN where it cannot be read (not Linux)."""
+
+    def __init__(self) -> None:
+        self.ok = cpu_peak_supported()
+        self.high_kb = 0
+        if self.ok:
+            reset_resident_peak()
+
+    def note(self) -> None:
+        if self.ok:
+            self.high_kb = max(self.high_kb, proc_status_kb("VmHWM"))
+
+    def mb(self) -> float:
+        self.note()
+        return self.high_kb / 1024 if self.ok else math.nan
+
 
 @dataclass(frozen=True)
 class Measured:
-    """What ``measure`` found: median and min ms of the timed runs, their count, and the peaks."""
+    """What ``measure`` found: median and min ms of the timed runs, their count, the peaks and
+    the kernels the profiled run called."""
 
     median_ms: float
     min_ms: float
     peak_mb: float  # resident (CPU) or allocated (GPU) peak of the memory-tracked run
     tensor_mb: float  # the most tensor memory alive at once (NaN when not asked for)
     runs: int
+    kernels: str = ""
 
 
 def measure(
@@ -149,10 +209,11 @@ def measure(
     stop_by: float,
     deadline: float,
     tensors: bool = False,
+    resident: ResidentHigh | None = None,
 ) -> Measured:
-    """Warm-up runs, one run under memory tracking, with ``tensors`` one run for the peak tensor
-    memory (``runtime.tensor_peak_mb``; skipped, NaN, when it and one timed run would not fit
-    before ``deadline``), then the timed runs.
+    """Warm-up runs, one run under memory tracking, with ``tensors`` one profiled run (the peak
+    tensor memory on a CPU and the kernels called; skipped when it and one timed run would not
+    fit before ``deadline``), then the timed runs.
 
     Timed runs stop early (keeping at least one) when the next would end after ``stop_by``;
     any run ending after ``deadline`` raises CaseTimeout.
@@ -160,6 +221,8 @@ def measure(
     for _ in range(warmup):
         fn()
         _check(deadline)
+    if resident is not None:
+        resident.note()  # before PeakMemory resets the high-water mark
     memory = PeakMemory(device)
     memory.start()
     began = time.monotonic()
@@ -167,12 +230,12 @@ def measure(
     run_s = time.monotonic() - began
     peak = memory.peak_mb()
     _check(deadline)
+    tensor_mb, kernels = math.nan, ""
     # the profiled run (slower than a plain one) and one timed run must fit in the time left
-    tensor_mb = (
-        tensor_peak_mb(fn, device, peak)
-        if tensors and time.monotonic() + TENSOR_RUN_SHARE * run_s <= deadline
-        else math.nan
-    )
+    if tensors and time.monotonic() + TENSOR_RUN_SHARE * run_s <= deadline:
+        tensor_mb, ops = profile_run(fn, memory=device.type == "cpu")
+        tensor_mb = peak if device.type == "cuda" else tensor_mb
+        kernels = kernels_seen(ops)
     _check(deadline)
     times: list[float] = []
     for _ in range(repeats):
@@ -180,18 +243,28 @@ def measure(
             break
         times.append(time_ms(fn, device))
         _check(deadline)
-    return Measured(statistics.median(times), min(times), peak, tensor_mb, len(times))
+    return Measured(statistics.median(times), min(times), peak, tensor_mb, len(times), kernels)
 
 
 # --- cases -------------------------------------------------------------------------------------
 
 
-def attention_case(case: AttentionCase) -> dict[str, Any]:
-    """Median and min of fwd (no grad) and fwdbwd ms, fwd_mem_mb, peak_mem_mb (forward+backward), saved_mb, runs timed."""
+@dataclass
+class Prepared:
+    """A case ready to run: its timed operations by name (``fwd``, ``fwdbwd`` or ``step``) and
+    the forward whose saved bytes are counted, with the inputs every variant shares."""
+
+    device: torch.device
+    timed: dict[str, Callable[[], None]]
+    forward: Callable[[], Any]
+    inputs: tuple[torch.Tensor, ...] = ()
+    params: int = 0
+
+
+def prepare_attention(case: AttentionCase) -> Prepared:
+    """The module of ``case`` on random q, k, v, its forward (no grad) and forward+backward."""
     from lra_bench.attention import build_attention
 
-    start = time.monotonic()
-    deadline = start + case.time_limit_s
     device, dtype = _use(case.device), DTYPES[case.dtype]
     torch.manual_seed(case.seed)
     module = build_attention(
@@ -211,25 +284,33 @@ def attention_case(case: AttentionCase) -> dict[str, Any]:
         q.grad = k.grad = v.grad = None
         module.zero_grad(set_to_none=True)
 
-    saved = saved_for_backward_mb(lambda: module(q, k, v))
+    return Prepared(
+        device, {"fwd": forward, "fwdbwd": forward_backward}, lambda: module(q, k, v), (q, k, v)
+    )
+
+
+def attention_case(case: AttentionCase) -> dict[str, Any]:
+    """Median and min of fwd (no grad) and fwdbwd ms, fwd_mem_mb, peak_mem_mb (forward+backward),
+    saved_mb and tensor_mem_mb with the attention's own parts of both, the worker's resident
+    peak, the kernels called and the runs timed."""
+    start = time.monotonic()
+    deadline = start + case.time_limit_s
+    resident = ResidentHigh()
+    ready = prepare_attention(case)
+    saved, own_saved = saved_bytes_mb(ready.forward, ready.inputs)
     # the forward phase may use a quarter of the time limit; forward+backward the rest
-    fwd = measure(
-        forward,
-        device,
-        warmup=case.warmup,
-        repeats=case.repeats,
-        stop_by=start + case.time_limit_s / 4,
-        deadline=deadline,
-    )
+    common = {"warmup": case.warmup, "repeats": case.repeats, "deadline": deadline}
+    fwd = measure(ready.timed["fwd"], ready.device, stop_by=start + case.time_limit_s / 4, **common)
     both = measure(
-        forward_backward,
-        device,
-        warmup=case.warmup,
-        repeats=case.repeats,
+        ready.timed["fwdbwd"],
+        ready.device,
         stop_by=deadline,
-        deadline=deadline,
         tensors=True,
+        resident=resident,
+        **common,
     )
+    # the output and the three input gradients: the same for every variant
+    shared_mb = 4 * ready.inputs[0].nelement() * ready.inputs[0].element_size() / 2**20
     return {
         "fwd_ms": fwd.median_ms,
         "fwdbwd_ms": both.median_ms,
@@ -238,7 +319,11 @@ def attention_case(case: AttentionCase) -> dict[str, Any]:
         "fwd_mem_mb": fwd.peak_mb,
         "peak_mem_mb": both.peak_mb,
         "saved_mb": saved,
+        "own_saved_mb": own_saved,
         "tensor_mem_mb": both.tensor_mb,
+        "own_tensor_mb": max(both.tensor_mb - shared_mb, 0.0),
+        "worker_rss_mb": resident.mb(),
+        "kernels": both.kernels,
         "repeats": both.runs,
     }
 
@@ -262,14 +347,12 @@ def random_batch(
     return out
 
 
-def train_step_case(case: TrainStepCase) -> dict[str, Any]:
-    """step_ms, steps_per_s, tokens_per_s, peak_mem_mb, saved_mb and params of one training step."""
+def prepare_train_step(case: TrainStepCase) -> Prepared:
+    """The task model with the training loop's state, its training step on random tokens."""
     from lra_bench.config import ModelConfig
     from lra_bench.model import build_model
     from lra_bench.step import autocast, make_train_state, train_step
 
-    start = time.monotonic()
-    deadline = start + case.time_limit_s
     device = _use(case.device)
     torch.manual_seed(case.seed)
     model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), case.model)
@@ -280,35 +363,55 @@ def train_step_case(case: TrainStepCase) -> dict[str, Any]:
     state = make_train_state(
         build_model(cfg).to(device).train(), OmegaConf.create(case.trainer), device
     )
-    batches = itertools.repeat(random_batch(case.task, case.batch, case.n, device, case.seed))
+    batch = random_batch(case.task, case.batch, case.n, device, case.seed)
+    batches = itertools.repeat(batch)
 
     def step() -> None:
         train_step(state, batches)
 
-    batch = random_batch(case.task, case.batch, case.n, device, case.seed)
-    with autocast(device, state.amp_dtype):
-        saved = saved_for_backward_mb(lambda: state.module(batch))
+    def forward() -> Any:
+        with autocast(device, state.amp_dtype):
+            return state.module(batch)
+
+    params = sum(p.numel() for p in state.module.parameters())
+    return Prepared(device, {"step": step}, forward, params=params)
+
+
+def train_step_case(case: TrainStepCase) -> dict[str, Any]:
+    """step_ms, steps_per_s, tokens_per_s, peak_mem_mb, saved_mb, the worker's resident peak,
+    the attention kernels called and params of one training step."""
+    start = time.monotonic()
+    deadline = start + case.time_limit_s
+    resident = ResidentHigh()
+    ready = prepare_train_step(case)
+    saved = saved_for_backward_mb(ready.forward)
     timed = measure(
-        step,
-        device,
+        ready.timed["step"],
+        ready.device,
         warmup=max(case.warmup, 1),
         repeats=case.repeats,
         stop_by=deadline,
         deadline=deadline,
         tensors=True,
+        resident=resident,
     )
-    tokens = case.batch * case.n * (2 if case.task.get("dual") else 1)
     return {
         "step_ms": timed.median_ms,
         "step_min_ms": timed.min_ms,
         "steps_per_s": 1000 / timed.median_ms,
-        "tokens_per_s": tokens * 1000 / timed.median_ms,
+        "tokens_per_s": tokens_per_step(case) * 1000 / timed.median_ms,
         "peak_mem_mb": timed.peak_mb,
         "saved_mb": saved,
         "tensor_mem_mb": timed.tensor_mb,
-        "params": sum(p.numel() for p in state.module.parameters()),
+        "worker_rss_mb": resident.mb(),
+        "kernels": timed.kernels,
+        "params": ready.params,
         "repeats": timed.runs,
     }
+
+
+def tokens_per_step(case: TrainStepCase) -> int:
+    return case.batch * case.n * (2 if case.task.get("dual") else 1)
 
 
 def run_case(case: Case) -> dict[str, Any]:

@@ -12,15 +12,18 @@ from lra_bench.report.render import markdown_table
 
 ATTENTION_COLUMNS = [
     "attn", "label", "n", "batch", "heads", "head_dim", "device", "dtype",
-    "fwd_ms", "fwdbwd_ms", "peak_mem_mb", "saved_mb", "tensor_mem_mb",
-    "fwd_ratio", "fwdbwd_ratio", "mem_ratio", "saved_ratio", "tensor_mem_ratio",
-    "fwd_min_ms", "fwdbwd_min_ms", "fwd_mem_mb", "repeats", "threads", "load_avg", "options", "status", "error",
+    "fwd_ms", "fwdbwd_ms", "peak_mem_mb", "saved_mb", "tensor_mem_mb", "own_saved_mb", "own_tensor_mb",
+    "fwd_ratio", "fwdbwd_ratio", "mem_ratio", "saved_ratio", "tensor_mem_ratio", "own_saved_ratio", "own_tensor_ratio",
+    "fwd_ratio_min", "fwd_ratio_max", "fwdbwd_ratio_min", "fwdbwd_ratio_max", "rounds", "spread_ok",
+    "fwd_min_ms", "fwdbwd_min_ms", "fwd_mem_mb", "worker_rss_mb", "kernels",
+    "repeats", "threads", "load_avg", "options", "status", "error",
 ]  # fmt: skip
 TRAIN_STEP_COLUMNS = [
-    "attn", "label", "task", "n", "batch", "device", "dtype",
+    "attn", "label", "task", "n", "batch", "device", "dtype", "attn_dropout",
     "step_ms", "steps_per_s", "tokens_per_s", "peak_mem_mb", "saved_mb", "tensor_mem_mb",
-    "step_ratio", "mem_ratio", "tensor_mem_ratio",
-    "step_min_ms", "params", "repeats", "threads", "load_avg", "options", "status", "error",
+    "step_ratio", "mem_ratio", "tensor_mem_ratio", "step_ratio_min", "step_ratio_max", "rounds", "spread_ok",
+    "step_min_ms", "worker_rss_mb", "kernels", "params", "repeats", "threads", "load_avg", "options", "status",
+    "error",
 ]  # fmt: skip
 DATA_COLUMNS = [
     "task", "split", "batch", "n", "workers", "bucket", "pad_to",
@@ -35,6 +38,8 @@ RATIOS = {
         "mem_ratio": "peak_mem_mb",
         "saved_ratio": "saved_mb",
         "tensor_mem_ratio": "tensor_mem_mb",
+        "own_saved_ratio": "own_saved_mb",
+        "own_tensor_ratio": "own_tensor_mb",
     },
     "train_step": {
         "step_ratio": "step_ms",
@@ -42,6 +47,9 @@ RATIOS = {
         "tensor_mem_ratio": "tensor_mem_mb",
     },
 }
+
+
+TIME_SPREADS = {"fwd_ratio_min", "fwdbwd_ratio_min", "step_ratio_min"}
 
 
 def _num(value: Any) -> float:
@@ -52,11 +60,14 @@ def _num(value: Any) -> float:
 
 
 def add_ratios(rows: list[dict[str, Any]], baseline: str, mode: str) -> None:
-    """Fill the ratio columns from the baseline row of the same n (blank when it has no figure)."""
+    """Fill the ratio columns from the baseline row of the same n (blank when it has no figure);
+    time ratios the interleaved rounds measured (``rounds`` set) are kept as they are."""
     base = {row["n"]: row for row in rows if row["label"] == baseline and row["status"] == "ok"}
     for row in rows:
         ref = base.get(row["n"])
         for ratio, column in RATIOS[mode].items():
+            if row.get("rounds") and f"{ratio}_min" in TIME_SPREADS:
+                continue
             value, ref_value = _num(row.get(column)), _num(ref.get(column)) if ref else math.nan
             ok = row["status"] == "ok" and ref_value > 0 and not math.isnan(value)
             row[ratio] = round(value / ref_value, 4) if ok else ""
@@ -97,6 +108,56 @@ def fmt_ratio(r: Any) -> str:
     return "–" if math.isnan(x) else f"{x:.2f}×" if x < 10 else f"{x:.0f}×"
 
 
+def fmt_spread(row: dict[str, Any], ratio: str) -> str:
+    """``0.05×`` or, from interleaved rounds, ``0.05× [0.048–0.052]`` (min–max over rounds)."""
+    text = fmt_ratio(row.get(ratio))
+    low, high = row.get(f"{ratio}_min", ""), row.get(f"{ratio}_max", "")
+    if row.get("rounds") and low != "" and high != "":
+        return f"{text} [{_num(low):.3g}–{_num(high):.3g}]"
+    return text
+
+
+def notes(rows: Sequence[dict[str, Any]], baseline: str) -> list[str]:
+    """Lines under a table: kernels detected, spreads, the worker's resident peak and the load."""
+    ok = [row for row in rows if row.get("status") == "ok"]
+    out = []
+    for row in ok:
+        kernels = str(row.get("kernels", "")).split()
+        where = f"{row['label']} n={row['n']}"
+        if "sdpa-math" in kernels:
+            out.append(
+                f"{where}: SDPA ran its math fallback (all b·h·n² weights at once), detected in "
+                "the profiled run"
+            )
+        if "softmax-chunked" in kernels:
+            out.append(f"{where}: softmax with dropout ran by blocks of query rows (a CPU)")
+        spread_missed = row.get("spread_ok") is False or row.get("spread_ok") == "False"
+        if spread_missed and row["label"] != baseline:
+            out.append(
+                f"{where}: the time budget ended before the ratio's spread was within ±5% "
+                f"({row['rounds']} rounds)"
+            )
+    rounds = [int(_num(row["rounds"])) for row in ok if row.get("rounds")]
+    if rounds:
+        out.append(
+            f"Time ratios: median over interleaved rounds (each variant once per round) "
+            f"[min–max], {min(rounds)}–{max(rounds)} rounds; ratios to {baseline}"
+        )
+    rss = [(_num(row.get("worker_rss_mb")), row) for row in ok]
+    rss = [(x, row) for x, row in rss if not math.isnan(x)]
+    if rss:
+        top, row = max(rss, key=lambda item: item[0])
+        out.append(
+            f"Worker resident peak (whole process, every phase of a case): up to "
+            f"{fmt_mb(top)} ({row['label']} n={row['n']})"
+        )
+    loads = [_num(row.get("load_avg")) for row in rows]
+    loads = [x for x in loads if not math.isnan(x)]
+    if loads:
+        out.append(f"Load average (1 min) during the run: {min(loads):.2f}–{max(loads):.2f}")
+    return out
+
+
 def _labels(rows: Sequence[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(row["label"] for row in rows))
 
@@ -112,9 +173,19 @@ SINGLE_TABLES = [
     ("Forward time, no grad (ratio to {baseline})", "fwd_ms", "fwd_ratio", fmt_ms),
     ("Saved for backward by one forward (ratio to {baseline})", "saved_mb", "saved_ratio", fmt_mb),
     (
+        "The attention's own saved bytes: saved for backward without q, k, v and the output "
+        "(ratio to {baseline})",
+        "own_saved_mb", "own_saved_ratio", fmt_mb,
+    ),
+    (
         "Peak tensor memory of forward+backward: the most bytes of tensors alive at once, whatever the allocator "
         "caches (max_memory_allocated on a GPU; ratio to {baseline})",
         "tensor_mem_mb", "tensor_mem_ratio", fmt_mb,
+    ),
+    (
+        "The attention's own peak tensor memory: the peak above without the output and the three "
+        "input gradients every variant holds (ratio to {baseline})",
+        "own_tensor_mb", "own_tensor_ratio", fmt_mb,
     ),
 ]  # fmt: skip
 
@@ -133,7 +204,7 @@ def attention_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
         text = f"{fmt_ms(row['fwdbwd_ms'])} · {fmt_mb(row['peak_mem_mb'])}"
         if row["label"] == baseline or row["fwdbwd_ratio"] == "":
             return text
-        return f"{text} ({fmt_ratio(row['fwdbwd_ratio'])} · {fmt_ratio(row['mem_ratio'])})"
+        return f"{text} ({fmt_spread(row, 'fwdbwd_ratio')} · {fmt_ratio(row['mem_ratio'])})"
 
     def single(column: str, ratio: str, fmt: Any) -> Any:
         def cell(row: dict[str, Any]) -> str:
@@ -141,7 +212,7 @@ def attention_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
             return (
                 text
                 if row["label"] == baseline or row.get(ratio, "") == ""
-                else f"{text} ({fmt_ratio(row[ratio])})"
+                else f"{text} ({fmt_spread(row, ratio)})"
             )
 
         return cell
@@ -173,19 +244,25 @@ def attention_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
             "",
             table(single(column, ratio, fmt)),
         ]
-    return "\n".join(parts)
+    return "\n".join([*parts, "", *(f"- {line}" for line in notes(rows, baseline))]).rstrip()
 
 
-def train_step_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
-    """One table: a row per attention with step time, steps/s, memory (resident peak, saved for
-    backward, peak tensor memory) and ratios to the baseline."""
+def train_step_markdown(
+    rows: Sequence[dict[str, Any]], baseline: str, dropout: float | None = None
+) -> str:
+    """One table: a row per attention with its attention dropout, step time, steps/s, memory
+    (resident peak, saved for backward, peak tensor memory) and ratios to the baseline; under it
+    which dropout the rows trained with, the kernels detected and the spreads."""
     if not rows:
         return "(no cases)"
+    from lra_bench.benchmarking.trained import dropout_note
+
     first = rows[0]
     setup = f"task {first['task']}, n {first['n']}, batch {first['batch']}, {first['device']}, {first['dtype']}"
     header = [
-        "attention", "step", "steps/s", "peak memory", "saved for backward", "tensor memory",
-        f"time vs {baseline}", f"memory vs {baseline}", f"tensor memory vs {baseline}",
+        "attention", "attn. dropout", "step", "steps/s", "peak memory", "saved for backward",
+        "tensor memory", f"time vs {baseline}", f"memory vs {baseline}",
+        f"tensor memory vs {baseline}",
     ]  # fmt: skip
     body = []
     for row in rows:
@@ -194,21 +271,28 @@ def train_step_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
             continue
         ratios = [
             fmt_ratio(row[key]) if row.get(key, "") != "" else "–"
-            for key in ("step_ratio", "mem_ratio", "tensor_mem_ratio")
+            for key in ("mem_ratio", "tensor_mem_ratio")
         ]
+        step_ratio = fmt_spread(row, "step_ratio") if row.get("step_ratio", "") != "" else "–"
         body.append(
             [
                 row["label"],
+                f"{_num(row.get('attn_dropout')):g}",
                 fmt_ms(row["step_ms"]),
                 f"{_num(row['steps_per_s']):.2f}",
                 fmt_mb(row["peak_mem_mb"]),
                 fmt_mb(row.get("saved_mb")),
                 fmt_mb(row.get("tensor_mem_mb")),
+                step_ratio,
                 *ratios,
             ]
         )
-    return f"Training step (forward, backward, AdamW); {setup}\n\n" + markdown_table(
-        header, body, padded=False
+    lines = [dropout_note(list(rows), dropout), *notes(rows, baseline)]
+    return (
+        f"Training step (forward, backward, AdamW); {setup}\n\n"
+        + markdown_table(header, body, padded=False)
+        + "\n\n"
+        + "\n".join(f"- {line}" for line in lines)
     )
 
 

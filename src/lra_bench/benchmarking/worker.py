@@ -57,17 +57,26 @@ def is_sticky(err: BaseException) -> bool:
 def execute(case: Case, run: Callable[[Case], dict[str, Any]] = run_case) -> dict[str, Any]:
     """Run ``case`` here and return its measures with a status (never raises for a failing case).
 
-    A result with ``restart: True`` asks for a fresh process before the next case (sticky CUDA error).
+    A result with ``restart: True`` asks for a fresh process before the next case (sticky CUDA
+    error). A ``TimingGroup`` (cases already checked and run alone) runs its interleaved rounds.
     """
     from lra_bench.attention import make_config
+    from lra_bench.benchmarking.rounds import TimingGroup, interleave
 
+    if isinstance(case, TimingGroup):
+        return _guarded(lambda: interleave(case))
     try:
         head_dim = getattr(case, "head_dim", None) or case.model["dim"] // case.model["num_heads"]  # type: ignore[union-attr]
         make_config(case.attn).check(max_len=case.n, head_dim=head_dim)
     except ValueError as err:
         return {"status": "invalid", "error": str(err)}
+    return _guarded(lambda: run(case))
+
+
+def _guarded(measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``measure()`` with a status: ok, or the failure it ran into (recorded, not raised)."""
     try:
-        return {"status": "ok", **run(case)}
+        return {"status": "ok", **measure()}
     except CaseTimeout as err:
         return {"status": "timeout", "error": str(err)}
     except (MemoryError, torch.cuda.OutOfMemoryError) as err:
