@@ -32,6 +32,7 @@ from lra_bench.io import atomic_write_json
 VERSION = 3  # of the measurement: a change here invalidates the cache
 CACHE_FOLDER = "table_estimates"
 STATE_BYTES_PER_PARAM = 16  # fp32 weights, gradients and Adam's two moments
+MIN_SCHEDULE_STEPS = 1000
 REPEATS, REPEAT_WITHIN_MS = 5, 1000.0  # timed steps per batch: up to 5 while they take under 1 s
 
 
@@ -101,7 +102,9 @@ def _one_step(case: StepCase, batch: int) -> tuple[float, float, int]:
     torch.manual_seed(case.seed)
     cfg = OmegaConf.create({"task": case.task, "attn": case.attn, "model": case.model})
     module = build_model(cfg).to(device).train()
-    state = make_train_state(module, OmegaConf.create(case.trainer), device)
+    # a schedule long enough for the measured steps (one_cycle refuses steps past its end)
+    trainer = {**case.trainer, "steps": max(int(case.trainer["steps"]), MIN_SCHEDULE_STEPS)}
+    state = make_train_state(module, OmegaConf.create(trainer), device)
     batches = itertools.repeat(random_batch(case.task, batch, case.n, device, case.seed))
     train_step(state, batches)  # warm-up: kernels chosen, optimiser state allocated
     memory = PeakMemory(device)
