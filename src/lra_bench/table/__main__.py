@@ -44,7 +44,11 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("--budget", type=float, default=10.0, metavar="S",
                       help="longest measured step; larger batches are extrapolated (default 10 s)")  # fmt: skip
     plan.add_argument("--refresh", action="store_true", help="measure again, ignoring the cache")
-    plan.add_argument("--no-measure", action="store_true", help="states only, no estimates")
+    plan.add_argument(
+        "--no-measure",
+        action="store_true",
+        help="measure nothing: states, and the estimates already cached",
+    )
     status.add_argument("--watch", type=float, nargs="?", const=30.0, metavar="S",
                         help="refresh every S seconds (default 30) until interrupted")  # fmt: skip
     report.add_argument("--format", choices=FORMATS, default="markdown")

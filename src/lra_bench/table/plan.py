@@ -49,9 +49,16 @@ def device_capacity_mb(device: torch.device) -> float | None:
 
 
 def estimates_for(
-    grid: Grid, device: torch.device, label: str, budget_s: float, refresh: bool, plan: Plan
+    grid: Grid,
+    device: torch.device,
+    label: str,
+    budget_s: float,
+    refresh: bool,
+    plan: Plan,
+    measure: bool = True,
 ) -> dict[str, Estimate]:
-    """One estimate per distinct config (seeds aside), from the cache unless ``refresh``."""
+    """One estimate per distinct config (seeds aside), from the cache unless ``refresh``; without
+    ``measure`` only those already cached."""
     began = time.monotonic()
     by_shape: dict[str, GridRun] = {}
     for run in grid.runs:
@@ -66,6 +73,8 @@ def estimates_for(
             if cached is not None:
                 found[shape] = cached
                 plan.cached += 1
+                continue
+            if not measure:
                 continue
             worker = worker or Worker(threads=run.cfg.trainer.threads, run=measure_case)
             print(
@@ -98,7 +107,7 @@ def make_plan(
     label = device_label(device, threads)
     plan = Plan(grid, label, device_capacity_mb(device))
     plan.states = [read_state(r.folder, r.digest, int(r.cfg.trainer.steps)) for r in grid.runs]
-    found = estimates_for(grid, device, label, budget_s, refresh, plan) if measure else {}
+    found = estimates_for(grid, device, label, budget_s, refresh and measure, plan, measure)
     plan.estimates = [found.get(r.shape_digest) for r in grid.runs]
     return plan
 
