@@ -141,7 +141,7 @@ def accuracy_notes(grid: Grid, source: str | None, avg_over: list[str]) -> list[
     notes = ["ours: mean ± sample std over the seeds done (one seed: no std); – = no result yet."]
     if source:
         notes.append(
-            f"| published ({source}) (ours − published, points); {OUTSIDE} = the published figure lies "
+            f"ours | published ({source}) (ours − published, points); {OUTSIDE}: the published figure lies "
             "outside our mean ± std. Avg: ours and the paper's over the tasks both have."
         )
     if avg_over != list(TASKS):
