@@ -5,8 +5,11 @@ from __future__ import annotations
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from lra_bench.errors import RunError
 from lra_bench.paths import conf_dir
 from lra_bench.precheck import run_app
 from lra_bench.train import main as train_main
@@ -15,6 +18,12 @@ from lra_bench.train import main as train_main
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     status = train_main(cfg)
+    if status == 2 and HydraConfig.get().mode == RunMode.MULTIRUN:
+        # a failed run of a sweep (its error already printed, and kept in its folder) leaves the
+        # others going; the sweep ends with status 2 after them
+        raise RunError(
+            f"{cfg.task.name}/{cfg.attn.name} seed {cfg.seed} failed (its error is above); the sweep's other runs went on"
+        )
     if status:
         sys.exit(status)
 
