@@ -1,4 +1,4 @@
-"""``python -m lra_bench.leaderboard show|compare|plot``: reports from leaderboard CSVs.
+"""``python -m lra_bench.leaderboard show|compare|plot|curves``: reports from leaderboard CSVs.
 
 Exit status: 0 done; 1 ``compare --fail-below`` found a larger accuracy drop;
 2 bad input (unreadable or malformed CSV, nothing left after filtering, missing matplotlib).
@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   python -m lra_bench.leaderboard show results/leaderboard.csv --task listops,text --format latex
   python -m lra_bench.leaderboard compare results/published/skyformer_paper.csv results/leaderboard.csv --fail-below 2
   python -m lra_bench.leaderboard plot results/published/skyformer_paper.csv -o chart.png
+  python -m lra_bench.leaderboard curves runs/listops/skyformer/seed0/experiment=cpu_demo -o curves.png
 """
 
 
@@ -67,7 +68,7 @@ def parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = top.add_subparsers(dest="command", required=True, metavar="{show,compare,plot}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="{show,compare,plot,curves}")
 
     show = sub.add_parser(
         "show",
@@ -130,6 +131,15 @@ def parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("--title")
     add_filters(plot)
+
+    curves = sub.add_parser(
+        "curves", help="dev accuracy and training loss against steps, from runs' metrics.csv"
+    )
+    curves.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders")
+    curves.add_argument(
+        "-o", "--output", default="curves.png", help="image file (default: curves.png)"
+    )
+    curves.add_argument("--title")
     return top
 
 
@@ -234,11 +244,21 @@ def run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_curves(args: argparse.Namespace) -> int:
+    from lra_bench.report.curves import draw_curves, load_curves
+
+    print(f"wrote {draw_curves(load_curves(args.run_dirs), args.output, args.title)}")
+    return 0
+
+
+COMMANDS = {"show": run_show, "compare": run_compare, "plot": run_plot, "curves": run_curves}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; returns the exit status (errors are one line on stderr)."""
     args = parser().parse_args(argv)
     try:
-        return {"show": run_show, "compare": run_compare, "plot": run_plot}[args.command](args)
+        return COMMANDS[args.command](args)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -44,6 +44,7 @@ from lra_bench.distributed import (
 )
 from lra_bench.errors import RunError
 from lra_bench.io import atomic_write_json
+from lra_bench.metrics_log import MetricsCsv, Trackers
 from lra_bench.model import build_model
 from lra_bench.results import SCHEMA_VERSION, LeaderboardRow, append_row, run_labels
 from lra_bench.runlock import hold_run_folder
@@ -84,7 +85,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
             state = make_train_state(module, cfg.trainer, device, info)
             seed_dropout_streams(cfg.seed, info)
             progress = resume(folder, state)
-            tracker = start_tracker(cfg, folder, info)
+            tracker = start_tracker(cfg, folder, info, progress.step)
             try:
                 stopped = train(cfg, folder, state, progress, data, tracker)
                 if stopped is not None:
@@ -288,13 +289,13 @@ def save_last(
     progress.saved_step = progress.step
 
 
-def start_tracker(cfg: DictConfig, folder: RunFolder, info: DistInfo) -> Tracker:
-    """The experiment tracker on rank 0; a silent one on the other ranks."""
+def start_tracker(cfg: DictConfig, folder: RunFolder, info: DistInfo, step: int) -> Tracker:
+    """On rank 0, ``metrics.csv`` (continued from ``step``) and the experiment tracker; a silent
+    one on the other ranks."""
     if not info.is_main:
         return make_tracker(OmegaConf.create({"logger": {"name": "none"}}), "", "")
-    return make_tracker(
-        cfg, str(folder.path), f"{cfg.task.name}-{cfg.attn.name}-s{cfg.seed}-{folder.config_digest}"
-    )
+    name = f"{cfg.task.name}-{cfg.attn.name}-s{cfg.seed}-{folder.config_digest}"
+    return Trackers(MetricsCsv(folder.path, step), make_tracker(cfg, str(folder.path), name))
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -433,8 +434,11 @@ def take_reading(
     progress.tokens += reading.tokens
     lr = state.scheduler.get_last_lr()[0]
     bar.set_postfix(loss=f"{reading.loss:.4f}", acc=f"{reading.acc:.3f}", lr=f"{lr:.2e}")
+    speed = reading.tokens / sum(times) if sum(times) > 0 else float("nan")
     tracker.log(
-        {"train/loss": reading.loss, "train/acc": reading.acc, "train/lr": lr}, progress.step
+        {"train/loss": reading.loss, "train/acc": reading.acc, "train/lr": lr}
+        | {"train/tokens_per_s": speed, "train/elapsed_s": progress.train_s},
+        progress.step,
     )
 
 
