@@ -17,10 +17,10 @@ from lra_bench.report.load import Record, load_all, load_csv
 from lra_bench.report.render import FORMATS, render
 
 EXAMPLES = """examples:
-  python -m lra_bench.leaderboard show results/leaderboard.csv results/published/skyformer_paper.csv
+  python -m lra_bench.leaderboard show results/leaderboard.csv skyformer_paper
   python -m lra_bench.leaderboard show results/leaderboard.csv --task listops,text --format latex
-  python -m lra_bench.leaderboard compare results/published/skyformer_paper.csv results/leaderboard.csv --fail-below 2
-  python -m lra_bench.leaderboard plot results/published/skyformer_paper.csv -o chart.png
+  python -m lra_bench.leaderboard compare skyformer_paper results/leaderboard.csv --fail-below 2
+  python -m lra_bench.leaderboard plot skyformer_paper -o chart.png
   python -m lra_bench.leaderboard curves runs/listops/skyformer/seed0/experiment=cpu_demo -o curves.png
 """
 
@@ -34,6 +34,9 @@ papers' mathematics, this harness's default), skyformer_code (pkuzengqi/Skyforme
 included) or lra_code (google-research/long-range-arena). Published rows carry the values of
 the code behind them; compare warns when the two sides differ. See docs/fidelity.md.
 """
+
+
+TABLE_HELP = "a leaderboard CSV, or a published table by name (skyformer_paper, lra_paper)"
 
 
 def names(text: str) -> list[str]:
@@ -64,7 +67,8 @@ def add_filters(p: argparse.ArgumentParser, devices: bool = True) -> None:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="python -m lra_bench.leaderboard",
-        description="Tables, comparisons and charts from leaderboard CSVs (results/leaderboard.csv, results/published/*.csv).",
+        description="Tables, comparisons and charts from leaderboard CSVs (results/leaderboard.csv) "
+        "and the papers' published tables, by short name (skyformer_paper, lra_paper) or path.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -76,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
         description=PROTOCOLS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    show.add_argument("files", nargs="+", metavar="FILE")
+    show.add_argument("files", nargs="+", metavar="FILE", help=TABLE_HELP)
     show.add_argument(
         "--format",
         choices=FORMATS,
@@ -89,8 +93,8 @@ def parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser(
         "compare", help="accuracy deltas and time/memory ratios of NEW against BASE"
     )
-    cmp.add_argument("base", metavar="BASE")
-    cmp.add_argument("new", metavar="NEW")
+    cmp.add_argument("base", metavar="BASE", help=TABLE_HELP)
+    cmp.add_argument("new", metavar="NEW", help=TABLE_HELP)
     cmp.add_argument(
         "--fail-below",
         type=float,
@@ -123,7 +127,7 @@ def parser() -> argparse.ArgumentParser:
     plot = sub.add_parser(
         "plot", help="LRA-style chart: speed vs average accuracy, marker area = peak memory"
     )
-    plot.add_argument("files", nargs="+", metavar="FILE")
+    plot.add_argument("files", nargs="+", metavar="FILE", help=TABLE_HELP)
     plot.add_argument("-o", "--output", required=True, help="image file (.png, .pdf, .svg)")
     plot.add_argument(
         "--acc-source",
