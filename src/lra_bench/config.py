@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lra_bench.attention import checked_config, register_attention_configs
 from lra_bench.errors import ConfigError
-from lra_bench.run_names import register_resolver
+from lra_bench.run_names import RESULT_NEUTRAL, register_resolver
 
 __all__ = ["ConfigError", "Config", "validate", "config_hash", "register_configs"]
 
@@ -405,9 +405,8 @@ def config_hash(cfg: DictConfig) -> str:
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     shaping = {k: container[k] for k in ("task", "attn", "model", "trainer", "data", "seed")}
-    for volatile in ("progress", "log_every", "stop_at_step", "ckpt_every", "device", "threads"):
-        shaping["trainer"].pop(volatile, None)
-    for volatile in ("loader_workers", "gen_workers", "root", "source"):
-        shaping["data"].pop(volatile, None)
+    for key in RESULT_NEUTRAL:  # how the run is carried out, not what it computes
+        section, name = key.split(".")
+        shaping[section].pop(name, None)
     blob = json.dumps(shaping, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
