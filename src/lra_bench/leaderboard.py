@@ -15,6 +15,7 @@ from lra_bench.io import atomic_write_text
 from lra_bench.report import ReportError
 from lra_bench.report.load import Record, load_all, load_csv
 from lra_bench.report.render import FORMATS, render
+from lra_bench.run_kind import SMOKE
 
 EXAMPLES = """examples:
   python -m lra_bench.leaderboard show results/leaderboard.csv skyformer_paper
@@ -45,6 +46,11 @@ def names(text: str) -> list[str]:
 
 
 def add_filters(p: argparse.ArgumentParser, devices: bool = True) -> None:
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="include smoke rows (kind=smoke: wiring checks such as trainer=smoke), hidden by default",
+    )
     p.add_argument(
         "--task", type=names, action="extend", help="only these tasks (comma-separated or repeated)"
     )
@@ -164,11 +170,18 @@ def keep(
     return [r for r in records if ok(r)]
 
 
-def filtered(records: list[Record], what: str, **filters: list[str] | None) -> list[Record]:
-    rows = keep(records, **filters)
+def filtered(
+    records: list[Record], what: str, smoke: bool = False, **filters: list[str] | None
+) -> list[Record]:
+    """Rows passing the filters; smoke rows only with ``smoke``. None left is a ReportError."""
+    passed = keep(records, **filters)
+    rows = [r for r in passed if smoke or r.kind != SMOKE]
     if not rows:
         used = ", ".join(f"--{k.replace('_', '-')} {','.join(v)}" for k, v in filters.items() if v)
-        raise ReportError(f"{what}: no rows left after {used}" if used else f"{what}: no rows")
+        problem = f"no rows left after {used}" if used else "no rows"
+        if passed:
+            problem += f" ({len(passed)} smoke row(s) hidden; add --smoke to include them)"
+        raise ReportError(f"{what}: {problem}")
     return rows
 
 
@@ -189,6 +202,7 @@ def run_show(args: argparse.Namespace) -> int:
     rows = filtered(
         load_all(args.files),
         ", ".join(args.files),
+        args.smoke,
         task=args.task,
         attn=args.attn,
         device=args.device,
@@ -206,6 +220,7 @@ def run_compare(args: argparse.Namespace) -> int:
         rows = filtered(
             load_csv(path),
             path,
+            args.smoke,
             task=args.task,
             attn=args.attn,
             device=getattr(args, f"{option}_device"),
@@ -235,6 +250,7 @@ def run_plot(args: argparse.Namespace) -> int:
     rows = filtered(
         load_all(args.files),
         ", ".join(args.files),
+        args.smoke,
         task=args.task,
         attn=args.attn,
         device=args.device,

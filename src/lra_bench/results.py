@@ -55,6 +55,7 @@ class LeaderboardRow:
         "none"  # whose code the run reproduces: none | skyformer_code | lra_code (docs/fidelity.md)
     )
     protocol: str = "skyformer_paper"  # training recipe: skyformer_paper | lra_paper
+    kind: str = "full"  # full | smoke (a wiring check: lra_bench.run_kind); reports hide smoke rows
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in COLUMNS}
@@ -77,11 +78,13 @@ EARLIER_COLUMNS = [c for c in COLUMNS if c not in COLUMN_DEFAULTS]
 
 
 def run_labels(cfg: DictConfig) -> dict[str, str]:
-    """The row's ``parity`` and ``protocol`` from a run config (``cfg.protocol.name`` when it has one)."""
+    """The row's ``parity``, ``protocol`` (``cfg.protocol.name`` when it has one) and ``kind``."""
+    from lra_bench.run_kind import run_kind
+
     return {
         key: str(OmegaConf.select(cfg, path, default=None) or COLUMN_DEFAULTS[key])
         for key, path in (("parity", "parity"), ("protocol", "protocol.name"))
-    }
+    } | {"kind": run_kind(cfg)}
 
 
 def header_of(path: Path) -> list[str]:
