@@ -43,6 +43,7 @@ from lra_bench.distributed import (
     shutdown,
 )
 from lra_bench.errors import RunError
+from lra_bench.estimate import RunEstimate
 from lra_bench.io import atomic_write_json
 from lra_bench.metrics_log import MetricsCsv, Trackers
 from lra_bench.model import build_model
@@ -364,6 +365,7 @@ def train(
         dynamic_ncols=True,
     )
     meter, timer = StepMeter(state.device), StepTimer(state.device)
+    estimate = run_estimate(trainer_cfg, progress.step, state, bar.write)
     with StopFlag() as stop:
         while progress.step < trainer_cfg.steps:
             timer.start()
@@ -372,6 +374,7 @@ def train(
             progress.step += 1
             meter.add(stats, progress.step)
             bar.update(1)
+            estimate.tick(progress.step)
             why = stop_reason(stop, trainer_cfg, progress, state)
             if why is not None or reading_due(trainer_cfg, progress.step):
                 take_reading(folder, state, progress, meter, timer, bar, tracker)
@@ -394,6 +397,15 @@ def train(
                 }
     bar.close()
     return None
+
+
+def run_estimate(trainer_cfg: DictConfig, step: int, state: TrainState, say: Any) -> RunEstimate:
+    """The one-line time estimate of the rest of the run (rank 0 says it)."""
+    evals = trainer_cfg.steps // trainer_cfg.eval_every - step // trainer_cfg.eval_every
+    device = device_label(state.device, world=state.info.world_size)
+    return RunEstimate(
+        step, trainer_cfg.steps, evals, device, say if state.info.is_main else lambda _: None
+    )
 
 
 def reading_due(trainer_cfg: DictConfig, step: int) -> bool:
@@ -598,6 +610,7 @@ def main(cfg: DictConfig) -> int:
                     "test_acc",
                     "step_ms",
                     "peak_mem_mb",
+                    "device",
                 )
             )
         )
