@@ -354,7 +354,7 @@ def train(
     state.model.train()
     if info.is_main:
         print(
-            f"training {cfg.task.name}/{cfg.attn.name} seed {cfg.seed} in {folder.path} from step {progress.step} of {trainer_cfg.steps}",
+            f"training {cfg.task.name}/{cfg.attn.name} seed {cfg.seed} on {device_label(state.device, world=info.world_size)} in {folder.path} from step {progress.step} of {trainer_cfg.steps}",
             flush=True,
         )
     bar = tqdm(
