@@ -10,11 +10,12 @@ from omegaconf import DictConfig
 from lra_bench.joblog import mirror_to_job_log
 from lra_bench.paths import conf_dir
 from lra_bench.precheck import run_app
-from lra_bench.train import main as train_main
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from lra_bench.train import main as train_main  # after the config checks: a typo costs less
+
     with mirror_to_job_log():  # the job log (lra_bench.log) gets what the terminal shows
         status = train_main(cfg)
     if status:
