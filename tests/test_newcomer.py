@@ -68,3 +68,42 @@ def test_readme_commands_from_outside_the_checkout(tmp_path, cache_dir):
     curves = readme_command("python -m lra_bench.leaderboard curves RUN_DIR")
     sh([a if a != "RUN_DIR" else str(run_dir) for a in curves])
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ctrl_c_is_acknowledged_at_once(capsys):
+    import os
+    import signal
+
+    from lra_bench.train import StopFlag
+
+    with StopFlag() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signum == signal.SIGINT  # handled before the step ends
+        assert "stopping after this step… (SIGINT" in capsys.readouterr().err
+    with StopFlag(announce=False):
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert capsys.readouterr().err == ""
+
+
+def test_missing_data_leaves_no_run_folder_and_no_lock(tmp_path):
+    src = str(Path(lra_bench.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    (tmp_path / "empty").mkdir()
+    cmd = [
+        sys.executable, "-m", "lra_bench", "task=text", "trainer=smoke", "data.source=local",
+        f"data.root={tmp_path / 'empty'}", f"paths.cache_dir={tmp_path / 'cache'}",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.startswith("error: "), done.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()
+    assert not list((tmp_path / "cache").rglob("*.lock"))
+
+
+def test_a_failed_build_leaves_no_lock_file(tmp_path):
+    from lra_bench.data import DataError
+    from lra_bench.io import build_lock
+
+    lock = tmp_path / "entry.lock"
+    with pytest.raises(DataError), build_lock(lock, tmp_path / "entry" / "key.json"):
+        raise DataError("not found")
+    assert not lock.exists()

@@ -315,9 +315,10 @@ class StopFlag:
         if s is not None
     )
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self.announce = announce  # say at once that the signal was heard (rank 0)
 
     def __enter__(self) -> StopFlag:
         try:
@@ -328,6 +329,13 @@ class StopFlag:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if self.announce and self.signum is None:
+            name = signal.Signals(signum).name
+            print(
+                f"stopping after this step… ({name}; last.pt will be written)",
+                file=sys.stderr,
+                flush=True,
+            )
         self.signum = signum
 
     def __exit__(self, *exc: Any) -> None:
@@ -366,7 +374,7 @@ def train(
     )
     meter, timer = StepMeter(state.device), StepTimer(state.device)
     estimate = run_estimate(trainer_cfg, progress.step, state, bar.write)
-    with StopFlag() as stop:
+    with StopFlag(announce=info.is_main) as stop:
         while progress.step < trainer_cfg.steps:
             timer.start()
             stats = train_step(state, stream, trainer_cfg.grad_accum)
