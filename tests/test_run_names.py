@@ -66,3 +66,14 @@ def test_unsafe_values_keep_a_readable_part_and_a_hash_of_the_whole():
     assert name == f"attn.settings.scale=2,attn.target=my_module_ScaledAttention-{digest}"
     assert run_folder_name(["attn.target=a:b"]) != run_folder_name(["attn.target=a_b"])
     assert run_folder_name(["+x=1", "seed=3"], ["seed"]) == "x=1"
+
+
+def test_a_preset_of_a_variant_has_folders_of_its_own(tmp_path):
+    (tmp_path / "attn").mkdir()
+    (tmp_path / "attn" / "wide_skyformer.yaml").write_text(
+        "defaults:\n  - skyformer\nnum_landmarks: 256\n"
+    )
+    overrides = [f"hydra.searchpath=[file://{tmp_path}]", "attn=wide_skyformer"]
+    cfg = compose_config(overrides, return_hydra_config=True)
+    assert cfg.attn.name == "skyformer" and cfg.attn.num_landmarks == 256
+    assert cfg.hydra.run.dir == "runs/listops/wide_skyformer/seed0/default"

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 from lra_bench.attention import build_attention
 from lra_bench.attention.registry import REGISTRY
+from lra_bench.cli_style import hydra_style_alias
 from lra_bench.compose import compose_config
 from lra_bench.paths import conf_dir
 
@@ -126,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m lra_bench.fidelity", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--n", type=int, default=512, help="sequence length (default 512)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(hydra_style_alias(parser, argv))
     sys.stdout.write(table(args.n))
     return 0
 

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lra_bench.cli_style import hydra_style_alias
 from lra_bench.io import atomic_write_text
 from lra_bench.report import ReportError
 from lra_bench.report.load import Record, load_all, load_csv
@@ -276,7 +277,8 @@ COMMANDS = {"show": run_show, "compare": run_compare, "plot": run_plot, "curves"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; returns the exit status (errors are one line on stderr)."""
-    args = parser().parse_args(argv)
+    top = parser()
+    args = top.parse_args(hydra_style_alias(top, argv))
     try:
         return COMMANDS[args.command](args)
     except ReportError as err:
