@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from lra_bench.joblog import mirror_to_job_log
 from lra_bench.paths import conf_dir
 from lra_bench.precheck import run_app
-from lra_bench.run_cleanup import remove_unstarted
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
@@ -21,10 +18,6 @@ def main(cfg: DictConfig) -> None:
 
     with mirror_to_job_log():  # the job log (lra_bench.log) gets what the terminal shows
         status = train_main(cfg)
-    if status == 2:  # stopped with an error; a folder it never trained in is not kept
-        remove_unstarted(Path(HydraConfig.get().runtime.output_dir), Path(cfg.paths.runs_dir))
-        if cfg.paths.run_dir:
-            remove_unstarted(Path(cfg.paths.run_dir), Path(cfg.paths.run_dir).parent)
     if status:
         sys.exit(status)
 

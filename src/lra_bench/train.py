@@ -48,6 +48,7 @@ from lra_bench.io import atomic_write_json
 from lra_bench.metrics_log import MetricsCsv, Trackers
 from lra_bench.model import build_model
 from lra_bench.results import SCHEMA_VERSION, LeaderboardRow, append_row, run_labels
+from lra_bench.run_cleanup import forget_unstarted_run
 from lra_bench.runlock import hold_run_folder
 from lra_bench.runtime import StepTimer, device_label, peak_memory_mb, reset_peak_memory
 from lra_bench.step import (
@@ -602,6 +603,8 @@ def main(cfg: DictConfig) -> int:
         result = run(cfg)
     except (ConfigError, DataError, RunError, ResultsError) as err:
         print(f"error: {err}", file=sys.stderr)
+        if isinstance(err, DataError):  # missing data: no folder is left behind
+            forget_unstarted_run(cfg)
         return 2
     if result["status"] != "complete":
         return 130 if result.get("signal") == signal.SIGINT else 0
