@@ -377,7 +377,7 @@ def test_example_plugin_installs_trains_and_reaches_the_leaderboard(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "task=listops attn=cosine seed=0 steps=6" in run.stdout
-    shown = cli(["-m", "lra_bench.leaderboard", "show", str(board)], tmp_path, site)
+    shown = cli(["-m", "lra_bench.leaderboard", "show", str(board), "--smoke"], tmp_path, site)
     assert shown.returncode == 0, shown.stderr
     assert any(ln.startswith("| cosine") for ln in shown.stdout.splitlines()), shown.stdout
     kit = cli(

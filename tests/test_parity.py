@@ -142,6 +142,7 @@ def test_run_labels_read_parity_and_protocol():
     assert run_labels(cfg) == {
         "parity": "lra_code",
         "protocol": "skyformer_paper",
+        "kind": "full",
     }  # no protocol node: the Skyformer setup
     with_protocol = OmegaConf.merge(
         OmegaConf.create(OmegaConf.to_container(cfg)), {"protocol": {"name": "lra_paper"}}

@@ -10,14 +10,17 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lra_bench.errors import RunError
+from lra_bench.joblog import mirror_to_job_log
 from lra_bench.paths import conf_dir
 from lra_bench.precheck import run_app
-from lra_bench.train import main as train_main
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    status = train_main(cfg)
+    from lra_bench.train import main as train_main  # after the config checks: a typo costs less
+
+    with mirror_to_job_log():  # the job log (lra_bench.log) gets what the terminal shows
+        status = train_main(cfg)
     if status == 2 and HydraConfig.get().mode == RunMode.MULTIRUN:
         # a failed run of a sweep (its error already printed, and kept in its folder) leaves the
         # others going; the sweep ends with status 2 after them

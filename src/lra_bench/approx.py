@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from lra_bench.attention import REGISTRY, Attention, SampledAttention, available, build_attention
+from lra_bench.cli_style import hydra_style_alias
 from lra_bench.errors import ApproxError, LraBenchError
 from lra_bench.io import atomic_write_csv, atomic_write_text
 from lra_bench.report.render import markdown_table
@@ -562,7 +563,8 @@ def run(args: argparse.Namespace) -> list[Row]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = parser().parse_args(argv)
+        top = parser()
+        args = top.parse_args(hydra_style_alias(top, argv))
         run(args)
     except LraBenchError as err:  # bad arguments, or two plugins registering one attention name
         print(f"error: {err}", file=sys.stderr)

@@ -26,7 +26,7 @@ from lra_bench import training_rules
 from lra_bench.attention import checked_config, register_attention_configs
 from lra_bench.data.tasks import IMAGE_SIDES, LISTOPS_LENGTHS, TASK_SOURCES
 from lra_bench.errors import ConfigError
-from lra_bench.run_names import register_resolver
+from lra_bench.run_names import RESULT_NEUTRAL, register_resolver
 
 __all__ = ["ConfigError", "Config", "validate", "config_hash", "register_configs"]
 
@@ -455,12 +455,9 @@ def config_hash(cfg: DictConfig) -> str:
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     shaping = {k: container[k] for k in ("task", "attn", "model", "trainer", "data", "seed")}
-    for volatile in (
-        "progress", "log_every", "stop_at_step", "ckpt_every", "device", "threads", "dist_timeout_s"
-    ):  # fmt: skip
-        shaping["trainer"].pop(volatile, None)
-    for volatile in ("loader_workers", "gen_workers", "root", "source"):
-        shaping["data"].pop(volatile, None)
+    for key in RESULT_NEUTRAL:  # how the run is carried out, not what it computes
+        section, name = key.split(".")
+        shaping[section].pop(name, None)
     for (section, key), default in training_rules.UNHASHED_DEFAULTS.items():
         if shaping[section].get(key) == default:  # off: the hash of a run from before the setting
             shaping[section].pop(key)

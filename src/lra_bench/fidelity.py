@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from lra_bench.attention import build_attention
 from lra_bench.attention.registry import REGISTRY
+from lra_bench.cli_style import hydra_style_alias
 from lra_bench.compose import compose_config
 from lra_bench.paths import conf_dir
 from lra_bench.testing.published_code import (
@@ -283,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=list(CODE_LENGTHS),
         help="lengths of the first table (default 512 1024 2048 4096; powers of 2 from 512)",
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_args(hydra_style_alias(parser, argv))
     bad = [n for n in args.code_lengths if n < 512 or n & (n - 1)]
     if bad:
         parser.error(f"--code-lengths: {bad[0]} is not a power of 2 of at least 512")

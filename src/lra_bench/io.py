@@ -106,11 +106,16 @@ def build_lock(lock_path: Path, done_marker: Path) -> Iterator[None]:
     """Hold a file lock while building something whose completion ``done_marker`` marks.
 
     The lock file is removed once the marker exists: anyone still waiting on the removed file
-    then finds the build done and skips it, so no empty ``.lock`` files are left behind.
+    then finds the build done and skips it, so no empty ``.lock`` files are left behind. A build
+    that fails (missing data) removes it too: a waiter then tries, and fails, the same way.
     """
     lock_path = Path(lock_path)
-    with FileLock(str(lock_path)):
-        yield
+    try:
+        with FileLock(str(lock_path)):
+            yield
+    except BaseException:
+        lock_path.unlink(missing_ok=True)
+        raise
     if Path(done_marker).exists():
         lock_path.unlink(missing_ok=True)
 

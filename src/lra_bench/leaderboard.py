@@ -1,4 +1,4 @@
-"""``python -m lra_bench.leaderboard show|compare|plot``: reports from leaderboard CSVs.
+"""``python -m lra_bench.leaderboard show|compare|plot|curves``: reports from leaderboard CSVs.
 
 Exit status: 0 done; 1 ``compare --fail-below`` found a larger accuracy drop;
 2 bad input (unreadable or malformed CSV, nothing left after filtering, missing matplotlib).
@@ -11,16 +11,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lra_bench.cli_style import hydra_style_alias
 from lra_bench.io import atomic_write_text
 from lra_bench.report import ReportError
 from lra_bench.report.load import Record, load_all, load_csv
 from lra_bench.report.render import FORMATS, render
+from lra_bench.run_kind import SMOKE
 
 EXAMPLES = """examples:
-  python -m lra_bench.leaderboard show results/leaderboard.csv results/published/skyformer_paper.csv
+  python -m lra_bench.leaderboard show results/leaderboard.csv skyformer_paper
   python -m lra_bench.leaderboard show results/leaderboard.csv --task listops,text --format latex
-  python -m lra_bench.leaderboard compare results/published/skyformer_paper.csv results/leaderboard.csv --fail-below 2
-  python -m lra_bench.leaderboard plot results/published/skyformer_paper.csv -o chart.png
+  python -m lra_bench.leaderboard compare skyformer_paper results/leaderboard.csv --fail-below 2
+  python -m lra_bench.leaderboard plot skyformer_paper -o chart.png
+  python -m lra_bench.leaderboard curves runs/listops/skyformer/seed0/experiment=cpu_demo -o curves.png
 """
 
 
@@ -35,12 +38,20 @@ the code behind them; compare warns when the two sides differ. See docs/fidelity
 """
 
 
+TABLE_HELP = "a leaderboard CSV, or a published table by name (skyformer_paper, lra_paper)"
+
+
 def names(text: str) -> list[str]:
     """'a,b' -> ['a', 'b'] (filters take commas or repetition)."""
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def add_filters(p: argparse.ArgumentParser, devices: bool = True) -> None:
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="include smoke rows (kind=smoke: wiring checks such as trainer=smoke), hidden by default",
+    )
     p.add_argument(
         "--task", type=names, action="extend", help="only these tasks (comma-separated or repeated)"
     )
@@ -63,11 +74,12 @@ def add_filters(p: argparse.ArgumentParser, devices: bool = True) -> None:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="python -m lra_bench.leaderboard",
-        description="Tables, comparisons and charts from leaderboard CSVs (results/leaderboard.csv, results/published/*.csv).",
+        description="Tables, comparisons and charts from leaderboard CSVs (results/leaderboard.csv) "
+        "and the papers' published tables, by short name (skyformer_paper, lra_paper) or path.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = top.add_subparsers(dest="command", required=True, metavar="{show,compare,plot}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="{show,compare,plot,curves}")
 
     show = sub.add_parser(
         "show",
@@ -75,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
         description=PROTOCOLS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    show.add_argument("files", nargs="+", metavar="FILE")
+    show.add_argument("files", nargs="+", metavar="FILE", help=TABLE_HELP)
     show.add_argument(
         "--format",
         choices=FORMATS,
@@ -88,8 +100,8 @@ def parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser(
         "compare", help="accuracy deltas and time/memory ratios of NEW against BASE"
     )
-    cmp.add_argument("base", metavar="BASE")
-    cmp.add_argument("new", metavar="NEW")
+    cmp.add_argument("base", metavar="BASE", help=TABLE_HELP)
+    cmp.add_argument("new", metavar="NEW", help=TABLE_HELP)
     cmp.add_argument(
         "--fail-below",
         type=float,
@@ -122,7 +134,7 @@ def parser() -> argparse.ArgumentParser:
     plot = sub.add_parser(
         "plot", help="LRA-style chart: speed vs average accuracy, marker area = peak memory"
     )
-    plot.add_argument("files", nargs="+", metavar="FILE")
+    plot.add_argument("files", nargs="+", metavar="FILE", help=TABLE_HELP)
     plot.add_argument("-o", "--output", required=True, help="image file (.png, .pdf, .svg)")
     plot.add_argument(
         "--acc-source",
@@ -130,6 +142,15 @@ def parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("--title")
     add_filters(plot)
+
+    curves = sub.add_parser(
+        "curves", help="dev accuracy and training loss against steps, from runs' metrics.csv"
+    )
+    curves.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders")
+    curves.add_argument(
+        "-o", "--output", default="curves.png", help="image file (default: curves.png)"
+    )
+    curves.add_argument("--title")
     return top
 
 
@@ -150,11 +171,18 @@ def keep(
     return [r for r in records if ok(r)]
 
 
-def filtered(records: list[Record], what: str, **filters: list[str] | None) -> list[Record]:
-    rows = keep(records, **filters)
+def filtered(
+    records: list[Record], what: str, smoke: bool = False, **filters: list[str] | None
+) -> list[Record]:
+    """Rows passing the filters; smoke rows only with ``smoke``. None left is a ReportError."""
+    passed = keep(records, **filters)
+    rows = [r for r in passed if smoke or r.kind != SMOKE]
     if not rows:
         used = ", ".join(f"--{k.replace('_', '-')} {','.join(v)}" for k, v in filters.items() if v)
-        raise ReportError(f"{what}: no rows left after {used}" if used else f"{what}: no rows")
+        problem = f"no rows left after {used}" if used else "no rows"
+        if passed:
+            problem += f" ({len(passed)} smoke row(s) hidden; add --smoke to include them)"
+        raise ReportError(f"{what}: {problem}")
     return rows
 
 
@@ -175,6 +203,7 @@ def run_show(args: argparse.Namespace) -> int:
     rows = filtered(
         load_all(args.files),
         ", ".join(args.files),
+        args.smoke,
         task=args.task,
         attn=args.attn,
         device=args.device,
@@ -192,6 +221,7 @@ def run_compare(args: argparse.Namespace) -> int:
         rows = filtered(
             load_csv(path),
             path,
+            args.smoke,
             task=args.task,
             attn=args.attn,
             device=getattr(args, f"{option}_device"),
@@ -221,6 +251,7 @@ def run_plot(args: argparse.Namespace) -> int:
     rows = filtered(
         load_all(args.files),
         ", ".join(args.files),
+        args.smoke,
         task=args.task,
         attn=args.attn,
         device=args.device,
@@ -234,11 +265,22 @@ def run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_curves(args: argparse.Namespace) -> int:
+    from lra_bench.report.curves import draw_curves, load_curves
+
+    print(f"wrote {draw_curves(load_curves(args.run_dirs), args.output, args.title)}")
+    return 0
+
+
+COMMANDS = {"show": run_show, "compare": run_compare, "plot": run_plot, "curves": run_curves}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; returns the exit status (errors are one line on stderr)."""
-    args = parser().parse_args(argv)
+    top = parser()
+    args = top.parse_args(hydra_style_alias(top, argv))
     try:
-        return {"show": run_show, "compare": run_compare, "plot": run_plot}[args.command](args)
+        return COMMANDS[args.command](args)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

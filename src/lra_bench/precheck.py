@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lra_bench.config import register_configs, validate
 from lra_bench.errors import ConfigError, LraBenchError
+from lra_bench.typo_hints import unknown_setting
 
 _NOISE = (
     "Config search path",
@@ -92,4 +93,5 @@ def run_app(app: Callable[[], Any]) -> None:
         register_run_dir_resolver()
         app()
     except (HydraException, OmegaConfBaseException, LraBenchError) as err:
-        fail(describe(err))
+        message = describe(err)
+        fail(unknown_setting(message, sys.argv[1:]) or message)

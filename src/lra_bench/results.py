@@ -66,6 +66,7 @@ class LeaderboardRow:
     )
     protocol: str = "skyformer_paper"  # training recipe: skyformer_paper | lra_paper
     run_id: str = ""  # the run's id (also in results.json and last.pt); empty in older rows
+    kind: str = "full"  # full | smoke (a wiring check: lra_bench.run_kind); reports hide smoke rows
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in COLUMNS}
@@ -89,11 +90,13 @@ RUN_ID = re.compile(r"[0-9a-f]{16}")
 
 
 def run_labels(cfg: DictConfig) -> dict[str, str]:
-    """The row's ``parity`` and ``protocol`` from a run config (``cfg.protocol.name`` when it has one)."""
+    """The row's ``parity``, ``protocol`` (``cfg.protocol.name`` when it has one) and ``kind``."""
+    from lra_bench.run_kind import run_kind
+
     return {
         key: str(OmegaConf.select(cfg, path, default=None) or COLUMN_DEFAULTS[key])
         for key, path in (("parity", "parity"), ("protocol", "protocol.name"))
-    }
+    } | {"kind": run_kind(cfg)}
 
 
 def new_run_id() -> str:
@@ -172,6 +175,8 @@ def _complete_last_cell(header: list[str], cells: list[str]) -> bool:
     """A torn line with every field is whole when its last cell cannot be a cut-off value."""
     if header[-1] == "run_id":
         return RUN_ID.fullmatch(cells[-1]) is not None
+    if header[-1] == "kind":
+        return cells[-1] in ("full", "smoke")
     return bool(cells[-1])
 
 

@@ -1,8 +1,16 @@
-"""Run folder names from command-line overrides: one level deep, readable, stable.
+"""Run folder names from command-line overrides: one level deep, readable, safe everywhere.
 
-Hydra's ``override_dirname`` puts values in folder names as they are, so a path value
-(``data.root=/data/lra``) would nest folders. Here a value holding a ``/`` becomes its last
-part plus a short hash of the whole value (``data.root=lra-1a2b3c4d``).
+A run's folder is ``<runs_dir>/<task>/<attn>/seed<seed>/<name>``, where ``<name>`` lists the
+overrides that change results, sorted by key and joined by commas, or ``default`` when there
+are none, so that no run's folder holds another's. Settings that only change how a run is
+carried out (``RESULT_NEUTRAL``: threads, progress bar, device, loader processes, logging,
+checkpoint cadence, where the data was read from; the same set ``config.config_hash`` leaves
+out) and the ``paths``, ``logger`` and ``hydra`` settings never appear, so adding
+``trainer.threads=1`` continues the same run. Names use letters, digits and ``. _ - = , [ ]``
+only: a value holding anything else (``/``, ``:``, spaces...) is written with those replaced by
+``_`` and a short hash of the whole value (``attn.target=my_module_Attn-1a2b3c4d``), a
+``+``/``++`` prefix is dropped, and a name longer than ``MAX_NAME`` characters keeps its start
+and a hash of the whole.
 """
 
 from __future__ import annotations
@@ -15,24 +23,62 @@ from pathlib import PurePath
 from omegaconf import OmegaConf
 
 RESOLVER = "lra_run_name"
+DEFAULT_NAME = "default"
+MAX_NAME = 120
+# settings that do not change a run's results (``config_hash`` leaves them out too)
+RESULT_NEUTRAL = (
+    "trainer.progress",
+    "trainer.log_every",
+    "trainer.stop_at_step",
+    "trainer.ckpt_every",
+    "trainer.device",
+    "trainer.threads",
+    "trainer.dist_timeout_s",
+    "data.loader_workers",
+    "data.gen_workers",
+    "data.root",
+    "data.source",
+)
+# whole sections that never shape results: where files go, the tracker, Hydra's own settings
+NEUTRAL_SECTIONS = ("paths", "logger", "hydra")
+UNSAFE = re.compile(r"[^A-Za-z0-9._,\[\]=-]")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
 def _readable(value: str) -> str:
-    if "/" not in value:
+    """The value itself when safe; else its safe form (a path: its last part) and a short hash."""
+    shown = PurePath(value).name if "/" in value else value
+    safe = UNSAFE.sub("_", shown)
+    if safe == value:
         return value
-    tail = re.sub(r"[^A-Za-z0-9._-]", "_", PurePath(value).name) or "root"
-    return f"{tail}-{hashlib.sha1(value.encode()).hexdigest()[:8]}"
+    return f"{safe.strip('_') or 'value'}-{_digest(value)}"
 
 
-def run_folder_name(overrides: Sequence[str], exclude_keys: Sequence[str]) -> str:
-    """``key=value`` pairs joined by commas in key order, without ``exclude_keys``, path values shortened."""
+def is_result_neutral(key: str) -> bool:
+    """Whether an override of ``key`` (``+``/``~`` prefixes allowed) leaves the results as they are."""
+    key = key.lstrip("+~")
+    section = re.split(r"[./]", key, maxsplit=1)[0]
+    return key in RESULT_NEUTRAL or section in NEUTRAL_SECTIONS
+
+
+def run_folder_name(overrides: Sequence[str], exclude_keys: Sequence[str] = ()) -> str:
+    """The folder name of a run given its command-line overrides (``exclude_keys``: also left out,
+    for the parts of the path named otherwise: task, attn, seed)."""
     items = []
     for override in sorted(overrides, key=lambda o: o.partition("=")[0].lstrip("+~")):
-        key, sep, value = override.partition("=")
-        if key.lstrip("+~") in exclude_keys:
+        key, _, value = override.partition("=")
+        bare = key.lstrip("+~")
+        if bare in exclude_keys or is_result_neutral(bare):
             continue
-        items.append(f"{key}{sep}{_readable(value)}")
-    return ",".join(items)
+        name = UNSAFE.sub("_", bare)
+        items.append(f"no-{name}" if key.startswith("~") else f"{name}={_readable(value)}")
+    joined = ",".join(items) or DEFAULT_NAME
+    if len(joined) > MAX_NAME:
+        joined = f"{joined[: MAX_NAME - 9]}-{_digest(joined)}"
+    return joined
 
 
 def register_resolver() -> None:

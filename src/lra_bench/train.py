@@ -45,9 +45,11 @@ from lra_bench.distributed import (
     seed_dropout_streams,
     shutdown,
 )
-from lra_bench.errors import LraBenchError, RunError
+from lra_bench.errors import DataError, LraBenchError, RunError
+from lra_bench.estimate import RunEstimate
 from lra_bench.failures import doing
 from lra_bench.io import atomic_write_json
+from lra_bench.metrics_log import MetricsCsv, Trackers
 from lra_bench.model import build_model
 from lra_bench.results import (
     SCHEMA_VERSION,
@@ -57,6 +59,7 @@ from lra_bench.results import (
     new_run_id,
     run_labels,
 )
+from lra_bench.run_cleanup import forget_unstarted_run
 from lra_bench.run_state import Opening, clear_error, open_folder, remove_temporaries, write_error
 from lra_bench.runlock import hold_run_folder
 from lra_bench.runtime import StepTimer, device_label, peak_memory_mb, reset_peak_memory
@@ -116,7 +119,7 @@ def train_and_record(
         state = make_train_state(module, cfg.trainer, device, info)
     seed_dropout_streams(cfg.seed, info)
     progress = resume(folder, state, opening.saved)
-    tracker = start_tracker(cfg, folder, info)
+    tracker = start_tracker(cfg, folder, info, progress.step)
     try:
         with doing(lambda: f"training (step {progress.step + 1})", device):
             stopped = train(cfg, folder, state, progress, data, tracker)
@@ -338,13 +341,13 @@ def save_last(
     progress.saved_step = progress.step
 
 
-def start_tracker(cfg: DictConfig, folder: RunFolder, info: DistInfo) -> Tracker:
-    """The experiment tracker on rank 0; a silent one on the other ranks."""
+def start_tracker(cfg: DictConfig, folder: RunFolder, info: DistInfo, step: int) -> Tracker:
+    """On rank 0, ``metrics.csv`` (continued from ``step``) and the experiment tracker; a silent
+    one on the other ranks."""
     if not info.is_main:
         return make_tracker(OmegaConf.create({"logger": {"name": "none"}}), "", "")
-    return make_tracker(
-        cfg, str(folder.path), f"{cfg.task.name}-{cfg.attn.name}-s{cfg.seed}-{folder.config_digest}"
-    )
+    name = f"{cfg.task.name}-{cfg.attn.name}-s{cfg.seed}-{folder.config_digest}"
+    return Trackers(MetricsCsv(folder.path, step), make_tracker(cfg, str(folder.path), name))
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -363,9 +366,10 @@ class StopFlag:
         if s is not None
     )
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self.announce = announce  # say at once that the signal was heard (rank 0)
 
     def __enter__(self) -> StopFlag:
         try:
@@ -376,6 +380,13 @@ class StopFlag:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if self.announce and self.signum is None:
+            name = signal.Signals(signum).name
+            print(
+                f"stopping after this step… ({name}; last.pt will be written)",
+                file=sys.stderr,
+                flush=True,
+            )
         self.signum = signum
 
     def __exit__(self, *exc: Any) -> None:
@@ -402,7 +413,7 @@ def train(
     state.model.train()
     if info.is_main:
         print(
-            f"training {cfg.task.name}/{cfg.attn.name} seed {cfg.seed} in {folder.path} from step {progress.step} of {trainer_cfg.steps}",
+            f"training {cfg.task.name}/{cfg.attn.name} seed {cfg.seed} on {device_label(state.device, world=info.world_size)} in {folder.path} from step {progress.step} of {trainer_cfg.steps}",
             flush=True,
         )
     bar = tqdm(
@@ -413,7 +424,8 @@ def train(
         dynamic_ncols=True,
     )
     meter, timer = StepMeter(state.device), StepTimer(state.device)
-    with StopFlag() as stop:
+    estimate = run_estimate(trainer_cfg, progress.step, state, bar.write)
+    with StopFlag(announce=info.is_main) as stop:
         while progress.step < trainer_cfg.steps:
             timer.start()
             stats = train_step(state, stream, trainer_cfg.grad_accum)
@@ -421,6 +433,7 @@ def train(
             progress.step += 1
             meter.add(stats, progress.step)
             bar.update(1)
+            estimate.tick(progress.step)
             why = stop_reason(stop, trainer_cfg, progress, state)
             if why is not None or reading_due(trainer_cfg, progress.step):
                 take_reading(folder, state, progress, meter, timer, bar, tracker)
@@ -446,6 +459,15 @@ def train(
     if progress.saved_step != progress.step:  # the last step's state, kept before testing
         save_last(folder, state, progress)
     return None
+
+
+def run_estimate(trainer_cfg: DictConfig, step: int, state: TrainState, say: Any) -> RunEstimate:
+    """The one-line time estimate of the rest of the run (rank 0 says it)."""
+    evals = trainer_cfg.steps // trainer_cfg.eval_every - step // trainer_cfg.eval_every
+    device = device_label(state.device, world=state.info.world_size)
+    return RunEstimate(
+        step, trainer_cfg.steps, evals, device, say if state.info.is_main else lambda _: None
+    )
 
 
 def reading_due(trainer_cfg: DictConfig, step: int) -> bool:
@@ -486,8 +508,11 @@ def take_reading(
     progress.tokens += reading.tokens
     lr = state.scheduler.get_last_lr()[0]
     bar.set_postfix(loss=f"{reading.loss:.4f}", acc=f"{reading.acc:.3f}", lr=f"{lr:.2e}")
+    speed = reading.tokens / sum(times) if sum(times) > 0 else float("nan")
     tracker.log(
-        {"train/loss": reading.loss, "train/acc": reading.acc, "train/lr": lr}, progress.step
+        {"train/loss": reading.loss, "train/acc": reading.acc, "train/lr": lr}
+        | {"train/tokens_per_s": speed, "train/elapsed_s": progress.train_s},
+        progress.step,
     )
 
 
@@ -644,6 +669,8 @@ def main(cfg: DictConfig) -> int:
         result = run(cfg)
     except LraBenchError as err:
         print(f"error: {err}", file=sys.stderr)
+        if isinstance(err, DataError):  # missing data: no folder is left behind
+            forget_unstarted_run(cfg)
         return 2
     if result["status"] != "complete":
         return 128 + result["signal"] if result.get("signal") else 0  # SIGTERM 143, SIGINT 130
@@ -660,6 +687,7 @@ def main(cfg: DictConfig) -> int:
                     "test_acc",
                     "step_ms",
                     "peak_mem_mb",
+                    "device",
                 )
             )
         )

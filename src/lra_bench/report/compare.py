@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ from lra_bench.report.stats import (
     tasks_of,
 )
 from lra_bench.results import LABEL_COLUMNS
+
+REFUSED_MARK = "†"
 
 
 @dataclass
@@ -106,6 +109,7 @@ class PairFigures:
     beyond: bool | None  # |delta| > spread (None when no side has a std)
     timing: tuple[str, float] | None  # (measure, new / base)
     mem: float | None  # new / base peak memory
+    refused: str | None = None  # why time and memory were not compared (unlike setups)
 
 
 def measure_pair(base: Side, new: Side, task: str, attn: str) -> PairFigures:
@@ -114,16 +118,43 @@ def measure_pair(base: Side, new: Side, task: str, attn: str) -> PairFigures:
     delta = acc_n.mean - acc_b.mean if acc_b and acc_n else None
     sp = spread(acc_b, acc_n)
     beyond = None if delta is None or sp is None else abs(delta) > sp
-    timing = time_ratio(
-        pick(base, task, attn, has_time, "times"),
-        pick(new, task, attn, has_time, "times"),
-        task,
-        attn,
-    )
-    mem_b = cell(pick(base, task, attn, has_mem, "memory figures"), task, attn, "peak_mem_mb")
-    mem_n = cell(pick(new, task, attn, has_mem, "memory figures"), task, attn, "peak_mem_mb")
+    times_b = pick(base, task, attn, has_time, "times")
+    times_n = pick(new, task, attn, has_time, "times")
+    mems_b = pick(base, task, attn, has_mem, "memory figures")
+    mems_n = pick(new, task, attn, has_mem, "memory figures")
+    refused = unlike_setups(times_b + mems_b, times_n + mems_n)
+    if refused:
+        return PairFigures(acc_b, acc_n, delta, sp, beyond, None, None, refused)
+    timing = time_ratio(times_b, times_n, task, attn)
+    mem_b = cell(mems_b, task, attn, "peak_mem_mb")
+    mem_n = cell(mems_n, task, attn, "peak_mem_mb")
     mem = mem_n.mean / mem_b.mean if mem_b and mem_n and mem_b.mean > 0 else None
     return PairFigures(acc_b, acc_n, delta, sp, beyond, timing, mem)
+
+
+def device_kind(device: str) -> str:
+    """The kind of device a label names: ``cpu`` for any CPU, else the GPU model without vendor
+    words, memory variant or rank count (``Tesla V100-SXM2-16GB`` and ``V100x4`` -> ``v100``)."""
+    name = re.sub(r"x\d+$", "", device.strip()).lower()
+    if not name or name.startswith("cpu"):
+        return name[:3]
+    words = [w for w in re.split(r"\s+", name) if w not in ("nvidia", "tesla", "geforce", "amd")]
+    return " ".join(words).split("-")[0]
+
+
+def unlike_setups(base: list[Record], new: list[Record]) -> str | None:
+    """Why time and memory of these rows cannot be set against each other (different device kinds
+    or batch sizes), else None. A side without such rows has nothing to refuse."""
+    if not base or not new:
+        return None
+    kinds = [sorted({device_kind(r.device) or "not stated" for r in rows}) for rows in (base, new)]
+    if kinds[0] != kinds[1]:
+        return f"devices {', '.join(kinds[0])} against {', '.join(kinds[1])}"
+    batches = [{r.get("batch_size") for r in rows} - {None} for rows in (base, new)]
+    if batches[0] and batches[1] and batches[0] != batches[1]:
+        shown = [", ".join(f"{b:g}" for b in sorted(side)) for side in batches]
+        return f"batch {shown[0]} against {shown[1]}"
+    return None
 
 
 def pair_cells(task: str, attn: str, f: PairFigures) -> list[str]:
@@ -137,9 +168,9 @@ def pair_cells(task: str, attn: str, f: PairFigures) -> list[str]:
         MISSING
         if f.delta is None
         else ("n/a" if f.beyond is None else ("yes" if f.beyond else "no")),
-        MISSING if f.timing is None else f"{f.timing[1]:.2f}× ({f.timing[0]})",
-        MISSING if f.mem is None else f"{f.mem:.2f}×",
-    ]
+        MISSING + REFUSED_MARK if f.refused else MISSING if f.timing is None else f"{f.timing[1]:.2f}× ({f.timing[0]})",
+        MISSING + REFUSED_MARK if f.refused else MISSING if f.mem is None else f"{f.mem:.2f}×",
+    ]  # fmt: skip
 
 
 def pair_record(task: str, attn: str, f: PairFigures) -> dict[str, Any]:
@@ -150,7 +181,7 @@ def pair_record(task: str, attn: str, f: PairFigures) -> dict[str, Any]:
         "base_mean": rounded(acc_b and acc_b.mean), "base_std": rounded(acc_b and acc_b.std), "base_n": acc_b.n if acc_b else 0,
         "new_mean": rounded(acc_n and acc_n.mean), "new_std": rounded(acc_n and acc_n.std), "new_n": acc_n.n if acc_n else 0,
         "delta": rounded(f.delta), "spread": rounded(f.spread), "beyond_spread": f.beyond,
-        "time_measure": timing[0] if timing else None, "time_ratio": rounded(timing and timing[1]), "mem_ratio": rounded(f.mem),
+        "time_measure": timing[0] if timing else None, "not_compared": f.refused, "time_ratio": rounded(timing and timing[1]), "mem_ratio": rounded(f.mem),
     }  # fmt: skip
 
 
@@ -172,6 +203,7 @@ def compare(base: Side, new: Side) -> Comparison:
         label_columns=2,
     )
     result = Comparison(table)
+    refused: list[str] = []
     keys_b = {(r.task, r.attn) for r in base.records}
     keys_n = {(r.task, r.attn) for r in new.records}
     for task in tasks_of(both):
@@ -183,6 +215,8 @@ def compare(base: Side, new: Side) -> Comparison:
                 result.deltas.append((task, attn, figures.delta))
             table.rows.append(pair_cells(task, attn, figures))
             table.records.append(pair_record(task, attn, figures))
+            if figures.refused:
+                refused.append(f"{task}/{attn} ({figures.refused})")
     if not table.rows:
         raise ReportError(f"{base.name} and {new.name} have no (task, attention) in common")
     result.warnings = mismatches(base, new, keys_b & keys_n)
@@ -194,6 +228,11 @@ def compare(base: Side, new: Side) -> Comparison:
         "Δ = new − base mean accuracy in points; beyond spread: |Δ| > the larger sample std of the two (n/a when neither side has two seeds).",
         "time: step_ms where both sides have it, else train_s per step, else train_s; ratios below 1 = new is faster / smaller.",
     ]
+    if refused:
+        table.notes.append(
+            f"{REFUSED_MARK} time and memory not compared across device kinds or batch sizes: "
+            + "; ".join(refused) + "."
+        )  # fmt: skip
     return result
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lra_bench.paths import published_dir, published_names
 from lra_bench.report import ReportError
 from lra_bench.results import (
     COLUMN_DEFAULTS,
@@ -48,14 +49,28 @@ def parse_number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def resolve_table(name: str | Path) -> Path:
+    """A leaderboard file: ``name`` itself when it exists, else the published table of that short
+    name (``skyformer_paper``, shipped with the package), else ``name`` (reported as missing)."""
+    path = Path(name)
+    if path.exists():
+        return path
+    stem = path.name.removesuffix(".csv")
+    if path.parent in (Path("."), Path("results/published")) and stem in published_names():
+        return published_dir() / f"{stem}.csv"
+    return path
+
+
 def load_csv(path: str | Path) -> list[Record]:
-    """All rows of one leaderboard CSV; any problem raises ReportError naming file and line."""
-    path = Path(path)
+    """All rows of one leaderboard CSV (a path or a published table's short name); any problem
+    raises ReportError naming file and line."""
+    path = resolve_table(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             return _read(path, csv.reader(f))
     except FileNotFoundError:
-        raise ReportError(f"{path}: no such file") from None
+        names = ", ".join(published_names())
+        raise ReportError(f"{path}: no such file (published tables by name: {names})") from None
     except IsADirectoryError:
         raise ReportError(f"{path}: is a directory, not a CSV file") from None
     except OSError as err:
