@@ -32,7 +32,7 @@ def test_ci_runs_the_readme_set_up_block_as_written():
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     lines = done.stdout.splitlines()
-    assert lines[1:] == ['pip install -e ".[dev]"', "make test"]
+    assert lines[1:] == ['pip install -e ".[dev]"', "make test-all"]
     assert re.fullmatch(r'pip install "torch==2\.13\.0" --index-url \S+/cpu', lines[0])
     ci = (ROOT / ".ci" / "run").read_text()
     assert "readme_setup" in ci and "://" not in ci  # no index host written into CI

@@ -16,7 +16,7 @@ NEUTRAL_VALUES = {
     "trainer.progress": "false", "trainer.log_every": "7", "trainer.stop_at_step": "3",
     "trainer.ckpt_every": "7", "trainer.device": "cpu", "trainer.threads": "1",
     "data.loader_workers": "1", "data.gen_workers": "1", "data.root": "/data/lra",
-    "data.source": "generate",
+    "data.source": "generate", "trainer.dist_timeout_s": "60",
 }  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from lra_bench.config import register_configs, validate
@@ -70,16 +70,6 @@ def describe(err: BaseException) -> str:
     )
 
 
-RUN_DIR_RESOLVER = "lra_run_dir"
-
-
-def register_run_dir_resolver() -> None:
-    """``${lra_run_dir:<paths.run_dir>,<default folder>}`` in ``hydra.run.dir``: with
-    ``paths.run_dir`` set, Hydra's ``.hydra/`` and log go into that run folder too."""
-    if not OmegaConf.has_resolver(RUN_DIR_RESOLVER):
-        OmegaConf.register_new_resolver(RUN_DIR_RESOLVER, lambda chosen, default: chosen or default)
-
-
 def run_app(app: Callable[[], Any]) -> None:
     """Register the config schemas (attention plugins included), then run a ``@hydra.main`` app;
     a registration, composition or validation problem exits 2 after one line on stderr.
@@ -90,7 +80,6 @@ def run_app(app: Callable[[], Any]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         register_configs()
-        register_run_dir_resolver()
         app()
     except (HydraException, OmegaConfBaseException, LraBenchError) as err:
         message = describe(err)

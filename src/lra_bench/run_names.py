@@ -23,6 +23,7 @@ from pathlib import PurePath
 from omegaconf import OmegaConf
 
 RESOLVER = "lra_run_name"
+RUN_DIR_RESOLVER = "lra_run_dir"
 DEFAULT_NAME = "default"
 MAX_NAME = 120
 # settings that do not change a run's results (``config_hash`` leaves them out too)
@@ -82,7 +83,11 @@ def run_folder_name(overrides: Sequence[str], exclude_keys: Sequence[str] = ()) 
 
 
 def register_resolver() -> None:
-    """Make ``${lra_run_name:<overrides>,<exclude keys>}`` available to the configs."""
+    """Make ``${lra_run_name:<overrides>,<exclude keys>}`` available to the configs, and
+    ``${lra_run_dir:<paths.run_dir>,<default folder>}`` (in ``hydra.run.dir``: with
+    ``paths.run_dir`` set, Hydra's ``.hydra/`` and log go into that run folder too)."""
+    if not OmegaConf.has_resolver(RUN_DIR_RESOLVER):
+        OmegaConf.register_new_resolver(RUN_DIR_RESOLVER, lambda chosen, default: chosen or default)
     if not OmegaConf.has_resolver(RESOLVER):
         OmegaConf.register_new_resolver(
             RESOLVER, lambda overrides, exclude: run_folder_name(list(overrides), list(exclude))
