@@ -171,6 +171,19 @@ def keep(
     return [r for r in records if ok(r)]
 
 
+def selected_rows(args: argparse.Namespace) -> list[Record]:
+    """The rows of ``args.files`` that ``show`` and ``plot`` use: filtered, smoke rows on request."""
+    return filtered(
+        load_all(args.files),
+        ", ".join(args.files),
+        args.smoke,
+        task=args.task,
+        attn=args.attn,
+        device=args.device,
+        precision=args.precision,
+    )
+
+
 def filtered(
     records: list[Record], what: str, smoke: bool = False, **filters: list[str] | None
 ) -> list[Record]:
@@ -200,15 +213,7 @@ def emit(text: str, output: str | None) -> None:
 def run_show(args: argparse.Namespace) -> int:
     from lra_bench.report.show import show_tables
 
-    rows = filtered(
-        load_all(args.files),
-        ", ".join(args.files),
-        args.smoke,
-        task=args.task,
-        attn=args.attn,
-        device=args.device,
-        precision=args.precision,
-    )
+    rows = selected_rows(args)
     emit(render(show_tables(rows, args.task), args.format), args.output)
     return 0
 
@@ -248,15 +253,7 @@ def run_compare(args: argparse.Namespace) -> int:
 def run_plot(args: argparse.Namespace) -> int:
     from lra_bench.report.plot import draw, plot_data
 
-    rows = filtered(
-        load_all(args.files),
-        ", ".join(args.files),
-        args.smoke,
-        task=args.task,
-        attn=args.attn,
-        device=args.device,
-        precision=args.precision,
-    )
+    rows = selected_rows(args)
     data = plot_data(rows, args.acc_source)
     out = draw(data, args.output, args.title)
     for note in data.notes:

@@ -36,6 +36,7 @@ def job_folder(master: DictConfig, job: list[str]) -> Path | None:
     with open_dict(cfg):
         cfg.hydra.overrides.task = list(job)
         cfg.task.name, cfg.attn.name, cfg.seed = names["task"], names["attn"], names["seed"]
+        cfg.hydra.runtime.choices.attn = names["attn"]  # the folder names the attn= choice
     return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
 
 
