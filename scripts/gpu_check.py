@@ -1,10 +1,13 @@
-"""The Python steps of scripts/gpu_check.sh; each prints what it found and exits 0 (pass) or 1 (fail).
+"""The Python steps of scripts/gpu_check.sh; each prints what it found, exits 0 (pass) or 1 (fail).
 
-    python scripts/gpu_check.py env OUTDIR          # versions, precision, device draws, no host sync, fp16/bf16
-    python scripts/gpu_check.py smoke OUTDIR        # every variant trains a smoke run in fp32 and in AMP
-    python scripts/gpu_check.py resume OUTDIR       # stop + resume == straight run, bit for bit (deterministic mode)
-    python scripts/gpu_check.py loader OUTDIR       # step time with data.loader_workers 0 vs 4
-    python scripts/gpu_check.py bench_csv CSV STATUS...  # every row of a bench CSV has one of the statuses
+    python scripts/gpu_check.py env OUTDIR     # versions, precision, device draws, no host sync,
+                                               # fp16/bf16
+    python scripts/gpu_check.py smoke OUTDIR   # every variant trains a smoke run in fp32 and AMP
+    python scripts/gpu_check.py resume OUTDIR  # stop + resume == straight run, bit for bit
+                                               # (deterministic mode)
+    python scripts/gpu_check.py loader OUTDIR  # step time with data.loader_workers 0 vs 4
+    python scripts/gpu_check.py bench_csv CSV STATUS...  # every row of a bench CSV has one of
+                                                         # the statuses
 
 Sizes follow the device: CUDA when it is there (unless GPU_CHECK_CPU=1), else a CPU size that
 checks the same wiring in minutes.
@@ -51,7 +54,8 @@ def run_overrides(out: Path, name: str) -> list[str]:
 
 
 def env(out: Path) -> bool:
-    """Versions and precision; every variant draws on the device, reads nothing back, and is finite in fp16/bf16."""
+    """Versions and precision; every variant draws on the
+    device, reads nothing back, and is finite in fp16/bf16."""
     from lra_bench.attention import available
     from lra_bench.device_setup import native_bf16
     from lra_bench.step import precision_of
@@ -81,7 +85,8 @@ def env(out: Path) -> bool:
 
 
 def check_variant(name: str) -> list[str]:
-    """One variant on the device: draws there, no host sync in train or eval forward, finite in fp16/bf16 autocast."""
+    """One variant on the device: draws there, no host sync in
+    train or eval forward, finite in fp16/bf16 autocast."""
     from lra_bench.attention import build_attention
     from lra_bench.attention.base import SampledAttention
 
@@ -114,7 +119,8 @@ def _small_kwargs(name: str) -> dict[str, object]:
 
 
 def _no_sync(fn: Callable[..., object], *args: object) -> list[str]:
-    """Run ``fn(*args)`` with CUDA's sync debug mode set to error (a host round trip raises); CPU: just run it."""
+    """Run ``fn(*args)`` with CUDA's sync debug mode set to
+    error (a host round trip raises); CPU: just run it."""
     if DEVICE.type != "cuda":
         fn(*args)
         return []
@@ -130,7 +136,8 @@ def _no_sync(fn: Callable[..., object], *args: object) -> list[str]:
 
 
 def smoke(out: Path) -> bool:
-    """Every variant trains a smoke run in fp32 and in AMP (bf16, or fp16 where bf16 is emulated)."""
+    """Every variant trains a smoke run in fp32 and
+    in AMP (bf16, or fp16 where bf16 is emulated)."""
     from lra_bench.attention import available
     from lra_bench.compose import compose_config
     from lra_bench.train import run
@@ -150,11 +157,15 @@ def smoke(out: Path) -> bool:
                         ]
                     )
                 )
-                line = f"{result['precision']:9s} finite loss, test_acc={result['test_acc']:.3f} step_ms={result['step_ms']:.1f}"
+                line = (
+                    f"{result['precision']:9s} finite loss, test_acc={result['test_acc']:.3f} "
+                    f"step_ms={result['step_ms']:.1f}"
+                )
             except Exception as err:  # noqa: BLE001 - one line per failing variant, then the next
                 ok, line = (
                     False,
-                    f"FAILED {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}",
+                    f"FAILED {type(err).__name__}: "
+                    f"{str(err).splitlines()[0][:160] if str(err) else ''}",
                 )
             print(
                 f"{name:14s} amp={int(amp)} {line} ({time.perf_counter() - start:.1f} s)",
@@ -194,15 +205,19 @@ def resume(out: Path) -> bool:
 
 
 def loader(out: Path) -> bool:
-    """Median step time with 0 and 4 loader workers (the loader starves the device when 0 is much slower)."""
+    """Median step time with 0 and 4 loader workers (the
+    loader starves the device when 0 is much slower)."""
     from lra_bench.compose import compose_config
     from lra_bench.train import run
 
     steps, batch = ("12", "16") if CPU_MODE else ("150", "32")
     times = {}
     for workers in (0, 4):
-        overrides = [*run_overrides(out, f"loader/w{workers}"), "attn=softmax", f"trainer.steps={steps}", f"trainer.batch_size={batch}",
-                     f"trainer.eval_every={steps}", "data.train_size=1000", "data.limit_train=1000", f"data.loader_workers={workers}"]  # fmt: skip
+        overrides = [
+            *run_overrides(out, f"loader/w{workers}"), "attn=softmax", f"trainer.steps={steps}",
+            f"trainer.batch_size={batch}", f"trainer.eval_every={steps}", "data.train_size=1000",
+            "data.limit_train=1000", f"data.loader_workers={workers}",
+        ]  # fmt: skip
         times[workers] = run(compose_config(overrides))["step_ms"]
     ratio = times[0] / times[4]
     verdict = (
@@ -217,7 +232,8 @@ def loader(out: Path) -> bool:
 
 
 def bench_csv(path: Path, *statuses: str) -> bool:
-    """Every row of the bench CSV ``path`` has one of ``statuses`` (and there is at least one row)."""
+    """Every row of the bench CSV ``path`` has one of
+    ``statuses`` (and there is at least one row)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     bad = [
@@ -228,7 +244,8 @@ def bench_csv(path: Path, *statuses: str) -> bool:
     for row in rows:
         timing = row.get("fwdbwd_ms") or row.get("step_ms") or ""
         print(
-            f"{row['label']:24s} n={row['n']:6s} {row['status']:8s} {timing} {row.get('peak_mem_mb', '')} MB"
+            f"{row['label']:24s} n={row['n']:6s} {row['status']:8s} {timing} "
+            f"{row.get('peak_mem_mb', '')} MB"
         )
     for line in bad:
         print(f"unexpected: {line}")

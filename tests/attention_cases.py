@@ -9,7 +9,8 @@ import torch
 from lra_bench.attention import build_attention
 
 SEEDS = [0, 1, 2]
-# small settings so that each variant's structure (landmarks, blocks, buckets...) is exercised at n ~ 100
+# small settings so that each variant's structure
+# (landmarks, blocks, buckets...) is exercised at n ~ 100
 SMALL = {
     "kernelized": {},
     "nystromformer": {"num_landmarks": 16, "conv_kernel": 5},

@@ -44,7 +44,8 @@ def smoke_overrides(tmp: Path) -> list[str]:
 
 
 def smoke_run(cfg: DictConfig) -> dict:
-    """``train.run(cfg)``, restoring torch's thread count afterwards (``trainer.threads`` sets it globally)."""
+    """``train.run(cfg)``, restoring torch's thread count
+    afterwards (``trainer.threads`` sets it globally)."""
     import torch
 
     from lra_bench.train import run
@@ -178,7 +179,8 @@ def write_aan(folder: Path, rows: dict[str, Sequence[tuple[str, str, str, bytes,
 
 
 def aan_rows(seed: int = 0) -> dict[str, list[tuple[str, str, str, bytes, bytes]]]:
-    """A few pairs per split; labels as the release writes them (``1.0``/``0.0``), long and non-ASCII texts."""
+    """A few pairs per split; labels as the release writes
+    them (``1.0``/``0.0``), long and non-ASCII texts."""
     rng = np.random.default_rng(seed)
 
     def doc(n: int) -> bytes:
@@ -242,14 +244,16 @@ class _Py2Pickler(pickle._Pickler):  # type: ignore[name-defined]
 
 
 def py2_pickle(obj: object) -> bytes:
-    """Protocol 2 with Python 2 strings and ``numpy.core.multiarray``: the released batches' opcodes."""
+    """Protocol 2 with Python 2 strings and
+    ``numpy.core.multiarray``: the released batches' opcodes."""
     buf = io.BytesIO()
     _Py2Pickler(buf, protocol=2).dump(obj)
     return buf.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
 
 
 def cifar_batch(data: np.ndarray, labels: Sequence[int], name: str) -> bytes:
-    """One batch dict as released: ``batch_label``, ``labels`` (list), ``data`` (uint8 [N, 3072]), ``filenames``."""
+    """One batch dict as released: ``batch_label``, ``labels``
+    (list), ``data`` (uint8 [N, 3072]), ``filenames``."""
     return py2_pickle(
         {
             "batch_label": name,
@@ -303,7 +307,8 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 
 def write_cifar_parquet(folder: Path, images: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
-    """The Hub's layout: ``plain_text/{train,test}-00000-of-00001.parquet``, ``img`` = {bytes, path}."""
+    """The Hub's layout: ``plain_text/{train,test}-00000-of-00001.parquet``,
+    ``img`` = {bytes, path}."""
     (folder / "plain_text").mkdir(parents=True, exist_ok=True)
     for split, (rgb, labels) in images.items():
         img = pa.array(

@@ -49,7 +49,8 @@ def test_kernelized_is_the_closed_form_gaussian_kernel(seed):
 
 
 def nystrom_reference(q, k, v, m, iters):
-    """Segment means over [floor(j n / m), ...) by an explicit loop, then the three softmax factors."""
+    """Segment means over [floor(j n / m), ...) by an
+    explicit loop, then the three softmax factors."""
     n, d = q.shape[2], q.shape[3]
     seg = torch.tensor([i * m // n for i in range(n)])
     q_l = torch.stack([q[:, :, seg == j].mean(2) for j in range(m)], dim=2)

@@ -1,4 +1,5 @@
-"""Every registered attention passes the conformance kit (``lra_bench.testing``), and the kit catches broken ones."""
+"""Every registered attention passes the conformance kit
+(``lra_bench.testing``), and the kit catches broken ones."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from lra_bench.compose import compose_config
 from lra_bench.errors import ConformanceError
 from lra_bench.testing import CHECKS, TASK_LENGTHS, check_attention
 
-# values each variant's settings must refuse, naming the key (beyond the kit's own: an unknown key, dropout=1.5)
+# values each variant's settings must refuse, naming the
+# key (beyond the kit's own: an unknown key, dropout=1.5)
 INVALID = {
     "softmax": [("impl", "flash")],
     "skyformer": [
@@ -71,7 +73,7 @@ def test_task_lengths_are_the_tasks_own():
         assert compose_config([f"task={task}"]).task.max_len == n
 
 
-# ---------------------------------------------------------------- negative controls: broken attentions
+# --- negative controls: broken attentions ---------------------------------------------------------
 
 
 @dataclass
@@ -153,7 +155,8 @@ class HalfPrecision(Masked):
         (
             Forgetful,
             "resume",
-            "check 'resume' failed: a module restored from the state dict computes another training step",
+            "check 'resume' failed: a module restored from the state dict computes another "
+            "training step",
         ),
         (
             KeyBlind,
@@ -175,7 +178,10 @@ def test_the_kit_catches_a_broken_attention_with_one_clear_line(module, check, m
 def test_the_kit_catches_a_setting_without_a_rule():
     with pytest.raises(
         ConformanceError,
-        match=r"check 'config' failed: window=-1 is accepted; its check\(\) should raise ValueError\('window: <rule>'\)",
+        match=(
+            r"check 'config' failed: window=-1 is accepted; its check\(\) should raise "
+            r"ValueError\('window: <rule>'\)"
+        ),
     ):
         check_attention(Masked, checks=["config"], invalid=[("window", -1)])
 

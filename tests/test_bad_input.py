@@ -1,4 +1,5 @@
-"""Bad input through the command's entry point: one line on stderr, exit status 2, nothing half-written."""
+"""Bad input through the command's entry point: one
+line on stderr, exit status 2, nothing half-written."""
 
 from __future__ import annotations
 
@@ -94,8 +95,9 @@ def test_sigkill_at_a_random_step_then_rerun_matches_an_uninterrupted_run(tmp_pa
 
     def command(name: str) -> list[str]:
         return [
-            sys.executable, "-m", "lra_bench", "trainer=smoke", "trainer.steps=200", "trainer.ckpt_every=2",
-            "trainer.eval_every=10", f"paths.run_dir={tmp_path / name}", f"paths.leaderboard={tmp_path / name}.csv",
+            sys.executable, "-m", "lra_bench", "trainer=smoke", "trainer.steps=200",
+            "trainer.ckpt_every=2", "trainer.eval_every=10", f"paths.run_dir={tmp_path / name}",
+            f"paths.leaderboard={tmp_path / name}.csv",
         ]  # fmt: skip
 
     reference = subprocess.run(
@@ -142,7 +144,11 @@ def test_sigkill_at_a_random_step_then_rerun_matches_an_uninterrupted_run(tmp_pa
 
 # --- one run owns its run folder ----------------------------------------------------------------
 
-HOLD_LOCK = "import sys; from pathlib import Path; from lra_bench.runlock import RunLock; lock = RunLock.acquire(Path(sys.argv[1])); print('held', flush=True); sys.stdin.read(); lock.release()"
+HOLD_LOCK = (
+    "import sys; from pathlib import Path; from lra_bench.runlock import RunLock; "
+    "lock = RunLock.acquire(Path(sys.argv[1])); print('held', flush=True); sys.stdin.read(); "
+    "lock.release()"
+)
 
 
 def lock_holder(run_dir, tmp_path) -> subprocess.Popen:
@@ -198,8 +204,9 @@ def test_lock_of_a_killed_process_is_taken_over(capsys, smoke_overrides, tmp_pat
 def test_two_identical_commands_at_once_train_once(tmp_path, cache_dir):
     env = {**os.environ, "LRA_BENCH_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1"}
     cmd = [
-        sys.executable, "-m", "lra_bench", "trainer=smoke", "trainer.steps=40", f"paths.run_dir={tmp_path / 'run'}",
-        f"paths.leaderboard={tmp_path / 'lb.csv'}", f"paths.cache_dir={cache_dir}",
+        sys.executable, "-m", "lra_bench", "trainer=smoke", "trainer.steps=40",
+        f"paths.run_dir={tmp_path / 'run'}", f"paths.leaderboard={tmp_path / 'lb.csv'}",
+        f"paths.cache_dir={cache_dir}",
     ]  # fmt: skip
     procs = [
         subprocess.Popen(
@@ -248,7 +255,8 @@ def test_changed_cache_file_is_rebuilt_with_a_notice(capsys, smoke_overrides, tm
     assert main(compose_config(overrides)) == 0
     notices = [line for line in capsys.readouterr().err.splitlines() if "notice" in line]
     assert notices == [
-        f"notice: rebuilding the data cache {arrow.parents[1]}: train split does not match the digest recorded in key.json (column input_ids)"
+        f"notice: rebuilding the data cache {arrow.parents[1]}: train split does not match the "
+        "digest recorded in key.json (column input_ids)"
     ]
 
 

@@ -96,7 +96,7 @@ def test_release_paths_leaving_the_folder_are_one_line(capsys, smoke_overrides, 
     assert not list((tmp_path / "cache").rglob("*.arrow"))
 
 
-# --- settings torch would only reject later (or never) ----------------------------------------------
+# --- settings torch would only reject later (or never) --------------------------------------------
 
 IMPOSSIBLE_MODEL = ["model.dim=1048576", "model.ffn_dim=1048576", "model.num_heads=1"]
 
@@ -123,7 +123,7 @@ def test_bad_trainer_and_model_values_stop_before_anything_is_written(
     assert not (tmp_path / "run").exists() and not cache.exists()
 
 
-# --- a rank that dies or stops ---------------------------------------------------------------------
+# --- a rank that dies or stops --------------------------------------------------------------------
 
 RANK_SCRIPT = """
 import sys, time
@@ -215,7 +215,7 @@ def test_a_stopped_or_killed_rank_ends_the_job_within_the_timeout(tmp_path, vict
         assert err == ""
 
 
-# --- a plugin that exits on import -----------------------------------------------------------------
+# --- a plugin that exits on import ----------------------------------------------------------------
 
 
 def test_a_plugin_calling_sys_exit_on_import_is_one_warning(tmp_path):

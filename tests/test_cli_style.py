@@ -1,4 +1,5 @@
-"""One command-line style: the --option commands take key=value as an alias; --help lists options."""
+"""One command-line style: the --option commands
+take key=value as an alias; --help lists options."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def test_key_value_words_become_options_and_other_words_stay():
         "format=csv",
     ]
     assert hydra_style_alias(top, argv) == [
-        "compare", "skyformer_paper", "runs/x/seed0/trainer=smoke", "--fail-below=2", "--format=csv",
+        "compare", "skyformer_paper", "runs/x/seed0/trainer=smoke", "--fail-below=2",
+        "--format=csv",
     ]  # fmt: skip
 
 

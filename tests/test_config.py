@@ -216,7 +216,8 @@ def test_wheel_carries_the_configs():
 
 @pytest.fixture
 def cli(tmp_path, monkeypatch, capsys):
-    """Run ``python -m lra_bench <argv>`` in this process from an empty folder: (exit status, stderr, stdout)."""
+    """Run ``python -m lra_bench <argv>`` in this process
+    from an empty folder: (exit status, stderr, stdout)."""
     from hydra.core.global_hydra import GlobalHydra
 
     from lra_bench.__main__ import main
@@ -320,7 +321,8 @@ def test_every_task_config_has_its_data_registered():
 
 
 def test_data_modules_do_not_import_the_config_module_at_run_time():
-    """Task knowledge lives in data/tasks.py, which config.py reads; the data side needs config only for types."""
+    """Task knowledge lives in data/tasks.py, which config.py
+    reads; the data side needs config only for types."""
     import ast
 
     data = Path(__file__).resolve().parents[1] / "src" / "lra_bench" / "data"
@@ -385,7 +387,9 @@ def test_model_settings_missing_from_an_old_config_read_the_dataclass_defaults()
 def test_attention_settings_precedence(tmp_path):
     """dataclass < experiment's attn keys < attn_preset < parity_attn < command line, key by key."""
     files = {
-        "experiment/prec.yaml": "# @package _global_\nattn:\n  num_landmarks: 16\n  gamma: 0.5\n  seed: 7\n",
+        "experiment/prec.yaml": (
+            "# @package _global_\nattn:\n  num_landmarks: 16\n  gamma: 0.5\n  seed: 7\n"
+        ),
         "parity/prec.yaml": "# @package _global_\nparity: prec\n",
         "attn_preset/prec/skyformer.yaml": "num_landmarks: 24\ngamma: 0.25\n",
         "parity_attn/prec/skyformer.yaml": "num_landmarks: 40\n",

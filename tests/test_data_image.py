@@ -1,4 +1,5 @@
-"""Image (CIFAR-10): restricted unpickling, LRA's grayscale rule, splits, no padding, cache, errors."""
+"""Image (CIFAR-10): restricted unpickling, LRA's
+grayscale rule, splits, no padding, cache, errors."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def cifar(tmp_path):
 
 
 def reference_gray(rgb: np.ndarray) -> np.ndarray:
-    """LRA's rule in float64: floor(255.5 * (w . rgb) / 255); returns the value before flooring too."""
+    """LRA's rule in float64: floor(255.5 * (w . rgb)
+    / 255); returns the value before flooring too."""
     exact = (rgb.astype(np.float64) @ np.array([0.2989, 0.5870, 0.1140])) * 255.5 / 255.0
     return np.floor(exact).astype(np.int64), exact
 
@@ -47,7 +49,8 @@ def test_grayscale_matches_lra_rule():
         [[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255], [100, 150, 200]],
         dtype=np.uint8,
     )
-    # green: 0.587 * 255 = 149.69 would round to 150, but TF's x/255 * 255.5 then truncation gives 149
+    # green: 0.587 * 255 = 149.69 would round to 150,
+    # but TF's x/255 * 255.5 then truncation gives 149
     assert image.grayscale(pixels).tolist() == [0, 255, 76, 149, 29, 141]
     rgb = np.random.default_rng(0).integers(0, 256, size=(20000, 3), dtype=np.uint8)
     want, exact = reference_gray(rgb)

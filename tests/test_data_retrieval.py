@@ -1,4 +1,5 @@
-"""Retrieval (AAN): the release's headerless TSVs, the double truncation, errors, and a dual-encoder run."""
+"""Retrieval (AAN): the release's headerless TSVs, the
+double truncation, errors, and a dual-encoder run."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Text (IMDB): byte tokens from an aclImdb tree, Hub Parquet shards and the Hub; splits, cache, errors."""
+"""Text (IMDB): byte tokens from an aclImdb tree, Hub
+Parquet shards and the Hub; splits, cache, errors."""
 
 from __future__ import annotations
 

@@ -81,7 +81,8 @@ def module_table() -> dict[str, str]:
 
 
 def test_module_table_names_every_module_of_the_package():
-    """A top-level module is named in a row's first cell; a package's modules in the package's row."""
+    """A top-level module is named in a row's first
+    cell; a package's modules in the package's row."""
     src = ROOT / "src" / "lra_bench"
     rows = module_table()
     first_cells = " ".join(rows)

@@ -18,7 +18,8 @@ def module_names() -> dict[str, Path]:
 
 
 def imported(tree: ast.AST, known: dict[str, Path]) -> set[str]:
-    """The package modules a file imports anywhere (``from a.b import c`` counts a.b.c if it is a module, else a.b)."""
+    """The package modules a file imports anywhere
+    (``from a.b import c`` counts a.b.c if it is a module, else a.b)."""
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -233,7 +233,7 @@ def test_published_efficiency_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert memory["skyformer"][4] == "4.13 (0.72×)"
 
 
-# --- compare ---------------------------------------------------------------------------------------
+# --- compare --------------------------------------------------------------------------------------
 
 
 def test_compare_deltas_spread_and_fail_below(
@@ -298,7 +298,7 @@ def test_compare_refuses_mixed_devices(tmp_path: Path, capsys: pytest.CaptureFix
     assert code == 0 and "+5.00" in out
 
 
-# --- plot ------------------------------------------------------------------------------------------
+# --- plot -----------------------------------------------------------------------------------------
 
 
 def test_plot_writes_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -332,7 +332,7 @@ def test_plot_without_matplotlib(
     assert err.strip() == f"error: {INSTALL_HINT}"
 
 
-# --- malformed input ---------------------------------------------------------------------------------
+# --- malformed input ------------------------------------------------------------------------------
 
 
 def malformed(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str) -> str:
@@ -391,7 +391,8 @@ def test_missing_file_and_empty_filter(tmp_path: Path, capsys: pytest.CaptureFix
 def test_a_column_added_later_reads_as_its_default_from_older_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Files written before a column with a default existed still load; a column without one is required."""
+    """Files written before a column with a default existed
+    still load; a column without one is required."""
     import lra_bench.report.load as load
     from lra_bench.report import ReportError
 

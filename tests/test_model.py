@@ -1,4 +1,5 @@
-"""The shared model: padding never changes a sequence's logits; the peers' quirks sit behind switches."""
+"""The shared model: padding never changes a sequence's
+logits; the peers' quirks sit behind switches."""
 
 from __future__ import annotations
 

@@ -418,7 +418,8 @@ def test_batches_follow_the_release_layout(tmp_path: Path, monkeypatch: pytest.M
 def test_cached_images_follow_the_generator_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A new generator version names a new cache folder, so images drawn by an older one are not reused."""
+    """A new generator version names a new cache folder,
+    so images drawn by an older one are not reused."""
     import lra_bench.data.generators.pathfinder as gen
     from lra_bench.data.pathfinder import generated_folder
 

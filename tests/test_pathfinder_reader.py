@@ -19,7 +19,8 @@ META = "{batch} sample_{i}.png {i} {label} 1.0 14 4 2 0.5 1 1\n"
 def write_release(
     root: Path, n: int = 101, empty: tuple[int, ...] = (7,), side: int = 32, per_batch: int = 60
 ) -> dict[bytes, int]:
-    """A release folder ``root/pathfinder32/curv_contour_length_14`` of ``n`` images; returns pixels -> label."""
+    """A release folder ``root/pathfinder32/curv_contour_length_14``
+    of ``n`` images; returns pixels -> label."""
     folder = root / f"pathfinder{side}" / "curv_contour_length_14"
     rng = np.random.default_rng(0)
     expected: dict[bytes, int] = {}
@@ -302,7 +303,7 @@ def test_smoke_preset_takes_what_a_small_release_holds(tmp_path: Path) -> None:
     )
 
 
-# --- the release folder is the boundary; its content is the cache key ------------------------------
+# --- the release folder is the boundary; its content is the cache key -----------------------------
 
 FOLDER = Path("pathfinder32") / "curv_contour_length_14"
 

@@ -1,4 +1,5 @@
-"""The protocol switch: the LRA paper's per-task values, its optimiser and schedules, its model options."""
+"""The protocol switch: the LRA paper's per-task values,
+its optimiser and schedules, its model options."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ from lra_bench.data.batches import Collator
 from lra_bench.model import build_model, sinusoidal_table
 from lra_bench.optim import make_optimizer
 
-# Transcribed from google-research/long-range-arena (lra_benchmarks/...) at HEAD (cd31e5c): batch, lr,
-# weight decay, schedule, warm-up, steps, eval every; the Transformer's (transformer_base.py) dim, heads,
-# layers, qkv, mlp, dropout, pooling, positions. Other attentions: tests/test_protocol_rows.py.
+# Transcribed from google-research/long-range-arena (lra_benchmarks/...) at
+# HEAD (cd31e5c): batch, lr, weight decay, schedule, warm-up, steps, eval
+# every; the Transformer's (transformer_base.py) dim, heads, layers, qkv, mlp,
+# dropout, pooling, positions. Other attentions: tests/test_protocol_rows.py.
 LRA = {
     "listops": (
         (32, 0.05, 0.1, "warmup_rsqrt", 1000, 5000, 50),
@@ -150,7 +152,8 @@ def test_cpu_demo_is_unchanged():
 
 
 def test_schedule_settings_are_checked():
-    # LRA's retrieval warms up for longer than it trains: allowed for its schedule, not for OneCycleLR
+    # LRA's retrieval warms up for longer than it trains:
+    # allowed for its schedule, not for OneCycleLR
     validate(compose_config(["task=retrieval", "protocol=lra_paper"]))
     with pytest.raises(ConfigError, match="trainer.warmup_steps"):
         validate(compose_config(["trainer.warmup_steps=60000"]))
@@ -203,8 +206,9 @@ def rates(tc, steps):
 
 def test_warmup_rsqrt_matches_its_closed_form():
     steps = [0, 1, 500, 999, 1000, 1001, 4000]
-    expected = [0.0, 0.05 * 0.001 / math.sqrt(1000), 0.05 * 0.5 / math.sqrt(1000), 0.05 * 0.999 / math.sqrt(1000),
-                0.05 / math.sqrt(1000), 0.05 / math.sqrt(1001), 0.05 / math.sqrt(4000)]  # fmt: skip
+    warm = 0.05 / math.sqrt(1000)  # peak rate at the end of warm-up (1000 steps)
+    expected = [0.0, 0.001 * warm, 0.5 * warm, 0.999 * warm,
+                warm, 0.05 / math.sqrt(1001), 0.05 / math.sqrt(4000)]  # fmt: skip
     assert rates(trainer(schedule="warmup_rsqrt"), steps) == pytest.approx(
         expected, rel=1e-12, abs=0
     )

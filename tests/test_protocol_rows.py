@@ -79,7 +79,8 @@ def row_of(cfg, settings: dict) -> Row:
 
 
 def layered(task: str, attn: str):
-    """protocol_task/lra_paper/<task>.yaml with protocol_attn/lra_paper/<task>/<attn>.yaml over it."""
+    """protocol_task/lra_paper/<task>.yaml with
+    protocol_attn/lra_paper/<task>/<attn>.yaml over it."""
     root = conf_dir()
     cfg = OmegaConf.load(root / "protocol_task" / "lra_paper" / f"{task}.yaml")
     cfg.attn = {}

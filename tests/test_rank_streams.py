@@ -1,4 +1,5 @@
-"""Random streams per rank survive a change of world size; DDP runs the key-less variants (gloo, CPU)."""
+"""Random streams per rank survive a change of world
+size; DDP runs the key-less variants (gloo, CPU)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def _resume_on_ranks(rank: int, world: int, tmp: str) -> None:
 
 
 def _ddp_steps(info: DistInfo) -> None:
-    """Three DDP steps of the attention layers of the key-less variants (their k projection unused)."""
+    """Three DDP steps of the attention layers of the
+    key-less variants (their k projection unused)."""
     for name in ("reformer", "synthesizer"):
         torch.manual_seed(0)
         attn = build_attention(

@@ -1,4 +1,5 @@
-"""Random draws on the tensors' device: same draws as a host generator on the CPU, no host sync in forward."""
+"""Random draws on the tensors' device: same draws as a
+host generator on the CPU, no host sync in forward."""
 
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ import pytest
 
 def sweep(tmp_path, cache_dir, *extra: str) -> list[dict[str, str]]:
     cmd = [
-        sys.executable, "-m", "lra_bench", "-m", "attn=softmax,skyformer", "trainer=smoke", "attn.dropout=0",
-        f"paths.leaderboard={tmp_path / 'lb.csv'}", *extra,
+        sys.executable, "-m", "lra_bench", "-m", "attn=softmax,skyformer", "trainer=smoke",
+        "attn.dropout=0", f"paths.leaderboard={tmp_path / 'lb.csv'}", *extra,
     ]  # fmt: skip
     env = {**os.environ, "LRA_BENCH_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -148,7 +148,8 @@ def test_keeps_best_only_after_the_fraction_of_steps():
 
 
 def scripted_run(tmp_path, monkeypatch, best_after: float, accuracies: list[float]) -> Path:
-    """A smoke run (evaluations at steps 3 and 6) whose dev and test accuracies are ``accuracies``."""
+    """A smoke run (evaluations at steps 3 and 6) whose
+    dev and test accuracies are ``accuracies``."""
     scripted = iter(accuracies)
     monkeypatch.setattr(train, "evaluate", lambda *args: next(scripted))
     cfg = compose_config(

@@ -1,18 +1,18 @@
-"""``python -m lra_bench.approx``: spectral error of approximate attentions as the feature count grows.
+"""``python -m lra_bench.approx``: spectral error of approximate attentions vs the feature count.
 
     python -m lra_bench.approx                                   # random Q, K: n=512, d=32, scale 1
     python -m lra_bench.approx --scale 0.5,1,2 --features 16,32,64,128,256
     python -m lra_bench.approx --run-dir runs/listops/skyformer/seed0   # Q, K of a trained model
     python -m lra_bench.approx --set skyformer.gamma=1e-6 --set skyformer.pinv_iters=20
 
-For each approximation with a feature knob (``KNOBS``, or a plugin's ``approx_knob``) and each feature count m, the relative
-spectral-norm error ||A~ - A||_2 / ||A||_2 against its exact counterpart (Skyformer against the
-exact Gaussian kernel ``kernelized``, the others against softmax). A and A~ are the n x n
-operators out(Q, K, I_n) = A I_n: every variant is applied to V = identity, so no variant has
-to expose its matrix. Errors are taken per (sequence, head) in float64 and averaged; sampling
-variants (and Linformer's random projections) are repeated over ``--seeds`` attention seeds,
-and ``rel_err_std`` is the spread of the per-seed means. Outputs: ``approx.csv``, ``approx.md``
-and a log-log plot ``approx.png`` under ``--out-dir``; the Markdown table on stdout.
+For each approximation with a feature knob (``KNOBS``, or a plugin's ``approx_knob``) and each
+feature count m, the relative spectral-norm error ||A~ - A||_2 / ||A||_2 against its exact
+counterpart (Skyformer against the exact Gaussian kernel ``kernelized``, the others against
+softmax). A and A~ are the n x n operators out(Q, K, I_n) = A I_n: every variant is applied to V =
+identity, so no variant has to expose its matrix. Errors are taken per (sequence, head) in float64
+and averaged; sampling variants (and Linformer's random projections) are repeated over ``--seeds``
+attention seeds, and ``rel_err_std`` is the spread of the per-seed means. Outputs: ``approx.csv``,
+``approx.md`` and a log-log plot ``approx.png`` under ``--out-dir``; the Markdown table on stdout.
 Exit status: 0 done, 1 failure while running (e.g. unreadable data), 2 bad arguments.
 """
 
@@ -51,7 +51,8 @@ DEFAULT_FEATURES = (16, 32, 64, 128, 256)
 
 @dataclass(frozen=True)
 class Knob:
-    """How an approximation is compared: its exact counterpart, its feature field, fixed settings."""
+    """How an approximation is compared: its exact
+    counterpart, its feature field, fixed settings."""
 
     exact: str
     field: str
@@ -71,11 +72,19 @@ EXACT_SETTINGS: dict[str, dict[str, Any]] = {
     "kernelized": {"dropout": 0.0},
 }
 NOTES: dict[str, str] = {  # attention name ("" = always) -> note printed under the table
-    "linformer": "linformer: E, F are learned parameters; here they are the random initialisation (init_std), "
-    "so its error is that of a random projection, not of a trained Linformer",
-    "nystromformer": "nystromformer: conv_kernel=0 (the depthwise conv on V is not part of the attention operator)",
-    "": "seed_count 1 = a deterministic variant; each approximation is measured against its own exact matrix "
-    "(the Gaussian kernel is not row-normalised), so rows with different exact targets measure different problems",
+    "linformer": (
+        "linformer: E, F are learned parameters; here they are the random initialisation "
+        "(init_std), so its error is that of a random projection, not of a trained Linformer"
+    ),
+    "nystromformer": (
+        "nystromformer: conv_kernel=0 (the depthwise conv on V is not part of the "
+        "attention operator)"
+    ),
+    "": (
+        "seed_count 1 = a deterministic variant; each approximation is measured against its own "
+        "exact matrix (the Gaussian kernel is not row-normalised), so rows with different exact "
+        "targets measure different problems"
+    ),
 }
 
 Inputs = list[tuple[torch.Tensor, torch.Tensor]]  # (q, k) pairs, each [batch, heads, n, d]
@@ -116,7 +125,8 @@ def comparable(names: Sequence[str] | None = None) -> list[str]:
     bad = [name for name in names if name not in known]
     if bad:
         raise ApproxError(
-            f"--attn: {bad[0]!r} has no known feature knob or is not registered; choose from {', '.join(known)}"
+            f"--attn: {bad[0]!r} has no known feature knob or is not registered; choose from "
+            f"{', '.join(known)}"
         )
     return list(names)
 
@@ -143,8 +153,8 @@ def attention_operator(attn: Attention, q: torch.Tensor, k: torch.Tensor) -> tor
 
 
 def spectral_norm(x: torch.Tensor) -> torch.Tensor:
-    """Largest singular value of each matrix of ``[..., n, n]`` (from the Gram matrix's top eigenvalue:
-    exact, and about twice as fast as an SVD on the CPU)."""
+    """Largest singular value of each matrix of ``[..., n, n]`` (from the Gram matrix's top
+    eigenvalue: exact, and about twice as fast as an SVD on the CPU)."""
     return torch.linalg.eigvalsh(x.mT @ x)[..., -1].clamp(min=0.0).sqrt()
 
 
@@ -166,7 +176,8 @@ def random_inputs(batch: int, heads: int, n: int, dim: int, scale: float, seed: 
 
 
 def is_random(attn: Attention) -> bool:
-    """Whether a fresh seed changes the module: it samples, or holds randomly initialised parameters."""
+    """Whether a fresh seed changes the module: it
+    samples, or holds randomly initialised parameters."""
     return isinstance(attn, SampledAttention) or any(True for _ in attn.parameters())
 
 
@@ -207,7 +218,8 @@ def measure(
     scale: float | str = "",
     source: str = "random",
 ) -> list[Row]:
-    """One row per (attention, feature count) on ``inputs``; ``settings`` overrides per attention name."""
+    """One row per (attention, feature count) on ``inputs``;
+    ``settings`` overrides per attention name."""
     settings = settings or {}
     names = comparable(attns)
     _, h, _, d = inputs[0][0].shape
@@ -256,7 +268,8 @@ def measure(
 
 
 def capture_qk(run_dir: Path, batch: int, layer: int = 0, split: str = "val") -> Inputs:
-    """Q, K entering layer ``layer``'s attention of the trained model in ``run_dir`` on ``batch`` examples.
+    """Q, K entering layer ``layer``'s attention of the
+    trained model in ``run_dir`` on ``batch`` examples.
 
     Each sequence is returned on its own, cut to its real tokens (float64, ``[1, heads, L, d]``).
     """
@@ -346,7 +359,8 @@ def markdown(rows: Sequence[Row]) -> str:
 
 
 def plot(rows: Sequence[Row], path: Path, title: str) -> str | None:
-    """Log-log error vs features, one line per (attention, scale); returns an error line if matplotlib is missing."""
+    """Log-log error vs features, one line per (attention,
+    scale); returns an error line if matplotlib is missing."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -523,7 +537,10 @@ def run(args: argparse.Namespace) -> list[Row]:
         inputs = capture_qk(args.run_dir, args.batch, args.layer, args.split)
         rows = measure(inputs, scale=rms(inputs), source=f"checkpoint:{args.run_dir}", **common)
         n_mean = round(sum(q.shape[2] for q, _ in inputs) / len(inputs))
-        title = f"{args.run_dir}, layer {args.layer}: {len(inputs)} {args.split} sequences (mean length {n_mean}) x {inputs[0][0].shape[1]} heads"
+        title = (
+            f"{args.run_dir}, layer {args.layer}: {len(inputs)} {args.split} sequences "
+            f"(mean length {n_mean}) x {inputs[0][0].shape[1]} heads"
+        )
     else:
         try:
             scales = [float(s) for s in args.scale.split(",") if s.strip()]
@@ -537,7 +554,10 @@ def run(args: argparse.Namespace) -> list[Row]:
         for scale in scales:
             inputs = random_inputs(args.batch, args.heads, args.n, args.dim, scale, args.seed)
             rows += measure(inputs, scale=scale, source="random", **common)
-        title = f"random Q, K ~ N(0, 1) x scale {args.scale}: n={args.n}, d={args.dim}, {args.batch} sequences x {args.heads} heads"
+        title = (
+            f"random Q, K ~ N(0, 1) x scale {args.scale}: n={args.n}, d={args.dim}, "
+            f"{args.batch} sequences x {args.heads} heads"
+        )
     table = markdown(rows)
     notes = [note for name, note in NOTES.items() if name in attns or not name]
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -546,7 +566,8 @@ def run(args: argparse.Namespace) -> list[Row]:
         args.out_dir / "approx.md", table + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     )
     print(
-        f"relative spectral error ||A~ - A||_2 / ||A||_2, {title}; mean ± std over attention seeds\n"
+        f"relative spectral error ||A~ - A||_2 / ||A||_2, {title}; mean ± std over attention "
+        "seeds\n"
     )
     print(table)
     for note in notes:

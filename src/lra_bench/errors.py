@@ -22,7 +22,8 @@ class DataError(LraBenchError, RuntimeError):
 
 
 class RunError(LraBenchError, RuntimeError):
-    """A run that cannot go on (NaN loss, mismatched checkpoint, run folder held by another process)."""
+    """A run that cannot go on (NaN loss, mismatched
+    checkpoint, run folder held by another process)."""
 
 
 class DiskFullError(LraBenchError, OSError):
@@ -46,4 +47,5 @@ class ApproxError(LraBenchError, ValueError):
 
 
 class ConformanceError(LraBenchError, AssertionError):
-    """An attention failed a check of the conformance kit (``lra_bench.testing``); names the check."""
+    """An attention failed a check of the conformance
+    kit (``lra_bench.testing``); names the check."""

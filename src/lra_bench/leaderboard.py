@@ -23,7 +23,8 @@ EXAMPLES = """examples:
   python -m lra_bench.leaderboard show results/leaderboard.csv --task listops,text --format latex
   python -m lra_bench.leaderboard compare skyformer_paper results/leaderboard.csv --fail-below 2
   python -m lra_bench.leaderboard plot skyformer_paper -o chart.png
-  python -m lra_bench.leaderboard curves runs/listops/skyformer/seed0/experiment=cpu_demo -o curves.png
+  python -m lra_bench.leaderboard curves runs/listops/skyformer/seed0/experiment=cpu_demo \
+      -o curves.png
 """
 
 
@@ -50,7 +51,10 @@ def add_filters(p: argparse.ArgumentParser, devices: bool = True) -> None:
     p.add_argument(
         "--smoke",
         action="store_true",
-        help="include smoke rows (kind=smoke: wiring checks such as trainer=smoke), hidden by default",
+        help=(
+            "include smoke rows (kind=smoke: wiring checks such as trainer=smoke), hidden by "
+            "default"
+        ),
     )
     p.add_argument(
         "--task", type=names, action="extend", help="only these tasks (comma-separated or repeated)"
@@ -74,8 +78,10 @@ def add_filters(p: argparse.ArgumentParser, devices: bool = True) -> None:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="python -m lra_bench.leaderboard",
-        description="Tables, comparisons and charts from leaderboard CSVs (results/leaderboard.csv) "
-        "and the papers' published tables, by short name (skyformer_paper, lra_paper) or path.",
+        description=(
+            "Tables, comparisons and charts from leaderboard CSVs (results/leaderboard.csv) and "
+            "the papers' published tables, by short name (skyformer_paper, lra_paper) or path."
+        ),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -172,7 +178,8 @@ def keep(
 
 
 def selected_rows(args: argparse.Namespace) -> list[Record]:
-    """The rows of ``args.files`` that ``show`` and ``plot`` use: filtered, smoke rows on request."""
+    """The rows of ``args.files`` that ``show`` and
+    ``plot`` use: filtered, smoke rows on request."""
     return filtered(
         load_all(args.files),
         ", ".join(args.files),

@@ -30,7 +30,8 @@ __all__ = ["DataError", "DataSettings", "TASK_MODULES", "data_settings", "load_s
 
 @dataclass(frozen=True)
 class DataSettings:
-    """What a task module reads: the task and data settings, where sources are looked for, where the cache is."""
+    """What a task module reads: the task and data settings,
+    where sources are looked for, where the cache is."""
 
     task: TaskConfig
     data: DataConfig
@@ -81,7 +82,8 @@ def load_splits(cfg: DictConfig) -> dict[str, datasets.Dataset]:
 
 
 def check_ranges(ds: datasets.Dataset, what: str, vocab_size: int, num_classes: int) -> None:
-    """Token ids within ``0..vocab_size-1`` and labels within ``0..num_classes-1``, in one cheap pass."""
+    """Token ids within ``0..vocab_size-1`` and labels
+    within ``0..num_classes-1``, in one cheap pass."""
     from lra_bench.data.cache import split_summary
 
     columns = {k: v for k, v in split_summary(ds).items() if k != "rows"}
@@ -98,7 +100,8 @@ def check_ranges(ds: datasets.Dataset, what: str, vocab_size: int, num_classes: 
         if limit is not None and (lo < 0 or hi >= limit):
             kind = "label" if column == "label" else "token id"
             where = (
-                f"delete the cache folder {Path(ds.cache_files[0]['filename']).parents[1]} to rebuild it"
+                f"delete the cache folder {Path(ds.cache_files[0]['filename']).parents[1]} to "
+                "rebuild it"
                 if ds.cache_files
                 else "check the data source"
             )

@@ -35,7 +35,8 @@ CUDA_LOADER_WORKERS = 4  # loader processes when training on CUDA and data.loade
 
 
 def token_buffers(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(starts, lengths, values)`` of a list column: row i is ``values[starts[i]:starts[i] + lengths[i]]``.
+    """``(starts, lengths, values)`` of a list column: row i is
+    ``values[starts[i]:starts[i] + lengths[i]]``.
 
     The arrays are numpy views of the Arrow buffers (no copy for a single-chunk column).
     """
@@ -72,7 +73,8 @@ class TokenColumn:
         )
 
     def pad(self, indices: np.ndarray, length: int) -> np.ndarray:
-        """Rows ``indices`` right-padded with 0 (or cut) to ``length``: int64 ``[len(indices), length]``."""
+        """Rows ``indices`` right-padded with 0 (or cut) to ``length``: int64
+        ``[len(indices), length]``."""
         ids = np.zeros((len(indices), length), dtype=np.int64)
         lengths, starts, chunks = (
             np.minimum(self.lengths[indices], length),
@@ -96,7 +98,8 @@ class TokenColumn:
 
 
 def _as_grid(starts: np.ndarray, lengths: np.ndarray, values: np.ndarray) -> np.ndarray | None:
-    """The values as a ``[rows, size]`` view when every row has the same length and rows are contiguous."""
+    """The values as a ``[rows, size]`` view when every
+    row has the same length and rows are contiguous."""
     if len(lengths) == 0 or lengths[0] == 0 or not bool((lengths == lengths[0]).all()):
         return None
     size, first = int(lengths[0]), int(starts[0])
@@ -171,7 +174,8 @@ def pad_sequences(
 
 
 class Collator:
-    """Turn rows into model inputs: ``input_ids``/``mask`` (or the ``_1``/``_2`` pair) and ``label``.
+    """Turn rows into model inputs: ``input_ids``/``mask``
+    (or the ``_1``/``_2`` pair) and ``label``.
 
     ``collator(rows)`` takes an Arrow table or a dict of lists; ``collator.gather(token_rows,
     indices)`` takes rows of a split prepared once as ``TokenRows`` (the loaders' path).
@@ -192,7 +196,8 @@ class Collator:
         return self.gather(token_rows, np.arange(len(token_rows)))
 
     def gather(self, rows: TokenRows, indices: np.ndarray) -> Batch:
-        """The batch of rows ``indices``, padded to ``max_len`` or to its longest row (``pad_to``)."""
+        """The batch of rows ``indices``, padded to
+        ``max_len`` or to its longest row (``pad_to``)."""
         indices = np.asarray(indices, dtype=np.int64)
         lengths = {
             name: np.minimum(column.lengths[indices], self.max_len)
@@ -215,7 +220,7 @@ def example_lengths(data: datasets.Dataset, columns: Sequence[str], max_len: int
     return TokenRows(data, columns).lengths(max_len)
 
 
-# --- the training order ----------------------------------------------------------------------------
+# --- the training order ---------------------------------------------------------------------------
 
 
 def _epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
@@ -236,7 +241,8 @@ def stream_slice(num_examples: int, start: int, count: int, seed: int) -> np.nda
 
 
 def training_indices(num_examples: int, batch_size: int, position: int, seed: int) -> list[int]:
-    """Example indices of micro-batch ``position``: a slice of the concatenated seeded epoch permutations."""
+    """Example indices of micro-batch ``position``: a slice
+    of the concatenated seeded epoch permutations."""
     return stream_slice(num_examples, position * batch_size, batch_size, seed).tolist()
 
 
@@ -252,14 +258,16 @@ def bucket_window(
 
 
 class _TrainBatches(Dataset):
-    """Micro-batch ``position`` of the global stream; rank ``rank`` of ``world`` takes its equal share.
+    """Micro-batch ``position`` of the global stream;
+    rank ``rank`` of ``world`` takes its equal share.
 
-    With ``lengths`` (one per example) the stream is length-bucketed in windows of ``window`` batches.
+    With ``lengths`` (one per example) the stream is
+    length-bucketed in windows of ``window`` batches.
     """
 
     def __init__(
-        self, data: datasets.Dataset, collate: Collator, batch_size: int, seed: int, rank: int, world: int,
-        lengths: np.ndarray | None = None, window: int = 1,
+        self, data: datasets.Dataset, collate: Collator, batch_size: int, seed: int, rank: int,
+        world: int, lengths: np.ndarray | None = None, window: int = 1,
     ) -> None:  # fmt: skip
         self.data, self.collate, self.batch_size, self.seed = data, collate, batch_size, seed
         self.rank, self.world, self.lengths, self.window = rank, world, lengths, window
@@ -299,7 +307,8 @@ class _TrainBatches(Dataset):
 
 
 class _EvalBatches(Dataset):
-    """Consecutive batches of the split (of ``order`` when given); with several ranks, batch i goes to rank i % world."""
+    """Consecutive batches of the split (of ``order`` when given);
+    with several ranks, batch i goes to rank i % world."""
 
     def __init__(
         self,
@@ -334,11 +343,12 @@ class _EvalBatches(Dataset):
         return self.collate.gather(self._rows, self.order[start : start + self.batch_size])
 
 
-# --- loaders -----------------------------------------------------------------------------------------
+# --- loaders --------------------------------------------------------------------------------------
 
 
 def loader_workers(setting: int | None, device: torch.device) -> int:
-    """Loader processes: the setting when given; else a few on CUDA (the GPU must not wait) and none on CPU."""
+    """Loader processes: the setting when given; else a few
+    on CUDA (the GPU must not wait) and none on CPU."""
     if setting is not None:
         return setting
     return min(CUDA_LOADER_WORKERS, os.cpu_count() or 1) if device.type == "cuda" else 0
@@ -364,23 +374,24 @@ def train_stream(
     window: int = 1,
     pin_memory: bool = False,
 ) -> Iterator[Batch]:
-    """Endless micro-batches of global size ``batch_size`` from position ``start`` on, this rank's share
-    (length-bucketed in windows of ``window`` batches when ``lengths`` is given)."""
+    """Endless micro-batches of global size ``batch_size`` from position ``start`` on, this rank's
+    share (length-bucketed in windows of ``window`` batches when ``lengths`` is given)."""
     loader = DataLoader(
         _TrainBatches(data, collate, batch_size, seed, rank, world, lengths, window),
         batch_size=None,
         sampler=range(start, 2**62),
-        generator=torch.Generator(),  # keeps the loader from drawing on the global RNG (exact resume)
+        generator=torch.Generator(),  # the loader draws nothing from the global RNG (exact resume)
         **_loader_options(workers, pin_memory),
     )
     return iter(loader)
 
 
 def eval_batches(
-    data: datasets.Dataset, collate: Collator, batch_size: int, workers: int, rank: int = 0, world: int = 1,
-    lengths: np.ndarray | None = None, pin_memory: bool = False,
+    data: datasets.Dataset, collate: Collator, batch_size: int, workers: int, rank: int = 0,
+    world: int = 1, lengths: np.ndarray | None = None, pin_memory: bool = False,
 ) -> DataLoader:  # fmt: skip
-    """Every example once over all ranks, last partial batch included (sorted by ``lengths`` when given)."""
+    """Every example once over all ranks, last partial
+    batch included (sorted by ``lengths`` when given)."""
     order = None if lengths is None else np.argsort(lengths, kind="stable")
     dataset = _EvalBatches(data, collate, batch_size, rank, world, order)
     options = _loader_options(workers, pin_memory)

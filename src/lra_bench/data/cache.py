@@ -166,7 +166,8 @@ def cached_splits(
     loaded, why = _load(entry)
     if loaded is None:
         raise DataError(
-            f"data cache {entry} is unreadable right after writing ({why}); check the disk under paths.cache_dir"
+            f"data cache {entry} is unreadable right after writing ({why}); check the disk under "
+            "paths.cache_dir"
         )
     return loaded
 

@@ -87,7 +87,8 @@ class RefusedGlobal(pickle.UnpicklingError):
 
 
 class BatchUnpickler(pickle.Unpickler):
-    """Unpickles CIFAR-10 batches only: any global other than numpy array reconstruction is refused."""
+    """Unpickles CIFAR-10 batches only: any global other
+    than numpy array reconstruction is refused."""
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -97,7 +98,8 @@ class BatchUnpickler(pickle.Unpickler):
 
 
 def grayscale(rgb: np.ndarray) -> np.ndarray:
-    """uint8 ``[..., 3]`` RGB -> uint8 gray, exactly as ``tf.image.rgb_to_grayscale`` (float32 arithmetic)."""
+    """uint8 ``[..., 3]`` RGB -> uint8 gray, exactly as
+    ``tf.image.rgb_to_grayscale`` (float32 arithmetic)."""
     x = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
     gray = x[..., 0] * GRAY_WEIGHTS[0] + x[..., 1] * GRAY_WEIGHTS[1] + x[..., 2] * GRAY_WEIGHTS[2]
     return (gray * np.float32(255.5)).astype(np.uint8)
@@ -113,7 +115,8 @@ def load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             batch = BatchUnpickler(f, encoding="bytes").load()
     except RefusedGlobal as err:
         raise DataError(
-            f"{path}: refused to unpickle: it refers to {err}, but a CIFAR-10 batch holds only numpy arrays and lists"
+            f"{path}: refused to unpickle: it refers to {err}, but a CIFAR-10 batch holds only "
+            "numpy arrays and lists"
         ) from None
     except Exception as err:  # any other failure means the file is not a batch
         raise DataError(f"{path}: not a CIFAR-10 python batch ({first_line(err)})") from None
@@ -128,7 +131,8 @@ def load_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         or data.shape[1] != 3 * SIDE * SIDE
     ):
         raise DataError(
-            f"{path}: expected a dict with b'data' = uint8 array [N, 3072] (a CIFAR-10 python batch)"
+            f"{path}: expected a dict with b'data' = uint8 array [N, 3072] (a CIFAR-10 python "
+            "batch)"
         )
     if (
         not isinstance(labels, list)
@@ -169,7 +173,7 @@ def pickled_split(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(pixels), np.concatenate(labels)
 
 
-# --- PNG tables (Hub Parquet shards, or the Hub itself) --------------------------------------------
+# --- PNG tables (Hub Parquet shards, or the Hub itself) -------------------------------------------
 
 
 def decode_png(blob: bytes | None, where: str, row: int) -> np.ndarray:
@@ -194,7 +198,8 @@ def table_split(tables: list[tuple[str, pa.Table]]) -> tuple[np.ndarray, np.ndar
         img, label = table.column("img").combine_chunks(), table.column("label")
         if not pa.types.is_struct(img.type) or img.type.get_field_index("bytes") < 0:
             raise DataError(
-                f"{where}: column img is {img.type}, expected the Hub's image struct {{bytes, path}}"
+                f"{where}: column img is {img.type}, expected the Hub's image struct "
+                f"{{bytes, path}}"
             )
         if label.null_count:
             raise DataError(f"{where}: column label has empty values")
@@ -215,13 +220,17 @@ def table_split(tables: list[tuple[str, pa.Table]]) -> tuple[np.ndarray, np.ndar
 
 
 def locate(settings: DataSettings) -> Located:
-    """Resolve ``data.source`` (auto | local | hub): pickled batches, Parquet shards (``auto`` tries these first) or the Hub."""
+    """Resolve ``data.source`` (auto | local | hub): pickled batches,
+    Parquet shards (``auto`` tries these first) or the Hub."""
     source = settings.data.source
     if source == "hub":
         return Located(
             "hub",
             HUB_NAME,
-            hub_hint="use a local copy instead: data.source=local data.root=<folder holding cifar-10-batches-py>",
+            hub_hint=(
+                "use a local copy instead: data.source=local data.root=<folder holding "
+                "cifar-10-batches-py>"
+            ),
         )
     looked = candidate_dirs(settings, SUBDIRS)
     for folder in looked:
@@ -277,7 +286,8 @@ def build(located: Located, scratch: Path) -> dict[str, datasets.Dataset]:
 
 
 def prepare(settings: DataSettings) -> dict[str, datasets.Dataset]:
-    """CIFAR-10 splits ``train``/``val``/``test``: 1024 gray pixel tokens ``input_ids`` and ``label`` (cached)."""
+    """CIFAR-10 splits ``train``/``val``/``test``: 1024 gray
+    pixel tokens ``input_ids`` and ``label`` (cached)."""
     located = locate(settings)
     key = {
         "reader": READER_VERSION,

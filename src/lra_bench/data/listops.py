@@ -143,7 +143,8 @@ def _missing_release(settings: DataSettings) -> DataError:
     return DataError(
         f"ListOps release files not found: looked for {where}/basic_{{train,val,test}}.tsv;"
         f" set data.root=<folder holding {RELEASE_FOLDER}/> or LRA_BENCH_DATA_DIR=<folder holding"
-        f" lra_release/> (download: {RELEASE_URL}), or use data.source=generate, which needs no download"
+        f" lra_release/> (download: {RELEASE_URL}), or use data.source=generate, which needs no "
+        "download"
     )
 
 

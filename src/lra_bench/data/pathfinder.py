@@ -49,7 +49,8 @@ METADATA_FIELDS = 11
 READER_VERSION = 1
 _EXPECTED_LINE = (
     "11 space-separated fields 'imgs/<batch> sample_<i>.png <i> <label 0|1> <continuity> "
-    "<contour_length> <distractor_length> <paddle_length> <paddle_thickness> <margin> <n_contrasts>'"
+    "<contour_length> <distractor_length> <paddle_length> <paddle_thickness> <margin> "
+    "<n_contrasts>'"
 )
 
 
@@ -77,24 +78,28 @@ def split_sizes(n: int, data: DataConfig, where: Path) -> tuple[int, int, int]:
         val = test = n // 10
         if val == 0:
             raise DataError(
-                f"{where} holds {n} usable images, too few for an 80/10/10 split (at least 10 needed); add images or set data.*_size"
+                f"{where} holds {n} usable images, too few for an 80/10/10 split (at least 10 "
+                "needed); add images or set data.*_size"
             )
         return n - val - test, val, test
     if sum(sizes) > n and data.fit_sizes:
         return _fitted_sizes(sizes, n, where)
     if sum(sizes) > n:
         raise DataError(
-            f"data.train_size+val_size+test_size = {sum(sizes)} but {where} holds {n} usable images; "
+            f"data.train_size+val_size+test_size = {sum(sizes)} but {where} holds {n} usable "
+            "images; "
             "lower the sizes or unset them for an 80/10/10 split"
         )
     return sizes
 
 
 def _fitted_sizes(sizes: tuple[int, int, int], n: int, where: Path) -> tuple[int, int, int]:
-    """The requested sizes shrunk in proportion to the ``n`` images there, at least a few per split."""
+    """The requested sizes shrunk in proportion to the
+    ``n`` images there, at least a few per split."""
     if n < 3 * MIN_FITTED_SPLIT:
         raise DataError(
-            f"{where} holds {n} usable images, too few for train/val/test (at least {3 * MIN_FITTED_SPLIT} needed)"
+            f"{where} holds {n} usable images, too few for train/val/test (at least "
+            f"{3 * MIN_FITTED_SPLIT} needed)"
         )
     val, test = (max(MIN_FITTED_SPLIT, s * n // sum(sizes)) for s in sizes[1:])
     return min(sizes[0], n - val - test), val, test
@@ -123,7 +128,8 @@ def _metadata_lines(path: Path) -> list[str]:
         return raw.decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise DataError(
-            f"{path}: unreadable metadata file ({_one_line(err)}); expected a text file of {_EXPECTED_LINE}"
+            f"{path}: unreadable metadata file ({_one_line(err)}); expected a text file of "
+            f"{_EXPECTED_LINE}"
         ) from None
 
 
@@ -178,7 +184,8 @@ def release_listing(folder: Path) -> tuple[list[str], np.ndarray, str]:
     files = metadata_files(folder)
     if not files:
         raise DataError(
-            f"{folder / 'metadata'}: no metadata/*.npy files; expected the LRA Pathfinder layout (imgs/, metadata/)"
+            f"{folder / 'metadata'}: no metadata/*.npy files; expected the LRA Pathfinder layout "
+            "(imgs/, metadata/)"
         )
     rows = [(f, lineno, rel, label) for f in files for lineno, rel, label in _metadata_rows(f)]
     if not rows:
@@ -258,7 +265,8 @@ def _warn_unreadable(folder: Path, paths: list[Path], total: int) -> None:
         ", ..." if len(paths) > 3 else ""
     )
     print(
-        f"warning: skipped {len(paths)} of {total} images in {folder} as unreadable (0 bytes or not a decodable PNG): {shown}",
+        f"warning: skipped {len(paths)} of {total} images in {folder} as unreadable (0 bytes or "
+        f"not a decodable PNG): {shown}",
         file=sys.stderr,
         flush=True,
     )
@@ -318,7 +326,8 @@ def to_dataset(pixels: np.ndarray, labels: np.ndarray) -> datasets.Dataset:
 def build_splits(
     folder: Path, side: int, data: DataConfig, workers: int = 1, progress: bool = False
 ) -> dict[str, datasets.Dataset]:
-    """Read a difficulty folder and split it by the seeded permutation (``data.split_seed``: the same split for every training seed)."""
+    """Read a difficulty folder and split it by the seeded permutation (``data.split_seed``: the
+    same split for every training seed)."""
     pixels, labels, _ = read_folder(folder, side, workers=workers, progress=progress)
     n_train, n_val, n_test = split_sizes(len(labels), data, folder)
     order = np.random.default_rng(data.split_seed).permutation(len(labels))
@@ -419,7 +428,8 @@ def generated_folder(
 def ensure_generated(
     folder: Path, params: gen.PathfinderParams, n: int, seed: int, workers: int, progress: bool
 ) -> Path:
-    """Generate the images unless a complete copy exists (built aside, renamed into place, locked)."""
+    """Generate the images unless a complete copy exists
+    (built aside, renamed into place, locked)."""
 
     def fill(tmp: Path) -> None:
         log.info(
@@ -442,7 +452,8 @@ def _generated_count(data: DataConfig) -> int:
 
 
 def prepare(settings: DataSettings) -> dict[str, datasets.Dataset]:
-    """The train/val/test splits of Pathfinder or Path-X (cached as Arrow, keyed by their shaping)."""
+    """The train/val/test splits of Pathfinder or Path-X
+    (cached as Arrow, keyed by their shaping)."""
     data, name = settings.data, settings.task.name
     side, level = IMAGE_SIDES[name], difficulty(data)
     workers, progress = data.gen_workers or 1, settings.progress

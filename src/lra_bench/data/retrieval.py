@@ -43,7 +43,8 @@ BLANK = (b"", b"\n", b"\r\n")
 
 
 def locate(settings: DataSettings) -> dict[str, Path]:
-    """The three TSV files from the first candidate folder that holds them (every source reads local files)."""
+    """The three TSV files from the first candidate folder
+    that holds them (every source reads local files)."""
     looked = candidate_dirs(settings, SUBDIRS)
     for folder in looked:
         paths = {split: folder / name for split, name in FILES.items()}
@@ -53,7 +54,8 @@ def locate(settings: DataSettings) -> dict[str, Path]:
         if any(present):
             gap = next(p for p, ok in zip(paths.values(), present, strict=True) if not ok)
             raise DataError(
-                f"incomplete AAN data in {folder}: {gap.name} is missing; get the full release from {URL}"
+                f"incomplete AAN data in {folder}: {gap.name} is missing; get the full release "
+                f"from {URL}"
             )
     raise DataError(not_found("AAN pairs", "new_aan_pairs.{train,eval,test}.tsv", looked, URL))
 
@@ -92,7 +94,8 @@ def read_split(path: Path, writer: SplitWriter, limit: int) -> None:
             fields = line.rstrip(b"\r\n").split(b"\t")
             if len(fields) != 5:
                 raise DataError(
-                    f"{path}:{lineno}: expected 5 tab-separated fields ({FIELDS}), found {len(fields)}"
+                    f"{path}:{lineno}: expected 5 tab-separated fields ({FIELDS}), found "
+                    f"{len(fields)}"
                 )
             labels.append(parse_label(fields[0], path, lineno))
             docs1.append(fields[3][:DOC_BYTES])
@@ -114,7 +117,8 @@ def build(paths: dict[str, Path], limit: int, scratch: Path) -> dict[str, datase
 
 
 def prepare(settings: DataSettings) -> dict[str, datasets.Dataset]:
-    """AAN splits ``train``/``val``/``test`` with ``input_ids_1``, ``input_ids_2`` and ``label`` (cached)."""
+    """AAN splits ``train``/``val``/``test`` with
+    ``input_ids_1``, ``input_ids_2`` and ``label`` (cached)."""
     paths = locate(settings)
     limit = settings.data.max_bytes
     key = {

@@ -36,7 +36,8 @@ TRUTHY = ("1", "true", "yes", "on")
 
 
 def candidate_dirs(settings: DataSettings, subdirs: Sequence[str]) -> list[Path]:
-    """Folders to search: ``data.root`` and its ``subdirs`` when set, else ``subdirs`` of ``paths.data_dir``."""
+    """Folders to search: ``data.root`` and its ``subdirs``
+    when set, else ``subdirs`` of ``paths.data_dir``."""
     if settings.data.root:
         base = Path(str(settings.data.root)).expanduser().absolute()
         found = [base, *(base / s for s in subdirs)]
@@ -64,8 +65,9 @@ def release_or_generate(
 
 @dataclass
 class Located:
-    """A resolved source: ``kind`` (e.g. tree | shards | batches | hub), where it is, its files per split,
-    and what to add when the Hub fails (for ``auto``: that no local copy was found either)."""
+    """A resolved source: ``kind`` (e.g. tree | shards | batches |
+    hub), where it is, its files per split, and what to add when the
+    Hub fails (for ``auto``: that no local copy was found either)."""
 
     kind: str
     where: str
@@ -123,7 +125,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def load_hub(name: str, local_hint: str) -> datasets.DatasetDict:
-    """``datasets.load_dataset(name)``; any failure becomes a one-line DataError ending in ``local_hint``."""
+    """``datasets.load_dataset(name)``; any failure becomes
+    a one-line DataError ending in ``local_hint``."""
     if not hub_reachable():
         raise DataError(
             f"the Hugging Face Hub is unreachable, so {name} cannot be downloaded; {local_hint}"
@@ -148,7 +151,8 @@ def hub_table(
     missing = [c for c in columns if c not in data[split].column_names]
     if missing:
         raise DataError(
-            f"{name} {split} from the Hub lacks column(s) {', '.join(missing)} (has {', '.join(data[split].column_names)})"
+            f"{name} {split} from the Hub lacks column(s) {', '.join(missing)} (has "
+            f"{', '.join(data[split].column_names)})"
         )
     table = data[split].select_columns(list(columns)).with_format("arrow")[:]
     return table.combine_chunks() if isinstance(table, pa.Table) else pa.table(table)
@@ -158,7 +162,8 @@ def hub_table(
 
 
 def files_fingerprint(files: Iterable[Path]) -> dict[str, Any]:
-    """Digest of paths, sizes and mtimes: a changed or replaced source file means a new cache entry."""
+    """Digest of paths, sizes and mtimes: a changed or
+    replaced source file means a new cache entry."""
     digest, count = hashlib.sha256(), 0
     for path in files:
         st = path.stat()
@@ -184,7 +189,8 @@ def split_files(
 
 
 def find_table_shards(folder: Path, splits: Sequence[str]) -> dict[str, list[Path]] | None:
-    """Parquet/Arrow shards for every split in ``folder``, ``folder/plain_text`` or ``folder/data``."""
+    """Parquet/Arrow shards for every split in ``folder``,
+    ``folder/plain_text`` or ``folder/data``."""
     for sub in (folder, folder / "plain_text", folder / "data"):
         if not sub.is_dir():
             continue
@@ -210,7 +216,8 @@ def _read_one(path: Path, columns: Sequence[str]) -> pa.Table:
             return table.select(list(columns))
     missing = [c for c in columns if c not in have]
     raise DataError(
-        f"{path}: no column(s) {', '.join(missing)} (has {', '.join(have)}); expected the Hub's columns {', '.join(columns)}"
+        f"{path}: no column(s) {', '.join(missing)} (has {', '.join(have)}); expected the Hub's "
+        f"columns {', '.join(columns)}"
     )
 
 
@@ -306,7 +313,8 @@ def prepare_cached(
     key: dict[str, Any],
     build: Callable[[Path], dict[str, datasets.Dataset]],
 ) -> dict[str, datasets.Dataset]:
-    """``cached_splits`` whose ``build`` gets a scratch folder, removed once the entry is written."""
+    """``cached_splits`` whose ``build`` gets a scratch
+    folder, removed once the entry is written."""
     cache_dir = settings.cache_dir
     scratch = cache_dir / f".scratch-{task}-{uuid.uuid4().hex[:8]}"
 

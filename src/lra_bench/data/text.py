@@ -40,7 +40,10 @@ from lra_bench.data.sources import (
 
 TASK = "text"
 HUB_NAME = "stanfordnlp/imdb"
-URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz (or the Hub's stanfordnlp/imdb)"
+URL = (
+    "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz "
+    "(or the Hub's stanfordnlp/imdb)"
+)
 SUBDIRS = ("aclImdb", "imdb")
 SPLITS = ("train", "test")
 LABELS = {"neg": 0, "pos": 1}
@@ -50,7 +53,8 @@ CHUNK = 4096  # reviews per Arrow record batch
 
 
 def tree_files(folder: Path) -> dict[str, list[Path]] | None:
-    """The review files of an aclImdb tree (``<split>/<neg|pos>/*.txt``, sorted), or None if not a tree."""
+    """The review files of an aclImdb tree
+    (``<split>/<neg|pos>/*.txt``, sorted), or None if not a tree."""
     wanted = [folder / split / label for split in SPLITS for label in LABELS]
     present = [d.is_dir() for d in wanted]
     if not any(present):
@@ -58,7 +62,8 @@ def tree_files(folder: Path) -> dict[str, list[Path]] | None:
     if not all(present):
         gap = next(d for d, ok in zip(wanted, present, strict=True) if not ok)
         raise DataError(
-            f"incomplete aclImdb tree in {folder}: {gap} is missing; unpack the full archive from {URL}"
+            f"incomplete aclImdb tree in {folder}: {gap} is missing; unpack the full archive from "
+            f"{URL}"
         )
     files: dict[str, list[Path]] = {}
     for split in SPLITS:
@@ -68,7 +73,8 @@ def tree_files(folder: Path) -> dict[str, list[Path]] | None:
                 names = sorted(e.name for e in it if e.name.endswith(".txt") and e.is_file())
             if not names:
                 raise DataError(
-                    f"empty folder {folder / split / label} in the aclImdb tree (no *.txt reviews): training would see one class only; "
+                    f"empty folder {folder / split / label} in the aclImdb tree (no *.txt "
+                    "reviews): training would see one class only; "
                     f"unpack the full archive from {URL}"
                 )
             files[split] += [folder / split / label / name for name in names]
@@ -76,7 +82,8 @@ def tree_files(folder: Path) -> dict[str, list[Path]] | None:
 
 
 def locate_local(settings: DataSettings) -> tuple[Located | None, list[Path]]:
-    """The first local copy among the candidate folders (tree before shards), and where it looked."""
+    """The first local copy among the candidate folders
+    (tree before shards), and where it looked."""
     looked = candidate_dirs(settings, SUBDIRS)
     for folder in looked:
         if not folder.is_dir():
@@ -91,13 +98,16 @@ def locate_local(settings: DataSettings) -> tuple[Located | None, list[Path]]:
 
 
 def locate(settings: DataSettings) -> Located:
-    """Resolve ``data.source`` (auto | local | hub): a local copy (``auto`` tries one first) or the Hub."""
+    """Resolve ``data.source`` (auto | local | hub): a
+    local copy (``auto`` tries one first) or the Hub."""
     source = settings.data.source
     if source == "hub":
         return Located(
             "hub",
             HUB_NAME,
-            hub_hint="use a local copy instead: data.source=local data.root=<folder holding aclImdb>",
+            hub_hint=(
+                "use a local copy instead: data.source=local data.root=<folder holding aclImdb>"
+            ),
         )
     found, looked = locate_local(settings)
     if found is not None:
@@ -182,7 +192,8 @@ def build(data: DataConfig, located: Located, scratch: Path) -> dict[str, datase
 def dev_split(
     data: DataConfig, train: datasets.Dataset, test: datasets.Dataset
 ) -> dict[str, datasets.Dataset]:
-    """LRA: dev = test; ``heldout``: a seeded ``heldout_fraction`` of train (both parts keep file order)."""
+    """LRA: dev = test; ``heldout``: a seeded ``heldout_fraction``
+    of train (both parts keep file order)."""
     settings = dev_settings(data)
     if settings["dev_split"] == "test":
         return {"train": train, "val": test, "test": test}
@@ -194,7 +205,8 @@ def dev_split(
 
 
 def prepare(settings: DataSettings) -> dict[str, datasets.Dataset]:
-    """IMDB splits ``train``/``val``/``test`` with byte tokens ``input_ids`` and ``label`` (cached)."""
+    """IMDB splits ``train``/``val``/``test`` with byte
+    tokens ``input_ids`` and ``label`` (cached)."""
     located = locate(settings)
     key = {
         "reader": READER_VERSION,

@@ -1,4 +1,4 @@
-"""``compare``: per (task, attention) accuracy deltas and time / memory ratios of two leaderboards."""
+"""``compare``: per (task, attention) accuracy deltas and time/memory ratios of two leaderboards."""
 
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ class Comparison:
 
 
 def mismatches(base: Side, new: Side, keys: set[tuple[str, str]]) -> list[str]:
-    """One warning per label (parity, protocol) whose values differ between the sides on common pairs."""
+    """One warning per label (parity, protocol) whose
+    values differ between the sides on common pairs."""
     lines = []
     for label in LABEL_COLUMNS:
         differ = []
@@ -80,7 +81,8 @@ def pick(
         labels = "; ".join(g.label() for g in groups)
         raise ReportError(
             f"{side.name}: {task}/{attn} has {what} from several groups ({labels}); "
-            f"keep one with --{side.option}-device, --{side.option}-precision or --{side.option}-source"
+            f"keep one with --{side.option}-device, --{side.option}-precision or "
+            f"--{side.option}-source"
         )
     return rows
 
@@ -168,7 +170,8 @@ def pair_cells(task: str, attn: str, f: PairFigures) -> list[str]:
         MISSING
         if f.delta is None
         else ("n/a" if f.beyond is None else ("yes" if f.beyond else "no")),
-        MISSING + REFUSED_MARK if f.refused else MISSING if f.timing is None else f"{f.timing[1]:.2f}× ({f.timing[0]})",
+        MISSING + REFUSED_MARK if f.refused
+        else MISSING if f.timing is None else f"{f.timing[1]:.2f}× ({f.timing[0]})",
         MISSING + REFUSED_MARK if f.refused else MISSING if f.mem is None else f"{f.mem:.2f}×",
     ]  # fmt: skip
 
@@ -178,10 +181,13 @@ def pair_record(task: str, attn: str, f: PairFigures) -> dict[str, Any]:
     acc_b, acc_n, timing = f.acc_b, f.acc_n, f.timing
     return {
         "task": task, "attn": attn,
-        "base_mean": rounded(acc_b and acc_b.mean), "base_std": rounded(acc_b and acc_b.std), "base_n": acc_b.n if acc_b else 0,
-        "new_mean": rounded(acc_n and acc_n.mean), "new_std": rounded(acc_n and acc_n.std), "new_n": acc_n.n if acc_n else 0,
+        "base_mean": rounded(acc_b and acc_b.mean), "base_std": rounded(acc_b and acc_b.std),
+        "base_n": acc_b.n if acc_b else 0,
+        "new_mean": rounded(acc_n and acc_n.mean), "new_std": rounded(acc_n and acc_n.std),
+        "new_n": acc_n.n if acc_n else 0,
         "delta": rounded(f.delta), "spread": rounded(f.spread), "beyond_spread": f.beyond,
-        "time_measure": timing[0] if timing else None, "not_compared": f.refused, "time_ratio": rounded(timing and timing[1]), "mem_ratio": rounded(f.mem),
+        "time_measure": timing[0] if timing else None, "not_compared": f.refused,
+        "time_ratio": rounded(timing and timing[1]), "mem_ratio": rounded(f.mem),
     }  # fmt: skip
 
 
@@ -225,8 +231,10 @@ def compare(base: Side, new: Side) -> Comparison:
         f"new: {new.name} ({groups_used(new)}).",
         *unmatched("only in base", keys_b - keys_n, both),
         *unmatched("only in new", keys_n - keys_b, both),
-        "Δ = new − base mean accuracy in points; beyond spread: |Δ| > the larger sample std of the two (n/a when neither side has two seeds).",
-        "time: step_ms where both sides have it, else train_s per step, else train_s; ratios below 1 = new is faster / smaller.",
+        "Δ = new − base mean accuracy in points; beyond spread: |Δ| > the larger sample std of the "
+        "two (n/a when neither side has two seeds).",
+        "time: step_ms where both sides have it, else train_s per step, else train_s; ratios below "
+        "1 = new is faster / smaller.",
     ]
     if refused:
         table.notes.append(

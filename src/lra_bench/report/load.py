@@ -127,7 +127,8 @@ def _record(
             values[name] = parse_number(cell)
         except ValueError:
             raise ReportError(
-                f"{path}: line {line}, column {index[name] + 1} ({name}): {cell.strip()!r} is not a number"
+                f"{path}: line {line}, column {index[name] + 1} ({name}): {cell.strip()!r} is not "
+                "a number"
             ) from None
     schema = values["schema"]
     if schema != SCHEMA_VERSION:
@@ -140,7 +141,8 @@ def _record(
         value = values[name]
         if value is not None and not 0.0 <= value <= 1.0:
             raise ReportError(
-                f"{path}: line {line}, column {index[name] + 1} ({name}): {value:g} is outside 0..1 "
+                f"{path}: line {line}, column {index[name] + 1} ({name}): {value:g} is outside "
+                "0..1 "
                 "(accuracies are stored as fractions)"
             )
     for name in REQUIRED_TEXT:

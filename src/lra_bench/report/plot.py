@@ -24,7 +24,10 @@ from lra_bench.report.stats import (
     tasks_of,
 )
 
-INSTALL_HINT = "plot needs matplotlib, which this installation lacks: pip install -e . (or pip install matplotlib)"
+INSTALL_HINT = (
+    "plot needs matplotlib, which this installation lacks: "
+    "pip install -e . (or pip install matplotlib)"
+)
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ def accuracy_rows(
     if len(candidates) > 1:
         names = ", ".join(sorted({g.source for g in candidates}))
         raise ReportError(
-            f"accuracies for {group.label()} could come from several sources ({names}); choose one with --acc-source"
+            f"accuracies for {group.label()} could come from several sources ({names}); choose one "
+            "with --acc-source"
         )
     return (candidates[0], groups[candidates[0]]) if candidates else (None, [])
 
@@ -196,7 +200,8 @@ def draw(data: PlotData, out: str | Path, title: str | None = None) -> Path:
     ax.set_title(title or "Accuracy, speed and memory (marker area ∝ peak memory)")
     ax.legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.8)
     notes = [
-        "marker area ∝ peak memory (mean over the tasks timed); labels: attention, mean peak memory.",
+        "marker area ∝ peak memory (mean over the tasks timed); labels: attention, mean peak "
+        "memory.",
         *data.notes,
     ]
     if any(p.partial for p in points):

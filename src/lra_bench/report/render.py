@@ -35,7 +35,8 @@ def _md_cell(text: str) -> str:
 def markdown_table(
     header: list[str], rows: list[list[str]], label_columns: int = 1, padded: bool = True
 ) -> str:
-    """One Markdown table: the first ``label_columns`` columns left-aligned, the others right-aligned.
+    """One Markdown table: the first ``label_columns``
+    columns left-aligned, the others right-aligned.
 
     ``padded`` pads cells so that the columns line up as plain text too; unpadded tables stay
     narrow when cells differ much in width.

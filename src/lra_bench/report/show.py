@@ -44,8 +44,14 @@ def group_fields(group: Group) -> dict[str, Any]:
 
 
 PARITY_NOTES = {
-    "skyformer_code": "parity skyformer_code: attentions as pkuzengqi/Skyformer computes them, quirks included (docs/fidelity.md)",
-    "lra_code": "parity lra_code: attentions as google-research/long-range-arena computes them (docs/fidelity.md)",
+    "skyformer_code": (
+        "parity skyformer_code: attentions as pkuzengqi/Skyformer computes them, "
+        "quirks included (docs/fidelity.md)"
+    ),
+    "lra_code": (
+        "parity lra_code: attentions as google-research/long-range-arena computes them "
+        "(docs/fidelity.md)"
+    ),
 }
 
 
@@ -108,7 +114,8 @@ def accuracy_table(group: Group, records: list[Record], tasks: list[str]) -> Tab
         )
     if partial:
         table.notes.append(
-            f"* partial: mean over the tasks with results only, not comparable with a {len(avg_over)}-task average."
+            "* partial: mean over the tasks with results only, not comparable with a "
+            f"{len(avg_over)}-task average."
         )
     table.notes.extend(source_notes(group))
     return table

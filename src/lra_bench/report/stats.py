@@ -23,8 +23,13 @@ BASELINE = "softmax"
 
 # What published sources are; their rows carry the paper's figures (one row per cell).
 SOURCE_NOTES = {
-    "skyformer_paper_table1": "Skyformer paper (Chen et al., NeurIPS 2021), Table 1: each cell is the paper's mean of 3 seeds",
-    "skyformer_paper_table2": "Skyformer paper, Table 2: one V100, 50k training steps; time and peak memory as published",
+    "skyformer_paper_table1": (
+        "Skyformer paper (Chen et al., NeurIPS 2021), Table 1: each cell is "
+        "the paper's mean of 3 seeds"
+    ),
+    "skyformer_paper_table2": (
+        "Skyformer paper, Table 2: one V100, 50k training steps; time and peak memory as published"
+    ),
     "lra_paper_table1": "LRA paper (Tay et al., ICLR 2021), Table 1: test accuracy as published",
 }
 
@@ -139,7 +144,8 @@ def has_mem(r: Record) -> bool:
 
 
 def step_time(records: Iterable[Record], task: str, attn: str, kind: str) -> Stat | None:
-    """Time per step in ms: ``step_ms`` as recorded, or ``train_s`` / ``steps``; ``train_s`` in s."""
+    """Time per step in ms: ``step_ms`` as recorded,
+    or ``train_s`` / ``steps``; ``train_s`` in s."""
     recs = [r for r in records if r.task == task and r.attn == attn]
     if kind == "step_ms":
         return summarize(r.values["step_ms"] for r in recs if r.values["step_ms"] is not None)

@@ -1,4 +1,4 @@
-"""The conformance checks (``lra_bench.testing``): one function per property, one message per failure.
+"""The conformance checks (``lra_bench.testing``): one function per property, one message each.
 
 Every check builds the attention afresh from its settings (``Subject.build``) on small random
 inputs ``[batch=2, heads=2, n, head_dim=8]`` whose second sequence is partly padded.
@@ -44,7 +44,8 @@ class Subject:
                 )
             if not REGISTRY[attention].listed:
                 raise ConformanceError(
-                    f"attention {attention!r} stands for a target class: check that class, check_attention(MyAttention)"
+                    f"attention {attention!r} stands for a target class: check that class, "
+                    "check_attention(MyAttention)"
                 )
             entry = REGISTRY[attention]
             return cls(attention, entry.module, entry.config, settings)
@@ -69,7 +70,8 @@ class Subject:
         dtype: torch.dtype = torch.float64,
         **overrides: Any,
     ) -> Attention:
-        """A fresh module (parameters and generators from ``torch.manual_seed(seed)``), in eval mode."""
+        """A fresh module (parameters and generators from
+        ``torch.manual_seed(seed)``), in eval mode."""
         cfg = self.typed(**overrides)
         cfg.check(max_len=max_len, head_dim=HEAD_DIM)
         torch.manual_seed(seed)
@@ -100,7 +102,8 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def check_config(s: Subject, invalid: Iterable[tuple[str, Any]] = ()) -> None:
-    """The dataclass types with OmegaConf, accepts the given settings, refuses bad values with ``key: rule``."""
+    """The dataclass types with OmegaConf, accepts the given
+    settings, refuses bad values with ``key: rule``."""
     try:
         OmegaConf.structured(s.config)
         s.typed().check(max_len=MAX_LEN, head_dim=HEAD_DIM)
@@ -121,7 +124,8 @@ def check_config(s: Subject, invalid: Iterable[tuple[str, Any]] = ()) -> None:
             if not message.startswith(f"{key}: ") or "\n" in message:
                 raise s.fail(
                     "config",
-                    f"{key}={value!r} is refused, but the message is not one line 'key: rule': {message!r}",
+                    f"{key}={value!r} is refused, but the message is not one line 'key: rule': "
+                    f"{message!r}",
                 ) from None
             continue
         raise s.fail(
@@ -167,12 +171,14 @@ def check_padding(s: Subject) -> None:
         if not torch.allclose(long[keep], short[keep], rtol=1e-7, atol=1e-9):
             raise s.fail(
                 "padding",
-                f"padded keys change real tokens' outputs (seed {seed}, max abs difference {_max_diff(long[keep], short[keep]):.3g})",
+                f"padded keys change real tokens' outputs (seed {seed}, max abs difference "
+                f"{_max_diff(long[keep], short[keep]):.3g})",
             )
 
 
 def check_gradients(s: Subject) -> None:
-    """Training-mode backward gives finite, non-zero gradients to q, v (and k when ``uses_keys``) and every parameter."""
+    """Training-mode backward gives finite, non-zero gradients
+    to q, v (and k when ``uses_keys``) and every parameter."""
     attn = s.build(dtype=torch.float32).train()
     (q, k, v), mask = inputs(3, dtype=torch.float32)
     for t in (q, k, v):
@@ -206,12 +212,15 @@ def check_determinism(s: Subject) -> None:
     if not torch.equal(first, second):
         raise s.fail(
             "determinism",
-            f"two eval-mode calls on the same inputs differ (max abs difference {_max_diff(first, second):.3g}); draw eval randomness from a generator seeded by cfg.seed",
+            "two eval-mode calls on the same inputs differ (max abs difference "
+            f"{_max_diff(first, second):.3g}); draw eval randomness from a generator seeded by "
+            "cfg.seed",
         )
 
 
 def check_resume(s: Subject) -> None:
-    """Training-mode state (generators, buffers) saved in the state dict: a restored copy continues exactly."""
+    """Training-mode state (generators, buffers) saved in
+    the state dict: a restored copy continues exactly."""
     (q, k, v), mask = inputs(5)
     first = s.build(seed=1).train()
     with torch.no_grad():
@@ -224,7 +233,9 @@ def check_resume(s: Subject) -> None:
     if not torch.equal(expected, got):
         raise s.fail(
             "resume",
-            f"a module restored from the state dict computes another training step (max abs difference {_max_diff(expected, got):.3g}); save the training generator's state (get_extra_state/set_extra_state)",
+            "a module restored from the state dict computes another training step (max abs "
+            f"difference {_max_diff(expected, got):.3g}); save the training generator's state "
+            "(get_extra_state/set_extra_state)",
         )
 
 
@@ -246,12 +257,14 @@ def check_bf16(s: Subject) -> None:
     if err > 3e-2:
         raise s.fail(
             "bf16",
-            f"bf16 outputs are {err:.1%} off the float64 ones (allowed 3%); compute softmax/exponentials in float32",
+            f"bf16 outputs are {err:.1%} off the float64 ones (allowed 3%); compute "
+            "softmax/exponentials in float32",
         )
 
 
 def check_task_shapes(s: Subject) -> None:
-    """Forward and backward in training mode at every task's length (batch 1, the last 100 tokens padded)."""
+    """Forward and backward in training mode at every
+    task's length (batch 1, the last 100 tokens padded)."""
     for n in sorted(set(TASK_LENGTHS.values())):
         tasks = ", ".join(t for t, length in TASK_LENGTHS.items() if length == n)
         try:
@@ -265,7 +278,8 @@ def check_task_shapes(s: Subject) -> None:
         except Exception as err:  # noqa: BLE001 - any failure at a task's shape is the finding
             raise s.fail(
                 "task_shapes",
-                f"n={n} ({tasks}): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                f"n={n} ({tasks}): {type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}",
             ) from None
         if not (
             bool(torch.isfinite(out).all())
@@ -296,8 +310,9 @@ def check_attention(
 ) -> None:
     """Run the conformance checks on a registered name or an Attention class with ``settings``.
 
-    ``invalid``: (key, value) pairs the settings dataclass must refuse with ``ValueError("key: rule")``.
-    Raises ``ConformanceError`` (one line naming the attention and the check) on the first failure.
+    ``invalid``: (key, value) pairs the settings dataclass must refuse
+    with ``ValueError("key: rule")``. Raises ``ConformanceError`` (one
+    line naming the attention and the check) on the first failure.
     """
     subject = Subject.of(attention, settings)
     names = list(CHECKS) if checks is None else list(checks)

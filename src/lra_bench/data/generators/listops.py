@@ -1,14 +1,13 @@
 """ListOps generator (LRA's grammar), vectorised and seeded.
 
-LRA draws each expression recursively in Python: a node at depth ``d < 10`` is an
-operator with probability 0.25 (else a digit leaf; depth 10 is always a leaf), an
-operator is uniform over ``[MIN [MAX [MED [SM`` with 2..10 children, and an expression
-is kept when ``min_length < length < max_length`` (length = tokens without
-parentheses). Only about 8% of draws are kept, so a full set draws over a
-million expressions and well over 10^8 nodes; here the branching process is simulated level by level in
-numpy for a whole chunk of draws at once: draws are pruned as soon as they cannot end
-below ``max_length``, then kept trees are evaluated bottom-up and serialised into the
-release's string format with array scatters.
+LRA draws each expression recursively in Python: a node at depth ``d < 10`` is an operator with
+probability 0.25 (else a digit leaf; depth 10 is always a leaf), an operator is uniform over
+``[MIN [MAX [MED [SM`` with 2..10 children, and an expression is kept when
+``min_length < length < max_length`` (length = tokens without parentheses). Only about 8% of draws
+are kept, so a full set draws over a million expressions and well over 10^8 nodes; here the
+branching process is simulated level by level in numpy for a whole chunk of draws at once: draws are
+pruned as soon as they cannot end below ``max_length``, then kept trees are evaluated bottom-up and
+serialised into the release's string format with array scatters.
 
 Determinism: draws come in fixed-size chunks, chunk ``i`` seeded by ``(seed, i)``;
 chunks are consumed in index order and deduplicated in order, so the output is
@@ -218,7 +217,8 @@ def _node_sizes(levels: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
 
 
 def _line_buffer(root_size: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A blank buffer holding one line per tree, each ending with ``"\\t<digit>\\n"``; and each root's offset."""
+    """A blank buffer holding one line per tree, each ending
+    with ``"\\t<digit>\\n"``; and each root's offset."""
     line_len = root_size + 3
     line_start = np.zeros(len(line_len), dtype=np.int64)
     np.cumsum(line_len[:-1], out=line_start[1:])
@@ -233,7 +233,8 @@ def _line_buffer(root_size: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, 
 def _write_level(
     buf: np.ndarray, lv: dict[str, np.ndarray], offset: np.ndarray, size: np.ndarray
 ) -> bool:
-    """Leaf digits, operator prefixes ``"( ( ... [OP "`` and closings ``"] )"`` of one level; False when it has no operators."""
+    """Leaf digits, operator prefixes ``"( ( ... [OP "`` and closings
+    ``"] )"`` of one level; False when it has no operators."""
     is_op, k, op = lv["is_op"], lv["k"], lv["op"]
     buf[offset[~is_op]] = ord("0") + lv["leaf"]
     if not len(k):

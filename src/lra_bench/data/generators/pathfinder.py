@@ -496,7 +496,8 @@ def _two_targets(pt: _Painter) -> tuple[list[_Growth], _Occupancy] | None:
 
 
 def _distractor(pt: _Painter, occ: _Occupancy) -> tuple[Snake, _Occupancy] | None:
-    """One short snake on a copy of ``occ``, or None when it cannot be completed (original: make_snake)."""
+    """One short snake on a copy of ``occ``, or None when
+    it cannot be completed (original: make_snake)."""
     p = pt.p
     if occ.free_fraction() < 0.01:
         return None
@@ -581,7 +582,8 @@ def generate_sample(params: PathfinderParams, seed: int, index: int) -> Pathfind
 
 def metadata_line(params: PathfinderParams, batch: int, i: int, label: int, margin: int) -> str:
     """One release metadata line: ``imgs/<batch> sample_<i>.png <i> <label> <continuity>
-    <contour_length> <distractor_length> <paddle_length> <paddle_thickness> <margin> <n_contrasts>``."""
+    <contour_length> <distractor_length> <paddle_length> <paddle_thickness> <margin>
+    <n_contrasts>``."""
     fields = (
         f"imgs/{batch}",
         f"sample_{i}.png",

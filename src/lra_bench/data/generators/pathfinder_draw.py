@@ -155,7 +155,8 @@ def marker_patch(y: int, x: int, radius: float, aa: int, size: int) -> tuple[int
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Stretch to 0..255 (minimum to 0, maximum to 255) and round, as the original's image saving."""
+    """Stretch to 0..255 (minimum to 0, maximum to
+    255) and round, as the original's image saving."""
     lo, hi = float(image.min()), float(image.max())
     scale = 255.0 / (hi - lo) if hi > lo else 255.0
     return (((image - lo) * scale).clip(0, 255) + 0.5).astype(np.uint8)
