@@ -451,6 +451,13 @@ def parser() -> argparse.ArgumentParser:
         default=",".join(map(str, DEFAULT_FEATURES)),
         help="feature counts m (default %(default)s)",
     )
+    _add_input_options(p)
+    _add_output_options(p)
+    return p
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    """Where Q, K come from: random draws (size, scale, seed) or a trained run's layer."""
     p.add_argument(
         "--n", type=int, default=512, help="sequence length of random inputs (default %(default)s)"
     )
@@ -492,6 +499,10 @@ def parser() -> argparse.ArgumentParser:
         help="--run-dir: attention layer to capture (default %(default)s)",
     )
     p.add_argument("--split", default="val", help="--run-dir: data split (default %(default)s)")
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """Attention settings, the output folder, threads and the plot switch."""
     p.add_argument(
         "--set",
         action="append",
@@ -513,7 +524,6 @@ def parser() -> argparse.ArgumentParser:
         "the n x n eigen-solves gain little from more, and lose much on a busy machine)",
     )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    return p
 
 
 def run(args: argparse.Namespace) -> list[Row]:

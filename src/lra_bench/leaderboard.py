@@ -86,7 +86,13 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = top.add_subparsers(dest="command", required=True, metavar="{show,compare,plot,curves}")
+    for add in (_add_show, _add_compare, _add_plot, _add_curves):
+        add(sub)
+    return top
 
+
+def _add_show(sub: argparse._SubParsersAction) -> None:
+    """``show``: the tables of one or more leaderboards."""
     show = sub.add_parser(
         "show",
         help="accuracy and efficiency tables per (source, device, precision, parity, protocol)",
@@ -103,6 +109,9 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("-o", "--output", help="write here instead of stdout")
     add_filters(show)
 
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    """``compare``: NEW against BASE, with per-side row filters."""
     cmp = sub.add_parser(
         "compare", help="accuracy deltas and time/memory ratios of NEW against BASE"
     )
@@ -137,6 +146,9 @@ def parser() -> argparse.ArgumentParser:
             help=f"only {side} rows of these sources",
         )
 
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    """``plot``: the LRA-style speed / accuracy / memory chart."""
     plot = sub.add_parser(
         "plot", help="LRA-style chart: speed vs average accuracy, marker area = peak memory"
     )
@@ -149,6 +161,9 @@ def parser() -> argparse.ArgumentParser:
     plot.add_argument("--title")
     add_filters(plot)
 
+
+def _add_curves(sub: argparse._SubParsersAction) -> None:
+    """``curves``: learning curves from runs' metrics.csv."""
     curves = sub.add_parser(
         "curves", help="dev accuracy and training loss against steps, from runs' metrics.csv"
     )
@@ -157,7 +172,6 @@ def parser() -> argparse.ArgumentParser:
         "-o", "--output", default="curves.png", help="image file (default: curves.png)"
     )
     curves.add_argument("--title")
-    return top
 
 
 def keep(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lra_bench.report import ReportError
 from lra_bench.report.load import Record
@@ -134,7 +136,6 @@ def draw(data: PlotData, out: str | Path, title: str | None = None) -> Path:
     """Write the chart to ``out`` (format from its suffix); matplotlib is imported here only."""
     try:
         from matplotlib.figure import Figure
-        from matplotlib.lines import Line2D
     except ImportError:
         raise ReportError(INSTALL_HINT) from None
     points = [p for s in data.series for p in s.points]
@@ -142,56 +143,9 @@ def draw(data: PlotData, out: str | Path, title: str | None = None) -> Path:
         raise ReportError(
             "nothing to plot: no attention has both accuracies and times (with a softmax baseline)"
         )
-    max_mem = max((p.mem_mb for p in points if p.mem_mb), default=None)
     fig = Figure(figsize=(8, 5.5), dpi=150)
     ax = fig.add_subplot()
-    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
-    handles = []
-    placed: list[tuple[float, float]] = []
-    span_x = (max(p.speed for p in points) - min(p.speed for p in points)) or 1.0
-    span_y = (max(p.acc for p in points) - min(p.acc for p in points)) or 1.0
-    for i, series in enumerate(data.series):
-        colour = colours[i % len(colours)]
-        for p in series.points:
-            area = 80 + 2200 * (p.mem_mb / max_mem) if p.mem_mb and max_mem else 80
-            ax.scatter(
-                [p.speed],
-                [p.acc],
-                s=area,
-                color=colour,
-                alpha=0.45,
-                edgecolors="black",
-                linewidths=0.8,
-                zorder=3,
-            )
-            mem = (
-                "memory n/a"
-                if p.mem_mb is None
-                else f"{p.mem_mb / 1024:.1f} GiB"
-                if p.mem_mb >= 1024
-                else f"{p.mem_mb:.0f} MiB"
-            )
-            radius = (area / 3.14159) ** 0.5  # points
-            # labels of points that (nearly) coincide are stacked instead of overprinted
-            near = sum(
-                abs(x - p.speed) < 0.05 * span_x and abs(y - p.acc) < 0.05 * span_y
-                for x, y in placed
-            )
-            placed.append((p.speed, p.acc))
-            ax.annotate(
-                f"{p.attn}{'*' if p.partial else ''}\n{mem}",
-                (p.speed, p.acc),
-                textcoords="offset points",
-                xytext=(radius + 4, -24 * near),
-                ha="left",
-                va="center",
-                fontsize=8,
-                color=_darker(colour),
-                zorder=4,
-            )
-        handles.append(
-            Line2D([], [], marker="o", ls="", color=colour, alpha=0.6, label=series.label)
-        )
+    handles = _draw_points(ax, data.series, points)
     ax.axvline(1.0, color="grey", ls=":", lw=1, zorder=1)
     ax.margins(x=0.3, y=0.35)
     ax.grid(True, alpha=0.3)
@@ -218,6 +172,59 @@ def draw(data: PlotData, out: str | Path, title: str | None = None) -> Path:
             f"{out}: cannot write the chart: {getattr(err, 'strerror', None) or err}"
         ) from None
     return out
+
+
+def _draw_points(ax: Any, series: Sequence[Series], points: Sequence[Point]) -> list[Any]:
+    """One labelled marker per point (area from its peak memory); the legend handle per series."""
+    from matplotlib.lines import Line2D
+
+    max_mem = max((p.mem_mb for p in points if p.mem_mb), default=None)
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    handles = []
+    placed: list[tuple[float, float]] = []
+    span_x = (max(p.speed for p in points) - min(p.speed for p in points)) or 1.0
+    span_y = (max(p.acc for p in points) - min(p.acc for p in points)) or 1.0
+    for i, one in enumerate(series):
+        colour = colours[i % len(colours)]
+        for p in one.points:
+            area = 80 + 2200 * (p.mem_mb / max_mem) if p.mem_mb and max_mem else 80
+            ax.scatter(
+                [p.speed],
+                [p.acc],
+                s=area,
+                color=colour,
+                alpha=0.45,
+                edgecolors="black",
+                linewidths=0.8,
+                zorder=3,
+            )
+            radius = (area / 3.14159) ** 0.5  # points
+            # labels of points that (nearly) coincide are stacked instead of overprinted
+            near = sum(
+                abs(x - p.speed) < 0.05 * span_x and abs(y - p.acc) < 0.05 * span_y
+                for x, y in placed
+            )
+            placed.append((p.speed, p.acc))
+            ax.annotate(
+                f"{p.attn}{'*' if p.partial else ''}\n{_memory_label(p.mem_mb)}",
+                (p.speed, p.acc),
+                textcoords="offset points",
+                xytext=(radius + 4, -24 * near),
+                ha="left",
+                va="center",
+                fontsize=8,
+                color=_darker(colour),
+                zorder=4,
+            )
+        handles.append(Line2D([], [], marker="o", ls="", color=colour, alpha=0.6, label=one.label))
+    return handles
+
+
+def _memory_label(mem_mb: float | None) -> str:
+    """Peak memory as a label: MiB below 1 GiB, else GiB; n/a when not measured."""
+    if mem_mb is None:
+        return "memory n/a"
+    return f"{mem_mb / 1024:.1f} GiB" if mem_mb >= 1024 else f"{mem_mb:.0f} MiB"
 
 
 def _darker(colour: str) -> tuple[float, float, float]:
