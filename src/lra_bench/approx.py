@@ -543,31 +543,7 @@ def run(args: argparse.Namespace) -> list[Row]:
         raise ApproxError("no registered attention with a known feature knob")
     settings = parse_settings(args.set)
     common = {"attns": attns, "features": features, "seeds": args.seeds, "settings": settings}
-    if args.run_dir is not None:
-        inputs = capture_qk(args.run_dir, args.batch, args.layer, args.split)
-        rows = measure(inputs, scale=rms(inputs), source=f"checkpoint:{args.run_dir}", **common)
-        n_mean = round(sum(q.shape[2] for q, _ in inputs) / len(inputs))
-        title = (
-            f"{args.run_dir}, layer {args.layer}: {len(inputs)} {args.split} sequences "
-            f"(mean length {n_mean}) x {inputs[0][0].shape[1]} heads"
-        )
-    else:
-        try:
-            scales = [float(s) for s in args.scale.split(",") if s.strip()]
-        except ValueError:
-            raise ApproxError(
-                f"--scale: give comma-separated numbers, got {args.scale!r}"
-            ) from None
-        if not scales or min(scales) <= 0:
-            raise ApproxError(f"--scale: values must be > 0, got {args.scale!r}")
-        rows = []
-        for scale in scales:
-            inputs = random_inputs(args.batch, args.heads, args.n, args.dim, scale, args.seed)
-            rows += measure(inputs, scale=scale, source="random", **common)
-        title = (
-            f"random Q, K ~ N(0, 1) x scale {args.scale}: n={args.n}, d={args.dim}, "
-            f"{args.batch} sequences x {args.heads} heads"
-        )
+    rows, title = (_on_run_dir if args.run_dir is not None else _on_random)(args, common)
     table = markdown(rows)
     notes = [note for name, note in NOTES.items() if name in attns or not name]
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -590,6 +566,37 @@ def run(args: argparse.Namespace) -> list[Row]:
             file=sys.stderr if problem else sys.stdout,
         )
     return rows
+
+
+def _on_run_dir(args: argparse.Namespace, common: dict[str, Any]) -> tuple[list[Row], str]:
+    """Rows and chart title for Q, K captured from the trained run in ``args.run_dir``."""
+    inputs = capture_qk(args.run_dir, args.batch, args.layer, args.split)
+    rows = measure(inputs, scale=rms(inputs), source=f"checkpoint:{args.run_dir}", **common)
+    n_mean = round(sum(q.shape[2] for q, _ in inputs) / len(inputs))
+    title = (
+        f"{args.run_dir}, layer {args.layer}: {len(inputs)} {args.split} sequences "
+        f"(mean length {n_mean}) x {inputs[0][0].shape[1]} heads"
+    )
+    return rows, title
+
+
+def _on_random(args: argparse.Namespace, common: dict[str, Any]) -> tuple[list[Row], str]:
+    """Rows and chart title for random Q, K at each of the ``--scale`` values."""
+    try:
+        scales = [float(s) for s in args.scale.split(",") if s.strip()]
+    except ValueError:
+        raise ApproxError(f"--scale: give comma-separated numbers, got {args.scale!r}") from None
+    if not scales or min(scales) <= 0:
+        raise ApproxError(f"--scale: values must be > 0, got {args.scale!r}")
+    rows = []
+    for scale in scales:
+        inputs = random_inputs(args.batch, args.heads, args.n, args.dim, scale, args.seed)
+        rows += measure(inputs, scale=scale, source="random", **common)
+    title = (
+        f"random Q, K ~ N(0, 1) x scale {args.scale}: n={args.n}, d={args.dim}, "
+        f"{args.batch} sequences x {args.heads} heads"
+    )
+    return rows, title
 
 
 def main(argv: Sequence[str] | None = None) -> int:

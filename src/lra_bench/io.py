@@ -73,7 +73,8 @@ def atomic_write_json(path: Path, payload: Any) -> None:
 
 
 def atomic_write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
-    """A CSV with a header line; keys of a row outside ``columns`` are left out, missing ones empty."""
+    """A CSV with a header line; keys of a row outside
+    ``columns`` are left out, missing ones empty."""
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:

@@ -25,7 +25,8 @@ ALWAYS_FITS = 1 << 30  # below this many bytes no device is asked (every support
 
 
 def parameter_count(model: Any, task: Any) -> int:
-    """Parameters of the shared model for these ``model`` and ``task`` settings (no attention extras)."""
+    """Parameters of the shared model for these ``model``
+    and ``task`` settings (no attention extras)."""
     dim, ffn, qkv = model.dim, model.ffn_dim, model.qkv_dim or model.dim
     attn_bias = 3 * qkv + dim if model.attn_bias else 0
     block = dim * 3 * qkv + qkv * dim + attn_bias + 2 * dim * ffn + ffn + dim + 4 * dim

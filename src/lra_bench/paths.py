@@ -15,7 +15,8 @@ def conf_dir() -> Path:
 
 
 def published_dir() -> Path:
-    """The papers' rows (``results/published/``): inside the installed package or in the checkout."""
+    """The papers' rows (``results/published/``):
+    inside the installed package or in the checkout."""
     here = Path(__file__).resolve().parent
     for candidate in (here / "published", here.parents[1] / "results" / "published"):
         if candidate.is_dir():

@@ -59,7 +59,8 @@ def _readable(value: str) -> str:
 
 
 def is_result_neutral(key: str) -> bool:
-    """Whether an override of ``key`` (``+``/``~`` prefixes allowed) leaves the results as they are."""
+    """Whether an override of ``key`` (``+``/``~``
+    prefixes allowed) leaves the results as they are."""
     key = key.lstrip("+~")
     section = re.split(r"[./]", key, maxsplit=1)[0]
     return key in RESULT_NEUTRAL or section in NEUTRAL_SECTIONS

@@ -28,19 +28,22 @@ UNHASHED_DEFAULTS = {
 
 
 def keeps_best(trainer_cfg: Any, step: int) -> bool:
-    """Whether an evaluation after ``step`` updates may write ``best.pt`` (``trainer.best_after``)."""
+    """Whether an evaluation after ``step`` updates
+    may write ``best.pt`` (``trainer.best_after``)."""
     return step > trainer_cfg.best_after * trainer_cfg.steps
 
 
 def drop_partial_batch(split: Any, batch_size: int, enabled: bool) -> Any:
-    """``split`` without its last partial batch of ``batch_size`` (unchanged when not ``enabled``)."""
+    """``split`` without its last partial batch of
+    ``batch_size`` (unchanged when not ``enabled``)."""
     kept = len(split) - len(split) % batch_size
     if not enabled or kept == len(split):
         return split
     if kept == 0:
         raise DataError(
             f"data.test_drop_last: the test set has {len(split)} examples, fewer than one batch of "
-            f"trainer.batch_size={batch_size}, so nothing would be tested; set data.test_drop_last=false "
+            f"trainer.batch_size={batch_size}, so nothing would be tested; set "
+            "data.test_drop_last=false "
             "or a smaller trainer.batch_size"
         )
     return split.select(range(kept))

@@ -1,4 +1,5 @@
-"""``pytest --pyargs lra_bench.testing``: every check on every registered attention (plugins included), default settings."""
+"""``pytest --pyargs lra_bench.testing``: every check on every registered attention (plugins
+included), default settings."""
 
 from __future__ import annotations
 
