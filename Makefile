@@ -14,7 +14,7 @@ test-fast:
 	$(PYTHON) -m pytest -m "not slow" -n auto
 
 lint:
-	$(PYTHON) -m ruff check src tests scripts
+	$(PYTHON) -m ruff check src tests scripts examples
 	$(PYTHON) -m ruff format --check src tests scripts examples
 
 format:
