@@ -30,16 +30,16 @@ from PIL import Image
 
 from lra_bench.data import DataError, DataSettings
 from lra_bench.data.sources import (
+    LocalCopy,
     Located,
     SplitWriter,
-    candidate_dirs,
     check_labels,
     find_table_shards,
     first_line,
     fixed_tokens,
     hub_table,
     load_hub,
-    not_found,
+    locate_local_or_hub,
     prepare_cached,
     read_table_shards,
     token_schema,
@@ -56,6 +56,7 @@ URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (or the Hub's uof
 SUBDIRS = ("cifar-10-batches-py", "cifar10", "cifar10/cifar-10-batches-py")
 BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 EXPECTED = "cifar-10-batches-py (data_batch_1..5, test_batch) or {train,test}-*.parquet shards"
+LOCAL = LocalCopy("CIFAR-10", HUB_NAME, SUBDIRS, "cifar-10-batches-py", EXPECTED, URL)
 SIDE = 32
 NUM_CLASSES = 10
 GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140], dtype=np.float32)  # tf.image.rgb_to_grayscale
@@ -222,30 +223,11 @@ def table_split(tables: list[tuple[str, pa.Table]]) -> tuple[np.ndarray, np.ndar
 def locate(settings: DataSettings) -> Located:
     """Resolve ``data.source`` (auto | local | hub): pickled batches,
     Parquet shards (``auto`` tries these first) or the Hub."""
-    source = settings.data.source
-    if source == "hub":
-        return Located(
-            "hub",
-            HUB_NAME,
-            hub_hint=(
-                "use a local copy instead: data.source=local data.root=<folder holding "
-                "cifar-10-batches-py>"
-            ),
-        )
-    looked = candidate_dirs(settings, SUBDIRS)
-    for folder in looked:
-        if not folder.is_dir():
-            continue
-        files = batch_files(folder)
-        if files is not None:
-            return Located("batches", str(folder), files)
-        shards = find_table_shards(folder, ("train", "test"))
-        if shards is not None:
-            return Located("shards", str(folder), shards)
-    missing = not_found("CIFAR-10", EXPECTED, looked, URL)
-    if source == "local":
-        raise DataError(missing)
-    return Located("hub", HUB_NAME, hub_hint=f"no local copy either: {missing}")
+    finders = [
+        ("batches", batch_files),
+        ("shards", lambda folder: find_table_shards(folder, ("train", "test"))),
+    ]
+    return locate_local_or_hub(settings, LOCAL, finders)
 
 
 def read_split(

@@ -82,6 +82,44 @@ class Located:
         return {"source": self.kind, "where": self.where, **files_fingerprint(files)}
 
 
+@dataclass(frozen=True)
+class LocalCopy:
+    """What a local copy of a Hub dataset is called, where it sits and how to get it."""
+
+    what: str  # e.g. "IMDB"
+    hub_name: str
+    subdirs: Sequence[str]  # folder names tried under data.root / paths.data_dir
+    holds: str  # the folder data.root should hold, e.g. "aclImdb"
+    expected: str  # the layout, for the message when none is found
+    obtain: str  # where to get it
+
+
+Finder = Callable[[Path], dict[str, list[Path]] | None]  # a folder -> its files per split
+
+
+def locate_local_or_hub(
+    settings: DataSettings, local: LocalCopy, finders: Sequence[tuple[str, Finder]]
+) -> Located:
+    """Resolve ``data.source`` (auto | local | hub): the first candidate folder where a finder
+    (tried in order) finds files, else the Hub (``auto``) or a DataError (``local``)."""
+    source = settings.data.source
+    if source == "hub":
+        hint = (
+            f"use a local copy instead: data.source=local data.root=<folder holding {local.holds}>"
+        )
+        return Located("hub", local.hub_name, hub_hint=hint)
+    looked = candidate_dirs(settings, local.subdirs)
+    for folder in (f for f in looked if f.is_dir()):
+        for kind, find in finders:
+            files = find(folder)
+            if files is not None:
+                return Located(kind, str(folder), files)
+    missing = not_found(local.what, local.expected, looked, local.obtain)
+    if source == "local":
+        raise DataError(missing)
+    return Located("hub", local.hub_name, hub_hint=f"no local copy either: {missing}")
+
+
 # --- errors ------------------------------------------------------------------------------------
 
 

@@ -24,15 +24,15 @@ import pyarrow as pa
 from lra_bench.config import DataConfig
 from lra_bench.data import DataError, DataSettings
 from lra_bench.data.sources import (
+    LocalCopy,
     Located,
     SplitWriter,
     byte_tokens,
-    candidate_dirs,
     check_labels,
     find_table_shards,
     hub_table,
     load_hub,
-    not_found,
+    locate_local_or_hub,
     prepare_cached,
     read_table_shards,
     token_schema,
@@ -48,6 +48,7 @@ SUBDIRS = ("aclImdb", "imdb")
 SPLITS = ("train", "test")
 LABELS = {"neg": 0, "pos": 1}
 EXPECTED = "an aclImdb/{train,test}/{pos,neg}/*.txt tree or {train,test}-*.parquet shards"
+LOCAL = LocalCopy("IMDB", HUB_NAME, SUBDIRS, "aclImdb", EXPECTED, URL)
 READER_VERSION = 1  # bump when the reading or tokenisation below changes
 CHUNK = 4096  # reviews per Arrow record batch
 
@@ -81,41 +82,11 @@ def tree_files(folder: Path) -> dict[str, list[Path]] | None:
     return files
 
 
-def locate_local(settings: DataSettings) -> tuple[Located | None, list[Path]]:
-    """The first local copy among the candidate folders
-    (tree before shards), and where it looked."""
-    looked = candidate_dirs(settings, SUBDIRS)
-    for folder in looked:
-        if not folder.is_dir():
-            continue
-        files = tree_files(folder)
-        if files is not None:
-            return Located("tree", str(folder), files), looked
-        shards = find_table_shards(folder, SPLITS)
-        if shards is not None:
-            return Located("shards", str(folder), shards), looked
-    return None, looked
-
-
 def locate(settings: DataSettings) -> Located:
-    """Resolve ``data.source`` (auto | local | hub): a
-    local copy (``auto`` tries one first) or the Hub."""
-    source = settings.data.source
-    if source == "hub":
-        return Located(
-            "hub",
-            HUB_NAME,
-            hub_hint=(
-                "use a local copy instead: data.source=local data.root=<folder holding aclImdb>"
-            ),
-        )
-    found, looked = locate_local(settings)
-    if found is not None:
-        return found
-    missing = not_found("IMDB", EXPECTED, looked, URL)
-    if source == "local":
-        raise DataError(missing)
-    return Located("hub", HUB_NAME, hub_hint=f"no local copy either: {missing}")
+    """Resolve ``data.source`` (auto | local | hub): a local copy (an aclImdb tree before Parquet
+    shards; ``auto`` tries one first) or the Hub."""
+    finders = [("tree", tree_files), ("shards", lambda folder: find_table_shards(folder, SPLITS))]
+    return locate_local_or_hub(settings, LOCAL, finders)
 
 
 def dev_settings(data: DataConfig) -> dict[str, Any]:
