@@ -290,39 +290,28 @@ def test_training_on_a_release_with_a_zero_byte_png_warns_and_trains(
         assert len(list(csv.DictReader(f))) == 1
 
 
-def test_data_command_on_a_release_with_unreadable_pngs(tmp_path):
+def test_data_command_on_a_release_with_unreadable_pngs(tmp_path, run_command):
     release = small_pathfinder_release(tmp_path, zero_byte=(3, 5, 7, 9))
 
-    def cmd(release: list[str]) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "lra_bench.data",
-            *release,
-            f"paths.cache_dir={tmp_path / 'cache'}",
-            "trainer.progress=false",
-        ]
+    def data_command(release: list[str]) -> tuple[int, str, str]:
+        cache = f"paths.cache_dir={tmp_path / 'cache'}"
+        return run_command("lra_bench.data", [*release, cache, "trainer.progress=false"])
 
-    done = subprocess.run(cmd(release), cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    (warning,) = done.stderr.splitlines()
+    status, err, out = data_command(release)
+    assert status == 0, err
+    (warning,) = err.splitlines()
     assert warning.startswith("warning: skipped 4 of 29 images") and warning.endswith(
         "sample_7.png, ..."
     )
-    assert "pathfinder train: 21 examples" in done.stdout  # 25 usable: 80/10/10 -> 21/2/2
+    assert "pathfinder train: 21 examples" in out  # 25 usable: 80/10/10 -> 21/2/2
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "cache",
         "release",
     ]  # nothing written elsewhere
     few_release = small_pathfinder_release(tmp_path / "few", n=11, zero_byte=(0, 1))
-    few = subprocess.run(
-        cmd(few_release), cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
-    assert few.returncode == 2 and few.stderr.count("\n") == 2  # the warning and the error
-    assert (
-        few.stderr.splitlines()[1].startswith("error: ")
-        and "holds 9 usable images, too few" in few.stderr
-    )
+    status, err, _ = data_command(few_release)
+    assert status == 2 and err.count("\n") == 2  # the warning and the error
+    assert err.splitlines()[1].startswith("error: ") and "holds 9 usable images, too few" in err
 
 
 # --- an aclImdb tree with an empty class folder ---------------------------------------------------
@@ -354,24 +343,22 @@ def test_aclimdb_tree_with_an_empty_class_folder(capsys, smoke_overrides, tmp_pa
 # --- run folder names and the app's name ----------------------------------------------------------
 
 
-def test_run_folders_are_one_level_deep_and_named_by_what_changes_results(tmp_path, cache_dir):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "lra_bench",
+def test_run_folders_are_one_level_deep_and_named_by_what_changes_results(
+    tmp_path, cache_dir, run_command
+):
+    argv = [
         "trainer=smoke",
         f"paths.cache_dir={cache_dir}",
         f"paths.leaderboard={tmp_path / 'lb.csv'}",
     ]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    status, err, _ = run_command("lra_bench", argv)
+    assert status == 0, err[-2000:]
     (run_dir,) = (tmp_path / "runs" / "listops" / "softmax" / "seed0").iterdir()
     assert run_dir.name == "trainer=smoke"  # paths never name a run
     assert (run_dir / "results.json").is_file() and (run_dir / "lra_bench.log").is_file()
     assert not list(run_dir.glob("__main__*"))
-    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert f"run already complete in {run_dir};" in again.stdout  # the same folder
+    _, _, out = run_command("lra_bench", argv)
+    assert f"run already complete in {run_dir};" in out  # the same folder
 
 
 def test_help_names_the_app(tmp_path):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -361,40 +358,34 @@ def test_limits_and_data_size(tmp_path: Path):
 # --- command line -----------------------------------------------------------------------
 
 
-def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+@pytest.fixture
+def data_cli(tmp_path: Path, run_command):
+    """``python -m lra_bench.data <args>`` from ``tmp_path``, with its cache and data there."""
     env = {
-        **os.environ,
         "LRA_BENCH_CACHE_DIR": str(tmp_path / "cache"),
         "LRA_BENCH_DATA_DIR": str(tmp_path / "data"),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "lra_bench.data", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return lambda *args: run_command("lra_bench.data", list(args), env)
 
 
-def test_cli_prepares_and_leaves_no_stray_folders(tmp_path: Path):
-    proc = run_cli(tmp_path, "task=listops", *GEN)
-    assert proc.returncode == 0, proc.stderr
-    assert "train: 120" in proc.stdout and "val: 20" in proc.stdout and "test: 20" in proc.stdout
-    assert f"cache: {(tmp_path / 'cache').resolve()}" in proc.stdout
+def test_cli_prepares_and_leaves_no_stray_folders(tmp_path: Path, data_cli):
+    status, err, out = data_cli("task=listops", *GEN)
+    assert status == 0, err
+    assert "train: 120" in out and "val: 20" in out and "test: 20" in out
+    assert f"cache: {(tmp_path / 'cache').resolve()}" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
 
 
-def test_cli_validates_the_config_first(tmp_path: Path):
-    proc = run_cli(tmp_path, "task=listops", "data.source=hub")
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
-    assert proc.stderr.startswith("error: invalid setting data.source='hub': task listops reads")
+def test_cli_validates_the_config_first(tmp_path: Path, data_cli):
+    status, err, _ = data_cli("task=listops", "data.source=hub")
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith("error: invalid setting data.source='hub': task listops reads")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_cli_reports_data_errors_in_one_line(tmp_path: Path):
-    proc = run_cli(tmp_path, "task=listops", "data.source=release")
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("error: ListOps release files not found")
-    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+def test_cli_reports_data_errors_in_one_line(tmp_path: Path, data_cli):
+    status, err, _ = data_cli("task=listops", "data.source=release")
+    assert status == 2
+    assert err.startswith("error: ListOps release files not found")
+    assert err.count("\n") == 1 and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
