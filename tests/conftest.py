@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import runpy
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,7 +66,9 @@ def run_command(
         monkeypatch.setattr("sys.argv", [spec.origin, *argv])  # as ``python -m`` sets argv[0]
         status = 0
         try:
-            runpy.run_module(module, run_name="__main__", alter_sys=False)
+            with warnings.catch_warnings():  # runpy's note when the module was imported before
+                warnings.filterwarnings("ignore", ".* found in sys.modules", RuntimeWarning)
+                runpy.run_module(module, run_name="__main__", alter_sys=False)
         except SystemExit as done:
             status = done.code if isinstance(done.code, int) else int(done.code is not None)
         finally:

@@ -273,6 +273,7 @@ def test_help_lists_every_attention_as_a_choice(cli):
     )  # custom: attn.target=module:Class
 
 
+@pytest.mark.slow  # the process-level twin of the in-process seed=abc case above
 def test_cli_bad_value_prints_one_line_and_creates_nothing(tmp_path):
     import subprocess
     import sys

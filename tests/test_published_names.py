@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import tomllib
 
-import lra_bench
 from lra_bench.leaderboard import main
 from lra_bench.paths import published_dir, published_names
 from lra_bench.report.load import resolve_table
@@ -47,16 +43,9 @@ def test_an_unknown_name_lists_the_short_names(tmp_path, monkeypatch, capsys):
     assert "no such file" in err and "lra_paper, skyformer_paper" in err
 
 
-def package_env() -> dict[str, str]:
-    """The environment with this package (the code under test) first on the path."""
-    src = str(Path(lra_bench.__file__).resolve().parents[1])
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-
-
-def test_compare_by_name_from_outside_the_checkout(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "lra_bench.leaderboard", "compare", "lra_paper", "skyformer_paper"],
-        cwd=tmp_path, env=package_env(), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "skyformer_paper against lra_paper" in done.stdout and "Δ (pts)" in done.stdout
+def test_compare_by_name_from_outside_the_checkout(run_command):
+    status, err, out = run_command(
+        "lra_bench.leaderboard", ["compare", "lra_paper", "skyformer_paper"]
+    )
+    assert status == 0, err
+    assert "skyformer_paper against lra_paper" in out and "Δ (pts)" in out
