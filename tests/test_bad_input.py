@@ -361,16 +361,10 @@ def test_run_folders_are_one_level_deep_and_named_by_what_changes_results(
     assert f"run already complete in {run_dir};" in out  # the same folder
 
 
-def test_help_names_the_app(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "lra_bench", "--help"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0 and done.stdout.splitlines()[0] == "lra_bench is powered by Hydra."
-    assert "__main__" not in done.stdout and not list(tmp_path.iterdir())
+def test_help_names_the_app(tmp_path, run_command):
+    status, _, out = run_command("lra_bench", ["--help"])
+    assert status == 0 and out.splitlines()[0] == "lra_bench is powered by Hydra."
+    assert "__main__" not in out and not list(tmp_path.iterdir())
 
 
 def test_checkpoint_temporary_names_are_unique_per_process_and_call(tmp_path, monkeypatch):

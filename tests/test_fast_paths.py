@@ -122,6 +122,7 @@ def test_tiling_chosen_by_size_equals_reference(name, kw, n, tiles, monkeypatch)
         )
 
 
+@pytest.mark.slow  # numerical Jacobians; the quick loop compares gradients with the reference
 @pytest.mark.parametrize("name, kw", FLAT)
 def test_fast_path_passes_gradcheck(name, kw):
     q, k, v = (x.requires_grad_() for x in rand_qkv(21, n=15, d=4))

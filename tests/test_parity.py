@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import fields
 from pathlib import Path
 
@@ -81,13 +82,19 @@ def settings_exist(attn: str, keys: dict[str, object]) -> bool:
     return set(keys) <= known
 
 
+@functools.cache
+def default_leaves(attn: str) -> dict:
+    """The leaves of ``attn=<attn>`` with no parity, composed once for every parity compared."""
+    return leaves(compose_config([f"attn={attn}"]))
+
+
 @pytest.mark.parametrize("parity", sorted(GLOBAL))
 @pytest.mark.parametrize("attn", available())
 def test_parity_sets_exactly_the_intended_values(parity, attn):
     keys = ATTN[parity].get(attn, {})
     if not settings_exist(attn, keys):
         pytest.skip(f"{attn} does not have the settings {sorted(keys)} yet")
-    base = leaves(compose_config([f"attn={attn}"]))
+    base = default_leaves(attn)
     chosen = leaves(compose_config([f"attn={attn}", f"parity={parity}"]))
     changed = {k: v for k, v in chosen.items() if base.get(k) != v}
     intended = {"parity": parity} if parity != "none" else {}

@@ -411,7 +411,18 @@ def data_for(task, tmp_path):
     return None, ["data.gen_workers=1"]
 
 
-@pytest.mark.parametrize("task", ["listops", "text", "retrieval", "image", "pathfinder"])
+# image and pathfinder are the longest runs; the quick loop trains on them in test_data_image and
+# test_pathfinder_reader, and checks their lra_paper values without training
+@pytest.mark.parametrize(
+    "task",
+    [
+        "listops",
+        "text",
+        "retrieval",
+        pytest.param("image", marks=pytest.mark.slow),
+        pytest.param("pathfinder", marks=pytest.mark.slow),
+    ],
+)
 def test_smoke_run_under_lra_paper(task, tmp_path):
     root, extra = data_for(task, tmp_path)
     overrides = [
