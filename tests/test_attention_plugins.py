@@ -124,6 +124,7 @@ def test_a_plugin_is_selected_overridden_and_validated_like_a_builtin(site, tmp_
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow  # the bench and approx commands in new processes, end to end
 def test_bench_and_approx_pick_plugins_up(site, tmp_path):
     done = cli(
         [

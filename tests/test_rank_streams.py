@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -62,6 +63,7 @@ def _ddp_steps(info: DistInfo) -> None:
             layer(x, None).sum().backward()
 
 
+@pytest.mark.slow  # the reverse change of world size below stays in the quick loop
 def test_two_ranks_checkpoint_resumes_on_one(tmp_path):
     """(The two ranks also train the key-less variants under DDP, see ``_ddp_steps``.)"""
     mp.spawn(_save_from_ranks, args=(2, str(tmp_path)), nprocs=2)

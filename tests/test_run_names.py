@@ -27,11 +27,12 @@ def run_dir(*overrides: str) -> str:
 def test_threads_and_the_like_keep_the_folder_and_the_config_hash():
     assert set(NEUTRAL_VALUES) == set(RESULT_NEUTRAL)
     base = ["attn=skyformer", "trainer=smoke"]
+    base_dir, base_hash = run_dir(*base), config_hash(compose_config(base))
     for key, value in NEUTRAL_VALUES.items():
         other = [*base, f"{key}={value}", "paths.leaderboard=x.csv", "logger.mode=offline"]
-        assert run_dir(*other) == run_dir(*base), key
-        assert config_hash(compose_config(other)) == config_hash(compose_config(base)), key
-    assert run_dir(*base) == "runs/listops/skyformer/seed0/trainer=smoke"
+        assert run_dir(*other) == base_dir, key
+        assert config_hash(compose_config(other)) == base_hash, key
+    assert base_dir == "runs/listops/skyformer/seed0/trainer=smoke"
 
 
 def test_a_setting_that_changes_results_changes_both():

@@ -394,6 +394,7 @@ def test_a_stopped_run_exits_with_128_plus_the_signal(signum, status, monkeypatc
     assert main(compose_config([])) == status
 
 
+@pytest.mark.slow  # two commands in new processes; the fallback is tested in-process above
 def test_command_keeps_hydra_files_in_run_dir_and_recovers_a_damaged_complete_last_pt(
     tmp_path, cache_dir
 ):
