@@ -51,6 +51,7 @@ def run_command(
     new process costs seconds of imports, worth it only where the process itself is under test.
     """
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # run_app sets it; restored afterwards
@@ -71,8 +72,9 @@ def run_command(
                 runpy.run_module(module, run_name="__main__", alter_sys=False)
         except SystemExit as done:
             status = done.code if isinstance(done.code, int) else int(done.code is not None)
-        finally:
+        finally:  # leave no trace of the app for the next test in this process
             GlobalHydra.instance().clear()
+            HydraConfig.instance().cfg = None
         captured = capsys.readouterr()
         return status, captured.err, captured.out
 
