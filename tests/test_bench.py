@@ -18,11 +18,12 @@ from hydra import compose, initialize_config_dir
 from lra_bench.attention import available
 from lra_bench.benchmarking.__main__ import expand_shorthand, run
 from lra_bench.benchmarking.measure import AttentionCase, measure, saved_for_backward_mb
+from lra_bench.benchmarking.profiling import tensor_peak_mb
 from lra_bench.benchmarking.tables import ATTENTION_COLUMNS, TRAIN_STEP_COLUMNS
 from lra_bench.benchmarking.variants import BenchError, parse_entry, resolve
 from lra_bench.benchmarking.worker import Worker
 from lra_bench.paths import conf_dir
-from lra_bench.runtime import PeakMemory, cpu_peak_supported, tensor_peak_mb
+from lra_bench.runtime import PeakMemory, cpu_peak_supported
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_SKY = "'skyformer:num_landmarks=16'"
@@ -458,8 +459,8 @@ def test_train_step_times_each_runs_own_attention_dropout_unless_told(tmp_path, 
 
 def test_sdpa_math_fallback_is_detected_and_noted():
     from lra_bench.benchmarking.measure import kernels_seen
+    from lra_bench.benchmarking.profiling import profile_run
     from lra_bench.benchmarking.tables import notes
-    from lra_bench.runtime import profile_run
 
     q = torch.randn(1, 2, 32, 8, requires_grad=True)
 
@@ -479,7 +480,7 @@ def test_sdpa_math_fallback_is_detected_and_noted():
 
 
 def test_profiler_lines_are_silenced(capfd):
-    from lra_bench.runtime import profile_run
+    from lra_bench.benchmarking.profiling import profile_run
 
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
         torch.ones(3).sum()

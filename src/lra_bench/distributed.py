@@ -21,8 +21,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from lra_bench.errors import ConfigError, LraBenchError, RunError
-from lra_bench.runtime import resolve_device
+from lra_bench.errors import LraBenchError, RunError
+from lra_bench.runtime import make_current, run_device
 
 
 @dataclass(frozen=True)
@@ -52,21 +52,11 @@ def init_distributed(
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else None
-    from lra_bench.config import check_device
-
-    check_device(device_name)  # before torch parses it: one line for an unknown kind
-    try:
-        device = resolve_device(device_name, local_rank)
-    except (ValueError, RuntimeError) as err:  # torch names an unknown kind in a RuntimeError
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(
-            f"invalid setting trainer.device={device_name}: {reason} (use auto, cpu, cuda or cuda:N)"
-        ) from None
+    device = run_device(device_name, local_rank)
     if world <= 1:
         return DistInfo(), device
     info = DistInfo(int(os.environ["RANK"]), world, local_rank or 0)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    make_current(device)
     if not dist.is_initialized():
         dist.init_process_group(
             backend="nccl" if device.type == "cuda" else "gloo",

@@ -17,44 +17,9 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from lra_bench.data.batches import Batch
-from lra_bench.device_setup import native_bf16
 from lra_bench.distributed import DistInfo, all_sum, wrap_model
 from lra_bench.optim import make_optimizer
-
-
-def precision_of(
-    amp: bool, device: torch.device, dtype: str = "auto"
-) -> tuple[str, torch.dtype | None]:
-    """(name for result rows, autocast dtype or None) of ``trainer.amp`` and ``trainer.amp_dtype``.
-
-    ``auto``: bf16 where supported, else fp16 with a scaler; ``fp16``: fp16 with a scaler on a CUDA
-    device and fp32 elsewhere (``fp32_fallback`` says so); ``bf16``: bf16.
-    """
-    if not amp or (dtype == "fp16" and device.type != "cuda"):
-        return "fp32", None
-    if dtype == "fp16" or (dtype == "auto" and not native_bf16(device)):  # V100, T4: emulated bf16
-        return "fp16-amp", torch.float16
-    return "bf16-amp", torch.bfloat16
-
-
-def fp32_fallback(trainer_cfg: Any, device: torch.device) -> str | None:
-    """The line a run prints when ``trainer.amp_dtype=fp16`` meets a device without fp16 training."""
-    if trainer_cfg.amp and trainer_cfg.amp_dtype == "fp16" and device.type != "cuda":
-        return f"trainer.amp_dtype=fp16: fp16 training needs a CUDA device; this run on {device.type} trains in fp32"
-    return None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
-    """Mixed precision around a forward pass (nothing when ``dtype`` is None)."""
-    return (
-        torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
-    )
-
-
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    return {
-        k: (v.to(device, non_blocking=True) if v is not None else None) for k, v in batch.items()
-    }
+from lra_bench.runtime import autocast, fp32_fallback, precision_of, to_device
 
 
 @dataclass

@@ -31,11 +31,13 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from lra_bench.benchmarking.profiling import profile_run
 from lra_bench.runtime import (
     PeakMemory,
+    autocast,
     cpu_peak_supported,
+    make_current,
     proc_status_kb,
-    profile_run,
     reset_resident_peak,
     resolve_device,
 )
@@ -135,8 +137,7 @@ def time_ms(fn: Callable[[], None], device: torch.device) -> float:
 
 def _use(device_name: str) -> torch.device:
     device = resolve_device(device_name)
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)  # CUDA events are recorded on the current device
+    make_current(device)  # CUDA events are recorded on the current device
     return device
 
 
@@ -351,7 +352,7 @@ def prepare_train_step(case: TrainStepCase) -> Prepared:
     """The task model with the training loop's state, its training step on random tokens."""
     from lra_bench.config import ModelConfig
     from lra_bench.model import build_model
-    from lra_bench.step import autocast, make_train_state, train_step
+    from lra_bench.step import make_train_state, train_step
 
     device = _use(case.device)
     torch.manual_seed(case.seed)
