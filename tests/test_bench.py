@@ -215,6 +215,49 @@ def test_train_step_mode_times_the_task_model(task, tmp_path, capsys):
     assert table_rows(out, "softmax") == 1 and table_rows(out, "skyformer-num_landmarks=16") == 1
 
 
+@pytest.mark.parametrize(
+    "amp, amp_dtype, device, label",
+    [
+        (False, "fp16", "cpu", "float32"),
+        (True, "bf16", "cpu", "bf16-amp"),
+        (True, "auto", "cpu", "bf16-amp"),
+        (True, "fp16", "cpu", "float32 (fp16 requested, CPU)"),
+        (True, "fp16", "cuda", "fp16-amp"),  # whatever bf16 the GPU has
+        (True, "bf16", "cuda", "bf16-amp"),
+    ],
+)
+def test_train_step_precision_label_is_what_the_run_trains_in(amp, amp_dtype, device, label):
+    from lra_bench.benchmarking.trained import precision_label
+
+    assert precision_label({"amp": amp, "amp_dtype": amp_dtype}, device) == label
+
+
+def test_a_train_step_table_names_the_fp16_its_cpu_cannot_train_in(tmp_path, capsys):
+    cfg = bench_cfg(
+        tmp_path,
+        "mode=train_step",
+        "attns=[softmax]",
+        "train.seq_len=16",
+        "train.batch_size=2",
+        "train.amp=true",
+        "run=['trainer.amp_dtype=fp16']",
+        "device=cpu",
+    )
+    run(cfg)
+    _, rows = read_csv(tmp_path / "train_step_listops.csv")
+    assert [r["dtype"] for r in rows] == ["float32 (fp16 requested, CPU)"]
+    assert "cpu-1t, float32 (fp16 requested, CPU)" in capsys.readouterr().out
+
+
+def test_token_counts_are_real_and_padded_positions_of_both_documents():
+    from lra_bench.step import token_counts
+
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    pair = {"input_ids_1": torch.ones(2, 3), "mask_1": mask, "input_ids_2": torch.ones(2, 3)}
+    assert token_counts(pair) == (3 + 6, 12)
+    assert token_counts({"input_ids": torch.ones(2, 3), "mask": mask}) == (3, 6)
+
+
 def test_train_step_mode_times_the_training_loops_own_step(tmp_path, monkeypatch, capsys):
     """The bench steps through step.train_step with the trainer's optimiser settings and clipping."""
     import lra_bench.step as step

@@ -97,9 +97,9 @@ class NonFiniteLoss(ArithmeticError):
         self.loss, self.step = loss, step
 
 
-def real_tokens(batch: Batch) -> int:
-    """Real (unpadded) token positions of a host batch (both documents of a retrieval pair)."""
-    total = 0
+def token_counts(batch: Batch) -> tuple[int, int]:
+    """(real, padded) token positions of a host batch, both documents of a retrieval pair."""
+    real = padded = 0
     for ids_key, mask_key in (
         ("input_ids", "mask"),
         ("input_ids_1", "mask_1"),
@@ -107,8 +107,9 @@ def real_tokens(batch: Batch) -> int:
     ):
         ids, mask = batch.get(ids_key), batch.get(mask_key)
         if ids is not None:
-            total += ids.numel() if mask is None else int(mask.sum())
-    return total
+            padded += ids.numel()
+            real += ids.numel() if mask is None else int(mask.sum())
+    return real, padded
 
 
 def train_step(state: TrainState, batches: Iterator[Batch], micro_batches: int = 1) -> StepStats:
@@ -124,7 +125,7 @@ def train_step(state: TrainState, batches: Iterator[Batch], micro_batches: int =
     seen = tokens = 0
     for micro in range(micro_batches):
         host_batch = next(batches)
-        tokens += real_tokens(host_batch)  # masks are still on the host: no device wait
+        tokens += token_counts(host_batch)[0]  # masks are still on the host: no device wait
         batch = to_device(host_batch, device)
         sync = micro == micro_batches - 1 or not info.enabled
         with autocast(device, state.amp_dtype), nullcontext() if sync else state.model.no_sync():  # type: ignore[operator]

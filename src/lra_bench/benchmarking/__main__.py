@@ -45,14 +45,13 @@ from lra_bench.benchmarking.measure import (
 )
 from lra_bench.benchmarking.outputs import new_stem, publish_latest
 from lra_bench.benchmarking.rounds import TimingGroup, summarise
-from lra_bench.benchmarking.trained import trained_settings
+from lra_bench.benchmarking.trained import precision_label, trained_settings
 from lra_bench.benchmarking.variants import BenchError, Variant, resolve
 from lra_bench.benchmarking.worker import default_mem_limit_mb, make_runner
 from lra_bench.errors import LraBenchError
 from lra_bench.io import atomic_write_text
 from lra_bench.paths import conf_dir
 from lra_bench.runtime import device_label, resolve_device
-from lra_bench.step import precision_of
 
 MODES = ("attention", "train_step", "data")
 RUN_PREFIX = "run."  # data mode: ``run.data.bucket=true`` overrides the timed run's config
@@ -181,11 +180,10 @@ def make_row(
     if isinstance(case, AttentionCase):
         row.update(heads=case.heads, head_dim=case.head_dim, dtype=case.dtype)
     else:
-        amp = case.trainer["amp"]
         row.update(
             task=cfg.task.name,
             attn_dropout=case.attn.get("dropout", ""),
-            dtype=precision_of(amp, torch.device(case.device))[0] if amp else "float32",
+            dtype=precision_label(case.trainer, case.device),
         )
     return row
 
