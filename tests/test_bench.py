@@ -187,6 +187,63 @@ def test_unknown_attention_is_one_line_listing_the_choices(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no Hydra output folders
 
 
+@pytest.mark.parametrize(
+    "override, line",
+    [
+        ("mode=x", "mode: choose attention or train_step or data, got 'x'"),
+        ("spread.window=0", "spread.window: must be >= 1, got 0"),
+        ("spread.tolerance=0", "spread.tolerance: must be > 0, got 0.0"),
+        ("dropout=1.0", "dropout: must be >= 0 and < 1, got 1.0"),
+        ("n=[64,0]", "n: must be > 0, got [64, 0]"),
+        ("n=[]", "n: give at least one sequence length"),
+        ("train.seq_len=0", "train.seq_len: must be > 0, got 0"),
+        ("data_split=test", "data_split: choose train or val, got 'test'"),
+    ],
+)
+def test_a_bad_bench_value_is_one_line_naming_its_rule(override, line, tmp_path):
+    with pytest.raises(BenchError) as err:
+        run(bench_cfg(tmp_path, override))
+    assert str(err.value) == line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("heads=abc", ["heads=abc", "could not be converted to Integer"]),
+        ("spred.window=3", ["unknown bench setting `spred.window`", "`spread.window`"]),
+    ],
+)
+def test_hydra_refuses_a_wrong_type_or_unknown_key_in_one_line(override, words, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "lra_bench.bench", override],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ")
+    assert all(word in lines[0] for word in words), lines
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_defaults_are_written_once_in_the_dataclass():
+    """conf/bench.yaml chooses config groups and Hydra's behaviour; every setting's default is
+    BenchConfig's, and the composed config holds exactly its fields."""
+    import yaml
+
+    from lra_bench.benchmarking.config import BenchConfig
+
+    written = yaml.safe_load((conf_dir() / "bench.yaml").read_text())
+    assert set(written) == {"defaults", "hydra"}
+    assert written["defaults"][0] == "bench_schema"
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        composed = compose("bench")
+    assert list(composed) == list(BenchConfig.__dataclass_fields__)
+    assert composed.spread.window == 5 and composed.n == [1024, 2048, 4096, 8192]
+
+
 @pytest.mark.parametrize("task", ["listops", "retrieval"])
 def test_train_step_mode_times_the_task_model(task, tmp_path, capsys):
     cfg = bench_cfg(

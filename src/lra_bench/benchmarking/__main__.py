@@ -32,12 +32,14 @@ from typing import Any
 
 import hydra
 import torch
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from lra_bench.benchmarking import tables
+from lra_bench.benchmarking.config import BenchConfig, check
 from lra_bench.benchmarking.measure import (
-    DTYPES,
     AttentionCase,
     Case,
     TrainStepCase,
@@ -53,7 +55,6 @@ from lra_bench.io import atomic_write_text
 from lra_bench.paths import conf_dir
 from lra_bench.runtime import device_label, resolve_device
 
-MODES = ("attention", "train_step", "data")
 RUN_PREFIX = "run."  # data mode: ``run.data.bucket=true`` overrides the timed run's config
 LIST_KEYS = {"attn": "attns", "attns": "attns", "n": "n"}
 
@@ -94,43 +95,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def lengths(cfg: DictConfig) -> list[int]:
-    raw = cfg.n if OmegaConf.is_list(cfg.n) else [cfg.n]
-    try:
-        ns = sorted({int(x) for x in raw})
-    except (TypeError, ValueError):
-        raise BenchError(f"n: give sequence lengths as integers, got {list(raw)}") from None
-    if not ns or ns[0] <= 0:
-        raise BenchError(f"n: lengths must be positive, got {list(raw)}")
-    return ns
-
-
-def check(cfg: DictConfig) -> None:
-    """One-line BenchError on the first bad setting, before any work."""
-    if cfg.mode not in MODES:
-        raise BenchError(f"mode: choose {' or '.join(MODES)}, got {cfg.mode!r}")
-    for key in ("window", "budget_s", "max_rounds"):
-        if cfg.spread[key] is None or cfg.spread[key] < (0 if key == "budget_s" else 1):
-            raise BenchError(f"spread.{key}: must be >= 1 (budget_s >= 0), got {cfg.spread[key]}")
-    if not cfg.spread.tolerance or cfg.spread.tolerance <= 0:
-        raise BenchError(f"spread.tolerance: must be > 0, got {cfg.spread.tolerance}")
-    for key in ("batch", "heads", "head_dim", "repeats", "case_timeout_s"):
-        if cfg[key] is None or cfg[key] <= 0:
-            raise BenchError(f"{key}: must be > 0, got {cfg[key]}")
-    if cfg.warmup < 0:
-        raise BenchError(f"warmup: must be >= 0, got {cfg.warmup}")
-    if cfg.dtype not in DTYPES:
-        raise BenchError(f"dtype: choose {', '.join(DTYPES)}, got {cfg.dtype!r}")
-    if cfg.isolate not in ("process", "none"):
-        raise BenchError(f"isolate: choose process or none, got {cfg.isolate!r}")
-    if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
-        raise BenchError(f"dropout: must be in [0, 1), got {cfg.dropout}")
-    for key in ("batch_size", "seq_len"):
-        if cfg.train[key] is not None and cfg.train[key] <= 0:
-            raise BenchError(f"train.{key}: must be > 0, got {cfg.train[key]}")
-    if cfg.batches <= 0:
-        raise BenchError(f"batches: must be > 0, got {cfg.batches}")
-    if cfg.data_split not in ("train", "val"):
-        raise BenchError(f"data_split: choose train or val, got {cfg.data_split!r}")
+    """Attention mode's sequence lengths, shortest first, each once."""
+    return sorted(set(cfg.n))
 
 
 def make_cases(cfg: DictConfig, variants: list[Variant], device: torch.device) -> list[Case]:
@@ -256,7 +222,7 @@ def skip_reason(cfg: DictConfig, case: Case, failed: set[str], start: float) -> 
     if cfg.skip_longer_after_failure and case.label in failed:
         return "a shorter length ran out of memory or time"
     if cfg.budget_s is not None and time.monotonic() - start > cfg.budget_s:
-        return f"the bench's budget_s={cfg.budget_s} was spent"
+        return f"the bench's budget_s={cfg.budget_s:g} was spent"
     return None
 
 
@@ -429,10 +395,31 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command-line entry: expand the list shorthands, then hand over to Hydra."""
+    """Command-line entry: expand the list shorthands, then hand over to Hydra; a setting Hydra
+    refuses (an unknown key, a value of the wrong type) costs one line and exit status 2."""
     args = sys.argv[1:] if argv is None else list(argv)
     sys.argv = [sys.argv[0], *expand_shorthand(args)]
-    _app()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's errors come to us, not as its own report
+    try:
+        _app()
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"error: {composition_problem(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def composition_problem(err: BaseException) -> str:
+    """Hydra's or OmegaConf's error as one line; an unknown key names the closest settings."""
+    from lra_bench.precheck import describe
+    from lra_bench.typo_hints import UNKNOWN, closest, setting_names
+
+    message = describe(err)
+    unknown = UNKNOWN.search(message)
+    if unknown is None:
+        return message
+    key = unknown.group(1).lstrip("+~")
+    found = closest(key, setting_names(OmegaConf.structured(BenchConfig)))
+    hint = f"; did you mean {' or '.join(f'`{n}`' for n in found)}?" if found else ""
+    return f"unknown bench setting `{key}`{hint}"
 
 
 if __name__ == "__main__":
