@@ -1,7 +1,7 @@
 """``python -m lra_bench.bench`` (or ``python -m lra_bench.benchmarking``): attention time and
 memory vs sequence length, whole training steps, or the data loader alone.
 
-    python -m lra_bench.bench attn=softmax,skyformer,performer            # conf/bench.yaml
+    python -m lra_bench.bench attn=softmax,skyformer,performer    # defaults: config.py
     python -m lra_bench.bench attn=all n=1024,2048 device=cuda
     python -m lra_bench.bench mode=train_step task=text attn=softmax,skyformer
     python -m lra_bench.bench mode=data task=listops run.data.bucket=true
