@@ -46,7 +46,8 @@ DEFAULT_TIMEOUT_S = 600.0  # trainer.dist_timeout_s: how long a collective waits
 def init_distributed(
     device_name: str, timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> tuple[DistInfo, torch.device]:
-    """Join the process group when started by torchrun (NCCL on GPU, gloo on CPU); pick this rank's device.
+    """Join the process group when started by torchrun (NCCL on GPU, gloo on CPU); pick this
+    rank's device.
 
     ``timeout_s``: how long the rendezvous and each collective wait for the other ranks.
     """
@@ -121,7 +122,8 @@ def shutdown(info: DistInfo) -> None:
 
 
 def seed_dropout_streams(seed: int, info: DistInfo) -> None:
-    """Under DDP, give each rank its own dropout stream (``seed + rank``; the data order keeps ``seed``).
+    """Under DDP, give each rank its own dropout stream (``seed + rank``; the data order keeps
+    ``seed``).
 
     Called after the model is built, so every rank starts from the same weights. One process
     keeps its single stream as it is.

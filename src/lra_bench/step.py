@@ -147,7 +147,7 @@ def train_step(state: TrainState, batches: Iterator[Batch], micro_batches: int =
 
 @dataclass
 class MeterReading:
-    """Means over the steps since the last reading, all ranks: loss, accuracy; real tokens summed."""
+    """Means since the last reading over all ranks: loss, accuracy; real tokens summed."""
 
     loss: float
     acc: float
@@ -191,7 +191,8 @@ class StepMeter:
         )
 
     def read(self, info: DistInfo) -> MeterReading:
-        """The means since the last reading (then start afresh); NonFiniteLoss when a loss was not finite."""
+        """The means since the last reading (then start afresh); NonFiniteLoss when a loss was not
+        finite."""
         if self.steps == 0:
             return MeterReading(float("nan"), float("nan"), 0, 0)
         bad_step, bad_loss = self.bad.tolist()

@@ -12,12 +12,12 @@ q, k, v ``[batch, heads, n, head_dim]`` and measures the peak extra memory (see
 (``step.train_step``: forward, backward, clipping, AdamW and schedule) of the task model on
 random tokens, each variant with its run's composed config (``trained.py``: its attention
 dropout included unless ``dropout=`` replaces it). Data mode times the run's own loader on the
-task's data (``run.<key>=<value>`` overrides the run config, see ``benchmarking/loader.py``). Each (attention, n) case runs in a worker process with a time limit;
-an OOM or a timeout is recorded in its row and the bench goes on. Unless ``quick=true``, the
-variants of each length then run again in interleaved rounds (``rounds.py``) for steady time
-ratios. Outputs: a new timestamped CSV (rewritten after every case), Markdown tables on stdout
-(and next to the CSV), in attention mode a plot, and copies under the un-timestamped names
-(``outputs.py``).
+task's data (``run.<key>=<value>`` overrides the run config, see ``benchmarking/loader.py``).
+Each (attention, n) case runs in a worker process with a time limit; an OOM or a timeout is recorded
+in its row and the bench goes on. Unless ``quick=true``, the variants of each length then run again
+in interleaved rounds (``rounds.py``) for steady time ratios. Outputs: a new timestamped CSV
+(rewritten after every case), Markdown tables on stdout (and next to the CSV), in attention mode a
+plot, and copies under the un-timestamped names (``outputs.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ def lengths(cfg: DictConfig) -> list[int]:
 
 
 def make_cases(cfg: DictConfig, variants: list[Variant], device: torch.device) -> list[Case]:
-    """Attention mode: every (n, variant), shorter lengths first; train_step: one case per variant."""
+    """Attention mode: every (n, variant), shorter lengths first; train_step: one per variant."""
     common = {
         "device": str(device),
         "warmup": cfg.warmup,
@@ -197,7 +198,7 @@ def run_data(cfg: DictConfig) -> list[dict[str, Any]]:
     try:
         run_cfg = compose_config([f"task={cfg.task.name}", *cfg.run])
         validate(run_cfg)
-        load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""
+        load = load_avg()
         row = {
             **time_loader(cfg, run_cfg),
             "threads": torch.get_num_threads(),
@@ -226,20 +227,43 @@ def skip_reason(cfg: DictConfig, case: Case, failed: set[str], start: float) -> 
     return None
 
 
+def load_avg() -> float | str:
+    """The 1-minute load average, rounded ("" where the system does not give one)."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""
+
+
+@dataclass
+class CaseRows:
+    """The bench's rows so far, rewritten with ratios to its CSV after every case."""
+
+    cfg: DictConfig
+    variants: dict[str, Variant]
+    device: str  # the device as rows name it
+    threads: int
+    csv_path: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, case: Case, result: dict[str, Any], load: float | str) -> None:
+        variant = self.variants[case.label]
+        row = make_row(self.cfg, case, variant, result, self.device, self.threads)
+        self.rows.append({**row, "load_avg": load})
+
+    def save(self) -> None:
+        cfg = self.cfg
+        columns = tables.ATTENTION_COLUMNS if cfg.mode == "attention" else tables.TRAIN_STEP_COLUMNS
+        tables.add_ratios(self.rows, cfg.baseline, cfg.mode)
+        tables.write_csv(self.csv_path, self.rows, columns)
+
+
 def run_cases(
     cfg: DictConfig, cases: list[Case], variants: list[Variant], device: torch.device, stem: Path
 ) -> tuple[list[dict[str, Any]], bool]:
     """Each case in turn (or skipped), the CSV rewritten with ratios after every one; and whether
     SIGTERM or Ctrl-C stopped the bench (the cases left are then rows marked ``skipped``)."""
-    by_label = {v.label: v for v in variants}
     threads = cfg.threads or torch.get_num_threads()
-    csv_path = stem.with_suffix(".csv")
-    columns = tables.ATTENTION_COLUMNS if cfg.mode == "attention" else tables.TRAIN_STEP_COLUMNS
+    by_label = {v.label: v for v in variants}
+    log = CaseRows(cfg, by_label, device_label(device, threads), threads, stem.with_suffix(".csv"))
     runner = make_runner(cfg.isolate, cfg.threads)
-    rows: list[dict[str, Any]] = []
-    failed: set[str] = set()
-    start = time.monotonic()
-    stopped = False
     bar = tqdm(
         cases,
         desc=f"bench {cfg.mode}",
@@ -249,52 +273,41 @@ def run_cases(
     )
     try:
         with TermAsInterrupt():
-            for i, case in enumerate(bar):
-                bar.set_postfix_str(f"{case.label} n={case.n}")
-                load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""
-                skipped = skip_reason(cfg, case, failed, start)
-                result = (
-                    runner.run(case) if skipped is None else {"status": "skipped", "error": skipped}
-                )
-                if result["status"] in ("oom", "timeout"):
-                    failed.add(case.label)
-                row = make_row(
-                    cfg, case, by_label[case.label], result, device_label(device, threads), threads
-                )
-                rows.append({**row, "load_avg": load})
-                last_of_length = i + 1 == len(cases) or cases[i + 1].n != case.n
-                if not cfg.quick and last_of_length:
-                    bar.set_postfix_str(f"interleaved rounds n={case.n}")
-                    interleave_length(cfg, runner, cases[: i + 1], rows)
-                tables.add_ratios(rows, cfg.baseline, cfg.mode)
-                tables.write_csv(csv_path, rows, columns)
+            run_each(cfg, bar, cases, runner, log)
     except KeyboardInterrupt:
-        stopped = True
         print(
-            f"\nstopped after {len(rows)} of {len(cases)} cases: tables and plot from those",
+            f"\nstopped after {len(log.rows)} of {len(cases)} cases: tables and plot from those",
             file=sys.stderr,
         )
-        for case in cases[len(rows) :]:
+        for case in cases[len(log.rows) :]:
             result = {"status": "skipped", "error": "the bench was stopped (SIGTERM or Ctrl-C)"}
-            rows.append(
-                {
-                    **make_row(
-                        cfg,
-                        case,
-                        by_label[case.label],
-                        result,
-                        device_label(device, threads),
-                        threads,
-                    ),
-                    "load_avg": "",
-                }
-            )
-        tables.add_ratios(rows, cfg.baseline, cfg.mode)
-        tables.write_csv(csv_path, rows, columns)
+            log.add(case, result, "")
+        log.save()
+        return log.rows, True
     finally:
         bar.close()
         runner.close()
-    return rows, stopped
+    return log.rows, False
+
+
+def run_each(cfg: DictConfig, bar: Any, cases: list[Case], runner: Any, log: CaseRows) -> None:
+    """Run (or skip) every case of ``bar``; after the last case of each length, unless
+    ``quick``, that length's interleaved rounds."""
+    failed: set[str] = set()
+    start = time.monotonic()
+    for i, case in enumerate(bar):
+        bar.set_postfix_str(f"{case.label} n={case.n}")
+        load = load_avg()
+        skipped = skip_reason(cfg, case, failed, start)
+        result = runner.run(case) if skipped is None else {"status": "skipped", "error": skipped}
+        if result["status"] in ("oom", "timeout"):
+            failed.add(case.label)
+        log.add(case, result, load)
+        last_of_length = i + 1 == len(cases) or cases[i + 1].n != case.n
+        if not cfg.quick and last_of_length:
+            bar.set_postfix_str(f"interleaved rounds n={case.n}")
+            interleave_length(cfg, runner, cases[: i + 1], log.rows)
+        log.save()
 
 
 def interleave_length(
@@ -337,7 +350,8 @@ def interleave_length(
 
 
 class TermAsInterrupt:
-    """While active, SIGTERM (``timeout``, a job scheduler) stops the bench like Ctrl-C, so its outputs are still written."""
+    """While active, SIGTERM (``timeout``, a job scheduler) stops the bench like Ctrl-C, so its
+    outputs are still written."""
 
     def __enter__(self) -> TermAsInterrupt:
         try:

@@ -92,7 +92,8 @@ Case = AttentionCase | TrainStepCase
 
 
 def saved_for_backward_mb(forward: Callable[[], Any]) -> float:
-    """MB of the distinct storages autograd saves during one ``forward()`` (each storage counted once)."""
+    """MB of the distinct storages autograd saves during one ``forward()`` (each storage counted
+    once)."""
     return saved_bytes_mb(forward)[0]
 
 
@@ -332,7 +333,8 @@ def attention_case(case: AttentionCase) -> dict[str, Any]:
 def random_batch(
     task: dict[str, Any], batch: int, n: int, device: torch.device, seed: int
 ) -> dict[str, torch.Tensor | None]:
-    """Random token ids of full length (no padding) and random labels, shaped like the task's batches."""
+    """Random token ids of full length (no padding) and random labels, shaped like the task's
+    batches."""
     g = torch.Generator().manual_seed(seed)
 
     def ids() -> torch.Tensor:
