@@ -192,8 +192,8 @@ def test_unknown_attention_is_one_line_listing_the_choices(tmp_path):
     [
         ("mode=x", "mode: choose attention or train_step or data, got 'x'"),
         ("spread.window=0", "spread.window: must be >= 1, got 0"),
-        ("spread.tolerance=0", "spread.tolerance: must be > 0, got 0.0"),
-        ("dropout=1.0", "dropout: must be >= 0 and < 1, got 1.0"),
+        ("spread.tolerance=0", "spread.tolerance: must be > 0, got 0"),
+        ("dropout=1.0", "dropout: must be >= 0 and < 1, got 1"),
         ("n=[64,0]", "n: must be > 0, got [64, 0]"),
         ("n=[]", "n: give at least one sequence length"),
         ("train.seq_len=0", "train.seq_len: must be > 0, got 0"),

@@ -136,6 +136,13 @@ def _problem(value: Any, meta: dict[str, Any]) -> str | None:
     return f"must be {' and '.join(wanted)}" if bad else None
 
 
+def _shown(value: Any, listed: bool) -> str:
+    """A value as the command line writes it: ``0`` not ``0.0``, strings quoted, lists listed."""
+    if listed:
+        return repr(list(value))
+    return f"{value:g}" if isinstance(value, float) else repr(value)
+
+
 def check(cfg: DictConfig, schema: type = BenchConfig, prefix: str = "") -> None:
     """BenchError (one line) on the first value outside its field's rule, before any work."""
     for spec in fields(schema):
@@ -149,8 +156,7 @@ def check(cfg: DictConfig, schema: type = BenchConfig, prefix: str = "") -> None
         for item in value if listed else [value]:
             problem = _problem(item, dict(spec.metadata))
             if problem:
-                shown = list(value) if listed else value
-                raise BenchError(f"{key}: {problem}, got {shown!r}")
+                raise BenchError(f"{key}: {problem}, got {_shown(value, listed)}")
 
 
 register_bench_config()  # importing the bench's settings makes them known to Hydra
