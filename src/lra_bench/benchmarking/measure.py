@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from lra_bench.benchmarking.config import DTYPE_NAMES
 from lra_bench.benchmarking.profiling import profile_run
 from lra_bench.runtime import (
     PeakMemory,
@@ -42,7 +43,7 @@ from lra_bench.runtime import (
     resolve_device,
 )
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}  # attention mode's `dtype`
 
 
 class CaseTimeout(RuntimeError):
