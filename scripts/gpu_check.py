@@ -57,8 +57,7 @@ def env(out: Path) -> bool:
     """Versions and precision; every variant draws on the
     device, reads nothing back, and is finite in fp16/bf16."""
     from lra_bench.attention import available
-    from lra_bench.device_setup import native_bf16
-    from lra_bench.step import precision_of
+    from lra_bench.runtime import native_bf16, precision_of
 
     info = {
         "torch": torch.__version__,

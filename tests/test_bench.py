@@ -18,11 +18,12 @@ from hydra import compose, initialize_config_dir
 from lra_bench.attention import available
 from lra_bench.benchmarking.__main__ import expand_shorthand, run
 from lra_bench.benchmarking.measure import AttentionCase, measure, saved_for_backward_mb
+from lra_bench.benchmarking.profiling import tensor_peak_mb
 from lra_bench.benchmarking.tables import ATTENTION_COLUMNS, TRAIN_STEP_COLUMNS
 from lra_bench.benchmarking.variants import BenchError, parse_entry, resolve
 from lra_bench.benchmarking.worker import Worker
 from lra_bench.paths import conf_dir
-from lra_bench.runtime import PeakMemory, cpu_peak_supported, tensor_peak_mb
+from lra_bench.runtime import PeakMemory, cpu_peak_supported
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_SKY = "'skyformer:num_landmarks=16'"
@@ -186,6 +187,63 @@ def test_unknown_attention_is_one_line_listing_the_choices(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no Hydra output folders
 
 
+@pytest.mark.parametrize(
+    "override, line",
+    [
+        ("mode=x", "mode: choose attention or train_step or data, got 'x'"),
+        ("spread.window=0", "spread.window: must be >= 1, got 0"),
+        ("spread.tolerance=0", "spread.tolerance: must be > 0, got 0"),
+        ("dropout=1.0", "dropout: must be >= 0 and < 1, got 1"),
+        ("n=[64,0]", "n: must be > 0, got [64, 0]"),
+        ("n=[]", "n: give at least one sequence length"),
+        ("train.seq_len=0", "train.seq_len: must be > 0, got 0"),
+        ("data_split=test", "data_split: choose train or val, got 'test'"),
+    ],
+)
+def test_a_bad_bench_value_is_one_line_naming_its_rule(override, line, tmp_path):
+    with pytest.raises(BenchError) as err:
+        run(bench_cfg(tmp_path, override))
+    assert str(err.value) == line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("heads=abc", ["heads=abc", "could not be converted to Integer"]),
+        ("spred.window=3", ["unknown bench setting `spred.window`", "`spread.window`"]),
+    ],
+)
+def test_hydra_refuses_a_wrong_type_or_unknown_key_in_one_line(override, words, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "lra_bench.bench", override],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ")
+    assert all(word in lines[0] for word in words), lines
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_defaults_are_written_once_in_the_dataclass():
+    """conf/bench.yaml chooses config groups and Hydra's behaviour; every setting's default is
+    BenchConfig's, and the composed config holds exactly its fields."""
+    import yaml
+
+    from lra_bench.benchmarking.config import BenchConfig
+
+    written = yaml.safe_load((conf_dir() / "bench.yaml").read_text())
+    assert set(written) == {"defaults", "hydra"}
+    assert written["defaults"][0] == "bench_schema"
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        composed = compose("bench")
+    assert list(composed) == list(BenchConfig.__dataclass_fields__)
+    assert composed.spread.window == 5 and composed.n == [1024, 2048, 4096, 8192]
+
+
 @pytest.mark.parametrize("task", ["listops", "retrieval"])
 def test_train_step_mode_times_the_task_model(task, tmp_path, capsys):
     cfg = bench_cfg(
@@ -212,6 +270,49 @@ def test_train_step_mode_times_the_task_model(task, tmp_path, capsys):
     assert float(rows[0]["step_ratio"]) == 1.0 and float(rows[0]["tensor_mem_ratio"]) == 1.0
     out = capsys.readouterr().out
     assert table_rows(out, "softmax") == 1 and table_rows(out, "skyformer-num_landmarks=16") == 1
+
+
+@pytest.mark.parametrize(
+    "amp, amp_dtype, device, label",
+    [
+        (False, "fp16", "cpu", "float32"),
+        (True, "bf16", "cpu", "bf16-amp"),
+        (True, "auto", "cpu", "bf16-amp"),
+        (True, "fp16", "cpu", "float32 (fp16 requested, CPU)"),
+        (True, "fp16", "cuda", "fp16-amp"),  # whatever bf16 the GPU has
+        (True, "bf16", "cuda", "bf16-amp"),
+    ],
+)
+def test_train_step_precision_label_is_what_the_run_trains_in(amp, amp_dtype, device, label):
+    from lra_bench.benchmarking.trained import precision_label
+
+    assert precision_label({"amp": amp, "amp_dtype": amp_dtype}, device) == label
+
+
+def test_a_train_step_table_names_the_fp16_its_cpu_cannot_train_in(tmp_path, capsys):
+    cfg = bench_cfg(
+        tmp_path,
+        "mode=train_step",
+        "attns=[softmax]",
+        "train.seq_len=16",
+        "train.batch_size=2",
+        "train.amp=true",
+        "run=['trainer.amp_dtype=fp16']",
+        "device=cpu",
+    )
+    run(cfg)
+    _, rows = read_csv(tmp_path / "train_step_listops.csv")
+    assert [r["dtype"] for r in rows] == ["float32 (fp16 requested, CPU)"]
+    assert "cpu-1t, float32 (fp16 requested, CPU)" in capsys.readouterr().out
+
+
+def test_token_counts_are_real_and_padded_positions_of_both_documents():
+    from lra_bench.step import token_counts
+
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    pair = {"input_ids_1": torch.ones(2, 3), "mask_1": mask, "input_ids_2": torch.ones(2, 3)}
+    assert token_counts(pair) == (3 + 6, 12)
+    assert token_counts({"input_ids": torch.ones(2, 3), "mask": mask}) == (3, 6)
 
 
 def test_train_step_mode_times_the_training_loops_own_step(tmp_path, monkeypatch, capsys):
@@ -458,8 +559,8 @@ def test_train_step_times_each_runs_own_attention_dropout_unless_told(tmp_path, 
 
 def test_sdpa_math_fallback_is_detected_and_noted():
     from lra_bench.benchmarking.measure import kernels_seen
+    from lra_bench.benchmarking.profiling import profile_run
     from lra_bench.benchmarking.tables import notes
-    from lra_bench.runtime import profile_run
 
     q = torch.randn(1, 2, 32, 8, requires_grad=True)
 
@@ -479,7 +580,7 @@ def test_sdpa_math_fallback_is_detected_and_noted():
 
 
 def test_profiler_lines_are_silenced(capfd):
-    from lra_bench.runtime import profile_run
+    from lra_bench.benchmarking.profiling import profile_run
 
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
         torch.ones(3).sum()

@@ -14,9 +14,8 @@ from lra_bench.attention import available
 from lra_bench.attention.base import hidden_score, matmul_dtype, upcast
 from lra_bench.compose import compose_config
 from lra_bench.data.batches import Collator
-from lra_bench.device_setup import CUBLAS_WORKSPACE, deterministic_mode, native_bf16
 from lra_bench.model import build_model
-from lra_bench.step import precision_of
+from lra_bench.runtime import CUBLAS_WORKSPACE, deterministic_mode, native_bf16, precision_of
 
 
 def model_for(attn: str, *overrides: str) -> torch.nn.Module:

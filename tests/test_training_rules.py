@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import lra_bench.step as step
+import lra_bench.runtime as runtime
 import lra_bench.train as train
 from fixtures_data import smoke_run
 from lra_bench.compose import compose_config
@@ -20,7 +20,8 @@ from lra_bench.config import ConfigError, config_hash, validate
 from lra_bench.data.batches import Collator
 from lra_bench.distributed import DistInfo
 from lra_bench.errors import DataError
-from lra_bench.step import fp32_fallback, make_train_state, precision_of
+from lra_bench.runtime import fp32_fallback, precision_of
+from lra_bench.step import make_train_state
 from lra_bench.training_rules import drop_partial_batch, keeps_best
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -74,7 +75,7 @@ def test_bad_values_get_one_line(override, key):
 
 
 def test_fp16_means_fp16_with_a_scaler_on_cuda_and_fp32_on_a_cpu(monkeypatch):
-    monkeypatch.setattr(step, "native_bf16", lambda device: True)  # a GPU with native bf16
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: True)  # a GPU with native bf16
     assert precision_of(True, CUDA, "fp16") == ("fp16-amp", torch.float16)
     assert precision_of(True, CUDA, "auto") == ("bf16-amp", torch.bfloat16)  # the control
     assert precision_of(True, CUDA, "bf16") == ("bf16-amp", torch.bfloat16)
@@ -119,8 +120,8 @@ def fp16_forward_dtypes(device: torch.device, *overrides: str) -> dict[str, torc
     )
     collate = Collator(32, "max_len", mask_zero=True, dual=False)
     batch = collate({"input_ids": [[3 + i % 7 for i in range(32)], [4] * 20], "label": [0, 1]})
-    with step.autocast(device, state.amp_dtype):
-        model(step.to_device(batch, device))
+    with runtime.autocast(device, state.amp_dtype):
+        model(runtime.to_device(batch, device))
     seen["scaler"] = state.scaler.is_enabled()
     return seen
 

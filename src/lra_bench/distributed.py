@@ -21,8 +21,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from lra_bench.errors import ConfigError, LraBenchError, RunError
-from lra_bench.runtime import resolve_device
+from lra_bench.errors import LraBenchError, RunError
+from lra_bench.runtime import make_current, run_device
 
 
 @dataclass(frozen=True)
@@ -46,27 +46,18 @@ DEFAULT_TIMEOUT_S = 600.0  # trainer.dist_timeout_s: how long a collective waits
 def init_distributed(
     device_name: str, timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> tuple[DistInfo, torch.device]:
-    """Join the process group when started by torchrun (NCCL on GPU, gloo on CPU); pick this rank's device.
+    """Join the process group when started by torchrun (NCCL on GPU, gloo on CPU); pick this
+    rank's device.
 
     ``timeout_s``: how long the rendezvous and each collective wait for the other ranks.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else None
-    from lra_bench.config import check_device
-
-    check_device(device_name)  # before torch parses it: one line for an unknown kind
-    try:
-        device = resolve_device(device_name, local_rank)
-    except (ValueError, RuntimeError) as err:  # torch names an unknown kind in a RuntimeError
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(
-            f"invalid setting trainer.device={device_name}: {reason} (use auto, cpu, cuda or cuda:N)"
-        ) from None
+    device = run_device(device_name, local_rank)
     if world <= 1:
         return DistInfo(), device
     info = DistInfo(int(os.environ["RANK"]), world, local_rank or 0)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    make_current(device)
     if not dist.is_initialized():
         dist.init_process_group(
             backend="nccl" if device.type == "cuda" else "gloo",
@@ -131,7 +122,8 @@ def shutdown(info: DistInfo) -> None:
 
 
 def seed_dropout_streams(seed: int, info: DistInfo) -> None:
-    """Under DDP, give each rank its own dropout stream (``seed + rank``; the data order keeps ``seed``).
+    """Under DDP, give each rank its own dropout stream (``seed + rank``; the data order keeps
+    ``seed``).
 
     Called after the model is built, so every rank starts from the same weights. One process
     keeps its single stream as it is.

@@ -25,7 +25,7 @@ from lra_bench.config import ModelConfig
 
 
 class MultiHeadAttention(nn.Module):
-    """Projections around a registered attention variant; optionally runs it in fp32 under autocast."""
+    """Projections around a registered attention variant; optionally run in fp32 under autocast."""
 
     def __init__(
         self,
@@ -101,7 +101,7 @@ def option(model_cfg: Any, key: str) -> Any:
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
-    """The fixed table of LRA's ``common_layers.sinusoidal_init``: sin on even, cos on odd features."""
+    """The fixed table of LRA's ``common_layers.sinusoidal_init``: sin on even, cos on odd dims."""
     position = torch.arange(length, dtype=torch.float64).unsqueeze(1)
     div_term = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * -(math.log(10000.0) / dim))
     table = torch.zeros(length, dim, dtype=torch.float64)
@@ -238,7 +238,7 @@ class DualClassifier(nn.Module):
 
 
 def _lecun_normal_(weight: torch.Tensor) -> None:
-    """jax's ``lecun_normal`` (flax ``nn.Dense``'s default): truncated normal, variance 1 / fan_in."""
+    """jax's ``lecun_normal`` (flax ``nn.Dense``'s default): truncated normal, variance 1/fan_in."""
     std = (
         math.sqrt(1.0 / weight.shape[1]) / 0.87962566103423978
     )  # the std of N(0, 1) truncated to [-2, 2]
@@ -246,7 +246,8 @@ def _lecun_normal_(weight: torch.Tensor) -> None:
 
 
 def _xavier_(linear: nn.Linear, chunks: int = 1) -> None:
-    """flax ``xavier_uniform`` kernels and ``normal(1e-6)`` biases; ``chunks`` projections fused in one Linear."""
+    """flax ``xavier_uniform`` kernels and ``normal(1e-6)`` biases; ``chunks`` projections fused in
+    one Linear."""
     for part in linear.weight.data.chunk(chunks, dim=0):
         nn.init.xavier_uniform_(part)
     if linear.bias is not None:
@@ -256,8 +257,8 @@ def _xavier_(linear: nn.Linear, chunks: int = 1) -> None:
 @torch.no_grad()
 def init_lra(model: nn.Module) -> None:
     """The LRA code's initialisers: tokens N(0, 1); attention and MLP kernels xavier-uniform with
-    N(0, 1e-6) biases; head layers lecun-normal with zero biases; learned positions N(0, 0.02) and the
-    CLS token zero (as built)."""
+    N(0, 1e-6) biases; head layers lecun-normal with zero biases; learned positions N(0, 0.02)
+    and the CLS token zero (as built)."""
     for module in model.modules():
         if isinstance(module, Encoder):
             nn.init.normal_(module.token.weight, std=1.0)
@@ -275,6 +276,7 @@ def init_lra(model: nn.Module) -> None:
 
 
 def build_model(cfg: Any) -> nn.Module:
-    """The task's model with the configured attention (``cfg`` validated: its ``attn`` is typed once, for every layer)."""
+    """The task's model with the configured attention (``cfg`` validated: its ``attn`` is typed
+    once, for every layer)."""
     cls = DualClassifier if cfg.task.dual else Classifier
     return cls(cfg.model, make_config(cfg.attn), cfg.task)

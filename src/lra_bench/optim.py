@@ -44,7 +44,8 @@ class WarmupRsqrt:
 
 @dataclass
 class WarmupCosine:
-    """``min(1, t / warmup) * max(0, (1 + cos(pi * progress)) / 2)``, progress cyclic after the warm-up."""
+    """``min(1, t / warmup) * max(0, (1 + cos(pi * progress)) / 2)``, progress cyclic after the
+    warm-up."""
 
     warmup: int
     cycle: int

@@ -1,10 +1,24 @@
-"""Where code runs and what it costs: device choice, the device's name for result rows, peak memory.
+"""Device and precision, one home: where a run computes and in which number format.
+
+- the device: ``trainer.device`` resolved (``auto``, ``cpu``, ``cuda``, ``cuda:N``; under
+  torchrun each rank's own GPU), its name in result rows, batches moved onto it;
+- precision: the autocast dtype of ``trainer.amp`` and ``trainer.amp_dtype`` (bf16 where the
+  device computes it natively, fp16 with a loss scaler on CUDA, fp32 where fp16 training is not
+  available), the autocast context around forward passes;
+- determinism: ``trainer.deterministic`` (bit-for-bit repeats on one machine);
+- cost: step times and peak memory.
+
+Deterministic mode sets ``CUBLAS_WORKSPACE_CONFIG`` before the first cuBLAS call (cuBLAS
+otherwise splits reductions differently from call to call), makes every operation use a
+deterministic algorithm (one without raises, rather than warns), turns cuDNN autotuning off and
+leaves out scaled-dot-product attention's cuDNN kernel (in strict mode torch runs the flash and
+memory-efficient backward passes without atomics; the cuDNN one has no such path). It costs
+speed: time tables are made without it.
 
 Peak memory on CUDA comes from torch's allocator statistics. On CPU (Linux) it is the resident
 set's high-water mark (``VmHWM`` in ``/proc/self/status``), which writing 5 to
 ``/proc/self/clear_refs`` resets to the current resident set, so that runs or cases sharing a
-process do not inherit an earlier peak. ``tensor_peak_mb`` gives the allocator-independent figure
-(the most tensor memory alive at once) on both.
+process do not inherit an earlier peak.
 """
 
 from __future__ import annotations
@@ -15,10 +29,9 @@ import math
 import os
 import platform
 import resource
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +39,9 @@ import torch
 
 PROC_STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
+CUBLAS_WORKSPACE = ":4096:8"
+
+# --- the device ------------------------------------------------------------------------------
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
@@ -45,14 +61,144 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     return device
 
 
+def run_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``trainer.device`` resolved for this process; ConfigError (one line) when it cannot be."""
+    from lra_bench.config import check_device
+    from lra_bench.errors import ConfigError
+
+    check_device(name)  # before torch parses it: one line for an unknown kind
+    try:
+        return resolve_device(name, local_rank)
+    except (ValueError, RuntimeError) as err:  # torch names an unknown kind in a RuntimeError
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(
+            f"invalid setting trainer.device={name}: {reason} (use auto, cpu, cuda or cuda:N)"
+        ) from None
+
+
+def make_current(device: torch.device) -> None:
+    """Make an indexed CUDA ``device`` the current one (CUDA events and NCCL use that one)."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+
+
 def device_label(device: torch.device, threads: int | None = None, world: int = 1) -> str:
-    """The device as result rows name it: the GPU's name or ``cpu-<threads>t``, ``x<ranks>`` when several."""
+    """The device as result rows name it: the GPU's name or ``cpu-<threads>t``; ``x<ranks>``
+    when several ranks share the run."""
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"cpu-{threads or torch.get_num_threads()}t"
     )
     return name + (f"x{world}" if world > 1 else "")
+
+
+def to_device(batch: Mapping[str, torch.Tensor | None], device: torch.device) -> Any:
+    """The batch's tensors on ``device`` (copied without waiting where the host memory allows)."""
+    return {
+        k: (v.to(device, non_blocking=True) if v is not None else None) for k, v in batch.items()
+    }
+
+
+# --- precision -------------------------------------------------------------------------------
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True when ``device`` computes in bf16 natively (CUDA compute capability >= 8, ROCm).
+
+    ``torch.cuda.is_bf16_supported()`` alone also says True where bf16 is only emulated
+    (V100, T4), which is slower than fp16 there.
+    """
+    if device.type != "cuda":
+        return True
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # a torch without the argument
+        return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def fp16_unavailable(amp: bool, dtype: str, device: torch.device) -> bool:
+    """True when ``trainer.amp_dtype=fp16`` is asked of a device without fp16 training (not CUDA):
+    the run then trains in fp32."""
+    return amp and dtype == "fp16" and device.type != "cuda"
+
+
+def precision_of(
+    amp: bool, device: torch.device, dtype: str = "auto"
+) -> tuple[str, torch.dtype | None]:
+    """(name for result rows, autocast dtype or None) of ``trainer.amp`` and ``trainer.amp_dtype``.
+
+    ``auto``: bf16 where supported, else fp16 with a scaler; ``fp16``: fp16 with a scaler on a
+    CUDA device and fp32 elsewhere (``fp32_fallback`` says so); ``bf16``: bf16.
+    """
+    if not amp or fp16_unavailable(amp, dtype, device):
+        return "fp32", None
+    if dtype == "fp16" or (dtype == "auto" and not native_bf16(device)):  # V100, T4: emulated
+        return "fp16-amp", torch.float16
+    return "bf16-amp", torch.bfloat16
+
+
+def fp32_fallback(trainer_cfg: Any, device: torch.device) -> str | None:
+    """The line a run prints when ``trainer.amp_dtype=fp16`` meets a device without fp16
+    training."""
+    if fp16_unavailable(trainer_cfg.amp, trainer_cfg.amp_dtype, device):
+        return (
+            f"trainer.amp_dtype=fp16: fp16 training needs a CUDA device; this run on "
+            f"{device.type} trains in fp32"
+        )
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    """Mixed precision around a forward pass (nothing when ``dtype`` is None)."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# --- determinism -----------------------------------------------------------------------------
+
+
+def _sdpa_switches() -> dict[str, tuple[Any, Any]]:
+    """The SDPA kernel switches this torch has: name -> (read, write)."""
+    b = torch.backends.cuda
+    names = {"cudnn": ("cudnn_sdp_enabled", "enable_cudnn_sdp")}
+    return {
+        k: (getattr(b, r), getattr(b, w))
+        for k, (r, w) in names.items()
+        if hasattr(b, r) and hasattr(b, w)
+    }
+
+
+@contextmanager
+def deterministic_mode(enabled: bool) -> Iterator[None]:
+    """Run the block in deterministic mode when ``enabled``; the previous settings come back
+    after."""
+    if not enabled:
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)  # before the first handle
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    switches = _sdpa_switches()
+    sdpa = {name: read() for name, (read, _) in switches.items()}
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    for _, write in switches.values():
+        write(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        for name, (_, write) in switches.items():
+            write(sdpa[name])
+
+
+# --- cost: step time and peak memory ---------------------------------------------------------
 
 
 class StepTimer:
@@ -89,11 +235,9 @@ class StepTimer:
         return [start.elapsed_time(end) / 1000 for start, end in pending]
 
 
-# --- peak memory -----------------------------------------------------------------------------
-
-
 def proc_status_kb(key: str) -> int:
-    """A ``kB`` entry of ``/proc/self/status`` (``VmHWM``, ``VmRSS``, ``VmSize``); KeyError if absent."""
+    """A ``kB`` entry of ``/proc/self/status`` (``VmHWM``, ``VmRSS``, ``VmSize``); KeyError if
+    absent."""
     for line in PROC_STATUS.read_text().splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1])
@@ -101,7 +245,8 @@ def proc_status_kb(key: str) -> int:
 
 
 def reset_resident_peak() -> bool:
-    """Reset the resident-set high-water mark to the current resident set; False where it cannot be."""
+    """Reset the resident-set high-water mark to the current resident set; False where it
+    cannot be."""
     try:
         CLEAR_REFS.write_text("5")
     except OSError:
@@ -129,7 +274,8 @@ def reset_peak_memory(device: torch.device) -> None:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: max allocated by torch; CPU: the process's peak resident set since ``reset_peak_memory``."""
+    """CUDA: max allocated by torch; CPU: the process's peak resident set since
+    ``reset_peak_memory``."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     try:
@@ -178,67 +324,3 @@ class PeakMemory:
         if self.cpu_ok:
             return max(proc_status_kb("VmHWM") * 1024 - self.base, 0) / 2**20
         return math.nan
-
-
-@contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-    """Send the process's file descriptor 2 to the null device while the block runs.
-
-    The profiler's native library prints start/stop lines there (``USDT ... profiler_start``,
-    ``STAGE ...``, and ``gpuGetDeviceCount failed`` from CUDA builds on a CPU) that no setting
-    turns off; Python errors still propagate as exceptions.
-    """
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no descriptor 2 to silence
-        yield
-        return
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    os.close(null)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def profile_run(fn: Callable[[], Any], *, memory: bool) -> tuple[float, set[str]]:
-    """Run ``fn`` once under the profiler: the most tensor memory alive at once beyond what was
-    alive before it (MB; NaN unless ``memory``) and the names of the operators it called."""
-    prof = torch.profiler.profile(
-        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=memory
-    )
-    with quiet_native_stderr():
-        prof.__enter__()
-    try:
-        fn()
-    finally:
-        with quiet_native_stderr():
-            prof.__exit__(None, None, None)
-    events = list(prof.profiler.kineto_results.events())
-    names = {e.name() for e in events if e.name() != "[memory]"}
-    if not memory:
-        return math.nan, names
-    alive = peak = 0
-    for event in sorted((e for e in events if e.name() == "[memory]"), key=lambda e: e.start_ns()):
-        alive += event.nbytes()
-        peak = max(peak, alive)
-    return peak / 2**20, names
-
-
-def tensor_peak_mb(fn: Callable[[], Any], device: torch.device, resident_peak_mb: float) -> float:
-    """The most tensor memory alive at once during one ``fn()``, beyond what was alive before it.
-
-    This is what ``torch.cuda.max_memory_allocated`` measures on a GPU (where ``resident_peak_mb``,
-    from ``PeakMemory``, already is this figure). On a CPU it runs ``fn`` once more under the
-    profiler and adds up its allocation and free events in order: unlike the resident set, the
-    figure does not depend on how the C allocator caches and fragments freed memory, so it is the
-    same from run to run. NaN on other devices.
-    """
-    if device.type == "cuda":
-        return resident_peak_mb
-    if device.type != "cpu":
-        return math.nan
-    return profile_run(fn, memory=True)[0]

@@ -17,44 +17,9 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from lra_bench.data.batches import Batch
-from lra_bench.device_setup import native_bf16
 from lra_bench.distributed import DistInfo, all_sum, wrap_model
 from lra_bench.optim import make_optimizer
-
-
-def precision_of(
-    amp: bool, device: torch.device, dtype: str = "auto"
-) -> tuple[str, torch.dtype | None]:
-    """(name for result rows, autocast dtype or None) of ``trainer.amp`` and ``trainer.amp_dtype``.
-
-    ``auto``: bf16 where supported, else fp16 with a scaler; ``fp16``: fp16 with a scaler on a CUDA
-    device and fp32 elsewhere (``fp32_fallback`` says so); ``bf16``: bf16.
-    """
-    if not amp or (dtype == "fp16" and device.type != "cuda"):
-        return "fp32", None
-    if dtype == "fp16" or (dtype == "auto" and not native_bf16(device)):  # V100, T4: emulated bf16
-        return "fp16-amp", torch.float16
-    return "bf16-amp", torch.bfloat16
-
-
-def fp32_fallback(trainer_cfg: Any, device: torch.device) -> str | None:
-    """The line a run prints when ``trainer.amp_dtype=fp16`` meets a device without fp16 training."""
-    if trainer_cfg.amp and trainer_cfg.amp_dtype == "fp16" and device.type != "cuda":
-        return f"trainer.amp_dtype=fp16: fp16 training needs a CUDA device; this run on {device.type} trains in fp32"
-    return None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
-    """Mixed precision around a forward pass (nothing when ``dtype`` is None)."""
-    return (
-        torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
-    )
-
-
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    return {
-        k: (v.to(device, non_blocking=True) if v is not None else None) for k, v in batch.items()
-    }
+from lra_bench.runtime import autocast, fp32_fallback, precision_of, to_device
 
 
 @dataclass
@@ -132,9 +97,9 @@ class NonFiniteLoss(ArithmeticError):
         self.loss, self.step = loss, step
 
 
-def real_tokens(batch: Batch) -> int:
-    """Real (unpadded) token positions of a host batch (both documents of a retrieval pair)."""
-    total = 0
+def token_counts(batch: Batch) -> tuple[int, int]:
+    """(real, padded) token positions of a host batch, both documents of a retrieval pair."""
+    real = padded = 0
     for ids_key, mask_key in (
         ("input_ids", "mask"),
         ("input_ids_1", "mask_1"),
@@ -142,8 +107,9 @@ def real_tokens(batch: Batch) -> int:
     ):
         ids, mask = batch.get(ids_key), batch.get(mask_key)
         if ids is not None:
-            total += ids.numel() if mask is None else int(mask.sum())
-    return total
+            padded += ids.numel()
+            real += ids.numel() if mask is None else int(mask.sum())
+    return real, padded
 
 
 def train_step(state: TrainState, batches: Iterator[Batch], micro_batches: int = 1) -> StepStats:
@@ -159,7 +125,7 @@ def train_step(state: TrainState, batches: Iterator[Batch], micro_batches: int =
     seen = tokens = 0
     for micro in range(micro_batches):
         host_batch = next(batches)
-        tokens += real_tokens(host_batch)  # masks are still on the host: no device wait
+        tokens += token_counts(host_batch)[0]  # masks are still on the host: no device wait
         batch = to_device(host_batch, device)
         sync = micro == micro_batches - 1 or not info.enabled
         with autocast(device, state.amp_dtype), nullcontext() if sync else state.model.no_sync():  # type: ignore[operator]
@@ -181,7 +147,7 @@ def train_step(state: TrainState, batches: Iterator[Batch], micro_batches: int =
 
 @dataclass
 class MeterReading:
-    """Means over the steps since the last reading, all ranks: loss, accuracy; real tokens summed."""
+    """Means since the last reading over all ranks: loss, accuracy; real tokens summed."""
 
     loss: float
     acc: float
@@ -225,7 +191,8 @@ class StepMeter:
         )
 
     def read(self, info: DistInfo) -> MeterReading:
-        """The means since the last reading (then start afresh); NonFiniteLoss when a loss was not finite."""
+        """The means since the last reading (then start afresh); NonFiniteLoss when a loss was not
+        finite."""
         if self.steps == 0:
             return MeterReading(float("nan"), float("nan"), 0, 0)
         bad_step, bad_loss = self.bad.tolist()

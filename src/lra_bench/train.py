@@ -35,7 +35,6 @@ from lra_bench.data.batches import (
     loader_workers,
     train_stream,
 )
-from lra_bench.device_setup import deterministic_mode
 from lra_bench.distributed import (
     DistInfo,
     all_sum,
@@ -62,14 +61,20 @@ from lra_bench.results import (
 from lra_bench.run_cleanup import forget_unstarted_run
 from lra_bench.run_state import Opening, clear_error, open_folder, remove_temporaries, write_error
 from lra_bench.runlock import hold_run_folder
-from lra_bench.runtime import StepTimer, device_label, peak_memory_mb, reset_peak_memory
+from lra_bench.runtime import (
+    StepTimer,
+    deterministic_mode,
+    device_label,
+    peak_memory_mb,
+    precision_of,
+    reset_peak_memory,
+)
 from lra_bench.step import (
     NonFiniteLoss,
     StepMeter,
     TrainState,
     evaluate,
     make_train_state,
-    precision_of,
     train_step,
 )
 from lra_bench.tracking import Tracker, make_tracker

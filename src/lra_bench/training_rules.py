@@ -6,7 +6,7 @@
   test runs on the last weights, as ``pkuzengqi/Skyformer``'s loop does with 0.2.
 - ``data.test_drop_last``: the test set loses its last partial batch of ``trainer.batch_size``
   examples (in file order), as that code's test loader (``drop_last=True``) does.
-- ``trainer.amp_dtype`` (``lra_bench.step.precision_of``): which autocast type
+- ``trainer.amp_dtype`` (``lra_bench.runtime.precision_of``): which autocast type
   ``trainer.amp=true`` uses; ``fp16`` trains in fp16 with a gradient scaler on a CUDA device and in
   fp32 elsewhere.
 """

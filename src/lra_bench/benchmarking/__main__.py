@@ -1,7 +1,7 @@
 """``python -m lra_bench.bench`` (or ``python -m lra_bench.benchmarking``): attention time and
 memory vs sequence length, whole training steps, or the data loader alone.
 
-    python -m lra_bench.bench attn=softmax,skyformer,performer            # conf/bench.yaml
+    python -m lra_bench.bench attn=softmax,skyformer,performer    # defaults: config.py
     python -m lra_bench.bench attn=all n=1024,2048 device=cuda
     python -m lra_bench.bench mode=train_step task=text attn=softmax,skyformer
     python -m lra_bench.bench mode=data task=listops run.data.bucket=true
@@ -12,12 +12,12 @@ q, k, v ``[batch, heads, n, head_dim]`` and measures the peak extra memory (see
 (``step.train_step``: forward, backward, clipping, AdamW and schedule) of the task model on
 random tokens, each variant with its run's composed config (``trained.py``: its attention
 dropout included unless ``dropout=`` replaces it). Data mode times the run's own loader on the
-task's data (``run.<key>=<value>`` overrides the run config, see ``benchmarking/loader.py``). Each (attention, n) case runs in a worker process with a time limit;
-an OOM or a timeout is recorded in its row and the bench goes on. Unless ``quick=true``, the
-variants of each length then run again in interleaved rounds (``rounds.py``) for steady time
-ratios. Outputs: a new timestamped CSV (rewritten after every case), Markdown tables on stdout
-(and next to the CSV), in attention mode a plot, and copies under the un-timestamped names
-(``outputs.py``).
+task's data (``run.<key>=<value>`` overrides the run config, see ``benchmarking/loader.py``).
+Each (attention, n) case runs in a worker process with a time limit; an OOM or a timeout is recorded
+in its row and the bench goes on. Unless ``quick=true``, the variants of each length then run again
+in interleaved rounds (``rounds.py``) for steady time ratios. Outputs: a new timestamped CSV
+(rewritten after every case), Markdown tables on stdout (and next to the CSV), in attention mode a
+plot, and copies under the un-timestamped names (``outputs.py``).
 """
 
 from __future__ import annotations
@@ -27,17 +27,20 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from lra_bench.benchmarking import tables
+from lra_bench.benchmarking.config import BenchConfig, check
 from lra_bench.benchmarking.measure import (
-    DTYPES,
     AttentionCase,
     Case,
     TrainStepCase,
@@ -45,16 +48,14 @@ from lra_bench.benchmarking.measure import (
 )
 from lra_bench.benchmarking.outputs import new_stem, publish_latest
 from lra_bench.benchmarking.rounds import TimingGroup, summarise
-from lra_bench.benchmarking.trained import trained_settings
+from lra_bench.benchmarking.trained import precision_label, trained_settings
 from lra_bench.benchmarking.variants import BenchError, Variant, resolve
 from lra_bench.benchmarking.worker import default_mem_limit_mb, make_runner
 from lra_bench.errors import LraBenchError
 from lra_bench.io import atomic_write_text
 from lra_bench.paths import conf_dir
 from lra_bench.runtime import device_label, resolve_device
-from lra_bench.step import precision_of
 
-MODES = ("attention", "train_step", "data")
 RUN_PREFIX = "run."  # data mode: ``run.data.bucket=true`` overrides the timed run's config
 LIST_KEYS = {"attn": "attns", "attns": "attns", "n": "n"}
 
@@ -95,47 +96,12 @@ def pick_device(name: str) -> torch.device:
 
 
 def lengths(cfg: DictConfig) -> list[int]:
-    raw = cfg.n if OmegaConf.is_list(cfg.n) else [cfg.n]
-    try:
-        ns = sorted({int(x) for x in raw})
-    except (TypeError, ValueError):
-        raise BenchError(f"n: give sequence lengths as integers, got {list(raw)}") from None
-    if not ns or ns[0] <= 0:
-        raise BenchError(f"n: lengths must be positive, got {list(raw)}")
-    return ns
-
-
-def check(cfg: DictConfig) -> None:
-    """One-line BenchError on the first bad setting, before any work."""
-    if cfg.mode not in MODES:
-        raise BenchError(f"mode: choose {' or '.join(MODES)}, got {cfg.mode!r}")
-    for key in ("window", "budget_s", "max_rounds"):
-        if cfg.spread[key] is None or cfg.spread[key] < (0 if key == "budget_s" else 1):
-            raise BenchError(f"spread.{key}: must be >= 1 (budget_s >= 0), got {cfg.spread[key]}")
-    if not cfg.spread.tolerance or cfg.spread.tolerance <= 0:
-        raise BenchError(f"spread.tolerance: must be > 0, got {cfg.spread.tolerance}")
-    for key in ("batch", "heads", "head_dim", "repeats", "case_timeout_s"):
-        if cfg[key] is None or cfg[key] <= 0:
-            raise BenchError(f"{key}: must be > 0, got {cfg[key]}")
-    if cfg.warmup < 0:
-        raise BenchError(f"warmup: must be >= 0, got {cfg.warmup}")
-    if cfg.dtype not in DTYPES:
-        raise BenchError(f"dtype: choose {', '.join(DTYPES)}, got {cfg.dtype!r}")
-    if cfg.isolate not in ("process", "none"):
-        raise BenchError(f"isolate: choose process or none, got {cfg.isolate!r}")
-    if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
-        raise BenchError(f"dropout: must be in [0, 1), got {cfg.dropout}")
-    for key in ("batch_size", "seq_len"):
-        if cfg.train[key] is not None and cfg.train[key] <= 0:
-            raise BenchError(f"train.{key}: must be > 0, got {cfg.train[key]}")
-    if cfg.batches <= 0:
-        raise BenchError(f"batches: must be > 0, got {cfg.batches}")
-    if cfg.data_split not in ("train", "val"):
-        raise BenchError(f"data_split: choose train or val, got {cfg.data_split!r}")
+    """Attention mode's sequence lengths, shortest first, each once."""
+    return sorted(set(cfg.n))
 
 
 def make_cases(cfg: DictConfig, variants: list[Variant], device: torch.device) -> list[Case]:
-    """Attention mode: every (n, variant), shorter lengths first; train_step: one case per variant."""
+    """Attention mode: every (n, variant), shorter lengths first; train_step: one per variant."""
     common = {
         "device": str(device),
         "warmup": cfg.warmup,
@@ -181,11 +147,10 @@ def make_row(
     if isinstance(case, AttentionCase):
         row.update(heads=case.heads, head_dim=case.head_dim, dtype=case.dtype)
     else:
-        amp = case.trainer["amp"]
         row.update(
             task=cfg.task.name,
             attn_dropout=case.attn.get("dropout", ""),
-            dtype=precision_of(amp, torch.device(case.device))[0] if amp else "float32",
+            dtype=precision_label(case.trainer, case.device),
         )
     return row
 
@@ -233,7 +198,7 @@ def run_data(cfg: DictConfig) -> list[dict[str, Any]]:
     try:
         run_cfg = compose_config([f"task={cfg.task.name}", *cfg.run])
         validate(run_cfg)
-        load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""
+        load = load_avg()
         row = {
             **time_loader(cfg, run_cfg),
             "threads": torch.get_num_threads(),
@@ -258,8 +223,36 @@ def skip_reason(cfg: DictConfig, case: Case, failed: set[str], start: float) -> 
     if cfg.skip_longer_after_failure and case.label in failed:
         return "a shorter length ran out of memory or time"
     if cfg.budget_s is not None and time.monotonic() - start > cfg.budget_s:
-        return f"the bench's budget_s={cfg.budget_s} was spent"
+        return f"the bench's budget_s={cfg.budget_s:g} was spent"
     return None
+
+
+def load_avg() -> float | str:
+    """The 1-minute load average, rounded ("" where the system does not give one)."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""
+
+
+@dataclass
+class CaseRows:
+    """The bench's rows so far, rewritten with ratios to its CSV after every case."""
+
+    cfg: DictConfig
+    variants: dict[str, Variant]
+    device: str  # the device as rows name it
+    threads: int
+    csv_path: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, case: Case, result: dict[str, Any], load: float | str) -> None:
+        variant = self.variants[case.label]
+        row = make_row(self.cfg, case, variant, result, self.device, self.threads)
+        self.rows.append({**row, "load_avg": load})
+
+    def save(self) -> None:
+        cfg = self.cfg
+        columns = tables.ATTENTION_COLUMNS if cfg.mode == "attention" else tables.TRAIN_STEP_COLUMNS
+        tables.add_ratios(self.rows, cfg.baseline, cfg.mode)
+        tables.write_csv(self.csv_path, self.rows, columns)
 
 
 def run_cases(
@@ -267,15 +260,10 @@ def run_cases(
 ) -> tuple[list[dict[str, Any]], bool]:
     """Each case in turn (or skipped), the CSV rewritten with ratios after every one; and whether
     SIGTERM or Ctrl-C stopped the bench (the cases left are then rows marked ``skipped``)."""
-    by_label = {v.label: v for v in variants}
     threads = cfg.threads or torch.get_num_threads()
-    csv_path = stem.with_suffix(".csv")
-    columns = tables.ATTENTION_COLUMNS if cfg.mode == "attention" else tables.TRAIN_STEP_COLUMNS
+    by_label = {v.label: v for v in variants}
+    log = CaseRows(cfg, by_label, device_label(device, threads), threads, stem.with_suffix(".csv"))
     runner = make_runner(cfg.isolate, cfg.threads)
-    rows: list[dict[str, Any]] = []
-    failed: set[str] = set()
-    start = time.monotonic()
-    stopped = False
     bar = tqdm(
         cases,
         desc=f"bench {cfg.mode}",
@@ -285,52 +273,41 @@ def run_cases(
     )
     try:
         with TermAsInterrupt():
-            for i, case in enumerate(bar):
-                bar.set_postfix_str(f"{case.label} n={case.n}")
-                load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else ""
-                skipped = skip_reason(cfg, case, failed, start)
-                result = (
-                    runner.run(case) if skipped is None else {"status": "skipped", "error": skipped}
-                )
-                if result["status"] in ("oom", "timeout"):
-                    failed.add(case.label)
-                row = make_row(
-                    cfg, case, by_label[case.label], result, device_label(device, threads), threads
-                )
-                rows.append({**row, "load_avg": load})
-                last_of_length = i + 1 == len(cases) or cases[i + 1].n != case.n
-                if not cfg.quick and last_of_length:
-                    bar.set_postfix_str(f"interleaved rounds n={case.n}")
-                    interleave_length(cfg, runner, cases[: i + 1], rows)
-                tables.add_ratios(rows, cfg.baseline, cfg.mode)
-                tables.write_csv(csv_path, rows, columns)
+            run_each(cfg, bar, cases, runner, log)
     except KeyboardInterrupt:
-        stopped = True
         print(
-            f"\nstopped after {len(rows)} of {len(cases)} cases: tables and plot from those",
+            f"\nstopped after {len(log.rows)} of {len(cases)} cases: tables and plot from those",
             file=sys.stderr,
         )
-        for case in cases[len(rows) :]:
+        for case in cases[len(log.rows) :]:
             result = {"status": "skipped", "error": "the bench was stopped (SIGTERM or Ctrl-C)"}
-            rows.append(
-                {
-                    **make_row(
-                        cfg,
-                        case,
-                        by_label[case.label],
-                        result,
-                        device_label(device, threads),
-                        threads,
-                    ),
-                    "load_avg": "",
-                }
-            )
-        tables.add_ratios(rows, cfg.baseline, cfg.mode)
-        tables.write_csv(csv_path, rows, columns)
+            log.add(case, result, "")
+        log.save()
+        return log.rows, True
     finally:
         bar.close()
         runner.close()
-    return rows, stopped
+    return log.rows, False
+
+
+def run_each(cfg: DictConfig, bar: Any, cases: list[Case], runner: Any, log: CaseRows) -> None:
+    """Run (or skip) every case of ``bar``; after the last case of each length, unless
+    ``quick``, that length's interleaved rounds."""
+    failed: set[str] = set()
+    start = time.monotonic()
+    for i, case in enumerate(bar):
+        bar.set_postfix_str(f"{case.label} n={case.n}")
+        load = load_avg()
+        skipped = skip_reason(cfg, case, failed, start)
+        result = runner.run(case) if skipped is None else {"status": "skipped", "error": skipped}
+        if result["status"] in ("oom", "timeout"):
+            failed.add(case.label)
+        log.add(case, result, load)
+        last_of_length = i + 1 == len(cases) or cases[i + 1].n != case.n
+        if not cfg.quick and last_of_length:
+            bar.set_postfix_str(f"interleaved rounds n={case.n}")
+            interleave_length(cfg, runner, cases[: i + 1], log.rows)
+        log.save()
 
 
 def interleave_length(
@@ -373,7 +350,8 @@ def interleave_length(
 
 
 class TermAsInterrupt:
-    """While active, SIGTERM (``timeout``, a job scheduler) stops the bench like Ctrl-C, so its outputs are still written."""
+    """While active, SIGTERM (``timeout``, a job scheduler) stops the bench like Ctrl-C, so its
+    outputs are still written."""
 
     def __enter__(self) -> TermAsInterrupt:
         try:
@@ -431,10 +409,31 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command-line entry: expand the list shorthands, then hand over to Hydra."""
+    """Command-line entry: expand the list shorthands, then hand over to Hydra; a setting Hydra
+    refuses (an unknown key, a value of the wrong type) costs one line and exit status 2."""
     args = sys.argv[1:] if argv is None else list(argv)
     sys.argv = [sys.argv[0], *expand_shorthand(args)]
-    _app()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's errors come to us, not as its own report
+    try:
+        _app()
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"error: {composition_problem(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def composition_problem(err: BaseException) -> str:
+    """Hydra's or OmegaConf's error as one line; an unknown key names the closest settings."""
+    from lra_bench.precheck import describe
+    from lra_bench.typo_hints import UNKNOWN, closest, setting_names
+
+    message = describe(err)
+    unknown = UNKNOWN.search(message)
+    if unknown is None:
+        return message
+    key = unknown.group(1).lstrip("+~")
+    found = closest(key, setting_names(OmegaConf.structured(BenchConfig)))
+    hint = f"; did you mean {' or '.join(f'`{n}`' for n in found)}?" if found else ""
+    return f"unknown bench setting `{key}`{hint}"
 
 
 if __name__ == "__main__":

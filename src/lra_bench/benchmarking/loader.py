@@ -17,23 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from lra_bench.data.batches import Batch
-
-
-def _tokens(batch: Batch) -> tuple[int, int]:
-    """(real, padded) token positions of a batch (both documents of a pair)."""
-    real = padded = 0
-    for ids_key, mask_key in (
-        ("input_ids", "mask"),
-        ("input_ids_1", "mask_1"),
-        ("input_ids_2", "mask_2"),
-    ):
-        ids = batch.get(ids_key)
-        if ids is None:
-            continue
-        mask = batch.get(mask_key)
-        padded += ids.numel()
-        real += ids.numel() if mask is None else int(mask.sum())
-    return real, padded
+from lra_bench.step import token_counts
 
 
 def _loader(cfg: DictConfig, run_cfg: DictConfig) -> tuple[Iterator[Batch], int]:
@@ -64,7 +48,7 @@ def time_loader(cfg: DictConfig, run_cfg: DictConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         batch = next(batches)
         times.append(time.perf_counter() - t0)
-        r, p = _tokens(batch)
+        r, p = token_counts(batch)
         real, padded = real + r, padded + p
     total = sum(times)
     median_ms = 1000 * statistics.median(times)

@@ -31,16 +31,19 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from lra_bench.benchmarking.config import DTYPE_NAMES
+from lra_bench.benchmarking.profiling import profile_run
 from lra_bench.runtime import (
     PeakMemory,
+    autocast,
     cpu_peak_supported,
+    make_current,
     proc_status_kb,
-    profile_run,
     reset_resident_peak,
     resolve_device,
 )
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}  # attention mode's `dtype`
 
 
 class CaseTimeout(RuntimeError):
@@ -90,7 +93,8 @@ Case = AttentionCase | TrainStepCase
 
 
 def saved_for_backward_mb(forward: Callable[[], Any]) -> float:
-    """MB of the distinct storages autograd saves during one ``forward()`` (each storage counted once)."""
+    """MB of the distinct storages autograd saves during one ``forward()`` (each storage counted
+    once)."""
     return saved_bytes_mb(forward)[0]
 
 
@@ -135,8 +139,7 @@ def time_ms(fn: Callable[[], None], device: torch.device) -> float:
 
 def _use(device_name: str) -> torch.device:
     device = resolve_device(device_name)
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)  # CUDA events are recorded on the current device
+    make_current(device)  # CUDA events are recorded on the current device
     return device
 
 
@@ -331,7 +334,8 @@ def attention_case(case: AttentionCase) -> dict[str, Any]:
 def random_batch(
     task: dict[str, Any], batch: int, n: int, device: torch.device, seed: int
 ) -> dict[str, torch.Tensor | None]:
-    """Random token ids of full length (no padding) and random labels, shaped like the task's batches."""
+    """Random token ids of full length (no padding) and random labels, shaped like the task's
+    batches."""
     g = torch.Generator().manual_seed(seed)
 
     def ids() -> torch.Tensor:
@@ -351,7 +355,7 @@ def prepare_train_step(case: TrainStepCase) -> Prepared:
     """The task model with the training loop's state, its training step on random tokens."""
     from lra_bench.config import ModelConfig
     from lra_bench.model import build_model
-    from lra_bench.step import autocast, make_train_state, train_step
+    from lra_bench.step import make_train_state, train_step
 
     device = _use(case.device)
     torch.manual_seed(case.seed)

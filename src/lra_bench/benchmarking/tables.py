@@ -12,8 +12,9 @@ from lra_bench.report.render import markdown_table
 
 ATTENTION_COLUMNS = [
     "attn", "label", "n", "batch", "heads", "head_dim", "device", "dtype",
-    "fwd_ms", "fwdbwd_ms", "peak_mem_mb", "saved_mb", "tensor_mem_mb", "own_saved_mb", "own_tensor_mb",
-    "fwd_ratio", "fwdbwd_ratio", "mem_ratio", "saved_ratio", "tensor_mem_ratio", "own_saved_ratio", "own_tensor_ratio",
+    "fwd_ms", "fwdbwd_ms", "peak_mem_mb", "saved_mb", "tensor_mem_mb", "own_saved_mb",
+    "own_tensor_mb", "fwd_ratio", "fwdbwd_ratio", "mem_ratio", "saved_ratio", "tensor_mem_ratio",
+    "own_saved_ratio", "own_tensor_ratio",
     "fwd_ratio_min", "fwd_ratio_max", "fwdbwd_ratio_min", "fwdbwd_ratio_max", "rounds", "spread_ok",
     "fwd_min_ms", "fwdbwd_min_ms", "fwd_mem_mb", "worker_rss_mb", "kernels",
     "repeats", "threads", "load_avg", "options", "status", "error",
@@ -21,13 +22,14 @@ ATTENTION_COLUMNS = [
 TRAIN_STEP_COLUMNS = [
     "attn", "label", "task", "n", "batch", "device", "dtype", "attn_dropout",
     "step_ms", "steps_per_s", "tokens_per_s", "peak_mem_mb", "saved_mb", "tensor_mem_mb",
-    "step_ratio", "mem_ratio", "tensor_mem_ratio", "step_ratio_min", "step_ratio_max", "rounds", "spread_ok",
-    "step_min_ms", "worker_rss_mb", "kernels", "params", "repeats", "threads", "load_avg", "options", "status",
-    "error",
+    "step_ratio", "mem_ratio", "tensor_mem_ratio", "step_ratio_min", "step_ratio_max", "rounds",
+    "spread_ok", "step_min_ms", "worker_rss_mb", "kernels", "params", "repeats", "threads",
+    "load_avg", "options", "status", "error",
 ]  # fmt: skip
 DATA_COLUMNS = [
     "task", "split", "batch", "n", "workers", "bucket", "pad_to",
-    "ms_per_batch", "mean_ms", "batches_per_s", "real_tokens_per_s", "padded_tokens_per_s", "real_fraction",
+    "ms_per_batch", "mean_ms", "batches_per_s", "real_tokens_per_s", "padded_tokens_per_s",
+    "real_fraction",
     "repeats", "threads", "load_avg", "run", "status", "error",
 ]  # fmt: skip
 # ratio column -> measured column; a ratio is value / baseline's value at the same n
@@ -178,8 +180,8 @@ SINGLE_TABLES = [
         "own_saved_mb", "own_saved_ratio", fmt_mb,
     ),
     (
-        "Peak tensor memory of forward+backward: the most bytes of tensors alive at once, whatever the allocator "
-        "caches (max_memory_allocated on a GPU; ratio to {baseline})",
+        "Peak tensor memory of forward+backward: the most bytes of tensors alive at once, "
+        "whatever the allocator caches (max_memory_allocated on a GPU; ratio to {baseline})",
         "tensor_mem_mb", "tensor_mem_ratio", fmt_mb,
     ),
     (
@@ -198,7 +200,10 @@ def attention_markdown(rows: Sequence[dict[str, Any]], baseline: str) -> str:
     lengths = sorted({row["n"] for row in rows})
     by_key = {(row["label"], row["n"]): row for row in rows}
     first = rows[0]
-    setup = f"{first['device']}, {first['dtype']}, batch {first['batch']}, {first['heads']} heads × {first['head_dim']}"
+    setup = (
+        f"{first['device']}, {first['dtype']}, batch {first['batch']}, "
+        f"{first['heads']} heads × {first['head_dim']}"
+    )
 
     def both(row: dict[str, Any]) -> str:
         text = f"{fmt_ms(row['fwdbwd_ms'])} · {fmt_mb(row['peak_mem_mb'])}"
@@ -258,7 +263,10 @@ def train_step_markdown(
     from lra_bench.benchmarking.trained import dropout_note
 
     first = rows[0]
-    setup = f"task {first['task']}, n {first['n']}, batch {first['batch']}, {first['device']}, {first['dtype']}"
+    setup = (
+        f"task {first['task']}, n {first['n']}, batch {first['batch']}, "
+        f"{first['device']}, {first['dtype']}"
+    )
     header = [
         "attention", "attn. dropout", "step", "steps/s", "peak memory", "saved for backward",
         "tensor memory", f"time vs {baseline}", f"memory vs {baseline}",
@@ -312,8 +320,9 @@ def data_markdown(rows: Sequence[dict[str, Any]]) -> str:
     ]
     body = [
         [
-            row["task"], row["split"], str(row["batch"]), str(row["n"]), str(row["bucket"]).lower(), str(row["workers"]),
-            fmt_ms(row["ms_per_batch"]), f"{_num(row['batches_per_s']):.1f}", f"{_num(row['real_tokens_per_s']):.3g}",
+            row["task"], row["split"], str(row["batch"]), str(row["n"]),
+            str(row["bucket"]).lower(), str(row["workers"]), fmt_ms(row["ms_per_batch"]),
+            f"{_num(row['batches_per_s']):.1f}", f"{_num(row['real_tokens_per_s']):.3g}",
             f"{_num(row['real_fraction']):.2f}",
         ]
         for row in rows
@@ -324,7 +333,7 @@ def data_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def plot_attention(rows: Sequence[dict[str, Any]], path: Path) -> bool:
-    """Forward+backward time and peak memory vs length, log-log; False when matplotlib is missing."""
+    """Forward+backward time and peak memory vs length, log-log; False without matplotlib."""
     try:
         import matplotlib
 

@@ -65,6 +65,25 @@ def trained_settings(cfg: DictConfig, variant: Variant) -> Trained:
     return Trained(**parts)  # type: ignore[arg-type]
 
 
+def precision_label(trainer: dict[str, Any], device: str) -> str:
+    """The number format a train-step case trains in, as the tables name it: ``bf16-amp`` or
+    ``fp16-amp`` (``trainer.amp`` and ``trainer.amp_dtype``, decided as a run decides them), else
+    ``float32``, which names the fp16 asked for where the device cannot train in it
+    (``float32 (fp16 requested, CPU)``)."""
+    import torch
+
+    from lra_bench.runtime import fp16_unavailable, precision_of
+
+    where = torch.device(device)
+    amp, dtype = bool(trainer["amp"]), str(trainer.get("amp_dtype", "auto"))
+    name, autocast_dtype = precision_of(amp, where, dtype)
+    if autocast_dtype is not None:
+        return name
+    if fp16_unavailable(amp, dtype, where):
+        return f"float32 (fp16 requested, {where.type.upper()})"
+    return "float32"
+
+
 def dropout_note(rows: list[dict[str, Any]], fixed: float | None) -> str:
     """The line under the train-step table saying which attention dropout each row trained with."""
     if fixed is not None:

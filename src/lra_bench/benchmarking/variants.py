@@ -42,7 +42,8 @@ def _is_number(text: str) -> bool:
 
 
 def default_label(name: str, options: dict[str, str]) -> str:
-    """``softmax`` + ``impl=math`` -> ``softmax-math``; numbers keep their key: ``skyformer-num_landmarks=64``."""
+    """``softmax`` + ``impl=math`` -> ``softmax-math``; numbers keep their key:
+    ``skyformer-num_landmarks=64``."""
     parts = [name]
     for key, value in options.items():
         named = _is_number(value) or value.lower() in ("true", "false", "null", "none")
@@ -77,7 +78,7 @@ def everything() -> list[str]:
 
 
 def resolve(entries: Any, dropout: float | None = None) -> list[Variant]:
-    """Validated variants for ``entries``; ``dropout`` (unless None) replaces every variant's own."""
+    """Validated variants for ``entries``; ``dropout`` (unless None) replaces each one's own."""
     names = available()
     expanded: list[str] = []
     for entry in split_entries(entries):

@@ -1,4 +1,5 @@
-"""Where cases run: a worker process (killed and replaced on a hang or crash) or the calling process.
+"""Where cases run: a worker process (killed and replaced on a hang or crash) or the calling
+process.
 
 Every case ends with a status: ``ok``, ``oom`` (out of memory, or killed by the system),
 ``timeout`` (ran past its limit), ``invalid`` (the variant's settings do not fit this length)
@@ -45,7 +46,7 @@ def _one_line(err: BaseException) -> str:
 
 
 def is_sticky(err: BaseException) -> bool:
-    """True for an error that leaves the process's CUDA context broken (a device-side assert, ...)."""
+    """True for an error that leaves the process's CUDA context broken (device-side assert, ...)."""
     if (
         type(err).__name__ == "AcceleratorError"
     ):  # torch's own class for such errors, where it has one
@@ -131,7 +132,8 @@ def memory_cap(extra_mb: float | None) -> Iterator[None]:
 def _serve(
     conn: Any, threads: int | None, run: Callable[[Case], dict[str, Any]] = run_case
 ) -> None:
-    """Worker loop: receive a case, send back its result, until told to stop (or its CUDA context broke)."""
+    """Worker loop: receive a case, send back its result, until told to stop (or its CUDA context
+    broke)."""
     if threads:
         torch.set_num_threads(threads)
     import lra_bench.attention  # noqa: F401 - register the variants before the first case
