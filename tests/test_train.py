@@ -222,11 +222,13 @@ def test_compiled_run_matches_eager_and_says_so_in_its_row(smoke_overrides, tmp_
 
 @pytest.mark.slow
 def test_cli_sigterm_checkpoints_and_rerun_resumes(tmp_path, cache_dir):
-    """The real command: SIGTERM mid-run leaves last.pt; the same command resumes and prints its row."""
+    """The real command: SIGTERM mid-run leaves last.pt; the same command resumes and prints its
+    row."""
     env = {**os.environ, "LRA_BENCH_CACHE_DIR": str(cache_dir), "PYTHONUNBUFFERED": "1"}
     cmd = [
-        sys.executable, "-m", "lra_bench", "attn=skyformer", "attn.num_landmarks=16", "trainer=smoke",
-        "trainer.steps=300", "trainer.ckpt_every=1000", "trainer.eval_every=1000", "data.gen_workers=1",
+        sys.executable, "-m", "lra_bench", "attn=skyformer", "attn.num_landmarks=16",
+        "trainer=smoke", "trainer.steps=300", "trainer.ckpt_every=1000", "trainer.eval_every=1000",
+        "data.gen_workers=1",
         f"paths.runs_dir={tmp_path / 'runs'}", f"paths.leaderboard={tmp_path / 'lb.csv'}",
     ]  # fmt: skip
     proc = subprocess.Popen(
