@@ -38,8 +38,8 @@ def _tokens(batch: Batch) -> tuple[int, int]:
 
 def _loader(cfg: DictConfig, run_cfg: DictConfig) -> tuple[Iterator[Batch], int]:
     """The run's batches of ``cfg.data_split`` and the loader processes they use."""
-    from lra_bench.distributed import DistInfo
     from lra_bench.data.loaders import prepare_data
+    from lra_bench.distributed import DistInfo
 
     device = torch.device("cpu")
     data = prepare_data(run_cfg, DistInfo(), device)
