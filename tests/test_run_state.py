@@ -186,7 +186,8 @@ def test_flipped_bytes_in_last_pt_fall_back_to_last_prev_pt(capsys, smoke_overri
     (notice,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("notice")]
     print(notice)
     assert notice == (
-        f"notice: {run_dir / 'last.pt'} is damaged (its content does not match the digest stored in it); "
+        f"notice: {run_dir / 'last.pt'} is damaged "
+        "(its content does not match the digest stored in it); "
         f"resuming from {run_dir / 'last.prev.pt'} (step 3) instead"
     )
     a = checkpoint.load(tmp_path / "straight" / "last.pt")["model"]

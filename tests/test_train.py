@@ -159,6 +159,39 @@ def test_nan_between_readings_names_its_step_and_the_checkpoint_before_it(
     )
 
 
+def test_each_step_writes_last_pt_at_most_once_and_evaluates_on_its_own_cadence(
+    smoke_overrides, tmp_path, monkeypatch
+):
+    """Checkpoint every 4 steps, evaluate every 3, stop at step 8 (a checkpoint step): last.pt
+    is written once at steps 4 and 8; resumed, once at the last step (9) and once marked
+    complete; dev accuracy at steps 3, 6 and 9; readings at those steps and every 2."""
+    from lra_bench import checkpoint
+    from lra_bench.metrics_log import read_curve
+
+    real, writes = checkpoint.save_atomic, []
+
+    def counted(state, path, **kwargs):
+        if Path(path).name == "last.pt":
+            writes.append((state["progress"]["step"], state["complete"]))
+        real(state, path, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_atomic", counted)
+    cadence = [
+        *smoke_overrides,
+        "trainer.steps=9",
+        "trainer.log_every=2",
+        "trainer.eval_every=3",
+        "trainer.ckpt_every=4",
+    ]
+    stopped = run(compose_config([*cadence, "trainer.stop_at_step=8"]))
+    assert stopped["status"] == "interrupted" and writes == [(4, False), (8, False)]
+    assert run(compose_config(cadence))["status"] == "complete"
+    assert writes == [(4, False), (8, False), (9, False), (9, True)]
+    curve = read_curve(tmp_path / "run")
+    assert [step for step, _ in curve.val_acc] == [3, 6, 9]
+    assert [step for step, _ in curve.loss] == [2, 3, 4, 6, 8, 9]  # a reading at each of those
+
+
 def test_step_meter_means_over_steps_and_first_nonfinite_step():
     from lra_bench.distributed import DistInfo
     from lra_bench.step import NonFiniteLoss, StepMeter, StepStats
@@ -222,11 +255,13 @@ def test_compiled_run_matches_eager_and_says_so_in_its_row(smoke_overrides, tmp_
 
 @pytest.mark.slow
 def test_cli_sigterm_checkpoints_and_rerun_resumes(tmp_path, cache_dir):
-    """The real command: SIGTERM mid-run leaves last.pt; the same command resumes and prints its row."""
+    """The real command: SIGTERM mid-run leaves last.pt; the same command resumes and prints its
+    row."""
     env = {**os.environ, "LRA_BENCH_CACHE_DIR": str(cache_dir), "PYTHONUNBUFFERED": "1"}
     cmd = [
-        sys.executable, "-m", "lra_bench", "attn=skyformer", "attn.num_landmarks=16", "trainer=smoke",
-        "trainer.steps=300", "trainer.ckpt_every=1000", "trainer.eval_every=1000", "data.gen_workers=1",
+        sys.executable, "-m", "lra_bench", "attn=skyformer", "attn.num_landmarks=16",
+        "trainer=smoke", "trainer.steps=300", "trainer.ckpt_every=1000", "trainer.eval_every=1000",
+        "data.gen_workers=1",
         f"paths.runs_dir={tmp_path / 'runs'}", f"paths.leaderboard={tmp_path / 'lb.csv'}",
     ]  # fmt: skip
     proc = subprocess.Popen(

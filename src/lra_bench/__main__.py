@@ -1,4 +1,4 @@
-"""``python -m lra_bench task=<task> attn=<attention> [overrides]``: one run (or a sweep with -m)."""
+"""``python -m lra_bench task=<task> attn=<attention> [overrides]``: one run, or a sweep with -m."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from lra_bench.errors import RunError
 from lra_bench.joblog import mirror_to_job_log
 from lra_bench.paths import conf_dir
-from lra_bench.precheck import run_app
+from lra_bench.precheck import ERROR_STATUS, run_app
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
@@ -21,11 +21,12 @@ def main(cfg: DictConfig) -> None:
 
     with mirror_to_job_log():  # the job log (lra_bench.log) gets what the terminal shows
         status = train_main(cfg)
-    if status == 2 and HydraConfig.get().mode == RunMode.MULTIRUN:
+    if status == ERROR_STATUS and HydraConfig.get().mode == RunMode.MULTIRUN:
         # a failed run of a sweep (its error already printed, and kept in its folder) leaves the
         # others going; the sweep ends with status 2 after them
         raise RunError(
-            f"{cfg.task.name}/{cfg.attn.name} seed {cfg.seed} failed (its error is above); the sweep's other runs went on"
+            f"{cfg.task.name}/{cfg.attn.name} seed {cfg.seed} failed (its error is above); "
+            "the sweep's other runs went on"
         )
     if status:
         sys.exit(status)

@@ -70,7 +70,8 @@ def previous_of(path: Path) -> Path:
 
 
 def save_atomic(state: dict[str, Any], path: Path, keep_previous: bool = False) -> None:
-    """Save ``state`` with its digest so that ``path`` always holds an old or new complete checkpoint.
+    """Save ``state`` with its digest so that ``path`` always holds an old or new complete
+    checkpoint.
 
     With ``keep_previous`` the checkpoint being replaced is first kept as ``previous_of(path)``
     (a hard link, or a copy where links are not supported), so both names always exist whole.
@@ -98,7 +99,8 @@ def _keep_copy(path: Path, target: Path) -> None:
 
 
 def load(path: Path) -> dict[str, Any]:
-    """Load a checkpoint written by ``save_atomic`` (tensors and plain containers only) and check its digest.
+    """Load a checkpoint written by ``save_atomic`` (tensors and plain containers only) and check
+    its digest.
 
     A file that cannot be read, is not a checkpoint, holds other objects, or whose content
     does not match its digest raises ``CheckpointError`` (one line naming the file).
@@ -180,7 +182,8 @@ def restore_rng_states(saved: dict[str, Any], info: DistInfo, device: torch.devi
         return None
     kept = min(saved["world_size"], info.world_size)
     return (
-        f"note: the checkpoint was written by {saved['world_size']} rank(s), resuming on {info.world_size}: "
+        f"note: the checkpoint was written by {saved['world_size']} rank(s), "
+        f"resuming on {info.world_size}: "
         f"the random streams of ranks 0..{kept - 1} are restored, the others start fresh "
         "(the run goes on, but is not bit-identical to an uninterrupted one)"
     )

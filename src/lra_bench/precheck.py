@@ -1,9 +1,11 @@
-"""Configuration problems cost one line and no folder: validation hooked into Hydra, errors made one line.
+"""Configuration problems cost one line and no folder: validation hooked into Hydra, errors made
+one line, and the one exit status an error ends the training command with.
 
 Hydra composes the run's config once; ``ValidateConfig`` (a Hydra callback listed in
 ``conf/config.yaml``) validates that same config before Hydra creates the run folder, and
 ``run_app`` prints any composition or validation problem as ``error: <one line>`` with
-exit status 2. Sweeps (``-m``) are validated job by job when each run starts.
+exit status 2. Sweeps (``-m``) are validated job by job when each run starts. ``error_status``
+is where a problem becomes that line and that status; every exit for an error goes through it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
@@ -31,8 +33,12 @@ _NOISE = (
 )
 
 
+ERROR_STATUS = 2  # the exit status of a run or command stopped by an error meant for the user
+
+
 class ValidateConfig(Callback):
-    """Validate a single run's composed config before its folder exists (ranks from torchrun's WORLD_SIZE).
+    """Validate a single run's composed config before its folder exists (ranks from torchrun's
+    WORLD_SIZE).
 
     Hydra turns an exception raised by a callback into a warning and goes on, so a problem
     ends the process here.
@@ -42,13 +48,13 @@ class ValidateConfig(Callback):
         try:
             validate(config, world_size=int(os.environ.get("WORLD_SIZE", "1")))
         except ConfigError as err:
-            fail(str(err))
+            sys.exit(error_status(str(err)))
 
 
-def fail(problem: str) -> NoReturn:
-    """Print ``error: <problem>`` (one line) and exit with status 2."""
+def error_status(problem: str) -> int:
+    """Print ``error: <problem>`` (one line) on stderr; the exit status it ends with."""
     print(f"error: {problem}", file=sys.stderr)
-    sys.exit(2)
+    return ERROR_STATUS
 
 
 def one_line(message: str) -> str:
@@ -61,7 +67,8 @@ def one_line(message: str) -> str:
 
 
 def describe(err: BaseException) -> str:
-    """One line for a configuration problem: ours as is, Hydra's and OmegaConf's with their cause."""
+    """One line for a configuration problem: ours as is, Hydra's and OmegaConf's with their
+    cause."""
     if isinstance(err, LraBenchError):
         return str(err)
     cause = err.__cause__
@@ -83,4 +90,4 @@ def run_app(app: Callable[[], Any]) -> None:
         app()
     except (HydraException, OmegaConfBaseException, LraBenchError) as err:
         message = describe(err)
-        fail(unknown_setting(message, sys.argv[1:]) or message)
+        sys.exit(error_status(unknown_setting(message, sys.argv[1:]) or message))

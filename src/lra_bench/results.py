@@ -1,4 +1,5 @@
-"""Run outputs: ``results.json`` in the run folder and one locked row appended to the leaderboard CSV.
+"""Run outputs: ``results.json`` in the run folder and one locked row appended to the leaderboard
+CSV.
 
 Appends are idempotent per run: each row carries its run's ``run_id`` and a row whose id is
 already in the file is not written again, so a run stopped anywhere between writing
@@ -192,14 +193,16 @@ def upgraded_text(board: Board, extra: list[str] | None = None) -> str:
 
 
 def check_appendable(path: str | Path) -> None:
-    """Raise ``ResultsError`` now for anything that would stop ``append_row`` later (run before training)."""
+    """Raise ``ResultsError`` now for anything that would stop ``append_row`` later (run before
+    training)."""
     path = Path(path)
     if path.is_dir():
         raise ResultsError(f"the leaderboard {path} is a folder; set paths.leaderboard to a file")
     if path.exists():
         if not os.access(path, os.R_OK | os.W_OK):
             raise ResultsError(
-                f"cannot write the leaderboard {path}: permission denied; set paths.leaderboard to a writable file"
+                f"cannot write the leaderboard {path}: permission denied; "
+                "set paths.leaderboard to a writable file"
             )
         read_board(path)
         return
@@ -207,7 +210,8 @@ def check_appendable(path: str | Path) -> None:
     if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
         why = "not a folder" if not parent.is_dir() else "permission denied"
         raise ResultsError(
-            f"cannot write the leaderboard {path}: {parent} is {why}; set paths.leaderboard to a writable file"
+            f"cannot write the leaderboard {path}: {parent} is {why}; "
+            "set paths.leaderboard to a writable file"
         )
 
 
@@ -222,7 +226,8 @@ def format_row(row: dict[str, Any]) -> str:
 
 
 def append_row(path: str | Path, row: dict[str, Any]) -> bool:
-    """Append one row under a file lock unless a row with its ``run_id`` is there; True when written.
+    """Append one row under a file lock unless a row with its ``run_id`` is there; True when
+    written.
 
     A new or blank file gets the header first. A file with an older header is rewritten
     atomically in the current column order (older rows get the new columns' defaults); a last
@@ -251,7 +256,8 @@ def append_row(path: str | Path, row: dict[str, Any]) -> bool:
         if err.errno in NO_SPACE:
             raise no_space(path) from None
         raise ResultsError(
-            f"cannot write the leaderboard {path}: {err.strerror}; set paths.leaderboard to a writable file"
+            f"cannot write the leaderboard {path}: {err.strerror}; "
+            "set paths.leaderboard to a writable file"
         ) from None
     return True
 

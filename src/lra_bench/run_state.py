@@ -43,13 +43,15 @@ def open_folder(folder: Path, digest: str, is_main: bool) -> Opening:
     if saved is None:
         if results is not None:
             raise RunError(
-                f"{folder} holds {results_path.name} but no last.pt, so it cannot be checked or resumed; "
-                "nothing was changed: use another run folder (paths.run_dir=...) or move results.json away to train again"
+                f"{folder} holds {results_path.name} but no last.pt, so it cannot be checked or "
+                "resumed; nothing was changed: use another run folder (paths.run_dir=...) or move "
+                "results.json away to train again"
             )
         return Opening()
     if saved.get("config_hash") != digest:
         raise RunError(
-            f"{last} was written by another configuration (hash {saved.get('config_hash')}, now {digest}); "
+            f"{last} was written by another configuration "
+            f"(hash {saved.get('config_hash')}, now {digest}); "
             "use another run folder (paths.run_dir=...) or delete that checkpoint"
         )
     if saved.get("complete") and results is not None:
@@ -68,7 +70,8 @@ def read_results(path: Path) -> dict[str, Any] | None:
         return None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RunError(
-            f"{path} is damaged (not JSON: {str(err).splitlines()[0][:80]}); move it away and re-run "
+            f"{path} is damaged (not JSON: {str(err).splitlines()[0][:80]}); "
+            "move it away and re-run "
             "the same command (the run is then tested and recorded again from last.pt)"
         ) from None
     if not isinstance(payload, dict):
@@ -87,14 +90,16 @@ def read_last(last: Path, is_main: bool) -> dict[str, Any] | None:
     prev = checkpoint.previous_of(last)
     if not prev.exists():
         raise RunError(
-            f"{damaged}; there is no {prev.name} to fall back on: delete {last.name} to train the run "
+            f"{damaged}; there is no {prev.name} to fall back on: "
+            f"delete {last.name} to train the run "
             "from the start, or use another run folder (paths.run_dir=...)"
         )
     try:
         saved = resumable(checkpoint.load(prev), prev)
     except checkpoint.CheckpointError as err:
         raise RunError(
-            f"{damaged}, and so is its predecessor ({err}); delete both to train the run from the start"
+            f"{damaged}, and so is its predecessor ({err}); "
+            "delete both to train the run from the start"
         ) from None
     if is_main:
         print(
@@ -127,7 +132,8 @@ def check_best(best: Path, digest: str) -> None:
             return
         problem = f"{best} is not this run's best checkpoint (another configuration, or no model)"
     raise RunError(
-        f"{problem}: this run's best dev checkpoint cannot be tested; delete {best.name}, last.pt and "
+        f"{problem}: this run's best dev checkpoint cannot be tested; "
+        f"delete {best.name}, last.pt and "
         "last.prev.pt to train the run again, or use another run folder (paths.run_dir=...)"
     )
 

@@ -49,13 +49,15 @@ def _read_holder(fd: int) -> dict[str, Any]:
 
 
 def _describe(holder: dict[str, Any]) -> str:
-    return f"host {holder.get('host', '?')}, PID {holder.get('pid', '?')}, started {holder.get('started', '?')}"
+    host, pid, started = (holder.get(key, "?") for key in ("host", "pid", "started"))
+    return f"host {host}, PID {pid}, started {started}"
 
 
 def _held_error(run_dir: Path, holder: dict[str, Any]) -> RunError:
     return RunError(
-        f"run folder {run_dir} is in use by another run ({_describe(holder)}): wait for it to finish "
-        f"(re-running the same command then resumes or reports it complete), or choose another folder with paths.run_dir=..."
+        f"run folder {run_dir} is in use by another run ({_describe(holder)}): wait for it to "
+        "finish (re-running the same command then resumes or reports it complete), or choose "
+        "another folder with paths.run_dir=..."
     )
 
 
@@ -92,16 +94,16 @@ class RunLock:
             if previous.get("host") != host:
                 os.close(self.fd)
                 raise RunError(
-                    f"run folder {run_dir} has a lock from another machine ({_describe(previous)}) that this machine "
-                    f"cannot check: if that run is gone, delete {self.path}; else wait or use paths.run_dir=..."
+                    f"run folder {run_dir} has a lock from another machine "
+                    f"({_describe(previous)}) that this machine cannot check: if that run is "
+                    f"gone, delete {self.path}; else wait or use paths.run_dir=..."
                 )
-            if _pid_alive(
-                int(previous.get("pid", 0) or 0)
-            ):  # a file system without flock: trust the PID
+            if _pid_alive(int(previous.get("pid", 0) or 0)):  # no flock here: trust the PID
                 os.close(self.fd)
                 raise _held_error(run_dir, previous)
             print(
-                f"notice: taking over the stale lock in {run_dir}: its holder ({_describe(previous)}) is gone",
+                f"notice: taking over the stale lock in {run_dir}: "
+                f"its holder ({_describe(previous)}) is gone",
                 file=sys.stderr,
             )
         record = {"host": host, "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

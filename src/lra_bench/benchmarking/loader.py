@@ -22,8 +22,8 @@ from lra_bench.step import token_counts
 
 def _loader(cfg: DictConfig, run_cfg: DictConfig) -> tuple[Iterator[Batch], int]:
     """The run's batches of ``cfg.data_split`` and the loader processes they use."""
+    from lra_bench.data.loaders import prepare_data
     from lra_bench.distributed import DistInfo
-    from lra_bench.train import prepare_data
 
     device = torch.device("cpu")
     data = prepare_data(run_cfg, DistInfo(), device)
