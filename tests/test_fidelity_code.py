@@ -10,6 +10,7 @@ where it applies.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 from lra_bench import fidelity
 from lra_bench.attention import build_attention
 from lra_bench.attention.bigbird import code_plan, numpy_code_draw
+from lra_bench.attention.sampling import seeded_generator as seeded
 from lra_bench.compose import compose_config
 from lra_bench.fidelity import (
     CODE_LENGTHS,
@@ -259,3 +261,19 @@ def test_bigbird_codes_seed_42_pattern_repeats_a_window_block_at_1024():
     """Row 13 of the code's seed-42 pattern (the code's default --random) draws block 14."""
     blocks = bigbird_code_numpy(1024, 64, 3, 2, 42)
     assert any(abs(j - 13) <= 1 for h in range(2) for j in blocks[h, 12].tolist())
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_informer_shared_key_samples_are_the_codes_randint_draw(padded):
+    """One ``torch.randint(n, (n, U))`` for the batch and heads, from the module's generator
+    (the code calls it on torch's global one); per sequence (the default) draws differ."""
+    settings = attn_settings("informer", "skyformer_code")
+    attn = build_attention(settings, head_dim=8, num_heads=2, max_len=512).eval()
+    lengths = torch.tensor([512, 300 if padded else 512])
+    drawn = attn.draw_key_samples(lengths, 512, 2)
+    c = math.ceil(128 / math.log(512))  # 21
+    expected = torch.randint(512, (512, c * 7), generator=seeded(settings["seed"]))  # U = 147
+    assert torch.equal(drawn, expected.expand(2, 2, -1, -1))
+    attn.cfg.key_samples = "per_sequence"
+    own = attn.draw_key_samples(lengths, 512, 2)
+    assert not torch.equal(own[0, 0], own[0, 1]) and not torch.equal(own[0, 0], own[1, 0])

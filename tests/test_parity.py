@@ -41,7 +41,12 @@ ATTN = {
             "redraw": "fixed",
             "eps": 1e-4,
         },
-        "informer": {"nb_features": 128, "sparsity_mean": "length", "ignore_mask": True},
+        "informer": {
+            "nb_features": 128,
+            "sparsity_mean": "length",
+            "ignore_mask": True,
+            "key_samples": "shared",
+        },
         "bigbird": {
             "pattern": "fixed",
             "pattern_seed": 0,  # the run's seed (conf/config.yaml: seed 0)

@@ -176,6 +176,7 @@ QUIRKS = {
 OUTSIDE_FORWARD = {
     "linformer": {"trainable": "tests/test_fidelity.py (E a buffer, no parameter)"},
     "performer": {"redraw": "tests/test_attention_approximations.py (training draws)"},
+    "informer": {"key_samples": "tests/test_fidelity_code.py (the code's torch.randint draw)"},
     "bigbird": {
         "pattern": "tests/test_fidelity_code.py (one pattern for every forward)",
         "pattern_seed": "tests/test_fidelity_code.py (the pattern follows the run seed)",
