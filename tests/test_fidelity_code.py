@@ -277,3 +277,19 @@ def test_informer_shared_key_samples_are_the_codes_randint_draw(padded):
     attn.cfg.key_samples = "per_sequence"
     own = attn.draw_key_samples(lengths, 512, 2)
     assert not torch.equal(own[0, 0], own[0, 1]) and not torch.equal(own[0, 0], own[1, 0])
+
+
+def test_performer_features_keep_torchs_qr_factor_as_the_code_does():
+    """qr_uniform: false gives each block's Q^T as torch's QR returns it; the default flips rows
+    to diag(R) > 0, which on this draw changes some."""
+    settings = attn_settings("performer", "skyformer_code") | {"num_features": 16}
+    attn = build_attention(settings, head_dim=8, num_heads=2, max_len=64).eval()
+    g = seeded(settings["seed"])
+    gauss = torch.randn(2, 8, 8, generator=g, dtype=torch.float64)
+    norms = torch.randn(16, 8, generator=g, dtype=torch.float64).norm(dim=-1, keepdim=True)
+    q, r = torch.linalg.qr(gauss)
+    expected = q.transpose(-1, -2).reshape(16, 8) * norms
+    torch.testing.assert_close(attn.draw_features(8), expected, rtol=0, atol=1e-12)
+    assert (torch.diagonal(r, dim1=-2, dim2=-1) < 0).any()
+    attn.cfg.qr_uniform = True
+    assert not torch.allclose(attn.draw_features(8), expected)

@@ -40,6 +40,7 @@ ATTN = {
             "stabilizer": "global",
             "redraw": "fixed",
             "eps": 1e-4,
+            "qr_uniform": False,
         },
         "informer": {
             "nb_features": 128,
