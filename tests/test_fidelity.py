@@ -1,4 +1,4 @@
-"""Each published-code setting against a small restatement of that code's formula (float64, pinned draws).
+"""Each published-code setting against a small restatement of its code's formula (float64, pinned).
 
 The references below are written from the published code's equations, independently of the
 modules: dense score matrices with the code's masks, not the blocked or sorted fast paths.
@@ -246,7 +246,7 @@ def test_longformer_in_lra_mode_is_a_window_without_global_token(seed, padded, w
     torch.testing.assert_close(real(attn(q, k, v, mask), mask), real(ref, mask))
 
 
-# ---------------------------------------------------------------- reformer (authors' and Hugging Face's code)
+# ---------------------------------------------------------------- reformer (authors', Hugging Face)
 
 
 @pytest.mark.parametrize("padded", [False, True])

@@ -2,23 +2,29 @@
 
 The restatements (``lra_bench.testing.published_code``) follow the code loop by loop, not this
 package's modules; both sides get the same pinned draw (Reformer's rotations, BigBird's block
-ranking), float64, n in {512, 1024, 2048, 4096}, with and without padding, two hash rounds.
-Each quirk switched back to its default must break the match where it applies.
+ranking, Skyformer's landmarks, Performer's features, Informer's sampled keys, Linformer's
+projection), float64, n in {512, 1024, 2048, 4096} (2048 and 4096 marked slow), with and
+without padding, two hash rounds. Each quirk switched back to its default must break the match
+where it applies.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from lra_bench import fidelity
 from lra_bench.attention import build_attention
 from lra_bench.attention.bigbird import code_plan, numpy_code_draw
+from lra_bench.attention.sampling import seeded_generator as seeded
 from lra_bench.compose import compose_config
 from lra_bench.fidelity import (
     CODE_LENGTHS,
+    OUTSIDE_FORWARD,
     QUIRKS,
     RANKED,
     attn_settings,
@@ -34,8 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-6  # max |ours - code| / max |code|
 
 
+# 2048 and 4096: 1-16 s each on one thread (softmax and kernelized materialise n x n)
+LENGTHS = [512, 1024] + [pytest.param(n, marks=pytest.mark.slow) for n in (2048, 4096)]
+
+
 @pytest.mark.parametrize("padded", [False, True])
-@pytest.mark.parametrize("n", CODE_LENGTHS)  # about a second each at 4096
+@pytest.mark.parametrize("n", LENGTHS)
 @pytest.mark.parametrize("attn", sorted(QUIRKS))
 def test_parity_matches_the_restated_code(attn, n, padded):
     """BigBird here with the code's own numpy draw for the run's seed: nothing pinned."""
@@ -45,7 +55,7 @@ def test_parity_matches_the_restated_code(attn, n, padded):
 
 
 @pytest.mark.parametrize("padded", [False, True])
-@pytest.mark.parametrize("n", CODE_LENGTHS)
+@pytest.mark.parametrize("n", LENGTHS)
 def test_bigbird_plan_with_a_ranked_draw_matches_the_restated_code(n, padded):
     """This module's generator in place of numpy, both pinned to one ranking of the blocks."""
     assert code_difference("bigbird", n, padded, ranked=True) <= TOLERANCE
@@ -62,6 +72,18 @@ CONTROLS = [
     ("bigbird", "duplicates", 1024, False),
     ("bigbird", "last_global", 1024, True),
     ("nystromformer", "landmark_span", 1024, True),
+    ("nystromformer", "pinv_init", 1024, False),  # on q, k x 2 (CONTROL_SCALE)
+    ("nystromformer", "conv_kernel", 1024, False),
+    ("skyformer", "pinv_init", 1024, False),  # on q, k x 0.3: six steps not yet converged
+    ("linformer", "share_kv", 1024, False),
+    ("linformer", "per_head", 1024, False),
+    ("performer", "score_scale", 1024, False),
+    ("performer", "padded_keys", 1024, True),
+    ("performer", "stabilizer", 1024, False),  # through eps only
+    ("performer", "eps", 1024, False),
+    ("informer", "nb_features", 1024, False),
+    ("informer", "sparsity_mean", 1024, False),
+    ("informer", "ignore_mask", 1024, True),
 ]
 
 
@@ -72,6 +94,35 @@ def test_each_quirk_switched_off_breaks_the_match(attn, quirk, n, padded):
 
 def test_every_quirk_has_a_control():
     assert {(a, q) for a, q, _, _ in CONTROLS} == {(a, q) for a in QUIRKS for q in QUIRKS[a]}
+
+
+@pytest.mark.parametrize("attn", sorted(QUIRKS))
+def test_every_parity_setting_is_a_controlled_quirk_or_outside_the_forward_pass(attn):
+    """What parity=skyformer_code changes for an attention is exactly its controlled quirks plus
+    the settings that act only on training or on the draws (each named with its test)."""
+    default, parity = attn_settings(attn, "none"), attn_settings(attn, "skyformer_code")
+    changed = {key for key, value in parity.items() if default.get(key) != value}
+    assert changed == set(QUIRKS[attn]) | set(OUTSIDE_FORWARD.get(attn, {}))
+
+
+def test_the_command_reports_the_comparison_not_a_figure(monkeypatch, capsys):
+    """A restatement that stops matching shows in the command's table: its rows come from the
+    comparison itself."""
+    restated = dict(fidelity.RESTATED)
+    restated["softmax"] = lambda module, q, k, v, real, rng: fidelity.softmax_code(
+        q, k, 1.01 * v, real
+    )
+    monkeypatch.setattr(fidelity, "RESTATED", restated)
+    monkeypatch.setattr(fidelity, "QUIRKS", {"softmax": (), "linformer": ()})
+    monkeypatch.setattr(fidelity, "table", lambda n: "")
+    assert main(["--code-lengths", "512"]) == 0
+    rows = {
+        line.split("|")[1].strip(): [float(x) for x in line.strip("| \n").split(" | ")[2:]]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| softmax |") or line.startswith("| linformer |")
+    }
+    assert all(abs(x - 0.01 / 1.01) < 1e-3 for x in rows["softmax"])  # |ours - code| / |code|
+    assert all(x <= TOLERANCE for x in rows["linformer"])
 
 
 def test_the_pinned_bigbird_draw_repeats_window_blocks_at_1024():
@@ -192,6 +243,9 @@ def test_parity_settings_train_in_bf16_with_gradients(attn):
         "reformer": {"chunk_size": 16},
         "bigbird": {"block_size": 16},
         "nystromformer": {"num_landmarks": 16},
+        "skyformer": {"num_landmarks": 16},
+        "linformer": {"proj_dim": 16},
+        "performer": {"num_features": 16},
     }
     check_attention(attn, checks=["gradients", "bf16"], **settings | small.get(attn, {}))
 
@@ -207,3 +261,35 @@ def test_bigbird_codes_seed_42_pattern_repeats_a_window_block_at_1024():
     """Row 13 of the code's seed-42 pattern (the code's default --random) draws block 14."""
     blocks = bigbird_code_numpy(1024, 64, 3, 2, 42)
     assert any(abs(j - 13) <= 1 for h in range(2) for j in blocks[h, 12].tolist())
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_informer_shared_key_samples_are_the_codes_randint_draw(padded):
+    """One ``torch.randint(n, (n, U))`` for the batch and heads, from the module's generator
+    (the code calls it on torch's global one); per sequence (the default) draws differ."""
+    settings = attn_settings("informer", "skyformer_code")
+    attn = build_attention(settings, head_dim=8, num_heads=2, max_len=512).eval()
+    lengths = torch.tensor([512, 300 if padded else 512])
+    drawn = attn.draw_key_samples(lengths, 512, 2)
+    c = math.ceil(128 / math.log(512))  # 21
+    expected = torch.randint(512, (512, c * 7), generator=seeded(settings["seed"]))  # U = 147
+    assert torch.equal(drawn, expected.expand(2, 2, -1, -1))
+    attn.cfg.key_samples = "per_sequence"
+    own = attn.draw_key_samples(lengths, 512, 2)
+    assert not torch.equal(own[0, 0], own[0, 1]) and not torch.equal(own[0, 0], own[1, 0])
+
+
+def test_performer_features_keep_torchs_qr_factor_as_the_code_does():
+    """qr_uniform: false gives each block's Q^T as torch's QR returns it; the default flips rows
+    to diag(R) > 0, which on this draw changes some."""
+    settings = attn_settings("performer", "skyformer_code") | {"num_features": 16}
+    attn = build_attention(settings, head_dim=8, num_heads=2, max_len=64).eval()
+    g = seeded(settings["seed"])
+    gauss = torch.randn(2, 8, 8, generator=g, dtype=torch.float64)
+    norms = torch.randn(16, 8, generator=g, dtype=torch.float64).norm(dim=-1, keepdim=True)
+    q, r = torch.linalg.qr(gauss)
+    expected = q.transpose(-1, -2).reshape(16, 8) * norms
+    torch.testing.assert_close(attn.draw_features(8), expected, rtol=0, atol=1e-12)
+    assert (torch.diagonal(r, dim1=-2, dim2=-1) < 0).any()
+    attn.cfg.qr_uniform = True
+    assert not torch.allclose(attn.draw_features(8), expected)

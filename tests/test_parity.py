@@ -41,8 +41,14 @@ ATTN = {
             "stabilizer": "global",
             "redraw": "fixed",
             "eps": 1e-4,
+            "qr_uniform": False,
         },
-        "informer": {"nb_features": 128, "sparsity_mean": "length", "ignore_mask": True},
+        "informer": {
+            "nb_features": 128,
+            "sparsity_mean": "length",
+            "ignore_mask": True,
+            "key_samples": "shared",
+        },
         "bigbird": {
             "pattern": "fixed",
             "pattern_seed": 0,  # the run's seed (conf/config.yaml: seed 0)

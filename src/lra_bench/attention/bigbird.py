@@ -196,37 +196,57 @@ class BigBirdAttention(SampledAttention):
     ) -> torch.Tensor:
         in_dtype = q.dtype
         q, k, v = upcast(q, k, v)
-        b, h, n, d = q.shape
+        n = q.shape[2]
+        q, k, v, valid = self.pad_to_blocks(q, k, v, mask)
+        last_block, span = self.block_limits(valid, q.shape[2])
+        real_blocks = last_block + 1
+        q, k, v = self.with_mask_column(q, k, v, valid)
+        idx = self.key_blocks(real_blocks, span, q.shape[2] // self.cfg.block_size, q.shape[1])
+        out = self.block_attention(q, k, v, idx)
+        out = self.global_rows(q, k, v, out, real_blocks)
+        b, h, nb, bs, d = out.shape
+        return out.reshape(b, h, nb * bs, d)[:, :, :n].to(in_dtype)
+
+    def pad_to_blocks(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v zero-padded to a whole number of blocks, and the real tokens ``[b, n_c]``."""
+        b, _, n, _ = q.shape
         bs = self.cfg.block_size
         n_c = math.ceil(n / bs) * bs
-        nb = n_c // bs
         valid = torch.ones(b, n, dtype=torch.bool, device=q.device) if mask is None else mask
         if n_c > n:
             q, k, v = (F.pad(x, (0, 0, 0, n_c - n)) for x in (q, k, v))
             valid = F.pad(valid, (0, n_c - n), value=False)
-        last_block, span = self.block_limits(valid, n_c)
-        real_blocks = last_block + 1
-        # masks ride in the matmul: q gets a column of ones, k a column of 0 / MASKED, and dropped
-        # slots point at an extra all-masked "null" block (index nb), so no pass over the scores
-        q = torch.cat([q * d**-0.5, torch.ones_like(q[..., :1])], dim=-1)  # [b, h, n_c, d + 1]
-        hidden = hidden_score(
-            matmul_dtype(q), MASKED
-        )  # fits the scores' dtype (fp16 under autocast)
-        bias = F.pad(
-            torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, hidden),
-            (0, bs),
-            value=hidden,
-        )
+        return q, k, v, valid
+
+    def with_mask_column(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The masks ride in the matmul: q (scaled) gets a column of ones, k a column of 0 /
+        MASKED, and k, v one more all-masked "null" block (index nb) that dropped slots point
+        at, so no pass over the scores is needed. q ``[b, h, n_c, d + 1]``."""
+        h, d, bs = q.shape[1], q.shape[-1], self.cfg.block_size
+        q = torch.cat([q * d**-0.5, torch.ones_like(q[..., :1])], dim=-1)
+        hidden = hidden_score(matmul_dtype(q), MASKED)  # fits the scores' dtype (fp16 autocast)
+        bias = torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, hidden)
+        bias = F.pad(bias, (0, bs), value=hidden)
         k = torch.cat(
             [F.pad(k, (0, 0, 0, bs)), bias[:, None, :, None].expand(-1, h, -1, -1)], dim=-1
         )
-        v = F.pad(v, (0, 0, 0, bs))
+        return q, k, F.pad(v, (0, 0, 0, bs))
 
-        # key blocks of every query block: window, global first/last, random; duplicates dropped
-        i = torch.arange(nb, device=q.device)
+    def key_blocks(
+        self, real_blocks: torch.Tensor, span: torch.Tensor, nb: int, h: int
+    ) -> torch.Tensor:
+        """Key blocks of every query block ``[b, h, nb, s]``: window, global first and last,
+        random; a slot that repeats an earlier one (random ones too unless ``duplicates:
+        keep``) or has no block points at the null block nb."""
+        device = real_blocks.device
+        i = torch.arange(nb, device=device)
         last = (real_blocks - 1).view(-1, 1, 1)
         half = self.cfg.window_blocks // 2
-        window = (i.view(1, -1, 1) + torch.arange(-half, half + 1, device=q.device)).clamp(min=0)
+        window = (i.view(1, -1, 1) + torch.arange(-half, half + 1, device=device)).clamp(min=0)
         window = torch.minimum(window, last)  # [b, nb, w]
         glob = torch.cat([torch.zeros_like(last), last], dim=-1).expand(-1, nb, -1)
         rand = self.draw_random_blocks(real_blocks, nb, h, span)
@@ -234,35 +254,53 @@ class BigBirdAttention(SampledAttention):
             [torch.cat([window, glob], dim=-1).unsqueeze(1).expand(-1, h, -1, -1), rand], dim=-1
         )
         same = idx.unsqueeze(-1) == idx.unsqueeze(-2)
-        earlier = torch.ones(idx.shape[-1], idx.shape[-1], dtype=torch.bool, device=q.device)
+        earlier = torch.ones(idx.shape[-1], idx.shape[-1], dtype=torch.bool, device=device)
         earlier = earlier.tril(-1)
         if self.cfg.duplicates == "keep":  # random slots stay, even where they repeat the window
             earlier[window.shape[-1] + 2 :] = False
         slot_ok = (idx >= 0) & ~(same & earlier).any(dim=-1)  # [b, h, nb, s]
-        idx = torch.where(slot_ok, idx, nb)
+        return torch.where(slot_ok, idx, nb)
 
-        k_sel = gather_blocks(k.view(b, h, nb + 1, bs, d + 1), idx)  # [b, h, nb, s*bs, d + 1]
-        v_sel = gather_blocks(v.view(b, h, nb + 1, bs, d), idx)
-        scores = q.view(b, h, nb, bs, d + 1) @ k_sel.transpose(-1, -2)  # [b, h, nb, bs, s*bs]
+    def block_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor
+    ) -> torch.Tensor:
+        """Each query block against its key blocks ``idx``: ``[b, h, nb, bs, d]``."""
+        b, h, n_c, d1 = q.shape
+        bs = self.cfg.block_size
+        nb = n_c // bs
+        k_sel = gather_blocks(k.view(b, h, nb + 1, bs, d1), idx)  # [b, h, nb, s*bs, d + 1]
+        v_sel = gather_blocks(v.view(b, h, nb + 1, bs, d1 - 1), idx)
+        scores = q.view(b, h, nb, bs, d1) @ k_sel.transpose(-1, -2)  # [b, h, nb, bs, s*bs]
         weights = F.dropout(
             torch.softmax(scores, dim=-1), p=self.cfg.dropout, training=self.training
         )
-        out = weights @ v_sel  # [b, h, nb, bs, d]
+        return weights @ v_sel
 
-        # the global blocks' queries see every key
-        first_last = torch.stack([torch.zeros_like(real_blocks), real_blocks - 1], dim=-1)  # [b, 2]
+    def global_rows(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        out: torch.Tensor,
+        real_blocks: torch.Tensor,
+    ) -> torch.Tensor:
+        """``out`` with the global blocks' rows (first and last real block) attending every key."""
+        b, h, n_c, d1 = q.shape
+        bs = self.cfg.block_size
+        nb = n_c // bs
+        first_last = torch.stack([torch.zeros_like(real_blocks), real_blocks - 1], dim=-1)
         q_glob = gather_blocks(
-            q.view(b, h, nb, bs, d + 1), first_last.view(b, 1, 1, 2).expand(-1, h, 1, -1)
+            q.view(b, h, nb, bs, d1), first_last.view(b, 1, 1, 2).expand(-1, h, 1, -1)
         )[:, :, 0]
         dense = q_glob @ k[:, :, :n_c].transpose(-1, -2)  # [b, h, 2*bs, n_c]
-        weights_g = F.dropout(
+        weights = F.dropout(
             torch.softmax(dense, dim=-1), p=self.cfg.dropout, training=self.training
         )
-        out_g = (weights_g @ v[:, :, :n_c]).view(b, h, 2, bs, d)
+        out_g = (weights @ v[:, :, :n_c]).view(b, h, 2, bs, d1 - 1)
+        i = torch.arange(nb, device=q.device)
         is_first = (i == 0).view(1, 1, nb, 1, 1)
         is_last = (i.view(1, -1) == real_blocks.view(-1, 1) - 1).view(b, 1, nb, 1, 1)
-        out = torch.where(is_first, out_g[:, :, :1], torch.where(is_last, out_g[:, :, 1:], out))
-        return out.reshape(b, h, n_c, d)[:, :, :n].to(in_dtype)
+        return torch.where(is_first, out_g[:, :, :1], torch.where(is_last, out_g[:, :, 1:], out))
 
 
 def code_plan(

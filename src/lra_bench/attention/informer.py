@@ -12,7 +12,9 @@ Settings that reproduce published code (defaults follow the paper):
 ``nb_features`` > 0 sets c = ceil(nb_features / ln max_len) (the Skyformer code: 128 features,
 c = 16-19 at LRA lengths); ``sparsity_mean: length`` divides the sampled scores' sum by L
 instead of by their count (the Informer and Skyformer code); ``ignore_mask`` treats padded
-tokens as ordinary tokens (the Skyformer code never reads the mask in this variant).
+tokens as ordinary tokens (the Skyformer code never reads the mask in this variant);
+``key_samples: shared`` draws one set of sampled keys ``[n, U]`` for every sequence and head
+(the Skyformer code's ``torch.randint(L_K, (L_Q, U))``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class InformerConfig(AttentionConfig):
     ignore_mask: bool = (
         False  # true: padded tokens are keys and queries like real ones (the Skyformer code)
     )
+    # per_sequence: every sequence and head samples its own keys | shared: one draw [n, U] over
+    # all n positions, padding included, for the batch and heads (the Skyformer code's randint)
+    key_samples: str = "per_sequence"
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
@@ -56,6 +61,7 @@ class InformerConfig(AttentionConfig):
         if self.nb_features < 0:
             raise ValueError(f"nb_features: must be >= 0 (0 = use factor), got {self.nb_features}")
         self.require_choice("sparsity_mean", ("samples", "length"))
+        self.require_choice("key_samples", ("per_sequence", "shared"))
 
     def effective_factor(self, max_len: int) -> int:
         """c: ``factor``, or ceil(nb_features / ln max_len) when ``nb_features`` is set."""
@@ -89,13 +95,17 @@ class InformerAttention(SampledAttention):
         """Sampled keys of every query, ``[b, heads, n, U]`` with U = c ceil(ln max_len).
 
         Uniform with replacement over each sequence's real tokens; a sequence of length L
-        uses the first c ceil(ln L) of them. Tests may replace this method to pin the draw.
+        uses the first c ceil(ln L) of them. ``key_samples: shared``: the Skyformer code's one
+        draw ``[n, c ceil(ln n)]`` over all n positions, for every sequence and head. Tests may
+        replace this method to pin the draw.
         """
+        g = self.generator(lengths.device)
+        if self.cfg.key_samples == "shared":  # the Skyformer code: torch.randint(L, (L, U))
+            drawn = torch.randint(n, (n, budget_of(self.factor, n)), generator=g, device=g.device)
+            return drawn.to(lengths.device).expand(lengths.shape[0], heads, -1, -1)
         size = max(self.max_len, n)
         samples = budget_of(self.factor, size)
-        return uniform_indices(lengths, (heads, size, samples), self.generator(lengths.device))[
-            :, :, :n
-        ]
+        return uniform_indices(lengths, (heads, size, samples), g)[:, :, :n]
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None

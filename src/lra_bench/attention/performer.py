@@ -22,6 +22,8 @@ Settings that reproduce the code behind the Skyformer paper's Performer row (pku
   sequence and head, and without the norm term), and the query features keep their norm term
   exp(-|x|^2 / 2) (which otherwise cancels); both matter only through ``eps``;
 - ``redraw: fixed`` and ``eps: 1e-4``: features drawn once, the code's stabiliser.
+- ``qr_uniform: false``: each orthogonal block is torch's QR factor without the sign
+  correction (the code's ``qr_uniform_q=False``), so the rows' directions are not uniform.
 
 ``impl=fast`` (default) builds phi(Q) and phi(K) chunk by chunk, uses them at once and rebuilds
 them in backward (``chunked.py``): no n x m feature map is kept. ``impl=reference`` is the plain
@@ -55,6 +57,9 @@ class PerformerConfig(AttentionConfig):
     score_scale: str = "inv_sqrt_d"  # inv_sqrt_d: softmax(q k^T / sqrt d) | inv_d: / d (q, k scaled twice, as the peer code)
     padded_keys: str = "removed"  # removed: out of both sums | zeroed: zero vectors, still in the normaliser (peer code)
     stabilizer: str = "per_sequence"  # per_sequence: key max per sequence and head | global: one max over the batch (peer code)
+    # true: each orthogonal block's QR factor sign-corrected (diag(R) > 0), uniform over
+    # rotations | false: as torch's QR returns it (the Skyformer code, qr_uniform_q=False)
+    qr_uniform: bool = True
     impl: str = (
         "fast"  # fast: feature maps per chunk, rebuilt in backward | reference: plain autograd
     )
@@ -83,16 +88,18 @@ CHOICES = {
 
 
 def gaussian_orthogonal(
-    m: int, d: int, generator: torch.Generator, orthogonal: bool = True
+    m: int, d: int, generator: torch.Generator, orthogonal: bool = True, uniform: bool = True
 ) -> torch.Tensor:
-    """``[m, d]`` random features (float64, on the generator's device): orthogonal blocks of d rows with chi(d) norms."""
+    """``[m, d]`` random features (float64, on the generator's device): orthogonal blocks of d
+    rows with chi(d) norms; ``uniform``: each block's QR factor sign-corrected."""
     device = generator.device
     if not orthogonal:
         return torch.randn(m, d, generator=generator, dtype=torch.float64, device=device)
     blocks = math.ceil(m / d)
     gauss = torch.randn(blocks, d, d, generator=generator, dtype=torch.float64, device=device)
     q, r = torch.linalg.qr(gauss)
-    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)  # Haar-uniform rotation
+    if uniform:  # Haar-uniform rotation
+        q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
     rows = q.transpose(-1, -2).reshape(blocks * d, d)[:m]
     norms = torch.randn(m, d, generator=generator, dtype=torch.float64, device=device).norm(
         dim=-1, keepdim=True
@@ -135,7 +142,8 @@ class PerformerAttention(SampledAttention):
             g = seeded_generator(self.cfg.seed, device)
         else:
             g = self.generator(device)
-        return gaussian_orthogonal(self.cfg.num_features, d, g, self.cfg.orthogonal)
+        cfg = self.cfg
+        return gaussian_orthogonal(cfg.num_features, d, g, cfg.orthogonal, cfg.qr_uniform)
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None

@@ -1,4 +1,4 @@
-"""Restatements of what the Skyformer paper's code computes for three attentions, whole forward passes.
+"""What the Skyformer paper's code computes for its nine attentions: whole forward passes.
 
 Written from reading the code, not copied, and independent of this package's modules (plain
 loops, rolls and dense masks where the modules sort, gather and block). Each takes the code's
@@ -12,6 +12,11 @@ draw in both. Sources:
 - BigBird: pkuzengqi/Skyformer ``code/models/attention_bigbird.py`` (6ffd607), Hugging Face's
   block-sparse attention of 2021 copied into the repository.
 - Nystromformer: pkuzengqi/Skyformer ``code/models/attention_nystrom.py`` (6ffd607).
+- Softmax and kernelized: pkuzengqi/Skyformer ``code/models/attention.py`` (commit 2c9175b),
+  ``SoftmaxAttention`` and ``SoftmaxAttention_RBF``.
+- Linformer: pkuzengqi/Skyformer ``code/models/attention_linformer.py`` (6ffd607).
+- Skyformer, Performer, Informer: pkuzengqi/Skyformer ``src/models/attention_skyformer.py``,
+  ``attention_performer.py``, ``attention_informer.py`` (HEAD, commit cfe8c8c).
 
 Masks are float tensors ``[b, n]`` (1 = real) as in the code; ``None`` means no padding.
 """
@@ -27,8 +32,14 @@ __all__ = [
     "bigbird_code",
     "bigbird_code_blocks",
     "bigbird_code_numpy",
+    "informer_code",
+    "kernelized_code",
+    "linformer_code",
     "nystrom_code",
+    "performer_code",
     "reformer_code",
+    "skyformer_code",
+    "softmax_code",
 ]
 
 
@@ -242,3 +253,165 @@ def nystrom_code(
         kz = kernel_2 @ z
         z = (0.25 * z) @ (13 * eye - kz @ (15 * eye - kz @ (7 * eye - kz)))
     return (kernel_1 @ z) @ (kernel_3 @ v)
+
+
+# ---------------------------------------------------------------- softmax and kernelized
+
+
+def _real(q: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The code's float mask ``[b, n]``: all ones when there is no padding."""
+    b, _, n, _ = q.shape
+    return torch.ones(b, n, dtype=q.dtype) if mask is None else mask.to(q.dtype)
+
+
+def softmax_code(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """softmax(Q K^T / sqrt d - 1e6 on padded keys) V, as the code's ``SoftmaxAttention``."""
+    real = _real(q, mask)
+    scores = torch.einsum("bhid,bhjd->bhij", q, k) / math.sqrt(q.shape[-1])
+    scores = scores - 1e6 * (1.0 - real)[:, None, None, :]
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def kernelized_code(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """The code's ``SoftmaxAttention_RBF``: padded rows of Q and K zeroed, both scaled by
+    d^-1/4, exp(q.k - |q|^2/2 - |k|^2/2 - 1e9 on padded keys) times V, no normalisation."""
+    real = _real(q, mask)
+    scale = q.shape[-1] ** -0.25
+    qs, ks = q * real[:, None, :, None] * scale, k * real[:, None, :, None] * scale
+    half_q = 0.5 * (qs * qs).sum(-1)[..., :, None]
+    half_k = 0.5 * (ks * ks).sum(-1)[..., None, :]
+    exponent = torch.einsum("bhid,bhjd->bhij", qs, ks) - half_q - half_k
+    exponent = exponent - 1e9 * (1.0 - real)[:, None, None, :]
+    return torch.exp(exponent) @ v
+
+
+# ---------------------------------------------------------------- Linformer
+
+
+def linformer_code(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, e: torch.Tensor
+) -> torch.Tensor:
+    """The code's Linformer: one projection ``e [h, k, n]`` per head for both keys and values
+    (padded rows zeroed first), then softmax(Q (E K)^T / sqrt d) (E V)."""
+    real = _real(q, mask)[:, None, :, None]
+    k_proj = torch.einsum("hkn,bhnd->bhkd", e, k * real)
+    v_proj = torch.einsum("hkn,bhnd->bhkd", e, v * real)
+    scores = torch.einsum("bhid,bhkd->bhik", q, k_proj) / math.sqrt(q.shape[-1])
+    return torch.softmax(scores, dim=-1) @ v_proj
+
+
+# ---------------------------------------------------------------- Skyformer
+
+
+def skyformer_code(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    sketch: torch.Tensor,
+) -> torch.Tensor:
+    """The code's ``Skyformer.forward``: rows of [Q; K] (padded rows zeroed, scaled by 32^-1/4,
+    a constant in the code) picked by ``sketch [b, m]`` (its ``uniform_sketching``: K row j is
+    n + j, the same landmarks for every head), Gaussian kernels to them, W = k(S, S) + 0.1 I
+    normalised by its row sums, six Newton-Schulz steps started at W^T / (largest column sum
+    over the whole tensor), and no output normalisation."""
+    b, h, n, d = q.shape
+    real = _real(q, mask)[:, None, :, None]
+    rows = torch.cat([q * real, k * real], dim=2) * 32**-0.25  # [b, h, 2n, d]
+    marks = torch.stack([rows[i][:, sketch[i]] for i in range(b)])  # [b, h, m, d]
+    half_rows = 0.5 * (rows * rows).sum(-1)[..., :, None]
+    half_marks = 0.5 * (marks * marks).sum(-1)[..., None, :]
+    a_s = torch.exp(torch.einsum("bhid,bhjd->bhij", rows, marks) - half_rows - half_marks)
+    w = torch.stack([a_s[i][:, sketch[i]] for i in range(b)])  # [b, h, m, m]
+    w = w + 0.1 * torch.eye(w.shape[-1], dtype=w.dtype)
+    d_half = w.sum(-1).rsqrt()  # [b, h, m]
+    w = d_half[..., :, None] * w * d_half[..., None, :]
+    eye = torch.eye(w.shape[-1], dtype=w.dtype)
+    z = w.transpose(-1, -2) / w.sum(dim=-2).max()
+    for _ in range(6):
+        wz = w @ z
+        z = (0.25 * z) @ (13 * eye - wz @ (15 * eye - wz @ (7 * eye - wz)))
+    k_side = ((a_s[:, :, n:] * d_half[..., None, :]) @ z) * d_half[..., None, :] * real
+    return a_s[:, :, :n] @ (k_side.transpose(-1, -2) @ (v * real))
+
+
+# ---------------------------------------------------------------- Performer
+
+
+def performer_code(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, w: torch.Tensor
+) -> torch.Tensor:
+    """The code's ``PerformerAttention`` with its in-file ``FastAttention`` (softmax kernel, not
+    the generalised one) on random features ``w [m, d]``: Q and K divided by d^1/4, padded K
+    and V rows zeroed, then inside the feature map x d^-1/4 again; query features shifted by
+    their row's max, key features by one max over the whole tensor, eps 1e-4 added to each."""
+    d = q.shape[-1]
+    real = _real(q, mask)[:, None, :, None]
+    inner = d**-0.25
+
+    def features(x: torch.Tensor, query: bool) -> torch.Tensor:
+        proj = torch.einsum("bhnd,md->bhnm", x * inner, w)
+        half = 0.5 * (x * x).sum(-1, keepdim=True) * inner**2
+        top = proj.amax(dim=-1, keepdim=True) if query else proj.max()
+        return w.shape[0] ** -0.5 * (torch.exp(proj - half - top) + 1e-4)
+
+    phi_q = features(q / d**0.25, query=True)
+    phi_k = features(k / d**0.25 * real, query=False)
+    normaliser = torch.einsum("bhnm,bhm->bhn", phi_q, phi_k.sum(dim=2))
+    context = torch.einsum("bhnm,bhne->bhme", phi_k, v * real)
+    return torch.einsum("bhme,bhnm->bhne", context, phi_q) / normaliser[..., None]
+
+
+# ---------------------------------------------------------------- Informer
+
+
+def informer_code(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, factor: int, samples: torch.Tensor
+) -> torch.Tensor:
+    """The code's ``ProbAttention`` (the mask is never read): query i's sampled keys are
+    ``samples [n, U]`` (its ``torch.randint``, the same for every sequence and head); the
+    c ceil(ln n) queries of largest max - sum / n over their samples (unscaled scores) get
+    softmax(q K^T / sqrt d) V over all n keys, every other query the mean of all n values."""
+    b, h, n, d = q.shape
+    u = min(factor * math.ceil(math.log(n)), n)
+    sampled = k[:, :, samples]  # [b, h, n, U, d]
+    s = torch.einsum("bhnd,bhnud->bhnu", q, sampled)
+    sparsity = s.max(dim=-1).values - s.sum(dim=-1) / n
+    out = v.mean(dim=2, keepdim=True).repeat(1, 1, n, 1)
+    for i in range(b):
+        for j in range(h):
+            top = torch.topk(sparsity[i, j], u).indices
+            weights = torch.softmax(q[i, j, top] @ k[i, j].T / math.sqrt(d), dim=-1)
+            out[i, j, top] = weights @ v[i, j]
+    return out
+
+
+# ---------------------------------------------------------------- the code's random draws
+
+
+def performer_code_features(m: int, d: int, rng: np.random.RandomState) -> torch.Tensor:
+    """Features ``[m, d]`` drawn as the code's ``gaussian_orthogonal_random_matrix`` (scaling 0,
+    no sign correction of the QR factor): rows of Q^T from blocks of d x d Gaussians, each row
+    times the norm of a fresh Gaussian d-vector."""
+    blocks = [np.linalg.qr(rng.standard_normal((d, d)))[0].T for _ in range(-(-m // d))]
+    rows = np.concatenate(blocks)[:m]
+    return torch.from_numpy(rows * np.linalg.norm(rng.standard_normal((m, d)), axis=1)[:, None])
+
+
+def informer_code_samples(n: int, factor: int, rng: np.random.RandomState) -> torch.Tensor:
+    """Sampled keys ``[n, U]`` as the code's ``torch.randint(L_K, (L_Q, U))``, U = c ceil(ln n)."""
+    return torch.from_numpy(rng.randint(n, size=(n, min(factor * math.ceil(math.log(n)), n))))
+
+
+def skyformer_code_sketch(
+    lengths: torch.Tensor, n: int, m: int, rng: np.random.RandomState
+) -> torch.Tensor:
+    """Landmark rows ``[b, m]`` as the code's ``uniform_sketching``: one set of m uniforms for
+    the batch, scaled by each sequence's real length and floored; the second half + n (K)."""
+    picks = (torch.from_numpy(rng.random_sample(m))[None] * lengths[:, None].double()).long()
+    picks[:, m // 2 :] += n
+    return picks
