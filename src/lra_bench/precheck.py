@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lra_bench.config import register_configs, validate
 from lra_bench.errors import ConfigError, LraBenchError
-from lra_bench.typo_hints import unknown_setting
+from lra_bench.typo_hints import unknown_override, unknown_setting
 
 _NOISE = (
     "Config search path",
@@ -80,6 +80,9 @@ def run_app(app: Callable[[], Any]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         register_configs()
+        typo = unknown_override(sys.argv[1:])  # a misspelt key: answered before any composition
+        if typo is not None:
+            fail(typo)
         app()
     except (HydraException, OmegaConfBaseException, LraBenchError) as err:
         message = describe(err)

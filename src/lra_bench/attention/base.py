@@ -2,20 +2,22 @@
 
 Every variant maps ``q, k, v`` of shape ``[batch, heads, n, d]`` and an optional
 boolean ``mask`` of shape ``[batch, n]`` (True = real token) to ``[batch, heads, n, d]``.
-Padded keys must never influence real queries.
+Padded keys must never influence real queries. The settings every variant accepts
+(``AttentionConfig``) live in the torch-free ``settings/base.py`` and are re-exported here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from lra_bench.attention.sampling import DeviceGenerators, seeded_generator, uniform_indices
+from lra_bench.attention.settings.base import IMPLS, AttentionConfig
 
 __all__ = [
+    "IMPLS",
     "Attention",
     "AttentionConfig",
     "SampledAttention",
@@ -24,35 +26,6 @@ __all__ = [
     "upcast",
     "valid_lengths",
 ]
-
-
-IMPLS = (
-    "fast",
-    "reference",
-)  # variants with a fast path: it, or the plain form it is tested against
-
-
-@dataclass
-class AttentionConfig:
-    """Fields every variant accepts; variants subclass this with their own hyper-parameters."""
-
-    name: str = "softmax"
-    dropout: float = 0.0  # dropout on attention weights (where a variant has them)
-    seed: int = 1234  # seed of the fixed eval-mode draws (sampling variants)
-
-    def check(self, *, max_len: int, head_dim: int) -> None:
-        """Raise ValueError('key: rule') on an invalid value; max_len/head_dim are the task's."""
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
-
-    def require_choice(self, key: str, choices: tuple[str, ...]) -> None:
-        """Raise ValueError('key: choose a, b or c, got ...') unless setting ``key`` is one of ``choices``."""
-        value = getattr(self, key)
-        if value not in choices:
-            listed = (
-                ", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else choices[0]
-            )
-            raise ValueError(f"{key}: choose {listed}, got {value!r}")
 
 
 class Attention(nn.Module):

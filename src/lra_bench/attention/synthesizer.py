@@ -18,30 +18,15 @@ configs' synthesizer keys never reach the model).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.attention.base import Attention, AttentionConfig, hidden_score, upcast
+from lra_bench.attention.base import Attention, hidden_score, upcast
 from lra_bench.attention.blocks import MASKED
-from lra_bench.attention.registry import register_attention
+from lra_bench.attention.settings.synthesizer import SynthesizerConfig
 
 
-@dataclass
-class SynthesizerConfig(AttentionConfig):
-    name: str = "synthesizer"
-    dropout: float = 0.0
-    mode: str = "dense"  # dense: MLP logits | random: a trained [max_len, max_len] logit matrix per head | dense_random: both
-    dot_product: bool = False  # true: add q.k / sqrt d to the synthetic logits (the LRA code)
-
-    def check(self, *, max_len: int, head_dim: int) -> None:
-        super().check(max_len=max_len, head_dim=head_dim)
-        self.require_choice("mode", ("dense", "random", "dense_random"))
-
-
-@register_attention("synthesizer", SynthesizerConfig)
 class SynthesizerAttention(Attention):
     uses_keys = False
     cfg: SynthesizerConfig
