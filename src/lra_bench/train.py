@@ -462,12 +462,10 @@ def train(
 
 
 def run_estimate(trainer_cfg: DictConfig, step: int, state: TrainState, say: Any) -> RunEstimate:
-    """The one-line time estimate of the rest of the run (rank 0 says it)."""
-    evals = trainer_cfg.steps // trainer_cfg.eval_every - step // trainer_cfg.eval_every
+    """The time estimates of the rest of the run (rank 0 says them)."""
     device = device_label(state.device, world=state.info.world_size)
-    return RunEstimate(
-        step, trainer_cfg.steps, evals, device, say if state.info.is_main else lambda _: None
-    )
+    say = say if state.info.is_main else lambda _: None
+    return RunEstimate(step, trainer_cfg.steps, trainer_cfg.eval_every, device, say)
 
 
 def reading_due(trainer_cfg: DictConfig, step: int) -> bool:
