@@ -31,7 +31,9 @@ __all__ = [
 class Attention(nn.Module):
     """Base class: holds the validated config and the shapes the variant was built for."""
 
-    uses_keys: bool = True  # False for variants that ignore ``k`` (shared-QK Reformer): its projection gets no gradient
+    # False for variants that ignore ``k`` (shared-QK Reformer): its projection gets no
+    # gradient
+    uses_keys: bool = True
 
     def __init__(
         self, cfg: AttentionConfig, *, head_dim: int, num_heads: int, max_len: int
@@ -65,7 +67,8 @@ class SampledAttention(Attention):
         self.train_generators = DeviceGenerators(int(torch.randint(0, 2**62, (1,)).item()))
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
-        """The generator on ``device`` for the current call: the running one in training, a fresh seeded one in eval."""
+        """The generator on ``device`` for the current call: the running one in training, a fresh
+        seeded one in eval."""
         if self.training:
             return self.train_generators.get(device)
         return seeded_generator(self.cfg.seed, device)
@@ -87,7 +90,8 @@ def upcast(*xs: torch.Tensor) -> list[torch.Tensor]:
 
 
 def matmul_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype a matmul on ``x`` yields here: autocast's when it is on for x's device, else x's own."""
+    """The dtype a matmul on ``x`` yields here: autocast's when it is on for x's device, else x's
+    own."""
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
     return x.dtype
@@ -103,7 +107,8 @@ def without_autocast(x: torch.Tensor) -> Any:
 
 
 def hidden_score(dtype: torch.dtype, score: float = -1e9) -> float:
-    """A hidden key's finite score in ``dtype``: ``score``, or half the dtype's lowest value where it does not fit.
+    """A hidden key's finite score in ``dtype``: ``score``, or half the dtype's lowest value where
+    it does not fit.
 
     fp32 and bf16 keep ``score``; fp16 (lowest -65504) gets -32752, which still underflows to
     exactly 0 after the softmax next to any visible key and leaves room for sums not to overflow.

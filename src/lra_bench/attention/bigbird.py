@@ -12,7 +12,8 @@ on ``max_len`` only, so padding never changes what a real query sees.
 Settings that reproduce the Skyformer code (Hugging Face's BigBird; defaults follow the paper):
 ``pattern: fixed`` draws the random blocks from a generator reseeded with ``pattern_seed`` on
 every call, so training, evaluation and every layer share one pattern (the code reseeds numpy
-with the run's seed, ``--random``, default 42, on each forward); ``last_global: padded`` makes the last block of the padded sequence
+with the run's seed, ``--random``, default 42, on each forward); ``last_global: padded`` makes
+the last block of the padded sequence
 the global one, whose keys are all padding for a short sequence, and lets random blocks land
 on padding (the code lays blocks over the padded length); ``random_span: first_1024`` draws
 random blocks among the first 1024 tokens when the padded length is 1024, 3072 or 4096 (the
@@ -52,7 +53,10 @@ MASKED = -1e9  # score offset of a hidden key: exp underflows to exactly 0 next 
 
 
 def gather_blocks(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Blocks ``idx [b, h, nb, s]`` of ``x [b, h, nb, B, *tail]`` -> ``[b, h, nb, s * B, *tail]``."""
+    """Blocks ``idx [b, h, nb, s]`` of ``x [b, h, nb, B, *tail]``.
+
+    Returns ``[b, h, nb, s * B, *tail]``.
+    """
     b, h, nb, s = idx.shape
     tail = x.shape[3:]
     flat = x.flatten(3)
@@ -70,7 +74,8 @@ class BigBirdAttention(SampledAttention):
     )  # lengths whose random blocks the published code takes from the first 1024 tokens
 
     def block_limits(self, valid: torch.Tensor, n_c: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(index of the last global block, number of blocks random keys may come from), each ``[b]``.
+        """(index of the last global block, number of blocks random keys may come from), each
+        ``[b]``.
 
         By default both follow the real tokens; ``last_global: padded`` uses the padded length
         and ``random_span: first_1024`` caps the random range at the first 1024 tokens.
@@ -121,7 +126,8 @@ class BigBirdAttention(SampledAttention):
         return u[:, :, :nb, :nb].to(device)
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
-        """The running/eval generator, or one reseeded with ``pattern_seed`` for the fixed pattern."""
+        """The running/eval generator, or one reseeded with ``pattern_seed`` for the fixed
+        pattern."""
         if self.cfg.pattern == "fresh":
             return super().generator(device)
         return seeded_generator(self.cfg.pattern_seed, device)

@@ -1,4 +1,5 @@
-"""Informer ProbSparse self-attention (Zhou et al., 2021, arXiv 2012.07436), encoder (non-causal) form.
+"""Informer ProbSparse self-attention (Zhou et al., 2021, arXiv 2012.07436), encoder (non-causal)
+form.
 
 Each query's sparsity M(q) = max_j s_j - mean_j s_j is estimated on U = c ceil(ln L) keys
 sampled for it (s = q.k / sqrt d); the u = c ceil(ln L) queries with the largest M get full

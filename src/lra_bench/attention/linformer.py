@@ -44,7 +44,8 @@ class LinformerAttention(Attention):
             self.register_buffer(name, value)
 
     def projections(self, n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """E and F restricted to the first n columns: ``[k, n]``, or ``[1, heads, k, n]`` per head."""
+        """E and F restricted to the first n columns: ``[k, n]``, or ``[1, heads, k, n]`` per
+        head."""
         e = self.proj_k[..., :n].to(dtype)
         f = e if self.cfg.share_kv else self.proj_v[..., :n].to(dtype)
         if self.cfg.per_head:
@@ -59,7 +60,8 @@ class LinformerAttention(Attention):
         n = q.shape[2]
         if n > self.max_len:
             raise ValueError(
-                f"linformer: sequence length {n} exceeds the max_len {self.max_len} it was built for"
+                f"linformer: sequence length {n} exceeds the max_len {self.max_len} it was "
+                "built for"
             )
         if mask is not None:
             keep = mask[:, None, :, None].to(k.dtype)

@@ -1,4 +1,5 @@
-"""Longformer attention (Beltagy et al., 2020, arXiv 2004.05150): sliding window + global first token.
+"""Longformer attention (Beltagy et al., 2020, arXiv 2004.05150): sliding window + global first
+token.
 
 Query i attends to the keys j with |i - j| <= ``window`` and to the first token; the first
 token attends to every key (global attention, as for a classification token). One softmax per

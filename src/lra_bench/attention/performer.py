@@ -1,4 +1,5 @@
-"""Performer / FAVOR+ (Choromanski et al., 2021, arXiv 2009.14794): softmax attention by random features.
+"""Performer / FAVOR+ (Choromanski et al., 2021, arXiv 2009.14794): softmax attention by random
+features.
 
 phi(x) = exp(W x - ||x||^2 / 2) / sqrt(m) on x = q / d^(1/4), with m positive orthogonal
 random features W (Gaussian rows made orthogonal in blocks of d, rescaled by chi-distributed
@@ -44,7 +45,8 @@ from lra_bench.attention.settings.performer import PerformerConfig
 def gaussian_orthogonal(
     m: int, d: int, generator: torch.Generator, orthogonal: bool = True
 ) -> torch.Tensor:
-    """``[m, d]`` random features (float64, on the generator's device): orthogonal blocks of d rows with chi(d) norms."""
+    """``[m, d]`` random features (float64, on the generator's device): orthogonal blocks of d rows
+    with chi(d) norms."""
     device = generator.device
     if not orthogonal:
         return torch.randn(m, d, generator=generator, dtype=torch.float64, device=device)
@@ -85,7 +87,8 @@ class PerformerAttention(SampledAttention):
     cfg: PerformerConfig
 
     def draw_features(self, d: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        """The random feature matrix W ``[m, d]`` (float64, on ``device``), shared by heads and batch.
+        """The random feature matrix W ``[m, d]`` (float64, on ``device``), shared by heads and
+        batch.
 
         Tests may replace this method to pin the features.
         """
@@ -151,7 +154,8 @@ class PerformerAttention(SampledAttention):
     def masked_max(
         rows: torch.Tensor, mask: torch.Tensor | None, dims: tuple[int, ...]
     ) -> torch.Tensor:
-        """Max of per-row maxima ``[b, h, n, 1]`` over ``dims``, real keys only (0 when there is none)."""
+        """Max of per-row maxima ``[b, h, n, 1]`` over ``dims``, real keys only (0 when there is
+        none)."""
         if mask is not None:
             rows = rows.masked_fill(~mask[:, None, :, None], -math.inf)
         return rows.amax(dim=dims, keepdim=True).nan_to_num(neginf=0.0)
@@ -165,7 +169,8 @@ class PerformerAttention(SampledAttention):
         w: torch.Tensor,
         scale: float,
     ) -> torch.Tensor:
-        """The feature maps materialised; the shifts cancel between numerator and normaliser (up to eps)."""
+        """The feature maps materialised; the shifts cancel between numerator and normaliser (up to
+        eps)."""
         w = w * scale
         qw = q @ w.T  # [b, h, n, m]
         kw = k @ w.T

@@ -164,7 +164,8 @@ class ReformerAttention(SampledAttention):
 
 
 def unit_keys(q: torch.Tensor, rule: str) -> torch.Tensor:
-    """Shared-QK keys: q over its length, ``clamp``: max(|q|, 1e-6), ``root``: sqrt(|q|^2 + d 1e-6)."""
+    """Shared-QK keys: q over its length, ``clamp``: max(|q|, 1e-6), ``root``: sqrt(|q|^2 + d
+    1e-6)."""
     if rule == "root":
         return q * torch.rsqrt(q.pow(2).sum(-1, keepdim=True) + q.shape[-1] * 1e-6)
     return F.normalize(q, dim=-1, eps=1e-6)
@@ -173,7 +174,8 @@ def unit_keys(q: torch.Tensor, rule: str) -> torch.Tensor:
 def pad_to_chunks(
     q: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, c: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q and v padded to whole chunks of ``c`` tokens, and the valid-token mask ``[b, n_c]`` (extra slots are padding)."""
+    """q and v padded to whole chunks of ``c`` tokens, and the valid-token mask ``[b, n_c]`` (extra
+    slots are padding)."""
     b, _, n, _ = q.shape
     n_c = math.ceil(n / c) * c
     valid = torch.ones(b, n, dtype=torch.bool, device=q.device) if mask is None else mask
@@ -184,7 +186,8 @@ def pad_to_chunks(
 
 
 def sort_into_chunks(x: torch.Tensor, perm: torch.Tensor, c: int) -> torch.Tensor:
-    """``[b, h, n_c, e]`` -> ``[b, h, r, chunks, c, e]`` in each round's sorted order ``perm`` ``[b, h, r, n_c]``."""
+    """``[b, h, n_c, e]`` -> ``[b, h, r, chunks, c, e]`` in each round's sorted order
+    ``perm`` ``[b, h, r, n_c]``."""
     b, h, rounds, n_c = perm.shape
     e = x.shape[-1]
     idx = perm.unsqueeze(-1).expand(-1, -1, -1, -1, e)
@@ -210,7 +213,8 @@ def window(x: torch.Tensor, null: torch.Tensor, prev: torch.Tensor) -> torch.Ten
 
 
 def combine_rounds(out_s: torch.Tensor, lse: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-    """Outputs back in token order, the rounds weighted by softmax over their log-sum-exp: ``[b, h, n_c, d]``."""
+    """Outputs back in token order, the rounds weighted by softmax over their log-sum-exp:
+    ``[b, h, n_c, d]``."""
     b, h, rounds, n_c, d = out_s.shape
     pos = torch.arange(n_c, device=perm.device)
     inv = torch.empty_like(perm).scatter_(

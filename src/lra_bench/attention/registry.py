@@ -140,7 +140,8 @@ def _entry(name: str) -> Entry:
 
 
 def discover_plugins() -> None:
-    """Import every installed ``lra_bench.attention`` entry point once; a broken one is reported and skipped."""
+    """Import every installed ``lra_bench.attention`` entry point once; a broken one is reported and
+    skipped."""
     if _discovery["clash"] is not None:
         raise _discovery["clash"]
     if _discovery["done"]:
@@ -150,7 +151,8 @@ def discover_plugins() -> None:
     import_all()  # the built-ins first: a plugin reusing one of their names is a clash
     _discovery["done"] = True
     for point in sorted(entry_points(group=GROUP), key=lambda p: p.name):
-        origin = f"{point.dist.name if point.dist else 'an unknown package'} (entry point {point.name} = {point.value})"
+        package = point.dist.name if point.dist else "an unknown package"
+        origin = f"{package} (entry point {point.name} = {point.value})"
         try:
             with _origin(origin):
                 _register_plugin(point, origin)
@@ -161,7 +163,8 @@ def discover_plugins() -> None:
             why = _why_broken(err)
             BROKEN[point.name] = why
             print(
-                f"warning: attention plugin {origin} not loaded ({why}); the other attentions are unaffected",
+                f"warning: attention plugin {origin} not loaded ({why}); the other attentions are "
+                "unaffected",
                 file=sys.stderr,
             )
 
@@ -185,7 +188,8 @@ def _origin(origin: str) -> Iterator[None]:
 
 
 def _register_plugin(point: EntryPoint, origin: str) -> None:
-    """A module registers on import; a class is registered under the entry point's name with its ``Config``."""
+    """A module registers on import; a class is registered under the entry point's name with its
+    ``Config``."""
     target = point.load()
     if isinstance(target, ModuleType):
         return
@@ -200,7 +204,8 @@ def _register_plugin(point: EntryPoint, origin: str) -> None:
 
 
 def settings_class(module: type[Attention], name: str | None = None) -> type[AttentionConfig]:
-    """The settings dataclass of an Attention class: the registered one, else its ``Config`` class attribute.
+    """The settings dataclass of an Attention class: the registered one, else its ``Config`` class
+    attribute.
 
     ``name`` (a plugin's entry-point name): the ``Config``'s ``name`` field must default to it.
     """
@@ -212,18 +217,21 @@ def settings_class(module: type[Attention], name: str | None = None) -> type[Att
         isinstance(config, type) and is_dataclass(config) and issubclass(config, AttentionConfig)
     ):
         raise ValueError(
-            f"{module.__qualname__} has no settings: give it a Config dataclass subclassing AttentionConfig, or register it with @register_attention"
+            f"{module.__qualname__} has no settings: give it a Config dataclass subclassing "
+            "AttentionConfig, or register it with @register_attention"
         )
     default = next(f.default for f in fields(config) if f.name == "name")
     if name is not None and default != name:
         raise ValueError(
-            f"{module.__qualname__}.Config.name defaults to {default!r}; it must be the entry point's name {name!r}"
+            f"{module.__qualname__}.Config.name defaults to {default!r}; it must be the entry "
+            f"point's name {name!r}"
         )
     return config
 
 
 def register_attention_configs() -> None:
-    """Store every variant's dataclass as option ``<name>`` of the ``attn`` group (defaults = the dataclass's)."""
+    """Store every variant's dataclass as option ``<name>`` of the ``attn`` group (defaults = the
+    dataclass's)."""
     discover_plugins()
     store = ConfigStore.instance()
     for name, entry in REGISTRY.items():
@@ -231,7 +239,8 @@ def register_attention_configs() -> None:
 
 
 def make_config(attn_cfg: DictConfig | Mapping[str, Any] | AttentionConfig) -> AttentionConfig:
-    """Turn the ``attn`` node (or a plain mapping) into the variant's dataclass; types checked, unknown keys refused."""
+    """Turn the ``attn`` node (or a plain mapping) into the variant's dataclass; types checked,
+    unknown keys refused."""
     if isinstance(attn_cfg, AttentionConfig):
         return attn_cfg
     container = (
@@ -247,7 +256,8 @@ def make_config(attn_cfg: DictConfig | Mapping[str, Any] | AttentionConfig) -> A
     ):
         chosen = OmegaConf.get_type(attn_cfg).__name__  # type: ignore[union-attr]
         raise ValueError(
-            f"name: {entry.name!r} does not match the chosen attention ({chosen}); choose it with attn={entry.name}"
+            f"name: {entry.name!r} does not match the chosen attention ({chosen}); choose it with "
+            f"attn={entry.name}"
         )
     return typed_settings(entry.config, container, entry.name)
 
@@ -255,12 +265,14 @@ def make_config(attn_cfg: DictConfig | Mapping[str, Any] | AttentionConfig) -> A
 def typed_settings(
     config: type[AttentionConfig], values: Mapping[str, Any], owner: str
 ) -> AttentionConfig:
-    """``values`` over the dataclass ``config``'s defaults: types checked, unknown keys refused (ValueError "key: rule")."""
+    """``values`` over the dataclass ``config``'s defaults: types checked, unknown keys refused
+    (ValueError "key: rule")."""
     known = {f.name for f in fields(config)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(
-            f"{unknown[0]}: not a setting of attention {owner!r} (settings: {', '.join(sorted(known))})"
+            f"{unknown[0]}: not a setting of attention {owner!r} (settings: "
+            f"{', '.join(sorted(known))})"
         )
     try:
         merged = OmegaConf.merge(OmegaConf.structured(config), dict(values))
@@ -275,7 +287,8 @@ def typed_settings(
 def checked_config(
     attn_cfg: DictConfig | Mapping[str, Any] | AttentionConfig, *, max_len: int, head_dim: int
 ) -> AttentionConfig:
-    """The typed settings, checked against the task's length and the head size; ValueError("key: rule") otherwise."""
+    """The typed settings, checked against the task's length and the head size; ValueError("key:
+    rule") otherwise."""
     config = make_config(attn_cfg)
     config.check(max_len=max_len, head_dim=head_dim)
     return config

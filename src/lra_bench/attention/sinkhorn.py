@@ -49,7 +49,8 @@ class SinkhornAttention(Attention):
         self.sort_net = nn.Linear(head_dim, self.max_blocks)
 
     def sort_matrix(self, logits: torch.Tensor, real_blocks: torch.Tensor) -> torch.Tensor:
-        """Soft permutation ``[b, h, nb, nb]`` from the logits, over the real blocks ``[b, nb]`` only.
+        """Soft permutation ``[b, h, nb, nb]`` from the logits, over the real blocks ``[b, nb]``
+        only.
 
         Real and padding blocks never mix (their cross terms are exactly 0). Tests may replace
         this method to pin the permutation.

@@ -35,7 +35,8 @@ class SparseAttention(Attention):
     cfg: SparseConfig
 
     def summary_offsets(self, blk: int, c: int, device: torch.device) -> torch.Tensor:
-        """Positions within a block that every (later, when causal) query sees: the last c, plus 0 on request."""
+        """Positions within a block that every (later, when causal) query sees: the last c, plus 0
+        on request."""
         offsets = torch.arange(blk - c, blk, device=device)
         if self.cfg.block_start_summary and blk - c > 0:
             offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=device), offsets])

@@ -39,9 +39,8 @@ class SynthesizerAttention(Attention):
         if "dense" in cfg.mode:
             self.hidden = nn.Linear(head_dim, head_dim)  # W1, b1
             self.to_logits = nn.Linear(head_dim, max_len)  # W2, b2: one logit per key position
-        if (
-            "random" in cfg.mode
-        ):  # R ~ U(-a, a), a = sqrt(3 / (heads max_len)): the LRA code's Xavier-uniform of [h, L, L]
+        # R ~ U(-a, a), a = sqrt(3 / (heads max_len)): the LRA code's Xavier-uniform of [h, L, L]
+        if "random" in cfg.mode:
             bound = (3.0 / (num_heads * max_len)) ** 0.5
             self.random_logits = nn.Parameter(
                 torch.empty(num_heads, max_len, max_len).uniform_(-bound, bound)
@@ -74,7 +73,8 @@ class SynthesizerAttention(Attention):
         q, k, v = upcast(q, k, v)
         if q.shape[2] > self.max_len:
             raise ValueError(
-                f"synthesizer: sequence length {q.shape[2]} exceeds the max_len {self.max_len} it was built for"
+                f"synthesizer: sequence length {q.shape[2]} exceeds the max_len {self.max_len} it "
+                "was built for"
             )
         scores = self.scores(q, k)
         if mask is not None:

@@ -25,7 +25,8 @@ class AttentionConfig:
             raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
 
     def require_choice(self, key: str, choices: tuple[str, ...]) -> None:
-        """Raise ValueError('key: choose a, b or c, got ...') unless ``key`` is one of ``choices``."""
+        """Raise ValueError('key: choose a, b or c, got ...') unless ``key`` is one of
+        ``choices``."""
         value = getattr(self, key)
         if value not in choices:
             listed = (

@@ -16,12 +16,18 @@ class BigBirdConfig(AttentionConfig):
     block_size: int = 64
     window_blocks: int = 3  # sliding window: this block and (window_blocks - 1) / 2 on each side
     num_random_blocks: int = 3
-    pattern: str = "fresh"  # fresh: new random blocks every training call | fixed: reseeded with pattern_seed every call
+    # fresh: new random blocks every training call | fixed: reseeded with pattern_seed every
+    # call
+    pattern: str = "fresh"
     pattern_seed: int = 42  # seed of the fixed pattern (the Skyformer code's default --random 42)
-    last_global: str = "real"  # real: the last block holding a real token | padded: the padded sequence's last block
-    # all | first_1024: from the first 1024 tokens when n is 1024, 3072 or 4096 | code: the code's plans
+    # real: the last block holding a real token | padded: the padded sequence's last block
+    last_global: str = "real"
+    # all | first_1024: from the first 1024 tokens when n is 1024, 3072 or 4096 | code: the
+    # code's plans
     random_span: str = "all"
-    duplicates: str = "drop"  # drop: a key block counted once | keep: a random block repeating a window block counts twice
+    # drop: a key block counted once | keep: a random block repeating a window block counts
+    # twice
+    duplicates: str = "drop"
     # torch: this module's generator | numpy: the code's own draw (numpy seeded with pattern_seed,
     # its permutations in its order), the code's pattern itself; needs random_span: code
     draw: str = "torch"
@@ -30,7 +36,8 @@ class BigBirdConfig(AttentionConfig):
         super().check(max_len=max_len, head_dim=head_dim)
         if not 1 <= self.block_size <= max_len:
             raise ValueError(
-                f"block_size: must be between 1 and the task's max length {max_len}, got {self.block_size}"
+                f"block_size: must be between 1 and the task's max length {max_len}, got "
+                f"{self.block_size}"
             )
         if self.window_blocks < 1 or self.window_blocks % 2 == 0:
             raise ValueError(f"window_blocks: must be odd and >= 1, got {self.window_blocks}")

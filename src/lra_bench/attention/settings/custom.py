@@ -41,7 +41,8 @@ class CustomConfig(AttentionConfig):
             raise ValueError(self._located(err)) from None
 
     def _located(self, err: ValueError) -> str:
-        """The target's ``key: rule`` with the key as written in this config (``settings.<key>``, or dropout/seed)."""
+        """The target's ``key: rule`` with the key as written in this config (``settings.<key>``, or
+        dropout/seed)."""
         key = str(err).partition(":")[0]
         return (
             f"settings.{err}"
@@ -50,20 +51,24 @@ class CustomConfig(AttentionConfig):
         )
 
     def target_class(self) -> type[Attention]:
-        """The imported class; ValueError('target: ...') when it cannot be imported or is not an Attention."""
+        """The imported class; ValueError('target: ...') when it cannot be imported or is not an
+        Attention."""
         module_name, sep, attr = (
             self.target.partition(":") if ":" in self.target else self.target.rpartition(".")
         )
         if not (module_name and attr and sep):
             raise ValueError(
-                f"target: give the attention class as module:Class on PYTHONPATH (attn.target=my_module:MyAttention), got {self.target!r}"
+                "target: give the attention class as module:Class on PYTHONPATH "
+                f"(attn.target=my_module:MyAttention), got {self.target!r}"
             )
         try:
             found = getattr(import_module(module_name), attr)
-        except Exception as err:  # noqa: BLE001 - user code: any import failure is reported in one line
+        # noqa: BLE001 - user code: any import failure is reported in one line
+        except Exception as err:
             why = str(err).splitlines()[0] if str(err) else ""
             raise ValueError(
-                f"target: cannot import {self.target!r} ({type(err).__name__}: {why}); is its folder on PYTHONPATH?"
+                f"target: cannot import {self.target!r} ({type(err).__name__}: {why}); is its "
+                "folder on PYTHONPATH?"
             ) from None
         from lra_bench.attention.base import Attention  # torch: a target's module imports it too
 

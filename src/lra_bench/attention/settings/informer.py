@@ -1,4 +1,5 @@
-"""Informer's settings (``attn=informer``); the implementation is ``lra_bench.attention.informer``."""
+"""Informer's settings (``attn=informer``); the implementation is
+``lra_bench.attention.informer``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Kernelized attention's settings (``attn=kernelized``); the implementation is ``lra_bench.attention.kernelized``."""
+"""Kernelized attention's settings (``attn=kernelized``); the implementation is
+``lra_bench.attention.kernelized``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Linear attention's settings (``attn=linear``); the implementation is ``lra_bench.attention.linear``."""
+"""Linear attention's settings (``attn=linear``); the implementation is
+``lra_bench.attention.linear``."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ class LinearConfig(AttentionConfig):
         super().check(max_len=max_len, head_dim=head_dim)
         if self.dropout != 0.0:
             raise ValueError(
-                f"dropout: linear attention has no attention weights to drop, must be 0, got {self.dropout}"
+                "dropout: linear attention has no attention weights to drop, must be 0, got "
+                f"{self.dropout}"
             )
         if self.eps < 0:
             raise ValueError(f"eps: must be >= 0, got {self.eps}")

@@ -1,4 +1,5 @@
-"""Linformer's settings (``attn=linformer``); the implementation is ``lra_bench.attention.linformer``."""
+"""Linformer's settings (``attn=linformer``); the implementation is
+``lra_bench.attention.linformer``."""
 
 from __future__ import annotations
 
@@ -18,14 +19,17 @@ class LinformerConfig(AttentionConfig):
     share_kv: bool = (
         False  # true: one projection E for keys and values (F = E), as the Skyformer code
     )
-    per_head: bool = False  # true: a projection per head ([heads, k, max_len]) instead of one shared by the heads
-    trainable: bool = True  # false: E (and F) stay the fixed random draw (a buffer), as the Skyformer code's GPU runs
+    # true: a projection per head ([heads, k, max_len]) instead of one shared by the heads
+    per_head: bool = False
+    # false: E (and F) stay the fixed random draw (a buffer), as the Skyformer code's GPU runs
+    trainable: bool = True
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
         if not 1 <= self.proj_dim <= max_len:
             raise ValueError(
-                f"proj_dim: must be between 1 and the task's max length {max_len}, got {self.proj_dim}"
+                f"proj_dim: must be between 1 and the task's max length {max_len}, got "
+                f"{self.proj_dim}"
             )
         if self.init_std <= 0:
             raise ValueError(f"init_std: must be > 0, got {self.init_std}")

@@ -1,4 +1,5 @@
-"""Block-local attention's settings (``attn=local``); the implementation is ``lra_bench.attention.local``."""
+"""Block-local attention's settings (``attn=local``); the implementation is
+``lra_bench.attention.local``."""
 
 from __future__ import annotations
 
@@ -19,5 +20,6 @@ class LocalConfig(AttentionConfig):
         super().check(max_len=max_len, head_dim=head_dim)
         if not 1 <= self.block_size <= max_len:
             raise ValueError(
-                f"block_size: must be between 1 and the task's max length {max_len}, got {self.block_size}"
+                f"block_size: must be between 1 and the task's max length {max_len}, got "
+                f"{self.block_size}"
             )

@@ -1,4 +1,5 @@
-"""Longformer's settings (``attn=longformer``); the implementation is ``lra_bench.attention.longformer``."""
+"""Longformer's settings (``attn=longformer``); the implementation is
+``lra_bench.attention.longformer``."""
 
 from __future__ import annotations
 

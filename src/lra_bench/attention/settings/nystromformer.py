@@ -1,4 +1,5 @@
-"""Nystromformer's settings (``attn=nystromformer``); the implementation is ``lra_bench.attention.nystromformer``."""
+"""Nystromformer's settings (``attn=nystromformer``); the implementation is
+``lra_bench.attention.nystromformer``."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ class NystromformerConfig(AttentionConfig):
     dropout: float = 0.0
     num_landmarks: int = 128
     pinv_iters: int = 6
-    pinv_init: str = "per_matrix"  # per_matrix: M^T/(||M||_1 ||M||_inf) | batch: M^T / max over the batch of ||M||_1 (the code's)
-    conv_kernel: int = 35  # depthwise conv on V along the sequence; 0 = off (as the code behind the Skyformer table)
+    # per_matrix: M^T/(||M||_1 ||M||_inf) | batch: M^T / max over the batch of ||M||_1 (the
+    # code's)
+    pinv_init: str = "per_matrix"
+    # depthwise conv on V along the sequence; 0 = off (as the code behind the Skyformer table)
+    conv_kernel: int = 35
     impl: str = (
         "fast"  # fast: fused attention kernels for the n x m factors | reference: plain autograd
     )
@@ -28,11 +32,13 @@ class NystromformerConfig(AttentionConfig):
         super().check(max_len=max_len, head_dim=head_dim)
         if self.dropout != 0.0:
             raise ValueError(
-                f"dropout: nystromformer has no attention weights to drop, must be 0, got {self.dropout}"
+                "dropout: nystromformer has no attention weights to drop, must be 0, got "
+                f"{self.dropout}"
             )
         if not 1 <= self.num_landmarks <= max_len:
             raise ValueError(
-                f"num_landmarks: must be between 1 and the task's max length {max_len}, got {self.num_landmarks}"
+                f"num_landmarks: must be between 1 and the task's max length {max_len}, got "
+                f"{self.num_landmarks}"
             )
         if self.pinv_iters < 1:
             raise ValueError(f"pinv_iters: must be >= 1, got {self.pinv_iters}")

@@ -1,4 +1,5 @@
-"""Performer's settings (``attn=performer``); the implementation is ``lra_bench.attention.performer``."""
+"""Performer's settings (``attn=performer``); the implementation is
+``lra_bench.attention.performer``."""
 
 from __future__ import annotations
 
@@ -25,10 +26,14 @@ class PerformerConfig(AttentionConfig):
     redraw: str = (
         "fresh"  # fresh: new features every training forward | fixed: always the seeded eval draw
     )
-    eps: float = 1e-6  # added to every feature after the max shift (numerical stabiliser of the paper's code)
-    score_scale: str = "inv_sqrt_d"  # inv_sqrt_d: softmax(q k^T / sqrt d) | inv_d: / d (q, k scaled twice, as the peer code)
-    padded_keys: str = "removed"  # removed: out of both sums | zeroed: zero vectors, still in the normaliser (peer code)
-    stabilizer: str = "per_sequence"  # per_sequence: key max per sequence and head | global: one max over the batch (peer code)
+    # added to every feature after the max shift (numerical stabiliser of the paper's code)
+    eps: float = 1e-6
+    # inv_sqrt_d: softmax(q k^T / sqrt d) | inv_d: / d (q, k scaled twice, as the peer code)
+    score_scale: str = "inv_sqrt_d"
+    # removed: out of both sums | zeroed: zero vectors, still in the normaliser (peer code)
+    padded_keys: str = "removed"
+    # per_sequence: key max per sequence and head | global: one max over the batch (peer code)
+    stabilizer: str = "per_sequence"
     impl: str = (
         "fast"  # fast: feature maps per chunk, rebuilt in backward | reference: plain autograd
     )
@@ -37,7 +42,8 @@ class PerformerConfig(AttentionConfig):
         super().check(max_len=max_len, head_dim=head_dim)
         if self.dropout != 0.0:
             raise ValueError(
-                f"dropout: performer has no attention weights to drop, must be 0, got {self.dropout}"
+                "dropout: performer has no attention weights to drop, must be 0, got "
+                f"{self.dropout}"
             )
         if self.num_features < 1:
             raise ValueError(f"num_features: must be >= 1, got {self.num_features}")

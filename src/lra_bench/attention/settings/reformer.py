@@ -1,4 +1,5 @@
-"""Reformer's settings (``attn=reformer``); the implementation is ``lra_bench.attention.reformer``."""
+"""Reformer's settings (``attn=reformer``); the implementation is
+``lra_bench.attention.reformer``."""
 
 from __future__ import annotations
 
@@ -15,14 +16,21 @@ class ReformerConfig(AttentionConfig):
     dropout: float = 0.0
     num_hashes: int = 2
     chunk_size: int = 64  # tokens per chunk of the sorted sequence
-    num_buckets: int = 0  # 0 = 2 * ceil(max_len / chunk_size) (the paper's n_buckets = 2 n / chunk); else 1 or even
+    # 0 = 2 * ceil(max_len / chunk_size) (the paper's n_buckets = 2 n / chunk); else 1 or even
+    num_buckets: int = 0
     same_bucket_only: bool = (
         False  # also mask keys of another bucket inside the window (off in the reference code)
     )
     wrap: bool = True  # the first chunk also sees a last chunk (as the Trax and Hugging Face code)
-    wrap_to: str = "real"  # real: the last chunk holding a real token | padded: the padded sequence's last chunk (Hugging Face)
-    rounds_joined: bool = False  # True: rounds sorted as one sequence, round r's first chunk sees round r-1's last (Hugging Face)
-    key_norm: str = "clamp"  # clamp: q / max(|q|, 1e-6) | root: q / sqrt(|q|^2 + d 1e-6) (Hugging Face's _len_and_dim_norm)
+    # real: the last chunk holding a real token | padded: the padded sequence's last chunk
+    # (Hugging Face)
+    wrap_to: str = "real"
+    # True: rounds sorted as one sequence, round r's first chunk sees round r-1's last
+    # (Hugging Face)
+    rounds_joined: bool = False
+    # clamp: q / max(|q|, 1e-6) | root: q / sqrt(|q|^2 + d 1e-6) (Hugging Face's
+    # _len_and_dim_norm)
+    key_norm: str = "clamp"
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
@@ -30,7 +38,8 @@ class ReformerConfig(AttentionConfig):
             raise ValueError(f"num_hashes: must be >= 1, got {self.num_hashes}")
         if not 1 <= self.chunk_size <= max_len:
             raise ValueError(
-                f"chunk_size: must be between 1 and the task's max length {max_len}, got {self.chunk_size}"
+                f"chunk_size: must be between 1 and the task's max length {max_len}, got "
+                f"{self.chunk_size}"
             )
         if self.num_buckets < 0 or (self.num_buckets > 1 and self.num_buckets % 2):
             raise ValueError(f"num_buckets: must be 0 (auto), 1 or even, got {self.num_buckets}")

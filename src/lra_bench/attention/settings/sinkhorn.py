@@ -1,4 +1,5 @@
-"""Sinkhorn attention's settings (``attn=sinkhorn``); the implementation is ``lra_bench.attention.sinkhorn``."""
+"""Sinkhorn attention's settings (``attn=sinkhorn``); the implementation is
+``lra_bench.attention.sinkhorn``."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ class SinkhornConfig(AttentionConfig):
         super().check(max_len=max_len, head_dim=head_dim)
         if not 1 <= self.block_size <= max_len:
             raise ValueError(
-                f"block_size: must be between 1 and the task's max length {max_len}, got {self.block_size}"
+                f"block_size: must be between 1 and the task's max length {max_len}, got "
+                f"{self.block_size}"
             )
         if self.sinkhorn_iters < 1:
             raise ValueError(f"sinkhorn_iters: must be >= 1, got {self.sinkhorn_iters}")

@@ -1,4 +1,5 @@
-"""Skyformer's settings (``attn=skyformer``); the implementation is ``lra_bench.attention.skyformer``."""
+"""Skyformer's settings (``attn=skyformer``); the implementation is
+``lra_bench.attention.skyformer``."""
 
 from __future__ import annotations
 
@@ -19,18 +20,22 @@ class SkyformerConfig(AttentionConfig):
     landmarks_from: str = (
         "split"  # split: half from Q, half from K | joint: uniform over all 2n rows (the paper)
     )
-    pinv_init: str = "per_matrix"  # per_matrix: M^T/(||M||_1 ||M||_inf) | batch: M^T / max over the batch of ||M||_1 (peer code)
+    # per_matrix: M^T/(||M||_1 ||M||_inf) | batch: M^T / max over the batch of ||M||_1 (peer
+    # code)
+    pinv_init: str = "per_matrix"
     impl: str = "fast"  # fast: chunked blocks, rebuilt in backward | reference: plain autograd
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
         if self.dropout != 0.0:
             raise ValueError(
-                f"dropout: skyformer forms no attention weights to drop, must be 0, got {self.dropout}"
+                "dropout: skyformer forms no attention weights to drop, must be 0, got "
+                f"{self.dropout}"
             )
         if not 1 <= self.num_landmarks <= max_len:
             raise ValueError(
-                f"num_landmarks: must be between 1 and the task's max length {max_len}, got {self.num_landmarks}"
+                f"num_landmarks: must be between 1 and the task's max length {max_len}, got "
+                f"{self.num_landmarks}"
             )
         if self.gamma < 0:
             raise ValueError(f"gamma: must be >= 0, got {self.gamma}")

@@ -1,4 +1,5 @@
-"""Softmax attention's settings (``attn=softmax``); the implementation is ``lra_bench.attention.softmax``."""
+"""Softmax attention's settings (``attn=softmax``); the implementation is
+``lra_bench.attention.softmax``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Sparse Transformer attention's settings (``attn=sparse``); the implementation is ``lra_bench.attention.sparse``."""
+"""Sparse Transformer attention's settings (``attn=sparse``); the implementation is
+``lra_bench.attention.sparse``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Synthesizer's settings (``attn=synthesizer``); the implementation is ``lra_bench.attention.synthesizer``."""
+"""Synthesizer's settings (``attn=synthesizer``); the implementation is
+``lra_bench.attention.synthesizer``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from lra_bench.attention.settings.base import AttentionConfig
 class SynthesizerConfig(AttentionConfig):
     name: str = "synthesizer"
     dropout: float = 0.0
-    mode: str = "dense"  # dense: MLP logits | random: a trained [max_len, max_len] logit matrix per head | dense_random: both
+    # dense: MLP logits | random: a trained [max_len, max_len] logit matrix per head |
+    # dense_random: both
+    mode: str = "dense"
     dot_product: bool = False  # true: add q.k / sqrt d to the synthetic logits (the LRA code)
 
     def check(self, *, max_len: int, head_dim: int) -> None:
