@@ -79,10 +79,10 @@ def run_app(app: Callable[[], Any]) -> None:
     """
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        register_configs()
         typo = unknown_override(sys.argv[1:])  # a misspelt key: answered before any composition
         if typo is not None:
             fail(typo)
+        register_configs()
         app()
     except (HydraException, OmegaConfBaseException, LraBenchError) as err:
         message = describe(err)

@@ -75,8 +75,9 @@ def hint(key: str, names: Sequence[str]) -> str:
 
 def chosen_attention(overrides: Sequence[str]) -> type | None:
     """The settings dataclass of the one registered attention ``attn=<name>`` chooses, else None."""
-    from lra_bench.attention.registry import REGISTRY
+    from lra_bench.attention.registry import REGISTRY, discover_plugins
 
+    discover_plugins()  # the built-ins' settings and the installed plugins
     values = [o.partition("=")[2] for o in overrides if o.startswith("attn=")]
     entry = REGISTRY.get(values[-1]) if len(values) == 1 else None
     return entry.config if entry is not None else None
