@@ -348,19 +348,8 @@ def test_example_plugin_installs_trains_and_reaches_the_leaderboard(tmp_path):
         ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
     )
     site = tmp_path / "site"
-    pip = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--no-index",
-        "--no-deps",
-        "--no-build-isolation",
-        "--target",
-        str(site),
-        str(tmp_path / "plugin"),
-    ]
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps"]
+    pip += ["--no-build-isolation", "--target", str(site), str(tmp_path / "plugin")]
     installed = subprocess.run(pip, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr
     board = tmp_path / "results" / "leaderboard.csv"
