@@ -1,4 +1,5 @@
-"""Attentions from outside the package: installed plugins (entry points), ``attn=custom``, a user's config folder."""
+"""Attentions from outside the package: installed plugins (entry points), ``attn=custom``, a user's
+config folder."""
 
 from __future__ import annotations
 
@@ -101,7 +102,8 @@ def test_plugins_are_listed_and_a_broken_one_costs_one_line(site, tmp_path):
     ) and "broken" not in listed
     [warning] = lines(done.stderr)
     assert warning.startswith(
-        "warning: attention plugin broken-attn (entry point broken = missing_module_xyz:Broken) not loaded"
+        "warning: attention plugin broken-attn (entry point broken = missing_module_xyz:Broken) "
+        "not loaded"
     )
     assert "ModuleNotFoundError" in warning
 
@@ -203,7 +205,7 @@ def test_two_packages_registering_one_name_is_one_error_naming_both(
     assert all(part in error for part in clash), error
 
 
-# ---------------------------------------------------------------- attn=custom and a user's config folder
+# ----------------------------------------------------------- attn=custom and a user's config folder
 
 
 @pytest.fixture
@@ -241,11 +243,13 @@ def test_custom_target_builds_with_its_own_settings(user_module, sep):
     [
         (
             ["attn.target=no_such_module:Thing"],
-            "invalid setting attn.target: cannot import 'no_such_module:Thing' (ModuleNotFoundError",
+            "invalid setting attn.target: cannot import 'no_such_module:Thing' "
+            "(ModuleNotFoundError",
         ),
         (
             ["attn.target=os:path"],
-            "invalid setting attn.target: 'os:path' is not a subclass of lra_bench.attention.Attention",
+            "invalid setting attn.target: 'os:path' is not a subclass of "
+            "lra_bench.attention.Attention",
         ),
         ([], "invalid setting attn.target: give the attention class as module:Class"),
         (
@@ -304,7 +308,8 @@ def user_config_dir(root: Path) -> Path:
         "defaults:\n  - skyformer\n\nnum_landmarks: 256\n"
     )
     (root / "attn" / "sharp_cosine.yaml").write_text(
-        "defaults:\n  - custom\n\ntarget: user_cosine:CosineAttention\nsettings:\n  temperature: 20.0\n"
+        "defaults:\n  - custom\n\ntarget: user_cosine:CosineAttention\nsettings:\n  temperature: "
+        "20.0\n"
     )
     return root
 
@@ -344,19 +349,8 @@ def test_example_plugin_installs_trains_and_reaches_the_leaderboard(tmp_path):
         ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
     )
     site = tmp_path / "site"
-    pip = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--no-index",
-        "--no-deps",
-        "--no-build-isolation",
-        "--target",
-        str(site),
-        str(tmp_path / "plugin"),
-    ]
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps"]
+    pip += ["--no-build-isolation", "--target", str(site), str(tmp_path / "plugin")]
     installed = subprocess.run(pip, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr
     board = tmp_path / "results" / "leaderboard.csv"

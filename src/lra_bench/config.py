@@ -64,7 +64,9 @@ class DataConfig:
     split_seed: int = (
         0  # seed of held-out splits cut from a source (independent of the training seed)
     )
-    dev_split: str = "default"  # text: "default" uses test as dev (LRA); "heldout" splits train (image: always the last 10% of train)
+    # text: "default" uses test as dev (LRA); "heldout" splits train (image: always the last
+    # 10% of train)
+    dev_split: str = "default"
     heldout_fraction: float = 0.1
     loader_workers: int | None = None  # loader processes (None = 4 when training on CUDA, 0 on CPU)
     pad_to: str = (
@@ -95,7 +97,8 @@ class ModelConfig:
     pooling: str = (
         "mean"  # mean (over valid tokens) | mean_padded (over the padded length, as peer code)
     )
-    # | cls (a learned token prepended, its output classifies) | first_token (the first token's output)
+    # | cls (a learned token prepended, its output classifies) | first_token (the first
+    # token's output)
     classifier_dim: int = 128
     attn_fp32: bool = True  # run the attention itself in fp32 under mixed precision
     qkv_dim: int | None = None  # width of queries/keys/values over all heads (None = dim)
@@ -104,13 +107,15 @@ class ModelConfig:
         "nli"  # retrieval head: nli ([u, v, u*v, u-v] -> MLP) | lra ([u, v] -> 3-layer MLP)
     )
     attn_bias: bool = True  # biases on the query/key/value and output projections
-    init: str = "default"  # default (N(0, 0.02) embeddings, torch layers) | lra (the LRA code's flax initialisers)
+    # default (N(0, 0.02) embeddings, torch layers) | lra (the LRA code's flax initialisers)
+    init: str = "default"
     norm_eps: float = 1e-5  # LayerNorm epsilon
 
 
 @dataclass
 class TrainerConfig:
-    """The shared training loop; the protocol fills in steps, batch, rate and schedule (docs/protocol.md)."""
+    """The shared training loop; the protocol fills in steps, batch, rate and schedule
+    (docs/protocol.md)."""
 
     steps: int = MISSING
     batch_size: int = MISSING
@@ -185,11 +190,14 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
     experiment_name: str | None = None
-    parity: str = "none"  # whose code the run reproduces: none | skyformer_code | lra_code (set by the parity group)
+    # whose code the run reproduces: none | skyformer_code | lra_code (set by the parity
+    # group)
+    parity: str = "none"
 
 
 def register_configs() -> None:
-    """Register the schemas: ``base_config`` (listed first in config.yaml) and every attention as an ``attn`` option."""
+    """Register the schemas: ``base_config`` (listed first in config.yaml) and every attention as an
+    ``attn`` option."""
     ConfigStore.instance().store(name="base_config", node=Config)
     register_attention_configs()
     register_resolver()
@@ -368,7 +376,8 @@ def _check_model(cfg: DictConfig) -> None:
 
 
 def _check_model_fits(cfg: DictConfig) -> None:
-    """The model's weights and optimiser state fit the device's memory (checked before building it)."""
+    """The model's weights and optimiser state fit the device's memory (checked before building
+    it)."""
     from lra_bench.model_size import too_large
 
     why = too_large(cfg.model, cfg.task, cfg.trainer.device)
@@ -442,7 +451,8 @@ def _check_task_data(cfg: DictConfig) -> None:
 
 
 def _check_attention(cfg: DictConfig) -> None:
-    """The attention's own rules (its dataclass's ``check``), against the task's length and the head size."""
+    """The attention's own rules (its dataclass's ``check``), against the task's length and the head
+    size."""
     try:
         head_dim = (cfg.model.qkv_dim or cfg.model.dim) // cfg.model.num_heads
         checked_config(cfg.attn, max_len=cfg.task.max_len, head_dim=head_dim)

@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lra_bench.config import register_configs, validate
 from lra_bench.errors import ConfigError, LraBenchError
-from lra_bench.typo_hints import unknown_setting
+from lra_bench.typo_hints import unknown_override, unknown_setting
 
 _NOISE = (
     "Config search path",
@@ -86,6 +86,9 @@ def run_app(app: Callable[[], Any]) -> None:
     """
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
+        typo = unknown_override(sys.argv[1:])  # a misspelt key: answered before any composition
+        if typo is not None:
+            fail(typo)
         register_configs()
         app()
     except (HydraException, OmegaConfBaseException, LraBenchError) as err:

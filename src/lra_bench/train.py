@@ -447,9 +447,8 @@ class Run:
             desc=f"{cfg.task.name}/{cfg.attn.name}",
             dynamic_ncols=True,
         )
-        evals = cfg.trainer.steps // cfg.trainer.eval_every - step // cfg.trainer.eval_every
         say = bar.write if info.is_main else lambda _: None
-        estimate = RunEstimate(step, cfg.trainer.steps, evals, where, say)
+        estimate = RunEstimate(step, cfg.trainer.steps, cfg.trainer.eval_every, where, say)
         return Gauges(StepMeter(device), StepTimer(device), bar, estimate)
 
     def take_reading(self, gauges: Gauges) -> None:

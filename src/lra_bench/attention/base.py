@@ -2,20 +2,22 @@
 
 Every variant maps ``q, k, v`` of shape ``[batch, heads, n, d]`` and an optional
 boolean ``mask`` of shape ``[batch, n]`` (True = real token) to ``[batch, heads, n, d]``.
-Padded keys must never influence real queries.
+Padded keys must never influence real queries. The settings every variant accepts
+(``AttentionConfig``) live in the torch-free ``settings/base.py`` and are re-exported here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from lra_bench.attention.sampling import DeviceGenerators, seeded_generator, uniform_indices
+from lra_bench.attention.settings.base import IMPLS, AttentionConfig
 
 __all__ = [
+    "IMPLS",
     "Attention",
     "AttentionConfig",
     "SampledAttention",
@@ -26,39 +28,12 @@ __all__ = [
 ]
 
 
-IMPLS = (
-    "fast",
-    "reference",
-)  # variants with a fast path: it, or the plain form it is tested against
-
-
-@dataclass
-class AttentionConfig:
-    """Fields every variant accepts; variants subclass this with their own hyper-parameters."""
-
-    name: str = "softmax"
-    dropout: float = 0.0  # dropout on attention weights (where a variant has them)
-    seed: int = 1234  # seed of the fixed eval-mode draws (sampling variants)
-
-    def check(self, *, max_len: int, head_dim: int) -> None:
-        """Raise ValueError('key: rule') on an invalid value; max_len/head_dim are the task's."""
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
-
-    def require_choice(self, key: str, choices: tuple[str, ...]) -> None:
-        """Raise ValueError('key: choose a, b or c, got ...') unless setting ``key`` is one of ``choices``."""
-        value = getattr(self, key)
-        if value not in choices:
-            listed = (
-                ", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else choices[0]
-            )
-            raise ValueError(f"{key}: choose {listed}, got {value!r}")
-
-
 class Attention(nn.Module):
     """Base class: holds the validated config and the shapes the variant was built for."""
 
-    uses_keys: bool = True  # False for variants that ignore ``k`` (shared-QK Reformer): its projection gets no gradient
+    # False for variants that ignore ``k`` (shared-QK Reformer): its projection gets no
+    # gradient
+    uses_keys: bool = True
 
     def __init__(
         self, cfg: AttentionConfig, *, head_dim: int, num_heads: int, max_len: int
@@ -92,7 +67,8 @@ class SampledAttention(Attention):
         self.train_generators = DeviceGenerators(int(torch.randint(0, 2**62, (1,)).item()))
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
-        """The generator on ``device`` for the current call: the running one in training, a fresh seeded one in eval."""
+        """The generator on ``device`` for the current call: the running one in training, a fresh
+        seeded one in eval."""
         if self.training:
             return self.train_generators.get(device)
         return seeded_generator(self.cfg.seed, device)
@@ -114,7 +90,8 @@ def upcast(*xs: torch.Tensor) -> list[torch.Tensor]:
 
 
 def matmul_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype a matmul on ``x`` yields here: autocast's when it is on for x's device, else x's own."""
+    """The dtype a matmul on ``x`` yields here: autocast's when it is on for x's device, else x's
+    own."""
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
     return x.dtype
@@ -130,7 +107,8 @@ def without_autocast(x: torch.Tensor) -> Any:
 
 
 def hidden_score(dtype: torch.dtype, score: float = -1e9) -> float:
-    """A hidden key's finite score in ``dtype``: ``score``, or half the dtype's lowest value where it does not fit.
+    """A hidden key's finite score in ``dtype``: ``score``, or half the dtype's lowest value where
+    it does not fit.
 
     fp32 and bf16 keep ``score``; fp16 (lowest -65504) gets -32752, which still underflows to
     exactly 0 after the softmax next to any visible key and leaves room for sums not to overflow.

@@ -12,7 +12,8 @@ on ``max_len`` only, so padding never changes what a real query sees.
 Settings that reproduce the Skyformer code (Hugging Face's BigBird; defaults follow the paper):
 ``pattern: fixed`` draws the random blocks from a generator reseeded with ``pattern_seed`` on
 every call, so training, evaluation and every layer share one pattern (the code reseeds numpy
-with the run's seed, ``--random``, default 42, on each forward); ``last_global: padded`` makes the last block of the padded sequence
+with the run's seed, ``--random``, default 42, on each forward); ``last_global: padded`` makes
+the last block of the padded sequence
 the global one, whose keys are all padding for a short sequence, and lets random blocks land
 on padding (the code lays blocks over the padded length); ``random_span: first_1024`` draws
 random blocks among the first 1024 tokens when the padded length is 1024, 3072 or 4096 (the
@@ -34,66 +35,28 @@ pattern itself. The parity file sets ``pattern_seed: ${seed}``, the run's seed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lra_bench.attention.base import (
-    AttentionConfig,
     SampledAttention,
     hidden_score,
     matmul_dtype,
     seeded_generator,
     upcast,
 )
-from lra_bench.attention.registry import register_attention
+from lra_bench.attention.settings.bigbird import BigBirdConfig
 
 MASKED = -1e9  # score offset of a hidden key: exp underflows to exactly 0 next to any visible key
 
 
-@dataclass
-class BigBirdConfig(AttentionConfig):
-    name: str = "bigbird"
-    dropout: float = 0.0
-    block_size: int = 64
-    window_blocks: int = 3  # sliding window: this block and (window_blocks - 1) / 2 on each side
-    num_random_blocks: int = 3
-    pattern: str = "fresh"  # fresh: new random blocks every training call | fixed: reseeded with pattern_seed every call
-    pattern_seed: int = 42  # seed of the fixed pattern (the Skyformer code's default --random 42)
-    last_global: str = "real"  # real: the last block holding a real token | padded: the padded sequence's last block
-    # all | first_1024: from the first 1024 tokens when n is 1024, 3072 or 4096 | code: the code's plans
-    random_span: str = "all"
-    duplicates: str = "drop"  # drop: a key block counted once | keep: a random block repeating a window block counts twice
-    # torch: this module's generator | numpy: the code's own draw (numpy seeded with pattern_seed,
-    # its permutations in its order), the code's pattern itself; needs random_span: code
-    draw: str = "torch"
-
-    def check(self, *, max_len: int, head_dim: int) -> None:
-        super().check(max_len=max_len, head_dim=head_dim)
-        if not 1 <= self.block_size <= max_len:
-            raise ValueError(
-                f"block_size: must be between 1 and the task's max length {max_len}, got {self.block_size}"
-            )
-        if self.window_blocks < 1 or self.window_blocks % 2 == 0:
-            raise ValueError(f"window_blocks: must be odd and >= 1, got {self.window_blocks}")
-        if self.num_random_blocks < 0:
-            raise ValueError(f"num_random_blocks: must be >= 0, got {self.num_random_blocks}")
-        self.require_choice("pattern", ("fresh", "fixed"))
-        self.require_choice("last_global", ("real", "padded"))
-        self.require_choice("random_span", ("all", "first_1024", "code"))
-        self.require_choice("duplicates", ("drop", "keep"))
-        self.require_choice("draw", ("torch", "numpy"))
-        if self.draw == "numpy" and (self.random_span, self.pattern) != ("code", "fixed"):
-            raise ValueError(
-                "draw: numpy reproduces the code's fixed pattern; set random_span: code and "
-                f"pattern: fixed (got {self.random_span}, {self.pattern})"
-            )
-
-
 def gather_blocks(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Blocks ``idx [b, h, nb, s]`` of ``x [b, h, nb, B, *tail]`` -> ``[b, h, nb, s * B, *tail]``."""
+    """Blocks ``idx [b, h, nb, s]`` of ``x [b, h, nb, B, *tail]``.
+
+    Returns ``[b, h, nb, s * B, *tail]``.
+    """
     b, h, nb, s = idx.shape
     tail = x.shape[3:]
     flat = x.flatten(3)
@@ -101,7 +64,6 @@ def gather_blocks(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return out.view(b, h, nb, s * tail[0], *tail[1:])
 
 
-@register_attention("bigbird", BigBirdConfig)
 class BigBirdAttention(SampledAttention):
     cfg: BigBirdConfig
 
@@ -112,7 +74,8 @@ class BigBirdAttention(SampledAttention):
     )  # lengths whose random blocks the published code takes from the first 1024 tokens
 
     def block_limits(self, valid: torch.Tensor, n_c: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(index of the last global block, number of blocks random keys may come from), each ``[b]``.
+        """(index of the last global block, number of blocks random keys may come from), each
+        ``[b]``.
 
         By default both follow the real tokens; ``last_global: padded`` uses the padded length
         and ``random_span: first_1024`` caps the random range at the first 1024 tokens.
@@ -163,7 +126,8 @@ class BigBirdAttention(SampledAttention):
         return u[:, :, :nb, :nb].to(device)
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
-        """The running/eval generator, or one reseeded with ``pattern_seed`` for the fixed pattern."""
+        """The running/eval generator, or one reseeded with ``pattern_seed`` for the fixed
+        pattern."""
         if self.cfg.pattern == "fresh":
             return super().generator(device)
         return seeded_generator(self.cfg.pattern_seed, device)

@@ -1,6 +1,7 @@
 """Helpers shared by the block-structured variants (local, longformer, sparse, sinkhorn).
 
-Masked keys get the finite score ``MASKED`` (or the lowest that fits fp16) rather than -inf: next to any visible key its
+Masked keys get the finite score ``MASKED`` (or the lowest that fits fp16) rather than -inf: next to
+any visible key its
 exponential underflows to exactly 0, and a row with no visible key (a padded query of an
 all-padding sequence) stays finite instead of producing NaN.
 """

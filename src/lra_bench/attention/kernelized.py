@@ -6,23 +6,14 @@ exact counterpart that Skyformer approximates. Quadratic in n (C is materialised
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from lra_bench.attention.base import Attention, AttentionConfig, upcast
+from lra_bench.attention.base import Attention, upcast
 from lra_bench.attention.kernels import gaussian_kernel
-from lra_bench.attention.registry import register_attention
+from lra_bench.attention.settings.kernelized import KernelizedConfig
 
 
-@dataclass
-class KernelizedConfig(AttentionConfig):
-    name: str = "kernelized"
-    dropout: float = 0.1  # on C, as for softmax (the peer code drops kernel entries)
-
-
-@register_attention("kernelized", KernelizedConfig)
 class KernelizedAttention(Attention):
     cfg: KernelizedConfig
 

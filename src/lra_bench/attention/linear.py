@@ -8,29 +8,11 @@ denominator away from 0. Cost O(n d^2); computed in fp32 for fp16/bf16 inputs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from lra_bench.attention.base import Attention, AttentionConfig, upcast
-from lra_bench.attention.registry import register_attention
-
-
-@dataclass
-class LinearConfig(AttentionConfig):
-    name: str = "linear"
-    dropout: float = 0.0
-    eps: float = 1e-6  # added to the normaliser phi(q)^T z
-
-    def check(self, *, max_len: int, head_dim: int) -> None:
-        super().check(max_len=max_len, head_dim=head_dim)
-        if self.dropout != 0.0:
-            raise ValueError(
-                f"dropout: linear attention has no attention weights to drop, must be 0, got {self.dropout}"
-            )
-        if self.eps < 0:
-            raise ValueError(f"eps: must be >= 0, got {self.eps}")
+from lra_bench.attention.base import Attention, upcast
+from lra_bench.attention.settings.linear import LinearConfig
 
 
 def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
@@ -38,7 +20,6 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
     return F.elu(x) + 1.0
 
 
-@register_attention("linear", LinearConfig)
 class LinearAttention(Attention):
     cfg: LinearConfig
 

@@ -15,39 +15,15 @@ code has all three: one E per head for K and V, and, since it moves the paramete
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.attention.base import Attention, AttentionConfig, upcast
-from lra_bench.attention.registry import register_attention
+from lra_bench.attention.base import Attention, upcast
+from lra_bench.attention.settings.linformer import LinformerConfig
 
 
-@dataclass
-class LinformerConfig(AttentionConfig):
-    name: str = "linformer"
-    dropout: float = 0.0
-    proj_dim: int = 128  # k, the number of projected keys/values
-    init_std: float = 0.02  # E, F ~ N(0, init_std^2), as the LRA peer code
-    share_kv: bool = (
-        False  # true: one projection E for keys and values (F = E), as the Skyformer code
-    )
-    per_head: bool = False  # true: a projection per head ([heads, k, max_len]) instead of one shared by the heads
-    trainable: bool = True  # false: E (and F) stay the fixed random draw (a buffer), as the Skyformer code's GPU runs
-
-    def check(self, *, max_len: int, head_dim: int) -> None:
-        super().check(max_len=max_len, head_dim=head_dim)
-        if not 1 <= self.proj_dim <= max_len:
-            raise ValueError(
-                f"proj_dim: must be between 1 and the task's max length {max_len}, got {self.proj_dim}"
-            )
-        if self.init_std <= 0:
-            raise ValueError(f"init_std: must be > 0, got {self.init_std}")
-
-
-@register_attention("linformer", LinformerConfig)
 class LinformerAttention(Attention):
     cfg: LinformerConfig
 
@@ -68,7 +44,8 @@ class LinformerAttention(Attention):
             self.register_buffer(name, value)
 
     def projections(self, n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """E and F restricted to the first n columns: ``[k, n]``, or ``[1, heads, k, n]`` per head."""
+        """E and F restricted to the first n columns: ``[k, n]``, or ``[1, heads, k, n]`` per
+        head."""
         e = self.proj_k[..., :n].to(dtype)
         f = e if self.cfg.share_kv else self.proj_v[..., :n].to(dtype)
         if self.cfg.per_head:
@@ -83,7 +60,8 @@ class LinformerAttention(Attention):
         n = q.shape[2]
         if n > self.max_len:
             raise ValueError(
-                f"linformer: sequence length {n} exceeds the max_len {self.max_len} it was built for"
+                f"linformer: sequence length {n} exceeds the max_len {self.max_len} it was "
+                "built for"
             )
         if mask is not None:
             keep = mask[:, None, :, None].to(k.dtype)

@@ -11,28 +11,13 @@ bigbird and reformer here). A block of at least n tokens is exact softmax attent
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from lra_bench.attention.base import Attention, AttentionConfig, upcast
+from lra_bench.attention.base import Attention, upcast
 from lra_bench.attention.blocks import blocked, hide, pad_seq, valid_keys
-from lra_bench.attention.registry import register_attention
-
-
-@dataclass
-class LocalConfig(AttentionConfig):
-    name: str = "local"
-    dropout: float = 0.0
-    block_size: int = 64  # tokens per block; a query sees the keys of its own block
-
-    def check(self, *, max_len: int, head_dim: int) -> None:
-        super().check(max_len=max_len, head_dim=head_dim)
-        if not 1 <= self.block_size <= max_len:
-            raise ValueError(
-                f"block_size: must be between 1 and the task's max length {max_len}, got {self.block_size}"
-            )
+from lra_bench.attention.settings.local import LocalConfig
 
 
 def block_local_attention(
@@ -54,7 +39,6 @@ def block_local_attention(
     return (weights @ blocked(v, block)).reshape(b, h, n_c, d)[:, :, :n]
 
 
-@register_attention("local", LocalConfig)
 class LocalAttention(Attention):
     cfg: LocalConfig
 

@@ -1,4 +1,5 @@
-"""Longformer attention (Beltagy et al., 2020, arXiv 2004.05150): sliding window + global first token.
+"""Longformer attention (Beltagy et al., 2020, arXiv 2004.05150): sliding window + global first
+token.
 
 Query i attends to the keys j with |i - j| <= ``window`` and to the first token; the first
 token attends to every key (global attention, as for a classification token). One softmax per
@@ -20,34 +21,15 @@ A window of n - 1 or more is exact softmax attention.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from lra_bench.attention.base import Attention, AttentionConfig, upcast
+from lra_bench.attention.base import Attention, upcast
 from lra_bench.attention.blocks import blocked, hide, pad_seq, valid_keys
-from lra_bench.attention.registry import register_attention
+from lra_bench.attention.settings.longformer import LongformerConfig
 
 
-@dataclass
-class LongformerConfig(AttentionConfig):
-    name: str = "longformer"
-    dropout: float = 0.0
-    window: int = 256  # keys seen on each side of a query (the band is 2 window + 1 wide)
-    global_first: bool = (
-        True  # the first token is global (the paper's classification token); false as the LRA code
-    )
-
-    def check(self, *, max_len: int, head_dim: int) -> None:
-        super().check(max_len=max_len, head_dim=head_dim)
-        if not 0 <= self.window <= max_len:
-            raise ValueError(
-                f"window: must be between 0 and the task's max length {max_len}, got {self.window}"
-            )
-
-
-@register_attention("longformer", LongformerConfig)
 class LongformerAttention(Attention):
     cfg: LongformerConfig
 

@@ -12,7 +12,6 @@ ones (pinv of a block-diagonal matrix with a zero block). Cost O(n m d + m^3).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -21,9 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lra_bench.attention.base import (
-    IMPLS,
     Attention,
-    AttentionConfig,
     hidden_score,
     matmul_dtype,
     upcast,
@@ -31,45 +28,11 @@ from lra_bench.attention.base import (
     without_autocast,
 )
 from lra_bench.attention.chunked import recomputed
-from lra_bench.attention.pinv import PINV_INITS, newton_schulz_pinv, newton_schulz_reference
-from lra_bench.attention.registry import register_attention
+from lra_bench.attention.pinv import newton_schulz_pinv, newton_schulz_reference
+from lra_bench.attention.settings.nystromformer import NystromformerConfig
 
 KEPT_PINV_ELEMENTS = 1 << 20  # b h m^2 up to which the pinv iterations are kept (48 MB at 6)
 MASKED = -1e9  # score offset of a hidden key: exp underflows to exactly 0 next to any visible key
-
-
-@dataclass
-class NystromformerConfig(AttentionConfig):
-    name: str = "nystromformer"
-    dropout: float = 0.0
-    num_landmarks: int = 128
-    pinv_iters: int = 6
-    pinv_init: str = "per_matrix"  # per_matrix: M^T/(||M||_1 ||M||_inf) | batch: M^T / max over the batch of ||M||_1 (the code's)
-    conv_kernel: int = 35  # depthwise conv on V along the sequence; 0 = off (as the code behind the Skyformer table)
-    impl: str = (
-        "fast"  # fast: fused attention kernels for the n x m factors | reference: plain autograd
-    )
-    # real: segments of the real tokens | padded: segments of the padded length, padded rows zeroed
-    # and counted in the means (pkuzengqi/Skyformer code/models/attention_nystrom.py at 6ffd607)
-    landmark_span: str = "real"
-
-    def check(self, *, max_len: int, head_dim: int) -> None:
-        super().check(max_len=max_len, head_dim=head_dim)
-        if self.dropout != 0.0:
-            raise ValueError(
-                f"dropout: nystromformer has no attention weights to drop, must be 0, got {self.dropout}"
-            )
-        if not 1 <= self.num_landmarks <= max_len:
-            raise ValueError(
-                f"num_landmarks: must be between 1 and the task's max length {max_len}, got {self.num_landmarks}"
-            )
-        if self.pinv_iters < 1:
-            raise ValueError(f"pinv_iters: must be >= 1, got {self.pinv_iters}")
-        self.require_choice("pinv_init", PINV_INITS)
-        self.require_choice("impl", IMPLS)
-        self.require_choice("landmark_span", ("real", "padded"))
-        if self.conv_kernel < 0 or (self.conv_kernel > 0 and self.conv_kernel % 2 == 0):
-            raise ValueError(f"conv_kernel: must be 0 (off) or an odd size, got {self.conv_kernel}")
 
 
 def segment_means(
@@ -149,7 +112,6 @@ class _SequenceConv(torch.autograd.Function):
         return dv, dw, None
 
 
-@register_attention("nystromformer", NystromformerConfig)
 class NystromformerAttention(Attention):
     cfg: NystromformerConfig
 

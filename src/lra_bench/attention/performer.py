@@ -1,4 +1,5 @@
-"""Performer / FAVOR+ (Choromanski et al., 2021, arXiv 2009.14794): softmax attention by random features.
+"""Performer / FAVOR+ (Choromanski et al., 2021, arXiv 2009.14794): softmax attention by random
+features.
 
 phi(x) = exp(W x - ||x||^2 / 2) / sqrt(m) on x = q / d^(1/4), with m positive orthogonal
 random features W (Gaussian rows made orthogonal in blocks of d, rescaled by chi-distributed
@@ -33,58 +34,14 @@ form (the float64 reference in tests).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from lra_bench.attention.base import IMPLS, AttentionConfig, SampledAttention, upcast
+from lra_bench.attention.base import SampledAttention, upcast
 from lra_bench.attention.chunked import kernel_apply, kernel_reduce, row_max
-from lra_bench.attention.registry import register_attention
 from lra_bench.attention.sampling import seeded_generator
-
-
-@dataclass
-class PerformerConfig(AttentionConfig):
-    name: str = "performer"
-    dropout: float = 0.0
-    num_features: int = 128
-    orthogonal: bool = True  # orthogonal blocks (FAVOR+) | false: i.i.d. Gaussian rows
-    redraw: str = (
-        "fresh"  # fresh: new features every training forward | fixed: always the seeded eval draw
-    )
-    eps: float = 1e-6  # added to every feature after the max shift (numerical stabiliser of the paper's code)
-    score_scale: str = "inv_sqrt_d"  # inv_sqrt_d: softmax(q k^T / sqrt d) | inv_d: / d (q, k scaled twice, as the peer code)
-    padded_keys: str = "removed"  # removed: out of both sums | zeroed: zero vectors, still in the normaliser (peer code)
-    stabilizer: str = "per_sequence"  # per_sequence: key max per sequence and head | global: one max over the batch (peer code)
-    # true: each orthogonal block's QR factor sign-corrected (diag(R) > 0), uniform over
-    # rotations | false: as torch's QR returns it (the Skyformer code, qr_uniform_q=False)
-    qr_uniform: bool = True
-    impl: str = (
-        "fast"  # fast: feature maps per chunk, rebuilt in backward | reference: plain autograd
-    )
-
-    def check(self, *, max_len: int, head_dim: int) -> None:
-        super().check(max_len=max_len, head_dim=head_dim)
-        if self.dropout != 0.0:
-            raise ValueError(
-                f"dropout: performer has no attention weights to drop, must be 0, got {self.dropout}"
-            )
-        if self.num_features < 1:
-            raise ValueError(f"num_features: must be >= 1, got {self.num_features}")
-        self.require_choice("redraw", ("fresh", "fixed"))
-        if self.eps < 0:
-            raise ValueError(f"eps: must be >= 0, got {self.eps}")
-        for key, choices in CHOICES.items():
-            self.require_choice(key, choices)
-
-
-CHOICES = {
-    "score_scale": ("inv_sqrt_d", "inv_d"),
-    "padded_keys": ("removed", "zeroed"),
-    "stabilizer": ("per_sequence", "global"),
-    "impl": IMPLS,
-}
+from lra_bench.attention.settings.performer import PerformerConfig
 
 
 def gaussian_orthogonal(
@@ -129,12 +86,12 @@ class _DivideByLast(torch.autograd.Function):
         return out
 
 
-@register_attention("performer", PerformerConfig)
 class PerformerAttention(SampledAttention):
     cfg: PerformerConfig
 
     def draw_features(self, d: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        """The random feature matrix W ``[m, d]`` (float64, on ``device``), shared by heads and batch.
+        """The random feature matrix W ``[m, d]`` (float64, on ``device``), shared by heads and
+        batch.
 
         Tests may replace this method to pin the features.
         """
@@ -201,7 +158,8 @@ class PerformerAttention(SampledAttention):
     def masked_max(
         rows: torch.Tensor, mask: torch.Tensor | None, dims: tuple[int, ...]
     ) -> torch.Tensor:
-        """Max of per-row maxima ``[b, h, n, 1]`` over ``dims``, real keys only (0 when there is none)."""
+        """Max of per-row maxima ``[b, h, n, 1]`` over ``dims``, real keys only (0 when there is
+        none)."""
         if mask is not None:
             rows = rows.masked_fill(~mask[:, None, :, None], -math.inf)
         return rows.amax(dim=dims, keepdim=True).nan_to_num(neginf=0.0)
@@ -215,7 +173,8 @@ class PerformerAttention(SampledAttention):
         w: torch.Tensor,
         scale: float,
     ) -> torch.Tensor:
-        """The feature maps materialised; the shifts cancel between numerator and normaliser (up to eps)."""
+        """The feature maps materialised; the shifts cancel between numerator and normaliser (up to
+        eps)."""
         w = w * scale
         qw = q @ w.T  # [b, h, n, m]
         kw = k @ w.T

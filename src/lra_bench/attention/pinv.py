@@ -38,8 +38,7 @@ import torch
 
 from lra_bench.attention.base import without_autocast
 from lra_bench.attention.chunked import recomputed
-
-PINV_INITS = ("per_matrix", "batch")
+from lra_bench.attention.settings.base import PINV_INITS
 
 
 def newton_schulz_scale(m: torch.Tensor, init: str = "per_matrix") -> torch.Tensor:

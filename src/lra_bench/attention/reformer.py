@@ -30,58 +30,22 @@ root) instead of max(|q|, 1e-6).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from lra_bench.attention.base import (
-    AttentionConfig,
     SampledAttention,
     hidden_score,
     matmul_dtype,
     upcast,
 )
-from lra_bench.attention.registry import register_attention
+from lra_bench.attention.settings.reformer import ReformerConfig
 
 SELF_SCORE = -1e5  # a token's score for itself: used only when nothing else is visible
 MASKED_SCORE = -1e9  # padded keys and the missing chunk before the first
 
 
-@dataclass
-class ReformerConfig(AttentionConfig):
-    name: str = "reformer"
-    dropout: float = 0.0
-    num_hashes: int = 2
-    chunk_size: int = 64  # tokens per chunk of the sorted sequence
-    num_buckets: int = 0  # 0 = 2 * ceil(max_len / chunk_size) (the paper's n_buckets = 2 n / chunk); else 1 or even
-    same_bucket_only: bool = (
-        False  # also mask keys of another bucket inside the window (off in the reference code)
-    )
-    wrap: bool = True  # the first chunk also sees a last chunk (as the Trax and Hugging Face code)
-    wrap_to: str = "real"  # real: the last chunk holding a real token | padded: the padded sequence's last chunk (Hugging Face)
-    rounds_joined: bool = False  # True: rounds sorted as one sequence, round r's first chunk sees round r-1's last (Hugging Face)
-    key_norm: str = "clamp"  # clamp: q / max(|q|, 1e-6) | root: q / sqrt(|q|^2 + d 1e-6) (Hugging Face's _len_and_dim_norm)
-
-    def check(self, *, max_len: int, head_dim: int) -> None:
-        super().check(max_len=max_len, head_dim=head_dim)
-        if self.num_hashes < 1:
-            raise ValueError(f"num_hashes: must be >= 1, got {self.num_hashes}")
-        if not 1 <= self.chunk_size <= max_len:
-            raise ValueError(
-                f"chunk_size: must be between 1 and the task's max length {max_len}, got {self.chunk_size}"
-            )
-        if self.num_buckets < 0 or (self.num_buckets > 1 and self.num_buckets % 2):
-            raise ValueError(f"num_buckets: must be 0 (auto), 1 or even, got {self.num_buckets}")
-        if not isinstance(self.wrap, bool):
-            raise ValueError(f"wrap: must be true or false, got {self.wrap!r}")
-        if not isinstance(self.rounds_joined, bool):
-            raise ValueError(f"rounds_joined: must be true or false, got {self.rounds_joined!r}")
-        self.require_choice("wrap_to", ("real", "padded"))
-        self.require_choice("key_norm", ("clamp", "root"))
-
-
-@register_attention("reformer", ReformerConfig)
 class ReformerAttention(SampledAttention):
     uses_keys = False
     cfg: ReformerConfig
@@ -200,7 +164,8 @@ class ReformerAttention(SampledAttention):
 
 
 def unit_keys(q: torch.Tensor, rule: str) -> torch.Tensor:
-    """Shared-QK keys: q over its length, ``clamp``: max(|q|, 1e-6), ``root``: sqrt(|q|^2 + d 1e-6)."""
+    """Shared-QK keys: q over its length, ``clamp``: max(|q|, 1e-6), ``root``: sqrt(|q|^2 + d
+    1e-6)."""
     if rule == "root":
         return q * torch.rsqrt(q.pow(2).sum(-1, keepdim=True) + q.shape[-1] * 1e-6)
     return F.normalize(q, dim=-1, eps=1e-6)
@@ -209,7 +174,8 @@ def unit_keys(q: torch.Tensor, rule: str) -> torch.Tensor:
 def pad_to_chunks(
     q: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, c: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q and v padded to whole chunks of ``c`` tokens, and the valid-token mask ``[b, n_c]`` (extra slots are padding)."""
+    """q and v padded to whole chunks of ``c`` tokens, and the valid-token mask ``[b, n_c]`` (extra
+    slots are padding)."""
     b, _, n, _ = q.shape
     n_c = math.ceil(n / c) * c
     valid = torch.ones(b, n, dtype=torch.bool, device=q.device) if mask is None else mask
@@ -220,7 +186,8 @@ def pad_to_chunks(
 
 
 def sort_into_chunks(x: torch.Tensor, perm: torch.Tensor, c: int) -> torch.Tensor:
-    """``[b, h, n_c, e]`` -> ``[b, h, r, chunks, c, e]`` in each round's sorted order ``perm`` ``[b, h, r, n_c]``."""
+    """``[b, h, n_c, e]`` -> ``[b, h, r, chunks, c, e]`` in each round's sorted order
+    ``perm`` ``[b, h, r, n_c]``."""
     b, h, rounds, n_c = perm.shape
     e = x.shape[-1]
     idx = perm.unsqueeze(-1).expand(-1, -1, -1, -1, e)
@@ -246,7 +213,8 @@ def window(x: torch.Tensor, null: torch.Tensor, prev: torch.Tensor) -> torch.Ten
 
 
 def combine_rounds(out_s: torch.Tensor, lse: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-    """Outputs back in token order, the rounds weighted by softmax over their log-sum-exp: ``[b, h, n_c, d]``."""
+    """Outputs back in token order, the rounds weighted by softmax over their log-sum-exp:
+    ``[b, h, n_c, d]``."""
     b, h, rounds, n_c, d = out_s.shape
     pos = torch.arange(n_c, device=perm.device)
     inv = torch.empty_like(perm).scatter_(

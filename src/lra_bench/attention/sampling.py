@@ -31,7 +31,8 @@ class DeviceGenerators:
         self.pending: dict[str, torch.Tensor] = {}  # restored states of devices not used yet
 
     def get(self, device: torch.device | str = "cpu") -> torch.Generator:
-        """The running generator for ``device`` (created on first use, from a restored state if any)."""
+        """The running generator for ``device`` (created on first use, from a restored state if
+        any)."""
         device = torch.device(device)
         g = self.generators.get(device.type)
         if g is None:
@@ -46,7 +47,8 @@ class DeviceGenerators:
         return {**self.pending, **{kind: g.get_state() for kind, g in self.generators.items()}}
 
     def load(self, state: dict[str, torch.Tensor] | torch.Tensor) -> None:
-        """Restore ``state`` (a bare tensor is a CPU generator's state, as older checkpoints hold)."""
+        """Restore ``state`` (a bare tensor is a CPU generator's state, as older checkpoints
+        hold)."""
         states = {"cpu": state} if isinstance(state, torch.Tensor) else dict(state)
         for kind, value in states.items():
             g = self.generators.get(kind)

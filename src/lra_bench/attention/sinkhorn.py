@@ -22,39 +22,14 @@ this module's choice (the LRA code's Sinkhorn option: 1 round, temperature 1).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.attention.base import Attention, AttentionConfig, hidden_score, upcast
+from lra_bench.attention.base import Attention, hidden_score, upcast
 from lra_bench.attention.blocks import MASKED, blocked, hide, pad_seq, valid_keys
-from lra_bench.attention.registry import register_attention
-
-
-@dataclass
-class SinkhornConfig(AttentionConfig):
-    name: str = "sinkhorn"
-    dropout: float = 0.0
-    block_size: int = 64  # tokens per block
-    sinkhorn_iters: int = 5  # row + column normalisation rounds
-    temperature: float = 0.75  # the logits are divided by it before Sinkhorn
-    pool: str = (
-        "sum"  # block embedding: sum (the paper, the LRA code) | mean of the block's real keys
-    )
-
-    def check(self, *, max_len: int, head_dim: int) -> None:
-        super().check(max_len=max_len, head_dim=head_dim)
-        if not 1 <= self.block_size <= max_len:
-            raise ValueError(
-                f"block_size: must be between 1 and the task's max length {max_len}, got {self.block_size}"
-            )
-        if self.sinkhorn_iters < 1:
-            raise ValueError(f"sinkhorn_iters: must be >= 1, got {self.sinkhorn_iters}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature: must be > 0, got {self.temperature}")
-        self.require_choice("pool", ("sum", "mean"))
+from lra_bench.attention.settings.sinkhorn import SinkhornConfig
 
 
 def log_sinkhorn(log_alpha: torch.Tensor, iters: int) -> torch.Tensor:
@@ -65,7 +40,6 @@ def log_sinkhorn(log_alpha: torch.Tensor, iters: int) -> torch.Tensor:
     return log_alpha
 
 
-@register_attention("sinkhorn", SinkhornConfig)
 class SinkhornAttention(Attention):
     cfg: SinkhornConfig
 
@@ -75,7 +49,8 @@ class SinkhornAttention(Attention):
         self.sort_net = nn.Linear(head_dim, self.max_blocks)
 
     def sort_matrix(self, logits: torch.Tensor, real_blocks: torch.Tensor) -> torch.Tensor:
-        """Soft permutation ``[b, h, nb, nb]`` from the logits, over the real blocks ``[b, nb]`` only.
+        """Soft permutation ``[b, h, nb, nb]`` from the logits, over the real blocks ``[b, nb]``
+        only.
 
         Real and padding blocks never mix (their cross terms are exactly 0). Tests may replace
         this method to pin the permutation.

@@ -15,13 +15,9 @@ included, and differentiated by autograd (the float64 reference in tests).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from lra_bench.attention.base import (
-    IMPLS,
-    AttentionConfig,
     SampledAttention,
     uniform_indices,
     upcast,
@@ -30,47 +26,13 @@ from lra_bench.attention.base import (
 from lra_bench.attention.chunked import augment_landmarks, kernel_apply, kernel_reduce, recomputed
 from lra_bench.attention.kernels import gaussian_kernel
 from lra_bench.attention.pinv import (
-    PINV_INITS,
     newton_schulz_reference,
     newton_schulz_scale,
     symmetric_newton_schulz_times,
 )
-from lra_bench.attention.registry import register_attention
+from lra_bench.attention.settings.skyformer import SkyformerConfig
 
 
-@dataclass
-class SkyformerConfig(AttentionConfig):
-    name: str = "skyformer"
-    dropout: float = 0.0
-    num_landmarks: int = 128
-    gamma: float = 0.1  # nugget added to the landmark kernel matrix W
-    pinv_iters: int = 6
-    landmarks_from: str = (
-        "split"  # split: half from Q, half from K | joint: uniform over all 2n rows (the paper)
-    )
-    pinv_init: str = "per_matrix"  # per_matrix: M^T/(||M||_1 ||M||_inf) | batch: M^T / max over the batch of ||M||_1 (peer code)
-    impl: str = "fast"  # fast: chunked blocks, rebuilt in backward | reference: plain autograd
-
-    def check(self, *, max_len: int, head_dim: int) -> None:
-        super().check(max_len=max_len, head_dim=head_dim)
-        if self.dropout != 0.0:
-            raise ValueError(
-                f"dropout: skyformer forms no attention weights to drop, must be 0, got {self.dropout}"
-            )
-        if not 1 <= self.num_landmarks <= max_len:
-            raise ValueError(
-                f"num_landmarks: must be between 1 and the task's max length {max_len}, got {self.num_landmarks}"
-            )
-        if self.gamma < 0:
-            raise ValueError(f"gamma: must be >= 0, got {self.gamma}")
-        if self.pinv_iters < 1:
-            raise ValueError(f"pinv_iters: must be >= 1, got {self.pinv_iters}")
-        self.require_choice("landmarks_from", ("split", "joint"))
-        self.require_choice("pinv_init", PINV_INITS)
-        self.require_choice("impl", IMPLS)
-
-
-@register_attention("skyformer", SkyformerConfig)
 class SkyformerAttention(SampledAttention):
     cfg: SkyformerConfig
 

@@ -9,27 +9,15 @@ memory). That path runs under the profiler label ``CHUNKED_EVENT``, which the be
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from lra_bench.attention.base import Attention, AttentionConfig, key_padding_bias
-from lra_bench.attention.registry import register_attention
+from lra_bench.attention.base import Attention, key_padding_bias
+from lra_bench.attention.settings.softmax import SoftmaxConfig
 from lra_bench.attention.softmax_dropout import dropped_softmax_attention
 
 CHUNKED_EVENT = "lra_bench::softmax_dropout_blocks"
-
-
-@dataclass
-class SoftmaxConfig(AttentionConfig):
-    name: str = "softmax"
-    dropout: float = 0.1
-    impl: str = "sdpa"  # sdpa (torch's fused kernels) | math (materialise softmax(QK^T/sqrt d))
-
-    def check(self, *, max_len: int, head_dim: int) -> None:
-        super().check(max_len=max_len, head_dim=head_dim)
-        self.require_choice("impl", ("sdpa", "math"))
 
 
 def softmax_reference(
@@ -43,7 +31,6 @@ def softmax_reference(
     return torch.softmax(scores, dim=-1) @ v
 
 
-@register_attention("softmax", SoftmaxConfig)
 class SoftmaxAttention(Attention):
     cfg: SoftmaxConfig
 

@@ -22,45 +22,21 @@ block to the summaries (the LRA code reads the paper's {l - c, ..., l} modulo l,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from lra_bench.attention.base import Attention, AttentionConfig, upcast
+from lra_bench.attention.base import Attention, upcast
 from lra_bench.attention.blocks import blocked, hide, pad_seq, valid_keys
-from lra_bench.attention.registry import register_attention
+from lra_bench.attention.settings.sparse import SparseConfig
 
 
-@dataclass
-class SparseConfig(AttentionConfig):
-    name: str = "sparse"
-    dropout: float = 0.0
-    stride: int = 128  # l: block length
-    summary: int = 32  # c: the last c positions of every block are seen by every query
-    causal: bool = False  # true: keys after the query are hidden (the LRA code)
-    block_start_summary: bool = (
-        False  # true: each block's first position is a summary too (the LRA code)
-    )
-
-    def check(self, *, max_len: int, head_dim: int) -> None:
-        super().check(max_len=max_len, head_dim=head_dim)
-        if not 1 <= self.stride <= max_len:
-            raise ValueError(
-                f"stride: must be between 1 and the task's max length {max_len}, got {self.stride}"
-            )
-        if not 0 <= self.summary <= self.stride:
-            raise ValueError(
-                f"summary: must be between 0 and stride ({self.stride}), got {self.summary}"
-            )
-
-
-@register_attention("sparse", SparseConfig)
 class SparseAttention(Attention):
     cfg: SparseConfig
 
     def summary_offsets(self, blk: int, c: int, device: torch.device) -> torch.Tensor:
-        """Positions within a block that every (later, when causal) query sees: the last c, plus 0 on request."""
+        """Positions within a block that every (later, when causal) query sees: the last c, plus 0
+        on request."""
         offsets = torch.arange(blk - c, blk, device=device)
         if self.cfg.block_start_summary and blk - c > 0:
             offsets = torch.cat([torch.zeros(1, dtype=torch.long, device=device), offsets])

@@ -18,30 +18,15 @@ configs' synthesizer keys never reach the model).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lra_bench.attention.base import Attention, AttentionConfig, hidden_score, upcast
+from lra_bench.attention.base import Attention, hidden_score, upcast
 from lra_bench.attention.blocks import MASKED
-from lra_bench.attention.registry import register_attention
+from lra_bench.attention.settings.synthesizer import SynthesizerConfig
 
 
-@dataclass
-class SynthesizerConfig(AttentionConfig):
-    name: str = "synthesizer"
-    dropout: float = 0.0
-    mode: str = "dense"  # dense: MLP logits | random: a trained [max_len, max_len] logit matrix per head | dense_random: both
-    dot_product: bool = False  # true: add q.k / sqrt d to the synthetic logits (the LRA code)
-
-    def check(self, *, max_len: int, head_dim: int) -> None:
-        super().check(max_len=max_len, head_dim=head_dim)
-        self.require_choice("mode", ("dense", "random", "dense_random"))
-
-
-@register_attention("synthesizer", SynthesizerConfig)
 class SynthesizerAttention(Attention):
     uses_keys = False
     cfg: SynthesizerConfig
@@ -54,9 +39,8 @@ class SynthesizerAttention(Attention):
         if "dense" in cfg.mode:
             self.hidden = nn.Linear(head_dim, head_dim)  # W1, b1
             self.to_logits = nn.Linear(head_dim, max_len)  # W2, b2: one logit per key position
-        if (
-            "random" in cfg.mode
-        ):  # R ~ U(-a, a), a = sqrt(3 / (heads max_len)): the LRA code's Xavier-uniform of [h, L, L]
+        # R ~ U(-a, a), a = sqrt(3 / (heads max_len)): the LRA code's Xavier-uniform of [h, L, L]
+        if "random" in cfg.mode:
             bound = (3.0 / (num_heads * max_len)) ** 0.5
             self.random_logits = nn.Parameter(
                 torch.empty(num_heads, max_len, max_len).uniform_(-bound, bound)
@@ -89,7 +73,8 @@ class SynthesizerAttention(Attention):
         q, k, v = upcast(q, k, v)
         if q.shape[2] > self.max_len:
             raise ValueError(
-                f"synthesizer: sequence length {q.shape[2]} exceeds the max_len {self.max_len} it was built for"
+                f"synthesizer: sequence length {q.shape[2]} exceeds the max_len {self.max_len} it "
+                "was built for"
             )
         scores = self.scores(q, k)
         if mask is not None:
