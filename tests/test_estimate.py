@@ -1,4 +1,4 @@
-"""The run's time estimate from its first measured steps, and once more after the first evaluation."""
+"""The run's time estimate from its first measured steps, and again after the first evaluation."""
 
 from __future__ import annotations
 

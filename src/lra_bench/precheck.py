@@ -88,7 +88,7 @@ def run_app(app: Callable[[], Any]) -> None:
     try:
         typo = unknown_override(sys.argv[1:])  # a misspelt key: answered before any composition
         if typo is not None:
-            fail(typo)
+            sys.exit(error_status(typo))
         register_configs()
         app()
     except (HydraException, OmegaConfBaseException, LraBenchError) as err:
