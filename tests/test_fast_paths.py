@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attention_cases import SEEDS, rand_qkv
-from lra_bench.attention import build_attention, chunked
+from lra_bench.attention import build_attention, chunked, skyformer_fast
 from lra_bench.attention.pinv import (
     newton_schulz_pinv,
     newton_schulz_reference,
@@ -47,9 +47,11 @@ FLAT = [(name, kw) for name, settings in CASES.items() for kw in settings]
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks of 7 rows, so that n = 50 runs over several chunks and a ragged last one."""
+    """Chunks of 7 rows, so that n = 50 runs over several chunks and a ragged last one; Skyformer's
+    m x m part one batch entry at a time."""
     monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 1)
     monkeypatch.setattr(chunked, "MIN_CHUNK", 7)
+    monkeypatch.setattr(skyformer_fast, "SMALL_ELEMENTS", 1)
 
 
 def build(name: str, impl: str, kw: dict[str, object], *, head_dim: int = 8) -> torch.nn.Module:
