@@ -60,7 +60,8 @@ def augment_rows(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def augment_landmarks(y: torch.Tensor) -> torch.Tensor:
-    """``[.., m, d] -> [.., m, d + 2]``: ``[y, 1, -|y|^2 / 2]``, so that ``x~ . y~ = -|s x - y|^2 / 2``."""
+    """``[.., m, d] -> [.., m, d + 2]``: ``[y, 1, -|y|^2 / 2]``, so that
+    ``x~ . y~ = -|s x - y|^2 / 2``."""
     half_sq = -0.5 * (y * y).sum(-1, keepdim=True)
     return torch.cat([y, torch.ones_like(half_sq), half_sq], dim=-1)
 
@@ -126,7 +127,8 @@ def x_grad(
 
 
 def _keep_settings(ctx: Any, shift: Shift, scale: float, eps: float) -> torch.Tensor | None:
-    """Store the non-tensor settings on ``ctx``; returns the shift to save with the tensors (None unless a tensor)."""
+    """Store the non-tensor settings on ``ctx``; returns the shift to save with the tensors
+    (None unless a tensor)."""
     ctx.row_max, ctx.scale, ctx.eps = isinstance(shift, str), scale, eps
     return shift if isinstance(shift, torch.Tensor) else None
 
@@ -137,7 +139,8 @@ def _saved_shift(ctx: Any, tensor_shift: torch.Tensor | None) -> Shift:
 
 
 def _accumulator(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Zeros for the gradient of ``like [.., r, c]``, one per batch entry of ``grad`` (summed to ``like``'s shape later)."""
+    """Zeros for the gradient of ``like [.., r, c]``, one per batch entry of ``grad`` (summed to
+    ``like``'s shape later)."""
     return torch.zeros(*grad.shape[:-2], *like.shape[-2:], dtype=like.dtype, device=like.device)
 
 
@@ -270,7 +273,8 @@ def _kept(
     eps: float,
     tile: Tile,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tile of the kernel as used (``mask (exp + eps)``) and its masked exponential part, from the tile's ``x~``."""
+    """The tile of the kernel as used (``mask (exp + eps)``) and its masked exponential part,
+    from the tile's ``x~``."""
     e = _exp_block(x_aug, y_aug, shift)
     keep = _tile_mask(mask, tile, e.dtype)
     if keep is not None:
@@ -290,7 +294,8 @@ def kernel_apply(
     shift: Shift = None,
     eps: float = 0.0,
 ) -> torch.Tensor:
-    """``(exp(x~ y~^T - shift) + eps) @ p``: ``x [b, h, n, d]``, ``y~ [.., m, d + 2]``, ``p [.., m, e]`` -> ``[b, h, n, e]``."""
+    """``(exp(x~ y~^T - shift) + eps) @ p``: ``x [b, h, n, d]``, ``y~ [.., m, d + 2]``,
+    ``p [.., m, e]`` -> ``[b, h, n, e]``."""
     with without_autocast(x):
         return _KernelApply.apply(x, y_aug, p, shift, scale, eps)
 
@@ -305,14 +310,16 @@ def kernel_reduce(
     shift: Shift = None,
     eps: float = 0.0,
 ) -> torch.Tensor:
-    """``(mask (exp(x~ y~^T - shift) + eps))^T @ v``: ``v [b, h, n, e]``, ``mask [b, n]`` -> ``[b, h, m, e]``."""
+    """``(mask (exp(x~ y~^T - shift) + eps))^T @ v``: ``v [b, h, n, e]``, ``mask [b, n]``
+    -> ``[b, h, m, e]``."""
     with without_autocast(x):
         return _KernelReduce.apply(x, y_aug, v, mask, shift, scale, eps)
 
 
 @torch.no_grad()
 def row_max(x: torch.Tensor, y_aug: torch.Tensor, *, scale: float) -> torch.Tensor:
-    """``max_j x~_i . y~_j`` per row, ``[b, h, n, 1]``, tile by tile (no gradient: it only stabilises)."""
+    """``max_j x~_i . y~_j`` per row, ``[b, h, n, 1]``, tile by tile (no gradient: it only
+    stabilises)."""
     out = x.new_empty(*torch.broadcast_shapes(x.shape[:-2], y_aug.shape[:-2]), x.shape[-2], 1)
     for tile in tiles(x, y_aug.shape[-2]):
         out[tile] = (augment_rows(x[tile], scale) @ _part(y_aug, tile, rows=False).mT).amax(

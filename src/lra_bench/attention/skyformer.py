@@ -1,16 +1,18 @@
-"""Skyformer (Chen et al., 2021, arXiv 2111.00035): Gaussian-kernel attention approximated by Nystrom.
+"""Skyformer (Chen et al., 2021, arXiv 2111.00035): Gaussian-kernel attention approximated by
+Nystrom.
 
 out = k(Q,L) D^-1/2 pinv(M) D^-1/2 (k(L,K) V), with W = k(L,L) + gamma I, D = rowsum(W),
 M = D^-1/2 W D^-1/2, k(x, y) = exp(-||x - y||^2 / 2) on q, k scaled by d^-1/4, and pinv(M) by
 Newton-Schulz iterations. No row normalisation. Cost O(n m d + m^3).
 
-``impl=fast`` (default) builds the two n x m kernel blocks chunk by chunk and rebuilds them in
-backward (``chunked.py``), and rebuilds W, M and the start's scale in backward. M is symmetric, so
-on a CPU the Newton-Schulz steps run on its eigenvalues (``pinv.symmetric_newton_schulz_times``:
-the same steps from the same start, far fewer products), keeping one m x m per layer; on a GPU
-the iterations run and are recomputed in backward. What a layer keeps for backward is
-O(n d + m d + m^2). ``impl=reference`` is the same mathematics written plainly, the iterations
-included, and differentiated by autograd (the float64 reference in tests).
+``impl=fast`` (default) is one autograd function (``skyformer_fast.py``): the two n x m kernel
+blocks are built tile by tile and rebuilt in backward, whose gradients are written by hand; W, M
+and the start's scale are rebuilt in backward. M is symmetric, so on a CPU the Newton-Schulz
+steps run on its eigenvalues (``pinv.symmetric_newton_schulz_times``: the same steps from the
+same start, far fewer products), keeping one m x m per head; on a GPU the iterations run and are
+recomputed in backward. What a layer keeps for backward is O(m d + m^2) besides q, k and v.
+``impl=reference`` is the same mathematics written plainly, the iterations included, and
+differentiated by autograd (the float64 reference in tests).
 """
 
 from __future__ import annotations

@@ -197,7 +197,8 @@ def _reduce_backward(k, lm_aug, v, mask, dc, dlm_aug, scale: float):
 
 
 def _add_landmark_grad(dq, dk, dlm, rows, from_k) -> None:
-    """Adds the landmarks' gradient ``dlm [b, h, m, d]`` into the rows of dQ and dK they came from."""
+    """Adds the landmarks' gradient ``dlm [b, h, m, d]`` into the rows of dQ and dK they came
+    from."""
     b, h, n, d = dq.shape
     flat = rows + n * torch.arange(b * h, device=rows.device).view(b, h, 1)
     for target, picked in ((dq, ~from_k), (dk, from_k)):
