@@ -25,9 +25,9 @@ import torch
 from lra_bench.attention import chunked
 from lra_bench.attention.chunked import augment_landmarks, x_grad
 
-MIN_TILE, MAX_TILE = 1 << 15, 1 << 18  # elements of one n x m tile on a CPU (128 KB to 1 MB)
+MIN_TILE, MAX_TILE = 1 << 16, 1 << 18  # elements of one n x m tile on a CPU (256 KB to 1 MB)
 
-SMALL_ELEMENTS = 1 << 15  # elements of the m x m matrices of one group of the small part
+SMALL_ELEMENTS = 1 << 16  # elements of the m x m matrices of one group of the small part
 
 Small = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
