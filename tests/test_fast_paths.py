@@ -1,4 +1,5 @@
-"""The fast (chunked, recomputing) attention paths against their plain autograd references, in float64."""
+"""The fast (chunked, recomputing) attention paths against their plain autograd references, in
+float64."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from attention_cases import SEEDS, rand_qkv
-from lra_bench.attention import build_attention, chunked
+from lra_bench.attention import build_attention, chunked, skyformer_fast
 from lra_bench.attention.pinv import (
     newton_schulz_pinv,
     newton_schulz_reference,
@@ -47,9 +48,11 @@ FLAT = [(name, kw) for name, settings in CASES.items() for kw in settings]
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks of 7 rows, so that n = 50 runs over several chunks and a ragged last one."""
+    """Chunks of 7 rows, so that n = 50 runs over several chunks and a ragged last one; Skyformer's
+    m x m part one batch entry at a time."""
     monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 1)
     monkeypatch.setattr(chunked, "MIN_CHUNK", 7)
+    monkeypatch.setattr(skyformer_fast, "SMALL_ELEMENTS", 1)
 
 
 def build(name: str, impl: str, kw: dict[str, object], *, head_dim: int = 8) -> torch.nn.Module:
@@ -75,7 +78,8 @@ def test_fast_equals_reference_with_gradients(name, kw, padded, seed):
 def assert_fast_equals_reference(
     name: str, kw: dict[str, object], seed: int, real_tokens: tuple[int, int] | None
 ) -> None:
-    """Outputs and dq, dk, dv of both paths on one batch of two sequences of 50 (``real_tokens`` each, or no mask)."""
+    """Outputs and dq, dk, dv of both paths on one batch of two sequences of 50 (``real_tokens``
+    each, or no mask)."""
     q, k, v = rand_qkv(seed, n=50)
     mask = None
     if real_tokens is not None:
@@ -157,7 +161,8 @@ def test_newton_schulz_fast_equals_reference_with_gradients(init):
 def normalised_kernel(
     seed: int, *, batch: int = 3, size: int = 12, dtype: torch.dtype = torch.float64
 ) -> torch.Tensor:
-    """Skyformer's M = D^-1/2 (k(L, L) + 0.1 I) D^-1/2 for random landmarks: symmetric, norm about 1."""
+    """Skyformer's M = D^-1/2 (k(L, L) + 0.1 I) D^-1/2 for random landmarks: symmetric, norm
+    about 1."""
     rows = (
         torch.randn(batch, size, 8, generator=torch.Generator().manual_seed(seed), dtype=dtype)
         * 8**-0.25
@@ -168,7 +173,8 @@ def normalised_kernel(
 
 
 def with_repeated_eigenvalues(seed: int) -> torch.Tensor:
-    """Block-diagonal [A 0; 0 A]: every eigenvalue twice, where divided differences meet derivatives."""
+    """Block-diagonal [A 0; 0 A]: every eigenvalue twice, where divided differences meet
+    derivatives."""
     a = normalised_kernel(seed, size=6)
     return torch.cat(
         [torch.cat([a, torch.zeros_like(a)], -1), torch.cat([torch.zeros_like(a), a], -1)], -2
@@ -178,7 +184,8 @@ def with_repeated_eigenvalues(seed: int) -> torch.Tensor:
 def spectral_and_iterated(
     source: torch.Tensor, x: torch.Tensor, init: str, iters: int = 6
 ) -> list[torch.Tensor]:
-    """Z x both ways, M = (source + source^T) / 2: gradients reach source through symmetric perturbations only."""
+    """Z x both ways, M = (source + source^T) / 2: gradients reach source through symmetric
+    perturbations only."""
     results = []
     for way in ("spectral", "iterated"):
         m = 0.5 * (source + source.mT)
@@ -277,14 +284,16 @@ def test_chunked_blocks_match_the_dense_gaussian_kernel():
 
 @pytest.mark.parametrize("name, kw", [(name, settings[0]) for name, settings in CASES.items()])
 def test_fast_path_saves_only_its_inputs_per_token(name, kw):
-    """Doubling n adds q, k, v (and the output rows it divides) to what backward keeps: no n x m block."""
+    """Doubling n adds q, k, v (and the output rows it divides) to what backward keeps: no n x m
+    block."""
 
     def saved(impl: str, n: int) -> float:
         q, k, v = (x.requires_grad_() for x in rand_qkv(0, n=n))
         attn = build(name, impl, kw)
         return saved_for_backward_mb(lambda: attn(q, k, v))
 
-    # q, k, v; + output, its row statistics (fused attention) and the segment index of q and k (int64);
+    # q, k, v; + output, its row statistics (fused attention) and the segment index of q and k
+    # (int64);
     # + [v, 1] and the output before the division
     rows = {"skyformer": 3, "nystromformer": 4.375, "performer": 5}[name]
     growth = (
@@ -296,7 +305,7 @@ def test_fast_path_saves_only_its_inputs_per_token(name, kw):
     )  # the plain form keeps n x m blocks
 
 
-# ---------------------------------------------------------------- the peer code's settings, restated
+# ----------------------------------------------------------- the peer code's settings, restated
 
 
 def peer_iterative_inv(mat: torch.Tensor, n_iter: int = 6) -> torch.Tensor:
@@ -446,3 +455,14 @@ def test_recomputed_with_several_outputs_some_unused_gives_the_same_gradients():
     )
     for a, b in zip(fast, plain, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_skyformer_tiles_grow_with_the_inputs_within_bounds(monkeypatch):
+    """An eighth of the inputs' elements per tile, at least MIN_TILE, at most MAX_TILE."""
+    monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 1 << 18)
+    sizes = {
+        n: skyformer_fast._tile_elements(torch.empty(4, 2, n, 32, device="meta"))
+        for n in (256, 2048, 4096, 16384)
+    }
+    low, high = skyformer_fast.MIN_TILE, skyformer_fast.MAX_TILE
+    assert sizes == {256: low, 2048: 1 << 16, 4096: 1 << 17, 16384: high}

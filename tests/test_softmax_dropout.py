@@ -15,7 +15,8 @@ P = 0.3
 
 
 def sdpa_math(q, k, v, bias, keep):
-    """Torch's own math kernel of SDPA with a given dropout mask (what ``dropout_p > 0`` runs on a CPU)."""
+    """Torch's own math kernel of SDPA with a given dropout mask (what ``dropout_p > 0`` runs on a
+    CPU)."""
     return torch.ops.aten._scaled_dot_product_attention_math(
         q, k, v, bias, P, False, dropout_mask=keep
     )[0]

@@ -60,27 +60,30 @@ def augment_rows(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def augment_landmarks(y: torch.Tensor) -> torch.Tensor:
-    """``[.., m, d] -> [.., m, d + 2]``: ``[y, 1, -|y|^2 / 2]``, so that ``x~ . y~ = -|s x - y|^2 / 2``."""
+    """``[.., m, d] -> [.., m, d + 2]``: ``[y, 1, -|y|^2 / 2]``, so that
+    ``x~ . y~ = -|s x - y|^2 / 2``."""
     half_sq = -0.5 * (y * y).sum(-1, keepdim=True)
     return torch.cat([y, torch.ones_like(half_sq), half_sq], dim=-1)
 
 
-def tiles(x: torch.Tensor, m: int) -> Iterator[Tile]:
-    """The tiles of the ``[b, h, n, m]`` block for ``x [b, h, n, d]`` (see the module)."""
+def tiles(x: torch.Tensor, m: int, elements: int | None = None) -> Iterator[Tile]:
+    """The tiles of the ``[b, h, n, m]`` block for ``x [b, h, n, d]`` (see the module), of at most
+    about ``elements`` elements on a CPU (``CHUNK_ELEMENTS`` if None)."""
     b, h, n = x.shape[:3]
+    size = CHUNK_ELEMENTS if elements is None else elements
     every = slice(None)
     if x.device.type not in PER_HEAD_DEVICES:
         step = max(MIN_CHUNK, CHUNK_ELEMENTS_GPU // max(1, b * h * m))
         yield from ((every, every, slice(i, min(i + step, n))) for i in range(0, n, step))
         return
-    if n * m <= CHUNK_ELEMENTS:  # whole heads fit a tile: as many heads and batch entries as fit
-        heads = min(h, CHUNK_ELEMENTS // max(1, n * m))
-        entries = max(1, CHUNK_ELEMENTS // max(1, h * n * m)) if heads == h else 1
+    if n * m <= size:  # whole heads fit a tile: as many heads and batch entries as fit
+        heads = min(h, size // max(1, n * m))
+        entries = max(1, size // max(1, h * n * m)) if heads == h else 1
         for bi in range(0, b, entries):
             for hi in range(0, h, heads):
                 yield slice(bi, min(bi + entries, b)), slice(hi, min(hi + heads, h)), every
         return
-    step = max(MIN_CHUNK, CHUNK_ELEMENTS // max(1, m))
+    step = max(MIN_CHUNK, size // max(1, m))
     for bi in range(b):
         for hi in range(h):
             for i in range(0, n, step):
@@ -113,16 +116,19 @@ def _tile_mask(mask: torch.Tensor | None, tile: Tile, dtype: torch.dtype) -> tor
     return None if mask is None else mask[tile[0], tile[2]][:, None, :, None].to(dtype)
 
 
-def _x_grad(dx_aug: torch.Tensor, x_aug: torch.Tensor, scale: float) -> torch.Tensor:
-    """Gradient for ``x`` from that of ``x~ = [s x, -|s x|^2 / 2, 1]``."""
+def x_grad(
+    dx_aug: torch.Tensor, x_aug: torch.Tensor, scale: float, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Gradient for ``x`` from that of ``x~ = [s x, -|s x|^2 / 2, 1]`` (into ``out`` if given)."""
     d = x_aug.shape[-1] - 2
-    return torch.addcmul(dx_aug[..., :d], x_aug[..., :d], dx_aug[..., d : d + 1], value=-1).mul_(
-        scale
-    )
+    grad = dx_aug[..., :d]
+    found = torch.addcmul(grad, x_aug[..., :d], dx_aug[..., d : d + 1], value=-1, out=out)
+    return found.mul_(scale)
 
 
 def _keep_settings(ctx: Any, shift: Shift, scale: float, eps: float) -> torch.Tensor | None:
-    """Store the non-tensor settings on ``ctx``; returns the shift to save with the tensors (None unless a tensor)."""
+    """Store the non-tensor settings on ``ctx``; returns the shift to save with the tensors
+    (None unless a tensor)."""
     ctx.row_max, ctx.scale, ctx.eps = isinstance(shift, str), scale, eps
     return shift if isinstance(shift, torch.Tensor) else None
 
@@ -133,7 +139,8 @@ def _saved_shift(ctx: Any, tensor_shift: torch.Tensor | None) -> Shift:
 
 
 def _accumulator(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Zeros for the gradient of ``like [.., r, c]``, one per batch entry of ``grad`` (summed to ``like``'s shape later)."""
+    """Zeros for the gradient of ``like [.., r, c]``, one per batch entry of ``grad`` (summed to
+    ``like``'s shape later)."""
     return torch.zeros(*grad.shape[:-2], *like.shape[-2:], dtype=like.dtype, device=like.device)
 
 
@@ -189,7 +196,7 @@ class _KernelApply(torch.autograd.Function):
                 k
             )  # d/dE of exp(E) + eps: the exponential itself
             if dx is not None:
-                dx[tile] = _x_grad(de @ y_part, x_aug, ctx.scale)
+                dx[tile] = x_grad(de @ y_part, x_aug, ctx.scale)
             if dy is not None:
                 dy[tile[:2]] += de.mT @ x_aug
         dy = None if dy is None else _y_grad_sum(dy, y_aug)
@@ -250,7 +257,7 @@ class _KernelReduce(torch.autograd.Function):
                 dv[tile] = k @ g
             de = (v[tile] @ g.mT).mul_(e)  # e: the exponential, zero on padded rows
             if dx is not None:
-                dx[tile] = _x_grad(de @ y_part, x_aug, ctx.scale)
+                dx[tile] = x_grad(de @ y_part, x_aug, ctx.scale)
             if dy is not None:
                 dy[tile[:2]] += de.mT @ x_aug
         dv = None if dv is None else dv.sum_to_size(v.shape)
@@ -266,7 +273,8 @@ def _kept(
     eps: float,
     tile: Tile,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tile of the kernel as used (``mask (exp + eps)``) and its masked exponential part, from the tile's ``x~``."""
+    """The tile of the kernel as used (``mask (exp + eps)``) and its masked exponential part,
+    from the tile's ``x~``."""
     e = _exp_block(x_aug, y_aug, shift)
     keep = _tile_mask(mask, tile, e.dtype)
     if keep is not None:
@@ -286,7 +294,8 @@ def kernel_apply(
     shift: Shift = None,
     eps: float = 0.0,
 ) -> torch.Tensor:
-    """``(exp(x~ y~^T - shift) + eps) @ p``: ``x [b, h, n, d]``, ``y~ [.., m, d + 2]``, ``p [.., m, e]`` -> ``[b, h, n, e]``."""
+    """``(exp(x~ y~^T - shift) + eps) @ p``: ``x [b, h, n, d]``, ``y~ [.., m, d + 2]``,
+    ``p [.., m, e]`` -> ``[b, h, n, e]``."""
     with without_autocast(x):
         return _KernelApply.apply(x, y_aug, p, shift, scale, eps)
 
@@ -301,14 +310,16 @@ def kernel_reduce(
     shift: Shift = None,
     eps: float = 0.0,
 ) -> torch.Tensor:
-    """``(mask (exp(x~ y~^T - shift) + eps))^T @ v``: ``v [b, h, n, e]``, ``mask [b, n]`` -> ``[b, h, m, e]``."""
+    """``(mask (exp(x~ y~^T - shift) + eps))^T @ v``: ``v [b, h, n, e]``, ``mask [b, n]``
+    -> ``[b, h, m, e]``."""
     with without_autocast(x):
         return _KernelReduce.apply(x, y_aug, v, mask, shift, scale, eps)
 
 
 @torch.no_grad()
 def row_max(x: torch.Tensor, y_aug: torch.Tensor, *, scale: float) -> torch.Tensor:
-    """``max_j x~_i . y~_j`` per row, ``[b, h, n, 1]``, tile by tile (no gradient: it only stabilises)."""
+    """``max_j x~_i . y~_j`` per row, ``[b, h, n, 1]``, tile by tile (no gradient: it only
+    stabilises)."""
     out = x.new_empty(*torch.broadcast_shapes(x.shape[:-2], y_aug.shape[:-2]), x.shape[-2], 1)
     for tile in tiles(x, y_aug.shape[-2]):
         out[tile] = (augment_rows(x[tile], scale) @ _part(y_aug, tile, rows=False).mT).amax(

@@ -1,4 +1,5 @@
-"""Nystromformer (Xiong et al., 2021, arXiv 2102.03902): softmax attention through Nystrom landmarks.
+"""Nystromformer (Xiong et al., 2021, arXiv 2102.03902): softmax attention through Nystrom
+landmarks.
 
 out = softmax(Q K~^T / sqrt d) pinv(softmax(Q~ K~^T / sqrt d)) softmax(Q~ K^T / sqrt d) V, with
 landmarks Q~, K~ the means of m contiguous segments of Q and K, pinv by Newton-Schulz
@@ -56,7 +57,8 @@ def segment_means(
         0, flat, torch.ones_like(flat)
     )
     counts = counts.view(b, m + 1)[:, :m]
-    try:  # tokens as rows of [b n, h, d], a view when each token's heads sit together (one projection)
+    # tokens as rows of [b n, h, d], a view when each token's heads sit together (one projection)
+    try:
         rows = x.transpose(1, 2).view(b * n, h, d)
         sums = rows.new_zeros(b * (m + 1), h, d).index_add_(0, by_batch.reshape(-1), rows)
         sums = sums.view(b, m + 1, h, d)[:, :m].transpose(1, 2)
@@ -77,7 +79,8 @@ def _channels(x: torch.Tensor) -> torch.Tensor:
 
 
 class _SequenceConv(torch.autograd.Function):
-    """conv1d of ``v [b, h, n, d]`` along the sequence, one filter per channel (``weight [h d, 1, k]``).
+    """conv1d of ``v [b, h, n, d]`` along the sequence, one filter per channel
+    (``weight [h d, 1, k]``).
 
     Keeps ``v`` itself for backward, not the ``[b, h d, n]`` copy conv1d would keep (one more
     ``n x d`` per layer), and rebuilds that copy for the weight's gradient.
@@ -149,7 +152,8 @@ class NystromformerAttention(Attention):
         return out.to(in_dtype)
 
     def depthwise_conv(self, v: torch.Tensor) -> torch.Tensor:
-        """The per-head (kernel, 1) convolution along the sequence, as a 1-d convolution per (head, channel).
+        """The per-head (kernel, 1) convolution along the sequence, as a 1-d convolution per
+        (head, channel).
 
         Equal to ``conv2d`` with the module's weight; the 2-d CPU kernel unfolds the input 35-fold
         (six times slower and five times the memory at n = 4096).
@@ -165,7 +169,8 @@ class NystromformerAttention(Attention):
     def landmarks(
         self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Segment means of q and k, and the additive bias of the landmark keys (0, or MASKED when empty)."""
+        """Segment means of q and k, and the additive bias of the landmark keys (0, or MASKED
+        when empty)."""
         b, _, n, _ = q.shape
         lengths = valid_lengths(mask, b, n, q.device)
         if self.cfg.landmark_span == "padded" and mask is not None:

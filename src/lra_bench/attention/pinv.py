@@ -42,7 +42,8 @@ from lra_bench.attention.settings.base import PINV_INITS
 
 
 def newton_schulz_scale(m: torch.Tensor, init: str = "per_matrix") -> torch.Tensor:
-    """c with Z0 = M^T / c: ``[..., 1, 1]`` (``per_matrix``) or one number (``batch``), differentiable."""
+    """c with Z0 = M^T / c: ``[..., 1, 1]`` (``per_matrix``) or one number (``batch``),
+    differentiable."""
     if init not in PINV_INITS:
         raise ValueError(f"pinv_init: choose {' or '.join(PINV_INITS)}, got {init!r}")
     abs_m = m.abs()
@@ -105,7 +106,8 @@ class _NewtonSchulz(torch.autograd.Function):
 
 
 def newton_schulz_pinv(m: torch.Tensor, iters: int = 6, init: str = "per_matrix") -> torch.Tensor:
-    """Approximate pinv of each ``[..., k, k]`` matrix with ``iters`` Newton-Schulz steps (see the module)."""
+    """Approximate pinv of each ``[..., k, k]`` matrix with ``iters`` Newton-Schulz steps (see the
+    module)."""
     with without_autocast(m):  # backward runs outside autocast: forward must match its dtypes
         return _NewtonSchulz.apply(m, newton_schulz_start(m, init), iters)
 
@@ -121,7 +123,8 @@ def _step_poly_slope(y: torch.Tensor) -> torch.Tensor:
 
 
 def _step_poly_divided(s: torch.Tensor) -> torch.Tensor:
-    """[(p(s_i) - p(s_j)) / (s_i - s_j)] for ``s [..., k]`` -> ``[..., k, k]`` (p'(s_i) where s_i = s_j).
+    """[(p(s_i) - p(s_j)) / (s_i - s_j)] for ``s [..., k]`` -> ``[..., k, k]`` (p'(s_i) where
+    s_i = s_j).
 
     -15 + 7(s_i + s_j) - s_i^2 - s_i s_j - s_j^2 = u_i + u_j - s_i s_j, with u = -7.5 + 7s - s^2.
     """
@@ -164,9 +167,11 @@ def _eigen_step_derivatives(
 
 
 class _SpectralNewtonSchulzTimes(torch.autograd.Function):
-    """Z x, Z the Newton-Schulz steps from Z0 = M / c for a symmetric M, on its eigenvalues (see the module).
+    """Z x, Z the Newton-Schulz steps from Z0 = M / c for a symmetric M, on its eigenvalues (see
+    the module).
 
-    Keeps the eigenvectors, eigenvalues, c and x for backward: one ``k x k`` and one ``k x e`` per matrix.
+    Keeps the eigenvectors, eigenvalues, c and x for backward: one ``k x k`` and one ``k x e`` per
+    matrix.
     """
 
     @staticmethod

@@ -1,16 +1,18 @@
-"""Skyformer (Chen et al., 2021, arXiv 2111.00035): Gaussian-kernel attention approximated by Nystrom.
+"""Skyformer (Chen et al., 2021, arXiv 2111.00035): Gaussian-kernel attention approximated by
+Nystrom.
 
 out = k(Q,L) D^-1/2 pinv(M) D^-1/2 (k(L,K) V), with W = k(L,L) + gamma I, D = rowsum(W),
 M = D^-1/2 W D^-1/2, k(x, y) = exp(-||x - y||^2 / 2) on q, k scaled by d^-1/4, and pinv(M) by
 Newton-Schulz iterations. No row normalisation. Cost O(n m d + m^3).
 
-``impl=fast`` (default) builds the two n x m kernel blocks chunk by chunk and rebuilds them in
-backward (``chunked.py``), and rebuilds W, M and the start's scale in backward. M is symmetric, so
-on a CPU the Newton-Schulz steps run on its eigenvalues (``pinv.symmetric_newton_schulz_times``:
-the same steps from the same start, far fewer products), keeping one m x m per layer; on a GPU
-the iterations run and are recomputed in backward. What a layer keeps for backward is
-O(n d + m d + m^2). ``impl=reference`` is the same mathematics written plainly, the iterations
-included, and differentiated by autograd (the float64 reference in tests).
+``impl=fast`` (default) is one autograd function (``skyformer_fast.py``): the two n x m kernel
+blocks are built tile by tile and rebuilt in backward, whose gradients are written by hand; W, M
+and the start's scale are rebuilt in backward. M is symmetric, so on a CPU the Newton-Schulz
+steps run on its eigenvalues (``pinv.symmetric_newton_schulz_times``: the same steps from the
+same start, far fewer products), keeping one m x m per head; on a GPU the iterations run and are
+recomputed in backward. What a layer keeps for backward is O(m d + m^2) besides q, k and v.
+``impl=reference`` is the same mathematics written plainly, the iterations included, and
+differentiated by autograd (the float64 reference in tests).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from lra_bench.attention.base import (
     upcast,
     valid_lengths,
 )
-from lra_bench.attention.chunked import augment_landmarks, kernel_apply, kernel_reduce, recomputed
+from lra_bench.attention.chunked import recomputed
 from lra_bench.attention.kernels import gaussian_kernel
 from lra_bench.attention.pinv import (
     newton_schulz_reference,
@@ -31,6 +33,7 @@ from lra_bench.attention.pinv import (
     symmetric_newton_schulz_times,
 )
 from lra_bench.attention.settings.skyformer import SkyformerConfig
+from lra_bench.attention.skyformer_fast import skyformer_attention
 
 
 class SkyformerAttention(SampledAttention):
@@ -81,26 +84,24 @@ class SkyformerAttention(SampledAttention):
         mask: torch.Tensor | None,
         idx: torch.Tensor,
     ) -> torch.Tensor:
-        """Chunked blocks, no n x m tensor alive or saved; the d^-1/4 scaling is applied per chunk."""
-        b, h, n, d = q.shape
-        scale = d**-0.25
+        """Both blocks tile by tile in one autograd function (``skyformer_fast``), no n x m
+        tensor alive or saved."""
+        n = q.shape[2]
         from_k = idx >= n
         rows = torch.where(from_k, idx - n, idx)
-        at = (
-            torch.arange(b, device=q.device).view(-1, 1, 1),
-            torch.arange(h, device=q.device).view(1, -1, 1),
-            rows,
+        scale = q.shape[-1] ** -0.25
+        by_entry = self.cfg.pinv_init == "per_matrix"  # "batch": one scale over every matrix
+        return skyformer_attention(
+            q, k, v, mask, rows, from_k, scale=scale, small=self.small, by_entry=by_entry
         )
-        # indexing, not gather: its backward keeps the indices only, gather's the whole of q and k
-        landmarks = torch.where(from_k.unsqueeze(-1), k[at], q[at]) * scale
-        lm_aug = augment_landmarks(landmarks)
-        c = kernel_reduce(k, lm_aug, v, mask, scale=scale)  # k(L, K) V over real keys, [b, h, m, d]
-        # M and its scale are rebuilt in backward; the pseudo-inverse keeps one m x m per layer
+
+    def small(self, landmarks: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """P = D^-1/2 pinv(M) D^-1/2 C: the m x m part. M and its scale are rebuilt in backward;
+        the pseudo-inverse keeps one m x m per layer."""
         m_norm, d_inv_sqrt, start_scale = recomputed(self.landmark_kernel, landmarks)
-        p = d_inv_sqrt * symmetric_newton_schulz_times(
+        return d_inv_sqrt * symmetric_newton_schulz_times(
             m_norm, start_scale, d_inv_sqrt * c, self.cfg.pinv_iters
         )
-        return kernel_apply(q, lm_aug, p, scale=scale)
 
     def reference(
         self,

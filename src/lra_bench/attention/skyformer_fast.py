@@ -1,0 +1,229 @@
+"""Skyformer's attention as one autograd function: both Gaussian blocks tile by tile, nothing n x m
+kept, the gradients written by hand.
+
+    C = k(L, K) V          (padded keys dropped)     block B, ``[b, h, m, d]``
+    P = small(L, C)        (W, M, the pseudo-inverse: m x m work, differentiated by autograd)
+    out = k(Q, L) P                                   block A
+
+Forward builds each tile of a block once (one matmul on augmented rows, ``chunked.augment_rows``,
+and an exponential) and uses it at once; backward rebuilds it and takes from it every gradient
+it carries: for block A dP, dQ and dL, for block B dV, dK and dL. The landmarks' gradient is
+added into dQ and dK in place (``index_add_``), not through a zero tensor of the inputs' size.
+What is kept for backward: the landmark indices, C, P and the small part's autograd graph
+(O(m d + m^2) per head). A tile holds an eighth of q's elements on a CPU, within
+[``MIN_TILE``, ``MAX_TILE``] (``_tile_elements``), every head's rows at once elsewhere
+(``chunked.tiles``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from lra_bench.attention import chunked
+from lra_bench.attention.chunked import augment_landmarks, x_grad
+
+MIN_TILE, MAX_TILE = 1 << 16, 1 << 18  # elements of one n x m tile on a CPU (256 KB to 1 MB)
+
+SMALL_ELEMENTS = 1 << 16  # elements of the m x m matrices of one group of the small part
+
+Small = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _tile_elements(x: torch.Tensor) -> int:
+    """An eighth of the elements of ``x``, within [MIN_TILE, MAX_TILE]: a tile's few temporaries
+    then grow with what exact attention holds for the same inputs (below it from n = 2048 at
+    b 4, h 2, d 32), stay in cache, and are few enough at short lengths that issuing their
+    operations does not dominate."""
+    size = min(MAX_TILE, max(MIN_TILE, x.numel() // 8))
+    return min(size, chunked.CHUNK_ELEMENTS)
+
+
+class _Rows:
+    """The augmented rows ``[s x, -|s x|^2 / 2, 1]`` of each tile of ``x`` and the tile's kernel
+    block, written into buffers reused from tile to tile (fresh large tensors cost page faults)."""
+
+    def __init__(self, x: torch.Tensor, lm_aug: torch.Tensor, scale: float) -> None:
+        self.x, self.lm_aug, self.scale = x, lm_aug, scale
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        self.half_sq = norm.square_().mul_(-0.5 * scale * scale)  # -|s x|^2 / 2
+        self.tiles = list(chunked.tiles(x, lm_aug.shape[-2], elements=_tile_elements(x)))
+        first = self.tiles[0]
+        shape = x[first].shape[:-1]
+        self.x_buf = x.new_empty(*shape, x.shape[-1] + 2)
+        self.x_buf[..., -1] = 1
+        self.e_buf = x.new_empty(*shape, lm_aug.shape[-2])
+        self.de_buf = torch.empty_like(self.e_buf)
+
+    def _view(self, buf: torch.Tensor, tile: chunked.Tile) -> torch.Tensor:
+        shape = self.x[tile].shape[:-1]
+        return buf[: shape[0], : shape[1], : shape[2]]
+
+    def augmented(self, tile: chunked.Tile) -> torch.Tensor:
+        x_aug = self._view(self.x_buf, tile)
+        d = self.x.shape[-1]
+        torch.mul(self.x[tile], self.scale, out=x_aug[..., :d])
+        x_aug[..., d : d + 1] = self.half_sq[tile]
+        return x_aug
+
+    def block(self, tile: chunked.Tile, x_aug: torch.Tensor, keep: Any = None) -> torch.Tensor:
+        """``exp(x~ L~^T)`` (the Gaussian kernel), rows of padded keys zeroed."""
+        e = torch.matmul(x_aug, self.lm_aug[tile[:2]].mT, out=self._view(self.e_buf, tile))
+        e.exp_()
+        return e if keep is None else e.mul_(keep)
+
+    def times(self, tile: chunked.Tile, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``a @ b`` into the second tile buffer."""
+        return torch.matmul(a, b, out=self._view(self.de_buf, tile))
+
+
+def _keep(mask: torch.Tensor | None, tile: chunked.Tile, dtype: torch.dtype) -> Any:
+    return None if mask is None else mask[tile[0], tile[2]][:, None, :, None].to(dtype)
+
+
+def _landmarks(
+    q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor, from_k: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """``scale [q; k][idx]``: ``[b, h, m, d]``."""
+    b, h = q.shape[:2]
+    at = (
+        torch.arange(b, device=q.device).view(-1, 1, 1),
+        torch.arange(h, device=q.device).view(1, -1, 1),
+        rows,
+    )
+    return torch.where(from_k.unsqueeze(-1), k[at], q[at]) * scale
+
+
+def _reduce(k, lm_aug, v, mask, scale: float) -> torch.Tensor:
+    """C = k(L, K) V over real keys, tile by tile."""
+    c = v.new_zeros(*v.shape[:2], lm_aug.shape[-2], v.shape[-1])
+    kr = _Rows(k, lm_aug, scale)
+    for tile in kr.tiles:
+        e = kr.block(tile, kr.augmented(tile), _keep(mask, tile, k.dtype))
+        c[tile[:2]] += e.mT @ v[tile]
+    return c
+
+
+def _apply(q, lm_aug, p, scale: float) -> torch.Tensor:
+    """k(Q, L) P, tile by tile."""
+    out = q.new_empty(*q.shape[:-1], p.shape[-1])
+    qr = _Rows(q, lm_aug, scale)
+    for tile in qr.tiles:
+        torch.matmul(qr.block(tile, qr.augmented(tile)), p[tile[:2]], out=out[tile])
+    return out
+
+
+class _Skyformer(torch.autograd.Function):
+    """``out = k(Q, L) small(L, k(L, K) V)`` (see the module)."""
+
+    @staticmethod
+    def forward(ctx: Any, q, k, v, rows, from_k, mask, scale: float, small: Small, per: int):
+        lm = _landmarks(q, k, rows, from_k, scale)
+        c = _reduce(k, augment_landmarks(lm), v, mask, scale)
+        ctx.graphs = _small_graphs(small, lm, c, per, any(ctx.needs_input_grad[:3]))
+        out = _apply(q, augment_landmarks(lm), _small_output(ctx.graphs), scale)
+        ctx.scale, ctx.per = scale, per
+        ctx.save_for_backward(q, k, v, rows, from_k, mask, lm)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor):
+        q, k, v, rows, from_k, mask, lm = ctx.saved_tensors
+        lm_aug, p = augment_landmarks(lm), _small_output(ctx.graphs)
+        dq, dlm_aug, dp = _apply_backward(q, lm_aug, p, grad.contiguous(), ctx.scale)
+        dlm, dc = torch.empty_like(lm), torch.empty_like(p)
+        for start, (lm_in, c_in, p_graph) in zip(
+            range(0, len(lm), ctx.per), ctx.graphs, strict=True
+        ):
+            part = slice(start, start + ctx.per)
+            found = torch.autograd.grad(p_graph, (lm_in, c_in), dp[part], retain_graph=True)
+            dlm[part], dc[part] = found
+        dk, dv = _reduce_backward(k, lm_aug, v, mask, dc, dlm_aug, ctx.scale)
+        d = lm.shape[-1]
+        dlm += dlm_aug[..., :d] - lm * dlm_aug[..., d + 1 : d + 2]
+        _add_landmark_grad(dq, dk, dlm.mul_(ctx.scale), rows, from_k)
+        return dq, dk, dv, None, None, None, None, None, None
+
+
+def _small_output(graphs: list) -> torch.Tensor:
+    """P from the groups' graphs (the graph's own tensor when there is one group)."""
+    parts = [p_graph.detach() for _, _, p_graph in graphs]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _small_graphs(small: Small, lm: torch.Tensor, c: torch.Tensor, per: int, grad: bool) -> list:
+    """``small`` on ``per`` batch entries at a time, each with its autograd graph when ``grad``:
+    backward then goes through one group's m x m temporaries at a time."""
+    graphs = []
+    with torch.enable_grad():
+        for start in range(0, len(lm), per):
+            part = slice(start, start + per)
+            lm_in = lm[part].detach().requires_grad_(grad)
+            c_in = c[part].detach().requires_grad_(grad)
+            graphs.append((lm_in, c_in, small(lm_in, c_in)))
+    return graphs
+
+
+def _apply_backward(q, lm_aug, p, grad, scale: float):
+    """dQ (without the landmarks' part), dL~ and dP of block A's ``out = k(Q, L) P``."""
+    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
+    dlm_aug = torch.zeros_like(lm_aug)
+    dp = torch.zeros_like(p)
+    qr = _Rows(q, lm_aug, scale)
+    for tile in qr.tiles:
+        x_aug, y, g = qr.augmented(tile), lm_aug[tile[:2]], grad[tile]
+        e = qr.block(tile, x_aug)
+        dp[tile[:2]] += e.mT @ g
+        de = qr.times(tile, g, p[tile[:2]].mT).mul_(e)
+        x_grad(de @ y, x_aug, scale, out=dq[tile])
+        dlm_aug[tile[:2]] += de.mT @ x_aug
+    return dq, dlm_aug, dp
+
+
+def _reduce_backward(k, lm_aug, v, mask, dc, dlm_aug, scale: float):
+    """dK (without the landmarks' part) and dV of block B's ``C = k(L, K) V``; adds its dL~."""
+    dk = torch.empty_like(k, memory_format=torch.contiguous_format)
+    dv = torch.empty_like(v, memory_format=torch.contiguous_format)
+    kr = _Rows(k, lm_aug, scale)
+    for tile in kr.tiles:
+        x_aug, y, g = kr.augmented(tile), lm_aug[tile[:2]], dc[tile[:2]]
+        e = kr.block(tile, x_aug, _keep(mask, tile, k.dtype))
+        torch.matmul(e, g, out=dv[tile])
+        de = kr.times(tile, v[tile], g.mT).mul_(e)  # zero on padded keys, as e is
+        x_grad(de @ y, x_aug, scale, out=dk[tile])
+        dlm_aug[tile[:2]] += de.mT @ x_aug
+    return dk, dv
+
+
+def _add_landmark_grad(dq, dk, dlm, rows, from_k) -> None:
+    """Adds the landmarks' gradient ``dlm [b, h, m, d]`` into the rows of dQ and dK they came
+    from."""
+    b, h, n, d = dq.shape
+    flat = rows + n * torch.arange(b * h, device=rows.device).view(b, h, 1)
+    for target, picked in ((dq, ~from_k), (dk, from_k)):
+        target.view(-1, d).index_add_(0, flat[picked], dlm[picked])
+
+
+def skyformer_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    rows: torch.Tensor,
+    from_k: torch.Tensor,
+    *,
+    scale: float,
+    small: Small,
+    by_entry: bool = False,
+) -> torch.Tensor:
+    """``k(Q, L) small(L, k(L, K) V)`` with ``L = scale [Q; K][rows]`` (K's rows where ``from_k``):
+    ``q, k, v [b, h, n, d]``, ``rows, from_k [b, h, m]``, ``mask [b, n]`` (1 = real token).
+
+    ``by_entry``: ``small`` treats batch entries independently, so that it may run on groups of
+    them (``SMALL_ELEMENTS`` elements of m x m matrices per group)."""
+    b, h, m = rows.shape
+    per = max(1, SMALL_ELEMENTS // (h * m * m)) if by_entry else b
+    return _Skyformer.apply(q, k, v, rows, from_k, mask, scale, small, per)
