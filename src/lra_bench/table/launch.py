@@ -40,15 +40,17 @@ def job_folder(master: DictConfig, job: list[str]) -> Path | None:
     return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
 
 
+def job_complete(master: DictConfig, job: list[str]) -> bool:
+    """Whether the folder of ``job`` holds complete results (the run checks the rest itself)."""
+    folder = job_folder(master, job)
+    results = read_json(folder / "results.json") if folder is not None else None
+    return bool(results and results.get("status") == "complete")
+
+
 def count_complete(master: DictConfig) -> tuple[int, int]:
     """(runs in the grid, runs whose folder holds complete results)."""
     jobs = job_overrides(master)
-    complete = 0
-    for job in jobs:
-        folder = job_folder(master, job)
-        results = read_json(folder / "results.json") if folder is not None else None
-        complete += bool(results and results.get("status") == "complete")
-    return len(jobs), complete
+    return len(jobs), sum(job_complete(master, job) for job in jobs)
 
 
 class GridSummary(Callback):
