@@ -14,6 +14,7 @@ import pytest
 import torch
 from hydra.types import RunMode
 
+from lra_bench.benchmarking.measure import TrainStepCase
 from lra_bench.report.render import Table
 from lra_bench.report.stats import Stat
 from lra_bench.table import estimate as est
@@ -163,7 +164,7 @@ def test_a_cell_line_aggregates_its_seeds(tmp_path: Path) -> None:
 # --- the estimate -------------------------------------------------------------------------------
 
 
-def tiny_case(batch: int, budget_s: float = 10.0) -> est.StepCase:
+def tiny_case(batch: int, budget_s: float = 10.0) -> TrainStepCase:
     from dataclasses import asdict
 
     from lra_bench.config import ModelConfig, TrainerConfig
@@ -171,20 +172,23 @@ def tiny_case(batch: int, budget_s: float = 10.0) -> est.StepCase:
     task = {"name": "listops", "num_classes": 10, "max_len": 32, "vocab_size": 17, "dual": False}
     model = asdict(ModelConfig(dim=16, ffn_dim=32, num_layers=1, num_heads=2, classifier_dim=16))
     trainer = asdict(
-        TrainerConfig(steps=10, batch_size=batch, lr=1e-3, warmup_steps=2, eval_every=5)
+        TrainerConfig(steps=1000, batch_size=batch, lr=1e-3, warmup_steps=2, eval_every=5)
     )
-    return est.StepCase("t", {"name": "softmax"}, task, model, trainer, 32, batch, "cpu", budget_s)
+    return TrainStepCase("t", {"name": "softmax"}, task, model, trainer, 32, batch, "cpu",
+                         warmup=1, repeats=1, time_limit_s=budget_s)  # fmt: skip
 
 
 def test_a_measured_step_exact_at_the_batch_and_extrapolated_past_the_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(est, "REPEATS", 1)
+    monkeypatch.setattr(est, "die_with_parent", lambda: None)  # not this test process
     exact = est.measure_case(tiny_case(4))
     assert exact["measured_batches"] == [1, 2, 4] and not exact["extrapolated"]
     assert exact["step_ms"] > 0 and exact["peak_mb"] > 0
-    cut = est.measure_case(tiny_case(64, budget_s=1e-6))
+    cut = est.measure_case(tiny_case(64, budget_s=1e-6))  # batch 1 is always measured
     assert cut["extrapolated"] and cut["measured_batches"] == [1]
+    line = est.Estimate("ok", 1.0, 1.0, (1, 2), True, micro_batch=32)
+    assert line.basis() == "b1,2 -> 32" and est.Estimate("timeout").basis() == "not measured"
 
 
 def test_the_line_through_two_batches_never_falls_below_the_larger() -> None:

@@ -11,6 +11,7 @@ Exit status: 0 done; 2 bad input (a config that does not compose, no leaderboard
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -41,8 +42,9 @@ def parser() -> argparse.ArgumentParser:
             "overrides", nargs="*", metavar="KEY=VALUE", help="as for python -m lra_bench -m"
         )
     plan.add_argument("--device", default="auto", help="where to measure (auto, cpu, cuda, cuda:N)")
-    plan.add_argument("--budget", type=float, default=10.0, metavar="S",
-                      help="longest measured step; larger batches are extrapolated (default 10 s)")  # fmt: skip
+    plan.add_argument("--budget", type=float, default=15.0, metavar="S",
+                      help="seconds to measure one config: batches 1, 2, 4, ... while the next "
+                      "fits, larger ones extrapolated (default 15)")  # fmt: skip
     plan.add_argument("--refresh", action="store_true", help="measure again, ignoring the cache")
     plan.add_argument(
         "--no-measure",
@@ -87,6 +89,10 @@ def run_report(args: argparse.Namespace) -> int:
     return write_report(expand(args.overrides), args.format, args.html, args.published)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; returns the exit status (errors are one line on stderr)."""
     from hydra.errors import HydraException
@@ -95,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lra_bench.precheck import describe
 
     args = parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminated)  # unwind (stops the worker), exit 143
     try:
         return {"plan": run_plan, "status": run_status, "report": run_report}[args.command](args)
     except (LraBenchError, HydraException, OmegaConfBaseException) as err:
@@ -104,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
