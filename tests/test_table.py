@@ -206,6 +206,8 @@ def test_estimates_are_cached_per_config_and_device(tmp_path: Path) -> None:
     assert est.load_cached(path) is None
     est.save(path, est.Estimate("error", error="boom"))  # an error is measured again next time
     assert est.load_cached(path) is None
+    est.save(path, est.Estimate("timeout"))  # and so is a config not measured within the budget
+    assert est.load_cached(path) is None
 
 
 # --- the report ---------------------------------------------------------------------------------

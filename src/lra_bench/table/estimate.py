@@ -189,8 +189,9 @@ def from_result(result: dict[str, Any], case: TrainStepCase, measure_s: float) -
 
 
 def save(path: Path, estimate: Estimate) -> None:
-    """Cache an estimate (out of memory or past the time limit too; an error is measured again)."""
-    if estimate.status == "error":
+    """Cache an estimate (out of memory too); an error or a timeout (a busy machine may have
+    caused it) is measured again next time."""
+    if estimate.status in ("error", "timeout"):
         return
     data = asdict(estimate)
     data.pop("cached")
