@@ -65,6 +65,28 @@ def test_command_line_replaces_an_axis_and_keeps_the_others() -> None:
     assert all("experiment=skyformer_table1" in job for job in grid)
 
 
+def test_attn_extra_adds_a_row_and_the_attn_list_replaces_the_rows() -> None:
+    grid = jobs("experiment=skyformer_table1", "+attn_extra=linear", "task=listops")
+    assert len(grid) == 30 and axes(grid, "attn")[-1] == "linear"
+    assert axes(grid, "attn")[:9] == axes(jobs("experiment=skyformer_table1"), "attn")
+    grid = jobs("experiment=cpu_table", "+attn_extra=[linear,softmax]")  # listed rows once
+    assert axes(grid, "attn") == ["softmax", "skyformer", "nystromformer", "linear"]
+    grid = jobs("experiment=cpu_table", "attn=softmax,linear")
+    assert axes(grid, "attn") == ["softmax", "linear"]
+
+
+def test_attn_extra_leaves_the_tables_own_runs_where_they_are() -> None:
+    from lra_bench.table.grid import expand
+
+    plain = {(r.task, r.attn, r.seed): r for r in expand(["experiment=cpu_table"]).runs}
+    extra = expand(["experiment=cpu_table", "+attn_extra=linear"]).runs
+    assert [r.attn for r in extra].count("linear") == 2
+    for run in extra:
+        if run.attn != "linear":
+            same = plain[(run.task, run.attn, run.seed)]
+            assert (run.folder, run.digest) == (same.folder, same.digest)
+
+
 def test_an_unknown_attention_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     from lra_bench.table.__main__ import main
 

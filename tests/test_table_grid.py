@@ -21,7 +21,8 @@ TRAINER = [
     "trainer.eval_every=3", "trainer.ckpt_every=3", "trainer.lr=0.001",
     "data.train_size=64", "data.val_size=16", "data.test_size=16", "data.gen_workers=1",
 ]  # fmt: skip
-GRID = ["experiment=cpu_table", "attn=softmax,skyformer", *TRAINER, "paths.leaderboard=lb.csv"]
+GRID = ["experiment=cpu_table", "task=listops,pathfinder", "attn=softmax,skyformer", *TRAINER,
+        "paths.leaderboard=lb.csv"]  # fmt: skip
 
 
 def env(cache_dir: Path) -> dict[str, str]:

@@ -68,9 +68,12 @@ class Estimate:
 
 
 def step_length(cfg: DictConfig) -> int:
-    """Tokens per sequence a step pays for: ``task.max_len``, capped by ``data.max_length``."""
+    """Tokens per sequence a step pays for: ``task.max_len``, capped for ListOps by
+    ``data.max_length`` (the generator's bound; no other task reads it)."""
     cap = OmegaConf.select(cfg, "data.max_length", default=None)
-    return int(min(cfg.task.max_len, cap)) if cap else int(cfg.task.max_len)
+    if cap and cfg.task.name == "listops":
+        return int(min(cfg.task.max_len, cap))
+    return int(cfg.task.max_len)
 
 
 def make_case(
