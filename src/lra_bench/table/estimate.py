@@ -174,9 +174,10 @@ def load_cached(path: Path) -> Estimate | None:
     try:
         data = json.loads(path.read_text())
         data["measured_batches"] = tuple(data["measured_batches"])
-        return Estimate(**{**data, "cached": True})
+        estimate = Estimate(**{**data, "cached": True})
     except (OSError, ValueError, TypeError, KeyError):
         return None
+    return None if estimate.status in ("error", "timeout") else estimate  # measured again
 
 
 def from_result(result: dict[str, Any], case: TrainStepCase, measure_s: float) -> Estimate:
