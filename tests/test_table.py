@@ -261,7 +261,8 @@ def test_the_html_page_renders_its_tables_offline(tmp_path: Path) -> None:
     path = write_page(tmp_path, "cpu_table", [table], [])
     assert "http" not in path.read_text()  # nothing to fetch
     dom = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--dump-dom", path.as_uri()],
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--dump-dom", path.as_uri()],
         capture_output=True, text=True, timeout=120,
     ).stdout  # fmt: skip
     assert "<td>skyformer</td>" in dom and "37.25 ± 0.50" in dom

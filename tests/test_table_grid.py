@@ -70,7 +70,8 @@ def folder(cwd: Path, task: str, attn: str, seed: int) -> Path:
 
 
 def stop_after_checkpoint(proc: subprocess.Popen, run_dir: Path, sig: int) -> None:
-    """Send ``sig`` as soon as the run's first checkpoint is there (mid-way: 12 steps, one per 3)."""
+    """Send ``sig`` as soon as the run's first checkpoint is there (mid-way: 12 steps, one per
+    3)."""
     deadline = time.monotonic() + 300
     while not (run_dir / "last.pt").exists():
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]

@@ -1,4 +1,5 @@
-"""``python -m lra_bench.table plan|status|report experiment=<table> [overrides]``: a paper's table as one grid.
+"""``python -m lra_bench.table plan|status|report experiment=<table> [overrides]``: a paper's
+table as one grid.
 
 ``plan`` lists every run with its folder, state and estimated time and memory on this device;
 ``status`` says where each cell of the table stands; ``report`` prints the table beside the
@@ -29,7 +30,8 @@ EXAMPLES = """examples:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="python -m lra_bench.table",
-        description="A paper's table as one grid of runs: its plan, its state, its report (docs/tables.md).",
+        description="A paper's table as one grid of runs: its plan, its state, its report "
+        "(docs/tables.md).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -60,8 +62,9 @@ def parser() -> argparse.ArgumentParser:
         help="also write DIR/<table>.html (tables and chart, self-contained)",
     )
     report.add_argument("--published", metavar="SOURCE",
-                        help="published rows to compare with (a source of results/published/*.csv, or none); "
-                        "default: the table's paper")  # fmt: skip
+                        help="published rows to compare with (a source of "
+                        "results/published/*.csv, or none); default: the table's "
+                        "paper")  # fmt: skip
     return top
 
 

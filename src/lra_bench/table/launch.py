@@ -1,4 +1,5 @@
-"""The grid presets' Hydra callback: how many runs of the grid are complete before and after a launch.
+"""The grid presets' Hydra callback: how many runs of the grid are complete before and after a
+launch.
 
 Complete runs are skipped by the runs themselves (a run finds its results and returns); this says
 how many there are before the launch, and what the grid holds after it. It reads only the run
@@ -28,7 +29,8 @@ def _value(job: list[str], key: str) -> str | None:
 
 
 def job_folder(master: DictConfig, job: list[str]) -> Path | None:
-    """The folder Hydra gives ``job`` (its task, attention and seed names as given), None when unknown."""
+    """The folder Hydra gives ``job`` (its task, attention and seed names as given), None when
+    unknown."""
     names = {key: _value(job, key) for key in ("task", "attn", "seed")}
     if any(v is None for v in names.values()):
         return None
@@ -60,7 +62,8 @@ class GridSummary(Callback):
         total, complete = count_complete(config)
         name = config.get("experiment_name") or "grid"
         print(
-            f"grid {name}: {total} runs; {complete} already complete (skipped), {total - complete} to run",
+            f"grid {name}: {total} runs; {complete} already complete (skipped), "
+            f"{total - complete} to run",
             flush=True,
         )
 

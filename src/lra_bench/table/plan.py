@@ -1,4 +1,5 @@
-"""``plan``: every run of a grid with its folder, its state, and its estimated time and memory here."""
+"""``plan``: every run of a grid with its folder, its state, and its estimated time and memory
+here."""
 
 from __future__ import annotations
 
@@ -219,9 +220,9 @@ def estimate_notes(
 ) -> list[str]:
     """The totals, the memory warnings and how the estimates were had (none of it silent)."""
     grid = plan.grid
+    left_out = f" ({unknown} runs without an estimate are not in it)" if unknown else ""
     lines = [f"total: {left_total / 3600:.2f} device-hours to finish, {total / 3600:.2f} for the "
-             f"whole grid on {plan.device}"
-             + (f" ({unknown} runs without an estimate are not in it)" if unknown else "")]  # fmt: skip
+             f"whole grid on {plan.device}{left_out}"]  # fmt: skip
     capacity = memory(plan.capacity_mb) if plan.capacity_mb else "unknown"
     lines.append(
         f"memory: {len(too_big)} runs need more than this device's {capacity}"
