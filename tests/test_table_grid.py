@@ -47,7 +47,7 @@ def launch(cwd: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedP
 
 def start_single(cwd: Path, cache_dir: Path, task: str, attn: str, seed: int) -> subprocess.Popen:
     """The grid's run (task, attn, seed) on its own (the same folder as in the sweep)."""
-    single = [o for o in GRID if not o.startswith("attn=")]
+    single = [o for o in GRID if not o.startswith(("attn=", "task="))]
     cmd = [
         sys.executable,
         "-m",
