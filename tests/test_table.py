@@ -14,6 +14,7 @@ import pytest
 import torch
 from hydra.types import RunMode
 
+from lra_bench.benchmarking.measure import TrainStepCase
 from lra_bench.report.render import Table
 from lra_bench.report.stats import Stat
 from lra_bench.table import estimate as est
@@ -52,7 +53,7 @@ def test_paper_presets_hold_their_grids() -> None:
     assert len(axes(sky, "attn")) == 9 and axes(sky, "seed") == ["0", "1", "2"]
     lra = jobs("experiment=lra_table1")
     assert "pathx" in axes(lra, "task") and len(lra) == 6 * 11 * 3
-    assert len(jobs("experiment=cpu_table")) == 12
+    assert len(jobs("experiment=cpu_table")) == 6
 
 
 def test_command_line_replaces_an_axis_and_keeps_the_others() -> None:
@@ -62,6 +63,28 @@ def test_command_line_replaces_an_axis_and_keeps_the_others() -> None:
     assert axes(grid, "attn") == ["skyformer", "softmax", "linear"]  # any attention can be a row
     assert len(grid) == 5 * 3 and axes(grid, "seed") == ["0"]
     assert all("experiment=skyformer_table1" in job for job in grid)
+
+
+def test_attn_extra_adds_a_row_and_the_attn_list_replaces_the_rows() -> None:
+    grid = jobs("experiment=skyformer_table1", "+attn_extra=linear", "task=listops")
+    assert len(grid) == 30 and axes(grid, "attn")[-1] == "linear"
+    assert axes(grid, "attn")[:9] == axes(jobs("experiment=skyformer_table1"), "attn")
+    grid = jobs("experiment=cpu_table", "+attn_extra=[linear,softmax]")  # listed rows once
+    assert axes(grid, "attn") == ["softmax", "skyformer", "nystromformer", "linear"]
+    grid = jobs("experiment=cpu_table", "attn=softmax,linear")
+    assert axes(grid, "attn") == ["softmax", "linear"]
+
+
+def test_attn_extra_leaves_the_tables_own_runs_where_they_are() -> None:
+    from lra_bench.table.grid import expand
+
+    plain = {(r.task, r.attn, r.seed): r for r in expand(["experiment=cpu_table"]).runs}
+    extra = expand(["experiment=cpu_table", "+attn_extra=linear"]).runs
+    assert [r.attn for r in extra].count("linear") == 2
+    for run in extra:
+        if run.attn != "linear":
+            same = plain[(run.task, run.attn, run.seed)]
+            assert (run.folder, run.digest) == (same.folder, same.digest)
 
 
 def test_an_unknown_attention_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -163,7 +186,7 @@ def test_a_cell_line_aggregates_its_seeds(tmp_path: Path) -> None:
 # --- the estimate -------------------------------------------------------------------------------
 
 
-def tiny_case(batch: int, budget_s: float = 10.0) -> est.StepCase:
+def tiny_case(batch: int, budget_s: float = 10.0) -> TrainStepCase:
     from dataclasses import asdict
 
     from lra_bench.config import ModelConfig, TrainerConfig
@@ -171,20 +194,23 @@ def tiny_case(batch: int, budget_s: float = 10.0) -> est.StepCase:
     task = {"name": "listops", "num_classes": 10, "max_len": 32, "vocab_size": 17, "dual": False}
     model = asdict(ModelConfig(dim=16, ffn_dim=32, num_layers=1, num_heads=2, classifier_dim=16))
     trainer = asdict(
-        TrainerConfig(steps=10, batch_size=batch, lr=1e-3, warmup_steps=2, eval_every=5)
+        TrainerConfig(steps=1000, batch_size=batch, lr=1e-3, warmup_steps=2, eval_every=5)
     )
-    return est.StepCase("t", {"name": "softmax"}, task, model, trainer, 32, batch, "cpu", budget_s)
+    return TrainStepCase("t", {"name": "softmax"}, task, model, trainer, 32, batch, "cpu",
+                         warmup=1, repeats=1, time_limit_s=budget_s)  # fmt: skip
 
 
 def test_a_measured_step_exact_at_the_batch_and_extrapolated_past_the_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(est, "REPEATS", 1)
+    monkeypatch.setattr(est, "die_with_parent", lambda: None)  # not this test process
     exact = est.measure_case(tiny_case(4))
     assert exact["measured_batches"] == [1, 2, 4] and not exact["extrapolated"]
     assert exact["step_ms"] > 0 and exact["peak_mb"] > 0
-    cut = est.measure_case(tiny_case(64, budget_s=1e-6))
+    cut = est.measure_case(tiny_case(64, budget_s=1e-6))  # batch 1 is always measured
     assert cut["extrapolated"] and cut["measured_batches"] == [1]
+    line = est.Estimate("ok", 1.0, 1.0, (1, 2), True, micro_batch=32)
+    assert line.basis() == "b1,2 -> 32" and est.Estimate("timeout").basis() == "not measured"
 
 
 def test_the_line_through_two_batches_never_falls_below_the_larger() -> None:
@@ -201,6 +227,8 @@ def test_estimates_are_cached_per_config_and_device(tmp_path: Path) -> None:
     path.write_text("{damaged")
     assert est.load_cached(path) is None
     est.save(path, est.Estimate("error", error="boom"))  # an error is measured again next time
+    assert est.load_cached(path) is None
+    est.save(path, est.Estimate("timeout"))  # and so is a config not measured within the budget
     assert est.load_cached(path) is None
 
 
@@ -233,7 +261,8 @@ def test_the_html_page_renders_its_tables_offline(tmp_path: Path) -> None:
     path = write_page(tmp_path, "cpu_table", [table], [])
     assert "http" not in path.read_text()  # nothing to fetch
     dom = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--dump-dom", path.as_uri()],
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--dump-dom", path.as_uri()],
         capture_output=True, text=True, timeout=120,
     ).stdout  # fmt: skip
     assert "<td>skyformer</td>" in dom and "37.25 ± 0.50" in dom

@@ -21,7 +21,8 @@ TRAINER = [
     "trainer.eval_every=3", "trainer.ckpt_every=3", "trainer.lr=0.001",
     "data.train_size=64", "data.val_size=16", "data.test_size=16", "data.gen_workers=1",
 ]  # fmt: skip
-GRID = ["experiment=cpu_table", "attn=softmax,skyformer", *TRAINER, "paths.leaderboard=lb.csv"]
+GRID = ["experiment=cpu_table", "task=listops,pathfinder", "attn=softmax,skyformer", *TRAINER,
+        "paths.leaderboard=lb.csv"]  # fmt: skip
 
 
 def env(cache_dir: Path) -> dict[str, str]:
@@ -46,7 +47,7 @@ def launch(cwd: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedP
 
 def start_single(cwd: Path, cache_dir: Path, task: str, attn: str, seed: int) -> subprocess.Popen:
     """The grid's run (task, attn, seed) on its own (the same folder as in the sweep)."""
-    single = [o for o in GRID if not o.startswith("attn=")]
+    single = [o for o in GRID if not o.startswith(("attn=", "task="))]
     cmd = [
         sys.executable,
         "-m",
@@ -69,7 +70,8 @@ def folder(cwd: Path, task: str, attn: str, seed: int) -> Path:
 
 
 def stop_after_checkpoint(proc: subprocess.Popen, run_dir: Path, sig: int) -> None:
-    """Send ``sig`` as soon as the run's first checkpoint is there (mid-way: 12 steps, one per 3)."""
+    """Send ``sig`` as soon as the run's first checkpoint is there (mid-way: 12 steps, one per
+    3)."""
     deadline = time.monotonic() + 300
     while not (run_dir / "last.pt").exists():
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]

@@ -6,12 +6,18 @@ renamed into place, so ``path`` always holds the old or the new complete file an
 is reported as such (``DiskFullError``) instead of as a failure inside torch's zip writer.
 ``keep_previous`` keeps the file being replaced as ``<stem>.prev.pt`` (``last.prev.pt``), the
 fallback when the newest one turns out damaged.
+
+A checkpoint marked ``complete`` (a finished run's ``last.pt``) gets a small record beside it,
+``<stem>.complete.json``: the SHA-256 and size of the file's bytes and its ``config_hash``. A
+relaunch checks the file against it (``verified_complete``: hashing the bytes, no unpickling)
+instead of loading the weights; any changed byte fails the check and the full load decides.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import pickle
 import shutil
@@ -24,9 +30,10 @@ import torch.distributed as dist
 
 from lra_bench.distributed import DistInfo
 from lra_bench.errors import RunError
-from lra_bench.io import atomic_write, temporary_sibling, write_synced
+from lra_bench.io import atomic_write, atomic_write_json, temporary_sibling, write_synced
 
 DIGEST_KEY = "content_sha256"
+RECORD_SUFFIX = ".complete.json"
 
 
 class CheckpointError(RunError):
@@ -81,7 +88,38 @@ def save_atomic(state: dict[str, Any], path: Path, keep_previous: bool = False) 
     torch.save({**state, DIGEST_KEY: content_digest(state)}, buf)
     if keep_previous and path.exists():
         _keep_copy(path, previous_of(path))
+    record = record_of(path)
+    record.unlink(missing_ok=True)  # a record never describes another file than this one
     atomic_write(path, lambda tmp: write_synced(tmp, buf.getbuffer()))
+    if state.get("complete"):
+        data = buf.getbuffer()
+        sha = hashlib.sha256(data).hexdigest()
+        atomic_write_json(
+            record,
+            {"file_sha256": sha, "bytes": len(data), "config_hash": state.get("config_hash")},
+        )
+
+
+def record_of(path: Path) -> Path:
+    """The completion record of a checkpoint: ``last.pt`` -> ``last.complete.json``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}{RECORD_SUFFIX}")
+
+
+def verified_complete(path: Path, config_hash: str) -> bool:
+    """Whether ``path`` is, byte for byte, the complete checkpoint of ``config_hash`` its record
+    describes (False when there is no record, or anything differs: the caller then loads it)."""
+    try:
+        record = json.loads(record_of(path).read_text())
+        if record.get("config_hash") != config_hash or path.stat().st_size != record["bytes"]:
+            return False
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return h.hexdigest() == record["file_sha256"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def _keep_copy(path: Path, target: Path) -> None:

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import PurePath
+from typing import Any
 
 from omegaconf import OmegaConf
 
 RESOLVER = "lra_run_name"
 RUN_DIR_RESOLVER = "lra_run_dir"
+ROWS_RESOLVER = "lra_grid_rows"
 DEFAULT_NAME = "default"
 MAX_NAME = 120
 # settings that do not change a run's results (``config_hash`` leaves them out too)
@@ -40,8 +42,9 @@ RESULT_NEUTRAL = (
     "data.root",
     "data.source",
 )
-# whole sections that never shape results: where files go, the tracker, Hydra's own settings
-NEUTRAL_SECTIONS = ("paths", "logger", "hydra")
+# whole sections that never shape results: where files go, the tracker, Hydra's own settings,
+# the rows a table preset adds (``+attn_extra``: each run has its own ``attn``)
+NEUTRAL_SECTIONS = ("paths", "logger", "hydra", "attn_extra")
 UNSAFE = re.compile(r"[^A-Za-z0-9._,\[\]=-]")
 
 
@@ -89,7 +92,21 @@ def register_resolver() -> None:
     ``paths.run_dir`` set, Hydra's ``.hydra/`` and log go into that run folder too)."""
     if not OmegaConf.has_resolver(RUN_DIR_RESOLVER):
         OmegaConf.register_new_resolver(RUN_DIR_RESOLVER, lambda chosen, default: chosen or default)
+    if not OmegaConf.has_resolver(ROWS_RESOLVER):
+        OmegaConf.register_new_resolver(ROWS_RESOLVER, grid_rows)
     if not OmegaConf.has_resolver(RESOLVER):
         OmegaConf.register_new_resolver(
             RESOLVER, lambda overrides, exclude: run_folder_name(list(overrides), list(exclude))
         )
+
+
+def grid_rows(rows: str, extra: Any = None) -> str:
+    """A table preset's attentions (``a,b,c``) with the ``+attn_extra`` rows added at the end
+    (one name, ``a,b`` or a list ``[a,b]``; names already listed are not repeated)."""
+    listed = [r.strip() for r in str(rows).split(",") if r.strip()]
+    if extra is None:
+        return ",".join(listed)
+    if isinstance(extra, str) or not isinstance(extra, Iterable):
+        extra = str(extra).split(",")
+    added = [str(n).strip() for n in extra if str(n).strip() and str(n).strip() not in listed]
+    return ",".join(listed + list(dict.fromkeys(added)))

@@ -1,6 +1,7 @@
 """What a run folder holds, checked before a run writes anything there; and its ``error.txt``.
 
-``open_folder`` reads ``results.json``, ``last.pt`` (falling back to ``last.prev.pt`` with a
+``open_folder`` reads ``results.json``, ``last.pt`` (a complete one is checked against its
+completion record without loading it; otherwise loaded, falling back to ``last.prev.pt`` with a
 notice when ``last.pt`` is damaged) and ``best.pt``, and refuses with one line a folder it
 cannot resume safely: a checkpoint of another configuration, results without a checkpoint,
 damaged files. Only after it has passed does the run write (``config.yaml`` first).
@@ -39,6 +40,8 @@ def open_folder(folder: Path, digest: str, is_main: bool) -> Opening:
     when it cannot be resumed safely. Reads only."""
     last, results_path = folder / "last.pt", folder / "results.json"
     results = read_results(results_path)
+    if results is not None and checkpoint.verified_complete(last, digest):
+        return Opening(finished=results)  # last.pt's bytes are those recorded when it completed
     saved = read_last(last, is_main)
     if saved is None:
         if results is not None:

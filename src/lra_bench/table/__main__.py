@@ -1,4 +1,5 @@
-"""``python -m lra_bench.table plan|status|report experiment=<table> [overrides]``: a paper's table as one grid.
+"""``python -m lra_bench.table plan|status|report experiment=<table> [overrides]``: a paper's
+table as one grid.
 
 ``plan`` lists every run with its folder, state and estimated time and memory on this device;
 ``status`` says where each cell of the table stands; ``report`` prints the table beside the
@@ -11,6 +12,7 @@ Exit status: 0 done; 2 bad input (a config that does not compose, no leaderboard
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -28,7 +30,8 @@ EXAMPLES = """examples:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="python -m lra_bench.table",
-        description="A paper's table as one grid of runs: its plan, its state, its report (docs/tables.md).",
+        description="A paper's table as one grid of runs: its plan, its state, its report "
+        "(docs/tables.md).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -41,8 +44,9 @@ def parser() -> argparse.ArgumentParser:
             "overrides", nargs="*", metavar="KEY=VALUE", help="as for python -m lra_bench -m"
         )
     plan.add_argument("--device", default="auto", help="where to measure (auto, cpu, cuda, cuda:N)")
-    plan.add_argument("--budget", type=float, default=10.0, metavar="S",
-                      help="longest measured step; larger batches are extrapolated (default 10 s)")  # fmt: skip
+    plan.add_argument("--budget", type=float, default=15.0, metavar="S",
+                      help="seconds to measure one config: batches 1, 2, 4, ... while the next "
+                      "fits, larger ones extrapolated (default 15)")  # fmt: skip
     plan.add_argument("--refresh", action="store_true", help="measure again, ignoring the cache")
     plan.add_argument(
         "--no-measure",
@@ -58,8 +62,9 @@ def parser() -> argparse.ArgumentParser:
         help="also write DIR/<table>.html (tables and chart, self-contained)",
     )
     report.add_argument("--published", metavar="SOURCE",
-                        help="published rows to compare with (a source of results/published/*.csv, or none); "
-                        "default: the table's paper")  # fmt: skip
+                        help="published rows to compare with (a source of "
+                        "results/published/*.csv, or none); default: the table's "
+                        "paper")  # fmt: skip
     return top
 
 
@@ -87,6 +92,10 @@ def run_report(args: argparse.Namespace) -> int:
     return write_report(expand(args.overrides), args.format, args.html, args.published)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; returns the exit status (errors are one line on stderr)."""
     from hydra.errors import HydraException
@@ -95,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lra_bench.precheck import describe
 
     args = parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminated)  # unwind (stops the worker), exit 143
     try:
         return {"plan": run_plan, "status": run_status, "report": run_report}[args.command](args)
     except (LraBenchError, HydraException, OmegaConfBaseException) as err:
@@ -104,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

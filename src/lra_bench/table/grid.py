@@ -1,4 +1,5 @@
-"""A table's grid: every run ``python -m lra_bench -m <overrides>`` launches, with its config and folder.
+"""A table's grid: every run ``python -m lra_bench -m <overrides>`` launches, with its config
+and folder.
 
 The grid is the experiment preset's ``hydra.sweeper.params`` combined with the command line the
 way Hydra's basic sweeper combines them (a key given on the command line replaces the preset's
@@ -80,7 +81,8 @@ class Grid:
 
 @contextmanager
 def hydra_context() -> Iterator[None]:
-    """Hydra initialised on the package's configs (as it is, inside a running app of the package)."""
+    """Hydra initialised on the package's configs (as it is inside a running app of the
+    package)."""
     register_configs()
     if GlobalHydra.instance().is_initialized():
         yield
@@ -168,6 +170,7 @@ def expand(arguments: Sequence[str]) -> Grid:
     if len(runs) <= 1 and not OmegaConf.select(master, "hydra.sweeper.params"):
         raise ConfigError(
             f"{' '.join(arguments) or 'these overrides'} describe a single run, not a table: "
-            "choose a table preset (experiment=skyformer_table1|lra_table1|cpu_table) or sweep axes (attn=a,b)"
+            "choose a table preset (experiment=skyformer_table1|lra_table1|cpu_table) or sweep "
+            "axes (attn=a,b)"
         )
     return Grid(name, runs, master)

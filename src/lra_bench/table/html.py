@@ -61,14 +61,16 @@ def page(name: str, tables: list[Table], records: list[Record]) -> str:
     """The whole page as a string."""
     png, notes = chart_png(records, f"{name}: accuracy, speed and memory")
     chart = (
-        f'<img alt="speed, accuracy and memory chart" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        '<img alt="speed, accuracy and memory chart" '
+        f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         if png
         else ""
     )
     chart_notes = "".join(f'<p class="note">{html.escape(n)}</p>\n' for n in notes)
     body = "\n".join(table_html(t) for t in tables)
     return (
-        f"<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n<title>{html.escape(name)}</title>\n"
+        "<!DOCTYPE html>\n<html lang=en>\n<head>\n<meta charset=utf-8>\n"
+        f"<title>{html.escape(name)}</title>\n"
         f"<style>{STYLE}</style>\n</head>\n<body>\n<h1>{html.escape(name)}</h1>\n{body}\n"
         f"<h2>Speed, accuracy and memory</h2>\n{chart}\n{chart_notes}</body>\n</html>\n"
     )

@@ -1,4 +1,5 @@
-"""The grid presets' Hydra callback: how many runs of the grid are complete before and after a launch.
+"""The grid presets' Hydra callback: how many runs of the grid are complete before and after a
+launch.
 
 Complete runs are skipped by the runs themselves (a run finds its results and returns); this says
 how many there are before the launch, and what the grid holds after it. It reads only the run
@@ -28,7 +29,8 @@ def _value(job: list[str], key: str) -> str | None:
 
 
 def job_folder(master: DictConfig, job: list[str]) -> Path | None:
-    """The folder Hydra gives ``job`` (its task, attention and seed names as given), None when unknown."""
+    """The folder Hydra gives ``job`` (its task, attention and seed names as given), None when
+    unknown."""
     names = {key: _value(job, key) for key in ("task", "attn", "seed")}
     if any(v is None for v in names.values()):
         return None
@@ -40,15 +42,17 @@ def job_folder(master: DictConfig, job: list[str]) -> Path | None:
     return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
 
 
+def job_complete(master: DictConfig, job: list[str]) -> bool:
+    """Whether the folder of ``job`` holds complete results (the run checks the rest itself)."""
+    folder = job_folder(master, job)
+    results = read_json(folder / "results.json") if folder is not None else None
+    return bool(results and results.get("status") == "complete")
+
+
 def count_complete(master: DictConfig) -> tuple[int, int]:
     """(runs in the grid, runs whose folder holds complete results)."""
     jobs = job_overrides(master)
-    complete = 0
-    for job in jobs:
-        folder = job_folder(master, job)
-        results = read_json(folder / "results.json") if folder is not None else None
-        complete += bool(results and results.get("status") == "complete")
-    return len(jobs), complete
+    return len(jobs), sum(job_complete(master, job) for job in jobs)
 
 
 class GridSummary(Callback):
@@ -58,7 +62,8 @@ class GridSummary(Callback):
         total, complete = count_complete(config)
         name = config.get("experiment_name") or "grid"
         print(
-            f"grid {name}: {total} runs; {complete} already complete (skipped), {total - complete} to run",
+            f"grid {name}: {total} runs; {complete} already complete (skipped), "
+            f"{total - complete} to run",
             flush=True,
         )
 

@@ -1,4 +1,5 @@
-"""``plan``: every run of a grid with its folder, its state, and its estimated time and memory here."""
+"""``plan``: every run of a grid with its folder, its state, and its estimated time and memory
+here."""
 
 from __future__ import annotations
 
@@ -41,11 +42,28 @@ class Plan:
     measure_s: float = 0.0
 
 
+KILL_AFTER = 4  # budgets: a config whose batch-1 steps take longer is not measured
+NOT_MEASURED = {
+    "timeout": f"its batch-1 steps did not end within {KILL_AFTER} times the --budget",
+    "oom": "out of memory at batch 1",
+    "invalid": "the attention's settings do not fit this length",
+}
+
+
 def device_capacity_mb(device: torch.device) -> float | None:
     """Total memory of a GPU; memory available now on a CPU (what a run can have)."""
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory / 2**20
     return available_memory_mb()
+
+
+def _stop(worker: Worker | None, interrupted: bool) -> None:
+    """Close the worker; kill it at once when the plan was interrupted (it may be mid-step)."""
+    if worker is None:
+        return
+    if interrupted and worker.proc is not None:
+        worker.proc.kill()
+    worker.close()
 
 
 def estimates_for(
@@ -66,38 +84,48 @@ def estimates_for(
     cap = 0.8 * plan.capacity_mb if plan.capacity_mb and device.type == "cpu" else None
     found: dict[str, Estimate] = {}
     worker: Worker | None = None
+    interrupted = True
     try:
         for shape, run in by_shape.items():
             path = cache_path(Path(str(run.cfg.paths.cache_dir)).expanduser(), shape, label)
             cached = None if refresh else load_cached(path)
-            if cached is not None:
-                found[shape] = cached
-                plan.cached += 1
+            if cached is not None or not measure:
+                plan.cached += cached is not None
+                found.update({shape: cached} if cached is not None else {})
                 continue
-            if not measure:
-                continue
-            worker = worker or Worker(threads=run.cfg.trainer.threads, run=measure_case)
-            print(
-                f"measuring {run.task}/{run.attn} ({len(found) + 1}/{len(by_shape)})",
-                file=sys.stderr,
-            )
-            case = make_case(run.cfg, str(device), budget_s, cap)
-            estimate = from_result(worker.run(case))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save(path, estimate)
-            found[shape] = estimate
+            # the worker kills a config still at batch 1 after KILL_AFTER budgets
+            grace = (KILL_AFTER - 1) * budget_s
+            worker = worker or Worker(run.cfg.trainer.threads, grace_s=grace, run=measure_case)
+            found[shape] = measure_one(worker, run, device, budget_s, cap, path)
             plan.measured += 1
+        interrupted = False
     finally:
-        if worker is not None:
-            worker.close()
+        _stop(worker, interrupted)
     plan.measure_s = time.monotonic() - began
     return found
+
+
+def measure_one(
+    worker: Worker, run: GridRun, device: torch.device, budget_s: float, cap: float | None,
+    path: Path,
+) -> Estimate:  # fmt: skip
+    """Measure one config in the worker, cache it and say on stderr what it took."""
+    case = make_case(run.cfg, str(device), budget_s, cap)
+    start = time.monotonic()
+    print(f"measuring {run.task}/{run.attn} (micro-batch {case.batch}, {case.n} tokens) ...",
+          end=" ", file=sys.stderr, flush=True)  # fmt: skip
+    estimate = from_result(worker.run(case), case, time.monotonic() - start)
+    how = estimate.basis() if estimate.status == "ok" else estimate.status
+    print(f"{estimate.measure_s:.1f} s, {how}", file=sys.stderr, flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(path, estimate)
+    return estimate
 
 
 def make_plan(
     grid: Grid,
     device_name: str = "auto",
-    budget_s: float = 10.0,
+    budget_s: float = 15.0,
     refresh: bool = False,
     measure: bool = True,
 ) -> Plan:
@@ -159,8 +187,10 @@ def render_plan(plan: Plan) -> str:
     too_big: list[str] = []
     for run, state, estimate in zip(grid.runs, plan.states, plan.estimates, strict=True):
         steps, left = int(run.cfg.trainer.steps), steps_left(run, state)
+        basis = estimate.basis() if estimate else MISSING
         rows.append([run.task, run.attn, str(run.seed), state_text(state, steps),
-                     *estimate_cells(estimate, left, plan.capacity_mb), str(run.folder)])  # fmt: skip
+                     *estimate_cells(estimate, left, plan.capacity_mb), basis,
+                     str(run.folder)])  # fmt: skip
         full = run_seconds(estimate, steps) if estimate else None
         if full is None:
             unknown += 1
@@ -171,7 +201,8 @@ def render_plan(plan: Plan) -> str:
             too_big.append(
                 f"{run.task}/{run.attn} seed {run.seed} ({memory(estimate.peak_mb or 0)})"
             )
-    header = ["Task", "Attention", "Seed", "State", "Time to finish", "Peak memory", "Run folder"]
+    header = ["Task", "Attention", "Seed", "State", "Time to finish", "Peak memory",
+              "Measured at", "Run folder"]  # fmt: skip
     lines = [f"grid {grid.name}: {len(grid.runs)} runs ({len(grid.tasks)} tasks x "
              f"{len(grid.attns)} attentions x {len(grid.seeds)} seeds) on {plan.device}", "",
              markdown_table(header, rows, label_columns=4), ""]  # fmt: skip
@@ -180,25 +211,42 @@ def render_plan(plan: Plan) -> str:
     }
     lines.append(f"states: {', '.join(f'{n} {k}' for k, n in counts.items())}")
     if any(e is not None for e in plan.estimates):
-        lines.append(
-            f"total: {left_total / 3600:.2f} device-hours to finish, {total / 3600:.2f} for the whole grid on {plan.device}"
-            + (f" ({unknown} runs without an estimate)" if unknown else "")
-        )
-        capacity = memory(plan.capacity_mb) if plan.capacity_mb else "unknown"
-        lines.append(
-            f"memory: {len(too_big)} runs need more than this device's {capacity}"
-            + (f": {', '.join(too_big[:8])}{' …' if len(too_big) > 8 else ''}" if too_big else "")
-        )
-        shapes = len({r.shape_digest for r in grid.runs})
-        lines.append(
-            f"estimate: {shapes} distinct configs (seeds share one), {plan.measured} measured now and "
-            f"{plan.cached} from the cache, in {plan.measure_s:.1f} s; training steps only (evaluation "
-            "and data preparation come on top), on random full-length batches"
-        )
-        extrapolated = sum(bool(e and e.extrapolated) for e in plan.estimates)
-        if extrapolated:
-            lines.append(
-                f"{extrapolated} runs' estimates are extrapolated linearly from smaller measured batches "
-                "(a step of the whole micro-batch would have taken longer than the budget)"
-            )
+        lines += estimate_notes(plan, total, left_total, unknown, too_big)
     return "\n".join(lines) + "\n"
+
+
+def estimate_notes(
+    plan: Plan, total: float, left_total: float, unknown: int, too_big: list[str]
+) -> list[str]:
+    """The totals, the memory warnings and how the estimates were had (none of it silent)."""
+    grid = plan.grid
+    left_out = f" ({unknown} runs without an estimate are not in it)" if unknown else ""
+    lines = [f"total: {left_total / 3600:.2f} device-hours to finish, {total / 3600:.2f} for the "
+             f"whole grid on {plan.device}{left_out}"]  # fmt: skip
+    capacity = memory(plan.capacity_mb) if plan.capacity_mb else "unknown"
+    lines.append(
+        f"memory: {len(too_big)} runs need more than this device's {capacity}"
+        + (f": {', '.join(too_big[:8])}{' …' if len(too_big) > 8 else ''}" if too_big else "")
+    )
+    shapes = len({r.shape_digest for r in grid.runs})
+    lines.append(
+        f"estimate: {shapes} distinct configs (seeds share one), {plan.measured} measured now "
+        f"and {plan.cached} from the cache, in {plan.measure_s:.1f} s; training steps only "
+        "(evaluation and data preparation come on top), on random full-length batches"
+    )
+    extrapolated = sum(bool(e and e.extrapolated) for e in plan.estimates)
+    if extrapolated:
+        lines.append(
+            f"{extrapolated} runs' estimates are extrapolated linearly in the batch from the "
+            "batches measured ('b1,2 -> 32': measured at 1 and 2, extrapolated to 32)"
+        )
+    failed: dict[str, list[str]] = {}
+    for run, estimate in zip(grid.runs, plan.estimates, strict=True):
+        if estimate is not None and estimate.status != "ok":
+            failed.setdefault(estimate.status, [])
+            if f"{run.task}/{run.attn}" not in failed[estimate.status]:
+                failed[estimate.status].append(f"{run.task}/{run.attn}")
+    for status, cells in failed.items():
+        lines.append(f"not measured ({NOT_MEASURED.get(status, status)}): {', '.join(cells)}; "
+                     "their runs have no estimate and are not in the total")  # fmt: skip
+    return lines

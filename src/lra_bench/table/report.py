@@ -54,7 +54,8 @@ def published_records(source: str) -> list[Record]:
     if not chosen:
         known = ", ".join(sorted({r.source for r in rows})) or "none found"
         raise ReportError(
-            f"no published rows of source {source!r} (known: {known}); use --published none to leave them out"
+            f"no published rows of source {source!r} (known: {known}); "
+            "use --published none to leave them out"
         )
     return chosen
 
@@ -72,7 +73,8 @@ def grid_records(grid: Grid) -> list[Record]:
     if not latest:
         shown = ", ".join(str(f) for f in files)
         raise ReportError(
-            f"no leaderboard rows of grid {grid.name} in {shown} yet (python -m lra_bench.table status experiment={grid.name})"
+            f"no leaderboard rows of grid {grid.name} in {shown} yet "
+            f"(python -m lra_bench.table status experiment={grid.name})"
         )
     order = {run.digest: i for i, run in enumerate(grid.runs)}
     return sorted(latest.values(), key=lambda r: order[r.config_hash])
@@ -141,8 +143,9 @@ def accuracy_notes(grid: Grid, source: str | None, avg_over: list[str]) -> list[
     notes = ["ours: mean ± sample std over the seeds done (one seed: no std); – = no result yet."]
     if source:
         notes.append(
-            f"ours | published ({source}) (ours − published, points); {OUTSIDE}: the published figure lies "
-            "outside our mean ± std. Avg: ours and the paper's over the tasks both have."
+            f"ours | published ({source}) (ours − published, points); {OUTSIDE}: the published "
+            "figure lies outside our mean ± std. Avg: ours and the paper's over the tasks both "
+            "have."
         )
     if avg_over != list(TASKS):
         notes.append(f"Avg over {', '.join(avg_over)} (the grid's tasks), not all five LRA tasks.")

@@ -100,7 +100,8 @@ def status_lines(grid: Grid) -> list[str]:
 
 
 def watch(grid: Grid, every: float | None, out: Callable[[str], None] = sys.stdout.write) -> int:
-    """Print the status once, or every ``every`` seconds until interrupted (Ctrl-C ends it, status 0)."""
+    """Print the status once, or every ``every`` seconds until interrupted (Ctrl-C ends it,
+    status 0)."""
     try:
         while True:
             stamp = time.strftime("%H:%M:%S")
