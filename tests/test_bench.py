@@ -1,4 +1,5 @@
-"""The bench: rows, ratios and tables from one run, failures recorded, workers, train steps, the GPU script."""
+"""The bench: rows, ratios and tables from one run, failures recorded, workers, train steps,
+the GPU script."""
 
 from __future__ import annotations
 
@@ -316,7 +317,7 @@ def test_token_counts_are_real_and_padded_positions_of_both_documents():
 
 
 def test_train_step_mode_times_the_training_loops_own_step(tmp_path, monkeypatch, capsys):
-    """The bench steps through step.train_step with the trainer's optimiser settings and clipping."""
+    """The bench steps through step.train_step with the trainer's optimiser and clipping."""
     import lra_bench.step as step
     from lra_bench.config import TrainerConfig
 
@@ -445,7 +446,8 @@ def test_data_mode_times_the_runs_loader_alone(bucket, tmp_path, cache_dir, caps
     from lra_bench.benchmarking.tables import DATA_COLUMNS
 
     run_overrides = [
-        "trainer=smoke", f"paths.cache_dir={cache_dir}", "data.gen_workers=1", f"data.bucket={str(bucket).lower()}",
+        "trainer=smoke", f"paths.cache_dir={cache_dir}", "data.gen_workers=1",
+        f"data.bucket={str(bucket).lower()}",
     ]  # fmt: skip
     args = expand_shorthand(
         ["mode=data", "task=listops", "batches=5", *[f"run.{o}" for o in run_overrides]]
@@ -511,8 +513,10 @@ def test_a_sticky_cuda_error_gets_the_next_case_a_fresh_worker():
 def test_a_bench_stopped_by_sigterm_still_writes_its_table_and_plot(tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "lra_bench.bench", "attn=softmax,linear", "n=32,64,128,256,512,1024,2048,4096", "repeats=50",
-           "quick=true", "isolate=none", "threads=1", "progress=false", f"out_dir={out}"]  # fmt: skip
+    lengths = "n=32,64,128,256,512,1024,2048,4096"
+    cmd = [sys.executable, "-m", "lra_bench.bench", "attn=softmax,linear", lengths,
+           "repeats=50", "quick=true", "isolate=none", "threads=1", "progress=false",
+           f"out_dir={out}"]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
