@@ -9,10 +9,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lra_bench.errors import RunError
+from lra_bench.errors import ERROR_STATUS, RunError
 from lra_bench.joblog import mirror_to_job_log
 from lra_bench.paths import conf_dir
-from lra_bench.precheck import ERROR_STATUS, run_app
+from lra_bench.precheck import run_app
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")

@@ -31,7 +31,7 @@ import torch
 
 from lra_bench.attention import REGISTRY, Attention, SampledAttention, available, build_attention
 from lra_bench.cli_style import hydra_style_alias
-from lra_bench.errors import ApproxError, LraBenchError
+from lra_bench.errors import ApproxError, LraBenchError, error_status
 from lra_bench.io import atomic_write_csv, atomic_write_text
 from lra_bench.report.render import markdown_table
 
@@ -605,8 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = top.parse_args(hydra_style_alias(top, argv))
         run(args)
     except LraBenchError as err:  # bad arguments, or two plugins registering one attention name
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_status(err)
     except (RuntimeError, OSError) as err:  # data or checkpoint problems while running
         print(
             f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}",

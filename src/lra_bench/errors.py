@@ -8,6 +8,10 @@ use it without an import cycle.
 
 from __future__ import annotations
 
+import sys
+
+ERROR_STATUS = 2  # the exit status of a run or command stopped by an error meant for the user
+
 
 class LraBenchError(Exception):
     """Base of every error meant for the user; ``str(err)`` is one line."""
@@ -49,3 +53,10 @@ class ApproxError(LraBenchError, ValueError):
 class ConformanceError(LraBenchError, AssertionError):
     """An attention failed a check of the conformance
     kit (``lra_bench.testing``); names the check."""
+
+
+def error_status(problem: object) -> int:
+    """Print ``error: <problem>`` (one line) on stderr; the exit status it ends with. Every
+    command maps an error meant for the user to its exit status here."""
+    print(f"error: {problem}", file=sys.stderr)
+    return ERROR_STATUS

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lra_bench.cli_style import hydra_style_alias
+from lra_bench.errors import error_status
 from lra_bench.io import atomic_write_text
 from lra_bench.report import ReportError
 from lra_bench.report.load import Record, load_all, load_csv
@@ -300,8 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except ReportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return error_status(err)
     except BrokenPipeError:
         return 0
 

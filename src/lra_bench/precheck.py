@@ -1,11 +1,11 @@
-"""Configuration problems cost one line and no folder: validation hooked into Hydra, errors made
-one line, and the one exit status an error ends the training command with.
+"""Configuration problems cost one line and no folder: validation hooked into Hydra, and errors
+made one line.
 
 Hydra composes the run's config once; ``ValidateConfig`` (a Hydra callback listed in
 ``conf/config.yaml``) validates that same config before Hydra creates the run folder, and
 ``run_app`` prints any composition or validation problem as ``error: <one line>`` with
-exit status 2. Sweeps (``-m``) are validated job by job when each run starts. ``error_status``
-is where a problem becomes that line and that status; every exit for an error goes through it.
+exit status 2 (``errors.error_status``, which every command's exit for an error goes through).
+Sweeps (``-m``) are validated job by job when each run starts.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from lra_bench.config import register_configs, validate
-from lra_bench.errors import ConfigError, LraBenchError
+from lra_bench.errors import ConfigError, LraBenchError, error_status
 from lra_bench.typo_hints import unknown_override, unknown_setting
 
 _NOISE = (
@@ -31,9 +31,6 @@ _NOISE = (
     "object_type=",
     "reference_type=",
 )
-
-
-ERROR_STATUS = 2  # the exit status of a run or command stopped by an error meant for the user
 
 
 class ValidateConfig(Callback):
@@ -49,12 +46,6 @@ class ValidateConfig(Callback):
             validate(config, world_size=int(os.environ.get("WORLD_SIZE", "1")))
         except ConfigError as err:
             sys.exit(error_status(str(err)))
-
-
-def error_status(problem: str) -> int:
-    """Print ``error: <problem>`` (one line) on stderr; the exit status it ends with."""
-    print(f"error: {problem}", file=sys.stderr)
-    return ERROR_STATUS
 
 
 def one_line(message: str) -> str:

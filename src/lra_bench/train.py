@@ -37,13 +37,12 @@ from lra_bench.distributed import (
     seed_dropout_streams,
     shutdown,
 )
-from lra_bench.errors import DataError, LraBenchError, RunError
+from lra_bench.errors import DataError, LraBenchError, RunError, error_status
 from lra_bench.estimate import RunEstimate
 from lra_bench.failures import doing
 from lra_bench.io import atomic_write_json
 from lra_bench.metrics_log import MetricsCsv, Trackers
 from lra_bench.model import build_model
-from lra_bench.precheck import error_status
 from lra_bench.provenance import git_commit, hydra_overrides
 from lra_bench.results import (
     SCHEMA_VERSION,

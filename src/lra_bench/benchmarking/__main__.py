@@ -51,7 +51,7 @@ from lra_bench.benchmarking.rounds import TimingGroup, summarise
 from lra_bench.benchmarking.trained import precision_label, trained_settings
 from lra_bench.benchmarking.variants import BenchError, Variant, resolve
 from lra_bench.benchmarking.worker import default_mem_limit_mb, make_runner
-from lra_bench.errors import LraBenchError
+from lra_bench.errors import LraBenchError, error_status
 from lra_bench.io import atomic_write_text
 from lra_bench.paths import conf_dir
 from lra_bench.runtime import device_label, resolve_device
@@ -402,8 +402,7 @@ def _app(cfg: DictConfig) -> None:
     except (
         LraBenchError
     ) as err:  # a bad bench setting, or two plugins registering one attention name
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(error_status(err))
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -417,8 +416,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         _app()
     except (HydraException, OmegaConfBaseException) as err:
-        print(f"error: {composition_problem(err)}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(error_status(composition_problem(err)))
 
 
 def composition_problem(err: BaseException) -> str:

@@ -17,7 +17,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lra_bench.data import DataError, load_splits
+from lra_bench.data import load_splits
+from lra_bench.errors import DataError, error_status
 from lra_bench.paths import conf_dir
 from lra_bench.precheck import run_app
 
@@ -36,8 +37,7 @@ def main(cfg: DictConfig) -> None:
     try:
         splits = load_splits(cfg)
     except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(error_status(err))
     for name, ds in splits.items():
         print(f"{cfg.task.name} {name}: {len(ds)} examples")
     print(f"cache: {_cache_folder(splits)}")

@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from lra_bench.errors import LraBenchError
+from lra_bench.errors import LraBenchError, error_status
 from lra_bench.report.render import FORMATS
 
 EXAMPLES = """examples:
@@ -108,8 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {"plan": run_plan, "status": run_status, "report": run_report}[args.command](args)
     except (LraBenchError, HydraException, OmegaConfBaseException) as err:
-        print(f"error: {describe(err)}", file=sys.stderr)
-        return 2
+        return error_status(describe(err))
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt:
