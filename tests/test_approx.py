@@ -142,6 +142,7 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, tmp_path, capsys):
     assert err.startswith("error: ") and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_checkpoint_inputs(smoke_overrides, tmp_path, capsys):
     run(compose_config(["attn=softmax", *smoke_overrides]))
     run_dir = tmp_path / "run"

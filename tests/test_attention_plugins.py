@@ -93,6 +93,7 @@ def site(tmp_path: Path) -> Path:
     return site
 
 
+@pytest.mark.slow
 def test_plugins_are_listed_and_a_broken_one_costs_one_line(site, tmp_path):
     done = cli(["-m", "lra_bench", "--help"], tmp_path, site)
     assert done.returncode == 0, done.stderr
@@ -108,6 +109,7 @@ def test_plugins_are_listed_and_a_broken_one_costs_one_line(site, tmp_path):
     assert "ModuleNotFoundError" in warning
 
 
+@pytest.mark.slow
 def test_a_plugin_is_selected_overridden_and_validated_like_a_builtin(site, tmp_path):
     done = cli(
         ["-m", "lra_bench", "attn=favor", "attn.num_features=0", "trainer=smoke"], tmp_path, site
@@ -190,6 +192,7 @@ def test_bench_and_approx_pick_plugins_up(site, tmp_path):
         ),
     ],
 )
+@pytest.mark.slow
 def test_two_packages_registering_one_name_is_one_error_naming_both(
     installs, command, clash, tmp_path
 ):
@@ -289,6 +292,7 @@ def test_custom_target_trains_and_records_a_row(user_module, smoke_overrides, tm
     assert "target: user_cosine:CosineAttention" in (tmp_path / "run" / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_custom_on_the_command_line_fails_in_one_line_before_any_folder(tmp_path):
     done = cli(
         ["-m", "lra_bench", "attn=custom", "attn.target=no_such_module:Thing", "trainer=smoke"],

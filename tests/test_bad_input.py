@@ -164,6 +164,7 @@ def lock_holder(run_dir, tmp_path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_run_folder_held_by_a_live_process(capsys, smoke_overrides, tmp_path):
     run_dir = tmp_path / "run"
     holder = lock_holder(run_dir, tmp_path)
@@ -186,6 +187,7 @@ def test_run_folder_held_by_a_live_process(capsys, smoke_overrides, tmp_path):
     assert not (tmp_path / "leaderboard.csv").exists()
 
 
+@pytest.mark.slow
 def test_lock_of_a_killed_process_is_taken_over(capsys, smoke_overrides, tmp_path):
     run_dir = tmp_path / "run"
     holder = lock_holder(run_dir, tmp_path)
@@ -273,6 +275,7 @@ def small_pathfinder_release(tmp_path, n: int = 29, zero_byte: tuple[int, ...] =
     return ["task=pathfinder", "data.source=release", f"data.root={tmp_path / 'release'}"]
 
 
+@pytest.mark.slow
 def test_training_on_a_release_with_a_zero_byte_png_warns_and_trains(
     capsys, smoke_overrides, tmp_path
 ):
@@ -361,6 +364,7 @@ def test_run_folders_are_one_level_deep_and_named_by_what_changes_results(
     assert f"run already complete in {run_dir};" in out  # the same folder
 
 
+@pytest.mark.slow
 def test_help_names_the_app(tmp_path, run_command):
     status, _, out = run_command("lra_bench", ["--help"])
     assert status == 0 and out.splitlines()[0] == "lra_bench is powered by Hydra."

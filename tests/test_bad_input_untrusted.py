@@ -189,6 +189,7 @@ def start_ranks(tmp_path, timeout: float) -> list[subprocess.Popen]:
         pytest.param(0, signal.SIGKILL, id="rank0-killed"),
     ],
 )
+@pytest.mark.slow
 def test_a_stopped_or_killed_rank_ends_the_job_within_the_timeout(tmp_path, victim, how):
     timeout = 5.0
     ranks = start_ranks(tmp_path, timeout)
@@ -218,6 +219,7 @@ def test_a_stopped_or_killed_rank_ends_the_job_within_the_timeout(tmp_path, vict
 # --- a plugin that exits on import ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_plugin_calling_sys_exit_on_import_is_one_warning(tmp_path):
     site = tmp_path / "site"
     fake_install(site, "exiting-attn", {"exiting": "exiting_mod"}, {"exiting_mod": EXITING})

@@ -84,6 +84,7 @@ def test_entries_resolve_to_labelled_configs():
     )
 
 
+@pytest.mark.slow
 def test_attention_bench_rows_tables_and_ratios_from_one_run(tmp_path, capsys):
     cfg = bench_cfg(
         tmp_path, f"attns=[softmax,'softmax:impl=math',{SMALL_SKY}]", "n=[64,128]", "plot=true"
@@ -168,6 +169,7 @@ def test_failed_cases_are_recorded_and_longer_lengths_skipped(tmp_path, capsys):
     assert "| softmax | timeout | skipped |" in out
 
 
+@pytest.mark.slow
 def test_unknown_attention_is_one_line_listing_the_choices(tmp_path):
     with pytest.raises(BenchError) as err:
         run(bench_cfg(tmp_path, "attns=[softmax,nope]", "n=[64]"))
@@ -215,6 +217,7 @@ def test_a_bad_bench_value_is_one_line_naming_its_rule(override, line, tmp_path)
         ("spred.window=3", ["unknown bench setting `spred.window`", "`spread.window`"]),
     ],
 )
+@pytest.mark.slow
 def test_hydra_refuses_a_wrong_type_or_unknown_key_in_one_line(override, words, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "lra_bench.bench", override],
@@ -540,6 +543,7 @@ def test_a_bench_stopped_by_sigterm_still_writes_its_table_and_plot(tmp_path):
     assert (out / "attention.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_train_step_times_each_runs_own_attention_dropout_unless_told(tmp_path, capsys):
     """By default the rows train as the runs do (softmax's 0.1), and the table says so;
     ``dropout=0`` gives 0 to every variant, labelled as not as trained."""
@@ -612,6 +616,7 @@ def test_each_run_writes_new_timestamped_files_and_a_latest_copy(tmp_path, monke
     assert (tmp_path / "attention-old-earlier.csv").read_text() == "an earlier run's table\n"
 
 
+@pytest.mark.slow
 def test_interleaved_rounds_give_each_ratio_its_spread(tmp_path, capsys):
     """quick=false: after each length its variants run in rounds; each time ratio is the median
     of the round-by-round ratios, with their min and max; a spread beyond tolerance is said."""

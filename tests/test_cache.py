@@ -88,6 +88,7 @@ def prepare_in_process(cache_dir: str, counter: str, start, results) -> None:
     results.put({split: splits[split]["label"] for split in SPLITS})
 
 
+@pytest.mark.slow
 def test_two_processes_preparing_at_once_both_succeed(tmp_path: Path):
     ctx = mp.get_context("spawn")
     results, start = ctx.Queue(), ctx.Barrier(2)

@@ -275,6 +275,7 @@ def test_cli_checks_the_batch_against_torchrun_ranks(cli, monkeypatch):
     assert status == 2 and "trainer.batch_size" in err and "3 x 1" in err
 
 
+@pytest.mark.slow
 def test_help_lists_every_attention_as_a_choice(cli):
     status, _, out = cli(["--help"])
     assert (

@@ -139,6 +139,7 @@ def test_ctrl_c_is_acknowledged_at_once(capsys):
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.slow
 def test_missing_data_leaves_no_run_folder_and_no_lock(tmp_path):
     src = str(Path(lra_bench.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}

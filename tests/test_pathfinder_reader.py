@@ -240,6 +240,7 @@ def test_generate_writes_the_release_layout_and_reads_it_back(tmp_path: Path) ->
     assert rows_of(pf.prepare(data_settings(cfg))["test"]) == rows_of(splits["test"])
 
 
+@pytest.mark.slow
 def test_pathx_is_128_by_128(tmp_path: Path) -> None:
     cfg = config(
         tmp_path,
@@ -256,6 +257,7 @@ def test_pathx_is_128_by_128(tmp_path: Path) -> None:
     assert len(splits["val"][0]["input_ids"]) == 16384
 
 
+@pytest.mark.slow
 def test_bad_settings(tmp_path: Path) -> None:
     from lra_bench.config import ConfigError, validate
 

@@ -77,6 +77,7 @@ def test_two_ranks_checkpoint_resumes_on_one(tmp_path):
     assert notice is not None and "2 rank(s), resuming on 1" in notice
 
 
+@pytest.mark.slow
 def test_one_rank_checkpoint_resumes_on_two(tmp_path):
     torch.manual_seed(SEED)
     torch.rand(5)

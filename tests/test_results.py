@@ -35,6 +35,7 @@ def test_header_written_once_and_rows_parse(tmp_path):
     assert list(rows[0]) == COLUMNS
 
 
+@pytest.mark.slow
 def test_concurrent_appends_leave_every_row_whole(tmp_path):
     path = str(tmp_path / "lb.csv")
     ctx = mp.get_context("spawn")

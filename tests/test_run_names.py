@@ -24,6 +24,7 @@ def run_dir(*overrides: str) -> str:
     return compose_config(list(overrides), return_hydra_config=True).hydra.run.dir
 
 
+@pytest.mark.slow
 def test_threads_and_the_like_keep_the_folder_and_the_config_hash():
     assert set(NEUTRAL_VALUES) == set(RESULT_NEUTRAL)
     base = ["attn=skyformer", "trainer=smoke"]

@@ -75,6 +75,7 @@ def test_attn_extra_adds_a_row_and_the_attn_list_replaces_the_rows() -> None:
     assert axes(grid, "attn") == ["softmax", "linear"]
 
 
+@pytest.mark.slow
 def test_attn_extra_leaves_the_tables_own_runs_where_they_are() -> None:
     from lra_bench.table.grid import expand
 

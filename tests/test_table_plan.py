@@ -98,6 +98,7 @@ def test_a_stopped_plan_leaves_no_worker(tmp_path: Path, cache_dir: Path, sig: i
         proc.wait()
 
 
+@pytest.mark.slow
 def test_a_child_that_asked_dies_with_its_parent(tmp_path: Path) -> None:
     """``die_with_parent`` in a grandchild; the child is SIGKILLed; the grandchild goes too."""
     src = str(Path(__file__).resolve().parents[1] / "src")

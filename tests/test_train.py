@@ -63,6 +63,7 @@ def assert_same_state(a: object, b: object, key: str) -> None:
 @pytest.mark.parametrize(
     "attn, bucket", [("softmax", False), ("skyformer", False), ("skyformer", True)]
 )
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_identical_weights(attn, bucket, smoke_overrides, tmp_path):
     # deterministic mode: what makes the same comparison hold on a GPU too
     bucketing = (
@@ -223,6 +224,7 @@ def test_grad_accumulation_matches_full_batch_without_dropout(smoke_overrides, t
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_compiled_run_matches_eager_and_says_so_in_its_row(smoke_overrides, tmp_path):
     """torch.compile (graph capture and autograd tracing; the aot_eager backend skips code
     generation, which takes minutes on a small CPU) trains to the eager run's weights."""
@@ -312,6 +314,7 @@ def test_sigusr1_checkpoints_then_reaches_the_launchers_handler(smoke_overrides,
     assert calls == [True]
 
 
+@pytest.mark.slow
 def test_peak_memory_is_this_runs_own(smoke_overrides):
     """Runs sharing a process (a sweep) do not inherit an earlier peak."""
     import numpy as np
