@@ -24,6 +24,22 @@ class AttentionConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
 
+    def require_up_to_max_len(self, key: str, max_len: int, low: int = 1) -> None:
+        """Raise ValueError unless ``low <= key <= max_len`` (a size counted in tokens)."""
+        value = getattr(self, key)
+        if not low <= value <= max_len:
+            raise ValueError(
+                f"{key}: must be between {low} and the task's max length {max_len}, got {value}"
+            )
+
+    def require_no_dropout(self, variant: str) -> None:
+        """Raise ValueError unless ``dropout`` is 0: ``variant`` (e.g. "performer has") forms no
+        attention weights a dropout could act on."""
+        if self.dropout != 0.0:
+            raise ValueError(
+                f"dropout: {variant} no attention weights to drop, must be 0, got {self.dropout}"
+            )
+
     def require_choice(self, key: str, choices: tuple[str, ...]) -> None:
         """Raise ValueError('key: choose a, b or c, got ...') unless ``key`` is one of
         ``choices``."""

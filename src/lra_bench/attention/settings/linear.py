@@ -18,10 +18,6 @@ class LinearConfig(AttentionConfig):
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
-        if self.dropout != 0.0:
-            raise ValueError(
-                "dropout: linear attention has no attention weights to drop, must be 0, got "
-                f"{self.dropout}"
-            )
+        self.require_no_dropout("linear attention has")
         if self.eps < 0:
             raise ValueError(f"eps: must be >= 0, got {self.eps}")

@@ -26,10 +26,6 @@ class LinformerConfig(AttentionConfig):
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
-        if not 1 <= self.proj_dim <= max_len:
-            raise ValueError(
-                f"proj_dim: must be between 1 and the task's max length {max_len}, got "
-                f"{self.proj_dim}"
-            )
+        self.require_up_to_max_len("proj_dim", max_len)
         if self.init_std <= 0:
             raise ValueError(f"init_std: must be > 0, got {self.init_std}")

@@ -18,8 +18,4 @@ class LocalConfig(AttentionConfig):
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
-        if not 1 <= self.block_size <= max_len:
-            raise ValueError(
-                f"block_size: must be between 1 and the task's max length {max_len}, got "
-                f"{self.block_size}"
-            )
+        self.require_up_to_max_len("block_size", max_len)

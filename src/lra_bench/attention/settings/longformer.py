@@ -21,7 +21,4 @@ class LongformerConfig(AttentionConfig):
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
-        if not 0 <= self.window <= max_len:
-            raise ValueError(
-                f"window: must be between 0 and the task's max length {max_len}, got {self.window}"
-            )
+        self.require_up_to_max_len("window", max_len, low=0)

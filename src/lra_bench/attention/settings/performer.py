@@ -43,11 +43,7 @@ class PerformerConfig(AttentionConfig):
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
-        if self.dropout != 0.0:
-            raise ValueError(
-                "dropout: performer has no attention weights to drop, must be 0, got "
-                f"{self.dropout}"
-            )
+        self.require_no_dropout("performer has")
         if self.num_features < 1:
             raise ValueError(f"num_features: must be >= 1, got {self.num_features}")
         self.require_choice("redraw", ("fresh", "fixed"))

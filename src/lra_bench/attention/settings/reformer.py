@@ -36,11 +36,7 @@ class ReformerConfig(AttentionConfig):
         super().check(max_len=max_len, head_dim=head_dim)
         if self.num_hashes < 1:
             raise ValueError(f"num_hashes: must be >= 1, got {self.num_hashes}")
-        if not 1 <= self.chunk_size <= max_len:
-            raise ValueError(
-                f"chunk_size: must be between 1 and the task's max length {max_len}, got "
-                f"{self.chunk_size}"
-            )
+        self.require_up_to_max_len("chunk_size", max_len)
         if self.num_buckets < 0 or (self.num_buckets > 1 and self.num_buckets % 2):
             raise ValueError(f"num_buckets: must be 0 (auto), 1 or even, got {self.num_buckets}")
         if not isinstance(self.wrap, bool):

@@ -27,16 +27,8 @@ class SkyformerConfig(AttentionConfig):
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
-        if self.dropout != 0.0:
-            raise ValueError(
-                "dropout: skyformer forms no attention weights to drop, must be 0, got "
-                f"{self.dropout}"
-            )
-        if not 1 <= self.num_landmarks <= max_len:
-            raise ValueError(
-                f"num_landmarks: must be between 1 and the task's max length {max_len}, got "
-                f"{self.num_landmarks}"
-            )
+        self.require_no_dropout("skyformer forms")
+        self.require_up_to_max_len("num_landmarks", max_len)
         if self.gamma < 0:
             raise ValueError(f"gamma: must be >= 0, got {self.gamma}")
         if self.pinv_iters < 1:

@@ -23,10 +23,7 @@ class SparseConfig(AttentionConfig):
 
     def check(self, *, max_len: int, head_dim: int) -> None:
         super().check(max_len=max_len, head_dim=head_dim)
-        if not 1 <= self.stride <= max_len:
-            raise ValueError(
-                f"stride: must be between 1 and the task's max length {max_len}, got {self.stride}"
-            )
+        self.require_up_to_max_len("stride", max_len)
         if not 0 <= self.summary <= self.stride:
             raise ValueError(
                 f"summary: must be between 0 and stride ({self.stride}), got {self.summary}"
