@@ -65,12 +65,14 @@ def closest(key: str, names: Sequence[str], count: int = 1) -> list[str]:
     return found or difflib.get_close_matches(key, names, n=count, cutoff=0.6)
 
 
-def hint(key: str, names: Sequence[str]) -> str:
-    """``unknown setting `key`; did you mean `name`?`` (or where to list the settings)."""
+LISTING = "; `python -m lra_bench --cfg job` lists the settings"
+
+
+def hint(key: str, names: Sequence[str], kind: str = "setting", listing: str = LISTING) -> str:
+    """``unknown setting `key`; did you mean `name`?`` (``listing`` when no name is close)."""
     found = closest(key, names)
-    if not found:
-        return f"unknown setting `{key}`; `python -m lra_bench --cfg job` lists the settings"
-    return f"unknown setting `{key}`; did you mean {' or '.join(f'`{n}`' for n in found)}?"
+    tail = f"; did you mean {' or '.join(f'`{n}`' for n in found)}?" if found else listing
+    return f"unknown {kind} `{key}`{tail}"
 
 
 def chosen_attention(overrides: Sequence[str]) -> type | None:

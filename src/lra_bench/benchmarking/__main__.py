@@ -422,16 +422,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 def composition_problem(err: BaseException) -> str:
     """Hydra's or OmegaConf's error as one line; an unknown key names the closest settings."""
     from lra_bench.precheck import describe
-    from lra_bench.typo_hints import UNKNOWN, closest, setting_names
+    from lra_bench.typo_hints import UNKNOWN, hint, setting_names
 
     message = describe(err)
     unknown = UNKNOWN.search(message)
     if unknown is None:
         return message
     key = unknown.group(1).lstrip("+~")
-    found = closest(key, setting_names(OmegaConf.structured(BenchConfig)))
-    hint = f"; did you mean {' or '.join(f'`{n}`' for n in found)}?" if found else ""
-    return f"unknown bench setting `{key}`{hint}"
+    names = setting_names(OmegaConf.structured(BenchConfig))
+    return hint(key, names, kind="bench setting", listing="")
 
 
 if __name__ == "__main__":
