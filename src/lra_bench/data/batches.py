@@ -240,12 +240,6 @@ def stream_slice(num_examples: int, start: int, count: int, seed: int) -> np.nda
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def training_indices(num_examples: int, batch_size: int, position: int, seed: int) -> list[int]:
-    """Example indices of micro-batch ``position``: a slice
-    of the concatenated seeded epoch permutations."""
-    return stream_slice(num_examples, position * batch_size, batch_size, seed).tolist()
-
-
 def bucket_window(
     lengths: np.ndarray, batch_size: int, window: int, index: int, seed: int
 ) -> np.ndarray:
