@@ -17,6 +17,8 @@ from lra_bench.attention.pinv import (
 )
 from lra_bench.benchmarking.measure import saved_for_backward_mb
 
+SMALL_GROUP_ELEMENTS = skyformer_fast._small_group_elements  # before the fixture replaces it
+
 # settings of each fast variant worth comparing (every one against impl=reference)
 CASES = {
     "skyformer": [
@@ -52,7 +54,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     m x m part one batch entry at a time."""
     monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 1)
     monkeypatch.setattr(chunked, "MIN_CHUNK", 7)
-    monkeypatch.setattr(skyformer_fast, "SMALL_ELEMENTS", 1)
+    monkeypatch.setattr(skyformer_fast, "_small_group_elements", lambda q: 1)
 
 
 def build(name: str, impl: str, kw: dict[str, object], *, head_dim: int = 8) -> torch.nn.Module:
@@ -455,6 +457,17 @@ def test_recomputed_with_several_outputs_some_unused_gives_the_same_gradients():
     )
     for a, b in zip(fast, plain, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_skyformer_small_part_groups_grow_with_the_inputs():
+    """A quarter of q's elements per group of m x m matrices, at least SMALL_ELEMENTS: every batch
+    entry in one group from n = 2048 at b 4, h 2, d 32, m 128; pairs of entries at n = 1024."""
+    sizes = {
+        n: SMALL_GROUP_ELEMENTS(torch.empty(4, 2, n, 32, device="meta"))
+        for n in (256, 1024, 2048, 16384)
+    }
+    per_group = {n: size // (2 * 128 * 128) for n, size in sizes.items()}
+    assert per_group == {256: 2, 1024: 2, 2048: 4, 16384: 32}
 
 
 def test_skyformer_tiles_grow_with_the_inputs_within_bounds(monkeypatch):

@@ -119,11 +119,12 @@ def _tile_mask(mask: torch.Tensor | None, tile: Tile, dtype: torch.dtype) -> tor
 def x_grad(
     dx_aug: torch.Tensor, x_aug: torch.Tensor, scale: float, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Gradient for ``x`` from that of ``x~ = [s x, -|s x|^2 / 2, 1]`` (into ``out`` if given)."""
+    """Gradient for ``x`` from that of ``x~ = [s x, -|s x|^2 / 2, 1]`` (into ``out`` if given);
+    ``scale`` 1 when ``dx_aug`` carries it already."""
     d = x_aug.shape[-1] - 2
     grad = dx_aug[..., :d]
     found = torch.addcmul(grad, x_aug[..., :d], dx_aug[..., d : d + 1], value=-1, out=out)
-    return found.mul_(scale)
+    return found if scale == 1 else found.mul_(scale)
 
 
 def _keep_settings(ctx: Any, shift: Shift, scale: float, eps: float) -> torch.Tensor | None:
