@@ -47,7 +47,7 @@ PER_HEAD_DEVICES = ("cpu",)  # devices tiled one head at a time; the others get 
 
 Shift = torch.Tensor | str | None
 Outputs = Any  # a tensor, or a tuple of tensors
-Tile = tuple[slice, slice, slice]  # batch, heads and rows of a [b, h, n, .] tensor
+Tile = tuple[slice | int, slice | int, slice]  # batch, heads and rows of a [b, h, n, .] tensor
 
 
 def augment_rows(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -66,9 +66,15 @@ def augment_landmarks(y: torch.Tensor) -> torch.Tensor:
     return torch.cat([y, torch.ones_like(half_sq), half_sq], dim=-1)
 
 
-def tiles(x: torch.Tensor, m: int, elements: int | None = None) -> Iterator[Tile]:
+def tiles(
+    x: torch.Tensor, m: int, elements: int | None = None, *, index_heads: bool = False
+) -> Iterator[Tile]:
     """The tiles of the ``[b, h, n, m]`` block for ``x [b, h, n, d]`` (see the module), of at most
-    about ``elements`` elements on a CPU (``CHUNK_ELEMENTS`` if None)."""
+    about ``elements`` elements on a CPU (``CHUNK_ELEMENTS`` if None).
+
+    ``index_heads``: a tile of one head's rows names its batch entry and head by index, so that
+    it selects 2-D ``[rows, .]`` views (plain matrix products: cheaper to issue than batched
+    ones, and accumulated in place by ``addmm_``)."""
     b, h, n = x.shape[:3]
     size = CHUNK_ELEMENTS if elements is None else elements
     every = slice(None)
@@ -86,8 +92,9 @@ def tiles(x: torch.Tensor, m: int, elements: int | None = None) -> Iterator[Tile
     step = max(MIN_CHUNK, size // max(1, m))
     for bi in range(b):
         for hi in range(h):
+            entry, head = (bi, hi) if index_heads else (slice(bi, bi + 1), slice(hi, hi + 1))
             for i in range(0, n, step):
-                yield slice(bi, bi + 1), slice(hi, hi + 1), slice(i, min(i + step, n))
+                yield entry, head, slice(i, min(i + step, n))
 
 
 def _part(t: Shift, tile: Tile, *, rows: bool) -> Shift:

@@ -53,48 +53,83 @@ def _tile_elements(x: torch.Tensor) -> int:
     return min(size, chunked.CHUNK_ELEMENTS)
 
 
+Head = tuple[slice | int, slice | int]  # the batch entries and heads of a tile
+Rows = tuple[int, int]  # the first row of a tile and its number of rows
+
+
+def _by_head(tiles: list[chunked.Tile], n: int) -> list[tuple[Head, list[Rows]]]:
+    """The tiles grouped by head (or group of whole heads), each with its row ranges."""
+    grouped: list[tuple[Head, list[Rows]]] = []
+    for entry, head, rows in tiles:
+        first, stop, _ = rows.indices(n)
+        if not grouped or grouped[-1][0] != (entry, head):
+            grouped.append(((entry, head), []))
+        grouped[-1][1].append((first, stop - first))
+    return grouped
+
+
+def _part(t: torch.Tensor, rows: Rows) -> torch.Tensor:
+    """The rows of ``t [.., n, .]`` a tile covers (a view)."""
+    return t.narrow(-2, *rows)
+
+
 class _Rows:
     """The augmented rows ``[s x, -|s x|^2 / 2, 1]`` of each tile of ``x`` and the tile's kernel
-    block, written into buffers reused from tile to tile (fresh large tensors cost page faults)."""
+    block, written into buffers reused from tile to tile (fresh large tensors cost page faults).
 
-    def __init__(self, x: torch.Tensor, lm_aug: torch.Tensor, scale: float) -> None:
-        self.x, self.scale = x, scale
+    ``heads`` lists the tiles by head; ``at(head)`` takes that head's views once, so that a tile
+    costs a few narrowed views of them (on a CPU a tile is one head's rows: 2-D views, plain
+    matrix products)."""
+
+    def __init__(self, x, lm_aug, scale: float, mask: torch.Tensor | None = None) -> None:
+        self.x, self.scale, d = x, scale, x.shape[-1]
         self.lm_log2 = lm_aug * LOG2E  # the block's exponents in base 2, for exp2
         norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
         self.half_sq = norm.square_().mul_(-0.5 * scale * scale)  # -|s x|^2 / 2
-        self.tiles = list(chunked.tiles(x, lm_aug.shape[-2], elements=_tile_elements(x)))
-        first = self.tiles[0]
-        shape = x[first].shape[:-1]
-        self.x_buf = x.new_empty(*shape, x.shape[-1] + 2)
+        self.keep = None if mask is None else mask.to(x.dtype)  # [b, n]: 1 on real tokens
+        elements = _tile_elements(x)
+        tiles = chunked.tiles(x, lm_aug.shape[-2], elements=elements, index_heads=True)
+        self.heads = _by_head(list(tiles), x.shape[-2])
+        (head, (rows, *_)), *_ = self.heads
+        shape = _part(x[head], rows).shape[:-1]
+        self.x_buf = x.new_empty(*shape, d + 2)
         self.x_buf[..., -1] = 1
+        self.x_part, self.half_sq_part = self.x_buf[..., :d], self.x_buf[..., d : d + 1]
         self.e_buf = x.new_empty(*shape, lm_aug.shape[-2])
         self.de_buf = torch.empty_like(self.e_buf)
 
-    def _view(self, buf: torch.Tensor, tile: chunked.Tile) -> torch.Tensor:
-        shape = self.x[tile].shape[:-1]
-        return buf[: shape[0], : shape[1], : shape[2]]
+    def at(self, head: Head) -> None:
+        """Takes ``head``'s views for the tiles that follow."""
+        self.x_head, self.half_sq_head = self.x[head], self.half_sq[head]
+        self.lm_t = self.lm_log2[head].mT
+        self.keep_head = None
+        if self.keep is not None:
+            keep = self.keep[head[0]].unsqueeze(-1)  # [n, 1] or [entries, n, 1]
+            self.keep_head = keep if isinstance(head[0], int) else keep.unsqueeze(1)
 
-    def augmented(self, tile: chunked.Tile) -> torch.Tensor:
-        x_aug = self._view(self.x_buf, tile)
-        d = self.x.shape[-1]
-        torch.mul(self.x[tile], self.scale, out=x_aug[..., :d])
-        x_aug[..., d : d + 1] = self.half_sq[tile]
-        return x_aug
+    def augmented(self, rows: Rows) -> torch.Tensor:
+        torch.mul(_part(self.x_head, rows), self.scale, out=_part(self.x_part, (0, rows[1])))
+        _part(self.half_sq_part, (0, rows[1])).copy_(_part(self.half_sq_head, rows))
+        return _part(self.x_buf, (0, rows[1]))
 
-    def block(self, tile: chunked.Tile, x_aug: torch.Tensor, keep: Any = None) -> torch.Tensor:
+    def block(self, x_aug: torch.Tensor, rows: Rows) -> torch.Tensor:
         """``exp(x~ L~^T)`` (the Gaussian kernel) as ``2^(x~ (log2 e L~)^T)``, rows of padded keys
         zeroed."""
-        e = torch.matmul(x_aug, self.lm_log2[tile[:2]].mT, out=self._view(self.e_buf, tile))
+        e = torch.matmul(x_aug, self.lm_t, out=_part(self.e_buf, (0, rows[1])))
         e.exp2_()
-        return e if keep is None else e.mul_(keep)
+        return e if self.keep_head is None else e.mul_(_part(self.keep_head, rows))
 
-    def times(self, tile: chunked.Tile, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def times(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``a @ b`` into the second tile buffer."""
-        return torch.matmul(a, b, out=self._view(self.de_buf, tile))
+        return torch.matmul(a, b, out=_part(self.de_buf, (0, a.shape[-2])))
 
 
-def _keep(mask: torch.Tensor | None, tile: chunked.Tile, dtype: torch.dtype) -> Any:
-    return None if mask is None else mask[tile[0], tile[2]][:, None, :, None].to(dtype)
+def _add_product(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``acc += a @ b``, in place in one call for a tile of one head's rows (2-D)."""
+    if acc.dim() == 2:
+        acc.addmm_(a, b)
+    else:
+        acc += a @ b
 
 
 def _landmarks(
@@ -114,10 +149,13 @@ def _reduce(k, lm_aug, v, mask, scale: float) -> torch.Tensor:
     """C = k(L, K) V over real keys, tile by tile, summed as C^T += V^T e (a quarter faster than
     e^T V on a CPU: the long axis is the product's inner one in both operands' natural layout)."""
     c_t = v.new_zeros(*v.shape[:2], v.shape[-1], lm_aug.shape[-2])
-    kr = _Rows(k, lm_aug, scale)
-    for tile in kr.tiles:
-        e = kr.block(tile, kr.augmented(tile), _keep(mask, tile, k.dtype))
-        c_t[tile[:2]] += v[tile].mT @ e
+    kr = _Rows(k, lm_aug, scale, mask)
+    for head, row_ranges in kr.heads:
+        kr.at(head)
+        v_head, c_head = v[head], c_t[head]
+        for rows in row_ranges:
+            e = kr.block(kr.augmented(rows), rows)
+            _add_product(c_head, _part(v_head, rows).mT, e)
     return c_t.mT
 
 
@@ -125,8 +163,11 @@ def _apply(q, lm_aug, p, scale: float) -> torch.Tensor:
     """k(Q, L) P, tile by tile."""
     out = q.new_empty(*q.shape[:-1], p.shape[-1])
     qr = _Rows(q, lm_aug, scale)
-    for tile in qr.tiles:
-        torch.matmul(qr.block(tile, qr.augmented(tile)), p[tile[:2]], out=out[tile])
+    for head, row_ranges in qr.heads:
+        qr.at(head)
+        p_head, out_head = p[head], out[head]
+        for rows in row_ranges:
+            torch.matmul(qr.block(qr.augmented(rows), rows), p_head, out=_part(out_head, rows))
     return out
 
 
@@ -192,13 +233,17 @@ def _apply_backward(q, lm_aug, p, grad, scale: float):
     dp_t = p.new_zeros(*p.shape[:2], p.shape[-1], p.shape[-2])
     y_scaled = lm_aug * scale
     qr = _Rows(q, lm_aug, scale)
-    for tile in qr.tiles:
-        x_aug, g = qr.augmented(tile), grad[tile]
-        e = qr.block(tile, x_aug)
-        dp_t[tile[:2]] += g.mT @ e
-        de = qr.times(tile, g, p[tile[:2]].mT).mul_(e)
-        x_grad(de @ y_scaled[tile[:2]], x_aug, 1.0, out=dq[tile])
-        dlm_aug_t[tile[:2]] += x_aug.mT @ de
+    for head, row_ranges in qr.heads:
+        qr.at(head)
+        grad_h, dq_h, y_h, p_t = grad[head], dq[head], y_scaled[head], p[head].mT
+        dp_h, dlm_h = dp_t[head], dlm_aug_t[head]
+        for rows in row_ranges:
+            x_aug, g = qr.augmented(rows), _part(grad_h, rows)
+            e = qr.block(x_aug, rows)
+            _add_product(dp_h, g.mT, e)
+            de = qr.times(g, p_t).mul_(e)
+            x_grad(de @ y_h, x_aug, 1.0, out=_part(dq_h, rows))
+            _add_product(dlm_h, x_aug.mT, de)
     return dq, dlm_aug_t, dp_t.mT
 
 
@@ -207,14 +252,18 @@ def _reduce_backward(k, lm_aug, v, mask, dc, dlm_aug_t, scale: float):
     dk = torch.empty_like(k, memory_format=torch.contiguous_format)
     dv = torch.empty_like(v, memory_format=torch.contiguous_format)
     y_scaled = lm_aug * scale
-    kr = _Rows(k, lm_aug, scale)
-    for tile in kr.tiles:
-        x_aug, g = kr.augmented(tile), dc[tile[:2]]
-        e = kr.block(tile, x_aug, _keep(mask, tile, k.dtype))
-        torch.matmul(e, g, out=dv[tile])
-        de = kr.times(tile, v[tile], g.mT).mul_(e)  # zero on padded keys, as e is
-        x_grad(de @ y_scaled[tile[:2]], x_aug, 1.0, out=dk[tile])
-        dlm_aug_t[tile[:2]] += x_aug.mT @ de
+    kr = _Rows(k, lm_aug, scale, mask)
+    for head, row_ranges in kr.heads:
+        kr.at(head)
+        v_h, dk_h, dv_h, y_h, g = v[head], dk[head], dv[head], y_scaled[head], dc[head]
+        g_t, dlm_h = g.mT, dlm_aug_t[head]
+        for rows in row_ranges:
+            x_aug = kr.augmented(rows)
+            e = kr.block(x_aug, rows)
+            torch.matmul(e, g, out=_part(dv_h, rows))
+            de = kr.times(_part(v_h, rows), g_t).mul_(e)  # zero on padded keys, as e is
+            x_grad(de @ y_h, x_aug, 1.0, out=_part(dk_h, rows))
+            _add_product(dlm_h, x_aug.mT, de)
     return dk, dv
 
 
