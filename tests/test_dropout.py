@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lra_bench import dropout as lra_dropout
+from lra_bench.attention import softmax_dropout
 from lra_bench.compose import compose_config
 from lra_bench.dropout import Dropout, dropout, keep_mask, threshold
 from lra_bench.model import build_model
@@ -162,3 +164,19 @@ def test_the_model_uses_it_everywhere():
     drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     assert len(drops) == 7  # embeddings, then per block: attention output and twice in the FFN
     assert all(isinstance(m, Dropout) for m in drops)
+
+
+def test_softmax_attention_dropout_draws_its_cpu_masks_the_same_way():
+    like = torch.empty(0)
+    drawn = softmax_dropout.keep_mask(
+        torch.Generator().manual_seed(4), (2, 3, 9), 0.1, slice(0, 9), like
+    )
+    expected = keep_mask((2, 3, 9), 0.1, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(drawn, expected)
+
+
+def test_drawing_in_chunks_gives_the_bits_of_one_draw(monkeypatch):
+    whole = keep_mask((5, 7, 3), 0.5, generator=torch.Generator().manual_seed(6))
+    monkeypatch.setattr(lra_dropout, "CHUNK", 8)
+    chunked = keep_mask((5, 7, 3), 0.5, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(whole, chunked) and 0 < int(whole.sum()) < whole.numel()

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 BITS = 32
+CHUNK = 1 << 16  # elements drawn at a time (even: each takes whole 64-bit PCG64 outputs)
 MASK_DTYPES = (torch.float32, torch.float64)
 
 
@@ -38,11 +39,14 @@ def keep_mask(
 ) -> torch.Tensor:
     """A CPU tensor of ``shape``: 1 (True) with probability ``1 - p`` per element, independently,
     else 0; one draw from ``generator`` (torch's default one if None) seeds the call's bits."""
-    n = math.prod(shape)
     seed = int(torch.randint(0, 2**63 - 1, (), generator=generator))
-    bits = np.random.PCG64(seed).random_raw((n + 1) // 2).view(np.uint32)[:n].reshape(shape)
+    bit_generator, kept_from = np.random.PCG64(seed), np.uint32(threshold(p))
     keep = torch.empty(shape, dtype=dtype)
-    np.greater_equal(bits, np.uint32(threshold(p)), out=keep.numpy(), casting="unsafe")
+    flat = keep.numpy().reshape(-1)
+    for start in range(0, flat.size, CHUNK):  # bounded scratch; the same bits as one draw
+        part = flat[start : start + CHUNK]
+        bits = bit_generator.random_raw((part.size + 1) // 2).view(np.uint32)[: part.size]
+        np.greater_equal(bits, kept_from, out=part, casting="unsafe")
     return keep
 
 
