@@ -3,7 +3,7 @@
 On a CPU ``nn.Dropout`` draws its mask with ``bernoulli_`` (about 8 ns per element on one core).
 Here each element gets one uniform draw instead, 32 random bits from NumPy's PCG64, and is kept
 where the bits are at least ``ceil(p * 2**32)``: each element is kept with probability ``1 - p``
-(to within ``2**-32``), independently, at about a third of the forward and backward cost
+(to within ``2**-32``), independently, at about 0.4x the forward and backward time
 (README.md, Throughput). The PCG64 stream of a call is seeded by one 64-bit draw from torch's
 generator, so ``torch.manual_seed`` and a checkpoint's saved torch random state reproduce the
 masks; they are not the masks ``nn.Dropout`` would draw. Kept values are ``x * (1 / (1 - p))``,
