@@ -22,6 +22,7 @@ from torch import nn
 from lra_bench.attention import Attention, AttentionConfig, build_attention, make_config
 from lra_bench.attention.base import without_autocast
 from lra_bench.config import ModelConfig
+from lra_bench.dropout import Dropout
 
 
 class MultiHeadAttention(nn.Module):
@@ -44,7 +45,7 @@ class MultiHeadAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * qkv_dim, bias=bias)
         self.out = nn.Linear(qkv_dim, dim, bias=bias)
         self.attention = attention
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.attn_fp32 = attn_fp32
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -84,9 +85,9 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(
             nn.Linear(dim, ffn_dim),
             nn.GELU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(ffn_dim, dim),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -134,7 +135,7 @@ class Encoder(nn.Module):
         nn.init.normal_(self.token.weight, std=0.02)
         if learned:
             nn.init.normal_(self.position, std=0.02)
-        self.dropout = nn.Dropout(model_cfg.dropout)
+        self.dropout = Dropout(model_cfg.dropout)
         norm_eps = option(model_cfg, "norm_eps")
         self.blocks = nn.ModuleList(
             Block(

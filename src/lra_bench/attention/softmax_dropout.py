@@ -18,6 +18,8 @@ from typing import Any
 import torch
 
 from lra_bench.attention.base import without_autocast
+from lra_bench.dropout import cheap
+from lra_bench.dropout import keep_mask as dropout_keep_mask
 
 BLOCK_ELEMENTS = 1 << 21  # elements of one block of weights over every head (8 MB in fp32)
 MIN_ROWS = 16
@@ -31,8 +33,11 @@ def block_rows(b: int, h: int, n_q: int, n_k: int) -> int:
 def keep_mask(
     generator: torch.Generator, shape: tuple[int, ...], p: float, rows: slice, like: torch.Tensor
 ) -> torch.Tensor:
-    """The kept weights (True) of the query rows ``rows``: each kept with probability ``1 - p``."""
+    """The kept weights (True) of the query rows ``rows``: each kept with probability ``1 - p``;
+    on a CPU drawn as the model's dropout draws its masks (``lra_bench.dropout``)."""
     del rows  # the same stream, block after block, in forward and backward
+    if cheap(like, p):
+        return dropout_keep_mask(shape, p, generator=generator)
     draw = torch.empty(shape, dtype=like.dtype, device=like.device)
     return draw.bernoulli_(1 - p, generator=generator).bool()
 
