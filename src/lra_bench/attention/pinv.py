@@ -166,6 +166,31 @@ def _eigen_step_derivatives(
     return z, divided, dz_dc
 
 
+def spectral_times(
+    m: torch.Tensor, c: torch.Tensor, x: torch.Tensor, iters: int
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Z x (see ``symmetric_newton_schulz_times``) and M's eigenvalues and eigenvectors, which
+    ``spectral_times_backward`` takes; raises ``torch.linalg.LinAlgError`` where the
+    eigendecomposition fails."""
+    lam, q = torch.linalg.eigh(m)
+    return q @ (_eigen_steps(lam, c, iters).unsqueeze(-1) * (q.mT @ x)), (lam, q)
+
+
+def spectral_times_backward(
+    lam: torch.Tensor, q: torch.Tensor, c: torch.Tensor, x: torch.Tensor, iters: int, grad
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dM (for symmetric perturbations), dc (shaped like ``c``'s batch, ``[...]``) and dx of
+    ``spectral_times`` for the incoming ``grad``."""
+    f, divided, dz_dc = _eigen_step_derivatives(lam, c, iters)
+    q_grad, q_x = q.mT @ grad, q.mT @ x
+    dx = q @ (f.unsqueeze(-1) * q_grad)  # Z^T grad, Z symmetric
+    g = q_grad @ q_x.mT  # Q^T dZ Q for dZ = grad x^T
+    g = 0.5 * (g + g.mT)  # only symmetric perturbations of M exist
+    dm = q @ (divided * g) @ q.mT
+    dc = (g.diagonal(dim1=-2, dim2=-1) * dz_dc).sum(-1)
+    return dm, dc, dx
+
+
 class _SpectralNewtonSchulzTimes(torch.autograd.Function):
     """Z x, Z the Newton-Schulz steps from Z0 = M / c for a symmetric M, on its eigenvalues (see
     the module).
@@ -178,21 +203,15 @@ class _SpectralNewtonSchulzTimes(torch.autograd.Function):
     def forward(
         ctx: Any, m: torch.Tensor, c: torch.Tensor, x: torch.Tensor, iters: int
     ) -> torch.Tensor:
-        lam, q = torch.linalg.eigh(m)
+        out, (lam, q) = spectral_times(m, c, x, iters)
         ctx.save_for_backward(lam, q, c, x)
         ctx.iters = iters
-        return q @ (_eigen_steps(lam, c, iters).unsqueeze(-1) * (q.mT @ x))
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         lam, q, c, x = ctx.saved_tensors
-        f, divided, dz_dc = _eigen_step_derivatives(lam, c, ctx.iters)
-        q_grad, q_x = q.mT @ grad, q.mT @ x
-        dx = q @ (f.unsqueeze(-1) * q_grad)  # Z^T grad, Z symmetric
-        g = q_grad @ q_x.mT  # Q^T dZ Q for dZ = grad x^T
-        g = 0.5 * (g + g.mT)  # only symmetric perturbations of M exist
-        dm = q @ (divided * g) @ q.mT
-        dc = (g.diagonal(dim1=-2, dim2=-1) * dz_dc).sum(-1)
+        dm, dc, dx = spectral_times_backward(lam, q, c, x, ctx.iters, grad)
         return dm, dc.reshape(c.shape) if c.dim() else dc.sum(), dx, None
 
 

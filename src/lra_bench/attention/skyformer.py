@@ -33,7 +33,8 @@ from lra_bench.attention.pinv import (
     symmetric_newton_schulz_times,
 )
 from lra_bench.attention.settings.skyformer import SkyformerConfig
-from lra_bench.attention.skyformer_fast import skyformer_attention
+from lra_bench.attention.skyformer_fast import GraphSmall, skyformer_attention
+from lra_bench.attention.skyformer_small import SkyformerSmall, landmark_kernel
 
 
 class SkyformerAttention(SampledAttention):
@@ -69,12 +70,12 @@ class SkyformerAttention(SampledAttention):
         self, landmarks: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """M = D^-1/2 W D^-1/2, D^-1/2 (``[b, h, m, 1]``) and the Newton-Schulz start's scale c."""
-        m = landmarks.shape[2]
-        eye = torch.eye(m, dtype=landmarks.dtype, device=landmarks.device)
-        w = gaussian_kernel(landmarks, landmarks) + self.cfg.gamma * eye
-        d_inv_sqrt = w.sum(dim=-1).rsqrt().unsqueeze(-1)
-        m_norm = d_inv_sqrt * w * d_inv_sqrt.transpose(-1, -2)
-        return m_norm, d_inv_sqrt, newton_schulz_scale(m_norm, self.cfg.pinv_init)
+        kernel = landmark_kernel(landmarks, self.cfg.gamma)
+        return (
+            kernel.m_norm,
+            kernel.d_inv_sqrt,
+            newton_schulz_scale(kernel.m_norm, self.cfg.pinv_init),
+        )
 
     def fast(
         self,
@@ -91,8 +92,14 @@ class SkyformerAttention(SampledAttention):
         rows = torch.where(from_k, idx - n, idx)
         scale = q.shape[-1] ** -0.25
         by_entry = self.cfg.pinv_init == "per_matrix"  # "batch": one scale over every matrix
+        small = GraphSmall(self.small)
+        if q.device.type == "cpu":  # the eigendecomposition's path: gradients by hand
+            cfg = self.cfg
+            small = SkyformerSmall(
+                gamma=cfg.gamma, iters=cfg.pinv_iters, init=cfg.pinv_init, fallback=small
+            )
         return skyformer_attention(
-            q, k, v, mask, rows, from_k, scale=scale, small=self.small, by_entry=by_entry
+            q, k, v, mask, rows, from_k, scale=scale, small=small, by_entry=by_entry
         )
 
     def small(self, landmarks: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 kept, the gradients written by hand.
 
     C = k(L, K) V          (padded keys dropped)     block B, ``[b, h, m, d]``
-    P = small(L, C)        (W, M, the pseudo-inverse: m x m work, differentiated by autograd)
+    P = small(L, C)        (W, M, the pseudo-inverse: m x m work, ``SmallPart``)
     out = k(Q, L) P                                   block A
 
 Forward builds each tile of a block once (one matmul on augmented rows, ``chunked.augment_rows``,
@@ -10,8 +10,9 @@ and an exponential, taken as ``exp2`` of base-2 exponents: the landmarks carry t
 log2 e) and uses it at once; backward rebuilds it and takes from it every gradient
 it carries: for block A dP, dQ and dL, for block B dV, dK and dL. The landmarks' gradient is
 added into dQ and dK in place (``index_add_``), not through a zero tensor of the inputs' size.
-What is kept for backward: the landmark indices, C, P and the small part's autograd graph
-(O(m d + m^2) per head). A tile holds an eighth of q's elements on a CPU, within
+What is kept for backward: the landmark indices, P and what the small part's backward needs
+(O(m d + m^2) per head: on a CPU its eigenvectors and eigenvalues, ``skyformer_small``; elsewhere
+its autograd graph, ``GraphSmall``). A tile holds an eighth of q's elements on a CPU, within
 [``MIN_TILE``, ``MAX_TILE``] (``_tile_elements``), every head's rows at once elsewhere
 (``chunked.tiles``).
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -32,8 +33,6 @@ MIN_TILE, MAX_TILE = 1 << 16, 1 << 18  # elements of one n x m tile on a CPU (25
 SMALL_ELEMENTS = 1 << 16  # elements of the m x m matrices of one group of the small part, at least
 
 LOG2E = math.log2(math.e)  # exp(a) = 2^(a log2 e): exp2 costs 0.4-0.6x exp on a CPU
-
-Small = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _small_group_elements(q: torch.Tensor) -> int:
@@ -171,56 +170,80 @@ def _apply(q, lm_aug, p, scale: float) -> torch.Tensor:
     return out
 
 
+class SmallPart(Protocol):
+    """The m x m part, ``P = small(L, C)``, one group of batch entries at a time."""
+
+    def forward(
+        self, group: int, landmarks: torch.Tensor, c: torch.Tensor, grad: bool
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The group's P and the tensors its backward needs (saved for backward)."""
+        ...
+
+    def backward(
+        self, group: int, kept: tuple[torch.Tensor, ...], grad: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """dL and dC of the group for dP = ``grad``."""
+        ...
+
+
+class GraphSmall:
+    """A differentiable ``fn(L, C) -> P`` as a ``SmallPart``: each group's autograd graph is
+    kept, and backward goes through one group's m x m temporaries at a time."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        self.fn, self.graphs = fn, {}
+
+    def forward(self, group, landmarks, c, grad):
+        with torch.enable_grad():
+            lm_in = landmarks.detach().requires_grad_(grad)
+            c_in = c.detach().requires_grad_(grad)
+            p = self.fn(lm_in, c_in)
+        self.graphs[group] = (lm_in, c_in, p)
+        return p.detach(), ()
+
+    def backward(self, group, kept, grad):
+        lm_in, c_in, p = self.graphs.pop(group)
+        found = torch.autograd.grad(p, (lm_in, c_in), grad)
+        return found[0], found[1]
+
+
 class _Skyformer(torch.autograd.Function):
     """``out = k(Q, L) small(L, k(L, K) V)`` (see the module)."""
 
     @staticmethod
-    def forward(ctx: Any, q, k, v, rows, from_k, mask, scale: float, small: Small, per: int):
+    def forward(ctx: Any, q, k, v, rows, from_k, mask, scale: float, small: SmallPart, per: int):
         lm = _landmarks(q, k, rows, from_k, scale)
         c = _reduce(k, augment_landmarks(lm), v, mask, scale)
-        ctx.graphs = _small_graphs(small, lm, c, per, any(ctx.needs_input_grad[:3]))
-        out = _apply(q, augment_landmarks(lm), _small_output(ctx.graphs), scale)
-        ctx.scale, ctx.per = scale, per
-        ctx.save_for_backward(q, k, v, rows, from_k, mask, lm)
+        grad = any(ctx.needs_input_grad[:3])
+        parts = [
+            small.forward(group, lm[start : start + per], c[start : start + per], grad)
+            for group, start in enumerate(range(0, len(lm), per))
+        ]
+        p = parts[0][0] if len(parts) == 1 else torch.cat([part for part, _ in parts])
+        out = _apply(q, augment_landmarks(lm), p, scale)
+        ctx.scale, ctx.per, ctx.small = scale, per, small
+        ctx.kept = [len(kept) for _, kept in parts]
+        ctx.save_for_backward(
+            q, k, v, rows, from_k, mask, lm, p, *(t for _, kept in parts for t in kept)
+        )
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: torch.Tensor):
-        q, k, v, rows, from_k, mask, lm = ctx.saved_tensors
-        lm_aug, p = augment_landmarks(lm), _small_output(ctx.graphs)
+        q, k, v, rows, from_k, mask, lm, p, *kept = ctx.saved_tensors
+        lm_aug = augment_landmarks(lm)
         dq, dlm_aug_t, dp = _apply_backward(q, lm_aug, p, grad.contiguous(), ctx.scale)
         dlm, dc = torch.empty_like(lm), torch.empty_like(p)
-        for start, (lm_in, c_in, p_graph) in zip(
-            range(0, len(lm), ctx.per), ctx.graphs, strict=True
-        ):
-            part = slice(start, start + ctx.per)
-            found = torch.autograd.grad(p_graph, (lm_in, c_in), dp[part], retain_graph=True)
-            dlm[part], dc[part] = found
+        for group, start in enumerate(range(0, len(lm), ctx.per)):
+            part, size = slice(start, start + ctx.per), ctx.kept[group]
+            group_kept, kept = tuple(kept[:size]), kept[size:]
+            dlm[part], dc[part] = ctx.small.backward(group, group_kept, dp[part])
         dk, dv = _reduce_backward(k, lm_aug, v, mask, dc, dlm_aug_t, ctx.scale)
         d = lm.shape[-1]
         dlm += dlm_aug_t[..., :d, :].mT - lm * dlm_aug_t[..., d + 1, :].unsqueeze(-1)
         _add_landmark_grad(dq, dk, dlm.mul_(ctx.scale), rows, from_k)
         return dq, dk, dv, None, None, None, None, None, None
-
-
-def _small_output(graphs: list) -> torch.Tensor:
-    """P from the groups' graphs (the graph's own tensor when there is one group)."""
-    parts = [p_graph.detach() for _, _, p_graph in graphs]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
-def _small_graphs(small: Small, lm: torch.Tensor, c: torch.Tensor, per: int, grad: bool) -> list:
-    """``small`` on ``per`` batch entries at a time, each with its autograd graph when ``grad``:
-    backward then goes through one group's m x m temporaries at a time."""
-    graphs = []
-    with torch.enable_grad():
-        for start in range(0, len(lm), per):
-            part = slice(start, start + per)
-            lm_in = lm[part].detach().requires_grad_(grad)
-            c_in = c[part].detach().requires_grad_(grad)
-            graphs.append((lm_in, c_in, small(lm_in, c_in)))
-    return graphs
 
 
 def _apply_backward(q, lm_aug, p, grad, scale: float):
@@ -285,7 +308,7 @@ def skyformer_attention(
     from_k: torch.Tensor,
     *,
     scale: float,
-    small: Small,
+    small: SmallPart,
     by_entry: bool = False,
 ) -> torch.Tensor:
     """``k(Q, L) small(L, k(L, K) V)`` with ``L = scale [Q; K][rows]`` (K's rows where ``from_k``):
