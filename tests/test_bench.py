@@ -20,7 +20,7 @@ from lra_bench.attention import available
 from lra_bench.benchmarking.__main__ import expand_shorthand, run
 from lra_bench.benchmarking.measure import AttentionCase, measure, saved_for_backward_mb
 from lra_bench.benchmarking.profiling import tensor_peak_mb
-from lra_bench.benchmarking.tables import ATTENTION_COLUMNS, TRAIN_STEP_COLUMNS
+from lra_bench.benchmarking.tables import ATTENTION_COLUMNS, TRAIN_STEP_COLUMNS, fmt_ratio
 from lra_bench.benchmarking.variants import BenchError, parse_entry, resolve
 from lra_bench.benchmarking.worker import Worker
 from lra_bench.paths import conf_dir
@@ -664,3 +664,16 @@ def test_rounds_stop_when_every_ratio_is_steady():
     figures = summarise({"times": steady_times, "rounds": 4, "converged": True}, group)["a"]
     assert figures["fwdbwd_ratio"] == 0.5 and figures["fwdbwd_ratio_max"] == 0.51
     assert figures["fwdbwd_ratio_min"] == 0.5 and figures["fwdbwd_ms"] == 5.1
+
+
+def test_small_ratios_keep_three_significant_digits():
+    """At long lengths 0.0216 and 0.0249 are 46x and 40x: two decimals would print both 0.02x."""
+    assert [fmt_ratio(x) for x in (0.0216, 0.0249, 0.08943, 0.69, 1.456, 33.4)] == [
+        "0.0216×",
+        "0.0249×",
+        "0.0894×",
+        "0.69×",
+        "1.46×",
+        "33×",
+    ]
+    assert fmt_ratio("") == "–"

@@ -106,8 +106,12 @@ def fmt_mb(mb: Any) -> str:
 
 
 def fmt_ratio(r: Any) -> str:
+    """Three significant digits below 1 (``0.0894×``: at long lengths the ratios that tell the
+    variants apart are small), two decimals up to 10, whole numbers above."""
     x = _num(r)
-    return "–" if math.isnan(x) else f"{x:.2f}×" if x < 10 else f"{x:.0f}×"
+    if math.isnan(x):
+        return "–"
+    return f"{x:.3g}×" if x < 1 else f"{x:.2f}×" if x < 10 else f"{x:.0f}×"
 
 
 def fmt_spread(row: dict[str, Any], ratio: str) -> str:
