@@ -128,6 +128,26 @@ def test_tiling_chosen_by_size_equals_reference(name, kw, n, tiles, monkeypatch)
         )
 
 
+@pytest.mark.parametrize("name, kw", [f for f in FLAT if f[0] == "skyformer"])
+def test_a_last_tile_of_fewer_batch_entries_equals_reference(name, kw, monkeypatch):
+    """Three batch entries, two per tile of whole heads: the last tile holds one entry, and the
+    tile buffers shaped by the first must fit it."""
+    monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 2 * 40 * 16)  # two entries of 2 heads x 20
+    q = torch.randn(3, 2, 20, 8, dtype=torch.float64)
+    entries = [tile[0] for tile in chunked.tiles(q, 16)]
+    assert entries == [slice(0, 2), slice(2, 3)]
+    g = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(3, 2, 20, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    mask = torch.arange(20) < torch.tensor([20, 11, 17]).unsqueeze(1)
+    kw = {**kw, SIZE[name]: 16}
+    fast = outputs_and_grads(build(name, "fast", kw), q, k, v, mask)
+    ref = outputs_and_grads(build(name, "reference", kw), q, k, v, mask)
+    for what, a, b in zip(("out", "dq", "dk", "dv"), fast, ref, strict=True):
+        torch.testing.assert_close(
+            a, b, rtol=1e-10, atol=1e-12, msg=lambda m, what=what: f"{what}: {m}"
+        )
+
+
 @pytest.mark.slow  # numerical Jacobians; the quick loop compares gradients with the reference
 @pytest.mark.parametrize("name, kw", FLAT)
 def test_fast_path_passes_gradcheck(name, kw):

@@ -93,13 +93,19 @@ class _Rows:
         shape = _part(x[head], rows).shape[:-1]
         self.x_buf = x.new_empty(*shape, d + 2)
         self.x_buf[..., -1] = 1
-        self.x_part, self.half_sq_part = self.x_buf[..., :d], self.x_buf[..., d : d + 1]
         self.e_buf = x.new_empty(*shape, lm_aug.shape[-2])
         self.de_buf = torch.empty_like(self.e_buf)
 
     def at(self, head: Head) -> None:
-        """Takes ``head``'s views for the tiles that follow."""
+        """Takes ``head``'s views for the tiles that follow, and the buffers' part that fits them
+        (a last group of whole heads may hold fewer batch entries than the first)."""
         self.x_head, self.half_sq_head = self.x[head], self.half_sq[head]
+        lead = tuple(slice(0, size) for size in self.x_head.shape[:-2])
+        self.x_aug_buf, self.e_head, self.de_head = (
+            buf[lead] for buf in (self.x_buf, self.e_buf, self.de_buf)
+        )
+        d = self.x.shape[-1]
+        self.x_part, self.half_sq_part = self.x_aug_buf[..., :d], self.x_aug_buf[..., d : d + 1]
         self.lm_t = self.lm_log2[head].mT
         self.keep_head = None
         if self.keep is not None:
@@ -109,18 +115,18 @@ class _Rows:
     def augmented(self, rows: Rows) -> torch.Tensor:
         torch.mul(_part(self.x_head, rows), self.scale, out=_part(self.x_part, (0, rows[1])))
         _part(self.half_sq_part, (0, rows[1])).copy_(_part(self.half_sq_head, rows))
-        return _part(self.x_buf, (0, rows[1]))
+        return _part(self.x_aug_buf, (0, rows[1]))
 
     def block(self, x_aug: torch.Tensor, rows: Rows) -> torch.Tensor:
         """``exp(x~ L~^T)`` (the Gaussian kernel) as ``2^(x~ (log2 e L~)^T)``, rows of padded keys
         zeroed."""
-        e = torch.matmul(x_aug, self.lm_t, out=_part(self.e_buf, (0, rows[1])))
+        e = torch.matmul(x_aug, self.lm_t, out=_part(self.e_head, (0, rows[1])))
         e.exp2_()
         return e if self.keep_head is None else e.mul_(_part(self.keep_head, rows))
 
     def times(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``a @ b`` into the second tile buffer."""
-        return torch.matmul(a, b, out=_part(self.de_buf, (0, a.shape[-2])))
+        return torch.matmul(a, b, out=_part(self.de_head, (0, a.shape[-2])))
 
 
 def _add_product(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
