@@ -77,6 +77,14 @@ def test_fast_equals_reference_with_gradients(name, kw, padded, seed):
     assert_fast_equals_reference(name, kw, seed, real_tokens=(50, 31) if padded else None)
 
 
+def assert_same_outputs_and_grads(fast: list[torch.Tensor], ref: list[torch.Tensor]) -> None:
+    """Output, dq, dk and dv equal to float64 rounding."""
+    for what, a, b in zip(("out", "dq", "dk", "dv"), fast, ref, strict=True):
+        torch.testing.assert_close(
+            a, b, rtol=1e-10, atol=1e-12, msg=lambda m, what=what: f"{what}: {m}"
+        )
+
+
 def assert_fast_equals_reference(
     name: str, kw: dict[str, object], seed: int, real_tokens: tuple[int, int] | None
 ) -> None:
@@ -88,10 +96,7 @@ def assert_fast_equals_reference(
         mask = torch.arange(50) < torch.tensor(real_tokens).unsqueeze(1)
     fast = outputs_and_grads(build(name, "fast", kw), q, k, v, mask)
     ref = outputs_and_grads(build(name, "reference", kw), q, k, v, mask)
-    for what, a, b in zip(("out", "dq", "dk", "dv"), fast, ref, strict=True):
-        torch.testing.assert_close(
-            a, b, rtol=1e-10, atol=1e-12, msg=lambda m, what=what: f"{what}: {m}"
-        )
+    assert_same_outputs_and_grads(fast, ref)
 
 
 @pytest.mark.parametrize("padded", [False, True])
@@ -122,10 +127,7 @@ def test_tiling_chosen_by_size_equals_reference(name, kw, n, tiles, monkeypatch)
     kw = {**kw, SIZE[name]: 16}
     fast = outputs_and_grads(build(name, "fast", kw), q, k, v, mask)
     ref = outputs_and_grads(build(name, "reference", kw), q, k, v, mask)
-    for what, a, b in zip(("out", "dq", "dk", "dv"), fast, ref, strict=True):
-        torch.testing.assert_close(
-            a, b, rtol=1e-10, atol=1e-12, msg=lambda m, what=what: f"{what}: {m}"
-        )
+    assert_same_outputs_and_grads(fast, ref)
 
 
 @pytest.mark.parametrize("name, kw", [f for f in FLAT if f[0] == "skyformer"])
@@ -142,10 +144,7 @@ def test_a_last_tile_of_fewer_batch_entries_equals_reference(name, kw, monkeypat
     kw = {**kw, SIZE[name]: 16}
     fast = outputs_and_grads(build(name, "fast", kw), q, k, v, mask)
     ref = outputs_and_grads(build(name, "reference", kw), q, k, v, mask)
-    for what, a, b in zip(("out", "dq", "dk", "dv"), fast, ref, strict=True):
-        torch.testing.assert_close(
-            a, b, rtol=1e-10, atol=1e-12, msg=lambda m, what=what: f"{what}: {m}"
-        )
+    assert_same_outputs_and_grads(fast, ref)
 
 
 @pytest.mark.slow  # numerical Jacobians; the quick loop compares gradients with the reference
