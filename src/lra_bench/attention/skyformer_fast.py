@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import torch
 
 from lra_bench.attention import chunked
-from lra_bench.attention.chunked import augment_landmarks, x_grad
+from lra_bench.attention.chunked import augment_landmarks
 
 MIN_TILE, MAX_TILE = 1 << 16, 1 << 18  # elements of one n x m tile on a CPU (256 KB to 1 MB)
 
@@ -80,20 +80,20 @@ class _Rows:
     costs a few narrowed views of them (on a CPU a tile is one head's rows: 2-D views, plain
     matrix products)."""
 
-    def __init__(self, x, lm_aug, scale: float, mask: torch.Tensor | None = None) -> None:
+    def __init__(self, x, lm_log2, scale: float, mask: torch.Tensor | None = None) -> None:
         self.x, self.scale, d = x, scale, x.shape[-1]
-        self.lm_log2 = lm_aug * LOG2E  # the block's exponents in base 2, for exp2
+        self.lm_log2 = lm_log2
         norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
         self.half_sq = norm.square_().mul_(-0.5 * scale * scale)  # -|s x|^2 / 2
         self.keep = None if mask is None else mask.to(x.dtype)  # [b, n]: 1 on real tokens
         elements = _tile_elements(x)
-        tiles = chunked.tiles(x, lm_aug.shape[-2], elements=elements, index_heads=True)
+        tiles = chunked.tiles(x, lm_log2.shape[-2], elements=elements, index_heads=True)
         self.heads = _by_head(list(tiles), x.shape[-2])
         (head, (rows, *_)), *_ = self.heads
         shape = _part(x[head], rows).shape[:-1]
         self.x_buf = x.new_empty(*shape, d + 2)
         self.x_buf[..., -1] = 1
-        self.e_buf = x.new_empty(*shape, lm_aug.shape[-2])
+        self.e_buf = x.new_empty(*shape, lm_log2.shape[-2])
         self.de_buf = torch.empty_like(self.e_buf)
 
     def at(self, head: Head) -> None:
@@ -137,6 +137,17 @@ def _add_product(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
         acc += a @ b
 
 
+def _x_grad(de: torch.Tensor, lm: torch.Tensor, x: torch.Tensor, scale: float, out: torch.Tensor):
+    """x's gradient through ``E = x~ L~^T``, ``x~ = [s x, -|s x|^2 / 2, 1]``, from a tile's
+    ``dE``, into ``out``: ``s dE L - s^2 x rowsum(dE)``. A product of width d and a row sum
+    instead of one of width d + 2 and a pass over its strided columns."""
+    if de.dim() == 2:
+        out.addmm_(de, lm, beta=0, alpha=scale)
+    else:
+        torch.matmul(de, lm, out=out).mul_(scale)
+    return out.addcmul_(x, de.sum(-1, keepdim=True), value=-scale * scale)
+
+
 def _landmarks(
     q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor, from_k: torch.Tensor, scale: float
 ) -> torch.Tensor:
@@ -150,11 +161,17 @@ def _landmarks(
     return torch.where(from_k.unsqueeze(-1), k[at], q[at]) * scale
 
 
-def _reduce(k, lm_aug, v, mask, scale: float) -> torch.Tensor:
+def _base2_landmarks(lm: torch.Tensor) -> torch.Tensor:
+    """``log2 e [L, 1, -|L|^2 / 2]``: the augmented landmarks with the blocks' exponents in base 2,
+    for ``exp2``."""
+    return augment_landmarks(lm).mul_(LOG2E)
+
+
+def _reduce(k, lm_log2, v, mask, scale: float) -> torch.Tensor:
     """C = k(L, K) V over real keys, tile by tile, summed as C^T += V^T e (a quarter faster than
     e^T V on a CPU: the long axis is the product's inner one in both operands' natural layout)."""
-    c_t = v.new_zeros(*v.shape[:2], v.shape[-1], lm_aug.shape[-2])
-    kr = _Rows(k, lm_aug, scale, mask)
+    c_t = v.new_zeros(*v.shape[:2], v.shape[-1], lm_log2.shape[-2])
+    kr = _Rows(k, lm_log2, scale, mask)
     for head, row_ranges in kr.heads:
         kr.at(head)
         v_head, c_head = v[head], c_t[head]
@@ -164,10 +181,10 @@ def _reduce(k, lm_aug, v, mask, scale: float) -> torch.Tensor:
     return c_t.mT
 
 
-def _apply(q, lm_aug, p, scale: float) -> torch.Tensor:
+def _apply(q, lm_log2, p, scale: float) -> torch.Tensor:
     """k(Q, L) P, tile by tile."""
     out = q.new_empty(*q.shape[:-1], p.shape[-1])
-    qr = _Rows(q, lm_aug, scale)
+    qr = _Rows(q, lm_log2, scale)
     for head, row_ranges in qr.heads:
         qr.at(head)
         p_head, out_head = p[head], out[head]
@@ -219,14 +236,15 @@ class _Skyformer(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q, k, v, rows, from_k, mask, scale: float, small: SmallPart, per: int):
         lm = _landmarks(q, k, rows, from_k, scale)
-        c = _reduce(k, augment_landmarks(lm), v, mask, scale)
+        lm_log2 = _base2_landmarks(lm)
+        c = _reduce(k, lm_log2, v, mask, scale)
         grad = any(ctx.needs_input_grad[:3])
         parts = [
             small.forward(group, lm[start : start + per], c[start : start + per], grad)
             for group, start in enumerate(range(0, len(lm), per))
         ]
         p = parts[0][0] if len(parts) == 1 else torch.cat([part for part, _ in parts])
-        out = _apply(q, augment_landmarks(lm), p, scale)
+        out = _apply(q, lm_log2, p, scale)
         ctx.scale, ctx.per, ctx.small = scale, per, small
         ctx.kept = [len(kept) for _, kept in parts]
         ctx.save_for_backward(
@@ -238,60 +256,60 @@ class _Skyformer(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: torch.Tensor):
         q, k, v, rows, from_k, mask, lm, p, *kept = ctx.saved_tensors
-        lm_aug = augment_landmarks(lm)
-        dq, dlm_aug_t, dp = _apply_backward(q, lm_aug, p, grad.contiguous(), ctx.scale)
-        dlm, dc = torch.empty_like(lm), torch.empty_like(p)
+        lm_log2 = _base2_landmarks(lm)
+        dq, dlm_aug_t, dp = _apply_backward(q, lm, lm_log2, p, grad.contiguous(), ctx.scale)
+        d = lm.shape[-1]
+        dlm_t, dc = dlm_aug_t[..., :d, :], torch.empty_like(p)
         for group, start in enumerate(range(0, len(lm), ctx.per)):
             part, size = slice(start, start + ctx.per), ctx.kept[group]
             group_kept, kept = tuple(kept[:size]), kept[size:]
-            dlm[part], dc[part] = ctx.small.backward(group, group_kept, dp[part])
-        dk, dv = _reduce_backward(k, lm_aug, v, mask, dc, dlm_aug_t, ctx.scale)
-        d = lm.shape[-1]
-        dlm += dlm_aug_t[..., :d, :].mT - lm * dlm_aug_t[..., d + 1, :].unsqueeze(-1)
+            dl, dc[part] = ctx.small.backward(group, group_kept, dp[part])
+            dlm_t[part] += dl.mT
+        del dp, dl  # freed before block B's tiles
+        dk, dv = _reduce_backward(k, lm, lm_log2, v, mask, dc, dlm_aug_t, ctx.scale)
+        dlm = dlm_t.mT - lm * dlm_aug_t[..., d + 1, :].unsqueeze(-1)
         _add_landmark_grad(dq, dk, dlm.mul_(ctx.scale), rows, from_k)
         return dq, dk, dv, None, None, None, None, None, None
 
 
-def _apply_backward(q, lm_aug, p, grad, scale: float):
+def _apply_backward(q, lm, lm_log2, p, grad, scale: float):
     """dQ (without the landmarks' part), dL~^T and dP of block A's ``out = k(Q, L) P``.
 
     The m-sided gradients are summed transposed (dP^T += G^T e, dL~^T += x~^T dE), the faster
-    products (see ``_reduce``); ``y`` carries the scale of x's gradient (``x_grad``)."""
+    products (see ``_reduce``)."""
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
-    dlm_aug_t = lm_aug.new_zeros(*lm_aug.shape[:2], lm_aug.shape[-1], lm_aug.shape[-2])
+    dlm_aug_t = lm.new_zeros(*lm_log2.shape[:2], lm_log2.shape[-1], lm_log2.shape[-2])
     dp_t = p.new_zeros(*p.shape[:2], p.shape[-1], p.shape[-2])
-    y_scaled = lm_aug * scale
-    qr = _Rows(q, lm_aug, scale)
+    qr = _Rows(q, lm_log2, scale)
     for head, row_ranges in qr.heads:
         qr.at(head)
-        grad_h, dq_h, y_h, p_t = grad[head], dq[head], y_scaled[head], p[head].mT
+        grad_h, dq_h, lm_h, p_t = grad[head], dq[head], lm[head], p[head].mT
         dp_h, dlm_h = dp_t[head], dlm_aug_t[head]
         for rows in row_ranges:
             x_aug, g = qr.augmented(rows), _part(grad_h, rows)
             e = qr.block(x_aug, rows)
             _add_product(dp_h, g.mT, e)
             de = qr.times(g, p_t).mul_(e)
-            x_grad(de @ y_h, x_aug, 1.0, out=_part(dq_h, rows))
+            _x_grad(de, lm_h, _part(qr.x_head, rows), scale, _part(dq_h, rows))
             _add_product(dlm_h, x_aug.mT, de)
     return dq, dlm_aug_t, dp_t.mT
 
 
-def _reduce_backward(k, lm_aug, v, mask, dc, dlm_aug_t, scale: float):
+def _reduce_backward(k, lm, lm_log2, v, mask, dc, dlm_aug_t, scale: float):
     """dK (without the landmarks' part) and dV of block B's ``C = k(L, K) V``; adds its dL~^T."""
     dk = torch.empty_like(k, memory_format=torch.contiguous_format)
     dv = torch.empty_like(v, memory_format=torch.contiguous_format)
-    y_scaled = lm_aug * scale
-    kr = _Rows(k, lm_aug, scale, mask)
+    kr = _Rows(k, lm_log2, scale, mask)
     for head, row_ranges in kr.heads:
         kr.at(head)
-        v_h, dk_h, dv_h, y_h, g = v[head], dk[head], dv[head], y_scaled[head], dc[head]
+        v_h, dk_h, dv_h, lm_h, g = v[head], dk[head], dv[head], lm[head], dc[head]
         g_t, dlm_h = g.mT, dlm_aug_t[head]
         for rows in row_ranges:
             x_aug = kr.augmented(rows)
             e = kr.block(x_aug, rows)
             torch.matmul(e, g, out=_part(dv_h, rows))
             de = kr.times(_part(v_h, rows), g_t).mul_(e)  # zero on padded keys, as e is
-            x_grad(de @ y_h, x_aug, 1.0, out=_part(dk_h, rows))
+            _x_grad(de, lm_h, _part(kr.x_head, rows), scale, _part(dk_h, rows))
             _add_product(dlm_h, x_aug.mT, de)
     return dk, dv
 
