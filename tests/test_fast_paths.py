@@ -518,11 +518,11 @@ def test_skyformer_small_part_groups_grow_with_the_inputs():
 
 
 def test_skyformer_tiles_grow_with_the_inputs_within_bounds(monkeypatch):
-    """An eighth of the inputs' elements per tile, at least MIN_TILE, at most MAX_TILE."""
+    """A quarter of the inputs' elements per tile, at least MIN_TILE, at most MAX_TILE."""
     monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 1 << 18)
     sizes = {
         n: skyformer_fast._tile_elements(torch.empty(4, 2, n, 32, device="meta"))
         for n in (256, 2048, 4096, 16384)
     }
     low, high = skyformer_fast.MIN_TILE, skyformer_fast.MAX_TILE
-    assert sizes == {256: low, 2048: 1 << 16, 4096: 1 << 17, 16384: high}
+    assert sizes == {256: low, 2048: 1 << 17, 4096: 1 << 18, 16384: high}
