@@ -32,7 +32,7 @@ run (recomputed in backward).
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -122,16 +122,6 @@ def _step_poly_slope(y: torch.Tensor) -> torch.Tensor:
     return -15 + y * (14 - 3 * y)
 
 
-def _step_poly_divided(s: torch.Tensor) -> torch.Tensor:
-    """[(p(s_i) - p(s_j)) / (s_i - s_j)] for ``s [..., k]`` -> ``[..., k, k]`` (p'(s_i) where
-    s_i = s_j).
-
-    -15 + 7(s_i + s_j) - s_i^2 - s_i s_j - s_j^2 = u_i + u_j - s_i s_j, with u = -7.5 + 7s - s^2.
-    """
-    u = s * (7 - s) - 7.5
-    return (u.unsqueeze(-1) + u.unsqueeze(-2)).addcmul_(s.unsqueeze(-1), s.unsqueeze(-2), value=-1)
-
-
 def _eigen_steps(lam: torch.Tensor, c: torch.Tensor, iters: int) -> torch.Tensor:
     """f(l): the Newton-Schulz steps on each eigenvalue ``lam [..., k]``."""
     z = lam / c.squeeze(-1)
@@ -140,29 +130,46 @@ def _eigen_steps(lam: torch.Tensor, c: torch.Tensor, iters: int) -> torch.Tensor
     return z
 
 
+def _outer_sum(left: list[torch.Tensor], right: list[torch.Tensor]) -> torch.Tensor:
+    """``sum_i left_i right_i^T`` for vectors ``[..., k]``: one batched product of rank
+    ``len(left)``, ``[..., k, k]``."""
+    return torch.stack(left, dim=-1) @ torch.stack(right, dim=-2)
+
+
+def _add_outer_sum(acc: torch.Tensor, left: list[torch.Tensor], right: list[torch.Tensor]) -> None:
+    """``acc += _outer_sum(left, right)`` in place, in the product itself (``baddbmm_``)."""
+    flat = acc.view(-1, *acc.shape[-2:])
+    flat.baddbmm_(torch.stack(left, -1).flatten(0, -3), torch.stack(right, -2).flatten(0, -3))
+
+
 def _eigen_step_derivatives(
     lam: torch.Tensor, c: torch.Tensor, iters: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """f(l), F (the divided differences of f, ``[..., k, k]``) and df/dc, through the same steps.
 
-    With y = l z and P = [p(y)], one step z' = z p(y) / 4 gives, by the product rule,
-    [z'](a, b) = P(a, b) (a z(a) [z](a, b) + z(a) z(b)) / 4 + [z](a, b) p(y(b)) / 4.
+    With y = l z, p = p(y) and P(a, b) = [p](y(a), y(b)) = u(a) + u(b) - y(a) y(b),
+    u = -7.5 + 7y - y^2 (the divided difference of the cubic p), one step z' = z p / 4 gives, by
+    the product rule,
+    [z'](a, b) = P(a, b) (a z(a) [z](a, b) + z(a) z(b)) / 4 + [z](a, b) p(b) / 4
+               = [z](a, b) R(a, b) + S(a, b),
+    R = (a z(a) / 4) P(a, b) + p(b) / 4 and S = (z(a) / 4) z(b) P(a, b): sums of four and three
+    outer products, so a step costs two thin batched products and two passes over the k x k
+    matrix.
     """
     c_vec = c.squeeze(-1)
     z = lam / c_vec
     dz_dc = -z / c_vec
-    divided = (
-        (1 / c_vec).unsqueeze(-1).expand(*lam.shape, lam.shape[-1]).clone()
-    )  # [z0](a, b) = 1 / c
+    divided = (1 / c_vec).unsqueeze(-1).expand(*lam.shape, lam.shape[-1]).clone()  # [z0] = 1 / c
+    ones = torch.ones_like(lam)
     for _ in range(iters):
         y = lam * z
         p = _step_poly(y)
-        quarter_z = 0.25 * z
-        term = divided * (lam * quarter_z).unsqueeze(-1)
-        term.addcmul_(quarter_z.unsqueeze(-1), z.unsqueeze(-2)).mul_(_step_poly_divided(y))
-        divided = divided.mul_((0.25 * p).unsqueeze(-2)).add_(term)
+        u = y * (7 - y) - 7.5
+        alpha, beta = 0.25 * lam * z, 0.25 * z
+        divided.mul_(_outer_sum([alpha * u, alpha, -alpha * y, ones], [ones, u, y, 0.25 * p]))
+        _add_outer_sum(divided, [beta * u, beta, -beta * y], [z, z * u, z * y])
         dz_dc = 0.25 * dz_dc * (p + y * _step_poly_slope(y))
-        z = quarter_z * p
+        z = beta * p
     return z, divided, dz_dc
 
 
@@ -176,11 +183,20 @@ def spectral_times(
     return q @ (_eigen_steps(lam, c, iters).unsqueeze(-1) * (q.mT @ x)), (lam, q)
 
 
+class SpectralGrads(NamedTuple):
+    """``spectral_times_backward``'s results: dM (for symmetric perturbations), dc (shaped like
+    ``c``'s batch, ``[...]``), dx, and Z x (the forward's output, from the same products)."""
+
+    dm: torch.Tensor
+    dc: torch.Tensor
+    dx: torch.Tensor
+    times_x: torch.Tensor
+
+
 def spectral_times_backward(
     lam: torch.Tensor, q: torch.Tensor, c: torch.Tensor, x: torch.Tensor, iters: int, grad
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """dM (for symmetric perturbations), dc (shaped like ``c``'s batch, ``[...]``) and dx of
-    ``spectral_times`` for the incoming ``grad``."""
+) -> SpectralGrads:
+    """The gradients of ``spectral_times`` for the incoming ``grad`` (see ``SpectralGrads``)."""
     f, divided, dz_dc = _eigen_step_derivatives(lam, c, iters)
     q_grad, q_x = q.mT @ grad, q.mT @ x
     dx = q @ (f.unsqueeze(-1) * q_grad)  # Z^T grad, Z symmetric
@@ -188,7 +204,7 @@ def spectral_times_backward(
     g = 0.5 * (g + g.mT)  # only symmetric perturbations of M exist
     dm = q @ (divided * g) @ q.mT
     dc = (g.diagonal(dim1=-2, dim2=-1) * dz_dc).sum(-1)
-    return dm, dc, dx
+    return SpectralGrads(dm, dc, dx, q @ (f.unsqueeze(-1) * q_x))
 
 
 class _SpectralNewtonSchulzTimes(torch.autograd.Function):
@@ -211,7 +227,7 @@ class _SpectralNewtonSchulzTimes(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         lam, q, c, x = ctx.saved_tensors
-        dm, dc, dx = spectral_times_backward(lam, q, c, x, ctx.iters, grad)
+        dm, dc, dx, _ = spectral_times_backward(lam, q, c, x, ctx.iters, grad)
         return dm, dc.reshape(c.shape) if c.dim() else dc.sum(), dx, None
 
 

@@ -20,7 +20,6 @@ import torch
 
 from lra_bench.attention.kernels import gaussian_kernel
 from lra_bench.attention.pinv import (
-    _eigen_steps,
     newton_schulz_scale,
     spectral_times,
     spectral_times_backward,
@@ -75,9 +74,8 @@ def small_backward(
     landmarks, c, lam, q, start = saved
     kernel = landmark_kernel(landmarks, gamma)
     d_inv_sqrt, x = kernel.d_inv_sqrt, kernel.d_inv_sqrt * c
-    dm, d_start, dx = spectral_times_backward(lam, q, start, x, iters, d_inv_sqrt * grad)
-    y = q @ (_eigen_steps(lam, start, iters).unsqueeze(-1) * (q.mT @ x))  # P = D^-1/2 y
-    d_d_inv_sqrt = (grad * y + dx * c).sum(-1, keepdim=True)
+    dm, d_start, dx, y = spectral_times_backward(lam, q, start, x, iters, d_inv_sqrt * grad)
+    d_d_inv_sqrt = (grad * y + dx * c).sum(-1, keepdim=True)  # P = D^-1/2 y
     dm = dm + _start_backward(kernel.m_norm, d_start, init)
     d_d_inv_sqrt += ((dm + dm.mT) * kernel.w) @ d_inv_sqrt  # M = D^-1/2 W D^-1/2
     dw = dm * d_inv_sqrt * d_inv_sqrt.mT
