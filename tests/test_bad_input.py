@@ -365,9 +365,10 @@ def test_run_folders_are_one_level_deep_and_named_by_what_changes_results(
 
 
 @pytest.mark.slow
-def test_help_names_the_app(tmp_path, run_command):
-    status, _, out = run_command("lra_bench", ["--help"])
-    assert status == 0 and out.splitlines()[0] == "lra_bench is powered by Hydra."
+@pytest.mark.parametrize("module", ["lra_bench", "lra_bench.bench"])
+def test_help_names_the_app(tmp_path, run_command, module):
+    status, _, out = run_command(module, ["--help"])
+    assert status == 0 and out.splitlines()[0] == f"{module} is powered by Hydra."
     assert "__main__" not in out and not list(tmp_path.iterdir())
 
 
