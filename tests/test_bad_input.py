@@ -372,6 +372,23 @@ def test_help_names_the_app(tmp_path, run_command, module):
     assert "__main__" not in out and not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["lra_bench", "lra_bench.bench"])
+def test_help_into_a_closed_pipe_exits_without_a_traceback(tmp_path, module):
+    """``--help | head``: the reader is gone before the help is written."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, "--help"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, err[-2000:]
+    assert "Traceback" not in err and "BrokenPipe" not in err and not list(tmp_path.iterdir())
+
+
 def test_checkpoint_temporary_names_are_unique_per_process_and_call(tmp_path, monkeypatch):
     from lra_bench import checkpoint
 

@@ -8,9 +8,11 @@ use it without an import cycle.
 
 from __future__ import annotations
 
+import os
 import sys
 
 ERROR_STATUS = 2  # the exit status of a run or command stopped by an error meant for the user
+CLOSED_OUTPUT_STATUS = 128 + 13  # what a shell reports for a process stopped by SIGPIPE
 
 
 class LraBenchError(Exception):
@@ -60,3 +62,12 @@ def error_status(problem: object) -> int:
     command maps an error meant for the user to its exit status here."""
     print(f"error: {problem}", file=sys.stderr)
     return ERROR_STATUS
+
+
+def closed_output_status() -> int:
+    """The exit status of a command whose reader closed its output (``... --help | head``): no
+    traceback, and stdout pointed at /dev/null so that the interpreter's last flush cannot fail
+    again. Not 0: a run stopped this way did not finish."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return CLOSED_OUTPUT_STATUS

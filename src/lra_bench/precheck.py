@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from lra_bench.config import register_configs, validate
-from lra_bench.errors import ConfigError, LraBenchError, error_status
+from lra_bench.errors import ConfigError, LraBenchError, closed_output_status, error_status
 from lra_bench.typo_hints import unknown_override, unknown_setting
 
 _NOISE = (
@@ -70,7 +70,8 @@ def describe(err: BaseException) -> str:
 
 def run_app(app: Callable[[], Any]) -> None:
     """Register the config schemas (attention plugins included), then run a ``@hydra.main`` app;
-    a registration, composition or validation problem exits 2 after one line on stderr.
+    a registration, composition or validation problem exits 2 after one line on stderr, and a
+    closed output (``--help | head``) exits quietly (``errors.closed_output_status``).
 
     Hydra otherwise prints its own multi-line report; HYDRA_FULL_ERROR hands the exception
     to us instead (other failures then keep their full traceback).
@@ -85,3 +86,5 @@ def run_app(app: Callable[[], Any]) -> None:
     except (HydraException, OmegaConfBaseException, LraBenchError) as err:
         message = describe(err)
         sys.exit(error_status(unknown_setting(message, sys.argv[1:]) or message))
+    except BrokenPipeError:
+        sys.exit(closed_output_status())

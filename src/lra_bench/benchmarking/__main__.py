@@ -51,7 +51,7 @@ from lra_bench.benchmarking.rounds import TimingGroup, summarise
 from lra_bench.benchmarking.trained import precision_label, trained_settings
 from lra_bench.benchmarking.variants import BenchError, Variant, resolve
 from lra_bench.benchmarking.worker import default_mem_limit_mb, make_runner
-from lra_bench.errors import LraBenchError, error_status
+from lra_bench.errors import LraBenchError, closed_output_status, error_status
 from lra_bench.io import atomic_write_text
 from lra_bench.paths import conf_dir
 from lra_bench.runtime import device_label, resolve_device
@@ -417,6 +417,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _app()
     except (HydraException, OmegaConfBaseException) as err:
         sys.exit(error_status(composition_problem(err)))
+    except BrokenPipeError:  # ``--help | head``
+        sys.exit(closed_output_status())
 
 
 def composition_problem(err: BaseException) -> str:
