@@ -101,6 +101,21 @@ def assert_fast_equals_reference(
 
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("name, kw", FLAT)
+def test_fast_equals_reference_on_the_models_layout(name, kw, padded):
+    """q, k, v as the model hands them over: strided views of one projection ``[b, n, 3, h, d]``
+    (the fast paths read rows of them and must not assume contiguous tensors)."""
+    g = torch.Generator().manual_seed(6)
+    qkv = torch.randn(2, 50, 3, 2, 8, generator=g, dtype=torch.float64)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    assert not q.is_contiguous()
+    mask = torch.arange(50) < torch.tensor([50, 23]).unsqueeze(1) if padded else None
+    fast = outputs_and_grads(build(name, "fast", kw), q, k, v, mask)
+    ref = outputs_and_grads(build(name, "reference", kw), q.contiguous(), k, v, mask)
+    assert_same_outputs_and_grads(fast, ref)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("name, kw", FLAT)
 def test_fast_equals_reference_in_gpu_tiles(name, kw, padded, monkeypatch: pytest.MonkeyPatch):
     """The tiling a GPU gets (every head at once, rows in chunks), run on the CPU."""
     monkeypatch.setattr(chunked, "PER_HEAD_DEVICES", ())

@@ -75,6 +75,8 @@ def _part(t: torch.Tensor, rows: Rows) -> torch.Tensor:
 class _Rows:
     """The augmented rows ``[s x, -|s x|^2 / 2, 1]`` of each tile of ``x`` and the tile's kernel
     block, written into buffers reused from tile to tile (fresh large tensors cost page faults).
+    Each tile's norms come from its rows in the buffer: a norm over the whole of ``x`` read it a
+    second time, and in the model's layout (strided views of one projection) took 2-5x as long.
 
     ``heads`` lists the tiles by head; ``at(head)`` takes that head's views once, so that a tile
     costs a few narrowed views of them (on a CPU a tile is one head's rows: 2-D views, plain
@@ -83,8 +85,6 @@ class _Rows:
     def __init__(self, x, lm_log2, scale: float, mask: torch.Tensor | None = None) -> None:
         self.x, self.scale, d = x, scale, x.shape[-1]
         self.lm_log2 = lm_log2
-        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-        self.half_sq = norm.square_().mul_(-0.5 * scale * scale)  # -|s x|^2 / 2
         self.keep = None if mask is None else mask.to(x.dtype)  # [b, n]: 1 on real tokens
         elements = _tile_elements(x)
         tiles = chunked.tiles(x, lm_log2.shape[-2], elements=elements, index_heads=True)
@@ -99,7 +99,7 @@ class _Rows:
     def at(self, head: Head) -> None:
         """Takes ``head``'s views for the tiles that follow, and the buffers' part that fits them
         (a last group of whole heads may hold fewer batch entries than the first)."""
-        self.x_head, self.half_sq_head = self.x[head], self.half_sq[head]
+        self.x_head = self.x[head]
         lead = tuple(slice(0, size) for size in self.x_head.shape[:-2])
         self.x_aug_buf, self.e_head, self.de_head = (
             buf[lead] for buf in (self.x_buf, self.e_buf, self.de_buf)
@@ -113,8 +113,12 @@ class _Rows:
             self.keep_head = keep if isinstance(head[0], int) else keep.unsqueeze(1)
 
     def augmented(self, rows: Rows) -> torch.Tensor:
-        torch.mul(_part(self.x_head, rows), self.scale, out=_part(self.x_part, (0, rows[1])))
-        _part(self.half_sq_part, (0, rows[1])).copy_(_part(self.half_sq_head, rows))
+        scaled = torch.mul(
+            _part(self.x_head, rows), self.scale, out=_part(self.x_part, (0, rows[1]))
+        )
+        half_sq = _part(self.half_sq_part, (0, rows[1]))
+        torch.linalg.vector_norm(scaled, dim=-1, keepdim=True, out=half_sq)
+        half_sq.square_().mul_(-0.5)  # -|s x|^2 / 2
         return _part(self.x_aug_buf, (0, rows[1]))
 
     def block(self, x_aug: torch.Tensor, rows: Rows) -> torch.Tensor:
@@ -137,15 +141,17 @@ def _add_product(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
         acc += a @ b
 
 
-def _x_grad(de: torch.Tensor, lm: torch.Tensor, x: torch.Tensor, scale: float, out: torch.Tensor):
-    """x's gradient through ``E = x~ L~^T``, ``x~ = [s x, -|s x|^2 / 2, 1]``, from a tile's
-    ``dE``, into ``out``: ``s dE L - s^2 x rowsum(dE)``. A product of width d and a row sum
-    instead of one of width d + 2 and a pass over its strided columns."""
+def _x_grad(de: torch.Tensor, lm: torch.Tensor, x_aug: torch.Tensor, scale: float, out):
+    """x's gradient through ``E = x~ L~^T``, ``x~ = [s x, -|s x|^2 / 2, 1]`` (the tile's
+    ``x_aug``), from its ``dE``, into ``out``: ``s dE L - s (s x) rowsum(dE)``. A product of width
+    d and a row sum instead of one of width d + 2 and a pass over its strided columns; s x is
+    read from the tile's buffer, in cache, not from x (strided in the model's layout)."""
     if de.dim() == 2:
         out.addmm_(de, lm, beta=0, alpha=scale)
     else:
         torch.matmul(de, lm, out=out).mul_(scale)
-    return out.addcmul_(x, de.sum(-1, keepdim=True), value=-scale * scale)
+    scaled_x = x_aug[..., : lm.shape[-1]]
+    return out.addcmul_(scaled_x, de.sum(-1, keepdim=True), value=-scale)
 
 
 def _landmarks(
@@ -290,7 +296,7 @@ def _apply_backward(q, lm, lm_log2, p, grad, scale: float):
             e = qr.block(x_aug, rows)
             _add_product(dp_h, g.mT, e)
             de = qr.times(g, p_t).mul_(e)
-            _x_grad(de, lm_h, _part(qr.x_head, rows), scale, _part(dq_h, rows))
+            _x_grad(de, lm_h, x_aug, scale, _part(dq_h, rows))
             _add_product(dlm_h, x_aug.mT, de)
     return dq, dlm_aug_t, dp_t.mT
 
@@ -309,7 +315,7 @@ def _reduce_backward(k, lm, lm_log2, v, mask, dc, dlm_aug_t, scale: float):
             e = kr.block(x_aug, rows)
             torch.matmul(e, g, out=_part(dv_h, rows))
             de = kr.times(_part(v_h, rows), g_t).mul_(e)  # zero on padded keys, as e is
-            _x_grad(de, lm_h, _part(kr.x_head, rows), scale, _part(dk_h, rows))
+            _x_grad(de, lm_h, x_aug, scale, _part(dk_h, rows))
             _add_product(dlm_h, x_aug.mT, de)
     return dk, dv
 

@@ -7,7 +7,8 @@ memory vs sequence length, whole training steps, or the data loader alone.
     python -m lra_bench.bench mode=data task=listops run.data.bucket=true
 
 Attention mode times forward (no grad) and forward+backward of each attention module on random
-q, k, v ``[batch, heads, n, head_dim]`` and measures the peak extra memory (see
+q, k, v ``[batch, heads, n, head_dim]``, laid out as the model hands them over (views of one
+projection's output; backward stops at them), and measures the peak extra memory (see
 ``benchmarking/measure.py``). Train-step mode times the training loop's own step
 (``step.train_step``: forward, backward, clipping, AdamW and schedule) of the task model on
 random tokens, each variant with its run's composed config (``trained.py``: its attention

@@ -52,7 +52,8 @@ class CaseTimeout(RuntimeError):
 
 @dataclass(frozen=True)
 class AttentionCase:
-    """Forward and forward+backward of one attention module on random q, k, v."""
+    """Forward and forward+backward of one attention module on random q, k, v (laid out as the
+    model's, ``model_layout_inputs``)."""
 
     label: str
     attn: dict[str, Any]
@@ -265,7 +266,8 @@ class Prepared:
 
 
 def prepare_attention(case: AttentionCase) -> Prepared:
-    """The module of ``case`` on random q, k, v, its forward (no grad) and forward+backward."""
+    """The module of ``case`` on random q, k, v (``model_layout_inputs``), its forward (no grad)
+    and forward+backward."""
     from lra_bench.attention import build_attention
 
     device, dtype = _use(case.device), DTYPES[case.dtype]
@@ -274,22 +276,35 @@ def prepare_attention(case: AttentionCase) -> Prepared:
         case.attn, head_dim=case.head_dim, num_heads=case.heads, max_len=case.n
     )
     module = module.to(device=device, dtype=dtype).train()
-    shape = (case.batch, case.heads, case.n, case.head_dim)
-    q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
-    grad = torch.randn(shape, device=device, dtype=dtype)
+    q, k, v = model_layout_inputs(case, device, dtype)
+    grad = torch.randn(q.shape, device=device, dtype=dtype)
+    wrt = (q, k, v, *(p for p in module.parameters() if p.requires_grad))
 
     def forward() -> None:
         with torch.no_grad():
             module(q, k, v)
 
     def forward_backward() -> None:
-        module(q, k, v).backward(grad)
-        q.grad = k.grad = v.grad = None
-        module.zero_grad(set_to_none=True)
+        torch.autograd.grad(module(q, k, v), wrt, grad, allow_unused=True)
 
     return Prepared(
         device, {"fwd": forward, "fwdbwd": forward_backward}, lambda: module(q, k, v), (q, k, v)
     )
+
+
+def model_layout_inputs(
+    case: AttentionCase, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random q, k, v ``[batch, heads, n, head_dim]`` laid out as the model hands them over: views
+    of one projection's output ``[batch, n, 3, heads, head_dim]`` (``model.py``), not contiguous
+    tensors of their own. The layout changes what a kernel costs (a norm over these rows took 2-5x
+    as long as over contiguous ones at n = 4096), and gradients taken at these views stop there,
+    as training's flow on into the projection, without the copy that accumulating them into
+    ``.grad`` of differently laid-out leaves would add."""
+    shape = (case.batch, case.n, 3, case.heads, case.head_dim)
+    qkv = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    return q, k, v
 
 
 def attention_case(case: AttentionCase) -> dict[str, Any]:
