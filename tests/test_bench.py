@@ -84,6 +84,22 @@ def test_entries_resolve_to_labelled_configs():
     )
 
 
+def assert_math_path_memory(r: dict[str, str]) -> None:
+    """SDPA's math path keeps exactly copies of q, k, v and the n x n weights (batch 4, 2 heads,
+    d 32, fp32)."""
+    n = int(r["n"])
+    weights_mb = 8 * n * n * 4 / 2**20
+    assert float(r["saved_mb"]) == pytest.approx((3 * 8 * n * 32 + 8 * n * n) * 4 / 2**20, abs=1e-4)
+    # the scores, the weights and their gradient are alive together at some point
+    assert 2 * weights_mb <= float(r["tensor_mem_mb"]) <= 6 * weights_mb + 1
+    # all its own: the weights, and the copies of q, k, v its batched products make (the model's
+    # strided views of one projection do not flatten batch and heads as views); q, k, v
+    # themselves and the output are not saved
+    assert float(r["own_saved_mb"]) == pytest.approx(float(r["saved_mb"]), abs=1e-4)
+    shared = 4 * 8 * n * 32 * 4 / 2**20  # output and three input gradients
+    assert float(r["own_tensor_mb"]) == pytest.approx(float(r["tensor_mem_mb"]) - shared, abs=1e-3)
+
+
 @pytest.mark.slow
 def test_attention_bench_rows_tables_and_ratios_from_one_run(tmp_path, capsys):
     cfg = bench_cfg(
@@ -121,24 +137,8 @@ def test_attention_bench_rows_tables_and_ratios_from_one_run(tmp_path, capsys):
         assert float(r["tensor_mem_ratio"]) == pytest.approx(
             float(r["tensor_mem_mb"]) / float(base["tensor_mem_mb"]), rel=1e-3, abs=1e-3
         )
-        if (
-            r["label"] == "softmax-math"
-        ):  # exactly copies of q, k, v and the n x n weights (batch 4, 2 heads, d 32, fp32)
-            n = int(r["n"])
-            weights_mb = 8 * n * n * 4 / 2**20
-            assert float(r["saved_mb"]) == pytest.approx(
-                (3 * 8 * n * 32 + 8 * n * n) * 4 / 2**20, abs=1e-4
-            )
-            # the scores, the weights and their gradient are alive together at some point
-            assert 2 * weights_mb <= float(r["tensor_mem_mb"]) <= 6 * weights_mb + 1
-            # all its own: the weights, and the copies of q, k, v its batched products make
-            # (the model's strided views of one projection do not flatten batch and heads as
-            # views); q, k, v themselves and the output are not saved
-            assert float(r["own_saved_mb"]) == pytest.approx(float(r["saved_mb"]), abs=1e-4)
-            shared = 4 * 8 * n * 32 * 4 / 2**20  # output and three input gradients
-            assert float(r["own_tensor_mb"]) == pytest.approx(
-                float(r["tensor_mem_mb"]) - shared, abs=1e-3
-            )
+        if r["label"] == "softmax-math":
+            assert_math_path_memory(r)
         else:  # these keep q, k, v themselves, which are not their own
             assert float(r["own_saved_mb"]) < float(r["saved_mb"])
         assert float(r["worker_rss_mb"]) > float(r["peak_mem_mb"])  # the whole process

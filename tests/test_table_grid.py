@@ -45,8 +45,11 @@ def launch(cwd: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedP
     )
 
 
-def start_single(cwd: Path, cache_dir: Path, task: str, attn: str, seed: int) -> subprocess.Popen:
-    """The grid's run (task, attn, seed) on its own (the same folder as in the sweep)."""
+def start_single(
+    cwd: Path, cache_dir: Path, task: str, attn: str, seed: int, *extra: str
+) -> subprocess.Popen:
+    """The grid's run (task, attn, seed) on its own (the same folder as in the sweep; ``extra``
+    settings must not name runs)."""
     single = [o for o in GRID if not o.startswith(("attn=", "task="))]
     cmd = [
         sys.executable,
@@ -56,6 +59,7 @@ def start_single(cwd: Path, cache_dir: Path, task: str, attn: str, seed: int) ->
         f"task={task}",
         f"attn={attn}",
         f"seed={seed}",
+        *extra,
     ]
     return subprocess.Popen(
         cmd, cwd=cwd, env=env(cache_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -119,7 +123,9 @@ def test_tiny_table_end_to_end(tmp_path: Path, cache_dir: Path) -> None:
 
     # seed 1: one run paused while it trains (running), one killed mid-way (stopped)
     running = start_single(tmp_path, cache_dir, "listops", "softmax", 1)
-    killed = start_single(tmp_path, cache_dir, "listops", "skyformer", 1)
+    # stops itself at step 6 if the kill comes late (this process starved of CPU by other tests):
+    # stopped mid-way either way, never finished
+    killed = start_single(tmp_path, cache_dir, "listops", "skyformer", 1, "trainer.stop_at_step=6")
     try:
         stop_after_checkpoint(running, folder(tmp_path, "listops", "softmax", 1), signal.SIGSTOP)
         stop_after_checkpoint(killed, folder(tmp_path, "listops", "skyformer", 1), signal.SIGKILL)
