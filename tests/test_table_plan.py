@@ -43,13 +43,13 @@ def wait_for(check, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def worker_of(proc: subprocess.Popen) -> int:
+def worker_of(proc: subprocess.Popen, stderr: Path) -> int:
     """The bench worker of a running plan (its spawned child), once it runs a case: the case's
     memory cap (a limit on its address space) is then set."""
     found: list[int] = []
 
     def measuring() -> bool:
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert proc.poll() is None, stderr.read_text()[-2000:]
         found[:] = [c for c in children(proc.pid) if b"spawn_main" in _cmdline(c)]
         return bool(found) and address_space_limit(found[0]) != b"unlimited"
 
@@ -85,13 +85,17 @@ def test_a_stopped_plan_leaves_no_worker(tmp_path: Path, cache_dir: Path, sig: i
            "LRA_BENCH_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
     cmd = [sys.executable, "-m", "lra_bench.table", "plan", "experiment=skyformer_table1",
            "task=text", "attn=softmax,skyformer", "seed=0", "--budget", "600"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    # stderr into a file, whose end a failure shows (the plan's own words on why it did not stop)
+    stderr = tmp_path / "stderr.txt"
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=err, text=True)
     try:
-        worker = worker_of(proc)
+        worker = worker_of(proc, stderr)
         time.sleep(1.0)  # into its case
         os.kill(proc.pid, sig)
         code = proc.wait(60)
-        assert code == {signal.SIGTERM: 143, signal.SIGINT: 130}.get(sig, -signal.SIGKILL)
+        expected = {signal.SIGTERM: 143, signal.SIGINT: 130}.get(sig, -signal.SIGKILL)
+        assert code == expected, stderr.read_text()[-2000:]
         wait_for(lambda: not alive(worker), 10, "the worker outlived the plan")
     finally:
         proc.kill()
