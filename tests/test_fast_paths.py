@@ -110,7 +110,9 @@ def test_fast_equals_reference_on_the_models_layout(name, kw, padded):
     assert not q.is_contiguous()
     mask = torch.arange(50) < torch.tensor([50, 23]).unsqueeze(1) if padded else None
     fast = outputs_and_grads(build(name, "fast", kw), q, k, v, mask)
-    ref = outputs_and_grads(build(name, "reference", kw), q.contiguous(), k, v, mask)
+    ref = outputs_and_grads(
+        build(name, "reference", kw), *(x.contiguous() for x in (q, k, v)), mask
+    )
     assert_same_outputs_and_grads(fast, ref)
 
 

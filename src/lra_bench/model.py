@@ -25,6 +25,14 @@ from lra_bench.config import ModelConfig
 from lra_bench.dropout import Dropout
 
 
+def split_heads(projected: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, ...]:
+    """q, k, v ``[b, heads, n, head_dim]`` from the joint projection ``[b, n, 3 * heads *
+    head_dim]``: strided views of it, not copies (the layout every attention receives)."""
+    b, n, width = projected.shape
+    heads = projected.view(b, n, 3, num_heads, width // (3 * num_heads))
+    return tuple(heads.permute(2, 0, 3, 1, 4))
+
+
 class MultiHeadAttention(nn.Module):
     """Projections around a registered attention variant; optionally run in fp32 under autocast."""
 
@@ -50,7 +58,7 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, n, _ = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = split_heads(self.qkv(x), self.num_heads)
         if self.attn_fp32 and torch.is_autocast_enabled(x.device.type):
             with without_autocast(x):
                 ctx = self.attention(q.float(), k.float(), v.float(), mask)

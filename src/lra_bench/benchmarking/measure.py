@@ -296,14 +296,16 @@ def model_layout_inputs(
     case: AttentionCase, device: torch.device, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random q, k, v ``[batch, heads, n, head_dim]`` laid out as the model hands them over: views
-    of one projection's output ``[batch, n, 3, heads, head_dim]`` (``model.py``), not contiguous
-    tensors of their own. The layout changes what a kernel costs (a norm over these rows took 2-5x
-    as long as over contiguous ones at n = 4096), and gradients taken at these views stop there,
-    as training's flow on into the projection, without the copy that accumulating them into
-    ``.grad`` of differently laid-out leaves would add."""
-    shape = (case.batch, case.n, 3, case.heads, case.head_dim)
-    qkv = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    of one projection's output (``model.split_heads``), not contiguous tensors of their own. The
+    layout changes what a kernel costs (a norm over these rows took 2-5x as long as over
+    contiguous ones at n = 4096), and gradients taken at these views stop there, as training's
+    flow on into the projection, without the copy that accumulating them into ``.grad`` of
+    differently laid-out leaves would add."""
+    from lra_bench.model import split_heads
+
+    shape = (case.batch, case.n, 3 * case.heads * case.head_dim)
+    projected = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
+    q, k, v = split_heads(projected, case.heads)
     return q, k, v
 
 
