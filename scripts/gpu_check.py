@@ -1,7 +1,7 @@
 """The Python steps of scripts/gpu_check.sh; each prints what it found, exits 0 (pass) or 1 (fail).
 
-    python scripts/gpu_check.py env OUTDIR     # versions, precision, device draws, no host sync,
-                                               # fp16/bf16
+    python scripts/gpu_check.py env OUTDIR     # versions, precision, device draws, no host sync
+                                               # in forward or backward, fp16/bf16
     python scripts/gpu_check.py smoke OUTDIR   # every variant trains a smoke run in fp32 and AMP
     python scripts/gpu_check.py resume OUTDIR  # stop + resume == straight run, bit for bit
                                                # (deterministic mode)
@@ -85,7 +85,7 @@ def env(out: Path) -> bool:
 
 def check_variant(name: str) -> list[str]:
     """One variant on the device: draws there, no host sync in
-    train or eval forward, finite in fp16/bf16 autocast."""
+    train or eval forward or in backward, finite in fp16/bf16 autocast."""
     from lra_bench.attention import build_attention
     from lra_bench.attention.base import SampledAttention
 
@@ -104,7 +104,11 @@ def check_variant(name: str) -> list[str]:
         problems.append("draws off the device")
     for mode in (True, False):
         attn.train(mode)
-        problems += _no_sync(attn, q, k, v, mask)
+        problems += _no_sync("forward", attn, q, k, v, mask)
+    attn.train()
+    grads = [x.detach().requires_grad_() for x in (q, k, v)]
+    attn(*grads, mask).sum().backward()  # lazily built state outside the check
+    problems += _no_sync("backward", lambda: attn(*grads, mask).sum().backward())
     for dtype in (torch.float16, torch.bfloat16):
         with torch.autocast(DEVICE.type, dtype=dtype):
             out = attn(q.to(dtype), k.to(dtype), v.to(dtype), mask)
@@ -117,9 +121,9 @@ def _small_kwargs(name: str) -> dict[str, object]:
     return {o.split("=")[0].split(".")[1]: int(o.split("=")[1]) for o in SMALL.get(name, [])}
 
 
-def _no_sync(fn: Callable[..., object], *args: object) -> list[str]:
-    """Run ``fn(*args)`` with CUDA's sync debug mode set to
-    error (a host round trip raises); CPU: just run it."""
+def _no_sync(what: str, fn: Callable[..., object], *args: object) -> list[str]:
+    """Run ``fn(*args)`` (``what``: forward, or forward and backward) with CUDA's sync debug
+    mode set to error (a host round trip raises); CPU: just run it."""
     if DEVICE.type != "cuda":
         fn(*args)
         return []
@@ -129,7 +133,7 @@ def _no_sync(fn: Callable[..., object], *args: object) -> list[str]:
         fn(*args)
         return []
     except RuntimeError as err:
-        return [f"host sync in forward: {str(err).splitlines()[0][:120]}"]
+        return [f"host sync in {what}: {str(err).splitlines()[0][:120]}"]
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

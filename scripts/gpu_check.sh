@@ -5,7 +5,7 @@
 #
 # Steps (each under its own time limit, its log in OUTDIR/<step>.log):
 #   env     versions and precision (native bf16?); every variant draws on the device, reads nothing
-#           back to the host in forward (CUDA sync debug mode), and is finite under fp16 and bf16 autocast
+#           back to the host in forward or backward (CUDA sync debug mode), and is finite under fp16 and bf16 autocast
 #   smoke   every variant trains a smoke run in fp32 and in AMP
 #   resume  stopped and resumed == straight through, bit for bit, in deterministic mode
 #   bench   the attention bench at 16K for every variant (CUDA events, peak memory)

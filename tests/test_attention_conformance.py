@@ -143,9 +143,40 @@ class HalfPrecision(Masked):
         return super().forward(q.float(), k.float(), v.float(), mask)
 
 
+class Reads(Masked):
+    """Reads the real tokens' count back (a GPU's host waits for it every call)."""
+
+    def forward(self, q, k, v, mask=None):
+        real = int(mask.sum()) if mask is not None else q.shape[2]
+        return super().forward(q, k, v, mask) * (real / max(real, 1))
+
+
+class Picks(Masked):
+    """Picks the real tokens' rows by the mask (an output sized by the data)."""
+
+    def forward(self, q, k, v, mask=None):
+        out = super().forward(q, k, v, mask)
+        if mask is not None:
+            out = out.clone()
+            out[:, :, ~mask[0]] = 0.0 * out[:, :, ~mask[0]]
+        return out
+
+
+class WritesANumber(Masked):
+    """Writes a Python number into one element of a device tensor (a copy from host memory)."""
+
+    def forward(self, q, k, v, mask=None):
+        one = torch.zeros(1, dtype=q.dtype, device=q.device)
+        one[0] = 1.0
+        return super().forward(q, k, v, mask) * one
+
+
 @pytest.mark.parametrize(
     "module, check, message",
     [
+        (Reads, "no_host_wait", "check 'no_host_wait' failed: _local_scalar_dense.default at "),
+        (Picks, "no_host_wait", "check 'no_host_wait' failed: index.Tensor at "),
+        (WritesANumber, "no_host_wait", "check 'no_host_wait' failed: copy_.default at "),
         (Leaky, "padding", "check 'padding' failed: padded keys change real tokens' outputs"),
         (
             Noisy,
@@ -189,7 +220,16 @@ def test_the_kit_catches_a_setting_without_a_rule():
 def test_the_kit_passes_a_correct_attention_and_refuses_unknown_checks():
     check_attention(
         Masked,
-        checks=["config", "shape_dtype", "padding", "gradients", "determinism", "resume", "bf16"],
+        checks=[
+            "config",
+            "shape_dtype",
+            "padding",
+            "gradients",
+            "determinism",
+            "resume",
+            "bf16",
+            "no_host_wait",
+        ],
     )
     with pytest.raises(ConformanceError, match="unknown check 'speed'"):
         check_attention(Masked, checks=["speed"])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from attention_cases import SEEDS, rand_qkv
-from lra_bench.attention import build_attention, chunked, skyformer_fast
+from lra_bench.attention import build_attention, chunked, pinv, skyformer_fast
 from lra_bench.attention.pinv import (
     newton_schulz_pinv,
     newton_schulz_reference,
@@ -116,11 +116,18 @@ def test_fast_equals_reference_on_the_models_layout(name, kw, padded):
     assert_same_outputs_and_grads(fast, ref)
 
 
+def _not_on_this_path(*args):
+    raise AssertionError("the eigenvalue path ran where the iterations should")
+
+
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("name, kw", FLAT)
 def test_fast_equals_reference_in_gpu_tiles(name, kw, padded, monkeypatch: pytest.MonkeyPatch):
-    """The tiling a GPU gets (every head at once, rows in chunks), run on the CPU."""
+    """The path a GPU gets (every head at once, rows in chunks; Skyformer's m x m part by
+    iterations through autograd, every batch entry in one group), run on the CPU."""
     monkeypatch.setattr(chunked, "PER_HEAD_DEVICES", ())
+    monkeypatch.setattr(pinv, "EIGEN_DEVICES", ())
+    monkeypatch.setattr(pinv._SpectralNewtonSchulzTimes, "apply", _not_on_this_path)
     monkeypatch.setattr(chunked, "CHUNK_ELEMENTS_GPU", 1)
     assert_fast_equals_reference(name, kw, 4, real_tokens=(17, 50) if padded else None)
 

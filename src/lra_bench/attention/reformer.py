@@ -113,7 +113,7 @@ class ReformerAttention(SampledAttention):
         )
         queries = torch.cat([q, torch.ones_like(q[..., :1])], dim=-1)
         null_k = torch.zeros(d + 1, dtype=q.dtype, device=q.device)
-        null_k[-1] = hidden
+        null_k[-1:].fill_(hidden)  # not null_k[-1] = hidden: that waits for a GPU (a host copy)
         prev = self.previous_chunks(valid, n_c // c)
         k_w = window(sort_into_chunks(keys, perm, c), null_k, prev)
         v_w = window(sort_into_chunks(v, perm, c), v.new_zeros(d), prev)

@@ -28,6 +28,7 @@ from lra_bench.attention.base import (
 from lra_bench.attention.chunked import recomputed
 from lra_bench.attention.kernels import gaussian_kernel
 from lra_bench.attention.pinv import (
+    EIGEN_DEVICES,
     newton_schulz_reference,
     newton_schulz_scale,
     symmetric_newton_schulz_times,
@@ -93,7 +94,7 @@ class SkyformerAttention(SampledAttention):
         scale = q.shape[-1] ** -0.25
         by_entry = self.cfg.pinv_init == "per_matrix"  # "batch": one scale over every matrix
         small = GraphSmall(self.small)
-        if q.device.type == "cpu":  # the eigendecomposition's path: gradients by hand
+        if q.device.type in EIGEN_DEVICES:  # the eigendecomposition's path: gradients by hand
             cfg = self.cfg
             small = SkyformerSmall(
                 gamma=cfg.gamma, iters=cfg.pinv_iters, init=cfg.pinv_init, fallback=small

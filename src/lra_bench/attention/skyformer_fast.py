@@ -324,9 +324,12 @@ def _add_landmark_grad(dq, dk, dlm, rows, from_k) -> None:
     """Adds the landmarks' gradient ``dlm [b, h, m, d]`` into the rows of dQ and dK they came
     from."""
     b, h, n, d = dq.shape
-    flat = rows + n * torch.arange(b * h, device=rows.device).view(b, h, 1)
-    for target, picked in ((dq, ~from_k), (dk, from_k)):
-        target.view(-1, d).index_add_(0, flat[picked], dlm[picked])
+    flat = (rows + n * torch.arange(b * h, device=rows.device).view(b, h, 1)).flatten()
+    from_k = from_k.unsqueeze(-1)
+    # every landmark into both, zero where it did not come from: picking them by the mask would
+    # make a GPU wait for the count of each kind (a host round trip per step)
+    for target, other in ((dq, from_k), (dk, ~from_k)):
+        target.view(-1, d).index_add_(0, flat, dlm.masked_fill(other, 0).flatten(0, 2))
 
 
 def skyformer_attention(
@@ -344,8 +347,11 @@ def skyformer_attention(
     """``k(Q, L) small(L, k(L, K) V)`` with ``L = scale [Q; K][rows]`` (K's rows where ``from_k``):
     ``q, k, v [b, h, n, d]``, ``rows, from_k [b, h, m]``, ``mask [b, n]`` (1 = real token).
 
-    ``by_entry``: ``small`` treats batch entries independently, so that it may run on groups of
-    them (``_small_group_elements`` elements of m x m matrices per group)."""
+    ``by_entry``: ``small`` treats batch entries independently, so that on a CPU it may run on
+    groups of them (``_small_group_elements`` elements of m x m matrices per group). Elsewhere
+    it runs on all at once: there each group's m x m work costs kernel launches, not memory."""
     b, h, m = rows.shape
-    per = max(1, _small_group_elements(q) // (h * m * m)) if by_entry else b
+    per = b
+    if by_entry and q.device.type in chunked.PER_HEAD_DEVICES:
+        per = max(1, _small_group_elements(q) // (h * m * m))
     return _Skyformer.apply(q, k, v, rows, from_k, mask, scale, small, per)

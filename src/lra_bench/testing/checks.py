@@ -9,12 +9,14 @@ their draws from ``cfg.seed``) and ``torch.manual_seed`` before each compared ca
 from __future__ import annotations
 
 import copy
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from lra_bench.attention import REGISTRY, Attention, AttentionConfig, discover_plugins
 from lra_bench.attention.registry import settings_class, typed_settings
@@ -289,6 +291,77 @@ def check_task_shapes(s: Subject) -> None:
             raise s.fail("task_shapes", f"n={n} ({tasks}): non-finite outputs or gradients")
 
 
+# operations after which a GPU's host waits for the device: a value read back, an output whose
+# size depends on the data, or a Python number copied from host memory into a device tensor
+_VALUE_READS = {"_local_scalar_dense", "nonzero", "nonzero_static", "masked_select", "unique_dim"}
+_SIZED_BY_DATA = {"_unique", "_unique2", "unique_consecutive", "repeat_interleave"}
+
+
+class _HostWaits(TorchDispatchMode):
+    """Records the first operation that would make a GPU's host wait, with the line that
+    issued it (run on the CPU, where the same operations are issued).
+
+    A value read from a tensor made from no other tensor (a seed drawn from the host's
+    generator) is not counted: the CPU cannot tell it from one drawn on the device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: str | None = None
+        self.lifted: set[tuple] = set()  # Python numbers made host tensors (``x[i] = 2.0``)
+        self.fresh: set[tuple] = set()  # tensors made from no tensor (draws, constants)
+        self.alive: list[torch.Tensor] = []  # both kept, so that their memory is not reused
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.__name__.split(".")[0]
+        leaves = torch.utils._pytree.tree_leaves((args, kwargs))
+        if name == "lift_fresh" or not any(isinstance(x, torch.Tensor) for x in leaves):
+            (self.lifted if name == "lift_fresh" else self.fresh).add(_memory(out))
+            self.alive.append(out)
+        elif self.found is None and self._waits(name, args, kwargs or {}):
+            self.found = f"{func.__name__} at {_caller()}"
+        return out
+
+    def _waits(self, name: str, args: tuple, kwargs: dict) -> bool:
+        if name in _VALUE_READS:
+            return _memory(args[0]) not in self.fresh
+        if name in _SIZED_BY_DATA:
+            return "output_size" not in kwargs
+        if name == "copy_" and _memory(args[1]) in self.lifted:  # written one element at a time
+            return True
+        indices = args[1] if name in ("index", "index_put", "index_put_") else ()
+        return any(isinstance(t, torch.Tensor) and t.dtype == torch.bool for t in indices or ())
+
+
+def _memory(t: Any) -> tuple:
+    """Where a tensor's values lie (Python ids of tensors seen here are not stable)."""
+    return (t.data_ptr(), t.dtype, tuple(t.shape)) if isinstance(t, torch.Tensor) else ()
+
+
+def _caller() -> str:
+    """The innermost line outside torch and this module."""
+    for frame in reversed(traceback.extract_stack()):
+        if "/torch/" not in frame.filename and not frame.filename.endswith("checks.py"):
+            return f"{frame.filename.rsplit('/', 2)[-1]}:{frame.lineno} ({frame.line})"
+    return "an unknown line"
+
+
+def check_no_host_wait(s: Subject) -> None:
+    """Forward and backward in training mode issue nothing a GPU's host must wait for (a value
+    read back, a size set by the data, a number copied in from host memory): such a wait stalls
+    every step on a GPU."""
+    attn = s.build(dtype=torch.float32).train()
+    (q, k, v), mask = inputs(8, dtype=torch.float32)
+    for t in (q, k, v):
+        t.requires_grad_()
+    attn(q, k, v, mask)  # lazily built state (generators, buffers) is made outside the record
+    waits = _HostWaits()
+    with waits:
+        attn(q, k, v, mask).square().mean().backward()
+    if waits.found:
+        raise s.fail("no_host_wait", f"{waits.found} would make a GPU wait for the host")
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     "config": check_config,
     "shape_dtype": check_shape_dtype,
@@ -298,6 +371,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "resume": check_resume,
     "bf16": check_bf16,
     "task_shapes": check_task_shapes,
+    "no_host_wait": check_no_host_wait,
 }
 
 
