@@ -354,6 +354,41 @@ def test_cpu_peak_memory_is_the_extra_resident_memory():
     assert 60 < memory.peak_mb() < 72
 
 
+FREED_MEMORY_SCRIPT = """
+import sys, torch
+from lra_bench.runtime import proc_status_kb
+if sys.argv[1] == "training":
+    from lra_bench.distributed import init_distributed
+    init_distributed("cpu")
+elif sys.argv[1] == "bench":
+    from lra_bench.benchmarking.measure import _use
+    _use("cpu")
+x = torch.ones(4 * 2**20)  # 16 MB, touched
+before = proc_status_kb("VmRSS")
+del x
+print((before - proc_status_kb("VmRSS")) / 1024)
+"""
+
+
+@pytest.mark.skipif(not cpu_peak_supported(), reason="needs Linux /proc/self/status")
+@pytest.mark.parametrize("entry", ["training", "bench", "neither"])
+def test_cpu_runs_hold_freed_memory_for_the_next_step(entry):
+    """Training and the bench on a CPU keep a freed 16 MB tensor's memory (the next step's
+    fresh tensors then need no page faults); a plain process hands it back (negative control)."""
+    done = subprocess.run(
+        [sys.executable, "-c", FREED_MEMORY_SCRIPT, entry],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "WORLD_SIZE": "1"},
+    )
+    released_mb = float(done.stdout)
+    if entry == "neither":
+        assert released_mb > 15
+    else:
+        assert released_mb < 1
+
+
 def test_cpu_tensor_peak_counts_the_tensors_alive_at_once():
     held = torch.ones(2**20)  # alive before: not counted
 

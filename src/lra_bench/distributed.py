@@ -54,10 +54,10 @@ def init_distributed(
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else None
     device = run_device(device_name, local_rank)
+    make_current(device)
     if world <= 1:
         return DistInfo(), device
     info = DistInfo(int(os.environ["RANK"]), world, local_rank or 0)
-    make_current(device)
     if not dist.is_initialized():
         dist.init_process_group(
             backend="nccl" if device.type == "cuda" else "gloo",
