@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from attention_cases import SMALL
-from lra_bench.attention import available
+from lra_bench.attention import available, build_attention
 from lra_bench.attention.base import hidden_score, matmul_dtype, upcast
 from lra_bench.compose import compose_config
 from lra_bench.data.batches import Collator
 from lra_bench.model import build_model
 from lra_bench.runtime import CUBLAS_WORKSPACE, deterministic_mode, native_bf16, precision_of
+from lra_bench.step import make_train_state, train_step
 
 
 def model_for(attn: str, *overrides: str) -> torch.nn.Module:
@@ -54,6 +55,49 @@ def test_every_parameter_gets_a_gradient(attn):
     torch.nn.functional.cross_entropy(model(padded_batch()), torch.tensor([0, 1])).backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None]
     assert missing == []
+
+
+def grads_after_autocast_forward(attn: str, backward_inside: bool) -> list[torch.Tensor]:
+    """q's and v's gradients after a bf16 autocast forward of ``attn``, backward called inside
+    the autocast block or after it."""
+    torch.manual_seed(0)
+    model = build_attention(
+        {"name": attn, "dropout": 0.0, **SMALL.get(attn, {})}, head_dim=8, num_heads=2, max_len=128
+    ).train()
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 2, 100, 8, generator=g, requires_grad=True) for _ in range(3))
+    mask = torch.arange(100) < torch.tensor([[100], [60]])
+    torch.manual_seed(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(q, k, v, mask).float().square().sum()
+        if backward_inside:
+            loss.backward()
+    if not backward_inside:
+        loss.backward()
+    return [q.grad, v.grad]
+
+
+@pytest.mark.parametrize("attn", available())
+def test_backward_called_under_autocast_gives_the_same_gradients(attn):
+    """Custom backward passes run with autocast off, as their forward passes did: called under
+    autocast they neither fail on mixed dtypes nor recompute in bf16 (Performer's and Skyformer's
+    gradients moved by up to 0.5 and 1.2 that way, and Nystromformer's backward failed)."""
+    inside, after = (grads_after_autocast_forward(attn, inside) for inside in (True, False))
+    assert all(torch.equal(a, b) for a, b in zip(inside, after, strict=True))
+
+
+def test_the_training_step_runs_backward_outside_autocast():
+    """torch advises autocast around forward and loss only; a backward inside it ran custom
+    recomputations in bf16."""
+    cfg = compose_config(["attn=softmax", "trainer=smoke", "trainer.amp=true"])
+    cfg.trainer.amp_dtype = "bf16"
+    model = build_model(cfg)
+    state = make_train_state(model, cfg.trainer, torch.device("cpu"))
+    assert state.amp_dtype == torch.bfloat16  # autocast is on for the forward pass
+    seen: list[bool] = []
+    model.head.register_full_backward_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+    train_step(state, iter([padded_batch()]))
+    assert seen == [False]
 
 
 def test_hidden_scores_fit_the_dtype_and_vanish_after_softmax():

@@ -128,9 +128,10 @@ def train_step(state: TrainState, batches: Iterator[Batch], micro_batches: int =
         tokens += token_counts(host_batch)[0]  # masks are still on the host: no device wait
         batch = to_device(host_batch, device)
         sync = micro == micro_batches - 1 or not info.enabled
-        with autocast(device, state.amp_dtype), nullcontext() if sync else state.model.no_sync():  # type: ignore[operator]
-            logits = state.model(batch)
-            loss = torch.nn.functional.cross_entropy(logits.float(), batch["label"])
+        with nullcontext() if sync else state.model.no_sync():  # type: ignore[operator]
+            with autocast(device, state.amp_dtype):  # forward and loss only, as torch advises:
+                logits = state.model(batch)  # backward under autocast recomputes in its dtypes
+                loss = torch.nn.functional.cross_entropy(logits.float(), batch["label"])
             state.scaler.scale(loss / micro_batches).backward()
         loss_sum += loss.detach() / micro_batches
         correct += (logits.detach().argmax(-1) == batch["label"]).sum()

@@ -8,6 +8,8 @@ Padded keys must never influence real queries. The settings every variant accept
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -104,6 +106,20 @@ def without_autocast(x: torch.Tensor) -> Any:
     another dtype than the gradients it meets.
     """
     return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+def backward_without_autocast(backward: Callable[..., Any]) -> Callable[..., Any]:
+    """A custom autograd function's ``backward`` run with autocast off, as its forward ran
+    (``without_autocast``): called under autocast, it would otherwise recompute or multiply in
+    another dtype than forward did (and ``baddbmm`` refuses mixed dtypes)."""
+
+    @functools.wraps(backward)
+    def run(ctx: Any, *grads: Any) -> Any:
+        device = next((g.device.type for g in grads if isinstance(g, torch.Tensor)), "cpu")
+        with torch.autocast(device_type=device, enabled=False):
+            return backward(ctx, *grads)
+
+    return run
 
 
 def hidden_score(dtype: torch.dtype, score: float = -1e9) -> float:

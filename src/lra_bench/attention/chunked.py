@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from lra_bench.attention.base import without_autocast
+from lra_bench.attention.base import backward_without_autocast, without_autocast
 
 CHUNK_ELEMENTS = 1 << 18  # elements of one tile on a CPU (1 MB in fp32): stays in cache
 CHUNK_ELEMENTS_GPU = (
@@ -185,6 +185,7 @@ class _KernelApply(torch.autograd.Function):
         return out
 
     @staticmethod
+    @backward_without_autocast
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, y_aug, p, tensor_shift = ctx.saved_tensors
         shift = _saved_shift(ctx, tensor_shift)
@@ -243,6 +244,7 @@ class _KernelReduce(torch.autograd.Function):
         return out
 
     @staticmethod
+    @backward_without_autocast
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, y_aug, v, mask, tensor_shift = ctx.saved_tensors
         shift = _saved_shift(ctx, tensor_shift)
@@ -347,6 +349,7 @@ class _Recomputed(torch.autograd.Function):
         return fn(*inputs)
 
     @staticmethod
+    @backward_without_autocast
     def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         inputs = [
             x.detach().requires_grad_(need)

@@ -22,6 +22,7 @@ from torch import nn
 
 from lra_bench.attention.base import (
     Attention,
+    backward_without_autocast,
     hidden_score,
     matmul_dtype,
     upcast,
@@ -98,6 +99,7 @@ class _SequenceConv(torch.autograd.Function):
         )
 
     @staticmethod
+    @backward_without_autocast
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         v, weight = ctx.saved_tensors
         b, h, n, d = v.shape

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from lra_bench.attention.base import SampledAttention, upcast
+from lra_bench.attention.base import SampledAttention, backward_without_autocast, upcast
 from lra_bench.attention.chunked import kernel_apply, kernel_reduce, row_max
 from lra_bench.attention.sampling import seeded_generator
 from lra_bench.attention.settings.performer import PerformerConfig
@@ -74,6 +74,7 @@ class _DivideByLast(torch.autograd.Function):
         return a[..., :-1] / a[..., -1:]
 
     @staticmethod
+    @backward_without_autocast
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (a,) = ctx.saved_tensors
         den = a[..., -1:]

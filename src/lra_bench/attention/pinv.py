@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from lra_bench.attention.base import without_autocast
+from lra_bench.attention.base import backward_without_autocast, without_autocast
 from lra_bench.attention.chunked import recomputed
 from lra_bench.attention.settings.base import PINV_INITS
 
@@ -95,6 +95,7 @@ class _NewtonSchulz(torch.autograd.Function):
         return z.view(shape)
 
     @staticmethod
+    @backward_without_autocast
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         m, *kept = ctx.saved_tensors
         shape, k = grad.shape, m.shape[-1]
@@ -248,6 +249,7 @@ class _SpectralNewtonSchulzTimes(torch.autograd.Function):
         return out
 
     @staticmethod
+    @backward_without_autocast
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         lam, q, c, x = ctx.saved_tensors
         dm, dc, dx, _ = spectral_times_backward(lam, q, c, x, ctx.iters, grad)

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import torch
 
 from lra_bench.attention import chunked
+from lra_bench.attention.base import backward_without_autocast, without_autocast
 from lra_bench.attention.chunked import augment_landmarks
 
 MIN_TILE, MAX_TILE = 1 << 16, 1 << 18  # elements of one n x m tile on a CPU (256 KB to 1 MB)
@@ -260,6 +261,7 @@ class _Skyformer(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
+    @backward_without_autocast
     def backward(ctx: Any, grad: torch.Tensor):
         q, k, v, rows, from_k, mask, lm, p, *kept = ctx.saved_tensors
         lm_log2 = _base2_landmarks(lm)
@@ -354,4 +356,5 @@ def skyformer_attention(
     per = b
     if by_entry and q.device.type in chunked.PER_HEAD_DEVICES:
         per = max(1, _small_group_elements(q) // (h * m * m))
-    return _Skyformer.apply(q, k, v, rows, from_k, mask, scale, small, per)
+    with without_autocast(q):  # the blocks' products stay in q's dtype (float32) under AMP
+        return _Skyformer.apply(q, k, v, rows, from_k, mask, scale, small, per)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from lra_bench.attention.base import without_autocast
+from lra_bench.attention.base import backward_without_autocast, without_autocast
 from lra_bench.dropout import cheap
 from lra_bench.dropout import keep_mask as dropout_keep_mask
 
@@ -83,6 +83,7 @@ class _DroppedSoftmax(torch.autograd.Function):
         return out
 
     @staticmethod
+    @backward_without_autocast
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         q, k, v, bias = ctx.saved_tensors
         p, scale = ctx.p, ctx.scale
