@@ -386,6 +386,8 @@ def test_example_plugin_installs_trains_and_reaches_the_leaderboard(tmp_path):
             "-q",
             "-p",
             "no:cacheprovider",
+            "-p",
+            "no:benchmark",  # pytest-benchmark, where installed, writes .benchmarks/ into the cwd
             str(tmp_path / "plugin" / "test_cosine_attention.py"),
         ],
         tmp_path,
