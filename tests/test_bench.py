@@ -366,15 +366,18 @@ elif sys.argv[1] == "bench":
 x = torch.ones(4 * 2**20)  # 16 MB, touched
 before = proc_status_kb("VmRSS")
 del x
-print((before - proc_status_kb("VmRSS")) / 1024)
+released = (before - proc_status_kb("VmRSS")) / 1024
+subnormal = torch.tensor([1e-39]) * torch.tensor([1.0])
+print(released, float(subnormal[0]) == 0.0)
 """
 
 
 @pytest.mark.skipif(not cpu_peak_supported(), reason="needs Linux /proc/self/status")
 @pytest.mark.parametrize("entry", ["training", "bench", "neither"])
-def test_cpu_runs_hold_freed_memory_for_the_next_step(entry):
+def test_cpu_runs_hold_freed_memory_and_flush_subnormals(entry):
     """Training and the bench on a CPU keep a freed 16 MB tensor's memory (the next step's
-    fresh tensors then need no page faults); a plain process hands it back (negative control)."""
+    fresh tensors then need no page faults) and flush subnormal results to zero; a plain
+    process hands the memory back and keeps subnormals (negative control)."""
     done = subprocess.run(
         [sys.executable, "-c", FREED_MEMORY_SCRIPT, entry],
         capture_output=True,
@@ -382,11 +385,11 @@ def test_cpu_runs_hold_freed_memory_for_the_next_step(entry):
         check=True,
         env={**os.environ, "WORLD_SIZE": "1"},
     )
-    released_mb = float(done.stdout)
+    released, flushed = done.stdout.split()
     if entry == "neither":
-        assert released_mb > 15
+        assert float(released) > 15 and flushed == "False"
     else:
-        assert released_mb < 1
+        assert float(released) < 1 and flushed == "True"
 
 
 def test_cpu_tensor_peak_counts_the_tensors_alive_at_once():
