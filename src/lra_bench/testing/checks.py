@@ -293,8 +293,8 @@ def check_task_shapes(s: Subject) -> None:
 
 # operations after which a GPU's host waits for the device: a value read back, an output whose
 # size depends on the data, or a Python number copied from host memory into a device tensor
-_VALUE_READS = {"_local_scalar_dense", "nonzero", "nonzero_static", "masked_select", "unique_dim"}
-_SIZED_BY_DATA = {"_unique", "_unique2", "unique_consecutive", "repeat_interleave"}
+_VALUE_READS = {"_local_scalar_dense", "nonzero", "nonzero_static", "masked_select"}
+_SIZED_BY_DATA = {"_unique", "_unique2", "unique_dim", "unique_consecutive", "repeat_interleave"}
 
 
 class _HostWaits(TorchDispatchMode):
