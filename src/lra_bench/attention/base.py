@@ -115,8 +115,8 @@ def backward_without_autocast(backward: Callable[..., Any]) -> Callable[..., Any
 
     @functools.wraps(backward)
     def run(ctx: Any, *grads: Any) -> Any:
-        device = next((g.device.type for g in grads if isinstance(g, torch.Tensor)), "cpu")
-        with torch.autocast(device_type=device, enabled=False):
+        grad = next((g for g in grads if isinstance(g, torch.Tensor)), torch.empty(0))
+        with without_autocast(grad):
             return backward(ctx, *grads)
 
     return run

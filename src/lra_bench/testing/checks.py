@@ -178,13 +178,17 @@ def check_padding(s: Subject) -> None:
             )
 
 
+def _training(s: Subject, seed: int) -> tuple[Attention, list[torch.Tensor], torch.Tensor]:
+    """A float32 module in training mode, and q, k, v (requiring gradients) and a mask."""
+    attn = s.build(dtype=torch.float32).train()
+    qkv, mask = inputs(seed, dtype=torch.float32)
+    return attn, [t.requires_grad_() for t in qkv], mask
+
+
 def check_gradients(s: Subject) -> None:
     """Training-mode backward gives finite, non-zero gradients
     to q, v (and k when ``uses_keys``) and every parameter."""
-    attn = s.build(dtype=torch.float32).train()
-    (q, k, v), mask = inputs(3, dtype=torch.float32)
-    for t in (q, k, v):
-        t.requires_grad_()
+    attn, (q, k, v), mask = _training(s, 3)
     attn(q, k, v, mask).square().mean().backward()
     used = {"q": q, "k": k, "v": v} if attn.uses_keys else {"q": q, "v": v}
     for name, t in used.items():
@@ -350,10 +354,7 @@ def check_no_host_wait(s: Subject) -> None:
     """Forward and backward in training mode issue nothing a GPU's host must wait for (a value
     read back, a size set by the data, a number copied in from host memory): such a wait stalls
     every step on a GPU."""
-    attn = s.build(dtype=torch.float32).train()
-    (q, k, v), mask = inputs(8, dtype=torch.float32)
-    for t in (q, k, v):
-        t.requires_grad_()
+    attn, (q, k, v), mask = _training(s, 8)
     attn(q, k, v, mask)  # lazily built state (generators, buffers) is made outside the record
     waits = _HostWaits()
     with waits:
