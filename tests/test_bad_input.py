@@ -389,6 +389,30 @@ def test_help_into_a_closed_pipe_exits_without_a_traceback(tmp_path, module):
     assert "Traceback" not in err and "BrokenPipe" not in err and not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["lra_bench.leaderboard", "show", "skyformer_paper", "--format", "json"],
+        ["lra_bench.table", "status", "experiment=cpu_table"],
+    ],
+)
+def test_a_report_into_a_closed_pipe_says_it_did_not_finish(tmp_path, argv):
+    """``... | head`` on the report commands: the status every command gives a closed output
+    (not 0, which would read as a complete report), no traceback, nothing written."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *argv],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, err[-2000:]
+    assert "Traceback" not in err and "BrokenPipe" not in err and not list(tmp_path.iterdir())
+
+
 def test_checkpoint_temporary_names_are_unique_per_process_and_call(tmp_path, monkeypatch):
     from lra_bench import checkpoint
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lra_bench.cli_style import hydra_style_alias
-from lra_bench.errors import error_status
+from lra_bench.errors import closed_output_status, error_status
 from lra_bench.io import atomic_write_text
 from lra_bench.report import ReportError
 from lra_bench.report.load import Record, load_all, load_csv
@@ -302,8 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except ReportError as err:
         return error_status(err)
-    except BrokenPipeError:
-        return 0
+    except BrokenPipeError:  # ``... | head``
+        return closed_output_status()
 
 
 if __name__ == "__main__":

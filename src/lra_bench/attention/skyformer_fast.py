@@ -5,11 +5,11 @@ kept, the gradients written by hand.
     P = small(L, C)        (W, M, the pseudo-inverse: m x m work, ``SmallPart``)
     out = k(Q, L) P                                   block A
 
-Forward builds each tile of a block once (one matmul on augmented rows, ``chunked.augment_rows``,
-and an exponential, taken as ``exp2`` of base-2 exponents: the landmarks carry the factor
-log2 e) and uses it at once; backward rebuilds it and takes from it every gradient
-it carries: for block A dP, dQ and dL, for block B dV, dK and dL. The landmarks' gradient is
-added into dQ and dK in place (``index_add_``), not through a zero tensor of the inputs' size.
+Forward builds each tile of a block once and uses it at once: one matmul on the augmented rows
+``x~ = [s x, -|s x|^2 / 2, 1]`` (``_Rows``) and an exponential, taken as ``exp2`` of base-2
+exponents (the landmarks carry the factor log2 e). Backward rebuilds it and takes from it every
+gradient it carries: for block A dP, dQ and dL, for block B dV, dK and dL. The landmarks' gradient
+is added into dQ and dK in place (``index_add_``), not through a zero tensor of the inputs' size.
 What is kept for backward: the landmark indices, P and what the small part's backward needs
 (O(m d + m^2) per head: on a CPU its eigenvectors and eigenvalues, ``skyformer_small``; elsewhere
 its autograd graph, ``GraphSmall``). A tile holds a quarter of q's elements on a CPU, within

@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from lra_bench.errors import LraBenchError, error_status
+from lra_bench.errors import LraBenchError, closed_output_status, error_status
 from lra_bench.report.render import FORMATS
 
 EXAMPLES = """examples:
@@ -109,8 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return {"plan": run_plan, "status": run_status, "report": run_report}[args.command](args)
     except (LraBenchError, HydraException, OmegaConfBaseException) as err:
         return error_status(describe(err))
-    except BrokenPipeError:
-        return 0
+    except BrokenPipeError:  # ``... | head``
+        return closed_output_status()
     except KeyboardInterrupt:
         return 130
     finally:
